@@ -1,0 +1,143 @@
+"""Decisions: frozen imperatives and conclusions that the core returns.
+
+Two sorts, one type:
+
+* **Actions** the driver must carry out: ``LaunchAttempt``, ``KillAttempt``,
+  ``StartTimer``.
+* **Notes**, the core's conclusions, which the driver only records:
+  ``AttemptEnded``, ``TaskReady``, ``TaskRetrying``, ``TaskEnded``,
+  ``RunFinished``. They make ``history`` explain *why* and let ``status``
+  read a run without replaying it.
+
+Every decision has a ``reason`` in words; the store links it to the event that
+caused it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    kind: ClassVar[str] = "Decision"
+    is_action: ClassVar[bool] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchAttempt(Decision):
+    """Start attempt ``number`` of ``task_id`` on ``instances`` (one per node)."""
+
+    kind: ClassVar[str] = "LaunchAttempt"
+    is_action: ClassVar[bool] = True
+    attempt_id: str
+    task_id: str
+    number: int
+    instances: tuple[str, ...]
+    pool: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KillAttempt(Decision):
+    """SIGTERM the attempt now, SIGKILL after ``grace_s``."""
+
+    kind: ClassVar[str] = "KillAttempt"
+    is_action: ClassVar[bool] = True
+    attempt_id: str
+    grace_s: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer(Decision):
+    """Feed ``TimerFired(timer_id)`` back once the wall clock reaches ``fire_at``."""
+
+    kind: ClassVar[str] = "StartTimer"
+    is_action: ClassVar[bool] = True
+    timer_id: str
+    fire_at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded(Decision):
+    """Note: an attempt reached a final state (succeeded, failed, timed_out, lost, cancelled)."""
+
+    kind: ClassVar[str] = "AttemptEnded"
+    attempt_id: str
+    task_id: str
+    state: str
+    error: str | None = None
+    exit_code: int | None = None
+    budget: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReady(Decision):
+    """Note: every parent succeeded (or a retry's backoff ended); the task waits for capacity."""
+
+    kind: ClassVar[str] = "TaskReady"
+    task_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRetrying(Decision):
+    """Note: the task will be tried again after ``delay_s``, drawing on ``budget``."""
+
+    kind: ClassVar[str] = "TaskRetrying"
+    task_id: str
+    error: str
+    delay_s: float
+    budget: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskEnded(Decision):
+    """Note: the task is finished for good: succeeded, failed, skipped or cancelled."""
+
+    kind: ClassVar[str] = "TaskEnded"
+    task_id: str
+    state: str
+    error: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Decision):
+    """Note: every task has ended; the run is ``succeeded``, ``failed`` or ``cancelled``."""
+
+    kind: ClassVar[str] = "RunFinished"
+    state: str
+    reason: str = ""
+
+
+DECISION_TYPES: dict[str, type[Decision]] = {
+    cls.kind: cls
+    for cls in (
+        LaunchAttempt,
+        KillAttempt,
+        StartTimer,
+        AttemptEnded,
+        TaskReady,
+        TaskRetrying,
+        TaskEnded,
+        RunFinished,
+    )
+}
+
+
+def decision_from_dict(kind: str, data: dict[str, Any]) -> Decision:
+    cls = DECISION_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    values = {k: v for k, v in data.items() if k in names}
+    if "instances" in values:
+        values["instances"] = tuple(values["instances"])
+    return cls(**values)

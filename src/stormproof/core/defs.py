@@ -1,0 +1,118 @@
+"""What the core knows about a workflow and its capacity: plain frozen data.
+
+The core never sees the workflow file or pydantic: ``runtime.compile`` turns a
+validated spec into these definitions, so the core can be driven the same way
+by a real run, a replay and the simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Market(str, Enum):
+    SPOT = "spot"
+    ON_DEMAND = "on_demand"
+
+
+class OnFailure(str, Enum):
+    FAIL = "fail"
+    FINISH = "finish"
+    CONTINUE = "continue"
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one node of an attempt occupies on an instance."""
+
+    vcpus: float
+    memory_mib: int
+    gpus: int = 0
+
+    def fits_in(self, free: Resources) -> bool:
+        return (
+            self.vcpus <= free.vcpus + 1e-9
+            and self.memory_mib <= free.memory_mib
+            and self.gpus <= free.gpus
+        )
+
+    def minus(self, other: Resources) -> Resources:
+        return Resources(
+            self.vcpus - other.vcpus, self.memory_mib - other.memory_mib, self.gpus - other.gpus
+        )
+
+    def plus(self, other: Resources) -> Resources:
+        return Resources(
+            self.vcpus + other.vcpus, self.memory_mib + other.memory_mib, self.gpus + other.gpus
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """An ASL-shaped retrier, already validated. See ``spec.model.Retrier`` for the tiers rule."""
+
+    error_equals: tuple[str, ...]
+    interval_s: float
+    max_attempts: int
+    backoff_rate: float
+    max_delay_s: float | None = None
+    jitter: bool = False
+
+    def matches(self, error: str) -> bool:
+        for name in self.error_equals:
+            if name == error or name == "States.ALL":
+                return True
+            # ASL: States.TaskFailed matches every task failure except a timeout.
+            if name == "States.TaskFailed" and error != "Task.Timeout":
+                return True
+        return False
+
+    def delay_s(self, retry_number: int, unit: float) -> float:
+        """Delay before retry ``retry_number`` (1-based); ``unit`` in [0, 1) draws the jitter."""
+        delay = self.interval_s * self.backoff_rate ** (retry_number - 1)
+        if self.max_delay_s is not None:
+            delay = min(delay, self.max_delay_s)
+        return delay * unit if self.jitter else delay
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDef:
+    """One task as the core schedules it. ``index`` is its position; parents/children are indexes."""
+
+    id: str
+    index: int
+    parents: tuple[int, ...]
+    children: tuple[int, ...]
+    resources: Resources
+    nodes: int = 1
+    retry: tuple[RetryRule, ...] = ()
+    timeout_s: float | None = None
+    kill_grace_s: float = 10.0
+    max_interruptions: int = 10
+    on_failure: OnFailure = OnFailure.FAIL
+    spot_enabled: bool = True
+    checkpoint_enabled: bool = False
+    #: Longest estimated path from this task to the end; ready tasks run highest first.
+    priority: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolDef:
+    """A kind of capacity: ``count`` identical instances of one shape, at one price."""
+
+    name: str
+    market: Market
+    capacity: Resources
+    count: int
+    price_usd_per_h: float = 0.0
+    instance_type: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Run-wide knobs that are inputs to the core (and so recorded with the run)."""
+
+    seed: int = 0
+    max_parallel: int | None = None
+    pools: tuple[PoolDef, ...] = field(default_factory=tuple)

@@ -1,0 +1,119 @@
+"""Events: frozen, past-tense facts that the core is told about.
+
+Every event carries ``at``, the wall-clock second it happened, because the
+core has no clock of its own. Events are the inputs that are persisted: a
+run's state is the fold of its events through ``Workflow.handle``.
+
+``kind`` is the class name and is what the event log stores; ``to_dict`` and
+``event_from_dict`` are the only serialisation, shared by every store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    kind: ClassVar[str] = "Event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    """The driver started the run for the first time."""
+
+    kind: ClassVar[str] = "RunStarted"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed(Event):
+    """A driver took the run over after the previous one stopped or died."""
+
+    kind: ClassVar[str] = "RunResumed"
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequested(Event):
+    """Ctrl-C or SIGTERM on the driver: launch nothing more; running attempts carry on."""
+
+    kind: ClassVar[str] = "StopRequested"
+    reason: str = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested(Event):
+    """The user cancelled the run: kill what runs, end every unfinished task as cancelled."""
+
+    kind: ClassVar[str] = "CancelRequested"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted(Event):
+    """The backend accepted the attempt; ``handle`` is its id there (pid, Slurm job id, …)."""
+
+    kind: ClassVar[str] = "AttemptStarted"
+    attempt_id: str = ""
+    handle: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptExited(Event):
+    """The attempt's command ended with ``exit_code`` (128+N when killed by signal N)."""
+
+    kind: ClassVar[str] = "AttemptExited"
+    attempt_id: str = ""
+    exit_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLost(Event):
+    """The attempt vanished without an exit status (its node or shim died); ``Node.Lost``."""
+
+    kind: ClassVar[str] = "AttemptLost"
+    attempt_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSubmitFailed(Event):
+    """The backend refused or could not start the attempt (command not found, bad cwd, …)."""
+
+    kind: ClassVar[str] = "AttemptSubmitFailed"
+    attempt_id: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(Event):
+    """A timer the core asked for (``StartTimer``) is due."""
+
+    kind: ClassVar[str] = "TimerFired"
+    timer_id: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        RunStarted,
+        RunResumed,
+        StopRequested,
+        CancelRequested,
+        AttemptStarted,
+        AttemptExited,
+        AttemptLost,
+        AttemptSubmitFailed,
+        TimerFired,
+    )
+}
+
+
+def event_from_dict(kind: str, data: dict[str, Any]) -> Event:
+    """Rebuild an event from what a store saved; unknown keys are ignored (forward compatible)."""
+    cls = EVENT_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,81 @@
+"""The errors stormproof raises, in one tree.
+
+Two families, kept apart on purpose:
+
+* **User errors** (``StormproofError`` and below) are raised by the program for
+  something a person typed or wrote. The CLI prints them as one clear message
+  that names the place and the fix, and exits 2. They never show a traceback::
+
+      StormproofError
+      ├── SpecError          the workflow file is malformed or invalid (many messages)
+      ├── ConfigError        stormproof.yaml or an environment override is invalid
+      ├── RunNotFound        no run of that name in this home
+      ├── RunExists          `run --name` of a name that is taken
+      ├── RunLocked          another orchestrator drives that run
+      └── CapacityError      a task fits on no pool the run can use
+
+* **Task errors** are not exceptions at all: they are data, carried by events
+  and matched by retriers. Their names follow Step Functions so that an ASL
+  retrier reads the same here (see ``ErrorName``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+
+class ErrorName(str, Enum):
+    """Names of the ways an attempt can end badly, matched by ``retry[].error_equals``."""
+
+    TASK_FAILED = "Task.Failed"
+    TASK_TIMEOUT = "Task.Timeout"
+    TASK_OUT_OF_MEMORY = "Task.OutOfMemory"
+    CAPACITY_INTERRUPTED = "Capacity.Interrupted"
+    CAPACITY_UNAVAILABLE = "Capacity.Unavailable"
+    NODE_LOST = "Node.Lost"
+    CHECKPOINT_CORRUPT = "Checkpoint.Corrupt"
+    STATES_ALL = "States.ALL"
+    STATES_TASK_FAILED = "States.TaskFailed"
+
+
+class StormproofError(Exception):
+    """Something the user can fix. ``str(err)`` is the whole message for the terminal."""
+
+    exit_code = 2
+
+
+class SpecError(StormproofError):
+    """A workflow file that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, source: str, messages: Sequence[str]) -> None:
+        self.source = source
+        self.messages = list(messages)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.messages) == 1:
+            return f"{self.source}: {self.messages[0]}"
+        lines = [f"{self.source}: {len(self.messages)} problems"]
+        lines += [f"  - {m}" for m in self.messages]
+        return "\n".join(lines)
+
+
+class ConfigError(StormproofError):
+    """stormproof.yaml, a --config file or a STORMPROOF_* variable is invalid."""
+
+
+class RunNotFound(StormproofError):
+    """No run of that name exists in this home."""
+
+
+class RunExists(StormproofError):
+    """A run of that name exists already; resume it or pick another name."""
+
+
+class RunLocked(StormproofError):
+    """Another orchestrator process is driving this run right now."""
+
+
+class CapacityError(StormproofError):
+    """A task asks for more than any instance of any usable pool has."""

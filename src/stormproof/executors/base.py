@@ -1,0 +1,94 @@
+"""The executor seam: where an attempt runs.
+
+Designed for batch schedulers first, local processes second:
+
+* ``submit`` returns at once; what becomes of the attempt arrives later as
+  events from ``poll`` (``AttemptStarted``, ``AttemptExited``,
+  ``AttemptLost``, ``AttemptSubmitFailed``).
+* Every attempt is submitted under its attempt id (``"<task>/<number>"``) as
+  the job's name, and submitting the same id twice is a no-op, so a restarted
+  orchestrator can ``recover`` the ids it had launched and adopt what still
+  runs instead of launching it again.
+* Backend failures are translated to events here, never raised into the
+  runtime, except ``ExecutorUnavailable`` when the backend itself is gone.
+
+Backends register under the ``stormproof.executors`` entry point group; the
+class is called as ``cls(run_dir, options)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from stormproof.core.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptJob:
+    """Everything a backend needs to run one attempt."""
+
+    run: str
+    attempt_id: str
+    task_id: str
+    number: int
+    #: A list runs without a shell; a string runs under ``sh -c``.
+    command: Sequence[str] | str
+    #: Variables added to the backend's environment (task environment + STORMPROOF_*).
+    env: Mapping[str, str]
+    #: The attempt's own directory: ``work/`` is the cwd, logs and exit status sit beside it.
+    attempt_dir: Path
+    vcpus: float = 1.0
+    memory_mib: int = 1024
+    gpus: int = 0
+    nodes: int = 1
+    instances: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def work_dir(self) -> Path:
+        return self.attempt_dir / "work"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.attempt_dir / "stdout.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.attempt_dir / "stderr.log"
+
+    @property
+    def exit_status_path(self) -> Path:
+        return self.attempt_dir / "exit_status"
+
+
+class ExecutorUnavailable(Exception):
+    """The backend itself cannot be reached (not one attempt's problem)."""
+
+
+@runtime_checkable
+class Executor(Protocol):
+    def submit(self, job: AttemptJob) -> None:
+        """Start the attempt; return at once. Idempotent per ``job.attempt_id``."""
+
+    def kill(self, attempt_id: str, grace_s: float) -> None:
+        """SIGTERM (or the backend's equivalent) now, SIGKILL after ``grace_s``."""
+
+    def poll(self, timeout_s: float) -> list[Event]:
+        """Wait up to ``timeout_s`` for news; return the events that happened (maybe none)."""
+
+    def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
+        """After a restart: adopt those still running, report those that ended or vanished.
+
+        Returns, per job, ``AttemptStarted`` (adopted, still running) or a final
+        event (``AttemptExited`` / ``AttemptLost``); a job the backend never
+        heard of gets nothing and the runtime submits it afresh.
+        """
+
+    def close(self) -> None:
+        """Stop watching. Running attempts are *not* killed: they outlive the orchestrator."""
+
+
+def executor_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    return dict(options or {})

@@ -1,0 +1,75 @@
+"""The store seam: the event log, which is the truth about every run.
+
+A row is either an ``event`` (an input to the core) or a ``decision`` (what the
+core answered, linked to its cause by ``cause``). Rows are appended in
+memory and made durable together by ``flush``, one transaction per batch:
+the driver flushes before it acts on a batch's decisions (outbox, then act).
+
+The store also owns the two bits of shared state around a run: the *driver
+lease* (one orchestrator per run) and the *request inbox* (``cancel`` from
+another process). Backends register under ``stormproof.stores``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+RowCategory = Literal["event", "decision"]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    seq: int  # 1, 2, 3, … per run, assigned by ``append``; 0 before that
+    category: RowCategory
+    kind: str
+    at: float  # wall-clock seconds; a decision carries its cause's time
+    cause: int | None  # for a decision: the seq of the event that caused it
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    name: str
+    created_at: float
+    workflow_name: str
+    meta: dict[str, Any]
+
+
+class EventLog(Protocol):
+    def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
+        """Record a new run; ``RunExists`` if the name is taken."""
+
+    def get_run(self, name: str) -> RunInfo:
+        """``RunNotFound`` if there is no such run."""
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, newest first."""
+
+    def append(self, run: str, rows: Sequence[Row]) -> list[Row]:
+        """Buffer rows; returns them with their seq numbers (and causes resolved)."""
+
+    def flush(self) -> None:
+        """Make every buffered row durable, in one transaction."""
+
+    def read(self, run: str, after_seq: int = 0) -> Iterator[Row]:
+        """The run's rows in seq order, durable ones only."""
+
+    def post_request(self, run: str, kind: str, at: float) -> None:
+        """Leave a request (e.g. ``cancel``) for whoever drives the run."""
+
+    def take_requests(self, run: str) -> list[str]:
+        """Pop the run's pending requests, oldest first."""
+
+    def driver_lease(self, run: str) -> AbstractContextManager[None]:
+        """Hold the run exclusively; ``RunLocked`` at once if another process holds it.
+
+        Released when the block ends *or the process dies* (kill -9 included).
+        """
+
+    def is_driven(self, run: str) -> bool:
+        """Whether some process holds the run's driver lease right now."""
+
+    def close(self) -> None: ...
