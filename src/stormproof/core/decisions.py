@@ -96,6 +96,7 @@ class TaskRetrying(Decision):
     error: str
     delay_s: float
     budget: str
+    retrier: int | None = None  # 1-based index into the task's retry list
     reason: str = ""
 
 

@@ -78,7 +78,7 @@ class RetryRule:
 
 @dataclass(frozen=True, slots=True)
 class TaskDef:
-    """One task as the core schedules it. ``index`` is its position; parents/children are indexes."""
+    """One task as the core schedules it; parents and children are task indexes."""
 
     id: str
     index: int

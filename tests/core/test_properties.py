@@ -1,0 +1,217 @@
+"""Property tests: random DAGs x random attempt outcomes, invariants after every event.
+
+A tiny fake cluster drives the core the way the runtime does: it starts what
+the core launches, ends attempts with outcomes hypothesis picks, fires the
+earliest timer when nothing else can happen, and checks, after each event:
+
+* ``Workflow.validate()`` (capacity never oversubscribed, counters agree, …);
+* no attempt is launched before every parent of its task succeeded;
+* a task that ended is never launched again, and every task ends exactly once;
+* retry delays are exactly the retrier's formula; a lost attempt never draws
+  on the retry budget;
+* the number of attempts never exceeds 1 + retries allowed + interruptions allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stormproof.core.decisions import (
+    Decision,
+    KillAttempt,
+    LaunchAttempt,
+    RunFinished,
+    StartTimer,
+    TaskEnded,
+    TaskRetrying,
+)
+from stormproof.core.defs import OnFailure, RetryRule, TaskDef
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptLost,
+    AttemptStarted,
+    Event,
+    RunStarted,
+    TimerFired,
+)
+from stormproof.core.machine import Workflow
+
+from .builders import dag, pool, workflow
+
+
+@st.composite
+def random_dags(draw: st.DrawFn) -> dict[str, list[str]]:
+    n = draw(st.integers(1, 12))
+    deps: dict[str, list[str]] = {}
+    for i in range(n):
+        earlier = [f"t{j}" for j in range(i)]
+        deps[f"t{i}"] = (
+            draw(st.lists(st.sampled_from(earlier), unique=True, max_size=3)) if earlier else []
+        )
+    return deps
+
+
+rules = st.builds(
+    RetryRule,
+    error_equals=st.sampled_from(
+        [("States.ALL",), ("Task.Failed",), ("Task.Timeout",), ("States.TaskFailed",)]
+    ),
+    interval_s=st.sampled_from([0.0, 1.0, 30.0]),
+    max_attempts=st.integers(0, 3),
+    backoff_rate=st.sampled_from([1.0, 2.0, 2.5]),
+    max_delay_s=st.sampled_from([None, 50.0]),
+    jitter=st.booleans(),
+)
+
+
+@dataclass
+class Observer:
+    """What the decisions said so far, to check the invariants across events."""
+
+    tasks: list[TaskDef]
+    ended: dict[str, str] = field(default_factory=dict)
+    succeeded: set[str] = field(default_factory=set)
+    launched: dict[str, int] = field(default_factory=dict)
+    timers: dict[str, float] = field(default_factory=dict)
+    live: dict[str, bool] = field(default_factory=dict)  # attempt id -> started?
+    finished: str | None = None
+
+    def see(self, wf: Workflow, ds: list[Decision]) -> None:
+        by_id = {t.id: t for t in self.tasks}
+        for d in ds:
+            if isinstance(d, LaunchAttempt):
+                assert d.task_id not in self.ended, f"{d.task_id} launched after it ended"
+                for p in by_id[d.task_id].parents:
+                    assert self.tasks[p].id in self.succeeded, f"{d.task_id} before its parent"
+                self.launched[d.task_id] = self.launched.get(d.task_id, 0) + 1
+                self.live[d.attempt_id] = False
+            elif isinstance(d, StartTimer):
+                self.timers[d.timer_id] = d.fire_at
+            elif isinstance(d, TaskRetrying):
+                check_retry(wf, by_id[d.task_id], d)
+            elif isinstance(d, TaskEnded):
+                assert d.task_id not in self.ended, f"{d.task_id} ended twice"
+                self.ended[d.task_id] = d.state
+                if d.state == "succeeded":
+                    self.succeeded.add(d.task_id)
+            elif isinstance(d, RunFinished):
+                assert self.finished is None
+                self.finished = d.state
+        wf.validate()
+
+
+def check_retry(wf: Workflow, task: TaskDef, d: TaskRetrying) -> None:
+    if d.error == "Node.Lost":
+        assert d.budget == "interruptions" and d.delay_s == 0
+        return
+    assert d.budget == "retry"
+    assert d.retrier is not None
+    k = d.retrier - 1
+    used = wf.retries_used[task.index]
+    rule = task.retry[k]
+    assert rule.matches(d.error) and 1 <= used[k] <= rule.max_attempts
+    # tiers: every earlier matching retrier is used up
+    assert all(
+        used[j] >= task.retry[j].max_attempts for j in range(k) if task.retry[j].matches(d.error)
+    )
+    full = rule.interval_s * rule.backoff_rate ** (used[k] - 1)
+    if rule.max_delay_s is not None:
+        full = min(full, rule.max_delay_s)
+    if rule.jitter:
+        assert 0 <= d.delay_s <= full
+    else:
+        assert d.delay_s == full
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    deps=random_dags(),
+    retry=st.lists(rules, max_size=2),
+    on_failure=st.sampled_from(list(OnFailure)),
+    max_interruptions=st.integers(0, 2),
+    timeout=st.sampled_from([None, 5.0]),
+    vcpus=st.sampled_from([0.5, 1.0, 2.0]),
+    count=st.integers(1, 3),
+    max_parallel=st.sampled_from([None, 1, 2]),
+    data=st.data(),
+)
+def test_random_dags_and_outcomes_keep_every_invariant(
+    deps: dict[str, list[str]],
+    retry: list[RetryRule],
+    on_failure: OnFailure,
+    max_interruptions: int,
+    timeout: float | None,
+    vcpus: float,
+    count: int,
+    max_parallel: int | None,
+    data: st.DataObject,
+) -> None:
+    tasks = dag(
+        deps,
+        vcpus=vcpus,
+        retry=retry,
+        timeout_s=timeout,
+        on_failure=on_failure,
+        max_interruptions=max_interruptions,
+    )
+    wf = workflow(tasks, [pool(vcpus=2, count=count)], max_parallel=max_parallel, seed=3)
+    obs = Observer(tasks)
+    now = 0.0
+
+    def feed(event: Event) -> None:
+        obs.see(wf, wf.handle(event))
+
+    feed(RunStarted(now))
+    for _ in range(400):
+        if obs.finished:
+            break
+        now += 1.0
+        unstarted = [a for a, s in obs.live.items() if not s and a in wf.attempts]
+        running = [a for a, s in obs.live.items() if s and a in wf.attempts]
+        choices = (["start"] if unstarted else []) + (["end"] if running else [])
+        if not choices:
+            pending = sorted((t, i) for i, t in obs.timers.items() if i in wf.timers)
+            assert pending, "nothing runs, nothing is due, yet the run is not finished"
+            now = max(now, pending[0][0])
+            feed(TimerFired(now, pending[0][1]))
+            continue
+        if data.draw(st.sampled_from(choices)) == "start":
+            att = data.draw(st.sampled_from(unstarted))
+            obs.live[att] = True
+            feed(AttemptStarted(now, att, "pid"))
+            continue
+        att = data.draw(st.sampled_from(running))
+        outcome = data.draw(st.sampled_from(["ok", "fail", "lost", "timeout"]))
+        if outcome == "timeout" and f"timeout:{att}" in wf.timers:
+            feed(TimerFired(wf.timers[f"timeout:{att}"], f"timeout:{att}"))
+            outcome = "fail"
+        if outcome == "lost":
+            feed(AttemptLost(now, att, "node died"))
+        else:
+            feed(AttemptExited(now, att, 0 if outcome == "ok" else 1))
+    assert obs.finished is not None, "the run did not finish"
+    assert set(obs.ended) == set(deps), "every task ends exactly once"
+    for t in tasks:
+        allowed = 1 + sum(r.max_attempts for r in t.retry) + t.max_interruptions
+        assert obs.launched.get(t.id, 0) <= allowed
+    expected = "succeeded" if set(obs.succeeded) == set(deps) else "failed"
+    assert obs.finished == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(deps=random_dags(), data=st.data())
+def test_kills_only_target_live_attempts(deps: dict[str, list[str]], data: st.DataObject) -> None:
+    from stormproof.core.events import CancelRequested
+
+    wf = workflow(dag(deps), [pool(vcpus=4)])
+    out = wf.handle(RunStarted(0))
+    live = {d.attempt_id for d in out if isinstance(d, LaunchAttempt)}
+    out = wf.handle(CancelRequested(1))
+    assert {d.attempt_id for d in out if isinstance(d, KillAttempt)} == live
+    for att in sorted(live):
+        out = wf.handle(AttemptExited(2, att, data.draw(st.sampled_from([0, 143]))))
+        wf.validate()
+    assert wf.finished
