@@ -94,6 +94,7 @@ class Workflow:
         self.timers: dict[str, float] = {}  # timer id -> fire_at, not yet fired
         self.unfinished = n
         self.any_failed = False
+        self.final: str | None = None  # succeeded | failed | cancelled, once finished
         self._queues: dict[ShapeKey, list[tuple[float, int]]] = {}
         self._ready = 0
 
@@ -447,6 +448,7 @@ class Workflow:
         else:
             final = "failed" if self.any_failed else "succeeded"
         self.mode = RunMode.FINISHED
+        self.final = final
         out.append(RunFinished(final, f"all {len(self.tasks)} tasks ended"))
 
     def validate(self) -> None:

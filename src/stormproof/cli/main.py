@@ -1,0 +1,345 @@
+"""The ``stormproof`` command line. Scripts rely on it: keep commands, options, exit codes stable.
+
+Exit codes: 0 success · 1 the workflow failed or was cancelled · 2 bad input
+or usage · 130 stopped by Ctrl-C (the run can be resumed).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from stormproof import __version__
+from stormproof.core.events import CancelRequested
+from stormproof.errors import CapacityError, StormproofError
+from stormproof.runtime.driver import Driver, DriveResult
+from stormproof.runtime.home import check_run_name, default_run_name
+from stormproof.runtime.runs import RunContext, load_context, new_context
+from stormproof.spec.model import WorkflowSpec
+
+from .session import Session
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT = {"succeeded": 0, "failed": 1, "cancelled": 1, "stopped": 130}
+
+
+def common(fn: F) -> F:
+    fn = click.option(
+        "--home",
+        envvar="STORMPROOF_HOME",
+        metavar="DIR",
+        help="Where runs live (default ./.stormproof, or STORMPROOF_HOME).",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config_path",
+        metavar="FILE",
+        help="Configuration file (default ./stormproof.yaml if present).",
+    )(fn)
+    return fn
+
+
+@contextmanager
+def session(home: str | None, config_path: str | None) -> Iterator[Session]:
+    """Open what a command needs; turn every user error into one message and exit 2."""
+    s: Session | None = None
+    try:
+        s = Session.open(home, config_path)
+        yield s
+    except StormproofError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        sys.exit(e.exit_code)
+    finally:
+        if s is not None:
+            s.close()
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stormproof")
+def cli() -> None:
+    """Run long multi-stage workflows to the end on cheap, interruptible capacity."""
+
+
+# ---------------------------------------------------------------------- plan / schema
+def _load_spec(path: str) -> WorkflowSpec:
+    from stormproof.spec.load import load_workflow
+
+    return load_workflow(Path(path))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
+@common
+def plan(file: str, as_json: bool, home: str | None, config_path: str | None) -> None:
+    """Validate FILE and show stages, critical path, cost and duration (a dry run)."""
+    with session(home, config_path) as s:
+        _show_plan(s, file, as_json)
+
+
+def _show_plan(s: Session, file: str, as_json: bool) -> None:
+    from stormproof.plan.report import build_plan, render_plan
+
+    spec = _load_spec(file)
+    report = build_plan(spec, s.config, s.config.container_runtime)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        render_plan(report, out)
+    if report.problems and s.config.pools:
+        sys.exit(2)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the workflow file."""
+    from stormproof.spec.schema import workflow_json_schema
+
+    click.echo(json.dumps(workflow_json_schema(), indent=2))
+
+
+# ---------------------------------------------------------------------- run / resume
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--name", help="Run name (default: <workflow>-<date>-<time>).")
+@click.option("--dry-run", is_flag=True, help="Validate and plan only, like `stormproof plan`.")
+@click.option("--detach", is_flag=True, help="Run in the background; watch with `status --watch`.")
+@click.option("--max-parallel", type=click.IntRange(min=1), help="At most N attempts at once.")
+@click.option("--seed", type=int, help="Seed for retry jitter (default: random, recorded).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@common
+def run(
+    file: str,
+    name: str | None,
+    dry_run: bool,
+    detach: bool,
+    max_parallel: int | None,
+    seed: int | None,
+    quiet: bool,
+    home: str | None,
+    config_path: str | None,
+) -> None:
+    """Run the workflow in FILE. Ctrl-C stops launching and loses nothing: resume later."""
+    with session(home, config_path) as s:
+        if dry_run:
+            _show_plan(s, file, as_json=False)
+            return
+        spec = _load_spec(file)
+        _refuse_if_unplaceable(s, spec)
+        run_name = check_run_name(name) if name else default_run_name(spec.name)
+        ctx = new_context(
+            run_name,
+            spec,
+            s.config.pool_defs(),
+            Path(file),
+            s.config.executor,
+            max_parallel=max_parallel or s.config.policy.max_parallel,
+            seed=seed,
+        )
+        s.store.create_run(run_name, spec.name, ctx.to_meta(), time.time())
+        if detach:
+            _detach(s, run_name)
+            return
+        _drive_and_exit(s, ctx, quiet)
+
+
+def _refuse_if_unplaceable(s: Session, spec: WorkflowSpec) -> None:
+    from stormproof.plan.report import build_plan
+
+    report = build_plan(spec, s.config, s.config.container_runtime)
+    if report.problems:
+        lines = "\n".join(f"  - {p}" for p in report.problems)
+        raise CapacityError(f"some tasks cannot run on this capacity:\n{lines}")
+
+
+def _detach(s: Session, run_name: str) -> None:
+    log = s.home.run_dir(run_name) / "orchestrator.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "stormproof", "_drive", run_name, "--home", str(s.home.root)]
+    if s.config.source is not None:
+        cmd += ["--config", str(s.config.source)]
+    with open(log, "ab") as fh:
+        subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=s.cwd,
+        )
+    out.print(f"run [bold]{_escape(run_name)}[/] started in the background")
+    out.print(f"  watch:  stormproof status {run_name} --watch")
+    out.print(f"  log:    {log}")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@common
+def resume(name: str, quiet: bool, home: str | None, config_path: str | None) -> None:
+    """Carry on a run after its orchestrator stopped or died; finished work is never redone."""
+    with session(home, config_path) as s:
+        _drive_and_exit(s, load_context(s.store, check_run_name(name)), quiet)
+
+
+@cli.command(name="_drive", hidden=True)
+@click.argument("name")
+@common
+def drive_detached(name: str, home: str | None, config_path: str | None) -> None:
+    with session(home, config_path) as s:
+        _drive_and_exit(s, load_context(s.store, name), quiet=True)
+
+
+def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ()) -> None:
+    from .progress import LiveProgress, NullProgress
+
+    executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
+    driver = Driver(s.home, s.store, ctx, executor)
+    reporter = NullProgress() if quiet else LiveProgress(ctx, out)
+    driver.reporter = reporter
+    with reporter:
+        result = driver.drive(initial)
+    _say_result(ctx, result, quiet)
+    sys.exit(EXIT.get(result.state, 1))
+
+
+def _say_result(ctx: RunContext, result: DriveResult, quiet: bool) -> None:
+    name = ctx.name
+    if result.state == "stopped":
+        err.print(f"run {_escape(name)} stopped: {_escape(result.reason)}")
+        if result.live_attempts:
+            err.print(
+                f"  {result.live_attempts} attempt(s) keep running in the background; "
+                f"`stormproof resume {name}` adopts them, `stormproof cancel {name}` stops them"
+            )
+        else:
+            err.print(f"  continue with `stormproof resume {name}`")
+        return
+    style = {"succeeded": "green", "failed": "red"}.get(result.state, "yellow")
+    if not quiet or result.state != "succeeded":
+        out.print(f"run [bold]{_escape(name)}[/] [{style}]{result.state}[/]")
+        if result.state != "succeeded":
+            out.print(f"  details: stormproof status {name}   ·   stormproof history {name}")
+
+
+# ---------------------------------------------------------------------- status & co
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
+@click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to leave).")
+@common
+def status(
+    name: str | None, as_json: bool, watch: bool, home: str | None, config_path: str | None
+) -> None:
+    """Show runs, or one run's tasks and attempts."""
+    from .render import render_run, render_runs, run_view
+
+    with session(home, config_path) as s:
+        if name is None:
+            render_runs(s, out, as_json)
+            return
+        check_run_name(name)
+        if watch and not as_json:
+            from .render import watch_run
+
+            watch_run(s, name, out)
+            return
+        view = run_view(s, name)
+        if as_json:
+            click.echo(json.dumps(view.to_json(), indent=2))
+        else:
+            render_run(view, out)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Every event and decision as JSON.")
+@common
+def history(name: str, as_json: bool, home: str | None, config_path: str | None) -> None:
+    """The run's event log: every event and the decisions it caused, in order."""
+    from .render import render_history
+
+    with session(home, config_path) as s:
+        s.store.get_run(check_run_name(name))
+        render_history(s, name, out, as_json)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("task")
+@click.option(
+    "--attempt", "number", type=click.IntRange(min=1), help="Attempt number (default: last)."
+)
+@click.option("--stream", type=click.Choice(["both", "stdout", "stderr"]), default="both")
+@common
+def logs(
+    name: str,
+    task: str,
+    number: int | None,
+    stream: str,
+    home: str | None,
+    config_path: str | None,
+) -> None:
+    """Print what an attempt of TASK wrote to stdout and stderr."""
+    from .render import print_logs
+
+    with session(home, config_path) as s:
+        print_logs(s, check_run_name(name), task, number, stream, out)
+
+
+@cli.command()
+@click.argument("name")
+@common
+def cancel(name: str, home: str | None, config_path: str | None) -> None:
+    """Stop a run for good: kill its running attempts, end every unfinished task."""
+    with session(home, config_path) as s:
+        check_run_name(name)
+        s.store.get_run(name)
+        if s.store.is_driven(name):
+            s.store.post_request(name, "cancel", time.time())
+            out.print(f"asked the orchestrator of {_escape(name)} to cancel; waiting…")
+            _wait_finished(s, name, timeout_s=120)
+            return
+        ctx = load_context(s.store, name)
+        _drive_and_exit(s, ctx, quiet=True, initial=[CancelRequested(time.time())])
+
+
+def _wait_finished(s: Session, name: str, timeout_s: float) -> None:
+    from .render import run_view
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        view = run_view(s, name)
+        if view.state in ("succeeded", "failed", "cancelled"):
+            out.print(f"run {_escape(name)} {view.state}")
+            sys.exit(EXIT[view.state])
+        time.sleep(0.3)
+    raise StormproofError(
+        f"run {name!r} did not finish cancelling within {timeout_s:.0f} s; "
+        f"check `stormproof status {name}`"
+    )
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="stormproof", standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - outside a driver, Ctrl-C just leaves
+        sys.exit(130)

@@ -1,0 +1,149 @@
+"""Live progress for ``run``/``resume``: done/running/failed/waiting per stage, elapsed, attempts.
+
+On a terminal it is a rich table redrawn a few times a second; anywhere else
+(CI, a pipe, a log file) it prints one line per task outcome and a heartbeat
+every 30 s, so logs stay readable. Counters are updated from the core's notes
+in O(1) per decision: a 10,000-task run must not pay for its display.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from stormproof.core.decisions import (
+    AttemptEnded,
+    Decision,
+    LaunchAttempt,
+    TaskEnded,
+    TaskReady,
+    TaskRetrying,
+)
+from stormproof.plan.graph import Dag
+from stormproof.runtime.runs import RunContext
+
+COLUMNS = ("waiting", "running", "succeeded", "failed", "other")
+
+
+class NullProgress:
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+        return None
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+class LiveProgress:
+    def __init__(self, ctx: RunContext, console: Console) -> None:
+        self.ctx = ctx
+        self.console = console
+        dag = Dag.from_spec(ctx.spec)
+        self.stage_of = {tid: dag.level[i] for i, tid in enumerate(dag.ids)}
+        self.stages = max(dag.level, default=0) + 1
+        self.names = [""] * self.stages
+        for t in ctx.spec.tasks:
+            lvl = self.stage_of[t.id]
+            if len(self.names[lvl]) < 40:
+                self.names[lvl] = (self.names[lvl] + ", " if self.names[lvl] else "") + t.id
+        self.counts = [dict.fromkeys(COLUMNS, 0) for _ in range(self.stages)]
+        for lvl in self.stage_of.values():
+            self.counts[lvl]["waiting"] += 1
+        self.state = dict.fromkeys(self.stage_of, "waiting")
+        self.attempts = 0
+        self.retries = 0
+        self.started = time.time()
+        self.last_beat = self.started
+        self.live: Live | None = None
+
+    # -------------------------------------------------------------- context
+    def __enter__(self) -> LiveProgress:
+        if self.console.is_terminal:
+            self.live = Live(
+                get_renderable=self.table,
+                console=self.console,
+                refresh_per_second=4,
+                transient=False,
+            )
+            self.live.__enter__()
+        else:
+            self.console.print(f"run {escape(self.ctx.name)}: {len(self.state)} tasks")
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.live is not None:
+            self.live.__exit__(et, e, tb)
+        else:
+            self.console.print(self.summary())
+
+    # -------------------------------------------------------------- updates
+    def _move(self, task_id: str, new: str) -> None:
+        col_new = new if new in COLUMNS else "other"
+        old = self.state[task_id]
+        col_old = old if old in COLUMNS else "other"
+        self.state[task_id] = new
+        lvl = self.stage_of[task_id]
+        self.counts[lvl][col_old] -= 1
+        self.counts[lvl][col_new] += 1
+
+    def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+        plain = self.live is None
+        for d in decisions:
+            if isinstance(d, LaunchAttempt):
+                self.attempts += 1
+                self._move(d.task_id, "running")
+            elif isinstance(d, (TaskReady, TaskRetrying)):
+                self._move(d.task_id, "waiting")
+                if isinstance(d, TaskRetrying):
+                    self.retries += 1
+            elif isinstance(d, TaskEnded):
+                self._move(d.task_id, d.state)
+                if plain and d.state != "succeeded":
+                    why = f" ({d.error})" if d.error else ""
+                    self.console.print(f"  {d.task_id}: {d.state}{why} — {escape(d.reason)}")
+            elif isinstance(d, AttemptEnded) and plain and d.state != "succeeded":
+                self.console.print(f"  {d.attempt_id}: {d.state} — {escape(d.reason)}")
+
+    def tick(self, now: float) -> None:
+        if self.live is None and now - self.last_beat >= 30:
+            self.last_beat = now
+            self.console.print(self.summary())
+
+    # -------------------------------------------------------------- views
+    def summary(self) -> str:
+        total = dict.fromkeys(COLUMNS, 0)
+        for c in self.counts:
+            for k, v in c.items():
+                total[k] += v
+        elapsed = time.time() - self.started
+        parts = ", ".join(f"{v} {k}" for k, v in total.items() if v)
+        return f"[{elapsed:6.1f}s] {parts}; {self.attempts} attempts, {self.retries} retries"
+
+    def table(self) -> Table:
+        elapsed = time.time() - self.started
+        t = Table(
+            title=f"{escape(self.ctx.name)} · {elapsed:.0f}s · {self.attempts} attempts"
+            + (f" · {self.retries} retries" if self.retries else ""),
+            title_justify="left",
+        )
+        t.add_column("stage", justify="right")
+        t.add_column("tasks")
+        for col, style in zip(COLUMNS, ("dim", "cyan", "green", "red", "yellow"), strict=True):
+            t.add_column(col, justify="right", style=style)
+        for lvl in range(self.stages):
+            c = self.counts[lvl]
+            t.add_row(str(lvl + 1), escape(self.names[lvl]), *(str(c[k]) for k in COLUMNS))
+        return t

@@ -1,0 +1,215 @@
+"""Tables for ``status``, ``history`` and ``logs``: reading a run, never changing it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from stormproof.errors import StormproofError
+from stormproof.plan.graph import Dag
+from stormproof.runtime.runs import RunContext
+from stormproof.runtime.view import RunView, empty_view
+
+from .session import Session
+
+STATE_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "cyan",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "stopped": "yellow",
+    "timed_out": "red",
+    "lost": "magenta",
+    "backoff": "yellow",
+}
+
+
+def _styled(state: str) -> str:
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{state}[/]" if style else state
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _took(start: float | None, end: float | None) -> str:
+    if start is None:
+        return "-"
+    return f"{(end or time.time()) - start:.1f}s"
+
+
+def run_view(s: Session, name: str) -> RunView:
+    info = s.store.get_run(name)
+    ctx = RunContext.from_meta(name, info.meta)
+    dag = Dag.from_spec(ctx.spec)
+    stages: list[list[str]] = [[] for _ in range(max(dag.level, default=0) + 1)]
+    for i, tid in enumerate(dag.ids):
+        stages[dag.level[i]].append(tid)
+    view = empty_view(name, info.meta, stages).apply(s.store.read(name))
+    if view.state == "stopped" and s.store.is_driven(name):
+        view.state = "running"
+    return view
+
+
+def render_runs(s: Session, console: Console, as_json: bool) -> None:
+    runs = s.store.list_runs()
+    rows = []
+    for info in runs:
+        view = run_view(s, info.name)
+        c = view.counts()
+        rows.append((info, view, c))
+    if as_json:
+        data = [
+            {
+                "name": i.name,
+                "workflow": i.workflow_name,
+                "created": i.created_at,
+                "state": v.state,
+                "counts": c,
+            }
+            for i, v, c in rows
+        ]
+        print(json.dumps(data, indent=2))
+        return
+    if not rows:
+        console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
+        return
+    t = Table(title=f"runs in {escape(str(s.home.root))}", title_justify="left")
+    for col in ("name", "workflow", "state", "created", "tasks"):
+        t.add_column(col)
+    for info, view, c in rows:
+        total = sum(c.values())
+        t.add_row(
+            escape(info.name),
+            escape(info.workflow_name),
+            _styled(view.state),
+            _when(info.created_at),
+            f"{c.get('succeeded', 0)}/{total} done",
+        )
+    console.print(t)
+
+
+def run_table(view: RunView) -> Table:
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(view.counts().items()))
+    t = Table(
+        title=f"{escape(view.name)} ({escape(view.workflow)}) · {_styled(view.state)} · "
+        f"{_took(view.started, view.ended)} · {counts}",
+        title_justify="left",
+    )
+    for col in ("stage", "task", "state", "attempts", "last attempt", "took", "error / why"):
+        t.add_column(col, overflow="fold")
+    for task in view.tasks.values():
+        last = task.attempts[-1] if task.attempts else None
+        detail = task.error or ""
+        if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
+            detail = f"{detail}: {task.reason}" if detail else task.reason
+        t.add_row(
+            str(task.stage + 1),
+            escape(task.id),
+            _styled(task.state),
+            str(len(task.attempts)),
+            "-"
+            if last is None
+            else _styled(last.state)
+            + (f" (exit {last.exit_code})" if last.exit_code not in (None, 0) else ""),
+            "-" if last is None else _took(last.started, last.ended),
+            escape(detail),
+        )
+    return t
+
+
+def render_run(view: RunView, console: Console) -> None:
+    console.print(run_table(view))
+
+
+def watch_run(s: Session, name: str, console: Console) -> None:
+    view = run_view(s, name)
+    try:
+        with Live(run_table(view), console=console, refresh_per_second=2) as live:
+            while view.state in ("running", "stopped") and (
+                view.state == "running" or s.store.is_driven(name)
+            ):
+                time.sleep(1.0)
+                view = run_view(s, name)
+                live.update(run_table(view))
+    except KeyboardInterrupt:
+        pass
+
+
+def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
+    rows = list(s.store.read(name))
+    if as_json:
+        data = [
+            {
+                "seq": r.seq,
+                "category": r.category,
+                "kind": r.kind,
+                "at": r.at,
+                "cause": r.cause,
+                "data": r.data,
+            }
+            for r in rows
+        ]
+        print(json.dumps(data, indent=2))
+        return
+    start = rows[0].at if rows else 0.0
+    t = Table(title=f"history of {escape(name)}", title_justify="left")
+    for col in ("#", "t+", "", "kind", "details"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        details = {
+            k: v for k, v in r.data.items() if k not in ("at", "reason") and v not in (None, "")
+        }
+        text = " ".join(f"{k}={v}" for k, v in details.items())
+        if r.data.get("reason"):
+            text += f"  — {r.data['reason']}"
+        marker = "→" if r.category == "event" else "  ↳"
+        t.add_row(str(r.seq), f"{r.at - start:8.2f}s", marker, r.kind, escape(text))
+    console.print(t)
+
+
+def print_logs(
+    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
+) -> None:
+    info = s.store.get_run(name)
+    ids = [t["id"] for t in info.meta["spec"]["tasks"]]
+    if task not in ids:
+        import difflib
+
+        close = difflib.get_close_matches(task, ids, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
+    task_dir = s.home.run_dir(name) / "tasks" / task
+    numbers = (
+        sorted(int(p.name.split("-", 1)[1]) for p in task_dir.glob("attempt-*") if p.is_dir())
+        if task_dir.exists()
+        else []
+    )
+    if not numbers:
+        raise StormproofError(f"task {task!r} of run {name!r} has not run yet")
+    n = number if number is not None else numbers[-1]
+    if n not in numbers:
+        raise StormproofError(
+            f"task {task!r} has no attempt {n}; attempts: {', '.join(map(str, numbers))}"
+        )
+    adir = task_dir / f"attempt-{n}"
+    for which in ("stdout", "stderr"):
+        if stream not in ("both", which):
+            continue
+        path = adir / f"{which}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if stream == "both":
+            console.print(f"[dim]── {which} of {escape(task)}/{n} ({path}) ──[/]")
+        sys.stdout.write(text)
+        if text and not text.endswith("\n"):
+            sys.stdout.write("\n")
+        sys.stdout.flush()

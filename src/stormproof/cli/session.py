@@ -1,0 +1,78 @@
+"""What every command needs: the home, the configuration, the store, an executor.
+
+Backends are looked up by entry point (``stormproof.executors``,
+``stormproof.stores``) so a third party adds one by packaging it, without
+touching stormproof; a missing name is a ``ConfigError`` that lists the
+names that exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from stormproof.config import Config, load_config
+from stormproof.errors import ConfigError
+from stormproof.executors.base import Executor
+from stormproof.runtime.home import Home
+from stormproof.store.base import EventLog
+
+_BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
+_BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
+
+
+def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
+    found = {ep.name: ep for ep in entry_points(group=group)}
+    if name in found:
+        return found[name].load()
+    if name in builtin:
+        module, _, attr = builtin[name].partition(":")
+        return getattr(__import__(module, fromlist=[attr]), attr)
+    names = sorted(set(found) | set(builtin))
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"{what} {name!r} is not installed{hint}; available: {', '.join(names)}. "
+        f"Set `{what}:` in stormproof.yaml or STORMPROOF_{what.upper()}."
+    )
+
+
+@dataclass
+class Session:
+    cwd: Path
+    config: Config
+    home: Home
+    _store: EventLog | None = None
+
+    @classmethod
+    def open(cls, home: str | None, config_path: str | None) -> Session:
+        cwd = Path.cwd()
+        config = load_config(Path(config_path) if config_path else None, cwd, os.environ)
+        root = Path(home) if home else config.home_dir(cwd)
+        return cls(cwd, config, Home(root.resolve()))
+
+    @property
+    def store(self) -> EventLog:
+        if self._store is None:
+            kind = self.config.store
+            if "://" in kind:
+                kind = kind.split("://", 1)[0].split("+", 1)[0]
+            cls = _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+            self.home.root.mkdir(parents=True, exist_ok=True)
+            self._store = cls(self.home.db_path) if kind == "sqlite" else cls(self.config.store)
+        return self._store
+
+    def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
+        cls = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
+        run_dir = self.home.run_dir(run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        executor: Executor = cls(run_dir, options)
+        return executor
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()

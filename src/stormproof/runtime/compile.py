@@ -1,0 +1,84 @@
+"""From a validated workflow file and configuration to what the core schedules.
+
+This is where the recipe's fields take the recipe's meaning:
+
+* ``retry_attempts`` (or ``global_config.max_retry_attempts``) and
+  ``backoff_multiplier`` become one retrier on ``States.ALL`` whose first
+  interval is ``global_config.retry_interval`` (30 s, the recipe's
+  ``ExecuteTask`` interval); an explicit ``retry`` list replaces it.
+* Interruptions and lost nodes never reach the retriers: they draw on
+  ``max_interruptions`` (the core's provider-error budget).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from stormproof.core.defs import OnFailure, PoolDef, Resources, RetryRule, RunOptions, TaskDef
+from stormproof.plan.graph import Dag
+from stormproof.spec.model import GlobalConfig, TaskSpec, WorkflowSpec
+
+
+def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
+    if task.retry is not None:
+        return tuple(
+            RetryRule(
+                error_equals=tuple(r.error_equals),
+                interval_s=r.interval_seconds,
+                max_attempts=r.max_attempts,
+                backoff_rate=r.backoff_rate,
+                max_delay_s=r.max_delay_seconds,
+                jitter=r.jitter == "full",
+            )
+            for r in task.retry
+        )
+    attempts = cfg.max_retry_attempts if task.retry_attempts is None else task.retry_attempts
+    if attempts == 0:
+        return ()
+    return (RetryRule(("States.ALL",), cfg.retry_interval, attempts, task.backoff_multiplier),)
+
+
+def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
+    """The core's view of every task, in file order, with upward rank as priority."""
+    dag = dag or Dag.from_spec(spec)
+    rank = dag.upward_rank()
+    cfg = spec.global_config
+    out = []
+    for i, t in enumerate(spec.tasks):
+        out.append(
+            TaskDef(
+                id=t.id,
+                index=i,
+                parents=dag.parents[i],
+                children=dag.children[i],
+                resources=Resources(t.vcpus, t.memory, t.gpus),
+                nodes=t.nodes,
+                retry=retry_rules(t, cfg),
+                timeout_s=t.timeout,
+                kill_grace_s=cfg.kill_grace if t.kill_grace is None else t.kill_grace,
+                max_interruptions=(
+                    cfg.max_interruptions if t.max_interruptions is None else t.max_interruptions
+                ),
+                on_failure=OnFailure((t.on_failure or cfg.on_failure).value),
+                spot_enabled=t.spot_enabled,
+                checkpoint_enabled=t.checkpoint_enabled,
+                priority=rank[i],
+            )
+        )
+    return out
+
+
+def run_options(
+    spec: WorkflowSpec, pools: Sequence[PoolDef], seed: int, max_parallel: int | None
+) -> RunOptions:
+    limit = max_parallel if max_parallel is not None else spec.global_config.max_parallel
+    return RunOptions(seed=seed, max_parallel=limit, pools=tuple(pools))
+
+
+_PLACEHOLDER = re.compile(r"\$\{(STORMPROOF_[A-Z_]+)\}")
+
+
+def expand(text: str, values: Mapping[str, str]) -> str:
+    """Replace ``${STORMPROOF_*}`` names we define; leave every other ``$`` for the shell."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)

@@ -1,0 +1,267 @@
+"""The driver: the core's shell for real runs.
+
+It owns everything the core may not touch: the clock, signals, the event log
+and the executor. One loop:
+
+1. gather events (executor news, due timers, requests from other processes);
+2. feed them to the core, one at a time;
+3. append every event and the decisions it caused to the log and **flush**;
+4. only then carry the actions out (launch, kill, start a timer).
+
+Because step 3 comes before step 4, a crash at any point leaves a log that
+says at least as much as what was done. Resume replays the log through a
+fresh core (deterministic), asks the executor what became of every attempt
+that was live, adopts what still runs and relaunches only what never started.
+"""
+
+from __future__ import annotations
+
+import heapq
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+from stormproof.core.decisions import Decision, KillAttempt, LaunchAttempt, StartTimer
+from stormproof.core.events import (
+    AttemptLost,
+    AttemptStarted,
+    CancelRequested,
+    Event,
+    RunResumed,
+    RunStarted,
+    StopRequested,
+    TimerFired,
+    event_from_dict,
+)
+from stormproof.core.machine import Workflow
+from stormproof.core.states import AttemptState
+from stormproof.executors.base import AttemptJob, Executor
+from stormproof.runtime.compile import compile_tasks, expand, run_options
+from stormproof.runtime.home import Home
+from stormproof.runtime.runs import RunContext
+from stormproof.store.base import EventLog, Row
+
+#: How often the loop wakes up with nothing to do, to read requests and refresh progress.
+IDLE_WAKE_S = 0.25
+
+
+class Reporter(Protocol):
+    """Whoever shows progress (the CLI's live table, or nothing)."""
+
+    def on_decisions(self, decisions: Sequence[Decision], now: float) -> None: ...
+
+    def tick(self, now: float) -> None: ...
+
+
+@dataclass
+class DriveResult:
+    state: str  # succeeded | failed | cancelled | stopped
+    live_attempts: int = 0  # attempts left running in the background (when stopped)
+    reason: str = ""
+
+
+@dataclass
+class Driver:
+    home: Home
+    store: EventLog
+    ctx: RunContext
+    executor: Executor
+    reporter: Reporter | None = None
+    clock: Callable[[], float] = time.time
+    _timers: list[tuple[float, str]] = field(default_factory=list)
+    _stop: str | None = None
+
+    def __post_init__(self) -> None:
+        self.tasks = compile_tasks(self.ctx.spec)
+        self.core = Workflow(
+            self.tasks,
+            run_options(self.ctx.spec, self.ctx.pools, self.ctx.seed, self.ctx.max_parallel),
+        )
+        self._specs = self.ctx.spec.tasks
+        self._values_base = {
+            "STORMPROOF_RUN": self.ctx.name,
+            "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
+            "STORMPROOF_DATA_DIR": str(self.home.data_dir(self.ctx.name)),
+            "STORMPROOF_RUN_DIR": str(self.home.run_dir(self.ctx.name)),
+        }
+
+    # ------------------------------------------------------------------ entry
+    def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
+        """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
+        with self.store.driver_lease(self.ctx.name):
+            self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            history = list(self.store.read(self.ctx.name))
+            now = self.clock()
+            if not any(r.category == "event" for r in history):
+                pending: list[Event] = [RunStarted(now)]
+            else:
+                self._replay(history)
+                if self.core.final is not None:
+                    return DriveResult(self.core.final)
+                pending = [*self._recover(now), RunResumed(now)]
+            pending += initial
+            with self._signals():
+                try:
+                    return self._loop(pending)
+                finally:
+                    self.store.flush()
+                    self.executor.close()
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, pending: list[Event]) -> DriveResult:
+        last_requests = 0.0
+        while True:
+            if pending:
+                self._process(pending)
+                pending = []
+                if self.core.final is not None:
+                    return DriveResult(self.core.final)
+            now = self.clock()
+            if self._stop is not None:
+                self._process([StopRequested(now, self._stop)])
+                live = len(self.core.attempts)
+                return DriveResult("stopped", live, self._stop)
+            pending = self._due_timers(now)
+            if now - last_requests >= IDLE_WAKE_S:
+                last_requests = now
+                pending += self._requests(now)
+            if pending:
+                continue
+            wait = IDLE_WAKE_S
+            if self._timers:
+                wait = max(0.0, min(wait, self._timers[0][0] - now))
+            pending = self.executor.poll(wait)
+            if self.reporter is not None:
+                self.reporter.tick(self.clock())
+
+    def _process(self, events: Sequence[Event]) -> None:
+        rows: list[Row] = []
+        decided: list[Decision] = []
+        for event in events:
+            decisions = self.core.handle(event)
+            rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
+            rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
+            decided.extend(decisions)
+        self.store.append(self.ctx.name, rows)
+        self.store.flush()  # outbox first: nothing is done that the log does not already say
+        for d in decided:
+            if d.is_action:
+                self._act(d)
+        if self.reporter is not None and decided:
+            self.reporter.on_decisions(decided, events[-1].at)
+
+    def _act(self, d: Decision) -> None:
+        if isinstance(d, LaunchAttempt):
+            i = self.core.index[d.task_id]
+            self.executor.submit(self.job(i, d.number, d.instances))
+        elif isinstance(d, KillAttempt):
+            self.executor.kill(d.attempt_id, d.grace_s)
+        elif isinstance(d, StartTimer):
+            heapq.heappush(self._timers, (d.fire_at, d.timer_id))
+
+    def _due_timers(self, now: float) -> list[Event]:
+        due: list[Event] = []
+        while self._timers and self._timers[0][0] <= now:
+            _, timer_id = heapq.heappop(self._timers)
+            due.append(TimerFired(now, timer_id))
+        return due
+
+    def _requests(self, now: float) -> list[Event]:
+        kinds = self.store.take_requests(self.ctx.name)
+        return [CancelRequested(now) for k in kinds if k == "cancel"][:1]
+
+    # ------------------------------------------------------------------ resume
+    def _replay(self, history: Sequence[Row]) -> None:
+        for row in history:
+            if row.category == "event":
+                self.core.handle(event_from_dict(row.kind, row.data))
+        for timer_id, fire_at in self.core.timers.items():
+            heapq.heappush(self._timers, (fire_at, timer_id))
+
+    def _recover(self, now: float) -> list[Event]:
+        """Ask the executor about every attempt the log says is live; adopt, or relaunch."""
+        live = self.core.live_attempts()
+        if not live:
+            return []
+        jobs = {a.id: self.job(a.task, a.number, a.instances) for a in live}
+        news = self.executor.recover(list(jobs.values()))
+        known = {getattr(e, "attempt_id", "") for e in news}
+        events: list[Event] = list(news)
+        for att in live:
+            if att.id in known:
+                if att.kill_reason is not None and any(
+                    isinstance(e, AttemptStarted) and e.attempt_id == att.id for e in news
+                ):
+                    self.executor.kill(att.id, self.tasks[att.task].kill_grace_s)
+                continue
+            if att.state is AttemptState.PLACED and att.kill_reason is None:
+                self.executor.submit(jobs[att.id])  # decided and logged, never carried out
+            else:
+                events.append(AttemptLost(now, att.id, "the executor has no record of it"))
+        return events
+
+    # ------------------------------------------------------------------ jobs
+    def job(self, i: int, number: int, instances: tuple[str, ...]) -> AttemptJob:
+        """The executor's view of attempt ``number`` of task ``i``; the same on every call."""
+        spec = self._specs[i]
+        values = dict(self._values_base)
+        values.update(
+            STORMPROOF_TASK=spec.id,
+            STORMPROOF_ATTEMPT=str(number),
+            STORMPROOF_ATTEMPT_ID=f"{spec.id}/{number}",
+            STORMPROOF_INSTANCES=",".join(instances),
+        )
+        env = {k: expand(v, values) for k, v in spec.environment.items()}
+        env.update(values)
+        command: list[str] | str
+        if isinstance(spec.command, str):
+            command = expand(spec.command, values)
+        else:
+            command = [expand(part, values) for part in spec.command]
+        return AttemptJob(
+            run=self.ctx.name,
+            attempt_id=f"{spec.id}/{number}",
+            task_id=spec.id,
+            number=number,
+            command=command,
+            env=env,
+            attempt_dir=self.home.attempt_dir(self.ctx.name, spec.id, number),
+            vcpus=spec.vcpus,
+            memory_mib=spec.memory,
+            gpus=spec.gpus,
+            nodes=spec.nodes,
+            instances=instances,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _signals(self) -> _SignalScope:
+        return _SignalScope(self)
+
+    def request_stop(self, reason: str) -> None:
+        self._stop = reason
+
+
+class _SignalScope:
+    """Ctrl-C and SIGTERM ask the driver to stop launching; they never kill attempts."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, why in ((signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "SIGTERM")):
+
+            def handler(_sig: int, _frame: FrameType | None, why: str = why) -> None:
+                self.driver.request_stop(why)
+
+            self.saved[sig] = signal.signal(sig, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)

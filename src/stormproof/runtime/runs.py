@@ -1,0 +1,110 @@
+"""A run's identity: what it runs, on what, with which seed — fixed when it is created.
+
+Everything the core is built from is stored with the run (the validated
+workflow, the pools, the seed), so ``resume`` rebuilds the very same core from
+the log alone: editing the workflow file or stormproof.yaml afterwards cannot
+change a run that already started.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stormproof import __version__
+from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.spec.model import WorkflowSpec
+from stormproof.store.base import EventLog
+
+
+@dataclass(frozen=True)
+class RunContext:
+    name: str
+    spec: WorkflowSpec
+    pools: tuple[PoolDef, ...]
+    seed: int
+    max_parallel: int | None
+    workflow_path: str
+    workflow_dir: str
+    executor: str
+    executor_options: dict[str, Any]
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "spec": self.spec.model_dump(mode="json", exclude_none=True),
+            "pools": [pool_to_dict(p) for p in self.pools],
+            "seed": self.seed,
+            "max_parallel": self.max_parallel,
+            "workflow_path": self.workflow_path,
+            "workflow_dir": self.workflow_dir,
+            "executor": self.executor,
+            "executor_options": self.executor_options,
+        }
+
+    @classmethod
+    def from_meta(cls, name: str, meta: dict[str, Any]) -> RunContext:
+        return cls(
+            name=name,
+            spec=WorkflowSpec.model_validate(meta["spec"]),
+            pools=tuple(pool_from_dict(p) for p in meta["pools"]),
+            seed=int(meta["seed"]),
+            max_parallel=meta.get("max_parallel"),
+            workflow_path=meta["workflow_path"],
+            workflow_dir=meta["workflow_dir"],
+            executor=meta.get("executor", "local"),
+            executor_options=dict(meta.get("executor_options") or {}),
+        )
+
+
+def pool_to_dict(p: PoolDef) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "market": p.market.value,
+        "vcpus": p.capacity.vcpus,
+        "memory_mib": p.capacity.memory_mib,
+        "gpus": p.capacity.gpus,
+        "count": p.count,
+        "price_usd_per_h": p.price_usd_per_h,
+        "instance_type": p.instance_type,
+    }
+
+
+def pool_from_dict(d: dict[str, Any]) -> PoolDef:
+    return PoolDef(
+        name=d["name"],
+        market=Market(d["market"]),
+        capacity=Resources(float(d["vcpus"]), int(d["memory_mib"]), int(d["gpus"])),
+        count=int(d["count"]),
+        price_usd_per_h=float(d["price_usd_per_h"]),
+        instance_type=d.get("instance_type", "local"),
+    )
+
+
+def new_context(
+    name: str,
+    spec: WorkflowSpec,
+    pools: tuple[PoolDef, ...],
+    workflow_path: Path,
+    executor: str,
+    max_parallel: int | None = None,
+    seed: int | None = None,
+) -> RunContext:
+    return RunContext(
+        name=name,
+        spec=spec,
+        pools=pools,
+        seed=secrets.randbits(63) if seed is None else seed,
+        max_parallel=max_parallel,
+        workflow_path=str(workflow_path.resolve()),
+        workflow_dir=str(workflow_path.resolve().parent),
+        executor=executor,
+        executor_options={},
+    )
+
+
+def load_context(store: EventLog, name: str) -> RunContext:
+    info = store.get_run(name)
+    return RunContext.from_meta(name, info.meta)

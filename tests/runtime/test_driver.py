@@ -1,0 +1,267 @@
+"""The driver with the fake executor and the real SQLite log: outbox order, resume, requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from stormproof.config import local_pool
+from stormproof.core.decisions import Decision, LaunchAttempt
+from stormproof.core.events import AttemptExited, AttemptStarted, Event
+from stormproof.executors.base import AttemptJob
+from stormproof.executors.fake import FakeExecutor
+from stormproof.runtime.driver import Driver
+from stormproof.runtime.home import Home
+from stormproof.runtime.runs import RunContext, load_context, new_context
+from stormproof.spec.model import WorkflowSpec
+from stormproof.store.sqlite import SQLiteEventLog
+
+CHAIN = {
+    "name": "chain",
+    "tasks": [
+        {"id": "a", "command": ["true"]},
+        {"id": "b", "command": ["true"], "depends_on": ["a"]},
+        {
+            "id": "c",
+            "command": "echo ${STORMPROOF_TASK}-${STORMPROOF_ATTEMPT} $HOME",
+            "depends_on": ["b"],
+            "environment": {"OUT": "${STORMPROOF_DATA_DIR}/out"},
+        },
+    ],
+}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    h = Home(tmp_path / ".stormproof")
+    h.root.mkdir()
+    return h
+
+
+@pytest.fixture
+def store(home: Home) -> SQLiteEventLog:
+    s = SQLiteEventLog(home.db_path)
+    yield s
+    s.close()
+
+
+def make_run(store: SQLiteEventLog, tmp_path: Path, spec: dict = CHAIN) -> RunContext:  # type: ignore[type-arg]
+    ctx = new_context(
+        "r",
+        WorkflowSpec.model_validate(spec),
+        (local_pool(),),
+        tmp_path / "wf.yaml",
+        "fake",
+        seed=1,
+    )
+    store.create_run("r", ctx.spec.name, ctx.to_meta(), time.time())
+    return ctx
+
+
+class StopAt:
+    """A reporter that stops the driver once ``attempt_id`` is launched (a controlled crash)."""
+
+    def __init__(self, attempt_id: str) -> None:
+        self.attempt_id = attempt_id
+        self.driver: Driver | None = None
+
+    def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+        if any(isinstance(d, LaunchAttempt) and d.attempt_id == self.attempt_id for d in decisions):
+            assert self.driver is not None
+            self.driver.request_stop("test")
+
+    def tick(self, now: float) -> None:
+        return None
+
+
+class Silent(FakeExecutor):
+    """Accepts jobs; says nothing about those in ``quiet`` (they 'run' forever)."""
+
+    def __init__(self, quiet: Sequence[str] = ("a/1", "b/1", "c/1")) -> None:
+        super().__init__()
+        self.quiet = set(quiet)
+
+    def submit(self, job: AttemptJob) -> None:
+        if job.attempt_id in self.quiet:
+            self.jobs[job.attempt_id] = job
+        else:
+            super().submit(job)
+
+
+class Recovering(FakeExecutor):
+    def __init__(self, answer: dict[str, list[Event]]) -> None:
+        super().__init__()
+        self.answer = answer
+        self.asked: list[str] = []
+
+    def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
+        self.asked = [j.attempt_id for j in jobs]
+        return [e for j in jobs for e in self.answer.get(j.attempt_id, [])]
+
+
+def test_launch_is_durable_before_the_executor_hears_of_it(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    reader = SQLiteEventLog(home.db_path)
+
+    class Checking(FakeExecutor):
+        def submit(self, job: AttemptJob) -> None:
+            kinds = [(r.kind, r.data.get("attempt_id")) for r in reader.read("r")]
+            assert ("LaunchAttempt", job.attempt_id) in kinds
+            super().submit(job)
+
+    ex = Checking()
+    assert Driver(home, store, ctx, ex).drive().state == "succeeded"
+    assert list(ex.jobs) == ["a/1", "b/1", "c/1"]
+    reader.close()
+
+
+def test_placeholders_expand_in_commands_and_environment_only_for_stormproof_names(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    ex = FakeExecutor()
+    Driver(home, store, ctx, ex).drive()
+    job = ex.jobs["c/1"]
+    assert job.command == "echo c-1 $HOME"
+    assert job.env["OUT"] == str(home.data_dir("r") / "out")
+    assert job.env["STORMPROOF_RUN"] == "r" and job.env["STORMPROOF_ATTEMPT"] == "1"
+    assert job.attempt_dir == home.attempt_dir("r", "c", 1)
+
+
+def test_resume_adopts_an_attempt_that_finished_while_no_driver_ran(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    first = Driver(home, store, ctx, Silent(["b/1"]), StopAt("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    result = first.drive()
+    assert (result.state, result.live_attempts) == ("stopped", 1)
+
+    now = time.time()
+    ex = Recovering({"b/1": [AttemptStarted(now, "b/1", "9"), AttemptExited(now, "b/1", 0)]})
+    result = Driver(home, store, load_context(store, "r"), ex).drive()
+    assert result.state == "succeeded"
+    assert ex.asked == ["b/1"]
+    assert list(ex.jobs) == ["c/1"]  # a and b were never launched again
+
+
+def test_resume_relaunches_a_decided_launch_the_executor_never_heard_of(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+
+    class Deaf(FakeExecutor):
+        def submit(self, job: AttemptJob) -> None:  # the orchestrator "died" before submitting
+            if job.attempt_id != "b/1":
+                super().submit(job)
+
+    first = Driver(home, store, ctx, Deaf(), StopAt("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    first.drive()
+    ex = Recovering({})
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    assert list(ex.jobs) == ["b/1", "c/1"]  # same attempt id, no new attempt number
+
+
+def test_resume_counts_a_vanished_running_attempt_as_lost_and_retries_it(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+
+    class StartsOnly(FakeExecutor):
+        def submit(self, job: AttemptJob) -> None:
+            if job.attempt_id == "b/1":
+                self.jobs[job.attempt_id] = job
+                self._news.append(AttemptStarted(time.time(), job.attempt_id, "1"))
+            else:
+                super().submit(job)
+
+    first = Driver(home, store, ctx, StartsOnly())
+
+    class StopWhenRunning(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            return None
+
+        def tick(self, now: float) -> None:
+            assert self.driver is not None
+            if "b/1" in {a.id for a in self.driver.core.attempts.values()}:
+                self.driver.request_stop("test")
+
+    stopper = StopWhenRunning("b/1")
+    stopper.driver = first
+    first.reporter = stopper
+    first.drive()
+    ex = Recovering({})
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    assert list(ex.jobs) == ["b/2", "c/1"]
+    lost = [r for r in store.read("r") if r.kind == "AttemptEnded" and r.data["state"] == "lost"]
+    assert lost and lost[0].data["budget"] == "interruptions"
+
+
+def test_a_finished_run_resumes_to_its_result_without_launching(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    Driver(home, store, ctx, FakeExecutor()).drive()
+    ex = FakeExecutor()
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    assert ex.jobs == {}
+
+
+def test_cancel_request_from_another_process_cancels_the_run(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    ex = Silent()
+
+    class CancelOnLaunch(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            if any(isinstance(d, LaunchAttempt) for d in decisions):
+                other = SQLiteEventLog(home.db_path)
+                other.post_request("r", "cancel", now)
+                other.close()
+
+    class KillReports(Silent):
+        def kill(self, attempt_id: str, grace_s: float) -> None:
+            super().kill(attempt_id, grace_s)
+            self._news.append(AttemptExited(time.time(), attempt_id, 143))
+
+    ex = KillReports()
+    result = Driver(home, store, ctx, ex, CancelOnLaunch("a/1")).drive()
+    assert result.state == "cancelled"
+    assert ex.killed == ["a/1"]
+    states = {r.data["task_id"]: r.data["state"] for r in store.read("r") if r.kind == "TaskEnded"}
+    assert states == {"a": "cancelled", "b": "cancelled", "c": "cancelled"}
+
+
+def test_retry_timer_survives_a_restart(home: Home, store: SQLiteEventLog, tmp_path: Path) -> None:
+    spec = {
+        "name": "r",
+        "tasks": [
+            {
+                "id": "a",
+                "command": ["false"],
+                "retry": [
+                    {"error_equals": ["States.ALL"], "interval_seconds": 0.2, "max_attempts": 1}
+                ],
+            }
+        ],
+    }
+    ctx = make_run(store, tmp_path, spec)
+    first = Driver(home, store, ctx, FakeExecutor(outcome=lambda j: 1))
+
+    class StopOnRetry(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            if any(d.kind == "TaskRetrying" for d in decisions):
+                first.request_stop("test")
+
+    first.reporter = StopOnRetry("")
+    assert first.drive().state == "stopped"
+    ex = FakeExecutor(outcome=lambda j: 0)
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    assert list(ex.jobs) == ["a/2"]
