@@ -34,7 +34,7 @@ class RunContext:
     def to_meta(self) -> dict[str, Any]:
         return {
             "version": __version__,
-            "spec": self.spec.model_dump(mode="json", exclude_none=True),
+            "spec": self.spec.model_dump(mode="json", exclude_unset=True),
             "pools": [pool_to_dict(p) for p in self.pools],
             "seed": self.seed,
             "max_parallel": self.max_parallel,

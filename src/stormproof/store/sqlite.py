@@ -1,0 +1,631 @@
+"""The default event log: every run of one stormproof home in one SQLite file.
+
+SQLite because the default must need nothing started: one file
+(``./.stormproof/stormproof.db``), real transactions, and in WAL mode a
+``stormproof status`` in another process reads a consistent snapshot while
+the driver writes, without blocking it.
+
+The rules this module keeps:
+
+* **Nothing is durable until ``flush``.** ``append`` only buffers (and numbers)
+  rows in memory; ``flush`` writes the whole buffer in one transaction. This
+  is the group commit of DESIGN §8: the driver appends many times and flushes
+  once per loop iteration, *before* it acts on the decisions (outbox, then act).
+  ``close`` never flushes: what becomes durable is the driver's call.
+* **A flushed row survives kill -9** of the orchestrator with either
+  ``synchronous`` setting: a commit has reached the WAL file in the kernel's
+  page cache before ``flush`` returns. With ``synchronous="full"`` (the
+  default) the WAL is also fsynced on every commit, so the row survives power
+  loss, a kernel panic or a hard-stopped VM too. ``bench/store_append.py``
+  measures what that costs; with group commit it is one fsync per loop
+  iteration, which is small next to anything an HPC task does.
+* **Seq numbers come from the store**, 1, 2, 3 … per run. The last seq of a
+  run is read once, on its first ``append``, and counted in memory after that.
+  That is safe because only the holder of the run's driver lease appends; a
+  second writer without the lease is caught at ``flush`` by the primary key
+  and reported, never interleaved.
+* **Causes** (``Row.cause``) link a decision to the event that caused it. In
+  one ``append`` call rows come as ``[event, its decisions…, event, its
+  decisions…]``, and a cause may be given three ways:
+
+  - ``None`` on a decision: the nearest preceding event *of the same call*;
+  - a negative number ``-k``: the row ``k`` places earlier in the same call
+    (``-1`` is the row just before);
+  - a positive number: an absolute seq, earlier than the row's own.
+
+  Events keep ``cause=None`` unless one is given. ``append`` returns the rows
+  with their final ``seq`` and ``cause``.
+* **The driver lease is an ``flock``** on ``<db dir>/locks/<run>.lock``: the
+  kernel releases it when the holder exits or is killed, so a crashed driver
+  never leaves a stale lease, and there is no expiry to tune. The lock file's
+  descriptor is not inherited by exec'd children, so an attempt that outlives
+  the orchestrator (local attempts do, by design) does not keep the lease. A
+  child made by a bare ``os.fork()`` (no exec) *would* share it: don't.
+* **Every sqlite3 failure becomes a ``StormproofError``** naming the file and
+  the fix: a damaged or foreign file must not end in a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+
+from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
+from stormproof.store.base import Row, RowCategory, RunInfo
+
+Synchronous = Literal["normal", "full"]
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_DB_PATH: Final = Path(".stormproof") / "stormproof.db"
+DEFAULT_SYNCHRONOUS: Final[Synchronous] = "full"
+DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
+
+# ``is_driven`` probes the lock by taking it shared for a few microseconds; a
+# driver that starts at that very moment retries for this long instead of
+# reporting a lock that no driver holds.
+_PROBE_GRACE_S: Final = 0.25
+_PROBE_RETRY_S: Final = 0.002
+_READ_BATCH: Final = 512
+_DAMAGED: Final = (
+    "the file is damaged or is not a stormproof database: move it away (a new one "
+    "is created) or restore it from a backup; `sqlite3 FILE .recover` may save its rows"
+)
+
+_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS store_info (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        name          TEXT PRIMARY KEY,
+        created_at    REAL NOT NULL,
+        workflow_name TEXT NOT NULL,
+        meta          TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS rows (
+        run      TEXT    NOT NULL REFERENCES runs(name),
+        seq      INTEGER NOT NULL CHECK (seq > 0),
+        category TEXT    NOT NULL CHECK (category IN ('event', 'decision')),
+        kind     TEXT    NOT NULL,
+        at       REAL    NOT NULL,
+        cause    INTEGER,
+        data     TEXT    NOT NULL,
+        PRIMARY KEY (run, seq)
+    )""",
+    """CREATE TABLE IF NOT EXISTS requests (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        run  TEXT NOT NULL REFERENCES runs(name),
+        kind TEXT NOT NULL,
+        at   REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, id)",
+    "INSERT OR IGNORE INTO store_info (key, value) VALUES ('schema_version', '1')",
+)
+
+_INSERT_ROW: Final = (
+    "INSERT INTO rows (run, seq, category, kind, at, cause, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_ROWS: Final = (
+    "SELECT seq, category, kind, at, cause, data FROM rows WHERE run = ? AND seq > ? ORDER BY seq"
+)
+
+# A buffered row, ready for ``executemany``: run, seq, category, kind, at, cause, data JSON.
+_Pending = tuple[str, int, str, str, float, int | None, str]
+
+
+class SQLiteEventLog:
+    """The ``EventLog`` of one stormproof home, backed by one SQLite database file.
+
+    One instance per process (and per thread: the connection is not shared
+    across threads). Any number of processes may open the same file; only the
+    holder of a run's ``driver_lease`` should append to that run.
+    """
+
+    def __init__(
+        self,
+        path: Path | str = DEFAULT_DB_PATH,
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    ) -> None:
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be 'normal' or 'full', not {synchronous!r}")
+        self.path = Path(path)
+        self.synchronous: Synchronous = synchronous
+        self._lock_dir = self.path.parent / "locks"
+        self._buffer: list[_Pending] = []
+        self._last_seq: dict[str, int] = {}
+        _make_parent(self.path)
+        self._db = _open(self.path, synchronous, busy_timeout_s)
+
+    # -- runs -----------------------------------------------------------------
+
+    def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
+        """Record a new run; committed at once so that ``status`` sees it immediately."""
+        _check_run_name(name)
+        with self._errors():
+            try:
+                self._db.execute(
+                    "INSERT INTO runs (name, created_at, workflow_name, meta) VALUES (?, ?, ?, ?)",
+                    (name, at, workflow_name, _dumps(meta)),
+                )
+            except sqlite3.IntegrityError:
+                raise RunExists(
+                    f"run {name!r} exists; continue it with `stormproof resume {name}` "
+                    "or pick another --name"
+                ) from None
+
+    def get_run(self, name: str) -> RunInfo:
+        """The run's record; ``RunNotFound`` names the runs it might have meant."""
+        with self._errors():
+            found = self._db.execute(
+                "SELECT name, created_at, workflow_name, meta FROM runs WHERE name = ?", (name,)
+            ).fetchone()
+        if found is None:
+            raise self._run_not_found(name)
+        return _run_info(found)
+
+    def list_runs(self) -> list[RunInfo]:
+        """Newest first; ``rowid`` breaks ties between runs created in the same instant."""
+        with self._errors():
+            found = self._db.execute(
+                "SELECT name, created_at, workflow_name, meta FROM runs"
+                " ORDER BY created_at DESC, rowid DESC"
+            ).fetchall()
+        return [_run_info(r) for r in found]
+
+    # -- rows -----------------------------------------------------------------
+
+    def append(self, run: str, rows: Sequence[Row]) -> list[Row]:
+        """Number and buffer ``rows``; see the module docstring for how causes resolve.
+
+        All-or-nothing: a malformed row raises ``ValueError`` and nothing is buffered.
+        """
+        if not rows:
+            return []
+        numbered = number_rows(rows, self._last_seq_of(run) + 1)
+        pending = [
+            (run, r.seq, r.category, r.kind, r.at, r.cause, _dumps(r.data)) for r in numbered
+        ]
+        self._buffer.extend(pending)
+        self._last_seq[run] = numbered[-1].seq
+        return numbered
+
+    def flush(self) -> None:
+        """Commit every buffered row in one transaction; on failure the buffer is kept."""
+        if not self._buffer:
+            return
+        with self._errors():
+            try:
+                with self._transaction():
+                    self._db.executemany(_INSERT_ROW, self._buffer)
+            except sqlite3.IntegrityError as exc:
+                raise self._collision(exc) from exc
+        self._buffer.clear()
+
+    def read(self, run: str, after_seq: int = 0) -> Iterator[Row]:
+        """The run's durable rows after ``after_seq``, streamed in batches.
+
+        ``RunNotFound`` is raised here, not on the first ``next``. The iterator
+        reads one snapshot; do not ``flush`` on this instance while iterating.
+        """
+        with self._errors():
+            known = self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone()
+        if known is None:
+            raise self._run_not_found(run)
+        return self._stream(run, after_seq)
+
+    def _stream(self, run: str, after_seq: int) -> Iterator[Row]:
+        with self._errors():
+            cursor = self._db.execute(_SELECT_ROWS, (run, after_seq))
+        try:
+            while True:
+                with self._errors():
+                    batch = cursor.fetchmany(_READ_BATCH)
+                if not batch:
+                    return
+                yield from (_row(r) for r in batch)
+        finally:
+            cursor.close()
+
+    # -- requests -------------------------------------------------------------
+
+    def post_request(self, run: str, kind: str, at: float) -> None:
+        """Leave ``kind`` for the run's driver; ``RunNotFound`` if there is no such run."""
+        with self._errors():
+            cursor = self._db.execute(
+                "INSERT INTO requests (run, kind, at)"
+                " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE name = ?)",
+                (run, kind, at, run),
+            )
+        if cursor.rowcount == 0:
+            raise self._run_not_found(run)
+
+    def take_requests(self, run: str) -> list[str]:
+        """Pop the run's requests, oldest first: select and delete in one transaction.
+
+        The driver calls this every loop iteration, so the usual empty inbox is
+        answered by a plain read that takes no write lock.
+        """
+        with self._errors():
+            waiting = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM requests WHERE run = ?)", (run,)
+            ).fetchone()
+            if not waiting[0]:
+                return []
+            with self._transaction():
+                taken = self._db.execute(
+                    "SELECT id, kind FROM requests WHERE run = ? ORDER BY id", (run,)
+                ).fetchall()
+                if taken:
+                    last_id = int(taken[-1][0])
+                    self._db.execute(
+                        "DELETE FROM requests WHERE run = ? AND id <= ?", (run, last_id)
+                    )
+        return [str(kind) for _, kind in taken]
+
+    # -- driver lease -----------------------------------------------------------
+
+    def driver_lease(self, run: str) -> AbstractContextManager[None]:
+        """Hold the run exclusively until the block ends or this process dies."""
+        return self._lease(self._lock_path(run), run)
+
+    @contextmanager
+    def _lease(self, lock_path: Path, run: str) -> Iterator[None]:
+        self._lock_dir.mkdir(exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _acquire(fd, run)
+            try:
+                _write_holder(fd)
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def is_driven(self, run: str) -> bool:
+        """Probe the lease with a shared lock, so probes never exclude each other."""
+        try:
+            fd = os.open(self._lock_path(run), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
+    def _lock_path(self, run: str) -> Path:
+        return self._lock_dir / f"{_check_run_name(run)}.lock"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection. Unflushed rows are dropped: ``close`` is not a flush."""
+        self._buffer.clear()
+        self._db.close()
+
+    def __enter__(self) -> SQLiteEventLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _last_seq_of(self, run: str) -> int:
+        """The run's last durable or buffered seq: one query per run, then memory."""
+        if run in self._last_seq:
+            return self._last_seq[run]
+        with self._errors():
+            known, last = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE name = ?),"
+                " (SELECT coalesce(max(seq), 0) FROM rows WHERE run = ?)",
+                (run, run),
+            ).fetchone()
+        if not known:
+            raise self._run_not_found(run)
+        self._last_seq[run] = int(last)
+        return self._last_seq[run]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` takes the write lock up front, so the commit cannot
+        fail half-way on a lock held by another process (the busy timeout covers the wait)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        with _translated(self.path):
+            yield
+
+    def _run_not_found(self, name: str) -> RunNotFound:
+        with self._errors():
+            names = [str(r[0]) for r in self._db.execute("SELECT name FROM runs")]
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" (did you mean {_either(close)}?)" if close else ""
+        return RunNotFound(
+            f"no run named {name!r} in {self.path.parent.resolve()}{hint}; "
+            "`stormproof status` lists runs"
+        )
+
+    def _collision(self, exc: sqlite3.IntegrityError) -> StormproofError:
+        runs = sorted({p[0] for p in self._buffer})
+        first = runs[0] if runs else "?"
+        return StormproofError(
+            f"{self.path}: rows of run {_either(runs)} collide with rows already stored "
+            f"({exc}): another process appended to the run without holding its driver lease; "
+            f"stop the other orchestrator, then `stormproof resume {first}`"
+        )
+
+
+# -- pure helpers ---------------------------------------------------------------
+
+
+def number_rows(rows: Sequence[Row], first_seq: int) -> list[Row]:
+    """Give ``rows`` the seqs ``first_seq, first_seq + 1, …`` and resolve their causes.
+
+    Pure, so the rules about causes can be tested without a database.
+    """
+    numbered: list[Row] = []
+    last_event: int | None = None
+    for index, row in enumerate(rows):
+        _check_row(row, index)
+        seq = first_seq + index
+        cause = _resolve_cause(rows, index, first_seq, last_event)
+        numbered.append(Row(seq, row.category, row.kind, row.at, cause, row.data))
+        if row.category == "event":
+            last_event = seq
+    return numbered
+
+
+def _check_row(row: Row, index: int) -> None:
+    if row.category not in ("event", "decision"):
+        raise ValueError(f"rows[{index}]: category must be 'event' or 'decision'")
+    if row.seq != 0:
+        raise ValueError(f"rows[{index}]: seq is assigned by append; pass 0, not {row.seq}")
+
+
+def _resolve_cause(
+    rows: Sequence[Row], index: int, first_seq: int, last_event: int | None
+) -> int | None:
+    row = rows[index]
+    seq = first_seq + index
+    if row.cause is None:
+        if row.category == "event":
+            return None
+        if last_event is None:
+            raise ValueError(
+                f"rows[{index}]: decision {row.kind!r} has no cause and no event precedes it "
+                "in this append; append an event with its decisions, or give the cause's seq"
+            )
+        return last_event
+    if row.cause < 0:
+        target = index + row.cause
+        if target < 0:
+            raise ValueError(
+                f"rows[{index}]: cause {row.cause} points before the start of this append"
+            )
+        _check_cause_category(row, index, rows[target].category)
+        return first_seq + target
+    if not 0 < row.cause < seq:
+        raise ValueError(
+            f"rows[{index}]: cause {row.cause} must be an earlier seq (this row gets {seq})"
+        )
+    if row.cause >= first_seq:
+        _check_cause_category(row, index, rows[row.cause - first_seq].category)
+    return row.cause
+
+
+def _check_cause_category(row: Row, index: int, cause_category: RowCategory) -> None:
+    if row.category == "decision" and cause_category != "event":
+        raise ValueError(f"rows[{index}]: decision {row.kind!r} must be caused by an event")
+
+
+def _check_run_name(name: str) -> str:
+    """Run names become file names: refuse what could leave the locks directory."""
+    if not name or "/" in name or "\0" in name or name.startswith("."):
+        raise StormproofError(
+            f"run name {name!r} is not allowed: it must not be empty, contain '/' or start with '.'"
+        )
+    return name
+
+
+def _either(names: Sequence[str]) -> str:
+    quoted = [repr(n) for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise StormproofError(f"a stored JSON object is damaged ({exc}); {_DAMAGED}") from exc
+    if not isinstance(value, dict):
+        raise StormproofError(f"a stored JSON object is a {type(value).__name__}; {_DAMAGED}")
+    return value
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    seq, category, kind, at, cause, data = r
+    return Row(
+        int(seq),
+        category,
+        str(kind),
+        float(at),
+        None if cause is None else int(cause),
+        _loads(data),
+    )
+
+
+def _run_info(r: tuple[Any, ...]) -> RunInfo:
+    name, created_at, workflow_name, meta = r
+    return RunInfo(str(name), float(created_at), str(workflow_name), _loads(meta))
+
+
+# -- the lock file ----------------------------------------------------------------
+
+
+def _acquire(fd: int, run: str) -> None:
+    """Take the lease or raise ``RunLocked``; waits only out a concurrent ``is_driven`` probe."""
+    deadline = time.monotonic() + _PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise RunLocked(
+                    f"run {run!r} is being driven by another stormproof process "
+                    f"({_holder(fd)}); wait for it, or stop it first"
+                ) from None
+            time.sleep(_PROBE_RETRY_S)
+
+
+def _write_holder(fd: int) -> None:
+    """Say who holds the lease, for the other side's ``RunLocked`` message."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+
+
+def _holder(fd: int) -> str:
+    words = os.pread(fd, 512, 0).decode(errors="replace").split()
+    if not words:
+        return "pid unknown"
+    if len(words) > 1 and words[1] != socket.gethostname():
+        return f"pid {words[0]} on host {words[1]}"
+    return f"pid {words[0]}"
+
+
+# -- opening the database -----------------------------------------------------------
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StormproofError(
+            f"cannot create {path.parent} for the stormproof database ({exc.strerror}); "
+            "choose another --home or STORMPROOF_HOME"
+        ) from exc
+
+
+def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite3.Connection:
+    """Connect, check the file is ours, set the pragmas and create the schema if new.
+
+    ``isolation_level=None``: transactions are explicit (``_transaction``),
+    never opened behind our back by the sqlite3 module.
+    """
+    with _translated(path):
+        db = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None)
+    try:
+        with _translated(path):
+            tables = _table_names(db)
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            db.execute("PRAGMA foreign_keys = ON")
+            if "store_info" not in tables:
+                _create_schema(db, path, tables)
+            _check_version(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _table_names(db: sqlite3.Connection) -> set[str]:
+    """Reading the schema is also what detects a file that is not SQLite at all."""
+    return {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def _create_schema(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    """Create the tables in one transaction; ``IF NOT EXISTS`` makes racing openers harmless."""
+    if tables - {"sqlite_sequence"}:
+        raise StormproofError(
+            f"{path} is an SQLite database but not a stormproof one "
+            f"(it has tables {', '.join(sorted(tables))}); move it away, "
+            "or choose another --home or STORMPROOF_HOME"
+        )
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _check_version(db: sqlite3.Connection, path: Path) -> None:
+    found = db.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
+    version = int(found[0]) if found else 0
+    if version > SCHEMA_VERSION:
+        raise StormproofError(
+            f"{path} was written by a newer stormproof (schema version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}); upgrade with `pip install -U stormproof`"
+        )
+    if version < 1:
+        raise StormproofError(
+            f"{path} has no stormproof schema version; the file is damaged: move it away, "
+            "or choose another --home or STORMPROOF_HOME"
+        )
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turn sqlite3's failures into a ``StormproofError`` that names the file and the fix.
+
+    Programming errors (closed connection, wrong parameters) and integrity
+    errors, which callers handle themselves, pass through untouched.
+    """
+    try:
+        yield
+    except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise StormproofError(f"stormproof database {path}: {exc}; {_fix_for(exc)}") from exc
+
+
+def _fix_for(exc: sqlite3.DatabaseError) -> str:
+    message = str(exc).lower()
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        return _DAMAGED
+    if "locked" in message or "busy" in message:
+        return "another process holds it for writing; try again in a moment"
+    if "full" in message:
+        return "free some disk space, then try again (`stormproof resume RUN` for a run)"
+    if "unable to open" in message or "readonly" in message or "read-only" in message:
+        return "check that its directory exists and is writable, or choose another --home"
+    return "check the disk and the file's permissions"
