@@ -41,7 +41,7 @@ def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
 
 def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
     """The core's view of every task, in file order, with upward rank as priority."""
-    dag = dag or Dag.from_spec(spec)
+    dag = dag if dag is not None else Dag.from_spec(spec)
     rank = dag.upward_rank()
     cfg = spec.global_config
     out = []

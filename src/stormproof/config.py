@@ -1,0 +1,448 @@
+"""``stormproof.yaml``: the one optional configuration file, and its environment overrides.
+
+Rules (DESIGN §7):
+
+* **Optional.** With no file everything is embedded and local: the local
+  executor, SQLite, ``./.stormproof/``, and one pool that is this machine.
+* **Strict.** Unknown fields are errors with a suggestion, because a typo in a
+  price or a pool size must not silently become a default and a wrong bill.
+* **Errors name the file, the line, the place and the fix**, compiler style::
+
+      stormproof.yaml:4: pools[1].market: 'spott' is not one of spot, on_demand
+      (did you mean 'spot'?)
+
+  (one line in the terminal). Every problem in the file is reported at once,
+  never a traceback.
+* **Environment wins over the file** for the few settings a scheduler job or a
+  CI run needs to flip without editing it: ``STORMPROOF_EXECUTOR``,
+  ``STORMPROOF_STORE``, ``STORMPROOF_HOME``, ``STORMPROOF_MAX_PARALLEL``. An
+  empty variable counts as unset, so ``STORMPROOF_HOME= stormproof run`` does
+  what it looks like.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.errors import ConfigError
+from stormproof.spec.model import parse_duration
+
+CONFIG_FILE_NAME = "stormproof.yaml"
+#: Pool names appear in file names, metric labels and the event log: a safe alphabet.
+POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CONTAINER_RUNTIMES = ("none", "apptainer", "docker", "podman")
+ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
+ENV_STORE = "STORMPROOF_STORE"
+ENV_HOME = "STORMPROOF_HOME"
+ENV_MAX_PARALLEL = "STORMPROOF_MAX_PARALLEL"
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close choice exists, else nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_of(*choices: str) -> Callable[[Any], Any]:
+    """A validator with the message we want (pydantic's enum message has no suggestion)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, Market):
+            value = value.value
+        if value in choices:
+            return value
+        hint = _suggest(value, choices) if isinstance(value, str) else ""
+        raise ValueError(f"{value!r} is not one of {', '.join(choices)}{hint}")
+
+    return check
+
+
+def _container(value: Any) -> Any:
+    # `container:` left empty or `~` means no runtime, like `none`.
+    return "none" if value is None else _one_of(*CONTAINER_RUNTIMES)(value)
+
+
+def _empty_list(value: Any) -> Any:
+    # `pools:` with every entry commented out is YAML null: the user means "none".
+    return [] if value is None else value
+
+
+def _empty_mapping(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _optional_duration(value: Any) -> Any:
+    return None if value is None else parse_duration(value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoolConfig(_Strict):
+    """One kind of capacity: ``count`` identical instances of one shape, at one price.
+
+    On the local executor a pool is simulated capacity on this machine; on
+    Slurm a partition; on AWS a spot or on-demand EC2 capacity.
+    """
+
+    name: str = Field(pattern=POOL_NAME_PATTERN)
+    market: Annotated[Market, BeforeValidator(_one_of("spot", "on_demand"))]
+    #: Instance type name, for the people reading the plan and for cloud backends.
+    instance: str = Field(default="local", min_length=1)
+    vcpus: float = Field(gt=0, description="vCPUs of one instance")
+    memory: int = Field(gt=0, description="MiB of one instance")
+    gpus: int = Field(default=0, ge=0)
+    price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
+    count: int = Field(default=1, ge=1)
+    #: Relative preference between pools of one market when placement spreads over them.
+    weight: float = Field(default=1.0, gt=0)
+    #: Expected interruptions per instance-hour (spot); ``None`` means unknown.
+    interruption_rate: float | None = Field(default=None, ge=0)
+
+    def to_def(self) -> PoolDef:
+        return PoolDef(
+            name=self.name,
+            market=self.market,
+            capacity=Resources(vcpus=self.vcpus, memory_mib=self.memory, gpus=self.gpus),
+            count=self.count,
+            price_usd_per_h=self.price,
+            instance_type=self.instance,
+        )
+
+
+class PolicyConfig(_Strict):
+    """Run-wide placement policy (DESIGN §4, fallback; §5, deadline)."""
+
+    #: A task interrupted this many times goes to on-demand; ``None`` keeps it on spot.
+    fallback_after_interruptions: int | None = Field(default=None, ge=1)
+    #: Seconds the whole workflow should take (``36h`` in the file).
+    deadline: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    max_parallel: int | None = Field(default=None, ge=1)
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_positive(cls, deadline: float | None) -> float | None:
+        if deadline is not None and deadline <= 0:
+            raise ValueError("a deadline must be more than 0 seconds, like 36h")
+        return deadline
+
+
+class Config(_Strict):
+    """The whole configuration; every field has a default so that no file is needed."""
+
+    executor: str = Field(default="local", min_length=1)
+    store: str = Field(default="sqlite", min_length=1)
+    home: str | None = None
+    checkpoints: str | None = None
+    pools: Annotated[list[PoolConfig], BeforeValidator(_empty_list)] = Field(default_factory=list)
+    policy: Annotated[PolicyConfig, BeforeValidator(_empty_mapping)] = Field(
+        default_factory=PolicyConfig
+    )
+    #: Alert rules, kept as written; ``monitor`` validates them when it loads them.
+    alerts: Annotated[list[dict[str, Any]], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
+    container: Annotated[
+        Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
+    ] = "none"
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("pools")
+    @classmethod
+    def _unique_pool_names(cls, pools: list[PoolConfig]) -> list[PoolConfig]:
+        first: dict[str, int] = {}
+        for i, pool in enumerate(pools):
+            if pool.name in first:
+                raise ValueError(
+                    f"pool name {pool.name!r} is used twice (pools[{first[pool.name]}] and "
+                    f"pools[{i}]); give each pool its own name"
+                )
+            first[pool.name] = i
+        return pools
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was read from; ``None`` when it is all defaults."""
+        return self._source
+
+    @property
+    def container_runtime(self) -> str | None:
+        """The container runtime, or ``None`` when commands run directly on the host."""
+        return None if self.container == "none" else self.container
+
+    def home_dir(self, cwd: Path) -> Path:
+        """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""
+        return cwd / (self.home or ".stormproof")
+
+    def pool_defs(self) -> tuple[PoolDef, ...]:
+        """The configured pools, or this machine as one on-demand pool when none are."""
+        if self.pools:
+            return tuple(pool.to_def() for pool in self.pools)
+        return (local_pool(),)
+
+
+def local_machine() -> Resources:
+    """This machine's size: what the default pool offers when no pools are configured."""
+    vcpus = os.cpu_count() or 1
+    try:
+        memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        memory_mib = 1024
+    return Resources(vcpus=float(vcpus), memory_mib=int(memory_mib), gpus=0)
+
+
+def local_pool() -> PoolDef:
+    """The default pool: one free, uninterruptible instance the size of this machine."""
+    return PoolDef(
+        name="local",
+        market=Market.ON_DEMAND,
+        capacity=local_machine(),
+        count=1,
+        price_usd_per_h=0.0,
+        instance_type="local",
+    )
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Config:
+    """Read ``path`` (or ``cwd/stormproof.yaml`` if it exists), apply ``STORMPROOF_*`` overrides.
+
+    ``environ`` is passed in rather than read from ``os.environ`` so that
+    tests and embedding programs decide what the environment is.
+    """
+    if path is not None:
+        file = path if path.is_absolute() else cwd / path
+        shown = str(path)
+        if not file.is_file():
+            raise ConfigError(
+                f"{shown}: no such configuration file (give an existing file to --config, "
+                f"or leave it out to use ./{CONFIG_FILE_NAME} or the defaults)"
+            )
+    else:
+        file = cwd / CONFIG_FILE_NAME
+        shown = CONFIG_FILE_NAME
+        if not file.is_file():
+            return _with_env(Config(), environ)
+    config = _parse_file(file, shown)
+    config._source = file
+    return _with_env(config, environ)
+
+
+def _parse_file(file: Path, shown: str) -> Config:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{shown}: cannot read it: {err}") from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(f"{shown}{_yaml_problem(err)}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{shown}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+    if data is None:
+        return Config()
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{shown}: expected settings like `executor: local` at the top level, got {_kind(data)}"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        messages = [_message(e, root) for e in err.errors()]
+        raise ConfigError(_render(shown, messages)) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans.
+
+    YAML 1.1 also reads ``on``, ``off``, ``yes``, ``no`` as booleans, which
+    would turn the alert rule ``{on: workflow_failed}`` into ``{True: ...}``.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _yaml_problem(err: yaml.MarkedYAMLError) -> str:
+    """``:line:col: not valid YAML: problem (context at line N)``."""
+    mark = err.problem_mark or err.context_mark
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+    message = f"{where}: not valid YAML: {err.problem or err.context or 'cannot parse it'}"
+    context = err.context_mark
+    if err.problem and err.context and context is not None and context is not mark:
+        message += f" ({err.context} at line {context.line + 1})"
+    return message
+
+
+def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
+    update: dict[str, Any] = {}
+    for var, field in ((ENV_EXECUTOR, "executor"), (ENV_STORE, "store"), (ENV_HOME, "home")):
+        value = environ.get(var, "").strip()
+        if value:
+            update[field] = value
+    raw = environ.get(ENV_MAX_PARALLEL, "").strip()
+    if raw:
+        try:
+            max_parallel = int(raw)
+        except ValueError:
+            max_parallel = 0
+        if max_parallel < 1:
+            raise ConfigError(
+                f"{ENV_MAX_PARALLEL}={raw!r}: expected a whole number of at least 1, like 8 "
+                f"(or unset it)"
+            )
+        update["policy"] = config.policy.model_copy(update={"max_parallel": max_parallel})
+    if not update:
+        return config
+    result = config.model_copy(update=update)
+    result._source = config._source
+    return result
+
+
+# --- error messages ----------------------------------------------------------------------
+
+_FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
+    (): tuple(Config.model_fields),
+    ("pools",): tuple(PoolConfig.model_fields),
+    ("policy",): tuple(PolicyConfig.model_fields),
+}
+
+_EXAMPLES: dict[str, str] = {
+    "name": "a name like spot-c5",
+    "market": "spot or on_demand",
+    "vcpus": "the vCPUs of one instance, like 4",
+    "memory": "the MiB of memory of one instance, like 8192",
+    "price": "USD per instance-hour, like 0.068",
+    "count": "how many instances, like 4",
+}
+
+
+def _place(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(error: Any, root: yaml.Node | None) -> str:
+    loc: tuple[int | str, ...] = tuple(error["loc"])
+    line = _line_of(root, loc)
+    where = f":{line}: " if line else ": "
+    place = _place(loc)
+    return f"{where}{place + ': ' if place else ''}{_explain(error, loc)}"
+
+
+def _explain(error: Any, loc: tuple[int | str, ...]) -> str:
+    kind: str = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    field = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        parent = tuple(p for p in loc[:-1] if isinstance(p, str))
+        known = _FIELDS.get(parent, ())
+        hint = _suggest(field, known) or f" (known fields: {', '.join(known)})"
+        return f"unknown field{hint}"
+    if kind == "missing":
+        example = _EXAMPLES.get(field)
+        return "required field is missing" + (f": give {example}" if example else "")
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("greater_than", "greater_than_equal"):
+        bound = ctx.get("gt", ctx.get("ge"))
+        bound = f"{bound:g}" if isinstance(bound, (int, float)) else bound
+        word = "more than" if kind == "greater_than" else "at least"
+        example = _EXAMPLES.get(field)
+        return f"must be {word} {bound}, got {value!r}" + (f" ({example})" if example else "")
+    if kind == "string_pattern_mismatch":
+        return (
+            f"{value!r} is not a safe name: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit (at most 64 characters)"
+        )
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {value!r}"
+    if kind in ("float_parsing", "float_type"):
+        return f"expected a number, got {value!r}"
+    if kind in ("string_type", "string_too_short"):
+        return f"expected a non-empty text value, got {value!r}"
+    if kind == "list_type":
+        return f"expected a list (lines starting with '- '), got {_kind(value)}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping of settings (key: value), got {_kind(value)}"
+    return str(error["msg"])
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[int | str]) -> int:
+    """The 1-based line of ``loc`` in the YAML document, as close as it allows (0: unknown)."""
+    if root is None:
+        return 0
+    node: yaml.Node = root
+    line = root.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == part:
+                    # The key's line: right for an unknown key and for a block value below it.
+                    line = key.start_mark.line + 1
+                    child = value
+                    break
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _render(shown: str, messages: list[str]) -> str:
+    if len(messages) == 1:
+        return f"{shown}{messages[0]}"
+    lines = [f"{shown}: {len(messages)} problems"]
+    lines += [f"  - {shown}{m}" for m in messages]
+    return "\n".join(lines)

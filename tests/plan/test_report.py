@@ -1,0 +1,173 @@
+"""build_plan's JSON (a stable API) and render_plan's page."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from stormproof.config import Config, load_config
+from stormproof.plan.report import DETAIL_LIMIT, PlanReport, build_plan, render_plan
+from stormproof.spec.model import WorkflowSpec
+
+from .builders import RECIPE_SAMPLE, diamond, task, workflow
+
+POOLS_YAML = """
+pools:
+  - {name: spot-c5,  market: spot,      vcpus: 4, memory: 8192, price: 0.068, count: 4}
+  - {name: ondemand, market: on_demand, vcpus: 4, memory: 8192, price: 0.17,  count: 2}
+policy: {fallback_after_interruptions: 2, deadline: 36h}
+"""
+
+
+def config(tmp_path: Path, text: str = POOLS_YAML) -> Config:
+    (tmp_path / "stormproof.yaml").write_text(text)
+    return load_config(None, tmp_path, {})
+
+
+def rendered(report: PlanReport) -> str:
+    out = io.StringIO()
+    render_plan(report, Console(file=out, width=200, color_system=None))
+    return out.getvalue()
+
+
+def test_json_shape_and_numbers(tmp_path: Path) -> None:
+    spec = diamond()
+    report = build_plan(spec, config(tmp_path), None)
+    data = report.to_json()
+    json.dumps(data)  # JSON-ready
+    assert list(data) == [
+        "workflow", "tasks_total", "stages", "critical_path", "tasks", "estimate", "problems",
+        "notes",
+    ]  # fmt: skip
+    assert data["workflow"] == "test"
+    assert data["tasks_total"] == 4
+    assert data["stages"] == [["a"], ["b", "c"], ["d"]]
+    assert data["critical_path"] == {"tasks": ["a", "b", "d"], "duration_s": 37.0}
+    assert data["tasks"]["c"] == {
+        "stage": 1,
+        "earliest_start_s": 10.0,
+        "earliest_finish_s": 15.0,
+        "estimated_runtime_s": 5.0,
+        "pool": "spot-c5",
+        # 1 vCPU / 1024 MiB of a 4 vCPU / 8192 MiB instance: a quarter of $0.068/h for 5 s
+        "cost_usd": round(5 / 3600 * 0.25 * 0.068, 6),
+    }
+    est = data["estimate"]
+    assert est["duration_s"] == 37.0
+    assert est["cost_usd"] == round(42 / 3600 * 0.25 * 0.068, 6)
+    assert est["on_demand_cost_usd"] == round(42 / 3600 * 0.25 * 0.17, 6)
+    assert est["lower_bound"] is False
+    assert est["tasks_without_runtime"] == 0
+    assert data["problems"] == []
+
+
+def test_recipe_sample_default_pool(tmp_path: Path) -> None:
+    spec = WorkflowSpec.model_validate(RECIPE_SAMPLE)
+    report = build_plan(spec, load_config(None, tmp_path, {}), None)
+    data = report.to_json()
+    assert len(data["stages"]) == 4
+    assert data["estimate"]["lower_bound"] is True
+    assert data["estimate"]["tasks_without_runtime"] == 4
+    assert {p.split(" ")[0] for p in data["problems"]} >= {"equilibration", "production-run"}
+    container_notes = [n for n in data["notes"] if "container_image" in n]
+    assert container_notes == [
+        "container_image is set on 4 tasks but no container runtime is configured: commands "
+        "run directly on the host (set `container:` in stormproof.yaml)"
+    ]
+    assert any("no pools are configured" in n for n in data["notes"])
+    assert any("4 of 4 tasks have no estimated_runtime" in n for n in data["notes"])
+
+
+def test_no_container_note_with_a_runtime(tmp_path: Path) -> None:
+    spec = WorkflowSpec.model_validate(RECIPE_SAMPLE)
+    report = build_plan(spec, config(tmp_path), "apptainer")
+    assert not any("container_image" in n for n in report.notes)
+
+
+def test_recipe_sample_on_configured_pools_costs(tmp_path: Path) -> None:
+    raw = json.loads(json.dumps(RECIPE_SAMPLE))
+    for t, runtime in zip(raw["tasks"], ["30m", "2h", "10h", "1h"], strict=True):
+        t["estimated_runtime"] = runtime
+    # Make production-run fit the 4-instance spot pool: 4 nodes x 4 vCPUs / 8 GiB.
+    raw["tasks"][2].update(vcpus=4, memory=8192, nodes=4)
+    raw["tasks"][1].update(vcpus=4, memory=8192, nodes=4)
+    spec = WorkflowSpec.model_validate(raw)
+    data = build_plan(spec, config(tmp_path), "docker").to_json()
+    tasks = data["tasks"]
+    assert [tasks[t]["pool"] for t in tasks] == ["spot-c5"] * 4
+    # data-preprocessing: 0.5 h x 1 node x max(2/4, 4096/8192)=0.5 x $0.068
+    assert tasks["data-preprocessing"]["cost_usd"] == round(0.5 * 0.5 * 0.068, 6)
+    # equilibration: 2 h x 4 nodes x 1.0 x $0.068; production: 10 h x 4 x 1.0 x $0.068
+    assert tasks["equilibration"]["cost_usd"] == round(2 * 4 * 0.068, 6)
+    assert tasks["production-run"]["cost_usd"] == round(10 * 4 * 0.068, 6)
+    # analysis: 1 h x 2 nodes x max(4/4, 8192/8192) x $0.068
+    assert tasks["analysis"]["cost_usd"] == round(1 * 2 * 0.068, 6)
+    total = 0.5 * 0.5 + 2 * 4 + 10 * 4 + 2
+    assert data["estimate"]["cost_usd"] == round(total * 0.068, 6)
+    # On demand: equilibration and production need 4 instances, the on-demand pool has 2, so
+    # they count at their spot price (and a note says so); the other two pay $0.17.
+    on_demand = 0.5 * 0.5 * 0.17 + (2 * 4 + 10 * 4) * 0.068 + 1 * 2 * 0.17
+    assert data["estimate"]["on_demand_cost_usd"] == round(on_demand, 6)
+    assert any(n.startswith("2 tasks fit no on_demand pool") for n in data["notes"])
+    assert data["estimate"]["duration_s"] == 13.5 * 3600
+    assert data["estimate"]["vcpu_hours"] == 0.5 * 2 + 2 * 16 + 10 * 16 + 1 * 8
+
+
+def test_deadline_note(tmp_path: Path) -> None:
+    spec = workflow(task("long", runtime="40h", vcpus=1, memory=512))
+    report = build_plan(spec, config(tmp_path), None)
+    assert "the estimated duration 1d 16h is longer than policy.deadline 1d 12h" in report.notes
+
+
+def test_render_small_plan(tmp_path: Path) -> None:
+    spec = workflow(
+        task("prep", runtime=3900, name="Prepare"),
+        task("solve", ["prep"], "2h", vcpus=4, memory=8192, nodes=2),
+        task("huge", ["prep"], "1h", vcpus=64, memory=1024),
+    )
+    text = rendered(build_plan(spec, config(tmp_path), None))
+    assert "Plan test — 3 tasks in 2 stages" in text
+    assert "Stage 1" in text and "Stage 2" in text
+    assert "Prepare" in text and "1h 05m" in text
+    assert "4×2" in text and "8,192" in text
+    assert "◆ Critical path (3h 05m): prep → solve" in text
+    assert "Duration  3h 05m (lower bound)" in text
+    assert "% less than all on-demand" in text
+    assert "✗ huge needs 64 vCPUs / 1,024 MiB" in text
+    assert "no fit" in text
+
+
+def test_render_huge_plan_shows_stages_not_tasks(tmp_path: Path) -> None:
+    width = 60
+    tasks = [task(f"s0-{j}", runtime=60, vcpus=1, memory=512) for j in range(width)]
+    for level in range(1, 5):
+        tasks += [
+            task(
+                f"s{level}-{j}",
+                [f"s{level - 1}-{j}", f"s{level - 1}-{(j + 1) % width}"],
+                60,
+                vcpus=1,
+                memory=512,
+            )
+            for j in range(width)
+        ]
+    spec = workflow(*tasks)
+    assert len(spec.tasks) > DETAIL_LIMIT
+    text = rendered(build_plan(spec, config(tmp_path), None))
+    assert "one row per stage" in text
+    assert "s2-17" not in text  # no row per task
+    assert "spot-c5 ×60" in text
+    assert "◆ Critical path (5m 00s): s0-0 → s1-0 → s2-0 → s3-0 → s4-0" in text
+
+
+def test_render_long_critical_path_is_elided(tmp_path: Path) -> None:
+    spec = workflow(
+        task("t0", runtime=1, vcpus=1, memory=512),
+        *(task(f"t{i}", [f"t{i - 1}"], 1, vcpus=1, memory=512) for i in range(1, 300)),
+    )
+    text = rendered(build_plan(spec, config(tmp_path), None))
+    assert "t0 → t1 → t2 → t3 → t4 → … 290 more … → t295" in text
+    assert "200 stages" in text  # 300 stages, 100 shown

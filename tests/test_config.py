@@ -1,0 +1,241 @@
+"""stormproof.yaml: defaults, the file, errors that name the line and the fix, env overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from stormproof.config import Config, load_config, local_machine
+from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.errors import ConfigError
+
+GOOD = """\
+executor: local            # local | slurm | dask | aws_batch
+store: postgresql://stormproof@db/stormproof
+checkpoints: s3://bucket/prefix
+pools:
+  - {name: spot-c5,   market: spot,      instance: c5.xlarge, vcpus: 4, memory: 8192,
+     price: 0.068, count: 4}
+  - name: ondemand
+    market: on_demand
+    instance: c5.xlarge
+    vcpus: 4
+    memory: 8192
+    price: 0.17
+    count: 2
+policy: {fallback_after_interruptions: 2, deadline: 36h}
+alerts:
+  - {on: workflow_failed, notify: "slack://hooks/x"}
+  - {on: interruption_rate, above: 5, per: 10m, notify: "mailto://ops@example.org"}
+container: apptainer
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "stormproof.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def error(tmp_path: Path, text: str) -> str:
+    write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {})
+    return str(info.value)
+
+
+def test_no_file_means_all_defaults_and_this_machine(tmp_path: Path) -> None:
+    config = load_config(None, tmp_path, {})
+    assert config == Config()
+    assert config.source is None
+    assert (config.executor, config.store, config.container) == ("local", "sqlite", "none")
+    assert config.container_runtime is None
+    assert config.home_dir(tmp_path) == tmp_path / ".stormproof"
+    memory_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    assert config.pool_defs() == (
+        PoolDef(
+            name="local",
+            market=Market.ON_DEMAND,
+            capacity=Resources(vcpus=float(os.cpu_count() or 1), memory_mib=memory_mib, gpus=0),
+            count=1,
+            price_usd_per_h=0.0,
+            instance_type="local",
+        ),
+    )
+    assert local_machine().memory_mib == memory_mib
+
+
+def test_the_design_example_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    config = load_config(None, tmp_path, {})
+    assert config.source == path
+    assert config.store == "postgresql://stormproof@db/stormproof"
+    assert config.checkpoints == "s3://bucket/prefix"
+    assert config.policy.deadline == 36 * 3600
+    assert config.policy.fallback_after_interruptions == 2
+    assert config.alerts[0] == {"on": "workflow_failed", "notify": "slack://hooks/x"}
+    assert config.alerts[1] == {
+        "on": "interruption_rate", "above": 5, "per": "10m", "notify": "mailto://ops@example.org"
+    }  # fmt: skip
+    assert config.container_runtime == "apptainer"
+    spot, on_demand = config.pool_defs()
+    assert spot == PoolDef("spot-c5", Market.SPOT, Resources(4, 8192, 0), 4, 0.068, "c5.xlarge")
+    assert on_demand.market is Market.ON_DEMAND and on_demand.count == 2
+    pool = config.pools[0]
+    assert (pool.weight, pool.interruption_rate, pool.gpus) == (1.0, None, 0)
+
+
+def test_given_path_is_relative_to_cwd(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    write(tmp_path / "conf", "executor: slurm\n", "site.yaml")
+    assert load_config(Path("conf/site.yaml"), tmp_path, {}).executor == "slurm"
+    with pytest.raises(ConfigError, match=r"^conf/nope\.yaml: no such configuration file"):
+        load_config(Path("conf/nope.yaml"), tmp_path, {})
+
+
+def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "# nothing yet\n")
+    assert load_config(None, tmp_path, {}).model_dump() == Config().model_dump()
+
+
+def test_unknown_field_with_suggestion_and_line(tmp_path: Path) -> None:
+    text = "executor: local\npools:\n  - name: a\n    market: spot\n    vcpus: 2\n    memory: 512\n"
+    text += "    prise: 0.1\n"
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:7: pools[0].prise: unknown field (did you mean 'price'?)"
+    )
+    assert error(tmp_path, "exector: slurm\n") == (
+        "stormproof.yaml:1: exector: unknown field (did you mean 'executor'?)"
+    )
+    message = error(tmp_path, "zzz: 1\n")
+    assert message.startswith("stormproof.yaml:1: zzz: unknown field (known fields: executor,")
+
+
+def test_bad_market_with_suggestion(tmp_path: Path) -> None:
+    text = (
+        "pools:\n"
+        "  - {name: a, market: spot, vcpus: 2, memory: 512}\n"
+        "  - {name: b, market: spott, vcpus: 2, memory: 512}\n"
+    )
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:3: pools[1].market: 'spott' is not one of spot, on_demand "
+        "(did you mean 'spot'?)"
+    )
+
+
+def test_negative_price_and_zero_vcpus_say_what_is_expected(tmp_path: Path) -> None:
+    text = "pools:\n  - {name: a, market: spot, vcpus: 0, memory: 512, price: -0.5}\n"
+    assert error(tmp_path, text) == "\n".join(
+        [
+            "stormproof.yaml: 2 problems",
+            "  - stormproof.yaml:2: pools[0].vcpus: must be more than 0, got 0 "
+            "(the vCPUs of one instance, like 4)",
+            "  - stormproof.yaml:2: pools[0].price: must be at least 0, got -0.5 "
+            "(USD per instance-hour, like 0.068)",
+        ]
+    )
+
+
+def test_missing_pool_fields_say_what_to_give(tmp_path: Path) -> None:
+    message = error(tmp_path, "pools:\n  - {name: a, market: spot, vcpus: 2}\n")
+    assert message == (
+        "stormproof.yaml:2: pools[0].memory: required field is missing: "
+        "give the MiB of memory of one instance, like 8192"
+    )
+
+
+def test_duplicate_pool_names(tmp_path: Path) -> None:
+    text = (
+        "pools:\n"
+        "  - {name: a, market: spot, vcpus: 2, memory: 512}\n"
+        "  - {name: b, market: spot, vcpus: 2, memory: 512}\n"
+        "  - {name: a, market: on_demand, vcpus: 2, memory: 512}\n"
+    )
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:1: pools: pool name 'a' is used twice (pools[0] and pools[2]); "
+        "give each pool its own name"
+    )
+
+
+def test_unsafe_pool_name(tmp_path: Path) -> None:
+    message = error(tmp_path, "pools:\n  - {name: ../x, market: spot, vcpus: 2, memory: 512}\n")
+    assert message.startswith("stormproof.yaml:2: pools[0].name: '../x' is not a safe name")
+
+
+def test_bad_yaml_names_the_line(tmp_path: Path) -> None:
+    message = error(tmp_path, "executor: local\npools:\n  - {name: a, market: spot\nstore: x\n")
+    assert message == (
+        "stormproof.yaml:4:6: not valid YAML: expected ',' or '}', but got ':' "
+        "(while parsing a flow mapping at line 3)"
+    )
+    message = error(tmp_path, "executor: local\n  store: sqlite\n")
+    assert message.startswith("stormproof.yaml:2:")
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    assert error(tmp_path, "- a\n- b\n") == (
+        "stormproof.yaml: expected settings like `executor: local` at the top level, got a list"
+    )
+
+
+def test_wrong_types(tmp_path: Path) -> None:
+    assert error(tmp_path, "pools: {name: a}\n") == (
+        "stormproof.yaml:1: pools: expected a list (lines starting with '- '), got a mapping"
+    )
+    assert error(tmp_path, "policy: {max_parallel: many}\n") == (
+        "stormproof.yaml:1: policy.max_parallel: expected a whole number, got 'many'"
+    )
+    assert error(tmp_path, "policy: {deadline: soon}\n") == (
+        "stormproof.yaml:1: policy.deadline: expected a duration like 600, '10m' or '2h30m', "
+        "got 'soon'"
+    )
+    assert error(tmp_path, "container: dockr\n") == (
+        "stormproof.yaml:1: container: 'dockr' is not one of none, apptainer, docker, podman "
+        "(did you mean 'docker'?)"
+    )
+
+
+def test_settings_left_empty_mean_none(tmp_path: Path) -> None:
+    write(tmp_path, "container:\npools:\n  # - {name: a, market: spot, vcpus: 2, memory: 512}\n")
+    config = load_config(None, tmp_path, {})
+    assert config.container == "none"
+    assert config.pools == []
+    assert [p.name for p in config.pool_defs()] == ["local"]
+    write(tmp_path, "policy:\nalerts:\n")
+    assert load_config(None, tmp_path, {}).model_dump() == Config().model_dump()
+
+
+def test_env_overrides_win_over_the_file(tmp_path: Path) -> None:
+    write(tmp_path, "executor: local\nstore: sqlite\nhome: /srv/sp\npolicy: {max_parallel: 2}\n")
+    env = {
+        "STORMPROOF_EXECUTOR": "slurm",
+        "STORMPROOF_STORE": "postgresql://db/sp",
+        "STORMPROOF_HOME": "/scratch/sp",
+        "STORMPROOF_MAX_PARALLEL": "16",
+        "STORMPROOF_OTHER": "ignored",
+    }
+    config = load_config(None, tmp_path, env)
+    assert (config.executor, config.store, config.home) == (
+        "slurm", "postgresql://db/sp", "/scratch/sp"
+    )  # fmt: skip
+    assert config.policy.max_parallel == 16
+    assert config.source == tmp_path / "stormproof.yaml"
+    assert config.home_dir(tmp_path) == Path("/scratch/sp")
+
+
+def test_env_overrides_without_a_file_and_empty_values(tmp_path: Path) -> None:
+    config = load_config(None, tmp_path, {"STORMPROOF_EXECUTOR": "", "STORMPROOF_HOME": "h"})
+    assert config.executor == "local"
+    assert config.home_dir(tmp_path) == tmp_path / "h"
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "lots", "2.5"])
+def test_bad_max_parallel_env(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_MAX_PARALLEL": value})
+    assert str(info.value) == (
+        f"STORMPROOF_MAX_PARALLEL={value!r}: expected a whole number of at least 1, like 8 "
+        "(or unset it)"
+    )
