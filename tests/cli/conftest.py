@@ -83,7 +83,7 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     for p in c.procs:
         if p.poll() is None:
             p.kill()
-            p.wait()
+        p.communicate()  # reap it and close its pipes
     _kill_leftovers(tmp_path)
 
 

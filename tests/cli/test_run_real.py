@@ -56,7 +56,7 @@ def test_timeout_terms_then_kills_after_grace(cli: Cli) -> None:
         "wf.yaml",
         """
 name: slow
-global_config: {max_retry_attempts: 0, kill_grace: 1s}
+global_config: {max_retry_attempts: 0, kill_grace: 1s, on_failure: continue}
 tasks:
   - {id: polite, command: [sleep, "30"], timeout: 1s}
   - {id: stubborn, command: 'trap "" TERM; sleep 30', timeout: 1s}
@@ -80,9 +80,9 @@ name: mixed
 global_config: {{max_retry_attempts: 0, on_failure: {mode}, kill_grace: 1s}}
 tasks:
   - {{id: bad, command: 'sleep 0.5; exit 3'}}
-  - {{id: after-bad, command: [true], depends_on: [bad]}}
+  - {{id: after-bad, command: ['true'], depends_on: [bad]}}
   - {{id: slow, command: 'sleep 3; echo done > "$STORMPROOF_DATA_DIR/slow"'}}
-  - {{id: after-slow, command: [true], depends_on: [slow]}}
+  - {{id: after-slow, command: ['true'], depends_on: [slow]}}
 """
 
 
