@@ -1,4 +1,4 @@
-"""What durability costs the SQLite event log: synchronous=FULL vs NORMAL, by batch size.
+"""What durability costs the SQLite event log: synchronous normal vs group vs full, by batch size.
 
 The driver appends an event and its decisions, then flushes once per loop
 iteration before acting (group commit). This measures ``append`` + ``flush``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -256,11 +257,39 @@ def test_the_database_is_in_wal_mode_with_a_schema_version(log: SQLiteEventLog) 
         raw.close()
 
 
-def test_synchronous_is_normal_or_full(db_path: Path) -> None:
+def test_synchronous_is_normal_group_or_full(db_path: Path) -> None:
     with SQLiteEventLog(db_path, synchronous="normal") as log:
         assert log.synchronous == "normal"
-    with pytest.raises(ValueError, match="'normal' or 'full'"):
+    with SQLiteEventLog(db_path) as log:
+        assert log.synchronous == "group"
+    with pytest.raises(ValueError, match="'normal', 'group' or 'full'"):
         SQLiteEventLog(db_path, synchronous="off")  # type: ignore[arg-type]
+
+
+def test_group_mode_fsyncs_the_wal_at_most_every_interval_and_on_close(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stormproof.store.sqlite as mod
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(mod.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    clock = [1000.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    log = SQLiteEventLog(db_path)
+    log.create_run("r", "wf", {}, 0.0)
+    for i in range(5):  # five flushes within one interval: no fsync of ours
+        log.append("r", [event(f"E{i}")])
+        log.flush()
+    assert synced == []
+    clock[0] += mod.GROUP_FSYNC_S
+    log.append("r", [event("late")])
+    log.flush()
+    assert len(synced) == 1
+    log.append("r", [event("last")])
+    log.flush()
+    log.close()  # the tail written since the last fsync is made durable on close
+    assert len(synced) == 2
 
 
 def test_a_file_that_is_not_sqlite_is_a_clear_error(db_path: Path) -> None:

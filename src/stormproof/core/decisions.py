@@ -15,7 +15,7 @@ caused it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -25,7 +25,8 @@ class Decision:
     is_action: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: fields are scalars or tuples of str; asdict's deep copy is slow.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ run's state is the fold of its events through ``Workflow.handle``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 
@@ -20,7 +20,8 @@ class Event:
     kind: ClassVar[str] = "Event"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: fields are scalars or tuples of str; asdict's deep copy is slow.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)

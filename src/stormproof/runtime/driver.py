@@ -82,6 +82,7 @@ class Driver:
             run_options(self.ctx.spec, self.ctx.pools, self.ctx.seed, self.ctx.max_parallel),
         )
         self._specs = self.ctx.spec.tasks
+        self._tasks_dir = self.home.run_dir(self.ctx.name) / "tasks"
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -229,7 +230,7 @@ class Driver:
             number=number,
             command=command,
             env=env,
-            attempt_dir=self.home.attempt_dir(self.ctx.name, spec.id, number),
+            attempt_dir=self._tasks_dir / spec.id / f"attempt-{number}",
             vcpus=spec.vcpus,
             memory_mib=spec.memory,
             gpus=spec.gpus,
