@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,5 @@ def _kill_leftovers(root: Path) -> None:
         except OSError:
             continue
         if mark.encode() in environ or mark.encode() in cmdline:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass

@@ -38,7 +38,9 @@ tasks:
     assert st["state"] == "succeeded"
     tries = attempts(st, "flaky")
     assert [(a["state"], a["exit_code"]) for a in tries] == [
-        ("failed", 1), ("failed", 1), ("succeeded", 0)
+        ("failed", 1),
+        ("failed", 1),
+        ("succeeded", 0),
     ]
     assert {a["error"] for a in tries[:2]} == {"Task.Failed"}
     # backoff observed for real: 0.5 s then 1.0 s between an end and the next start
@@ -93,7 +95,10 @@ def test_on_failure_continue_keeps_running_independent_tasks(cli: Cli) -> None:
     st = cli.status("c1")
     states = {t: v["state"] for t, v in st["tasks"].items()}
     assert states == {
-        "bad": "failed", "after-bad": "skipped", "slow": "succeeded", "after-slow": "succeeded"
+        "bad": "failed",
+        "after-bad": "skipped",
+        "slow": "succeeded",
+        "after-slow": "succeeded",
     }
     assert attempts(st, "bad")[0]["exit_code"] == 3
 
@@ -107,7 +112,10 @@ def test_on_failure_fail_stops_the_workflow_and_kills_running_work(cli: Cli) -> 
     st = cli.status("f1")
     states = {t: v["state"] for t, v in st["tasks"].items()}
     assert states == {
-        "bad": "failed", "after-bad": "skipped", "slow": "cancelled", "after-slow": "skipped"
+        "bad": "failed",
+        "after-bad": "skipped",
+        "slow": "cancelled",
+        "after-slow": "skipped",
     }
     assert not (cli.data_dir / "f1" / "data" / "slow").exists()
 
@@ -201,8 +209,16 @@ def test_status_json_has_the_documented_shape(cli: Cli) -> None:
     st = cli.status("s1")
     assert st["name"] == "s1" and st["state"] == "succeeded"
     (att,) = st["tasks"]["hello"]["attempts"]
-    assert set(att) >= {"number", "state", "exit_code", "started", "ended", "error", "pool",
-                        "instance"}
+    assert set(att) >= {
+        "number",
+        "state",
+        "exit_code",
+        "started",
+        "ended",
+        "error",
+        "pool",
+        "instance",
+    }
     assert att["number"] == 1 and att["pool"] == "local" and att["instance"] == "local-0"
     assert att["started"] <= att["ended"]
 

@@ -6,6 +6,7 @@ or usage · 130 stopped by Ctrl-C (the run can be resumed).
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def session(home: str | None, config_path: str | None) -> Iterator[Session]:
         s = Session.open(home, config_path)
         yield s
     except StormproofError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {_escape(str(e))}", markup=True, highlight=False)
         sys.exit(e.exit_code)
     finally:
         if s is not None:
@@ -82,7 +83,10 @@ def cli() -> None:
 def _load_spec(path: str) -> WorkflowSpec:
     from stormproof.spec.load import load_workflow
 
-    return load_workflow(Path(path))
+    spec = load_workflow(Path(path))
+    # A big workflow is a lot of long-lived objects; keep the cyclic GC from rescanning them.
+    gc.freeze()
+    return spec
 
 
 @cli.command()

@@ -11,38 +11,72 @@ Graph-level checks (unknown dependencies, cycles, duplicate ids) live in
 
 from __future__ import annotations
 
+import difflib
 import re
 from enum import Enum
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from stormproof.errors import ErrorName
 
 #: Task ids become file names and database keys: a safe alphabet, no path tricks.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
-                       r"(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*"
+    r"(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$"
+)
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from a number or a string like ``90``, ``90s``, ``10m``, ``2h30m``, ``1d``."""
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 600, '10m' or '2h30m', not a boolean")
+        raise ValueError("expected a duration like 600, '10m' or '2h30m', not true/false")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and value.strip() and (m := _DURATION.match(value)):
-        d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-        seconds = d * 86400 + h * 3600 + mi * 60 + s
+    elif isinstance(value, str):
+        seconds = _duration_text(value)
     else:
         raise ValueError(f"expected a duration like 600, '10m' or '2h30m', got {value!r}")
     if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+        raise ValueError(f"cannot be negative, got {value!r} (give seconds, e.g. 600, or '10m')")
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+@lru_cache(maxsize=256)
+def _duration_text(text: str) -> float:
+    # Cached: a generated 100k-task file repeats the same few strings ("2h") in every task.
+    if not text.strip() or not (m := _DURATION.match(text)):
+        raise ValueError(f"expected a duration like 600, '10m' or '2h30m', got {text!r}")
+    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
+
+
+#: Seconds. The published JSON Schema says what the validator accepts (numbers *and* strings),
+#: not the float it produces, so editors do not flag ``timeout: 2h``.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "minLength": 1, "pattern": _DURATION.pattern},
+            ],
+            "description": "seconds, or a string like '90s', '10m', '2h30m' or '1d'",
+        }
+    ),
+]
 
 
 def _env_value(value: Any) -> Any:
@@ -54,7 +88,11 @@ def _env_value(value: Any) -> Any:
     return value
 
 
-EnvValue = Annotated[str, BeforeValidator(_env_value)]
+EnvValue = Annotated[
+    str,
+    BeforeValidator(_env_value),
+    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+]
 
 
 class OnFailure(str, Enum):
@@ -75,7 +113,10 @@ class SpotStrategy(str, Enum):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+    # allow_inf_nan=False: `vcpus: .inf` or `timeout: NaN` is a typo, never a wish.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=False, allow_inf_nan=False
+    )
 
 
 class Retrier(Strict):
@@ -97,12 +138,12 @@ class Retrier(Strict):
     @field_validator("error_equals")
     @classmethod
     def _known_errors(cls, names: list[str]) -> list[str]:
-        known = {e.value for e in ErrorName}
+        known = [e.value for e in ErrorName]
         for name in names:
             if name not in known:
-                raise ValueError(
-                    f"unknown error name {name!r}; use one of {', '.join(sorted(known))}"
-                )
+                close = difflib.get_close_matches(name, known, n=1)
+                fix = f"did you mean {close[0]!r}?" if close else "use one of " + ", ".join(known)
+                raise ValueError(f"unknown error name {name!r} ({fix})")
         return names
 
 
@@ -149,36 +190,39 @@ class TaskSpec(Strict):
     @field_validator("command")
     @classmethod
     def _command_not_empty(cls, command: list[str] | str) -> list[str] | str:
-        if isinstance(command, str) and not command.strip():
-            raise ValueError("command is empty; give a list like [python, run.py] or a string")
-        if isinstance(command, list) and (not command or not command[0]):
-            raise ValueError("command is empty; give a list like [python, run.py] or a string")
+        empty = not command.strip() if isinstance(command, str) else not command or not command[0]
+        if empty:
+            raise ValueError(
+                "is empty (give a list like [python, run.py], or a string to run with sh -c)"
+            )
         return command
 
     @field_validator("environment")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for key in env:
-            if not _ENV_NAME.match(key):
-                raise ValueError(
-                    f"environment variable name {key!r} is not valid: use letters, digits "
-                    "and underscores, not starting with a digit"
-                )
+        if env and not all(map(_ENV_NAME.match, env)):
+            bad = next(key for key in env if not _ENV_NAME.match(key))
+            raise ValueError(
+                f"variable name {bad!r} is not valid (use letters, digits and underscores, "
+                "not starting with a digit)"
+            )
         return env
 
     @field_validator("timeout")
     @classmethod
     def _timeout_positive(cls, timeout: float | None) -> float | None:
         if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be more than 0 seconds")
+            raise ValueError("must be more than 0 seconds (leave it out for no timeout)")
         return timeout
 
     @model_validator(mode="after")
     def _one_retry_style(self) -> TaskSpec:
-        if self.retry is not None and self.retry_attempts is not None:
+        # backoff_multiplier has a default, so only an explicit one conflicts with retry.
+        old_style = self.retry_attempts is not None or "backoff_multiplier" in self.model_fields_set
+        if self.retry is not None and old_style:
             raise ValueError(
-                "give either retry (a list of retriers) or retry_attempts/backoff_multiplier, "
-                "not both"
+                "has both retry and retry_attempts/backoff_multiplier (keep one: retry for "
+                "ASL-style rules, or retry_attempts with backoff_multiplier)"
             )
         return self
 

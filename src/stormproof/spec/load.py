@@ -1,0 +1,490 @@
+"""Reading a workflow file: bytes, then a document, then a ``WorkflowSpec``.
+
+The rules of this module:
+
+* Every failure is one ``SpecError`` carrying *every* problem found, each
+  naming its place (``line 12: tasks[1] (equilibration).vcpus: ...``) and,
+  where there is one, the fix. No other exception leaves ``load_workflow``.
+* The happy path is fast, the unhappy path is thorough. JSON goes straight
+  from bytes to models with ``model_validate_json``; only when that fails is
+  the text parsed again with the standard library, to find line numbers and
+  word the problems well. Graph checks are linear; suggestions are computed
+  only for problems.
+* YAML is built straight from parser events (see ``_EventBuilder``), which
+  is faster and needs a fifth of the memory of ``yaml.load``. Users fix files
+  by line number, so when there are problems the text is composed into nodes,
+  whose marks map problem paths to lines. JSON gets line numbers the same way
+  (JSON is YAML as far as the composer cares), but only for files small
+  enough that a person edits them by hand.
+* The garbage collector is paused while a document is turned into objects:
+  the result is a tree without reference cycles, and a collector rescanning
+  a growing heap of 100,000 tasks costs as much as the validation itself.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from stormproof.errors import SpecError
+from stormproof.spec.model import WorkflowSpec
+from stormproof.spec.validate import (
+    Loc,
+    Problem,
+    check_spec,
+    graph_inputs_from_data,
+    graph_problems,
+    problems_from_pydantic,
+    render_problems,
+    task_ids_in,
+)
+
+Format = Literal["json", "yaml"]
+LineOf = Callable[[Loc], int | None]
+
+_EXTENSIONS: dict[str, Format] = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+#: Above this (~15,000 tasks) a file is machine-written: problems are reported without line
+#: numbers, sparing the second parse (seconds and a gigabyte at 100,000 tasks) that finds them.
+_LINES_MAX_CHARS = 4_000_000
+_BINARY_PROBE_BYTES = 8192
+
+
+def load_workflow(path: str | Path) -> WorkflowSpec:
+    """Read, parse and validate a workflow file; the format comes from the extension.
+
+    ``.json`` is JSON, ``.yaml``/``.yml`` is YAML; any other extension is
+    JSON if it looks like JSON (and parses), else YAML.
+    """
+    path = Path(path)
+    content = _read(path, str(path))
+    with _gc_paused():
+        return _parse(content, str(path), _EXTENSIONS.get(path.suffix.lower()))
+
+
+def parse_workflow(text: str, source: str, fmt: Format | None = None) -> WorkflowSpec:
+    """Parse and validate workflow text; ``source`` names it in messages (a path, ``<stdin>``)."""
+    with _gc_paused():
+        return _parse(text, source, fmt)
+
+
+def _read(path: Path, source: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        problem = "no such file (check the path)"
+    except IsADirectoryError:
+        problem = "is a directory, not a workflow file"
+    except PermissionError:
+        problem = "cannot be read: permission denied"
+    except OSError as err:
+        problem = f"cannot be read: {err.strerror or err}"
+    raise SpecError(source, [problem])
+
+
+def _parse(content: str | bytes, source: str, fmt: Format | None) -> WorkflowSpec:
+    if fmt == "yaml":
+        return _parse_yaml(_decode(content, source), source)
+    if fmt == "json":
+        return _parse_json(content, source, yaml_fallback=False)
+    if content.lstrip()[:1] in ("{", "[", b"{", b"["):
+        return _parse_json(content, source, yaml_fallback=True)
+    return _parse_yaml(_decode(content, source), source)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (see the module docstring for why)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _decode(content: str | bytes, source: str) -> str:
+    """UTF-8 text without a BOM, or a SpecError saying why the file is not a workflow."""
+    if isinstance(content, bytes):
+        if b"\x00" in content[:_BINARY_PROBE_BYTES]:
+            raise SpecError(source, [_BINARY])
+        raw = content
+        try:
+            content = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            byte = raw[err.start]
+            message = (
+                f"line {line}: the file is not UTF-8 text (byte 0x{byte:02x} at offset "
+                f"{err.start} cannot be read; save the file as UTF-8)"
+            )
+            raise SpecError(source, [message]) from None
+    text = content.removeprefix("\ufeff")
+    if "\x00" in text[:_BINARY_PROBE_BYTES]:
+        raise SpecError(source, [_BINARY])
+    _check_encodable(text, source)
+    if not text or text.isspace():
+        raise SpecError(source, ["the file is empty (a workflow needs at least name and tasks)"])
+    return text
+
+
+def _check_encodable(text: str, source: str) -> None:
+    """Text handed in as ``str`` may hold lone surrogates (bytes that were not UTF-8)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            line = text.count("\n", 0, err.start) + 1
+            message = f"line {line}: the text is not valid Unicode (it was not UTF-8 when read)"
+            raise SpecError(source, [message]) from None
+
+
+_BINARY = "this is a binary file, not a workflow (it contains NUL bytes; check the path)"
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _parse_json(content: str | bytes, source: str, *, yaml_fallback: bool) -> WorkflowSpec:
+    """The fast path: pydantic parses and validates the raw bytes in one go."""
+    try:
+        spec = WorkflowSpec.model_validate_json(content)
+    except ValueError:  # ValidationError, including malformed JSON
+        return _parse_json_slowly(_decode(content, source), source, yaml_fallback=yaml_fallback)
+    problems = check_spec(spec)
+    if problems:
+        text = content if isinstance(content, str) else content.decode("utf-8", "replace")
+        raise _spec_error(source, problems, _spec_ids(spec), lambda: _json_lines(text))
+    return spec
+
+
+def _parse_json_slowly(text: str, source: str, *, yaml_fallback: bool) -> WorkflowSpec:
+    """Parse again with the standard library, which says where the syntax breaks."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        message = _json_syntax_message(err, text)
+        if yaml_fallback:  # a file of unknown type that is YAML after all, e.g. {a: 1}
+            return _parse_yaml(text, source, fallback_from=message)
+        raise SpecError(source, [message]) from None
+    except RecursionError:
+        raise SpecError(source, ["the document is nested too deeply"]) from None
+    return _validate_document(data, source, "json", lambda: _json_lines(text))
+
+
+def _json_syntax_message(err: json.JSONDecodeError, text: str) -> str:
+    hints = {
+        "Expecting property name": "keys need double quotes, and JSON allows no trailing comma",
+        "Expecting value": "a value is missing: a trailing comma, or an unquoted word?",
+        "Expecting ',' delimiter": "a comma is missing, or a bracket is closed in the wrong place",
+        "Expecting ':' delimiter": "a key must be followed by ':'",
+        "Extra data": "something follows the end of the document: is a bracket closed too early?",
+        "Unterminated string": 'a string is not closed with "',
+        "Invalid control character": r"a string holds a raw line break or tab: write \n or \t",
+        "Invalid \\escape": r"a backslash in a string must be doubled: \\",
+    }
+    if err.pos >= len(text.rstrip()):
+        hint = "the file ends too early: is it complete?"
+    else:
+        hint = next((h for key, h in hints.items() if err.msg.startswith(key)), "")
+    problem = err.msg[:1].lower() + err.msg[1:]
+    return f"line {err.lineno}, column {err.colno}: invalid JSON: {problem}" + (
+        f" ({hint})" if hint else ""
+    )
+
+
+def _json_lines(text: str) -> LineOf:
+    """Line numbers for paths in a JSON text, by composing it as YAML; none for huge files."""
+    node = _compose_quietly(text) if len(text) <= _LINES_MAX_CHARS else None
+    if node is None:
+        return lambda _: None
+    return lambda loc: _line_in_tree(node, loc)
+
+
+# --------------------------------------------------------------------------- YAML
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+_STR = _TAG + "str"
+_EMPTY: Any = object()  # the document of a file holding only comments
+_MERGE: Any = object()  # the key "<<"
+
+
+def _parse_yaml(text: str, source: str, *, fallback_from: str | None = None) -> WorkflowSpec:
+    """Build the document from parser events, then validate it; lines are found only on error.
+
+    ``fallback_from`` is the JSON syntax message to report instead if the
+    text is not a YAML mapping either (for files of unknown type).
+    """
+    builder = _EventBuilder(text)
+    try:
+        data = builder.build()
+    except yaml.YAMLError as err:
+        raise SpecError(source, [fallback_from or _yaml_syntax_message(err)]) from None
+    except RecursionError:
+        raise SpecError(source, ["the document is nested too deeply"]) from None
+    if fallback_from and not isinstance(data, dict):
+        raise SpecError(source, [fallback_from])
+    if data is _EMPTY:
+        raise SpecError(source, ["the file holds only comments (a workflow needs name and tasks)"])
+    return _validate_document(data, source, "yaml", lambda: _yaml_lines(text), builder.duplicates)
+
+
+def _yaml_lines(text: str) -> LineOf:
+    """Line numbers for paths, from a composed node tree (its marks); composed only on error."""
+    node = _compose_quietly(text) if len(text) <= _LINES_MAX_CHARS else None
+    if node is None:
+        return lambda _: None
+    return lambda loc: _line_in_tree(node, loc)
+
+
+def _compose_quietly(text: str) -> Node | None:
+    loader = _Loader(text)
+    try:
+        node: Node | None = loader.get_single_node()
+        return node
+    except (yaml.YAMLError, RecursionError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _yaml_syntax_message(err: yaml.YAMLError) -> str:
+    if not isinstance(err, yaml.MarkedYAMLError):
+        return f"invalid YAML: {str(err).splitlines()[0]}"
+    mark = err.problem_mark or err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = err.problem or err.context or "invalid YAML"
+    context = ""
+    if err.context and err.problem and err.context_mark and err.context_mark != mark:
+        context = f", {err.context} at line {err.context_mark.line + 1}"
+    hint = next((h for key, h in _YAML_HINTS.items() if key in f"{err.context} {problem}"), "")
+    return f"{where}invalid YAML: {problem}{context}" + (f" ({hint})" if hint else "")
+
+
+_YAML_HINTS = {
+    "mapping values are not allowed": "check the indentation, or quote a value containing ': '",
+    "did not find expected key": "check the indentation: keys of one mapping must line up",
+    "did not find expected '-'": "check the indentation: items of one list must line up",
+    "expected <block end>": "check the indentation of this line",
+    "cannot start any token": "indent with spaces, not tabs, and quote values starting with @ or `",
+    "could not find expected ':'": "a key needs ': ' after it, or a quote is not closed",
+    "unexpected end of stream": "a quote or a bracket is not closed",
+    "expected a single document": "the file holds more than one document: remove the extra '---'",
+    "could not determine a constructor": "workflows are plain YAML: no custom '!' tags",
+    "found undefined alias": "define the anchor (&name) before using it (*name)",
+}
+
+
+class _EventBuilder:
+    """Python values straight from parser events, as PyYAML's safe loader builds them.
+
+    Why not ``yaml.load``: it composes a tree of nodes first, each with two
+    marks, which for 100,000 tasks is over a gigabyte and most of the time.
+    Here events are consumed as they come: strings, plain integers, booleans
+    and nulls are converted inline (implicit types memoised per distinct
+    scalar); anything rarer (floats, timestamps, octal) goes to PyYAML's own
+    constructor, so values are the same. Anchors, aliases and ``<<`` merge
+    keys work. Unlike PyYAML, a key given twice in one mapping is reported
+    (``duplicates``), not silently overwritten.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._loader = _Loader(text)
+        self._anchors: dict[str, Any] = {}
+        self._tags: dict[str, str] = {}
+        self.duplicates: list[Problem] = []
+
+    def build(self) -> Any:
+        """The single document of the stream, or ``_EMPTY``."""
+        get = self._loader.get_event
+        get()  # StreamStartEvent
+        if isinstance(get(), yaml.StreamEndEvent):
+            return _EMPTY
+        data = self._document()
+        event = get()
+        if not isinstance(event, yaml.StreamEndEvent):
+            raise _marked("a second document starts here", event, "expected a single document")
+        return data
+
+    def _document(self) -> Any:
+        """The hot loop: one pass over the events of a document, with an explicit stack."""
+        get, scalar, tag_of = self._loader.get_event, self._scalar, self._tags.get
+        stack: list[tuple[Any, Any, bool, Any]] = []  # (container, key, want a key, key mark)
+        top: Any = None
+        key: Any = None
+        key_mark: Any = None
+        want_key = False
+        while True:
+            event = get()
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                value = event.value  # most scalars are plain strings: no call for those
+                tag = event.tag or (tag_of(value) if event.implicit[0] else _STR)
+                if tag != _STR or event.anchor is not None:
+                    value = scalar(event, want_key)
+            elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                stack.append((top, key, want_key, key_mark))
+                top, want_key = self._start(event), kind is yaml.MappingStartEvent
+                continue
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                value = self._merge(top) if kind is yaml.MappingEndEvent else top
+                top, key, want_key, key_mark = stack.pop()
+            elif kind is yaml.AliasEvent:
+                value = self._alias(event)
+            else:  # DocumentEndEvent
+                return top
+            if top is None:
+                top = value
+            elif want_key:
+                key, key_mark, want_key = value, event.start_mark, False
+            elif type(top) is list:
+                top.append(value)
+            else:
+                self._put(top, key, value, key_mark, stack)
+                want_key = True
+
+    def _scalar(self, event: Any, is_key: bool) -> Any:
+        value, tag = event.value, event.tag
+        if tag is None or tag == "!":
+            tag = self._resolve(value) if event.implicit[0] else _TAG + "str"
+        if tag == _TAG + "str":
+            built = value
+        elif tag == _TAG + "int" and value.isdigit() and (value[0] != "0" or value == "0"):
+            built = int(value)
+        elif tag == _TAG + "bool":
+            built = self._loader.bool_values[value.lower()]
+        elif tag == _TAG + "null":
+            built = None
+        elif tag == _TAG + "merge" and is_key:
+            built = _MERGE
+        elif tag == _TAG + "value" and is_key:  # YAML 1.1's "=" key, a string to PyYAML
+            built = value
+        else:
+            node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+            built = self._loader.construct_object(node, deep=True)
+        if event.anchor is not None:
+            self._anchors[event.anchor] = built
+        return built
+
+    def _resolve(self, value: str) -> str:
+        tag = self._tags.get(value)
+        if tag is None:
+            tag = self._tags[value] = self._loader.resolve(ScalarNode, value, (True, False))
+        return tag
+
+    def _start(self, event: Any) -> Any:
+        is_map = isinstance(event, yaml.MappingStartEvent)
+        if event.tag not in (None, "!", _TAG + ("map" if is_map else "seq")):
+            raise _marked(f"could not determine a constructor for the tag {event.tag!r}", event)
+        container: Any = {} if is_map else []
+        if event.anchor is not None:
+            self._anchors[event.anchor] = container
+        return container
+
+    def _merge(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
+        """Apply ``<<: *defaults``: merged keys fill in, the mapping's own keys win."""
+        merged = mapping.pop(_MERGE, None)
+        if merged is not None:
+            for source in merged if isinstance(merged, list) else [merged]:
+                if not isinstance(source, dict):
+                    raise yaml.MarkedYAMLError(problem="'<<' can only merge mappings")
+                for key, value in source.items():
+                    mapping.setdefault(key, value)
+        return mapping
+
+    def _alias(self, event: Any) -> Any:
+        if event.anchor not in self._anchors:
+            raise _marked(f"found undefined alias {event.anchor!r}", event)
+        return self._anchors[event.anchor]
+
+    def _put(self, mapping: dict[Any, Any], key: Any, value: Any, mark: Any, stack: Any) -> None:
+        try:
+            seen = key in mapping
+        except TypeError:  # a list or a mapping as a key
+            raise yaml.MarkedYAMLError(
+                problem="a key must be a plain value", problem_mark=mark
+            ) from None
+        if seen and key is not _MERGE:
+            text = f"key {key!r} appears twice (the later one would silently win; keep one)"
+            self.duplicates.append(Problem(_path_of(stack), text, line=mark.line + 1))
+        mapping[key] = value
+
+
+def _marked(problem: str, event: Any, context: str | None = None) -> yaml.MarkedYAMLError:
+    return yaml.MarkedYAMLError(context, None, problem, event.start_mark)
+
+
+def _path_of(stack: list[tuple[Any, Any, bool, Any]]) -> Loc:
+    """The path of the innermost open container, read off the builder's stack (error path)."""
+    path: list[str | int] = []
+    for container, key, _, _ in stack[1:]:
+        path.append(len(container) if isinstance(container, list) else str(key))
+    return tuple(path)
+
+
+def _line_in_tree(root: Node, loc: Loc) -> int | None:
+    """1-based line of the deepest node along ``loc``: the key for a field, the item for a list."""
+    node, line = root, root.start_mark.line
+    for part in loc:
+        if isinstance(node, MappingNode):
+            pair = next((p for p in node.value if p[0].value == str(part)), None)
+            if pair is None:
+                break
+            line, node = pair[0].start_mark.line, pair[1]
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
+
+
+# --------------------------------------------------------------------------- both
+
+
+def _validate_document(
+    data: Any,
+    source: str,
+    fmt: Format,
+    lines: Callable[[], LineOf],
+    early: list[Problem] | None = None,
+) -> WorkflowSpec:
+    """Validate a parsed document; report model, graph and parse-time problems together."""
+    if not isinstance(data, dict):
+        got = "a list" if isinstance(data, list) else f"a single value ({data!r:.40})"
+        message = f"the top level must be a mapping with name and tasks, got {got}"
+        raise SpecError(source, [message])
+    problems = list(early or [])
+    try:
+        spec = WorkflowSpec.model_validate(data)
+    except ValidationError as err:
+        problems += problems_from_pydantic(err.errors(include_url=False), data, fmt)
+        problems += graph_problems(*graph_inputs_from_data(data))
+        raise _spec_error(source, problems, task_ids_in(data), lines) from None
+    problems += check_spec(spec)
+    if problems:
+        raise _spec_error(source, problems, _spec_ids(spec), lines)
+    return spec
+
+
+def _spec_ids(spec: WorkflowSpec) -> Callable[[int], str | None]:
+    tasks = spec.tasks
+    return lambda i: tasks[i].id if 0 <= i < len(tasks) else None
+
+
+def _spec_error(
+    source: str,
+    problems: list[Problem],
+    id_of: Callable[[int], str | None],
+    lines: Callable[[], LineOf],
+) -> SpecError:
+    return SpecError(source, render_problems(problems, id_of, lines()))

@@ -1,0 +1,111 @@
+"""Every bad workflow file, through the real command line: exit 2, one clear message, no traceback.
+
+The cases are shared with ``tests/spec`` (``bad_workflows.CASES``). All of them
+run in-process through click's runner (fast); a few also run as real
+subprocesses, to be sure nothing differs at the real front door.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from stormproof.cli.main import cli
+from tests.spec.bad_workflows import CASES, EXPECTED, write_case
+
+IDS = [c[0] for c in CASES]
+
+
+def invoke(tmp_path: Path, *args: str) -> tuple[int, str]:
+    runner = CliRunner()
+    old = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        result = runner.invoke(cli, list(args), catch_exceptions=True)
+    finally:
+        os.chdir(old)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
+    return result.exit_code, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("case", "file_name", "text"), CASES, ids=IDS)
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_bad_workflow_exits_2_with_one_clear_message(
+    tmp_path: Path, case: str, file_name: str, text: str, command: str
+) -> None:
+    path = write_case(tmp_path, file_name, text)
+    code, output = invoke(tmp_path, command, str(path))
+    assert code == 2, output
+    assert EXPECTED[case] in output
+    assert "Traceback" not in output
+    assert "errors.pydantic.dev" not in output
+    assert output.count("error:") == 1
+    if command == "run":  # bad input loses nothing and leaves nothing behind
+        code, listing = invoke(tmp_path, "status", "--json")
+        assert code == 0 and json.loads(listing) == []
+
+
+@pytest.mark.parametrize("case", ["typo_dependency", "cycle_three_tasks", "not_json", "not_utf8"])
+def test_the_real_front_door_says_the_same(tmp_path: Path, case: str) -> None:
+    (cid, file_name, text) = next(c for c in CASES if c[0] == case)
+    path = write_case(tmp_path, file_name, text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stormproof", "run", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert EXPECTED[cid] in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "missing.yaml"], "missing.yaml"),
+        (["resume", "nope"], "no run named 'nope'"),
+        (["status", "nope"], "no run named 'nope'"),
+        (["history", "nope"], "no run named 'nope'"),
+        (["logs", "nope", "t"], "no run named 'nope'"),
+        (["cancel", "nope"], "no run named 'nope'"),
+        (["run", "wf.yaml", "--name", "../evil"], "run name '../evil' is not allowed"),
+        (["status", "../x"], "is not allowed"),
+        (["run", "wf.yaml", "--max-parallel", "0"], "0"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_bad_commands_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
+    code, output = invoke(tmp_path, *args)
+    assert code == 2, output
+    assert fragment in output
+    assert "Traceback" not in output
+
+
+def test_bad_config_file_exits_2_naming_the_place(tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
+    (tmp_path / "stormproof.yaml").write_text(
+        "pools:\n  - {name: p, market: spott, vcpus: 2, memory: 1024}\n"
+    )
+    code, output = invoke(tmp_path, "run", "wf.yaml")
+    assert code == 2
+    assert "pools[0].market" in output and "did you mean 'spot'" in output
+
+
+def test_unknown_task_in_logs_suggests_the_close_one(tmp_path: Path) -> None:
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: hello, command: [echo, hi]}\n")
+    code, _ = invoke(tmp_path, "run", "wf.yaml", "--name", "r", "--quiet")
+    assert code == 0
+    code, output = invoke(tmp_path, "logs", "r", "helo")
+    assert code == 2 and "did you mean 'hello'" in output
