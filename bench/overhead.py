@@ -79,8 +79,9 @@ def workflow_file(folder: Path, name: str, ids: list[str], deps: list[list[str]]
         for t, d in zip(ids, deps, strict=True)
     ]
     path = folder / f"{name}.json"
-    path.write_text(json.dumps({"name": name, "global_config": {"max_retry_attempts": 0},
-                                "tasks": tasks}))
+    path.write_text(
+        json.dumps({"name": name, "global_config": {"max_retry_attempts": 0}, "tasks": tasks})
+    )
     return path
 
 
@@ -91,8 +92,9 @@ def run_xargs(level: list[int], cores: int) -> float:
     started = time.perf_counter()
     for lv in sorted(by_level):
         lines = "x\n" * by_level[lv]
-        subprocess.run(["xargs", "-P", str(cores), "-I{}", "true"], input=lines.encode(),
-                       check=True)
+        subprocess.run(
+            ["xargs", "-P", str(cores), "-I{}", "true"], input=lines.encode(), check=True
+        )
     return time.perf_counter() - started
 
 
@@ -145,9 +147,11 @@ def main() -> None:
             }
             if not args.json:
                 r = results[name]
-                print(f"{name:>16}: {r['tasks']:>6} tasks, {r['levels']:>4} levels | "
-                      f"xargs -P{cores} {r['xargs_s']:7.2f}s | stormproof {r['stormproof_s']:7.2f}s"
-                      f" | ratio {r['ratio']:.2f}x")
+                print(
+                    f"{name:>16}: {r['tasks']:>6} tasks, {r['levels']:>4} levels | "
+                    f"xargs -P{cores} {r['xargs_s']:7.2f}s | stormproof {r['stormproof_s']:7.2f}s"
+                    f" | ratio {r['ratio']:.2f}x"
+                )
     if args.json:
         print(json.dumps(results, indent=2))
 

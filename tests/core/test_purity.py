@@ -1,4 +1,4 @@
-"""The core is sans-I/O: it must not import anything that reads the clock, spawns or touches files."""
+"""The core is sans-I/O: no import that reads the clock, spawns processes or touches files."""
 
 from __future__ import annotations
 

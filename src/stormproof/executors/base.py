@@ -86,8 +86,11 @@ class Executor(Protocol):
         heard of gets nothing and the runtime submits it afresh.
         """
 
-    def close(self) -> None:
-        """Stop watching. Running attempts are *not* killed: they outlive the orchestrator."""
+    def close(self, final: bool = False) -> None:
+        """Stop watching. Running attempts are *not* killed: they outlive the orchestrator.
+
+        ``final=True`` says the run has ended: backend helpers (the local shim) may go at once.
+        """
 
 
 def executor_options(options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -47,5 +47,5 @@ class FakeExecutor:
     def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
         return []
 
-    def close(self) -> None:
+    def close(self, final: bool = False) -> None:
         return None

@@ -110,7 +110,7 @@ class Driver:
                     return self._loop(pending)
                 finally:
                     self.store.flush()
-                    self.executor.close()
+                    self.executor.close(final=self.core.final is not None)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
@@ -173,7 +173,8 @@ class Driver:
 
     def _requests(self, now: float) -> list[Event]:
         kinds = self.store.take_requests(self.ctx.name)
-        return [CancelRequested(now) for k in kinds if k == "cancel"][:1]
+        events: list[Event] = [CancelRequested(now)] if "cancel" in kinds else []
+        return events
 
     # ------------------------------------------------------------------ resume
     def _replay(self, history: Sequence[Row]) -> None:

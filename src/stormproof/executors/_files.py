@@ -1,0 +1,237 @@
+"""What the local executor keeps on disk, shared by ``LocalExecutor`` and its shim.
+
+The orchestrator, and even the shim, may be ``kill -9``ed at any moment, so everything a
+later orchestrator needs to learn what became of an attempt is on disk:
+
+* ``<attempt_dir>/exit_status`` holds ``"<code>\\n"``, written with one ``write()`` into a
+  fresh file after the attempt was reaped. A reader accepts only a complete line, so a
+  half-written file reads as "no status yet", never as a wrong code. (A temp file plus
+  ``rename`` would cost one more metadata operation per attempt for no extra safety against
+  the failures we care about, which are process deaths, not power cuts.)
+* ``<run_dir>/local-executor/journal`` gets one JSON line per launch (attempt id, pid, and
+  the ``CLOCK_BOOTTIME`` reading taken just after the spawn returned) and one per shim start
+  (boot id). It is appended by the shim right after each spawn. We use one append-only file
+  per run, not a pid file per attempt, because creating files is the main per-attempt cost
+  here (five per attempt cannot be avoided and this would be a sixth), while an append costs
+  one syscall.
+
+  A pid read back later is ours only if ``/proc/<pid>/stat`` says it started no later than
+  that recorded reading (the start time there counts in the same boot clock). The pid cannot
+  be reused before the attempt is reaped, and reaping comes after the reading. So any process
+  that later gets the same pid started after it. We do not read ``/proc`` at spawn time
+  instead: that costs ~100 µs per attempt, because the read waits for the child's exec.
+* ``shim.lock`` is flocked by the live shim for its whole life. The lock is how we tell the
+  shim is alive, and it cannot be fooled by pid reuse. ``shim.pid``, ``shim.log`` and
+  ``endpoint`` are there for people and tests.
+
+This module is imported by the shim at start-up, so it uses the standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+STATE_DIRNAME = "local-executor"
+#: AF_UNIX paths are limited to 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Paths of one run's local-executor state directory (absolute, symlinks resolved)."""
+
+    state_dir: str
+
+    @classmethod
+    def for_run(cls, run_dir: str | os.PathLike[str]) -> Layout:
+        return cls(os.path.join(os.path.realpath(run_dir), STATE_DIRNAME))
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.state_dir, "shim.lock")
+
+    @property
+    def pid(self) -> str:
+        return os.path.join(self.state_dir, "shim.pid")
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.state_dir, "shim.log")
+
+    @property
+    def journal(self) -> str:
+        return os.path.join(self.state_dir, "journal")
+
+    @property
+    def endpoint(self) -> str:
+        return os.path.join(self.state_dir, "endpoint")
+
+    @property
+    def socket(self) -> str:
+        """The shim's unix socket: in the state dir when the path fits, else in a private temp dir.
+
+        The fallback name is a hash of the state dir, so the executor and the shim find
+        the same socket without talking to each other first. The shim also writes the
+        path to ``endpoint`` so people can find it.
+        """
+        inside = os.path.join(self.state_dir, "shim.sock")
+        if len(os.fsencode(inside)) <= _MAX_SOCKET_PATH:
+            return inside
+        digest = hashlib.sha256(os.fsencode(self.state_dir)).hexdigest()[:24]
+        return os.path.join(private_socket_dir(), f"{digest}.sock")
+
+
+def private_socket_dir() -> str:
+    """A short directory only this user can enter, for sockets of long run directories."""
+    base = tempfile.gettempdir()
+    if len(base) > 40:
+        base = "/tmp"
+    path = os.path.join(base, f"stormproof-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{path} is not a private directory of this user")
+    return path
+
+
+# ---------------------------------------------------------------------------- exit status
+def exit_status_path(attempt_dir: str) -> str:
+    return os.path.join(attempt_dir, "exit_status")
+
+
+def write_exit_status(attempt_dir: str, code: int) -> None:
+    """Record the exit code with one small write that a reader can check for completeness."""
+    fd = os.open(
+        exit_status_path(attempt_dir), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
+    )
+    try:
+        os.write(fd, b"%d\n" % code)
+    finally:
+        os.close(fd)
+
+
+def read_exit_status(attempt_dir: str) -> tuple[int, float] | None:
+    """``(code, mtime)`` if a complete status was written, else ``None``."""
+    path = exit_status_path(attempt_dir)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64)
+            mtime = os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None
+    if not data.endswith(b"\n"):
+        return None
+    try:
+        return int(data[:-1]), mtime
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------- processes
+def boot_id() -> str:
+    """An id that changes on every reboot: pids and start times from another boot mean nothing."""
+    try:
+        with open(_BOOT_ID_PATH) as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def proc_start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks after boot), or ``None`` if it is gone or a zombie
+    (a zombie has ended; it only waits for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    rest = data[data.rfind(b")") + 2 :].split()
+    if not rest or rest[0] in (b"Z", b"X"):
+        return None
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def boottime() -> float:
+    """Seconds since boot, suspend included: the clock ``/proc/<pid>/stat`` start times use.
+
+    Without it (not Linux) there is no ``/proc`` to compare with either, and processes left
+    behind by a dead shim are reported lost instead of adopted.
+    """
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    return time.clock_gettime(clock)
+
+
+def is_our_process(pid: int, spawned_boottime: float) -> bool:
+    """Whether ``pid`` is alive (not a zombie) and is the process spawned at ``spawned_boottime``.
+
+    See the module docstring: a process with a reused pid started after the reading.
+    """
+    ticks = proc_start_ticks(pid)
+    return ticks is not None and ticks <= spawned_boottime * _TICKS_PER_S + 1
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRecord:
+    """One line of the journal: which process an attempt became, and when."""
+
+    attempt_id: str
+    pid: int
+    spawned_boottime: float
+    boot_id: str
+    at: float
+
+    def is_alive(self, current_boot_id: str) -> bool:
+        if self.boot_id != current_boot_id:
+            return False
+        return is_our_process(self.pid, self.spawned_boottime)
+
+
+def journal_boot_line(boot: str, shim_pid: int) -> bytes:
+    return _line(["B", boot, shim_pid])
+
+
+def journal_launch_line(id_json: str, pid: int, spawned_boottime: float, at: float) -> bytes:
+    """``id_json`` is the attempt id already JSON-encoded (the shim keeps it that way)."""
+    return f'["L",{id_json},{pid},{spawned_boottime!r},{at!r}]\n'.encode()
+
+
+def _line(item: list[Any]) -> bytes:
+    return json.dumps(item, separators=(",", ":")).encode() + b"\n"
+
+
+def read_journal(path: str) -> dict[str, LaunchRecord]:
+    """Every launch the journal remembers, the latest per attempt id; torn lines are skipped."""
+    records: dict[str, LaunchRecord] = {}
+    boot = "unknown"
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return records
+    for raw in lines:
+        try:
+            item = json.loads(raw)
+            if item[0] == "B":
+                boot = str(item[1])
+            elif item[0] == "L":
+                aid = str(item[1])
+                records[aid] = LaunchRecord(aid, int(item[2]), float(item[3]), boot, float(item[4]))
+        except (ValueError, IndexError, TypeError, KeyError):
+            continue
+    return records

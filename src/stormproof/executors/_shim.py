@@ -1,0 +1,579 @@
+"""The per-run shim: the long-lived parent of every local attempt.
+
+Why a separate process: attempts must outlive the orchestrator, and their exit codes must not
+be lost when it dies. Only a process's parent can learn its exit code, so the parent must not
+be the orchestrator. A shell wrapper per attempt (``sh -c '...; echo $? > status'``) costs
+about one extra process per attempt, which is too much: 10,000 short tasks must run within
+1.5x of ``xargs -P 2``. So one small Python process per run does it for all of them. It spawns
+each attempt as its own child (in a new session), reaps it, writes its ``exit_status``, and
+pushes events to the connected orchestrator over a unix socket. If the orchestrator dies, the
+shim goes on reaping, writing statuses and firing SIGKILL-after-grace timers. A new
+orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new shim answers
+``recover`` from the files (see ``_files``): ended attempts have a status file, running ones
+are found by pid + start time and watched through a pidfd. When one of those ends, its code
+is unknowable (its parent was the dead shim), so it is reported lost.
+
+Kills: SIGTERM goes to the attempt's process group at once. SIGKILL goes to the group when
+the grace ends, or when the leader exits, whichever comes first: an ended attempt leaves no
+stragglers. The leader is reaped only after that SIGKILL, so its pid, and with it the group
+id, cannot have been reused by then.
+
+The shim exits by itself when no client is connected, no child runs and no SIGKILL is due,
+for ``--idle-exit-s`` seconds, or at once after a ``shutdown`` request once that holds.
+
+Protocol: one JSON array per line, each way.
+
+    client -> shim   ["hello", version, env, client_pid]     answered by ["H", version, shim_pid]
+                     ["submit", attempt_id, attempt_dir, command, env]
+                     ["kill", attempt_id, grace_s]
+                     ["recover", request_no, [[attempt_id, attempt_dir], ...]]
+                                                   answered by ["R", request_no, [event, ...]]
+                     ["shutdown"]
+    shim -> client   ["S", at, attempt_id, pid]               started
+                     ["X", at, attempt_id, exit_code]         exited (128+N for signal N)
+                     ["L", at, attempt_id, reason]            lost
+                     ["F", at, attempt_id, message]           could not be submitted
+
+An attempt's events go only to the client that submitted or recovered it last, so a
+reconnecting orchestrator gets each fact once: from ``recover``, or later as an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import heapq
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stormproof.executors._files import (
+    LaunchRecord,
+    Layout,
+    boot_id,
+    is_our_process,
+    journal_boot_line,
+    journal_launch_line,
+    read_exit_status,
+    read_journal,
+    write_exit_status,
+)
+from stormproof.executors._spawn import Spawned, make_work_dir, spawn
+from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
+
+PROTOCOL_VERSION = 1
+#: Exit code of ``main`` when another live shim already holds the run's lock.
+EXIT_ALREADY_RUNNING = 3
+_ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
+_LOST_UNWATCHED = "its process ended while no shim was its parent, so its exit status is unknown"
+_LOST_REBOOT = "the machine restarted while it ran"
+_HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
+_decode = json.JSONDecoder().decode  # from str: ``json.loads(bytes)`` sniffs the encoding first
+
+
+@dataclass(eq=False, slots=True)
+class _Attempt:
+    attempt_id: str
+    attempt_dir: str
+    owner: Client | None = None
+    pid: int = 0
+    spawned_boottime: float = 0.0
+    started_at: float = 0.0
+    child: bool = False  # our child (we reap it, we know its code) or adopted (liveness only)
+    final: str | None = None  # the event that ended it, as JSON text
+    kill_at: float | None = None  # monotonic time of the pending SIGKILL
+    pidfd: int = -1
+    id_json: str = ""  # the attempt id JSON-encoded once: events are built by formatting
+
+    def __post_init__(self) -> None:
+        self.id_json = json.dumps(self.attempt_id)
+
+    def state_event(self) -> str:
+        if self.final is not None:
+            return self.final
+        return f'["S",{self.started_at!r},{self.id_json},{self.pid}]'
+
+    def end(self, kind: str, at: float, detail: int | str) -> str:
+        """Record the final event (``X`` with a code, ``L``/``F`` with a message); return it."""
+        text = str(detail) if isinstance(detail, int) else json.dumps(detail)
+        self.final = f'["{kind}",{at!r},{self.id_json},{text}]'
+        return self.final
+
+
+class Shim:
+    """One run's attempts, their children and timers, driven by one poll loop."""
+
+    def __init__(
+        self, layout: Layout, listener: socket.socket, idle_exit_s: float, hold_started_s: float
+    ) -> None:
+        self.layout = layout
+        self.listener = listener
+        self.idle_exit_s = idle_exit_s
+        self.hold_started_s = hold_started_s
+        self.boot = boot_id()
+        self.poller = Poller()
+        self.clients: set[Client] = set()
+        self.dirty: set[Client] = set()
+        self.attempts: dict[str, _Attempt] = {}
+        self.children: dict[int, _Attempt] = {}
+        self.polled: set[_Attempt] = set()  # adopted processes without a pidfd
+        self.kill_pending: set[str] = set()
+        self.timers: list[tuple[float, int, str]] = []  # (monotonic, seq, attempt id or "")
+        self.seq = 0
+        self.idle_since: float | None = None
+        self.shutdown_requested = False
+        self._journal_index: dict[str, LaunchRecord] | None = None
+        self.journal_fd = os.open(
+            layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+        )
+        os.write(self.journal_fd, journal_boot_line(self.boot, os.getpid()))
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        self.poller.register(listener.fileno(), READ, self._on_accept)
+        self.poller.register(self.wake_r.fileno(), READ, self._on_wakeup)
+        self.ops: dict[str, Callable[[Client, list[Any]], None]] = {
+            "hello": self._op_hello,
+            "submit": self._op_submit,
+            "kill": self._op_kill,
+            "recover": self._op_recover,
+            "shutdown": self._op_shutdown,
+        }
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> None:
+        signal.signal(signal.SIGCHLD, _ignore_signal)
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        self._reap()  # in case a child ended before the handler was in place
+        while True:
+            self.poller.wait(self._timeout())
+            self._fire_timers()
+            self._flush()
+            if self._should_exit():
+                break
+        self._close()
+
+    def _timeout(self) -> float | None:
+        deadlines = [self.timers[0][0]] if self.timers else []
+        deadlines += [c.hold_until for c in self.dirty if c.hold_until is not None]
+        if self.idle_since is not None:
+            deadlines.append(self.idle_since + self.idle_exit_s)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic())
+
+    def _should_exit(self) -> bool:
+        if self.children or self.kill_pending or self.clients:
+            self.idle_since = None
+            return False
+        now = time.monotonic()
+        if self.idle_since is None:
+            self.idle_since = now
+        if not self.shutdown_requested and now - self.idle_since < self.idle_exit_s:
+            return False
+        self._on_accept(READ)  # last look: someone may be knocking right now
+        return not self.clients
+
+    def _close(self) -> None:
+        self.poller.unregister(self.listener.fileno())
+        self.listener.close()
+        for path in (self.layout.socket, self.layout.pid):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for client in list(self.clients):
+            self._drop(client)
+        _log("idle: exiting")
+
+    # ------------------------------------------------------------------ clients
+    def _on_accept(self, mask: int) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if not _same_user(sock):
+            sock.close()
+            return
+        sock.setblocking(False)
+        client = Client(sock, dict(os.environ))
+        self.clients.add(client)
+        self.poller.register(sock.fileno(), READ, lambda m: self._on_client(client, m))
+        self.shutdown_requested = False
+
+    def _on_client(self, client: Client, mask: int) -> None:
+        if mask & WRITE and not client.flush(self.poller):
+            self._drop(client)
+        if not mask & READABLE or client.closed:
+            return
+        lines = client.receive()
+        if lines is None:
+            self._drop(client)
+            return
+        for line in lines:
+            self._handle_line(client, line)
+
+    def _handle_line(self, client: Client, line: bytes) -> None:
+        try:
+            msg = _decode(line.decode())
+            op = self.ops[msg[0]]
+        except (ValueError, KeyError, IndexError, TypeError):
+            _log(f"ignoring a malformed message: {line[:200]!r}")
+            return
+        try:
+            op(client, msg)
+        except Exception:  # one bad request must never take the shim and every attempt down
+            _log(f"failed to handle {line[:200]!r}:\n{traceback.format_exc()}")
+
+    def _drop(self, client: Client) -> None:
+        if client.closed:
+            return
+        self.clients.discard(client)
+        self.dirty.discard(client)
+        client.close(self.poller)
+
+    def _send(self, client: Client | None, message: str, hold: bool = False) -> None:
+        """Queue one message (JSON text); it is flushed when the loop is about to wait.
+
+        ``hold``: a "started" event may wait up to ``hold_started_s`` for company. A short
+        attempt's start and exit then reach the orchestrator as one wake-up (and one
+        event-log commit) instead of two. Any other message flushes it at once, in order.
+        """
+        if client is None or client.closed:
+            return  # nobody listens: the exit status file and recover carry the news
+        client.queue(message, self.hold_started_s if hold else 0.0)
+        self.dirty.add(client)
+
+    def _flush(self) -> None:
+        now = time.monotonic()
+        for client in list(self.dirty):
+            if client.due(now):
+                self.dirty.discard(client)
+                if not client.flush(self.poller):
+                    _log("dropping a client that is gone or does not read its events")
+                    self._drop(client)
+
+    # ------------------------------------------------------------------ requests
+    def _op_hello(self, client: Client, msg: list[Any]) -> None:
+        client.env = {str(k): str(v) for k, v in msg[2].items()}
+        self._send(client, f'["H",{PROTOCOL_VERSION},{os.getpid()}]')
+
+    def _op_shutdown(self, client: Client, msg: list[Any]) -> None:
+        self.shutdown_requested = True
+
+    def _op_recover(self, client: Client, msg: list[Any]) -> None:
+        events = []
+        for attempt_id, attempt_dir in msg[2]:
+            rec = self._known(str(attempt_id), str(attempt_dir))
+            if rec is not None:
+                rec.owner = client
+                events.append(rec.state_event())
+        self._send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
+
+    def _op_submit(self, client: Client, msg: list[Any]) -> None:
+        _, attempt_id, attempt_dir, command, env = msg
+        rec = self.attempts.get(attempt_id)
+        if rec is None:
+            try:
+                fresh = make_work_dir(attempt_dir)
+            except OSError as exc:
+                self._refuse(client, attempt_id, attempt_dir, f"cannot create the work dir: {exc}")
+                return
+            if not fresh:
+                rec = self._from_disk(attempt_id, attempt_dir)
+        if rec is not None:  # launched already: adopt it instead of launching it twice
+            if rec.owner is not client:
+                rec.owner = client
+                self._send(client, rec.state_event())
+            return
+        try:
+            self._launch(client, attempt_id, attempt_dir, command, {**client.env, **env})
+        except Exception as exc:  # whatever it was, the orchestrator must hear of this attempt
+            _log(f"{attempt_id}: launch failed:\n{traceback.format_exc()}")
+            if attempt_id not in self.attempts:
+                self._refuse(client, attempt_id, attempt_dir, f"cannot start: {exc!r}")
+
+    def _op_kill(self, client: Client, msg: list[Any]) -> None:
+        rec = self.attempts.get(msg[1])
+        grace_s = float(msg[2])
+        if rec is None or rec.final is not None or not self._signal_group(rec, signal.SIGTERM):
+            return
+        if grace_s <= 0:
+            self._signal_group(rec, signal.SIGKILL)
+            return
+        due = time.monotonic() + grace_s
+        if rec.kill_at is None or due < rec.kill_at:
+            rec.kill_at = due
+            self.kill_pending.add(rec.attempt_id)
+            self._add_timer(due, rec.attempt_id)
+
+    # ------------------------------------------------------------------ launching
+    def _launch(
+        self, client: Client, attempt_id: str, attempt_dir: str, command: Any, env: dict[str, str]
+    ) -> None:
+        result = spawn(attempt_dir, command, env)
+        rec = _Attempt(attempt_id, attempt_dir, owner=client)
+        self.attempts[attempt_id] = rec
+        if isinstance(result, Spawned):
+            rec.pid, rec.spawned_boottime, rec.started_at = (
+                result.pid,
+                result.spawned_boottime,
+                result.at,
+            )
+            rec.child = True
+            self.children[result.pid] = rec
+            line = journal_launch_line(rec.id_json, result.pid, result.spawned_boottime, result.at)
+            try:
+                os.write(self.journal_fd, line)
+            except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
+                _log(f"{attempt_id}: cannot write the journal: {exc}")
+            self._send(client, rec.state_event(), hold=True)
+        elif result.exit_code is not None:  # what a shell would do: 127 / 126
+            self._write_status(rec, result.exit_code)
+            self._send(client, rec.end("X", result.at, result.exit_code))
+        else:
+            self._send(client, rec.end("F", result.at, result.message))
+
+    def _refuse(self, client: Client, attempt_id: str, attempt_dir: str, message: str) -> None:
+        rec = _Attempt(attempt_id, attempt_dir, owner=client)
+        self.attempts[attempt_id] = rec
+        self._send(client, rec.end("F", time.time(), message))
+
+    def _write_status(self, rec: _Attempt, code: int) -> None:
+        try:
+            write_exit_status(rec.attempt_dir, code)
+        except OSError as exc:
+            _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
+
+    # ------------------------------------------------------------------ reaping
+    def _on_wakeup(self, mask: int) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            self.wake_r.recv(4096)
+        self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            pid = -1
+            if self.kill_pending and _HAS_WAITID:
+                pid = self._peek_exited()
+                if pid == 0:
+                    return
+            try:
+                pid, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._on_child_exit(pid, status)
+
+    def _peek_exited(self) -> int:
+        """The pid of an ended child, not reaped yet: 0 if none.
+
+        While a SIGKILL is due for its group, the group is killed *before* the leader is
+        reaped. The unreaped leader keeps its pid (and so the group id) from being reused, so
+        the SIGKILL cannot hit a stranger that got the same number.
+        """
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return 0
+        if info is None or info.si_pid == 0:
+            return 0
+        rec = self.children.get(info.si_pid)
+        if rec is not None and rec.kill_at is not None:
+            self._signal_group(rec, signal.SIGKILL)
+            self._clear_kill(rec)
+        return info.si_pid
+
+    def _on_child_exit(self, pid: int, status: int) -> None:
+        rec = self.children.pop(pid, None)
+        if rec is None:
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            code = 128 - code
+        at = time.time()
+        self._write_status(rec, code)  # before the event: whoever hears of it finds the file
+        if rec.kill_at is not None:  # only without waitid (see _peek_exited): kill what is left
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            self._clear_kill(rec)
+        self._send(rec.owner, rec.end("X", at, code))
+
+    # ------------------------------------------------------------------ signals and timers
+    def _signal_group(self, rec: _Attempt, sig: int) -> bool:
+        """Signal the attempt's process group; ``False`` if the attempt is not alive any more."""
+        if not rec.child and not is_our_process(rec.pid, rec.spawned_boottime):
+            return False  # adopted, and the pid now belongs to someone else (or nobody)
+        try:
+            os.killpg(rec.pid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError as exc:
+            _log(f"{rec.attempt_id}: cannot signal group {rec.pid}: {exc}")
+            return False
+        return True
+
+    def _clear_kill(self, rec: _Attempt) -> None:
+        rec.kill_at = None
+        self.kill_pending.discard(rec.attempt_id)
+
+    def _add_timer(self, due: float, key: str) -> None:
+        self.seq += 1
+        heapq.heappush(self.timers, (due, self.seq, key))
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, key = heapq.heappop(self.timers)
+            if key:
+                self._fire_kill(key, now)
+            else:
+                self._poll_adopted()
+
+    def _fire_kill(self, attempt_id: str, now: float) -> None:
+        rec = self.attempts.get(attempt_id)
+        if rec is None or rec.kill_at is None or rec.kill_at > now:
+            return  # ended meanwhile, or an earlier kill superseded this timer
+        self._clear_kill(rec)
+        self._signal_group(rec, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ recovery
+    def _known(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
+        return self.attempts.get(attempt_id) or self._from_disk(attempt_id, attempt_dir)
+
+    def _from_disk(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
+        """What an earlier shim left behind about an attempt this shim never ran (or ``None``)."""
+        status = read_exit_status(attempt_dir)
+        rec = _Attempt(attempt_id, attempt_dir)
+        if status is not None:
+            rec.end("X", status[1], status[0])
+        else:
+            if self._journal_index is None:
+                self._journal_index = read_journal(self.layout.journal)
+            launch = self._journal_index.get(attempt_id)
+            if launch is None:
+                return None  # never launched
+            rec.pid, rec.spawned_boottime = launch.pid, launch.spawned_boottime
+            rec.started_at = launch.at
+            if launch.is_alive(self.boot):
+                self._adopt(rec)
+            else:
+                reason = _LOST_REBOOT if launch.boot_id != self.boot else _LOST_UNWATCHED
+                rec.end("L", time.time(), reason)
+        self.attempts[attempt_id] = rec
+        return rec
+
+    def _adopt(self, rec: _Attempt) -> None:
+        """Watch a running process that is not our child: we learn when, not how, it ends."""
+        try:
+            rec.pidfd = os.pidfd_open(rec.pid)
+        except (OSError, AttributeError):
+            self.polled.add(rec)
+            if len(self.polled) == 1:
+                self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
+            return
+        if not is_our_process(rec.pid, rec.spawned_boottime):  # ended before the pidfd opened
+            self._adopted_ended(rec)
+            return
+        self.poller.register(rec.pidfd, READ, lambda m: self._adopted_ended(rec))
+
+    def _adopted_ended(self, rec: _Attempt) -> None:
+        if rec.pidfd >= 0:
+            self.poller.unregister(rec.pidfd)
+            os.close(rec.pidfd)
+            rec.pidfd = -1
+        self.polled.discard(rec)
+        self._clear_kill(rec)
+        status = read_exit_status(rec.attempt_dir)
+        if status is not None:
+            self._send(rec.owner, rec.end("X", status[1], status[0]))
+        else:
+            self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
+
+    def _poll_adopted(self) -> None:
+        for rec in list(self.polled):
+            if not is_our_process(rec.pid, rec.spawned_boottime):
+                self._adopted_ended(rec)
+        if self.polled:
+            self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
+
+
+# ---------------------------------------------------------------------- start-up
+def _ignore_signal(signum: int, frame: object) -> None:
+    """SIGCHLD must have a handler (not SIG_IGN, which would auto-reap and lose exit codes)."""
+
+
+def _same_user(sock: socket.socket) -> bool:
+    """Only our own user may drive the shim. The socket file is 0600 too, and this check is
+    the second lock, for the fallback socket dir. Skipped where SO_PEERCRED does not exist."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid == os.getuid()
+
+
+def _log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    print(f"{stamp} shim[{os.getpid()}] {message}", file=sys.stderr, flush=True)
+
+
+def _listen(path: str) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a dead shim; we hold the lock, so it is not a live one's
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _write_small(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Become the run's shim, or exit with ``EXIT_ALREADY_RUNNING`` if one is alive.
+
+    The first process takes the lock and binds the socket, then forks. The parent exits 0 to
+    tell the executor "listening". The child (not the executor's child, so never its zombie)
+    runs the loop, holding the lock until it exits.
+    """
+    parser = argparse.ArgumentParser(prog="python -m stormproof.executors._shim")
+    parser.add_argument("state_dir")
+    parser.add_argument("--idle-exit-s", type=float, default=10.0)
+    parser.add_argument("--hold-started-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    layout = Layout(os.path.abspath(args.state_dir))
+    os.makedirs(layout.state_dir, exist_ok=True)
+    lock_fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return EXIT_ALREADY_RUNNING
+    listener = _listen(layout.socket)
+    if os.fork() != 0:
+        os._exit(0)
+    os.chdir("/")
+    _write_small(layout.pid, f"{os.getpid()}\n")
+    _write_small(layout.endpoint, layout.socket + "\n")
+    _log(f"listening on {layout.socket}")
+    Shim(layout, listener, args.idle_exit_s, args.hold_started_s).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

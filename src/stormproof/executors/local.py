@@ -1,0 +1,346 @@
+"""The local executor: attempts run as processes on this machine, and outlive the orchestrator.
+
+``LocalExecutor`` is the orchestrator's side only. The processes are started, reaped and
+killed by a per-run *shim* (``_shim.py``): a small detached Python process that the executor
+starts on first use and that outlives the orchestrator. The executor talks to it over a unix
+socket: ``submit``/``kill`` are one line each way, and ``poll`` waits on the socket for the
+events the shim pushes. That is why the hot path sleeps nowhere and costs about one syscall
+per message.
+
+Crash story, and why each piece exists:
+
+* The orchestrator dies: the shim keeps reaping, writing ``exit_status`` files and firing
+  SIGKILL-after-grace timers. The next ``LocalExecutor`` on the same ``run_dir`` reconnects
+  (the socket path is derived from ``run_dir``) and ``recover`` gets the shim's own table:
+  still running, ended with a code, or never launched.
+* The shim dies too: the next executor starts a new shim, which answers ``recover`` from the
+  files: ``exit_status`` means ended; a journal entry whose pid and start time still match
+  means running, and it is watched until it ends (then lost, since its code died with its
+  parent); anything else that was launched is lost.
+* The shim dies while this executor is connected: ``poll`` notices the closed socket,
+  starts a new shim, recovers every attempt still outstanding, and sends again the kills
+  still due. Attempts the dead shim never confirmed are reported lost, never launched twice.
+
+``ExecutorUnavailable`` is raised only when no shim can be started or reached at all.
+Everything that goes wrong with one attempt arrives as an event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptLost,
+    AttemptStarted,
+    AttemptSubmitFailed,
+    Event,
+)
+from stormproof.executors._files import Layout
+from stormproof.executors.base import AttemptJob, ExecutorUnavailable, executor_options
+
+PROTOCOL_VERSION = 1
+_EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not imported here
+_MAX_RECONNECTS = 3
+_LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
+_REPLY_TIMEOUT_S = 120.0
+#: One encoder for every message: ``json.dumps`` with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_decode = json.JSONDecoder().decode
+
+
+class _Connection:
+    """One socket to the shim: newline-delimited JSON both ways."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.poller = select.poll()  # leaner than selectors: poll() runs once per event batch
+        self.poller.register(sock.fileno(), select.POLLIN)
+        self.rest = b""
+
+    def send(self, item: list[Any]) -> None:
+        self.sock.sendall(_encode(item).encode() + b"\n")
+
+    def read(self, timeout_s: float) -> list[list[Any]]:
+        """Messages that arrive within ``timeout_s`` (maybe none); ``ConnectionError`` at EOF."""
+        if timeout_s > 0 and not self.poller.poll(timeout_s * 1000.0):
+            return []
+        try:
+            data = self.sock.recv(1 << 18, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return []
+        if not data:
+            raise ConnectionResetError("the local shim closed the connection")
+        if b"\n" not in data:
+            self.rest += data
+            return []
+        *lines, rest = (self.rest + data).split(b"\n")
+        self.rest = rest
+        return [_decode(line.decode()) for line in lines]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class LocalExecutor:
+    """Runs attempts as local processes through the run's shim; see the module docstring.
+
+    Options: ``idle_exit_s`` (how long an unused shim lingers, default 5),
+    ``start_timeout_s`` (how long to try to start or reach a shim, default 15) and
+    ``python`` (the interpreter that runs the shim, default this one).
+    """
+
+    def __init__(self, run_dir: Path, options: Mapping[str, Any] | None = None) -> None:
+        opts = executor_options(options)
+        self.layout = Layout.for_run(run_dir)
+        self.idle_exit_s = float(opts.get("idle_exit_s", 5.0))
+        self.hold_started_s = float(opts.get("hold_started_s", 0.002))
+        self.start_timeout_s = float(opts.get("start_timeout_s", 15.0))
+        self.python = str(opts.get("python", sys.executable))
+        self._conn: _Connection | None = None
+        self._pending: list[Event] = []
+        self._known: set[str] = set()  # submitted or recovered here: submit again is a no-op
+        self._live: dict[str, str] = {}  # attempt id -> attempt dir, until its final event
+        self._kills: dict[str, float] = {}  # attempt id -> monotonic time its SIGKILL is due
+        self._requests = 0
+
+    # ------------------------------------------------------------------ the seam
+    def submit(self, job: AttemptJob) -> None:
+        """Hand the attempt to the shim; return at once. Idempotent per attempt id."""
+        if job.attempt_id in self._known:
+            return
+        attempt_dir = os.path.abspath(job.attempt_dir)
+        command: list[str] | str = (
+            job.command if isinstance(job.command, str) else [str(a) for a in job.command]
+        )
+        env = {str(k): str(v) for k, v in job.env.items()}
+        msg = ["submit", job.attempt_id, attempt_dir, command, env]
+        self._send(msg)
+        self._known.add(job.attempt_id)
+        self._live[job.attempt_id] = attempt_dir
+
+    def kill(self, attempt_id: str, grace_s: float) -> None:
+        """SIGTERM the attempt's process group now, SIGKILL after ``grace_s`` (the shim's timer)."""
+        if attempt_id not in self._live:
+            return
+        grace_s = max(0.0, grace_s)
+        self._send(["kill", attempt_id, grace_s])
+        self._kills[attempt_id] = time.monotonic() + grace_s
+
+    def poll(self, timeout_s: float) -> list[Event]:
+        """Events that happened, waiting up to ``timeout_s`` for the first one."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        failures = 0
+        while True:
+            if self._conn is None and not self._live:
+                events, self._pending = self._pending, []
+                if not events:  # nothing runs here: there is nothing to wait for
+                    time.sleep(max(0.0, deadline - time.monotonic()))
+                return events
+            try:
+                conn = self._ensure()
+                wait_s = 0.0 if self._pending else max(0.0, deadline - time.monotonic())
+                self._take(conn.read(wait_s))
+            except (OSError, ValueError):
+                self._broken()
+                failures += 1
+                if failures > _MAX_RECONNECTS:
+                    raise ExecutorUnavailable(
+                        f"the local shim keeps dying; see {self.layout.log}"
+                    ) from None
+                continue
+            if self._pending or time.monotonic() >= deadline:
+                events, self._pending = self._pending, []
+                return events
+
+    def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
+        """Adopt what still runs, report what ended or vanished; never-launched jobs get nothing."""
+        dirs = {job.attempt_id: os.path.abspath(job.attempt_dir) for job in jobs}
+        if not dirs:
+            return []
+        for _ in range(_MAX_RECONNECTS):
+            try:
+                self._ensure()
+                return self._recover(dirs)
+            except (OSError, ValueError):
+                self._broken()
+        raise ExecutorUnavailable(f"the local shim keeps dying; see {self.layout.log}")
+
+    def close(self, final: bool = False) -> None:
+        """Stop watching; running attempts carry on. ``final``: the run is over, so the shim may
+        exit as soon as its last child has ended, without lingering."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if final:
+            with contextlib.suppress(OSError):
+                conn.send(["shutdown"])
+        conn.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _send(self, msg: list[Any]) -> None:
+        for _ in range(_MAX_RECONNECTS):
+            try:
+                self._ensure().send(msg)
+                return
+            except (OSError, ValueError):
+                self._broken()
+        raise ExecutorUnavailable(f"the local shim keeps dying; see {self.layout.log}")
+
+    def _ensure(self) -> _Connection:
+        """The connection to the shim; if the shim died under us, heal first."""
+        if self._conn is None and self._live:
+            self._heal()
+        return self._connect()
+
+    def _recover(self, dirs: dict[str, str]) -> list[Event]:
+        conn = self._connect()
+        self._requests += 1
+        request_no = self._requests
+        conn.send(["recover", request_no, [[aid, d] for aid, d in dirs.items()]])
+        deadline = time.monotonic() + _REPLY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for msg in conn.read(max(0.0, deadline - time.monotonic())):
+                if msg[0] == "R" and msg[1] == request_no:
+                    return self._recovered(dirs, msg[2])
+                self._take([msg])
+        raise ExecutorUnavailable(f"the local shim did not answer recover; see {self.layout.log}")
+
+    def _recovered(self, dirs: dict[str, str], items: list[list[Any]]) -> list[Event]:
+        events = []
+        for item in items:
+            event = self._event(item)
+            if event is None:
+                continue
+            aid = item[2]
+            self._known.add(aid)
+            if isinstance(event, AttemptStarted):
+                self._live[aid] = dirs[aid]
+            events.append(event)
+        return events
+
+    def _take(self, messages: list[list[Any]]) -> None:
+        for msg in messages:
+            event = self._event(msg)
+            if event is not None:
+                self._pending.append(event)
+
+    def _event(self, msg: list[Any]) -> Event | None:
+        """Translate one shim message to an event, forgetting attempts that have ended."""
+        kind = msg[0]
+        if kind == "S":
+            return AttemptStarted(at=msg[1], attempt_id=msg[2], handle=str(msg[3]))
+        if kind not in ("X", "L", "F"):
+            return None  # a reply nobody waits for any more
+        self._live.pop(msg[2], None)
+        self._kills.pop(msg[2], None)
+        if kind == "X":
+            return AttemptExited(at=msg[1], attempt_id=msg[2], exit_code=int(msg[3]))
+        if kind == "L":
+            return AttemptLost(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
+        return AttemptSubmitFailed(at=msg[1], attempt_id=msg[2], message=str(msg[3]))
+
+    def _broken(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _heal(self) -> None:
+        """After the shim died under us: reconnect, learn what became of our attempts, re-kill."""
+        outstanding = dict(self._live)
+        events = self._recover(outstanding)
+        self._pending += events
+        reported = {getattr(e, "attempt_id", "") for e in events}
+        now = time.time()
+        for aid in outstanding.keys() - reported:
+            self._live.pop(aid, None)
+            self._kills.pop(aid, None)
+            self._pending.append(AttemptLost(at=now, attempt_id=aid, reason=_LOST_UNCONFIRMED))
+        conn = self._connect()
+        for aid, due in list(self._kills.items()):
+            if aid in self._live:
+                conn.send(["kill", aid, max(0.0, due - time.monotonic())])
+
+    # ------------------------------------------------------------------ connecting
+    def _connect(self) -> _Connection:
+        if self._conn is not None:
+            return self._conn
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:
+            conn = self._try_connect()
+            if conn is not None:
+                self._conn = conn
+                return conn
+            code = self._start_shim()
+            if code not in (0, _EXIT_ALREADY_RUNNING) or time.monotonic() > deadline:
+                raise ExecutorUnavailable(
+                    f"cannot start the local shim (exit code {code}); see {self.layout.log}"
+                )
+            if code == _EXIT_ALREADY_RUNNING:
+                time.sleep(0.02)  # another shim holds the lock: starting up, or just exiting
+
+    def _try_connect(self) -> _Connection | None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self.layout.socket)
+            conn = _Connection(sock)
+        except OSError:
+            sock.close()
+            return None
+        try:
+            conn.send(["hello", PROTOCOL_VERSION, dict(os.environ), os.getpid()])
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                for msg in conn.read(max(0.0, deadline - time.monotonic())):
+                    if msg[0] == "H":
+                        return conn
+        except (OSError, ValueError):
+            pass
+        conn.close()  # an exiting shim, or one that does not answer
+        return None
+
+    def _start_shim(self) -> int:
+        """Run the shim's starter: it returns once the shim listens, or another holds the lock."""
+        try:
+            os.makedirs(self.layout.state_dir, exist_ok=True)
+            with open(self.layout.log, "ab") as log:
+                return subprocess.call(
+                    [
+                        self.python,
+                        "-m",
+                        "stormproof.executors._shim",
+                        self.layout.state_dir,
+                        "--idle-exit-s",
+                        repr(self.idle_exit_s),
+                        "--hold-started-s",
+                        repr(self.hold_started_s),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    env=_shim_environment(),
+                    timeout=self.start_timeout_s,
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ExecutorUnavailable(f"cannot start the local shim: {exc}") from exc
+
+
+def _shim_environment() -> dict[str, str]:
+    """Our environment, with the path this package was imported from first, so the shim can
+    import it too. Attempts do not inherit this: their base environment comes from ``hello``."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])
+    current = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = package_root + (os.pathsep + current if current else "")
+    return env
