@@ -116,6 +116,12 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--dir",
+        default=str(ROOT),
+        help="where the runs' homes go (default: the repo's disk; /dev/shm shows the cost "
+        "without the filesystem)",
+    )
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     cases: list[tuple[str, list[str], list[list[str]]]] = []
@@ -127,7 +133,7 @@ def main() -> None:
     else:
         cases.append(("1000genome-902", g[0], g[1]))
     results = {}
-    with tempfile.TemporaryDirectory(prefix="stormproof-overhead-", dir=ROOT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="stormproof-overhead-", dir=args.dir) as tmp:
         folder = Path(tmp)
         for name, ids, deps in cases:
             path = workflow_file(folder, name, ids, deps)

@@ -18,6 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -26,7 +35,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         # Shallow on purpose: fields are scalars or tuples of str; asdict's deep copy is slow.
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
 
 
 @dataclass(frozen=True, slots=True)

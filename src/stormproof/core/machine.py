@@ -97,6 +97,9 @@ class Workflow:
         self.final: str | None = None  # succeeded | failed | cancelled, once finished
         self._queues: dict[ShapeKey, list[tuple[float, int]]] = {}
         self._ready = 0
+        #: Whether a placement could succeed now that did not before: set when capacity is
+        #: freed, a task becomes ready or the mode changes; placement is skipped otherwise.
+        self._changed = True
 
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
@@ -116,6 +119,7 @@ class Workflow:
         elif isinstance(event, RunStarted):
             self._on_run_started(event, out)
         elif isinstance(event, RunResumed):
+            self._changed = True
             if self.mode is RunMode.STOPPING:
                 self.mode = RunMode.RUNNING
         elif isinstance(event, StopRequested):
@@ -354,6 +358,7 @@ class Workflow:
         del self.current[att.task]
         self.timers.pop(f"timeout:{att.id}", None)
         self.capacity.release(att.id, task, att.instances)
+        self._changed = True
         out.append(AttemptEnded(att.id, task.id, state.value, error, code, budget, why))
 
     # ------------------------------------------------------------------ scheduling
@@ -364,11 +369,13 @@ class Workflow:
         key: ShapeKey = (r.vcpus, r.memory_mib, r.gpus, task.nodes, task.spot_enabled)
         heapq.heappush(self._queues.setdefault(key, []), (-task.priority, i))
         self._ready += 1
+        self._changed = True
         out.append(TaskReady(task.id, why))
 
     def _dispatch(self, event: Event, out: list[Decision]) -> None:
-        if self.mode is not RunMode.RUNNING:
+        if self.mode is not RunMode.RUNNING or not self._changed:
             return
+        self._changed = False
         limit = self.options.max_parallel
         while self._ready and (limit is None or len(self.attempts) < limit):
             if not self._place_best(event, out):
