@@ -217,7 +217,7 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
 
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     driver = Driver(s.home, s.store, ctx, executor)
-    reporter = NullProgress() if quiet else LiveProgress(ctx, out)
+    reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
     driver.reporter = reporter
     with reporter:
         result = driver.drive(initial)

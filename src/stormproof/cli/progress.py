@@ -8,11 +8,13 @@ in O(1) per decision: a 10,000-task run must not pay for its display.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -26,9 +28,26 @@ from stormproof.core.decisions import (
     TaskRetrying,
 )
 from stormproof.plan.graph import Dag
+from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext
 
 COLUMNS = ("waiting", "running", "succeeded", "failed", "other")
+#: Running attempts shown with their last line of output (more would not fit a screen).
+SHOWN_RUNNING = 8
+
+
+def last_line(path: Path, max_bytes: int = 512) -> str:
+    """The last non-empty line a task printed, read from the end of its log (cheap)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [ln for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1].strip()[:80] if lines else ""
 
 
 class NullProgress:
@@ -46,9 +65,11 @@ class NullProgress:
 
 
 class LiveProgress:
-    def __init__(self, ctx: RunContext, console: Console) -> None:
+    def __init__(self, ctx: RunContext, console: Console, home: Home | None = None) -> None:
         self.ctx = ctx
         self.console = console
+        self.running: dict[str, tuple[str, int, float]] = {}  # attempt -> task, number, since
+        self.tasks_dir = home.run_dir(ctx.name) / "tasks" if home is not None else None
         dag = Dag.from_spec(ctx.spec)
         self.stage_of = {tid: dag.level[i] for i, tid in enumerate(dag.ids)}
         self.stages = max(dag.level, default=0) + 1
@@ -105,6 +126,7 @@ class LiveProgress:
             if isinstance(d, LaunchAttempt):
                 self.attempts += 1
                 self._move(d.task_id, "running")
+                self.running[d.attempt_id] = (d.task_id, d.number, now)
             elif isinstance(d, (TaskReady, TaskRetrying)):
                 self._move(d.task_id, "waiting")
                 if isinstance(d, TaskRetrying):
@@ -114,8 +136,10 @@ class LiveProgress:
                 if plain and d.state != "succeeded":
                     why = f" ({d.error})" if d.error else ""
                     self.console.print(f"  {d.task_id}: {d.state}{why} — {escape(d.reason)}")
-            elif isinstance(d, AttemptEnded) and plain and d.state != "succeeded":
-                self.console.print(f"  {d.attempt_id}: {d.state} — {escape(d.reason)}")
+            elif isinstance(d, AttemptEnded):
+                self.running.pop(d.attempt_id, None)
+                if plain and d.state != "succeeded":
+                    self.console.print(f"  {d.attempt_id}: {d.state} — {escape(d.reason)}")
 
     def tick(self, now: float) -> None:
         if self.live is None and now - self.last_beat >= 30:
@@ -132,7 +156,26 @@ class LiveProgress:
         parts = ", ".join(f"{v} {k}" for k, v in total.items() if v)
         return f"[{elapsed:6.1f}s] {parts}; {self.attempts} attempts, {self.retries} retries"
 
-    def table(self) -> Table:
+    def table(self) -> RenderableType:
+        if not self.running or self.tasks_dir is None:
+            return self.stages_table()
+        return Group(self.stages_table(), self.running_table())
+
+    def running_table(self) -> Table:
+        assert self.tasks_dir is not None
+        t = Table(box=None, show_header=True, header_style="dim")
+        t.add_column("running")
+        t.add_column("for", justify="right")
+        t.add_column("last output", overflow="ellipsis", no_wrap=True)
+        now = time.time()
+        for attempt_id, (task, number, since) in list(self.running.items())[:SHOWN_RUNNING]:
+            out = last_line(self.tasks_dir / task / f"attempt-{number}" / "stdout.log")
+            t.add_row(escape(attempt_id), f"{now - since:.0f}s", escape(out))
+        if len(self.running) > SHOWN_RUNNING:
+            t.add_row(f"… {len(self.running) - SHOWN_RUNNING} more", "", "")
+        return t
+
+    def stages_table(self) -> Table:
         elapsed = time.time() - self.started
         t = Table(
             title=f"{escape(self.ctx.name)} · {elapsed:.0f}s · {self.attempts} attempts"
