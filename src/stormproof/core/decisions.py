@@ -50,6 +50,8 @@ class LaunchAttempt(Decision):
     instances: tuple[str, ...]
     pool: str
     reason: str = ""
+    #: Committed checkpoints to try, newest first; the runtime restores the first that verifies.
+    restore_from: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,27 @@ class StartTimer(Decision):
     is_action: ClassVar[bool] = True
     timer_id: str
     fire_at: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCheckpoint(Decision):
+    """Ask the attempt to checkpoint now (its signal + the request file): the interval is due."""
+
+    kind: ClassVar[str] = "RequestCheckpoint"
+    is_action: ClassVar[bool] = True
+    attempt_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCheckpoints(Decision):
+    """Delete the task's stored checkpoints except ``keep`` (all of them when ``keep`` is empty)."""
+
+    kind: ClassVar[str] = "PruneCheckpoints"
+    is_action: ClassVar[bool] = True
+    task_id: str
+    keep: tuple[int, ...]
     reason: str = ""
 
 
@@ -136,6 +159,8 @@ DECISION_TYPES: dict[str, type[Decision]] = {
         LaunchAttempt,
         KillAttempt,
         StartTimer,
+        RequestCheckpoint,
+        PruneCheckpoints,
         AttemptEnded,
         TaskReady,
         TaskRetrying,
@@ -149,6 +174,7 @@ def decision_from_dict(kind: str, data: dict[str, Any]) -> Decision:
     cls = DECISION_TYPES[kind]
     names = {f.name for f in fields(cls)}
     values = {k: v for k, v in data.items() if k in names}
-    if "instances" in values:
-        values["instances"] = tuple(values["instances"])
+    for key in ("instances", "restore_from", "keep"):
+        if key in values:
+            values[key] = tuple(values[key])
     return cls(**values)

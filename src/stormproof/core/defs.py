@@ -93,6 +93,12 @@ class TaskDef:
     on_failure: OnFailure = OnFailure.FAIL
     spot_enabled: bool = True
     checkpoint_enabled: bool = False
+    #: Ask a running attempt to checkpoint every this many seconds (None: never ask).
+    checkpoint_interval_s: float | None = None
+    #: Stored checkpoints kept per task while it runs; all are deleted on success unless
+    #: ``keep_checkpoints_on_success``.
+    keep_checkpoints: int = 2
+    keep_checkpoints_on_success: bool = False
     #: Longest estimated path from this task to the end; ready tasks run highest first.
     priority: float = 0.0
 

@@ -106,6 +106,36 @@ class TimerFired(Event):
     timer_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class CheckpointCommitted(Event):
+    """A checkpoint of the attempt is in the store, manifest written last and verified."""
+
+    kind: ClassVar[str] = "CheckpointCommitted"
+    attempt_id: str = ""
+    seq: int = 0
+    files: int = 0
+    total_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointCorrupt(Event):
+    """A stored checkpoint failed verification (``Checkpoint.Corrupt``); never restore it."""
+
+    kind: ClassVar[str] = "CheckpointCorrupt"
+    task_id: str = ""
+    seq: int = 0
+    problem: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRestored(Event):
+    """Before the attempt started, checkpoint ``seq`` was restored into it (0: none, fresh)."""
+
+    kind: ClassVar[str] = "CheckpointRestored"
+    attempt_id: str = ""
+    seq: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -118,6 +148,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AttemptLost,
         AttemptSubmitFailed,
         TimerFired,
+        CheckpointCommitted,
+        CheckpointCorrupt,
+        CheckpointRestored,
     )
 }
 

@@ -29,6 +29,8 @@ from stormproof.core.decisions import (
     Decision,
     KillAttempt,
     LaunchAttempt,
+    PruneCheckpoints,
+    RequestCheckpoint,
     RunFinished,
     StartTimer,
     TaskEnded,
@@ -42,6 +44,9 @@ from stormproof.core.events import (
     AttemptStarted,
     AttemptSubmitFailed,
     CancelRequested,
+    CheckpointCommitted,
+    CheckpointCorrupt,
+    CheckpointRestored,
     Event,
     RunResumed,
     RunStarted,
@@ -95,6 +100,9 @@ class Workflow:
         self.unfinished = n
         self.any_failed = False
         self.final: str | None = None  # succeeded | failed | cancelled, once finished
+        #: Committed checkpoint seqs per task index, oldest first; corrupt ones are removed.
+        self.checkpoints: dict[int, list[int]] = {}
+        self.corrupt: dict[int, set[int]] = {}
         self._queues: dict[ShapeKey, list[tuple[float, int]]] = {}
         self._ready = 0
         #: Whether a placement could succeed now that did not before: set when capacity is
@@ -127,6 +135,12 @@ class Workflow:
                 self.mode = RunMode.STOPPING
         elif isinstance(event, CancelRequested):
             self._on_cancel(event, out)
+        elif isinstance(event, CheckpointCommitted):
+            self._on_checkpoint(event, out)
+        elif isinstance(event, CheckpointCorrupt):
+            self._on_corrupt(event)
+        elif isinstance(event, CheckpointRestored):
+            pass  # a fact for the log and ``status``; nothing to decide
         else:  # pragma: no cover - every event class is handled above
             raise TypeError(f"the core does not know the event {event!r}")
         self._dispatch(event, out)
@@ -165,6 +179,8 @@ class Workflow:
             return  # adopted again after a restart, or news of an attempt that already ended
         att.state = AttemptState.RUNNING
         task = self.tasks[att.task]
+        if task.checkpoint_enabled and task.checkpoint_interval_s:
+            self._arm_checkpoint_timer(att, event.at + task.checkpoint_interval_s, out)
         if task.timeout_s is not None:
             timer = f"timeout:{att.id}"
             fire_at = event.at + task.timeout_s
@@ -214,11 +230,53 @@ class Workflow:
                 att.kill_reason = "timeout"
                 grace = self.tasks[att.task].kill_grace_s
                 out.append(KillAttempt(att.id, grace, "timeout reached"))
+        elif kind == "checkpoint":
+            att = self.attempts.get(key)
+            if att is not None and att.kill_reason is None:
+                task = self.tasks[att.task]
+                out.append(RequestCheckpoint(att.id, f"every {task.checkpoint_interval_s:g}s"))
+                self._arm_checkpoint_timer(att, event.at + (task.checkpoint_interval_s or 0.0), out)
         elif kind == "retry":
             task_id = key.rsplit(":", 1)[0]
             i = self.index[task_id]
             if self.state[i] is TaskState.BACKOFF:
                 self._make_ready(i, event, out, "backoff ended")
+
+    def _arm_checkpoint_timer(self, att: Attempt, fire_at: float, out: list[Decision]) -> None:
+        timer = f"checkpoint:{att.id}"
+        self.timers[timer] = fire_at
+        out.append(StartTimer(timer, fire_at, f"checkpoint interval of {att.id}"))
+
+    def _on_checkpoint(self, event: CheckpointCommitted, out: list[Decision]) -> None:
+        task_id = event.attempt_id.rsplit("/", 1)[0]
+        i = self.index.get(task_id)
+        if i is None:
+            return
+        seqs = self.checkpoints.setdefault(i, [])
+        if event.seq in seqs or event.seq in self.corrupt.get(i, ()):
+            return
+        seqs.append(event.seq)
+        seqs.sort()
+        keep = self.tasks[i].keep_checkpoints
+        if keep > 0 and len(seqs) > keep:
+            kept = tuple(seqs[-keep:])
+            del seqs[:-keep]
+            out.append(PruneCheckpoints(task_id, kept, f"keep the last {keep}"))
+
+    def _on_corrupt(self, event: CheckpointCorrupt) -> None:
+        i = self.index.get(event.task_id)
+        if i is None:
+            return
+        self.corrupt.setdefault(i, set()).add(event.seq)
+        seqs = self.checkpoints.get(i, [])
+        if event.seq in seqs:
+            seqs.remove(event.seq)
+
+    def next_checkpoint_seq(self, task_id: str) -> int:
+        """The seq the next checkpoint of the task gets: after every seq ever seen."""
+        i = self.index[task_id]
+        seen = list(self.checkpoints.get(i, ())) + list(self.corrupt.get(i, ()))
+        return max(seen, default=0) + 1
 
     def _on_cancel(self, event: Event, out: list[Decision]) -> None:
         if self.mode in (RunMode.CANCELLING, RunMode.FINISHED):
@@ -357,6 +415,7 @@ class Workflow:
         del self.attempts[att.id]
         del self.current[att.task]
         self.timers.pop(f"timeout:{att.id}", None)
+        self.timers.pop(f"checkpoint:{att.id}", None)
         self.capacity.release(att.id, task, att.instances)
         self._changed = True
         out.append(AttemptEnded(att.id, task.id, state.value, error, code, budget, why))
@@ -417,7 +476,10 @@ class Workflow:
         self.current[i] = att
         self.capacity.take(att.id, task, instances)
         where = ", ".join(instances)
-        out.append(LaunchAttempt(att.id, task.id, number, instances, pool, f"placed on {where}"))
+        restore = tuple(reversed(self.checkpoints.get(i, ()))) if task.checkpoint_enabled else ()
+        out.append(
+            LaunchAttempt(att.id, task.id, number, instances, pool, f"placed on {where}", restore)
+        )
 
     def _fail_unplaceable(self, event: Event, out: list[Decision]) -> None:
         """Nothing runs, nothing is pending, yet tasks wait: they can never fit. End them."""
@@ -456,6 +518,10 @@ class Workflow:
             final = "failed" if self.any_failed else "succeeded"
         self.mode = RunMode.FINISHED
         self.final = final
+        if final == "succeeded":
+            for i, seqs in self.checkpoints.items():
+                if seqs and not self.tasks[i].keep_checkpoints_on_success:
+                    out.append(PruneCheckpoints(self.tasks[i].id, (), "the workflow succeeded"))
         out.append(RunFinished(final, f"all {len(self.tasks)} tasks ended"))
 
     def validate(self) -> None:
