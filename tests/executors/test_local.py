@@ -267,3 +267,22 @@ def test_poll_without_anything_submitted_starts_no_shim(harness: Harness) -> Non
     assert ex.poll(0.05) == []
     assert ex.recover([]) == []
     assert harness.shim_pid() is None
+
+
+def test_signal_reaches_the_attempt_without_killing_it(harness: Harness) -> None:
+    ex = harness.executor()
+    marker = harness.run_dir / "usr1"
+    ready = harness.run_dir / "ready"
+    job = harness.job(
+        "ckpt",
+        f"trap 'echo USR1 >> {marker}' USR1; touch {ready}; "
+        f"while [ ! -s {marker} ]; do sleep 0.05; done",
+    )
+    ex.submit(job)
+    collect(ex, lambda evs: bool(evs))
+    wait_for(ready.exists)
+    ex.signal("ckpt/1", 10)  # SIGUSR1
+    events = collect(ex, lambda evs: "ckpt/1" in finals(evs), 5.0)
+    assert exit_code(events, "ckpt/1") == 0  # the handler ran; nothing was killed
+    assert marker.read_text() == "USR1\n"
+    ex.signal("ckpt/1", 10)  # an ended attempt: a no-op, no error

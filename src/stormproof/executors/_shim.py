@@ -145,6 +145,7 @@ class Shim:
             "hello": self._op_hello,
             "submit": self._op_submit,
             "kill": self._op_kill,
+            "signal": self._op_signal,
             "recover": self._op_recover,
             "shutdown": self._op_shutdown,
         }
@@ -313,6 +314,12 @@ class Shim:
             rec.kill_at = due
             self.kill_pending.add(rec.attempt_id)
             self._add_timer(due, rec.attempt_id)
+
+    def _op_signal(self, client: Client, msg: list[Any]) -> None:
+        """Deliver one signal (a checkpoint request) to the attempt's group; no kill follows."""
+        rec = self.attempts.get(msg[1])
+        if rec is not None and rec.final is None:
+            self._signal_group(rec, int(msg[2]))
 
     # ------------------------------------------------------------------ launching
     def _launch(

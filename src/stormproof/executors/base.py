@@ -75,6 +75,9 @@ class Executor(Protocol):
     def kill(self, attempt_id: str, grace_s: float) -> None:
         """SIGTERM (or the backend's equivalent) now, SIGKILL after ``grace_s``."""
 
+    def signal(self, attempt_id: str, signum: int) -> None:
+        """Deliver one signal to a running attempt (a checkpoint request); no-op if it ended."""
+
     def poll(self, timeout_s: float) -> list[Event]:
         """Wait up to ``timeout_s`` for news; return the events that happened (maybe none)."""
 

@@ -27,6 +27,7 @@ class FakeExecutor:
         self.outcome = outcome or (lambda job: 0)
         self.jobs: dict[str, AttemptJob] = {}
         self.killed: list[str] = []
+        self.signals: list[tuple[str, int]] = []
         self._news: list[Event] = []
 
     def submit(self, job: AttemptJob) -> None:
@@ -39,6 +40,9 @@ class FakeExecutor:
 
     def kill(self, attempt_id: str, grace_s: float) -> None:
         self.killed.append(attempt_id)
+
+    def signal(self, attempt_id: str, signum: int) -> None:
+        self.signals.append((attempt_id, signum))
 
     def poll(self, timeout_s: float) -> list[Event]:
         news, self._news = self._news, []

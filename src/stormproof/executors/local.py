@@ -137,6 +137,11 @@ class LocalExecutor:
         self._send(["kill", attempt_id, grace_s])
         self._kills[attempt_id] = time.monotonic() + grace_s
 
+    def signal(self, attempt_id: str, signum: int) -> None:
+        """Send one signal to the attempt's process group (e.g. SIGUSR1: checkpoint now)."""
+        if attempt_id in self._live:
+            self._send(["signal", attempt_id, int(signum)])
+
     def poll(self, timeout_s: float) -> list[Event]:
         """Events that happened, waiting up to ``timeout_s`` for the first one."""
         deadline = time.monotonic() + max(0.0, timeout_s)
