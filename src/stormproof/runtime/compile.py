@@ -63,6 +63,20 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                 on_failure=OnFailure((t.on_failure or cfg.on_failure).value),
                 spot_enabled=t.spot_enabled,
                 checkpoint_enabled=t.checkpoint_enabled,
+                checkpoint_interval_s=(
+                    cfg.checkpoint_interval
+                    if t.checkpoint_interval is None
+                    else t.checkpoint_interval
+                )
+                or None,
+                keep_checkpoints=(
+                    cfg.keep_checkpoints if t.keep_checkpoints is None else t.keep_checkpoints
+                ),
+                keep_checkpoints_on_success=(
+                    cfg.keep_checkpoints_on_success
+                    if t.keep_checkpoints_on_success is None
+                    else t.keep_checkpoints_on_success
+                ),
                 priority=rank[i],
             )
         )

@@ -147,6 +147,10 @@ class Retrier(Strict):
         return names
 
 
+#: Signals a task may ask for as its "checkpoint now" request (never TERM/KILL/INT).
+CheckpointSignal = Literal["SIGUSR1", "SIGUSR2", "SIGHUP", "SIGWINCH", "SIGURG", "none"]
+
+
 class GlobalConfig(Strict):
     """The recipe's ``global_config`` plus run-wide defaults for the task extensions."""
 
@@ -159,6 +163,9 @@ class GlobalConfig(Strict):
     max_interruptions: int = Field(default=10, ge=0)
     retry_interval: Duration = 30.0
     kill_grace: Duration = 10.0
+    keep_checkpoints: int = Field(default=2, ge=0)
+    keep_checkpoints_on_success: bool = False
+    checkpoint_signal: CheckpointSignal = "SIGUSR1"
 
 
 class TaskSpec(Strict):
@@ -186,6 +193,10 @@ class TaskSpec(Strict):
     retry: list[Retrier] | None = None
     on_failure: OnFailure | None = None
     kill_grace: Duration | None = None
+    checkpoint_interval: Duration | None = None
+    checkpoint_signal: CheckpointSignal | None = None
+    keep_checkpoints: int | None = Field(default=None, ge=0)
+    keep_checkpoints_on_success: bool | None = None
 
     @field_validator("command")
     @classmethod
