@@ -60,9 +60,26 @@ def _on_signal(signum: int, _frame: object) -> None:
 def commit_checkpoint(checkpoint_dir: Path, step: int) -> None:
     """Tell stormproof that ``checkpoint_dir`` now holds a complete checkpoint.
 
-    The one place that knows how a commit is done.
+    The one place that knows how a commit is done. Run by stormproof (which
+    sets ``STORMPROOF_ATTEMPT_ID``) with stormproof importable, it is
+    ``stormproof.task.commit()``: it returns once the checkpoint is saved, so
+    the next ``state.json`` never overwrites one being copied. Otherwise (run
+    by hand, with no runtime to answer; or stormproof not installed where the
+    task runs) it writes the bare marker file, which stormproof accepts too.
     """
-    if os.environ.get("STORMPROOF_COMMIT", "").strip() == "cli":
+    how = os.environ.get("STORMPROOF_COMMIT", "").strip()
+    if how != "cli" and os.environ.get("STORMPROOF_ATTEMPT_ID", "").strip():
+        try:
+            from stormproof import task
+        except ImportError:  # not installed where the task runs: the marker file below
+            pass
+        else:
+            try:
+                task.commit({"step": step}, timeout_s=120)
+            except (task.CheckpointCommitFailed, task.CheckpointUsageError) as e:
+                print(f"warning: checkpoint at step {step} not committed: {e}", file=sys.stderr)
+            return
+    if how == "cli":
         exe = shutil.which("stormproof")
         command = [exe] if exe else [sys.executable, "-m", "stormproof"]
         command += ["checkpoint", "commit"]

@@ -145,6 +145,19 @@ class PolicyConfig(_Strict):
         return deadline
 
 
+class CheckpointTiersConfig(_Strict):
+    """The recipe's challenge 5: a hot tier on node-local disk and a cold tier after an age.
+
+    ``checkpoints:`` is the warm tier (the durable one). ``hot`` is a local
+    directory used as a fast cache for restores; ``cold`` another store URL
+    that checkpoints older than ``cold_after`` move to.
+    """
+
+    hot: str | None = None
+    cold: str | None = None
+    cold_after: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
@@ -152,6 +165,9 @@ class Config(_Strict):
     store: str = Field(default="sqlite", min_length=1)
     home: str | None = None
     checkpoints: str | None = None
+    checkpoint_tiers: Annotated[CheckpointTiersConfig, BeforeValidator(_empty_mapping)] = Field(
+        default_factory=CheckpointTiersConfig
+    )
     pools: Annotated[list[PoolConfig], BeforeValidator(_empty_list)] = Field(default_factory=list)
     policy: Annotated[PolicyConfig, BeforeValidator(_empty_mapping)] = Field(
         default_factory=PolicyConfig

@@ -276,7 +276,7 @@ def test_signal_reaches_the_attempt_without_killing_it(harness: Harness) -> None
     job = harness.job(
         "ckpt",
         f"trap 'echo USR1 >> {marker}' USR1; touch {ready}; "
-        f"while [ ! -s {marker} ]; do sleep 0.05; done",
+        f"while [ ! -s {marker} ]; do sleep 0.05 || :; done",  # the group's sleep dies too
     )
     ex.submit(job)
     collect(ex, lambda evs: bool(evs))

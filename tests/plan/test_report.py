@@ -40,7 +40,7 @@ def test_json_shape_and_numbers(tmp_path: Path) -> None:
     json.dumps(data)  # JSON-ready
     assert list(data) == [
         "workflow", "tasks_total", "stages", "critical_path", "tasks", "estimate", "problems",
-        "notes",
+        "notes", "checkpoint_advice",
     ]  # fmt: skip
     assert data["workflow"] == "test"
     assert data["tasks_total"] == 4
@@ -171,3 +171,35 @@ def test_render_long_critical_path_is_elided(tmp_path: Path) -> None:
     text = rendered(build_plan(spec, config(tmp_path), None))
     assert "t0 → t1 → t2 → t3 → t4 → … 290 more … → t295" in text
     assert "200 stages" in text  # 300 stages, 100 shown
+
+
+def test_plan_suggests_dalys_checkpoint_interval_on_the_tasks_pool(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        "pools:\n"
+        "  - {name: spot, market: spot, vcpus: 4, memory: 8192, price: 0.07, count: 2,"
+        " interruption_rate: 0.16666666666666666}\n",
+    )
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "w",
+            "tasks": [
+                {
+                    "id": "sim",
+                    "command": ["x"],
+                    "checkpoint_enabled": True,
+                    "checkpoint_cost": "5m",
+                },
+                {"id": "unknown", "command": ["x"], "checkpoint_enabled": True},
+                {"id": "plain", "command": ["x"]},
+            ],
+        }
+    )
+    report = build_plan(spec, cfg, None)
+    sim = report.checkpoint_advice["sim"]
+    assert sim["pool"] == "spot" and sim["status"] == "daly"
+    assert abs(sim["interval_s"] / 60 - 57) < 0.5  # Daly (2006): M = 6 h, delta = 5 min
+    assert report.checkpoint_advice["unknown"]["status"] == "unknown_cost"
+    assert "plain" not in report.checkpoint_advice
+    assert any(n.startswith("sim: checkpoint every 56m") for n in report.notes)
+    assert report.to_json()["checkpoint_advice"]["sim"]["interval_s"] == sim["interval_s"]

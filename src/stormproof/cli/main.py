@@ -157,7 +157,10 @@ def run(
             s.config.executor,
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
+            checkpoints=s.checkpoint_settings(),
         )
+        if any(t.checkpoint_enabled for t in spec.tasks):
+            s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
         s.store.create_run(run_name, spec.name, ctx.to_meta(), time.time())
         if detach:
             _detach(s, run_name)
@@ -217,6 +220,12 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
 
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     driver = Driver(s.home, s.store, ctx, executor)
+    if any(t.checkpoint_enabled for t in ctx.spec.tasks):
+        from stormproof.runtime.checkpointing import Checkpointing
+
+        settings = ctx.checkpoints or s.checkpoint_settings()
+        store = s.checkpoint_store(settings)
+        driver.checkpointing = Checkpointing(store, ctx.name, driver.core.next_checkpoint_seq)
     reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
     driver.reporter = reporter
     with reporter:
@@ -347,3 +356,15 @@ def main() -> None:
         cli.main(prog_name="stormproof", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - outside a driver, Ctrl-C just leaves
         sys.exit(130)
+
+
+def _register_subcommands() -> None:
+    """Commands that live in their own modules (kept out of the import path of `run`)."""
+    from .checkpoint_cmd import checkpoint
+    from .checkpoints_cmds import checkpoints
+
+    cli.add_command(checkpoint)
+    cli.add_command(checkpoints)
+
+
+_register_subcommands()

@@ -13,13 +13,16 @@ import os
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError
 from stormproof.executors.base import Executor
 from stormproof.runtime.home import Home
 from stormproof.store.base import EventLog
+
+if TYPE_CHECKING:
+    from stormproof.checkpoints.base import CheckpointStore
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
 _BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
@@ -72,6 +75,40 @@ class Session:
         run_dir.mkdir(parents=True, exist_ok=True)
         executor: Executor = cls(run_dir, options)
         return executor
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The checkpoint tiers as a run records them: absolute paths, so resume finds them."""
+        tiers = self.config.checkpoint_tiers
+
+        def where(value: str | None) -> str | None:
+            if not value:
+                return None
+            if "://" in value and not value.startswith("file://"):
+                return value
+            return str((self.cwd / Path(value.removeprefix("file://")).expanduser()).resolve())
+
+        return {
+            "warm": where(self.config.checkpoints) or str(self.home.root / "checkpoints"),
+            "hot": where(tiers.hot),
+            "cold": where(tiers.cold),
+            "cold_after_s": tiers.cold_after,
+        }
+
+    def checkpoint_store(self, settings: dict[str, Any]) -> CheckpointStore:
+        """The run's checkpoint store (tiered when hot or cold are set); no I/O until used."""
+        from stormproof.checkpoints.open import open_checkpoint_store
+        from stormproof.checkpoints.tiers import TieredStore
+
+        warm = open_checkpoint_store(settings["warm"], self.home.root)
+        if not settings.get("hot") and not settings.get("cold"):
+            return warm
+        cold = (
+            open_checkpoint_store(settings["cold"], self.home.root)
+            if settings.get("cold")
+            else None
+        )
+        hot = Path(settings["hot"]) if settings.get("hot") else None
+        return TieredStore(hot, warm, cold, settings.get("cold_after_s"))
 
     def close(self) -> None:
         if self._store is not None:

@@ -15,7 +15,7 @@ so that a 100,000-task plan stays a page, not a scroll.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich import box
@@ -47,6 +47,8 @@ class PlanReport:
     estimate: Estimate
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    #: Suggested checkpoint interval per checkpointed task (Daly), as JSON-ready data.
+    checkpoint_advice: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def workflow(self) -> str:
@@ -96,6 +98,7 @@ class PlanReport:
             },
             "problems": list(self.problems),
             "notes": list(self.notes),
+            "checkpoint_advice": self.checkpoint_advice,
         }
 
 
@@ -124,6 +127,8 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         interruption_rates={p.name: p.interruption_rate for p in config.pools},
     )
     notes = _notes(spec, dag, est, config, container_runtime)
+    advice = _checkpoint_advice(spec, est, {p.name: p.interruption_rate for p in config.pools})
+    notes.extend(text for text, _ in advice.values())
     return PlanReport(
         spec=spec,
         dag=dag,
@@ -133,7 +138,33 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         estimate=est,
         problems=est.problems,
         notes=tuple(notes),
+        checkpoint_advice={task: data for task, (_, data) in advice.items()},
     )
+
+
+def _checkpoint_advice(
+    spec: WorkflowSpec, est: Estimate, rates: dict[str, float | None]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Daly's interval for every checkpointed task, on the pool it would run on."""
+    from stormproof.plan.checkpoint_interval import advice_for_task
+
+    cfg = spec.global_config
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for i, task in enumerate(spec.tasks):
+        if not task.checkpoint_enabled:
+            continue
+        pool = est.pool_name(i)
+        advice = advice_for_task(
+            task.id,
+            checkpoint_cost_s=task.checkpoint_cost,
+            interruption_rate_per_h=rates.get(pool) if pool else None,
+            restart_s=cfg.retry_interval,
+            pool=pool,
+            runtime_s=task.estimated_runtime,
+            configured_interval_s=task.checkpoint_interval or cfg.checkpoint_interval,
+        )
+        out[task.id] = (advice.text, advice.data)
+    return out
 
 
 def _notes(

@@ -25,8 +25,17 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
-from stormproof.core.decisions import Decision, KillAttempt, LaunchAttempt, StartTimer
+from stormproof.checkpoints import protocol
+from stormproof.core.decisions import (
+    Decision,
+    KillAttempt,
+    LaunchAttempt,
+    PruneCheckpoints,
+    RequestCheckpoint,
+    StartTimer,
+)
 from stormproof.core.events import (
+    AttemptExited,
     AttemptLost,
     AttemptStarted,
     CancelRequested,
@@ -40,6 +49,7 @@ from stormproof.core.events import (
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
 from stormproof.executors.base import AttemptJob, Executor
+from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext
@@ -71,6 +81,7 @@ class Driver:
     ctx: RunContext
     executor: Executor
     reporter: Reporter | None = None
+    checkpointing: Checkpointing | None = None
     clock: Callable[[], float] = time.time
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
@@ -109,6 +120,7 @@ class Driver:
                 try:
                     return self._loop(pending)
                 finally:
+                    self._drain_checkpoints()
                     self.store.flush()
                     self.executor.close(final=self.core.final is not None)
 
@@ -133,11 +145,31 @@ class Driver:
             if pending:
                 continue
             wait = IDLE_WAKE_S
+            if self.checkpointing is not None and self.checkpointing.busy:
+                wait = 0.02
             if self._timers:
                 wait = max(0.0, min(wait, self._timers[0][0] - now))
-            pending = self.executor.poll(wait)
+            pending = self._through_checkpoints(self.executor.poll(wait))
             if self.reporter is not None:
                 self.reporter.tick(self.clock())
+
+    def _through_checkpoints(self, events: list[Event]) -> list[Event]:
+        """Hold ends of attempts whose last commit is still being saved; collect finished I/O."""
+        ckpt = self.checkpointing
+        if ckpt is None:
+            return events
+        kept = [
+            e
+            for e in events
+            if not (
+                isinstance(e, (AttemptExited, AttemptLost)) and ckpt.on_attempt_end(e.attempt_id, e)
+            )
+        ]
+        ckpt.scan(self.clock())
+        done, jobs = ckpt.take()
+        for job in jobs:
+            self.executor.submit(job)
+        return kept + done
 
     def _process(self, events: Sequence[Event]) -> None:
         rows: list[Row] = []
@@ -149,6 +181,8 @@ class Driver:
             decided.extend(decisions)
         self.store.append(self.ctx.name, rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self.checkpointing is not None:
+            self.checkpointing.after_flush()
         for d in decided:
             if d.is_action:
                 self._act(d)
@@ -158,11 +192,38 @@ class Driver:
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
             i = self.core.index[d.task_id]
-            self.executor.submit(self.job(i, d.number, d.instances))
+            job = self.job(i, d.number, d.instances)
+            if self.checkpointing is not None and self.tasks[i].checkpoint_enabled:
+                self.checkpointing.launch(job, d.restore_from, self.executor.submit)
+            else:
+                self.executor.submit(job)
+        elif isinstance(d, RequestCheckpoint):
+            self._request_checkpoint(d.attempt_id)
+        elif isinstance(d, PruneCheckpoints):
+            if self.checkpointing is not None:
+                self.checkpointing.prune(d.task_id, d.keep)
         elif isinstance(d, KillAttempt):
             self.executor.kill(d.attempt_id, d.grace_s)
         elif isinstance(d, StartTimer):
             heapq.heappush(self._timers, (d.fire_at, d.timer_id))
+
+    def _drain_checkpoints(self) -> None:
+        """Let saves in flight finish and log what they produced before the driver goes."""
+        if self.checkpointing is None:
+            return
+        self.checkpointing.close()
+        events, _jobs = self.checkpointing.take()  # restored-but-unsubmitted jobs: resume does it
+        if events:
+            self._process(events)
+        self.checkpointing.after_flush()
+
+    def _request_checkpoint(self, attempt_id: str) -> None:
+        if self.checkpointing is None or self.checkpointing.request(attempt_id) is None:
+            return
+        task = self._specs[self.core.index[attempt_id.rsplit("/", 1)[0]]]
+        name = task.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
+        if name != "none":
+            self.executor.signal(attempt_id, protocol.parse_signal(name))
 
     def _due_timers(self, now: float) -> list[Event]:
         due: list[Event] = []
@@ -193,15 +254,24 @@ class Driver:
         news = self.executor.recover(list(jobs.values()))
         known = {getattr(e, "attempt_id", "") for e in news}
         events: list[Event] = list(news)
+        ckpt = self.checkpointing
         for att in live:
+            checkpointed = ckpt is not None and self.tasks[att.task].checkpoint_enabled
             if att.id in known:
+                if checkpointed and ckpt is not None:
+                    ckpt.adopt(jobs[att.id])
                 if att.kill_reason is not None and any(
                     isinstance(e, AttemptStarted) and e.attempt_id == att.id for e in news
                 ):
                     self.executor.kill(att.id, self.tasks[att.task].kill_grace_s)
                 continue
             if att.state is AttemptState.PLACED and att.kill_reason is None:
-                self.executor.submit(jobs[att.id])  # decided and logged, never carried out
+                # decided and logged, never carried out: carry it out now
+                if checkpointed and ckpt is not None:
+                    restore = tuple(reversed(self.core.checkpoints.get(att.task, ())))
+                    ckpt.launch(jobs[att.id], restore, self.executor.submit)
+                else:
+                    self.executor.submit(jobs[att.id])
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
@@ -219,6 +289,11 @@ class Driver:
         )
         env = {k: expand(v, values) for k, v in spec.environment.items()}
         env.update(values)
+        attempt_dir = self._tasks_dir / spec.id / f"attempt-{number}"
+        if spec.checkpoint_enabled:
+            name = spec.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
+            env[protocol.ENV_CHECKPOINT_DIR] = str(attempt_dir / "checkpoint")
+            env[protocol.ENV_CHECKPOINT_SIGNAL] = name
         command: list[str] | str
         if isinstance(spec.command, str):
             command = expand(spec.command, values)
@@ -231,7 +306,7 @@ class Driver:
             number=number,
             command=command,
             env=env,
-            attempt_dir=self._tasks_dir / spec.id / f"attempt-{number}",
+            attempt_dir=attempt_dir,
             vcpus=spec.vcpus,
             memory_mib=spec.memory,
             gpus=spec.gpus,

@@ -9,7 +9,7 @@ change a run that already started.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class RunContext:
     workflow_dir: str
     executor: str
     executor_options: dict[str, Any]
+    #: Where checkpoints go: {"warm": url, "hot": dir | None, "cold": url | None, "cold_after_s"}.
+    checkpoints: dict[str, Any] = field(default_factory=dict)
 
     def to_meta(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class RunContext:
             "workflow_dir": self.workflow_dir,
             "executor": self.executor,
             "executor_options": self.executor_options,
+            "checkpoints": self.checkpoints,
         }
 
     @classmethod
@@ -56,6 +59,7 @@ class RunContext:
             workflow_dir=meta["workflow_dir"],
             executor=meta.get("executor", "local"),
             executor_options=dict(meta.get("executor_options") or {}),
+            checkpoints=dict(meta.get("checkpoints") or {}),
         )
 
 
@@ -91,6 +95,7 @@ def new_context(
     executor: str,
     max_parallel: int | None = None,
     seed: int | None = None,
+    checkpoints: dict[str, Any] | None = None,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -102,6 +107,7 @@ def new_context(
         workflow_dir=str(workflow_path.resolve().parent),
         executor=executor,
         executor_options={},
+        checkpoints=dict(checkpoints or {}),
     )
 
 

@@ -194,6 +194,9 @@ class TaskSpec(Strict):
     on_failure: OnFailure | None = None
     kill_grace: Duration | None = None
     checkpoint_interval: Duration | None = None
+    #: How long one checkpoint takes to write and save: with a pool's interruption rate,
+    #: ``plan`` turns it into a suggested interval (Daly).
+    checkpoint_cost: Duration | None = None
     checkpoint_signal: CheckpointSignal | None = None
     keep_checkpoints: int | None = Field(default=None, ge=0)
     keep_checkpoints_on_success: bool | None = None

@@ -1,0 +1,237 @@
+"""The runtime's side of checkpoints: notice commits, save, restore, prune — off the loop thread.
+
+The core decides *which* checkpoint to restore and *when* to ask or prune;
+this module does the I/O, on a small worker pool, because copying a 1 GiB
+checkpoint must never stall the driver loop (timers, other attempts, Ctrl-C).
+Results come back as events through ``take_events`` and are logged like any
+other event before anything depends on them:
+
+* a commit marker (``.commit``) in a live attempt's checkpoint dir starts a
+  save; when it is in the store (manifest written last) the result is a
+  ``CheckpointCommitted`` event, and only *after* that event is committed does
+  the task hear "saved" (``finish_commit``): a crash in between loses a
+  checkpoint the log does not know, never one it claims;
+* an attempt that ends with a commit still pending (SIGTERM in the grace
+  period, then exit) has its exit *held* until the save finished, so the
+  retry the exit causes can restore that very checkpoint;
+* a launch with ``restore_from`` restores the newest candidate that verifies
+  before the attempt is submitted; each one skipped is a ``CheckpointCorrupt``
+  event, and ``CheckpointRestored`` says what the attempt starts from.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stormproof.checkpoints import protocol
+from stormproof.core.events import (
+    CheckpointCommitted,
+    CheckpointCorrupt,
+    CheckpointRestored,
+    Event,
+)
+from stormproof.executors.base import AttemptJob
+
+if TYPE_CHECKING:  # the store module pulls in fsspec; only its type is needed here
+    from stormproof.checkpoints.base import CheckpointStore
+
+#: How often live checkpoint dirs are looked at for a commit marker.
+SCAN_EVERY_S = 0.25
+
+
+@dataclass
+class _Live:
+    job: AttemptJob
+    saving: bool = False
+
+
+@dataclass
+class Checkpointing:
+    store: CheckpointStore
+    run: str
+    next_seq: Callable[[str], int]
+    workers: int = 2
+    _live: dict[str, _Live] = field(default_factory=dict)
+    _held: dict[str, list[Event]] = field(default_factory=dict)
+    _assigned: dict[str, int] = field(default_factory=dict)
+    _results: queue.SimpleQueue[
+        tuple[list[Event], Callable[[], None] | None, AttemptJob | None]
+    ] = field(default_factory=queue.SimpleQueue)
+    _after_commit: list[Callable[[], None]] = field(default_factory=list)
+    _pending: int = 0
+    _last_scan: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stormproof-ckpt")
+
+    # ------------------------------------------------------------------ launches
+    def adopt(self, job: AttemptJob) -> None:
+        """Watch an attempt that was running before a restart (adopted, not relaunched)."""
+        self._live[job.attempt_id] = _Live(job)
+
+    def launch(
+        self,
+        job: AttemptJob,
+        restore_from: tuple[int, ...],
+        submit: Callable[[AttemptJob], None],
+    ) -> None:
+        """Give the attempt its checkpoint dir; restore first if the core offered candidates."""
+        ckpt = self._dir(job)
+        if not restore_from:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            self._live[job.attempt_id] = _Live(job)
+            submit(job)
+            return
+        self._pending += 1
+        self._pool.submit(self._restore, job, restore_from)
+
+    def _restore(self, job: AttemptJob, candidates: tuple[int, ...]) -> None:
+        ckpt = job.attempt_dir / "checkpoint"
+        events: list[Event] = []
+        try:
+            manifest, skipped = self.store.restore_newest(self.run, job.task_id, ckpt, candidates)
+            now = time.time()
+            events += [CheckpointCorrupt(now, job.task_id, seq, why) for seq, why in skipped]
+            seq = manifest.seq if manifest is not None else 0
+        except Exception as exc:  # the store failed: start fresh rather than not at all
+            _warn(f"{job.attempt_id}: could not restore a checkpoint ({exc}); starting fresh")
+            seq = 0
+        ckpt.mkdir(parents=True, exist_ok=True)
+        env = dict(job.env)
+        if seq:
+            env[protocol.ENV_RESTORED] = "1"
+            env[protocol.ENV_CHECKPOINT_SEQ] = str(seq)
+        events.append(CheckpointRestored(time.time(), job.attempt_id, seq))
+        self._results.put((events, None, replace(job, env=env)))
+
+    # ------------------------------------------------------------------ commits
+    def scan(self, now: float) -> None:
+        """Start a save for every live attempt whose task left a commit marker."""
+        if now - self._last_scan < SCAN_EVERY_S:
+            return
+        self._last_scan = now
+        for live in self._live.values():
+            if not live.saving and protocol.pending_commit(self._dir(live.job)) is not None:
+                self._start_save(live)
+
+    def on_attempt_end(self, attempt_id: str, event: Event) -> bool:
+        """Hold an attempt's end while its last commit is saved; True if the event is held."""
+        live = self._live.pop(attempt_id, None)
+        if live is None:
+            return False
+        pending = protocol.pending_commit(self._dir(live.job)) is not None
+        if not live.saving and not pending:
+            return False
+        self._held[attempt_id] = [event]
+        if not live.saving:
+            self._start_save(live)
+        return True
+
+    def _start_save(self, live: _Live) -> None:
+        live.saving = True
+        task = live.job.task_id
+        seq = max(self.next_seq(task), self._assigned.get(task, 0) + 1)
+        self._assigned[task] = seq
+        self._pending += 1
+        self._pool.submit(self._save, live, seq)
+
+    def _save(self, live: _Live, seq: int) -> None:
+        job = live.job
+        ckpt = self._dir(job)
+        try:
+            manifest = self.store.save(self.run, job.task_id, job.number, seq, ckpt, time.time())
+        except Exception as exc:
+            error = f"checkpoint {seq} of {job.attempt_id} was not saved: {exc}"
+            _warn(error)
+
+            def failed() -> None:
+                protocol.finish_commit(ckpt, protocol.CommitResult.failed(error))
+
+            self._results.put(([], failed, None))
+            self._release(job.attempt_id, live)
+            return
+        event = CheckpointCommitted(
+            time.time(), job.attempt_id, seq, len(manifest.files), manifest.total_bytes
+        )
+
+        def saved() -> None:
+            protocol.finish_commit(ckpt, protocol.CommitResult.saved(seq))
+
+        self._results.put(([event], saved, None))
+        self._release(job.attempt_id, live)
+
+    def _release(self, attempt_id: str, live: _Live) -> None:
+        live.saving = False
+        held = self._held.pop(attempt_id, None)
+        if held:
+            self._results.put((held, None, None))
+
+    # ------------------------------------------------------------------ the loop's side
+    def take(self) -> tuple[list[Event], list[AttemptJob]]:
+        """Events that finished work produced, and jobs now ready to submit (restored)."""
+        events: list[Event] = []
+        jobs: list[AttemptJob] = []
+        while True:
+            try:
+                evs, after, job = self._results.get_nowait()
+            except queue.Empty:
+                break
+            self._pending -= 1 if (after is not None or job is not None) else 0
+            events += evs
+            if after is not None:
+                self._after_commit.append(after)
+            if job is not None:
+                self._live[job.attempt_id] = _Live(job)
+                jobs.append(job)
+        return events, jobs
+
+    def after_flush(self) -> None:
+        """Tell tasks their commits are saved — only once the log says so."""
+        callbacks, self._after_commit = self._after_commit, []
+        for cb in callbacks:
+            cb()
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0 or bool(self._held)
+
+    def request(self, attempt_id: str) -> Path | None:
+        """Leave the request file; None (and no signal) while a commit is still being saved."""
+        live = self._live.get(attempt_id)
+        if live is None or live.saving or protocol.pending_commit(self._dir(live.job)) is not None:
+            return None
+        ckpt = self._dir(live.job)
+        protocol.request_checkpoint(ckpt)
+        return ckpt
+
+    def prune(self, task_id: str, keep: tuple[int, ...]) -> None:
+        self._pool.submit(self._prune, task_id, keep)
+
+    def _prune(self, task_id: str, keep: tuple[int, ...]) -> None:
+        try:
+            if not keep:
+                self.store.delete(self.run, task_id)
+                return
+            for info in self.store.list(self.run, task_id):
+                if info.seq not in keep:
+                    self.store.delete(self.run, task_id, info.seq)
+        except Exception as exc:
+            _warn(f"pruning checkpoints of {task_id} failed: {exc}")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    @staticmethod
+    def _dir(job: AttemptJob) -> Path:
+        return job.attempt_dir / "checkpoint"
+
+
+def _warn(message: str) -> None:
+    print(f"stormproof: {message}", file=sys.stderr)
