@@ -109,3 +109,27 @@ def test_unknown_task_in_logs_suggests_the_close_one(tmp_path: Path) -> None:
     assert code == 0
     code, output = invoke(tmp_path, "logs", "r", "helo")
     assert code == 2 and "did you mean 'hello'" in output
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+@pytest.mark.parametrize(
+    ("store", "fragment"),
+    [
+        ("s3://nobucket/ckpt", "cannot connect to http://127.0.0.1:9"),
+        ("/proc/nope/ckpt", "cannot write to /proc/nope"),
+    ],
+)
+def test_an_unusable_checkpoint_store_is_a_clear_error_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, store: str, fragment: str
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    (tmp_path / "stormproof.yaml").write_text(f"checkpoints: {store}\n")
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n  - {id: a, command: [echo], checkpoint_enabled: true}\n"
+    )
+    code, output = invoke(tmp_path, command, "wf.yaml")
+    assert code == 2
+    assert fragment in output and "checkpoints:" in output
+    assert not (tmp_path / ".stormproof" / "runs").exists()

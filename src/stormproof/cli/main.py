@@ -103,6 +103,8 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     from stormproof.plan.report import build_plan, render_plan
 
     spec = _load_spec(file)
+    if any(t.checkpoint_enabled for t in spec.tasks):
+        s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
     report = build_plan(spec, s.config, s.config.container_runtime)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

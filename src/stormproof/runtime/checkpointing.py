@@ -44,6 +44,8 @@ if TYPE_CHECKING:  # the store module pulls in fsspec; only its type is needed h
 
 #: How often live checkpoint dirs are looked at for a commit marker.
 SCAN_EVERY_S = 0.25
+#: How often old checkpoints are moved from the warm to the cold tier (when one is set).
+COLD_EVERY_S = 60.0
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Checkpointing:
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
     _pending: int = 0
     _last_scan: float = 0.0
+    _last_cold: float = 0.0
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stormproof-ckpt")
@@ -117,6 +120,9 @@ class Checkpointing:
         if now - self._last_scan < SCAN_EVERY_S:
             return
         self._last_scan = now
+        if now - self._last_cold >= COLD_EVERY_S:
+            self._last_cold = now
+            self._pool.submit(self._move_cold, now)
         for live in self._live.values():
             if not live.saving and protocol.pending_commit(self._dir(live.job)) is not None:
                 self._start_save(live)
@@ -224,6 +230,19 @@ class Checkpointing:
                     self.store.delete(self.run, task_id, info.seq)
         except Exception as exc:
             _warn(f"pruning checkpoints of {task_id} failed: {exc}")
+
+    def _move_cold(self, now: float) -> None:
+        move = getattr(self.store, "move_cold", None)  # only a tiered store has tiers
+        if move is None:
+            return
+        try:
+            move(now)
+        except Exception as exc:
+            _warn(f"moving old checkpoints to the cold tier failed: {exc}")
+        for warning in getattr(self.store, "warnings", []):
+            _warn(warning)
+        if hasattr(self.store, "warnings"):
+            self.store.warnings.clear()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
