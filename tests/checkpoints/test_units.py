@@ -148,3 +148,16 @@ def test_stream_copy_hashes_what_it_writes(tmp_path: Path) -> None:
         digest = _copy.stream_copy(f.read, written.extend)
     assert bytes(written) == data
     assert digest == _copy.hash_local_file(tmp_path / "src")
+
+
+def test_only_the_protocols_own_files_are_left_out_of_a_checkpoint(tmp_path: Path) -> None:
+    from stormproof.checkpoints.open import local_store
+
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for name in (".commit", ".commit-result", ".checkpoint-request"):  # the protocol's
+        (src / name).write_text("{}")
+    (src / ".commit_log").write_text("mine\n")  # the task's, despite the prefix
+    (src / "state.bin").write_bytes(b"x" * 10)
+    manifest = local_store(tmp_path / "store").save("r", "t", 1, 1, src, 0.0)
+    assert sorted(f.path for f in manifest.files) == [".commit_log", "state.bin"]

@@ -16,7 +16,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import MANIFEST_NAME, SKIPPED_PREFIXES, CheckpointSourceError, safe_relpath
+from .base import MANIFEST_NAME, CheckpointSourceError, safe_relpath
+from .protocol import is_protocol_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ def _walk(root: Path, directory: Path, prefix: str, out: list[SourceFile]) -> No
         raise CheckpointSourceError(f"cannot read {directory}: {err.strerror or err}") from None
     for entry in entries:
         rel = prefix + entry.name
-        if not prefix and (entry.name.startswith(SKIPPED_PREFIXES) or entry.name == MANIFEST_NAME):
+        if not prefix and (is_protocol_file(entry.name) or entry.name == MANIFEST_NAME):
             if entry.name == MANIFEST_NAME:
                 raise CheckpointSourceError(
                     f"{root}: a file named {MANIFEST_NAME} at the top of a checkpoint is "

@@ -41,7 +41,6 @@ from stormproof.errors import StormproofError
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
 #: Names at the top of a checkpoint directory that are protocol, not state: never stored.
-SKIPPED_PREFIXES = (".commit", ".checkpoint-request")
 #: Sequence numbers are directory names of exactly this many digits, so they sort as text too.
 SEQ_DIGITS = 8
 MAX_SEQ = 10**SEQ_DIGITS - 1
