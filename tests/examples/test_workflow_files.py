@@ -10,92 +10,10 @@ from typing import Any
 import yaml
 
 from stormproof.spec.model import WorkflowSpec
+from tests.recipe_sample import RECIPE_SAMPLE
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-#: The recipe's sample workflow (step 8, /tmp/sample-workflow.json), field for field, in order.
-RECIPE_SAMPLE: dict[str, Any] = {
-    "name": "Molecular Dynamics Simulation",
-    "description": "Multi-stage molecular dynamics workflow with checkpointing",
-    "global_config": {
-        "checkpoint_interval": 600,
-        "max_retry_attempts": 3,
-        "spot_strategy": "diversified",
-    },
-    "tasks": [
-        {
-            "id": "data-preprocessing",
-            "name": "Data Preprocessing",
-            "type": "batch",
-            "container_image": "scientific-computing:preprocessing",
-            "command": ["python", "/app/preprocess.py"],
-            "vcpus": 2,
-            "memory": 4096,
-            "nodes": 1,
-            "environment": {
-                "INPUT_PATH": "/mnt/efs/raw_data",
-                "OUTPUT_PATH": "/mnt/efs/processed_data",
-            },
-            "checkpoint_enabled": True,
-            "spot_enabled": True,
-        },
-        {
-            "id": "equilibration",
-            "name": "System Equilibration",
-            "type": "batch",
-            "container_image": "scientific-computing:md-simulation",
-            "command": ["mpirun", "gromacs", "equilibrate"],
-            "vcpus": 8,
-            "memory": 16384,
-            "nodes": 4,
-            "depends_on": ["data-preprocessing"],
-            "environment": {
-                "INPUT_PATH": "/mnt/efs/processed_data",
-                "OUTPUT_PATH": "/mnt/efs/equilibration",
-            },
-            "checkpoint_enabled": True,
-            "spot_enabled": True,
-            "retry_attempts": 2,
-        },
-        {
-            "id": "production-run",
-            "name": "Production MD Run",
-            "type": "batch",
-            "container_image": "scientific-computing:md-simulation",
-            "command": ["mpirun", "gromacs", "mdrun"],
-            "vcpus": 16,
-            "memory": 32768,
-            "nodes": 8,
-            "depends_on": ["equilibration"],
-            "environment": {
-                "INPUT_PATH": "/mnt/efs/equilibration",
-                "OUTPUT_PATH": "/mnt/efs/production",
-                "SIMULATION_TIME": "1000000",
-            },
-            "checkpoint_enabled": True,
-            "spot_enabled": True,
-            "retry_attempts": 3,
-            "backoff_multiplier": 2.5,
-        },
-        {
-            "id": "analysis",
-            "name": "Trajectory Analysis",
-            "type": "batch",
-            "container_image": "scientific-computing:analysis",
-            "command": ["python", "/app/analyze.py"],
-            "vcpus": 4,
-            "memory": 8192,
-            "nodes": 2,
-            "depends_on": ["production-run"],
-            "environment": {
-                "INPUT_PATH": "/mnt/efs/production",
-                "OUTPUT_PATH": "/mnt/efs/results",
-            },
-            "checkpoint_enabled": False,
-            "spot_enabled": True,
-        },
-    ],
-}
 
 #: sha256 of the heredoc's bytes with its 3-space indentation removed (verbatim, not re-dumped).
 RECIPE_SAMPLE_SHA256 = "6575fb82b29c35c11a711a0a180366e20245bf295c40bb4533ed410d5230bdbc"

@@ -21,8 +21,9 @@ from stormproof.plan.estimate import (
 )
 from stormproof.plan.graph import Dag
 from stormproof.spec.model import WorkflowSpec
+from tests.recipe_sample import RECIPE_SAMPLE
 
-from .builders import RECIPE_SAMPLE, pool, task, workflow
+from .builders import pool, task, workflow
 
 SPOT = pool("spot-c5", Market.SPOT, vcpus=4, memory=8192, price=0.068, count=4)
 ON_DEMAND = pool("ondemand", Market.ON_DEMAND, vcpus=4, memory=8192, price=0.17, count=2)

@@ -24,8 +24,9 @@ from stormproof.plan.graph import (
     upward_rank,
 )
 from stormproof.spec.model import WorkflowSpec
+from tests.recipe_sample import RECIPE_SAMPLE
 
-from .builders import RECIPE_SAMPLE, diamond, task, workflow
+from .builders import diamond, task, workflow
 
 
 def test_diamond_exact_numbers() -> None:

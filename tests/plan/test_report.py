@@ -11,8 +11,9 @@ from rich.console import Console
 from stormproof.config import Config, load_config
 from stormproof.plan.report import DETAIL_LIMIT, PlanReport, build_plan, render_plan
 from stormproof.spec.model import WorkflowSpec
+from tests.recipe_sample import RECIPE_SAMPLE
 
-from .builders import RECIPE_SAMPLE, diamond, task, workflow
+from .builders import diamond, task, workflow
 
 POOLS_YAML = """
 pools:

@@ -21,24 +21,20 @@ import difflib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from stormproof.errors import RunNotFound, StormproofError
 
-from .session import Session
-
-F = TypeVar("F", bound=Callable[..., Any])
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from .session import F, Session, out, session
+from .session import common as home_and_config
 
 if TYPE_CHECKING:  # only the types: the CLI must not import fsspec at startup
     from stormproof.checkpoints.base import CheckpointInfo, Verification
@@ -54,19 +50,7 @@ def common(fn: F) -> F:
     fn = click.option(
         "--hot", "hot_dir", metavar="DIR", help="Also the hot tier in DIR (node-local disk)."
     )(fn)
-    fn = click.option(
-        "--home",
-        envvar="STORMPROOF_HOME",
-        metavar="DIR",
-        help="Where runs live (default ./.stormproof, or STORMPROOF_HOME).",
-    )(fn)
-    fn = click.option(
-        "--config",
-        "config_path",
-        metavar="FILE",
-        help="Configuration file (default ./stormproof.yaml if present).",
-    )(fn)
-    return fn
+    return home_and_config(fn)
 
 
 @contextmanager
@@ -74,16 +58,8 @@ def opened(
     home: str | None, config_path: str | None, hot_dir: str | None, cold_url: str | None
 ) -> Iterator[tuple[Session, FsspecStore | TieredStore]]:
     """The session and its checkpoint store; every user error is one message and exit 2."""
-    s: Session | None = None
-    try:
-        s = Session.open(home, config_path)
+    with session(home, config_path) as s:
         yield s, _store(s, hot_dir, cold_url)
-    except StormproofError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)
-        sys.exit(e.exit_code)
-    finally:
-        if s is not None:
-            s.close()
 
 
 def _store(s: Session, hot_dir: str | None, cold_url: str | None) -> FsspecStore | TieredStore:

@@ -11,13 +11,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
 
 from stormproof import __version__
 from stormproof.core.events import CancelRequested
@@ -27,44 +24,9 @@ from stormproof.runtime.home import check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import Session
-
-F = TypeVar("F", bound=Callable[..., Any])
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+from .session import Session, common, err, out, session
 
 EXIT = {"succeeded": 0, "failed": 1, "cancelled": 1, "stopped": 130}
-
-
-def common(fn: F) -> F:
-    fn = click.option(
-        "--home",
-        envvar="STORMPROOF_HOME",
-        metavar="DIR",
-        help="Where runs live (default ./.stormproof, or STORMPROOF_HOME).",
-    )(fn)
-    fn = click.option(
-        "--config",
-        "config_path",
-        metavar="FILE",
-        help="Configuration file (default ./stormproof.yaml if present).",
-    )(fn)
-    return fn
-
-
-@contextmanager
-def session(home: str | None, config_path: str | None) -> Iterator[Session]:
-    """Open what a command needs; turn every user error into one message and exit 2."""
-    s: Session | None = None
-    try:
-        s = Session.open(home, config_path)
-        yield s
-    except StormproofError as e:
-        err.print(f"[bold red]error:[/] {_escape(str(e))}", markup=True, highlight=False)
-        sys.exit(e.exit_code)
-    finally:
-        if s is not None:
-            s.close()
 
 
 def _escape(text: str) -> str:

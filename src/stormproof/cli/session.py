@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
 
 from stormproof.config import Config, load_config
-from stormproof.errors import ConfigError
+from stormproof.errors import ConfigError, StormproofError
 from stormproof.executors.base import Executor
 from stormproof.runtime.home import Home
 from stormproof.store.base import EventLog
+
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 if TYPE_CHECKING:
     from stormproof.checkpoints.base import CheckpointStore
@@ -113,3 +124,34 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def common(fn: F) -> F:
+    fn = click.option(
+        "--home",
+        envvar="STORMPROOF_HOME",
+        metavar="DIR",
+        help="Where runs live (default ./.stormproof, or STORMPROOF_HOME).",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "config_path",
+        metavar="FILE",
+        help="Configuration file (default ./stormproof.yaml if present).",
+    )(fn)
+    return fn
+
+
+@contextmanager
+def session(home: str | None, config_path: str | None) -> Iterator[Session]:
+    """Open what a command needs; turn every user error into one message and exit 2."""
+    s: Session | None = None
+    try:
+        s = Session.open(home, config_path)
+        yield s
+    except StormproofError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)
+        sys.exit(e.exit_code)
+    finally:
+        if s is not None:
+            s.close()

@@ -22,12 +22,13 @@ Rules of this module:
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stormproof.spec.load import gc_paused
 from stormproof.spec.model import WorkflowSpec
+
+__all__ = ["Dag", "gc_paused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,26 +188,6 @@ def _kahn(
             "validate it before planning it"
         )
     return order, level
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while building per-task containers.
-
-    Building a plan allocates a few tuples and lists per task and creates no
-    reference cycles, but with 100,000 pydantic task models alive every
-    automatic full collection re-traverses all of them: on CPython 3.11 that
-    made graph construction 2-3x slower than the work itself. Nesting is
-    fine; only the outermost pause re-enables the collector, and only if it
-    was enabled.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _dag(spec: WorkflowSpec | Dag) -> Dag:

@@ -65,13 +65,13 @@ def load_workflow(path: str | Path) -> WorkflowSpec:
     """
     path = Path(path)
     content = _read(path, str(path))
-    with _gc_paused():
+    with gc_paused():
         return _parse(content, str(path), _EXTENSIONS.get(path.suffix.lower()))
 
 
 def parse_workflow(text: str, source: str, fmt: Format | None = None) -> WorkflowSpec:
     """Parse and validate workflow text; ``source`` names it in messages (a path, ``<stdin>``)."""
-    with _gc_paused():
+    with gc_paused():
         return _parse(text, source, fmt)
 
 
@@ -100,8 +100,11 @@ def _parse(content: str | bytes, source: str, fmt: Format | None) -> WorkflowSpe
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector (see the module docstring for why)."""
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: 100k long-lived models make its full passes slow.
+
+    Nesting is fine: only the outermost pause re-enables it, and only if it was enabled.
+    """
     was_enabled = gc.isenabled()
     gc.disable()
     try:
