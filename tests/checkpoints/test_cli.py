@@ -178,3 +178,19 @@ def test_an_unreachable_store_is_one_clear_error(
     result = CliRunner().invoke(checkpoints, ["list", "md"])
     assert result.exit_code == 2
     assert "checkpoints: nosuch://bucket/x is not a usable store URL" in result.output
+
+
+def test_configured_tiers_are_listed(
+    cli: tuple[FsspecStore, Any], tmp_path: Path, backend: str
+) -> None:
+    store, run = cli
+    config = (tmp_path / "stormproof.yaml").read_text()
+    (tmp_path / "stormproof.yaml").write_text(f"{config}checkpoint_tiers: {{hot: ./hot}}\n")
+    hot = open_checkpoint_store(str(tmp_path / "hot"), tmp_path)
+    for target in (store, hot):
+        target.save("md", "prod", 1, 1, make_source(tmp_path / "s"), 1.0)
+    listed = json.loads(run("list", "md", "--json").output)
+    assert [(r["seq"], r["tier"]) for r in listed] == [(1, "hot"), (1, "warm")]
+    assert [r["tier"] for r in json.loads(run("list", "md", "--json", "--hot", ".").output)] == [
+        "warm"  # --hot wins over the configuration: nothing of run md under ./
+    ]

@@ -6,10 +6,11 @@ all of them, or ``--keep-last K`` per task of a run; ``--dry-run`` says what
 would go. Manifests are deleted before files, so an interrupted prune leaves
 "incomplete" checkpoints, never ones that look valid with files missing.
 
-The store is the configured ``checkpoints:`` (default ``<home>/checkpoints``);
-``--hot DIR`` and ``--cold URL`` add the other tiers to what is shown and
-pruned. Exit codes: 0 done, 1 ``show`` found the checkpoint does not verify,
-2 bad input (unknown run, bad duration, unreachable store …).
+The store is the configured ``checkpoints:`` (default ``<home>/checkpoints``)
+with the tiers of ``checkpoint_tiers:``; ``--hot DIR`` and ``--cold URL``
+name other tiers to show and prune. Exit codes: 0 done, 1 ``show`` found the
+checkpoint does not verify, 2 bad input (unknown run, bad duration, unreachable
+store …).
 
 The group is registered on the main CLI by ``cli/main.py``
 (``cli.add_command(checkpoints)``).
@@ -63,14 +64,18 @@ def opened(
 
 
 def _store(s: Session, hot_dir: str | None, cold_url: str | None) -> FsspecStore | TieredStore:
+    """The configured store, with the tiers of ``checkpoint_tiers:`` (``--hot``/``--cold`` win)."""
     from stormproof.checkpoints.open import open_checkpoint_store
     from stormproof.checkpoints.tiers import TieredStore
 
-    warm = open_checkpoint_store(s.config.checkpoints, s.home.root)
-    if not hot_dir and not cold_url:
+    settings = s.checkpoint_settings()
+    hot = hot_dir or settings.get("hot")
+    cold_url = cold_url or settings.get("cold")
+    warm = open_checkpoint_store(settings["warm"], s.home.root)
+    if not hot and not cold_url:
         return warm
     cold = open_checkpoint_store(cold_url, s.home.root, tier="cold") if cold_url else None
-    return TieredStore(Path(hot_dir) if hot_dir else None, warm, cold)
+    return TieredStore(Path(hot) if hot else None, warm, cold, settings.get("cold_after_s"))
 
 
 @click.group(name="checkpoints")
