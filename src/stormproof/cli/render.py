@@ -105,8 +105,15 @@ def run_table(view: RunView) -> Table:
         f"{_took(view.started, view.ended)} · {counts}",
         title_justify="left",
     )
-    for col in ("stage", "task", "state", "attempts", "last attempt", "took", "error / why"):
-        t.add_column(col, overflow="fold")
+    # Task ids are kept whole (people copy them into `logs`); only the prose column folds.
+    longest = max((len(task) for task in view.tasks), default=4)
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("task", no_wrap=True, min_width=min(longest, 40))
+    t.add_column("state", no_wrap=True)
+    t.add_column("tries", justify="right", no_wrap=True)
+    t.add_column("last attempt", min_width=9)
+    t.add_column("took", justify="right", no_wrap=True)
+    t.add_column("error / why", overflow="fold", ratio=1, min_width=12)
     for task in view.tasks.values():
         last = task.attempts[-1] if task.attempts else None
         detail = task.error or ""
