@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -56,26 +55,34 @@ def common(fn: F) -> F:
 
 @contextmanager
 def opened(
-    home: str | None, config_path: str | None, hot_dir: str | None, cold_url: str | None
+    home: str | None,
+    config_path: str | None,
+    hot_dir: str | None,
+    cold_url: str | None,
+    run: str | None = None,
 ) -> Iterator[tuple[Session, FsspecStore | TieredStore]]:
-    """The session and its checkpoint store; every user error is one message and exit 2."""
+    """The session and the checkpoint store; every user error is one message and exit 2.
+
+    A run's own recorded settings win over today's stormproof.yaml (that is what it saved
+    to); ``--hot``/``--cold`` add tiers on top.
+    """
     with session(home, config_path) as s:
-        yield s, _store(s, hot_dir, cold_url)
+        settings = _recorded_settings(s, run) or s.checkpoint_settings()
+        if hot_dir:
+            settings["hot"] = hot_dir
+        if cold_url:
+            settings["cold"] = cold_url
+        yield s, s.checkpoint_store(settings)
 
 
-def _store(s: Session, hot_dir: str | None, cold_url: str | None) -> FsspecStore | TieredStore:
-    """The configured store, with the tiers of ``checkpoint_tiers:`` (``--hot``/``--cold`` win)."""
-    from stormproof.checkpoints.open import open_checkpoint_store
-    from stormproof.checkpoints.tiers import TieredStore
-
-    settings = s.checkpoint_settings()
-    hot = hot_dir or settings.get("hot")
-    cold_url = cold_url or settings.get("cold")
-    warm = open_checkpoint_store(settings["warm"], s.home.root)
-    if not hot and not cold_url:
-        return warm
-    cold = open_checkpoint_store(cold_url, s.home.root, tier="cold") if cold_url else None
-    return TieredStore(Path(hot) if hot else None, warm, cold, settings.get("cold_after_s"))
+def _recorded_settings(s: Session, run: str | None) -> dict[str, Any] | None:
+    if run is None or not s.home.db_path.exists():
+        return None
+    try:
+        recorded = s.store.get_run(run).meta.get("checkpoints")
+    except RunNotFound:
+        return None  # checkpoints may outlive their run's record: look where the config says
+    return dict(recorded) if recorded else None
 
 
 @click.group(name="checkpoints")
@@ -101,7 +108,7 @@ def list_cmd(
     cold_url: str | None,
 ) -> None:
     """Checkpoints of run NAME (or of one TASK), newest first per task, one row per copy."""
-    with opened(home, config_path, hot_dir, cold_url) as (s, store):
+    with opened(home, config_path, hot_dir, cold_url, name) as (s, store):
         infos = store.list(name, task)
         if not infos:
             _no_checkpoints(s, store, name, task)
@@ -217,7 +224,7 @@ def show(
     """One checkpoint (default: the newest) of TASK: manifest, files, and whether each verifies."""
     from stormproof.checkpoints.tiers import TieredStore
 
-    with opened(home, config_path, hot_dir, cold_url) as (s, store):
+    with opened(home, config_path, hot_dir, cold_url, name) as (s, store):
         infos = store.list(name, task)
         if not infos:
             _no_checkpoints(s, store, name, task)
@@ -313,7 +320,7 @@ def prune(
     if task is not None and name is None:
         raise click.UsageError("--task needs the run NAME")
     age_s = _duration(older) if older is not None else None
-    with opened(home, config_path, hot_dir, cold_url) as (s, store):
+    with opened(home, config_path, hot_dir, cold_url, name) as (s, store):
         if name is not None:
             infos = store.list(name, task)
             if not infos:

@@ -33,7 +33,8 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 if TYPE_CHECKING:
-    from stormproof.checkpoints.base import CheckpointStore
+    from stormproof.checkpoints.fsspec_store import FsspecStore
+    from stormproof.checkpoints.tiers import TieredStore
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
 _BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
@@ -105,7 +106,7 @@ class Session:
             "cold_after_s": tiers.cold_after,
         }
 
-    def checkpoint_store(self, settings: dict[str, Any]) -> CheckpointStore:
+    def checkpoint_store(self, settings: dict[str, Any]) -> FsspecStore | TieredStore:
         """The run's checkpoint store (tiered when hot or cold are set); no I/O until used."""
         from stormproof.checkpoints.open import open_checkpoint_store
         from stormproof.checkpoints.tiers import TieredStore
@@ -114,7 +115,7 @@ class Session:
         if not settings.get("hot") and not settings.get("cold"):
             return warm
         cold = (
-            open_checkpoint_store(settings["cold"], self.home.root)
+            open_checkpoint_store(settings["cold"], self.home.root, tier="cold")
             if settings.get("cold")
             else None
         )
