@@ -54,6 +54,16 @@ class _Live:
     saving: bool = False
 
 
+@dataclass(frozen=True)
+class _Done:
+    """What a worker finished. Workers only report; all state changes on the loop thread."""
+
+    events: list[Event]
+    after_commit: Callable[[], None] | None = None  # tell the task, once the log has it
+    job: AttemptJob | None = None  # restored, ready to submit
+    saved: _Live | None = None  # the attempt whose save ended (held end may go now)
+
+
 @dataclass
 class Checkpointing:
     store: CheckpointStore
@@ -61,11 +71,9 @@ class Checkpointing:
     next_seq: Callable[[str], int]
     workers: int = 2
     _live: dict[str, _Live] = field(default_factory=dict)
-    _held: dict[str, list[Event]] = field(default_factory=dict)
+    _held: dict[str, Event] = field(default_factory=dict)
     _assigned: dict[str, int] = field(default_factory=dict)
-    _results: queue.SimpleQueue[
-        tuple[list[Event], Callable[[], None] | None, AttemptJob | None]
-    ] = field(default_factory=queue.SimpleQueue)
+    _results: queue.SimpleQueue[_Done] = field(default_factory=queue.SimpleQueue)
     _after_commit: list[Callable[[], None]] = field(default_factory=list)
     _pending: int = 0
     _last_scan: float = 0.0
@@ -112,7 +120,7 @@ class Checkpointing:
             env[protocol.ENV_RESTORED] = "1"
             env[protocol.ENV_CHECKPOINT_SEQ] = str(seq)
         events.append(CheckpointRestored(time.time(), job.attempt_id, seq))
-        self._results.put((events, None, replace(job, env=env)))
+        self._results.put(_Done(events, job=replace(job, env=env)))
 
     # ------------------------------------------------------------------ commits
     def scan(self, now: float) -> None:
@@ -135,7 +143,7 @@ class Checkpointing:
         pending = protocol.pending_commit(self._dir(live.job)) is not None
         if not live.saving and not pending:
             return False
-        self._held[attempt_id] = [event]
+        self._held[attempt_id] = event
         if not live.saving:
             self._start_save(live)
         return True
@@ -160,8 +168,7 @@ class Checkpointing:
             def failed() -> None:
                 protocol.finish_commit(ckpt, protocol.CommitResult.failed(error))
 
-            self._results.put(([], failed, None))
-            self._release(job.attempt_id, live)
+            self._results.put(_Done([], failed, saved=live))
             return
         event = CheckpointCommitted(
             time.time(), job.attempt_id, seq, len(manifest.files), manifest.total_bytes
@@ -170,14 +177,7 @@ class Checkpointing:
         def saved() -> None:
             protocol.finish_commit(ckpt, protocol.CommitResult.saved(seq))
 
-        self._results.put(([event], saved, None))
-        self._release(job.attempt_id, live)
-
-    def _release(self, attempt_id: str, live: _Live) -> None:
-        live.saving = False
-        held = self._held.pop(attempt_id, None)
-        if held:
-            self._results.put((held, None, None))
+        self._results.put(_Done([event], saved, saved=live))
 
     # ------------------------------------------------------------------ the loop's side
     def take(self) -> tuple[list[Event], list[AttemptJob]]:
@@ -186,16 +186,21 @@ class Checkpointing:
         jobs: list[AttemptJob] = []
         while True:
             try:
-                evs, after, job = self._results.get_nowait()
+                done = self._results.get_nowait()
             except queue.Empty:
                 break
-            self._pending -= 1 if (after is not None or job is not None) else 0
-            events += evs
-            if after is not None:
-                self._after_commit.append(after)
-            if job is not None:
-                self._live[job.attempt_id] = _Live(job)
-                jobs.append(job)
+            self._pending -= 1
+            events += done.events
+            if done.after_commit is not None:
+                self._after_commit.append(done.after_commit)
+            if done.job is not None:
+                self._live[done.job.attempt_id] = _Live(done.job)
+                jobs.append(done.job)
+            if done.saved is not None:
+                done.saved.saving = False
+                held = self._held.pop(done.saved.job.attempt_id, None)
+                if held is not None:
+                    events.append(held)  # after its CheckpointCommitted: the retry restores it
         return events, jobs
 
     def after_flush(self) -> None:

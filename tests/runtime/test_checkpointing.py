@@ -1,0 +1,67 @@
+"""The runtime's checkpoint glue with a store that does nothing but record: ordering of events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from stormproof.checkpoints import protocol
+from stormproof.core.events import AttemptExited, CheckpointCommitted, Event
+from stormproof.executors.base import AttemptJob
+from stormproof.runtime import checkpointing as mod
+from stormproof.runtime.checkpointing import Checkpointing
+
+
+class RecordingStore:
+    """Saves 'succeed' once ``release`` is set; records what was saved."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.saved = threading.Event()
+        self.seqs: list[int] = []
+
+    def save(self, run: str, task: str, attempt: int, seq: int, source: Path, now: float) -> Any:
+        self.release.wait(10)
+        self.seqs.append(seq)
+        self.saved.set()
+
+        class Manifest:
+            files = ("state",)
+            total_bytes = 5
+
+        return Manifest()
+
+
+def take_until(ckpt: Checkpointing, n: int) -> list[Event]:
+    events: list[Event] = []
+    deadline = time.monotonic() + 10
+    while len(events) < n and time.monotonic() < deadline:
+        events += ckpt.take()[0]
+        time.sleep(0.01)
+    return events
+
+
+def test_an_end_that_arrives_after_the_save_finished_is_still_delivered_after_the_commit(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(mod, "SCAN_EVERY_S", 0.0)
+    store = RecordingStore()
+    ckpt = Checkpointing(store, "r", lambda task: 1)  # type: ignore[arg-type]
+    job = AttemptJob("r", "t/1", "t", 1, ["x"], {}, tmp_path / "attempt-1")
+    ckpt.launch(job, (), lambda j: None)
+    (tmp_path / "attempt-1" / "checkpoint" / "state").write_text("hello")
+    protocol.write_atomic(tmp_path / "attempt-1" / "checkpoint" / protocol.COMMIT, "")
+    ckpt.scan(time.time())
+    store.release.set()
+    assert store.saved.wait(5)
+    time.sleep(0.05)  # the worker has reported; the loop has not taken the result yet
+    exited = AttemptExited(time.time(), "t/1", 143)
+    assert ckpt.on_attempt_end("t/1", exited)  # held: its commit is not in the log yet
+    events = take_until(ckpt, 2)
+    assert [type(e) for e in events] == [CheckpointCommitted, AttemptExited]
+    ckpt.after_flush()
+    assert protocol.pending_commit(tmp_path / "attempt-1" / "checkpoint") is None
+    assert store.seqs == [1]
+    ckpt.close()
