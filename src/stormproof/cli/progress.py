@@ -69,7 +69,7 @@ class LiveProgress:
         self.ctx = ctx
         self.console = console
         self.running: dict[str, tuple[str, int, float]] = {}  # attempt -> task, number, since
-        self.tasks_dir = home.run_dir(ctx.name) / "tasks" if home is not None else None
+        self.home = home
         dag = Dag.from_spec(ctx.spec)
         self.stage_of = {tid: dag.level[i] for i, tid in enumerate(dag.ids)}
         self.stages = max(dag.level, default=0) + 1
@@ -157,19 +157,19 @@ class LiveProgress:
         return f"[{elapsed:6.1f}s] {parts}; {self.attempts} attempts, {self.retries} retries"
 
     def table(self) -> RenderableType:
-        if not self.running or self.tasks_dir is None:
+        if not self.running or self.home is None:
             return self.stages_table()
         return Group(self.stages_table(), self.running_table())
 
     def running_table(self) -> Table:
-        assert self.tasks_dir is not None
+        assert self.home is not None
         t = Table(box=None, show_header=True, header_style="dim")
         t.add_column("running")
         t.add_column("for", justify="right")
         t.add_column("last output", overflow="ellipsis", no_wrap=True)
         now = time.time()
         for attempt_id, (task, number, since) in list(self.running.items())[:SHOWN_RUNNING]:
-            out = last_line(self.tasks_dir / task / f"attempt-{number}" / "stdout.log")
+            out = last_line(self.home.attempt_dir(self.ctx.name, task, number) / "stdout.log")
             t.add_row(escape(attempt_id), f"{now - since:.0f}s", escape(out))
         if len(self.running) > SHOWN_RUNNING:
             t.add_row(f"… {len(self.running) - SHOWN_RUNNING} more", "", "")

@@ -195,12 +195,7 @@ def print_logs(
         close = difflib.get_close_matches(task, ids, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
-    task_dir = s.home.run_dir(name) / "tasks" / task
-    numbers = (
-        sorted(int(p.name.split("-", 1)[1]) for p in task_dir.glob("attempt-*") if p.is_dir())
-        if task_dir.exists()
-        else []
-    )
+    numbers = s.home.attempt_numbers(name, task)
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")
     n = number if number is not None else numbers[-1]
@@ -208,7 +203,7 @@ def print_logs(
         raise StormproofError(
             f"task {task!r} has no attempt {n}; attempts: {', '.join(map(str, numbers))}"
         )
-    adir = task_dir / f"attempt-{n}"
+    adir = s.home.attempt_dir(name, task, n)
     for which in ("stdout", "stderr"):
         if stream not in ("both", which):
             continue

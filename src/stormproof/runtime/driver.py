@@ -52,6 +52,7 @@ from stormproof.executors.base import AttemptJob, Executor
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
+from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.runs import RunContext
 from stormproof.store.base import EventLog, Row
 
@@ -93,7 +94,7 @@ class Driver:
             run_options(self.ctx.spec, self.ctx.pools, self.ctx.seed, self.ctx.max_parallel),
         )
         self._specs = self.ctx.spec.tasks
-        self._tasks_dir = self.home.run_dir(self.ctx.name) / "tasks"
+        self._tasks_dir = self.home.tasks_dir(self.ctx.name)
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -289,7 +290,7 @@ class Driver:
         )
         env = {k: expand(v, values) for k, v in spec.environment.items()}
         env.update(values)
-        attempt_dir = self._tasks_dir / spec.id / f"attempt-{number}"
+        attempt_dir = attempt_path(self._tasks_dir, spec.id, number)
         if spec.checkpoint_enabled:
             name = spec.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
             env[protocol.ENV_CHECKPOINT_DIR] = str(attempt_dir / "checkpoint")

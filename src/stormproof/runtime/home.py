@@ -57,5 +57,22 @@ class Home:
     def data_dir(self, run: str) -> Path:
         return self.run_dir(run) / "data"
 
+    def tasks_dir(self, run: str) -> Path:
+        return self.run_dir(run) / "tasks"
+
     def attempt_dir(self, run: str, task_id: str, number: int) -> Path:
-        return self.run_dir(run) / "tasks" / task_id / f"attempt-{number}"
+        return attempt_dir(self.tasks_dir(run), task_id, number)
+
+    def attempt_numbers(self, run: str, task_id: str) -> list[int]:
+        """The attempts of a task that have a directory, in order."""
+        folder = self.tasks_dir(run) / task_id
+        if not folder.is_dir():
+            return []
+        names = (p.name for p in folder.iterdir() if p.is_dir())
+        return sorted(int(n[8:]) for n in names if n.startswith("attempt-") and n[8:].isdigit())
+
+
+def attempt_dir(tasks_dir: Path, task_id: str, number: int) -> Path:
+    """The one place that says how an attempt's directory is named (the driver's hot path
+    calls it with a precomputed ``tasks_dir``)."""
+    return tasks_dir / task_id / f"attempt-{number}"
