@@ -13,8 +13,6 @@ from typing import Any
 
 from stormproof.store.base import Row
 
-ATTEMPT_STATES_LIVE = ("placed", "running")
-
 
 @dataclass
 class AttemptView:
