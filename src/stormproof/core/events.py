@@ -78,6 +78,8 @@ class AttemptExited(Event):
     kind: ClassVar[str] = "AttemptExited"
     attempt_id: str = ""
     exit_code: int = 0
+    #: The backend killed it for using more than its memory (``Task.OutOfMemory``).
+    out_of_memory: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,6 +166,7 @@ class GlobalConfig(Strict):
     keep_checkpoints: int = Field(default=2, ge=0)
     keep_checkpoints_on_success: bool = False
     checkpoint_signal: CheckpointSignal = "SIGUSR1"
+    memory_escalation: float = Field(default=1.0, ge=1.0)
 
 
 class TaskSpec(Strict):
@@ -200,6 +201,10 @@ class TaskSpec(Strict):
     checkpoint_signal: CheckpointSignal | None = None
     keep_checkpoints: int | None = Field(default=None, ge=0)
     keep_checkpoints_on_success: bool | None = None
+    #: After ``Task.OutOfMemory`` the next attempt asks for ``memory`` times this (1: never).
+    memory_escalation: float | None = Field(default=None, ge=1.0)
+    #: Free-form text labels (``import wfformat`` keeps the original command here).
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("command")
     @classmethod
