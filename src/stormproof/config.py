@@ -40,7 +40,7 @@ from pydantic import (
     field_validator,
 )
 
-from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
 
@@ -114,8 +114,17 @@ class PoolConfig(_Strict):
     count: int = Field(default=1, ge=1)
     #: Relative preference between pools of one market when placement spreads over them.
     weight: float = Field(default=1.0, gt=0)
-    #: Expected interruptions per instance-hour (spot); ``None`` means unknown.
+    #: Expected interruptions per instance-hour (spot); ``None`` means unknown. On the local
+    #: executor instances are interrupted at random at this rate (seeded by the run's seed).
     interruption_rate: float | None = Field(default=None, ge=0)
+    #: How long an interruption notice warns before the instance goes (AWS: 2 min).
+    notice: Annotated[float, BeforeValidator(parse_duration)] = 120.0
+    #: A spot availability trace (SkyPilot format) the pool's capacity follows over time.
+    trace: str | None = None
+    #: Trace seconds per real second: 1000 replays a 2-week trace in about 20 minutes.
+    time_scale: float = Field(default=1.0, gt=0)
+    #: Where in the trace the run starts (a duration into it); default: its beginning.
+    trace_offset: Annotated[float, BeforeValidator(parse_duration)] = 0.0
 
     def to_def(self) -> PoolDef:
         return PoolDef(
@@ -125,7 +134,20 @@ class PoolConfig(_Strict):
             count=self.count,
             price_usd_per_h=self.price,
             instance_type=self.instance,
+            weight=self.weight,
         )
+
+
+class BreakerConfig(_Strict):
+    """A circuit breaker per pool (DESIGN §4): when to stop placing work on it, for how long."""
+
+    #: Faults (interruptions, lost instances, failed launches) within ``window`` that open it.
+    threshold: int = Field(default=3, ge=1)
+    window: Annotated[float, BeforeValidator(parse_duration)] = 600.0
+    cooldown: Annotated[float, BeforeValidator(parse_duration)] = 300.0
+    max_cooldown: Annotated[float, BeforeValidator(parse_duration)] = 3600.0
+    #: Open when fewer healthy instances than this are up (the recipe's 2); 0: no floor.
+    min_healthy: int = Field(default=0, ge=0)
 
 
 class PolicyConfig(_Strict):
@@ -136,6 +158,17 @@ class PolicyConfig(_Strict):
     #: Seconds the whole workflow should take (``36h`` in the file).
     deadline: Annotated[float | None, BeforeValidator(_optional_duration)] = None
     max_parallel: int | None = Field(default=None, ge=1)
+    #: The attempt that would use up a task's interruption budget runs on on-demand.
+    last_attempt_on_demand: bool = False
+    #: Wait this long before launching again in a pool whose launch failed.
+    launch_retry: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    breaker: Annotated[BreakerConfig, BeforeValidator(_empty_mapping)] = Field(
+        default_factory=lambda: BreakerConfig()
+    )
+
+    def breaker_rule(self) -> BreakerRule:
+        b = self.breaker
+        return BreakerRule(b.threshold, b.window, b.cooldown, b.max_cooldown, b.min_healthy)
 
     @field_validator("deadline")
     @classmethod
@@ -354,6 +387,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     (): tuple(Config.model_fields),
     ("pools",): tuple(PoolConfig.model_fields),
     ("policy",): tuple(PolicyConfig.model_fields),
+    ("policy", "breaker"): tuple(BreakerConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {

@@ -21,6 +21,7 @@ from stormproof.core.events import CancelRequested
 from stormproof.errors import CapacityError, StormproofError
 from stormproof.runtime.driver import Driver, DriveResult
 from stormproof.runtime.home import check_run_name, default_run_name
+from stormproof.runtime.compile import policy_dict
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
@@ -122,6 +123,8 @@ def run(
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
             checkpoints=s.checkpoint_settings(),
+            policy=policy_dict(s.config.policy),
+            sources=s.pool_sources(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now

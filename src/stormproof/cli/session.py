@@ -106,6 +106,36 @@ class Session:
             "cold_after_s": tiers.cold_after,
         }
 
+    def pool_sources(self) -> list[dict[str, Any]]:
+        """What interrupts each pool, as a run records it; a bad trace file is an error now."""
+        from stormproof.capacity.local import PoolSource
+        from stormproof.traces import load_trace
+
+        base = self.config.source.parent if self.config.source is not None else self.cwd
+        out = []
+        for i, pool in enumerate(self.config.pools):
+            trace = None
+            if pool.trace:
+                path = (base / Path(pool.trace).expanduser()).resolve()
+                if not path.is_file():
+                    raise ConfigError(
+                        f"pools[{i}].trace: {pool.trace!r} is not a file (looked at {path}); "
+                        "give the path of a spot trace JSON, relative to stormproof.yaml"
+                    )
+                load_trace(path)  # malformed: a clear error before anything starts
+                trace = str(path)
+            if trace or pool.interruption_rate:
+                source = PoolSource(
+                    pool.name,
+                    pool.notice,
+                    pool.interruption_rate,
+                    trace,
+                    pool.time_scale,
+                    pool.trace_offset,
+                )
+                out.append(source.to_dict())
+        return out
+
     def checkpoint_store(self, settings: dict[str, Any]) -> FsspecStore | TieredStore:
         """The run's checkpoint store (tiered when hot or cold are set); no I/O until used."""
         from stormproof.checkpoints.open import open_checkpoint_store

@@ -1,18 +1,40 @@
-"""Capacity: pools of instances, and fitting attempts onto them.
+"""Capacity: pools of instances, their lives, and fitting attempts onto them.
 
-An instance is a slot group with free vCPUs, memory and GPUs. A task with
-``nodes: N`` takes one slot on each of N *different* instances of one pool,
-all or nothing (a gang). Pools are tried in policy order: spot pools first
-for tasks that allow spot, on-demand after; within a pool, first fit.
+An instance is a slot group with free vCPUs, memory and GPUs. Each has an id
+that is never reused (``<pool>-<n>``), so "nothing is ever placed on a removed
+instance" can be checked. Its life::
+
+    pending ──InstanceUp──> up ──notice / scale down──> draining ──> gone
+       └──InstanceLaunchFailed──> failed            up ──InstanceLost──> gone
+
+Only ``up`` instances take new attempts. A task with ``nodes: N`` takes one
+slot on each of N *different* instances of one pool, all or nothing (a gang).
+Which pools a task may use and in what order is the caller's business
+(``pool_order``): spot first by strategy, on-demand after.
 
 Pure bookkeeping: no clock, no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 
-from stormproof.core.defs import Market, PoolDef, Resources, TaskDef
+from stormproof.core.defs import Market, PoolDef, Resources, SpotStrategy
+
+
+class InstanceState(str, Enum):
+    PENDING = "pending"
+    UP = "up"
+    DRAINING = "draining"  # reclaim notice received, or retiring after a scale-down
+    GONE = "gone"
+    FAILED = "failed"  # the launch was refused
+
+    @property
+    def counts(self) -> bool:
+        """Whether the instance counts towards its pool's target (asked for, not yet lost)."""
+        return self in (InstanceState.PENDING, InstanceState.UP)
 
 
 @dataclass(slots=True)
@@ -20,8 +42,14 @@ class Instance:
     id: str
     pool: PoolDef
     free: Resources
-    alive: bool = True
+    state: InstanceState = InstanceState.UP
     attempts: set[str] = field(default_factory=set)
+    #: Scaled down while busy: terminate once its last attempt ends (no kill).
+    retiring: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.state is InstanceState.UP
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,52 +58,113 @@ class Placement:
     instances: tuple[Instance, ...]
 
 
+def share(need: Resources, of: Resources) -> float:
+    """The fraction of an instance an attempt occupies: its largest dimension decides."""
+    parts = [need.vcpus / of.vcpus, need.memory_mib / of.memory_mib]
+    if of.gpus:
+        parts.append(need.gpus / of.gpus)
+    return min(1.0, max(parts))
+
+
 class Capacity:
     """The run's instances and what is placed on them."""
 
     def __init__(self, pools: tuple[PoolDef, ...]) -> None:
         self.pools = pools
+        self.by_name = {p.name: p for p in pools}
         self.instances: dict[str, Instance] = {}
-        self._by_pool: dict[str, list[Instance]] = {}
+        self.target: dict[str, int] = {p.name: p.count for p in pools}
+        self.placements: dict[str, int] = {p.name: 0 for p in pools}
+        self._by_pool: dict[str, list[Instance]] = {p.name: [] for p in pools}
+        self._next: dict[str, int] = {p.name: 0 for p in pools}
         for pool in pools:
-            members = [Instance(f"{pool.name}-{i}", pool, pool.capacity) for i in range(pool.count)]
-            self._by_pool[pool.name] = members
-            self.instances.update((inst.id, inst) for inst in members)
-        # Spot first (cheapest capacity the task may use), then on-demand; stable otherwise.
-        self._order = sorted(pools, key=lambda p: 0 if p.market is Market.SPOT else 1)
-
-    def pools_for(self, task: TaskDef) -> list[PoolDef]:
-        return [p for p in self._order if task.spot_enabled or p.market is not Market.SPOT]
-
-    def could_ever_fit(self, task: TaskDef) -> bool:
-        """Whether some usable pool, empty, could hold the task."""
-        return any(
-            task.resources.fits_in(p.capacity) and task.nodes <= p.count
-            for p in self.pools_for(task)
+            for _ in range(pool.count):
+                self.add(pool, InstanceState.UP)
+        self._spot = [p for p in pools if p.market is Market.SPOT]
+        self._on_demand = sorted(
+            (p for p in pools if p.market is not Market.SPOT), key=lambda p: p.price_usd_per_h
         )
 
-    def find(self, task: TaskDef) -> Placement | None:
-        for pool in self.pools_for(task):
-            chosen: list[Instance] = []
-            for inst in self._by_pool[pool.name]:
-                if inst.alive and task.resources.fits_in(inst.free):
-                    chosen.append(inst)
-                    if len(chosen) == task.nodes:
-                        return Placement(pool, tuple(chosen))
+    # ------------------------------------------------------------------ instances
+    def add(self, pool: PoolDef, state: InstanceState) -> Instance:
+        n = self._next[pool.name]
+        self._next[pool.name] = n + 1
+        inst = Instance(f"{pool.name}-{n}", pool, pool.capacity, state)
+        self.instances[inst.id] = inst
+        self._by_pool[pool.name].append(inst)
+        return inst
+
+    def remove(self, inst: Instance, state: InstanceState) -> None:
+        """The instance is gone (or its launch failed): it never takes work again."""
+        inst.state = state
+        members = self._by_pool[inst.pool.name]
+        if inst in members:
+            members.remove(inst)
+
+    def members(self, pool: str) -> list[Instance]:
+        """The pool's instances that are not gone or failed, oldest first."""
+        return self._by_pool[pool]
+
+    def counted(self, pool: str) -> int:
+        return sum(1 for i in self._by_pool[pool] if i.state.counts)
+
+    def up(self, pool: str) -> int:
+        return sum(1 for i in self._by_pool[pool] if i.state is InstanceState.UP)
+
+    # ------------------------------------------------------------------ placement
+    def pool_order(
+        self, spot: bool, strategy: SpotStrategy, faults: Mapping[str, int]
+    ) -> list[PoolDef]:
+        """Pools to try, best first: spot ones (if allowed) by strategy, then on-demand by price."""
+        if not spot or not self._spot:
+            return self._on_demand
+        if len(self._spot) == 1:
+            return self._spot + self._on_demand
+        return sorted(self._spot, key=lambda p: self._rank(p, strategy, faults)) + self._on_demand
+
+    def _rank(
+        self, pool: PoolDef, strategy: SpotStrategy, faults: Mapping[str, int]
+    ) -> tuple[float, ...]:
+        per_vcpu = pool.price_usd_per_h / pool.capacity.vcpus
+        if strategy is SpotStrategy.LOWEST_PRICE:
+            return (per_vcpu,)
+        if strategy is SpotStrategy.CAPACITY_OPTIMIZED:
+            free = sum(1 for i in self._by_pool[pool.name] if i.alive and not i.attempts)
+            return (faults.get(pool.name, 0), -free)
+        if strategy is SpotStrategy.PRICE_CAPACITY_OPTIMIZED:
+            return (faults.get(pool.name, 0), per_vcpu)
+        return (self.placements[pool.name] / pool.weight,)
+
+    def could_ever_fit(self, need: Resources, nodes: int, spot: bool) -> bool:
+        """Whether some usable pool, at its configured size and empty, could hold the attempt."""
+        return any(
+            need.fits_in(p.capacity) and nodes <= max(p.count, self.target[p.name])
+            for p in self.pools
+            if spot or p.market is not Market.SPOT
+        )
+
+    def find_in(self, pool: PoolDef, need: Resources, nodes: int) -> Placement | None:
+        chosen: list[Instance] = []
+        for inst in self._by_pool[pool.name]:
+            if inst.alive and need.fits_in(inst.free):
+                chosen.append(inst)
+                if len(chosen) == nodes:
+                    return Placement(pool, tuple(chosen))
         return None
 
-    def take(self, attempt_id: str, task: TaskDef, instance_ids: tuple[str, ...]) -> None:
+    def take(self, attempt_id: str, need: Resources, instance_ids: tuple[str, ...]) -> None:
         for iid in instance_ids:
             inst = self.instances[iid]
-            inst.free = inst.free.minus(task.resources)
+            inst.free = inst.free.minus(need)
             inst.attempts.add(attempt_id)
+            self.placements[inst.pool.name] += 1
 
-    def release(self, attempt_id: str, task: TaskDef, instance_ids: tuple[str, ...]) -> None:
+    def release(self, attempt_id: str, need: Resources, instance_ids: tuple[str, ...]) -> None:
         for iid in instance_ids:
             inst = self.instances[iid]
             if attempt_id in inst.attempts:
                 inst.attempts.discard(attempt_id)
-                inst.free = inst.free.plus(task.resources)
+                inst.free = inst.free.plus(need)
 
     def check(self, usage: dict[str, Resources]) -> None:
         """Invariant: every instance's free + used == its capacity, and nothing is negative."""

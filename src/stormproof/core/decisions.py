@@ -52,6 +52,11 @@ class LaunchAttempt(Decision):
     reason: str = ""
     #: Committed checkpoints to try, newest first; the runtime restores the first that verifies.
     restore_from: tuple[int, ...] = ()
+    #: Memory per node for this attempt (MiB): the task's, escalated after ``Task.OutOfMemory``.
+    memory_mib: int = 0
+    market: str = ""
+    #: What the attempt costs per hour: its share of its instances at the pool's price.
+    usd_per_h: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,51 @@ class PruneCheckpoints(Decision):
 
 
 @dataclass(frozen=True, slots=True)
+class LaunchInstance(Decision):
+    """Ask the capacity backend for one more instance of ``pool``; it answers ``InstanceUp``."""
+
+    kind: ClassVar[str] = "LaunchInstance"
+    is_action: ClassVar[bool] = True
+    instance_id: str
+    pool: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminateInstance(Decision):
+    """Give the instance back (scaled down, reclaimed, or lost); nothing runs on it any more."""
+
+    kind: ClassVar[str] = "TerminateInstance"
+    is_action: ClassVar[bool] = True
+    instance_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceChanged(Decision):
+    """Note: an instance is now ``pending``, ``up``, ``draining``, ``gone`` or ``failed``."""
+
+    kind: ClassVar[str] = "InstanceChanged"
+    instance_id: str
+    pool: str
+    market: str
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged(Decision):
+    """Note: a pool's circuit breaker is now ``closed``, ``open`` or ``half_open``."""
+
+    kind: ClassVar[str] = "BreakerChanged"
+    pool: str
+    state: str
+    until: float | None = None  # when an open breaker goes half-open
+    trips: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptEnded(Decision):
     """Note: an attempt reached a final state (succeeded, failed, timed_out, lost, cancelled)."""
 
@@ -109,6 +159,15 @@ class AttemptEnded(Decision):
     exit_code: int | None = None
     budget: str | None = None
     reason: str = ""
+    pool: str = ""
+    #: Seconds the attempt held its instances (launch decided to end), and what that cost.
+    seconds: float = 0.0
+    cost_usd: float = 0.0
+    #: The same seconds at the on-demand price of the same shape (equal to cost on on-demand).
+    on_demand_usd: float = 0.0
+    #: Instance time lost: work after the last checkpoint when interrupted, plus restore time.
+    wasted_s: float = 0.0
+    wasted_usd: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +220,10 @@ DECISION_TYPES: dict[str, type[Decision]] = {
         StartTimer,
         RequestCheckpoint,
         PruneCheckpoints,
+        LaunchInstance,
+        TerminateInstance,
+        InstanceChanged,
+        BreakerChanged,
         AttemptEnded,
         TaskReady,
         TaskRetrying,

@@ -101,6 +101,8 @@ class TaskDef:
     keep_checkpoints_on_success: bool = False
     #: Longest estimated path from this task to the end; ready tasks run highest first.
     priority: float = 0.0
+    #: After ``Task.OutOfMemory`` the next attempt asks for this many times the memory.
+    memory_escalation: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,36 @@ class PoolDef:
     count: int
     price_usd_per_h: float = 0.0
     instance_type: str = "local"
+    #: Share of placements among pools of one market under the ``diversified`` strategy.
+    weight: float = 1.0
+
+
+class SpotStrategy(str, Enum):
+    """How attempts spread over spot pools (the recipe's ``spot_strategy``)."""
+
+    DIVERSIFIED = "diversified"  # least placements per unit of weight first
+    LOWEST_PRICE = "lowest_price"  # cheapest vCPU-hour first
+    CAPACITY_OPTIMIZED = "capacity_optimized"  # fewest recent faults first, then most free
+    PRICE_CAPACITY_OPTIMIZED = "price_capacity_optimized"  # fewest faults, then cheapest
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRule:
+    """When a pool's circuit breaker opens, and for how long (DESIGN §4).
+
+    ``threshold`` faults (interruptions, lost nodes, failed launches) within
+    ``window_s`` open it; so does healthy capacity below ``min_healthy`` (the
+    recipe's ``healthy_instances < 2``). It stays open ``cooldown_s``, doubled
+    on every trip that follows within ``max_cooldown_s`` of the last close,
+    capped at ``max_cooldown_s``: a pool that keeps failing is tried less and
+    less often, which is what stops flapping.
+    """
+
+    threshold: int = 3
+    window_s: float = 600.0
+    cooldown_s: float = 300.0
+    max_cooldown_s: float = 3600.0
+    min_healthy: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +154,11 @@ class RunOptions:
     seed: int = 0
     max_parallel: int | None = None
     pools: tuple[PoolDef, ...] = field(default_factory=tuple)
+    #: A task interrupted this many times runs on on-demand from then on (None: never).
+    fallback_after_interruptions: int | None = None
+    #: The attempt that would exhaust a task's interruption budget runs on on-demand.
+    last_attempt_on_demand: bool = False
+    spot_strategy: SpotStrategy = SpotStrategy.DIVERSIFIED
+    breaker: BreakerRule = field(default_factory=BreakerRule)
+    #: Wait this long before launching again in a pool whose last launch failed.
+    launch_retry_s: float = 60.0

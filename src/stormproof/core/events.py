@@ -138,6 +138,55 @@ class CheckpointRestored(Event):
     seq: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceUp(Event):
+    """The capacity backend has the instance the core asked for (``LaunchInstance``) running."""
+
+    kind: ClassVar[str] = "InstanceUp"
+    instance_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLaunchFailed(Event):
+    """The backend could not get the instance (no spot capacity): ``Capacity.Unavailable``."""
+
+    kind: ClassVar[str] = "InstanceLaunchFailed"
+    instance_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionNotice(Event):
+    """The provider will reclaim the instance in ``notice_s`` (the spot two-minute warning).
+
+    ``source`` says who noticed: ``cli`` (``stormproof interrupt``), ``rate``,
+    ``trace``, or a cloud agent (``ec2-metadata``, ``gcp-preempted``).
+    """
+
+    kind: ClassVar[str] = "InterruptionNotice"
+    instance_id: str = ""
+    notice_s: float = 120.0
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLost(Event):
+    """The instance vanished without notice: what ran there ends ``Node.Lost``."""
+
+    kind: ClassVar[str] = "InstanceLost"
+    instance_id: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetScaleRequested(Event):
+    """The user asked for ``count`` instances in ``pool`` (``fleet NAME --scale POOL=N``)."""
+
+    kind: ClassVar[str] = "FleetScaleRequested"
+    pool: str = ""
+    count: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -153,6 +202,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CheckpointCommitted,
         CheckpointCorrupt,
         CheckpointRestored,
+        InstanceUp,
+        InstanceLaunchFailed,
+        InterruptionNotice,
+        InstanceLost,
+        FleetScaleRequested,
     )
 }
 

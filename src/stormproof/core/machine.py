@@ -19,16 +19,21 @@ Rules of this module (the h11 habit: say them first):
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stormproof.core import rng
-from stormproof.core.capacity import Capacity
+from stormproof.core.breaker import Breaker, BreakerState, Transition
+from stormproof.core.capacity import Capacity, Instance, InstanceState, Placement, share
 from stormproof.core.decisions import (
     AttemptEnded,
+    BreakerChanged,
     Decision,
+    InstanceChanged,
     KillAttempt,
     LaunchAttempt,
+    LaunchInstance,
     PruneCheckpoints,
     RequestCheckpoint,
     RunFinished,
@@ -36,8 +41,9 @@ from stormproof.core.decisions import (
     TaskEnded,
     TaskReady,
     TaskRetrying,
+    TerminateInstance,
 )
-from stormproof.core.defs import OnFailure, Resources, RunOptions, TaskDef
+from stormproof.core.defs import Market, OnFailure, Resources, RunOptions, TaskDef
 from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
@@ -48,6 +54,11 @@ from stormproof.core.events import (
     CheckpointCorrupt,
     CheckpointRestored,
     Event,
+    FleetScaleRequested,
+    InstanceLaunchFailed,
+    InstanceLost,
+    InstanceUp,
+    InterruptionNotice,
     RunResumed,
     RunStarted,
     StopRequested,
@@ -58,9 +69,11 @@ from stormproof.core.states import AttemptState, RunMode, TaskState, check_task_
 TASK_FAILED = "Task.Failed"
 TASK_TIMEOUT = "Task.Timeout"
 NODE_LOST = "Node.Lost"
+CAPACITY_INTERRUPTED = "Capacity.Interrupted"
 CAPACITY_UNAVAILABLE = "Capacity.Unavailable"
+TASK_OUT_OF_MEMORY = "Task.OutOfMemory"
 #: Errors that are the provider's fault: they draw on ``max_interruptions``, never on retries.
-PROVIDER_ERRORS = frozenset({NODE_LOST, "Capacity.Interrupted"})
+PROVIDER_ERRORS = frozenset({NODE_LOST, CAPACITY_INTERRUPTED})
 
 ShapeKey = tuple[float, int, int, int, bool]
 
@@ -73,8 +86,41 @@ class Attempt:
     task: int
     number: int
     instances: tuple[str, ...]
+    pool: str = ""
+    need: Resources = field(default_factory=lambda: Resources(0, 0, 0))
     state: AttemptState = AttemptState.PLACED
-    kill_reason: str | None = None  # "timeout", "cancel" or "failing" once a kill was decided
+    #: "timeout", "interrupted", "cancel" or "failing" once a kill was decided
+    kill_reason: str | None = None
+    launched_at: float = 0.0
+    started_at: float | None = None
+    last_commit_at: float | None = None
+    restored: bool = False
+    usd_per_h: float = 0.0
+    od_usd_per_h: float = 0.0
+
+
+@dataclass(slots=True)
+class Cost:
+    """Money and instance time, per task and for the run (DESIGN §5), in USD and seconds."""
+
+    spent: float = 0.0
+    on_demand_equivalent: float = 0.0
+    wasted: float = 0.0
+    wasted_s: float = 0.0
+    spot_s: float = 0.0
+    on_demand_s: float = 0.0
+
+    @property
+    def saved(self) -> float:
+        return self.on_demand_equivalent - self.spent
+
+    def add(self, other: Cost) -> None:
+        self.spent += other.spent
+        self.on_demand_equivalent += other.on_demand_equivalent
+        self.wasted += other.wasted
+        self.wasted_s += other.wasted_s
+        self.spot_s += other.spot_s
+        self.on_demand_s += other.on_demand_s
 
 
 class Workflow:
@@ -85,6 +131,11 @@ class Workflow:
         self.options = options
         self.index = {t.id: t.index for t in self.tasks}
         self.capacity = Capacity(options.pools)
+        self.breakers = {p.name: Breaker(p.name, options.breaker) for p in options.pools}
+        #: Memory multiplier per task index after ``Task.OutOfMemory`` (absent: 1).
+        self.memory_scale: dict[int, float] = {}
+        self.cost = Cost()
+        self.task_cost: dict[int, Cost] = {}
         self.mode = RunMode.RUNNING
         self.started = False
         self.now = 0.0
@@ -140,7 +191,19 @@ class Workflow:
         elif isinstance(event, CheckpointCorrupt):
             self._on_corrupt(event)
         elif isinstance(event, CheckpointRestored):
-            pass  # a fact for the log and ``status``; nothing to decide
+            att = self.attempts.get(event.attempt_id)
+            if att is not None and event.seq:
+                att.restored = True
+        elif isinstance(event, InterruptionNotice):
+            self._on_notice(event, out)
+        elif isinstance(event, InstanceLost):
+            self._on_instance_lost(event, out)
+        elif isinstance(event, InstanceUp):
+            self._on_instance_up(event, out)
+        elif isinstance(event, InstanceLaunchFailed):
+            self._on_launch_failed(event, out)
+        elif isinstance(event, FleetScaleRequested):
+            self._on_scale(event, out)
         else:  # pragma: no cover - every event class is handled above
             raise TypeError(f"the core does not know the event {event!r}")
         self._dispatch(event, out)
@@ -169,6 +232,8 @@ class Workflow:
         if self.started:
             return
         self.started = True
+        for inst in self.capacity.instances.values():
+            self._instance_note(inst, "fleet created", out)
         for t in self.tasks:
             if not t.parents:
                 self._make_ready(t.index, event, out, "no dependencies")
@@ -178,6 +243,7 @@ class Workflow:
         if att is None or att.state is not AttemptState.PLACED:
             return  # adopted again after a restart, or news of an attempt that already ended
         att.state = AttemptState.RUNNING
+        att.started_at = event.at
         task = self.tasks[att.task]
         if task.checkpoint_enabled and task.checkpoint_interval_s:
             self._arm_checkpoint_timer(att, event.at + task.checkpoint_interval_s, out)
@@ -195,6 +261,10 @@ class Workflow:
         if code == 0:
             self._end_attempt(att, AttemptState.SUCCEEDED, None, code, None, event, out)
             self._succeed(att.task, event, out)
+        elif att.kill_reason == "interrupted":
+            self._failed_attempt(att, CAPACITY_INTERRUPTED, code, event, out)
+        elif event.out_of_memory and att.kill_reason is None:
+            self._failed_attempt(att, TASK_OUT_OF_MEMORY, code, event, out)
         elif att.kill_reason == "timeout":
             self._failed_attempt(att, TASK_TIMEOUT, code, event, out)
         elif att.kill_reason in ("cancel", "failing"):
@@ -213,7 +283,8 @@ class Workflow:
             self._move(att.task, TaskState.CANCELLED, event)
             out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, att.kill_reason))
             return
-        self._failed_attempt(att, NODE_LOST, None, event, out, event.reason)
+        error = CAPACITY_INTERRUPTED if att.kill_reason == "interrupted" else NODE_LOST
+        self._failed_attempt(att, error, None, event, out, event.reason)
 
     def _on_submit_failed(self, event: AttemptSubmitFailed, out: list[Decision]) -> None:
         att = self.attempts.get(event.attempt_id)
@@ -241,6 +312,16 @@ class Workflow:
             i = self.index[task_id]
             if self.state[i] is TaskState.BACKOFF:
                 self._make_ready(i, event, out, "backoff ended")
+        elif kind == "reclaim":
+            inst = self.capacity.instances.get(key)
+            if inst is not None and inst.state is InstanceState.DRAINING:
+                self._remove_instance(inst, "reclaimed by the provider", out)
+        elif kind == "breaker":
+            breaker = self.breakers.get(key)
+            if breaker is not None:
+                self._breaker_moved(breaker, breaker.cooled(event.at), out)
+        elif kind == "relaunch" and key in self.breakers:
+            self._maintain(key, out)
 
     def _arm_checkpoint_timer(self, att: Attempt, fire_at: float, out: list[Decision]) -> None:
         timer = f"checkpoint:{att.id}"
@@ -248,6 +329,9 @@ class Workflow:
         out.append(StartTimer(timer, fire_at, f"checkpoint interval of {att.id}"))
 
     def _on_checkpoint(self, event: CheckpointCommitted, out: list[Decision]) -> None:
+        live = self.attempts.get(event.attempt_id)
+        if live is not None:
+            live.last_commit_at = event.at
         task_id = event.attempt_id.rsplit("/", 1)[0]
         i = self.index.get(task_id)
         if i is None:
@@ -287,6 +371,142 @@ class Workflow:
             if st in (TaskState.WAITING, TaskState.READY, TaskState.BACKOFF):
                 self._end_unstarted(i, TaskState.CANCELLED, event, out, "the run was cancelled")
 
+    # ------------------------------------------------------------------ fleet
+    def _on_notice(self, event: InterruptionNotice, out: list[Decision]) -> None:
+        """The two-minute warning: drain the instance, SIGTERM what runs, reclaim at the end."""
+        inst = self.capacity.instances.get(event.instance_id)
+        if inst is None or inst.state is not InstanceState.UP:
+            return
+        inst.state = InstanceState.DRAINING
+        grace = max(0.0, event.notice_s)
+        why = f"interruption notice ({event.source or 'provider'}): reclaimed in {grace:g}s"
+        self._instance_note(inst, why, out)
+        for aid in sorted(inst.attempts):
+            att = self.attempts.get(aid)
+            if att is not None and att.kill_reason in (None, "timeout"):
+                att.kill_reason = "interrupted"
+                out.append(KillAttempt(aid, grace, f"{inst.id}: {why}"))
+        timer = f"reclaim:{inst.id}"
+        self.timers[timer] = event.at + grace
+        out.append(StartTimer(timer, event.at + grace, f"{inst.id} is reclaimed"))
+        self._fault(inst.pool.name, event.at, f"interruption of {inst.id}", out)
+        self._changed = True
+
+    def _on_instance_lost(self, event: InstanceLost, out: list[Decision]) -> None:
+        """No warning: whatever ran there is lost now (``Node.Lost``), and killed to be sure."""
+        inst = self.capacity.instances.get(event.instance_id)
+        if inst is None or inst.state in (InstanceState.GONE, InstanceState.FAILED):
+            return
+        why = f"{inst.id} lost" + (f": {event.reason}" if event.reason else "")
+        for aid in sorted(inst.attempts):
+            att = self.attempts.get(aid)
+            if att is None:
+                continue
+            out.append(KillAttempt(aid, 0.0, why))
+            if att.kill_reason in ("cancel", "failing"):
+                self._end_attempt(att, AttemptState.CANCELLED, None, None, None, event, out, why)
+                self._move(att.task, TaskState.CANCELLED, event)
+                out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
+            else:
+                self._failed_attempt(att, NODE_LOST, None, event, out, why)
+        self._fault(inst.pool.name, event.at, why, out)
+        self._remove_instance(inst, why, out)
+
+    def _on_instance_up(self, event: InstanceUp, out: list[Decision]) -> None:
+        inst = self.capacity.instances.get(event.instance_id)
+        if inst is None or inst.state is not InstanceState.PENDING:
+            return
+        inst.state = InstanceState.UP
+        self._instance_note(inst, "launched", out)
+        self._changed = True
+
+    def _on_launch_failed(self, event: InstanceLaunchFailed, out: list[Decision]) -> None:
+        inst = self.capacity.instances.get(event.instance_id)
+        if inst is None or inst.state is not InstanceState.PENDING:
+            return
+        pool = inst.pool.name
+        self.capacity.remove(inst, InstanceState.FAILED)
+        why = f"{CAPACITY_UNAVAILABLE}: {event.reason or 'no capacity'}"
+        self._instance_note(inst, why, out)
+        self._fault(pool, event.at, f"launch of {inst.id} failed", out)
+        timer = f"relaunch:{pool}"
+        if timer not in self.timers:
+            fire_at = event.at + self.options.launch_retry_s
+            self.timers[timer] = fire_at
+            out.append(StartTimer(timer, fire_at, f"launch in {pool} again"))
+
+    def _on_scale(self, event: FleetScaleRequested, out: list[Decision]) -> None:
+        if event.pool not in self.capacity.target or event.count < 0:
+            return  # the CLI checks names; an old log may still name a removed pool
+        self.capacity.target[event.pool] = event.count
+        excess = self.capacity.counted(event.pool) - event.count
+        # Give back what costs nothing to lose first: pending, then idle, newest first.
+        members = self.capacity.members(event.pool)
+        order = sorted(
+            (i for i in members if i.state.counts),
+            key=lambda i: (i.state is InstanceState.UP, bool(i.attempts), -members.index(i)),
+        )
+        for inst in order[: max(0, excess)]:
+            if inst.attempts:
+                inst.state = InstanceState.DRAINING
+                inst.retiring = True
+                self._instance_note(inst, f"scaled down to {event.count}: retires when idle", out)
+            else:
+                self._remove_instance(inst, f"scaled down to {event.count}", out)
+        self._maintain(event.pool, out)
+        self._changed = True
+
+    def _maintain(self, pool: str, out: list[Decision]) -> None:
+        """Keep the pool at its target, like a fleet of type "maintain"; not while it is open."""
+        if self.breakers[pool].state is BreakerState.OPEN or f"relaunch:{pool}" in self.timers:
+            return
+        if self.mode in (RunMode.FINISHED, RunMode.CANCELLING):
+            return
+        missing = self.capacity.target[pool] - self.capacity.counted(pool)
+        for _ in range(max(0, missing)):
+            inst = self.capacity.add(self.capacity.by_name[pool], InstanceState.PENDING)
+            self._instance_note(inst, f"keep {pool} at {self.capacity.target[pool]}", out)
+            out.append(LaunchInstance(inst.id, pool, f"{pool} below its target"))
+
+    def _remove_instance(self, inst: Instance, why: str, out: list[Decision]) -> None:
+        pool = inst.pool.name
+        self.capacity.remove(inst, InstanceState.GONE)
+        self.timers.pop(f"reclaim:{inst.id}", None)
+        out.append(TerminateInstance(inst.id, why))
+        self._instance_note(inst, why, out)
+        if self.mode is RunMode.FINISHED:
+            return
+        breaker = self.breakers[pool]
+        target = self.capacity.target[pool]
+        self._breaker_moved(breaker, breaker.healthy(self.now, self.capacity.up(pool), target), out)
+        self._maintain(pool, out)
+
+    def _fault(self, pool: str, at: float, what: str, out: list[Decision]) -> None:
+        breaker = self.breakers[pool]
+        self._breaker_moved(breaker, breaker.fault(at, what), out)
+
+    def _breaker_moved(
+        self, breaker: Breaker, moved: Transition | None, out: list[Decision]
+    ) -> None:
+        if moved is None:
+            return
+        out.append(
+            BreakerChanged(
+                breaker.pool, moved.state.value, moved.until, breaker.trips, moved.reason
+            )
+        )
+        self._changed = True
+        if moved.until is not None:
+            timer = f"breaker:{breaker.pool}"
+            self.timers[timer] = moved.until
+            out.append(StartTimer(timer, moved.until, f"half-open {breaker.pool}"))
+        else:
+            self._maintain(breaker.pool, out)
+
+    def _instance_note(self, inst: Instance, why: str, out: list[Decision]) -> None:
+        pool = inst.pool
+        out.append(InstanceChanged(inst.id, pool.name, pool.market.value, inst.state.value, why))
+
     # ------------------------------------------------------------------ outcomes
     def _succeed(self, i: int, event: Event, out: list[Decision]) -> None:
         self._move(i, TaskState.SUCCEEDED, event)
@@ -312,6 +532,7 @@ class Workflow:
         state = {
             TASK_TIMEOUT: AttemptState.TIMED_OUT,
             NODE_LOST: AttemptState.LOST,
+            CAPACITY_INTERRUPTED: AttemptState.INTERRUPTED,
         }.get(error, AttemptState.FAILED)
         if error in PROVIDER_ERRORS:
             self.interruptions[i] += 1
@@ -334,6 +555,14 @@ class Workflow:
         why = f"{error}" + (f" (exit {code})" if code is not None else "")
         why += f": {detail}" if detail else ""
         self._end_attempt(att, state, error, code, budget, event, out, why)
+        if allowed and error == TASK_OUT_OF_MEMORY and task.memory_escalation > 1:
+            scale = self.memory_scale.get(i, 1.0) * task.memory_escalation
+            self.memory_scale[i] = scale
+            need = self._need(i)
+            reason += f"; memory escalated to {need.memory_mib} MiB"
+            if not self.capacity.could_ever_fit(need, task.nodes, task.spot_enabled):
+                allowed = False
+                reason = f"escalated memory {need.memory_mib} MiB fits no pool"
         if allowed and self.mode in (RunMode.RUNNING, RunMode.STOPPING):
             out.append(TaskRetrying(task.id, error, delay, budget, retrier, reason))
             if delay > 0:
@@ -416,15 +645,66 @@ class Workflow:
         del self.current[att.task]
         self.timers.pop(f"timeout:{att.id}", None)
         self.timers.pop(f"checkpoint:{att.id}", None)
-        self.capacity.release(att.id, task, att.instances)
+        self.capacity.release(att.id, att.need, att.instances)
         self._changed = True
-        out.append(AttemptEnded(att.id, task.id, state.value, error, code, budget, why))
+        cost = self._charge(att, state, event.at)
+        out.append(
+            AttemptEnded(
+                att.id,
+                task.id,
+                state.value,
+                error,
+                code,
+                budget,
+                why,
+                att.pool,
+                round(max(0.0, event.at - att.launched_at), 3),
+                cost.spent,
+                cost.on_demand_equivalent,
+                round(cost.wasted_s, 3),
+                cost.wasted,
+            )
+        )
+        if att.pool in self.breakers and error not in PROVIDER_ERRORS:
+            breaker = self.breakers[att.pool]
+            ok = state is AttemptState.SUCCEEDED
+            self._breaker_moved(breaker, breaker.ended(event.at, att.id, ok), out)
+        for iid in att.instances:
+            inst = self.capacity.instances[iid]
+            if inst.retiring and not inst.attempts and inst.state is InstanceState.DRAINING:
+                self._remove_instance(inst, "scaled down: retired once idle", out)
+
+    def _charge(self, att: Attempt, state: AttemptState, end: float) -> Cost:
+        """Bill the attempt per second (rounded up) and split off what interruptions wasted."""
+        seconds = float(math.ceil(max(0.0, end - att.launched_at) - 1e-9))
+        wasted = 0.0
+        if att.restored and att.started_at is not None:
+            wasted = att.started_at - att.launched_at  # restoring is the price of restarting
+        if state in (AttemptState.INTERRUPTED, AttemptState.LOST):
+            since = att.last_commit_at if att.last_commit_at is not None else att.launched_at
+            wasted = end - since if att.last_commit_at is None else wasted + end - since
+        wasted = min(seconds, max(0.0, wasted))
+        rate = att.usd_per_h / 3600.0
+        on_spot = att.pool in self.capacity.by_name and (
+            self.capacity.by_name[att.pool].market is Market.SPOT
+        )
+        cost = Cost(
+            spent=seconds * rate,
+            on_demand_equivalent=(seconds - wasted) * att.od_usd_per_h / 3600.0,
+            wasted=wasted * rate,
+            wasted_s=wasted,
+            spot_s=seconds if on_spot else 0.0,
+            on_demand_s=0.0 if on_spot else seconds,
+        )
+        self.cost.add(cost)
+        self.task_cost.setdefault(att.task, Cost()).add(cost)
+        return cost
 
     # ------------------------------------------------------------------ scheduling
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
         self._move(i, TaskState.READY, event)
         task = self.tasks[i]
-        r = task.resources
+        r = self._need(i)
         key: ShapeKey = (r.vcpus, r.memory_mib, r.gpus, task.nodes, task.spot_enabled)
         heapq.heappush(self._queues.setdefault(key, []), (-task.priority, i))
         self._ready += 1
@@ -454,39 +734,116 @@ class Workflow:
             else:
                 del self._queues[key]
         for _, i, key in sorted(heads):
-            placement = self.capacity.find(self.tasks[i])
+            placement = self._find(i)
             if placement is not None:
                 heapq.heappop(self._queues[key])
-                self._launch(
-                    i, placement.pool.name, tuple(x.id for x in placement.instances), event, out
-                )
+                self._launch(i, placement, event, out)
                 return True
         return False
 
-    def _launch(
-        self, i: int, pool: str, instances: tuple[str, ...], event: Event, out: list[Decision]
-    ) -> None:
+    def _need(self, i: int) -> Resources:
+        """What one node of task ``i``'s next attempt asks for (memory escalated after OOM)."""
+        r = self.tasks[i].resources
+        scale = self.memory_scale.get(i)
+        return r if scale is None else Resources(r.vcpus, math.ceil(r.memory_mib * scale), r.gpus)
+
+    def on_demand_only(self, i: int) -> str | None:
+        """Why task ``i`` may not use spot now (fallback, DESIGN §4), or None if it may."""
         task = self.tasks[i]
+        if not task.spot_enabled:
+            return "spot_enabled is false"
+        k = self.options.fallback_after_interruptions
+        if k is not None and self.interruptions[i] >= k:
+            return f"interrupted {self.interruptions[i]} times (fallback after {k})"
+        if self.options.last_attempt_on_demand and self.interruptions[i] >= task.max_interruptions:
+            return "the last attempt its interruption budget allows"
+        return None
+
+    def _find(self, i: int) -> Placement | None:
+        task = self.tasks[i]
+        need = self._need(i)
+        faults = {name: len(b.faults) for name, b in self.breakers.items()}
+        spot = self.on_demand_only(i) is None
+        for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
+            if not self.breakers[pool.name].allows():
+                continue
+            placement = self.capacity.find_in(pool, need, task.nodes)
+            if placement is not None:
+                return placement
+        return None
+
+    def _launch(self, i: int, placement: Placement, event: Event, out: list[Decision]) -> None:
+        task = self.tasks[i]
+        pool = placement.pool
+        instances = tuple(x.id for x in placement.instances)
+        need = self._need(i)
         self._ready -= 1
         self._move(i, TaskState.RUNNING, event)
         self.attempts_made[i] += 1
         number = self.attempts_made[i]
-        att = Attempt(f"{task.id}/{number}", i, number, instances)
+        usd_per_h = pool.price_usd_per_h * share(need, pool.capacity) * task.nodes
+        att = Attempt(
+            f"{task.id}/{number}",
+            i,
+            number,
+            instances,
+            pool.name,
+            need,
+            launched_at=event.at,
+            usd_per_h=usd_per_h,
+            od_usd_per_h=self._on_demand_rate(need, task.nodes, usd_per_h),
+        )
         self.attempts[att.id] = att
         self.current[i] = att
-        self.capacity.take(att.id, task, instances)
+        self.capacity.take(att.id, need, instances)
+        self.breakers[pool.name].placed(att.id)
         where = ", ".join(instances)
+        why = f"placed on {where}"
+        forced = self.on_demand_only(i) if pool.market is Market.ON_DEMAND else None
+        if forced is not None and task.spot_enabled:
+            why += f" (on-demand: {forced})"
         restore = tuple(reversed(self.checkpoints.get(i, ()))) if task.checkpoint_enabled else ()
         out.append(
-            LaunchAttempt(att.id, task.id, number, instances, pool, f"placed on {where}", restore)
+            LaunchAttempt(
+                att.id,
+                task.id,
+                number,
+                instances,
+                pool.name,
+                why,
+                restore,
+                need.memory_mib,
+                pool.market.value,
+                usd_per_h,
+            )
         )
 
+    def _on_demand_rate(self, need: Resources, nodes: int, fallback: float) -> float:
+        """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
+        rates = [
+            p.price_usd_per_h * share(need, p.capacity) * nodes
+            for p in self.capacity.pools
+            if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
+        ]
+        return min(rates, default=fallback)
+
     def _fail_unplaceable(self, event: Event, out: list[Decision]) -> None:
-        """Nothing runs, nothing is pending, yet tasks wait: they can never fit. End them."""
-        for heap in list(self._queues.values()):
+        """Nothing runs, yet tasks wait: end those no pool could ever hold.
+
+        The others wait for capacity: instances being launched, a breaker
+        that will half-open, or a user who scales a pool up.
+        """
+        for key, heap in list(self._queues.items()):
+            waiting: list[tuple[float, int]] = []
             while heap:
-                _, i = heapq.heappop(heap)
-                if self.state[i] is TaskState.READY:
+                entry = heapq.heappop(heap)
+                i = entry[1]
+                if self.state[i] is not TaskState.READY:
+                    continue
+                task = self.tasks[i]
+                if self.capacity.could_ever_fit(self._need(i), task.nodes, task.spot_enabled):
+                    waiting.append(entry)
+                else:
                     self._ready -= 1
                     self._move(i, TaskState.FAILED, event)
                     self.any_failed = True
@@ -499,7 +856,11 @@ class Workflow:
                         )
                     )
                     self._skip_descendants(i, event, out)
-        self._queues.clear()
+            if waiting:
+                heapq.heapify(waiting)
+                self._queues[key] = waiting
+            else:
+                del self._queues[key]
 
     # ------------------------------------------------------------------ bookkeeping
     def _move(self, i: int, new: TaskState, event: Event) -> None:
@@ -518,6 +879,9 @@ class Workflow:
             final = "failed" if self.any_failed else "succeeded"
         self.mode = RunMode.FINISHED
         self.final = final
+        for inst in list(self.capacity.instances.values()):
+            if inst.state in (InstanceState.PENDING, InstanceState.UP, InstanceState.DRAINING):
+                self._remove_instance(inst, f"the run {final}", out)
         if final == "succeeded":
             for i, seqs in self.checkpoints.items():
                 if seqs and not self.tasks[i].keep_checkpoints_on_success:

@@ -37,6 +37,7 @@ class AttemptState(str, Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"  # the provider reclaimed its instance (Capacity.Interrupted)
     LOST = "lost"
     CANCELLED = "cancelled"
 

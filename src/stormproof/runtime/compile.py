@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from stormproof.core.defs import OnFailure, PoolDef, Resources, RetryRule, RunOptions, TaskDef
+from stormproof.core.defs import (
+    BreakerRule,
+    OnFailure,
+    PoolDef,
+    Resources,
+    RetryRule,
+    RunOptions,
+    SpotStrategy,
+    TaskDef,
+)
 from stormproof.plan.graph import Dag
 from stormproof.spec.model import GlobalConfig, TaskSpec, WorkflowSpec
 
@@ -78,16 +88,52 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                     else t.keep_checkpoints_on_success
                 ),
                 priority=rank[i],
+                memory_escalation=(
+                    cfg.memory_escalation if t.memory_escalation is None else t.memory_escalation
+                ),
             )
         )
     return out
 
 
 def run_options(
-    spec: WorkflowSpec, pools: Sequence[PoolDef], seed: int, max_parallel: int | None
+    spec: WorkflowSpec,
+    pools: Sequence[PoolDef],
+    seed: int,
+    max_parallel: int | None,
+    policy: Mapping[str, Any] | None = None,
 ) -> RunOptions:
+    """The core's run-wide inputs; ``policy`` is the dict a ``RunContext`` stores."""
     limit = max_parallel if max_parallel is not None else spec.global_config.max_parallel
-    return RunOptions(seed=seed, max_parallel=limit, pools=tuple(pools))
+    policy = policy or {}
+    breaker = policy.get("breaker") or {}
+    return RunOptions(
+        seed=seed,
+        max_parallel=limit,
+        pools=tuple(pools),
+        fallback_after_interruptions=policy.get("fallback_after_interruptions"),
+        last_attempt_on_demand=bool(policy.get("last_attempt_on_demand", False)),
+        spot_strategy=SpotStrategy(spec.global_config.spot_strategy.value),
+        breaker=BreakerRule(**breaker) if breaker else BreakerRule(),
+        launch_retry_s=float(policy.get("launch_retry_s", 60.0)),
+    )
+
+
+def policy_dict(policy: Any) -> dict[str, Any]:
+    """What a run records of ``stormproof.yaml``'s ``policy:`` (a ``config.PolicyConfig``)."""
+    rule = policy.breaker_rule()
+    return {
+        "fallback_after_interruptions": policy.fallback_after_interruptions,
+        "last_attempt_on_demand": policy.last_attempt_on_demand,
+        "launch_retry_s": policy.launch_retry,
+        "breaker": {
+            "threshold": rule.threshold,
+            "window_s": rule.window_s,
+            "cooldown_s": rule.cooldown_s,
+            "max_cooldown_s": rule.max_cooldown_s,
+            "min_healthy": rule.min_healthy,
+        },
+    }
 
 
 _PLACEHOLDER = re.compile(r"\$\{(STORMPROOF_[A-Z_]+)\}")

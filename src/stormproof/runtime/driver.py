@@ -17,6 +17,7 @@ that was live, adopts what still runs and relaunches only what never started.
 from __future__ import annotations
 
 import heapq
+import json
 import signal
 import threading
 import time
@@ -25,14 +26,19 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
 
+from stormproof.capacity.base import Fleet, InstanceView
+from stormproof.capacity.local import LocalFleet, PoolSource, build_sources
 from stormproof.checkpoints import protocol
+from stormproof.core.capacity import InstanceState
 from stormproof.core.decisions import (
     Decision,
     KillAttempt,
     LaunchAttempt,
+    LaunchInstance,
     PruneCheckpoints,
     RequestCheckpoint,
     StartTimer,
+    TerminateInstance,
 )
 from stormproof.core.events import (
     AttemptExited,
@@ -40,6 +46,9 @@ from stormproof.core.events import (
     AttemptStarted,
     CancelRequested,
     Event,
+    FleetScaleRequested,
+    InstanceLost,
+    InterruptionNotice,
     RunResumed,
     RunStarted,
     StopRequested,
@@ -58,6 +67,8 @@ from stormproof.store.base import EventLog, Row
 
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
 IDLE_WAKE_S = 0.25
+#: Environment variable that asks the local executor to hold the attempt to its memory.
+ENV_MEMORY_LIMIT = "STORMPROOF_MEMORY_LIMIT_MIB"
 
 
 class Reporter(Protocol):
@@ -84,15 +95,19 @@ class Driver:
     reporter: Reporter | None = None
     checkpointing: Checkpointing | None = None
     clock: Callable[[], float] = time.time
+    #: Where instances come from; default: the local fleet with the run's recorded sources.
+    fleet: Fleet | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
+        ctx = self.ctx
         self.core = Workflow(
             self.tasks,
-            run_options(self.ctx.spec, self.ctx.pools, self.ctx.seed, self.ctx.max_parallel),
+            run_options(ctx.spec, ctx.pools, ctx.seed, ctx.max_parallel, ctx.policy),
         )
+        self._view = _CoreFleet(self.core)
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
         self._values_base = {
@@ -109,7 +124,12 @@ class Driver:
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
             history = list(self.store.read(self.ctx.name))
             now = self.clock()
-            if not any(r.category == "event" for r in history):
+            first = next((r for r in history if r.category == "event"), None)
+            if self.fleet is None:
+                sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
+                origin = now if first is None else first.at
+                self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
+            if first is None:
                 pending: list[Event] = [RunStarted(now)]
             else:
                 self._replay(history)
@@ -140,6 +160,8 @@ class Driver:
                 live = len(self.core.attempts)
                 return DriveResult("stopped", live, self._stop)
             pending = self._due_timers(now)
+            if self.fleet is not None:
+                pending += self.fleet.poll(now, self._view)
             if now - last_requests >= IDLE_WAKE_S:
                 last_requests = now
                 pending += self._requests(now)
@@ -193,7 +215,7 @@ class Driver:
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
             i = self.core.index[d.task_id]
-            job = self.job(i, d.number, d.instances)
+            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool)
             if self.checkpointing is not None and self.tasks[i].checkpoint_enabled:
                 self.checkpointing.launch(job, d.restore_from, self.executor.submit)
             else:
@@ -207,6 +229,10 @@ class Driver:
             self.executor.kill(d.attempt_id, d.grace_s)
         elif isinstance(d, StartTimer):
             heapq.heappush(self._timers, (d.fire_at, d.timer_id))
+        elif isinstance(d, LaunchInstance) and self.fleet is not None:
+            self.fleet.launch(d.instance_id, d.pool)
+        elif isinstance(d, TerminateInstance) and self.fleet is not None:
+            self.fleet.terminate(d.instance_id)
 
     def _drain_checkpoints(self) -> None:
         """Let saves in flight finish and log what they produced before the driver goes."""
@@ -234,8 +260,29 @@ class Driver:
         return due
 
     def _requests(self, now: float) -> list[Event]:
-        kinds = self.store.take_requests(self.ctx.name)
-        events: list[Event] = [CancelRequested(now)] if "cancel" in kinds else []
+        """Requests other processes left in the store: cancel, interrupt, lose, scale.
+
+        A request is a kind, optionally followed by ``:`` and a JSON payload;
+        the CLI checked it against the run before posting it.
+        """
+        events: list[Event] = []
+        for request in self.store.take_requests(self.ctx.name):
+            kind, _, raw = request.partition(":")
+            try:
+                data = json.loads(raw) if raw else {}
+            except ValueError:
+                continue  # written by a newer or broken client: nothing safe to do with it
+            if kind == "cancel":
+                events.append(CancelRequested(now))
+            elif kind == "interrupt":
+                notice = float(data.get("notice_s", 120.0))
+                events.append(InterruptionNotice(now, str(data.get("instance")), notice, "cli"))
+            elif kind == "lose":
+                why = "stormproof interrupt --lost"
+                events.append(InstanceLost(now, str(data.get("instance")), why))
+            elif kind == "scale":
+                pool, count = str(data.get("pool")), int(data.get("count", 0))
+                events.append(FleetScaleRequested(now, pool, count))
         return events
 
     # ------------------------------------------------------------------ resume
@@ -251,7 +298,9 @@ class Driver:
         live = self.core.live_attempts()
         if not live:
             return []
-        jobs = {a.id: self.job(a.task, a.number, a.instances) for a in live}
+        jobs = {
+            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool) for a in live
+        }
         news = self.executor.recover(list(jobs.values()))
         known = {getattr(e, "attempt_id", "") for e in news}
         events: list[Event] = list(news)
@@ -278,18 +327,30 @@ class Driver:
         return events
 
     # ------------------------------------------------------------------ jobs
-    def job(self, i: int, number: int, instances: tuple[str, ...]) -> AttemptJob:
+    def job(
+        self,
+        i: int,
+        number: int,
+        instances: tuple[str, ...],
+        memory_mib: int = 0,
+        pool: str = "",
+    ) -> AttemptJob:
         """The executor's view of attempt ``number`` of task ``i``; the same on every call."""
         spec = self._specs[i]
+        memory = memory_mib or spec.memory
         values = dict(self._values_base)
         values.update(
             STORMPROOF_TASK=spec.id,
             STORMPROOF_ATTEMPT=str(number),
             STORMPROOF_ATTEMPT_ID=f"{spec.id}/{number}",
             STORMPROOF_INSTANCES=",".join(instances),
+            STORMPROOF_POOL=pool,
         )
         env = {k: expand(v, values) for k, v in spec.environment.items()}
         env.update(values)
+        if "memory" in spec.model_fields_set:
+            # Only a declared memory is enforced: the 1 GiB default must not kill anyone.
+            env[ENV_MEMORY_LIMIT] = str(memory)
         attempt_dir = attempt_path(self._tasks_dir, spec.id, number)
         if spec.checkpoint_enabled:
             name = spec.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
@@ -309,7 +370,7 @@ class Driver:
             env=env,
             attempt_dir=attempt_dir,
             vcpus=spec.vcpus,
-            memory_mib=spec.memory,
+            memory_mib=memory,
             gpus=spec.gpus,
             nodes=spec.nodes,
             instances=instances,
@@ -343,3 +404,18 @@ class _SignalScope:
     def __exit__(self, *exc: object) -> None:
         for sig, old in self.saved.items():
             signal.signal(sig, old)
+
+
+class _CoreFleet:
+    """The core's instances as the interruption sources see them (read-only)."""
+
+    def __init__(self, core: Workflow) -> None:
+        self.core = core
+
+    def live(self, pool: str) -> list[InstanceView]:
+        members = self.core.capacity.members(pool) if pool in self.core.capacity.target else []
+        return [
+            InstanceView(i.id, pool, i.state.value)
+            for i in members
+            if i.state in (InstanceState.PENDING, InstanceState.UP, InstanceState.DRAINING)
+        ]

@@ -32,6 +32,12 @@ class RunContext:
     executor_options: dict[str, Any]
     #: Where checkpoints go: {"warm": url, "hot": dir | None, "cold": url | None, "cold_after_s"}.
     checkpoints: dict[str, Any] = field(default_factory=dict)
+    #: Placement policy: fallback_after_interruptions, last_attempt_on_demand, launch_retry_s,
+    #: breaker {threshold, window_s, cooldown_s, max_cooldown_s, min_healthy}.
+    policy: dict[str, Any] = field(default_factory=dict)
+    #: What interrupts each pool's instances on the local fleet: one dict per pool with
+    #: pool, notice_s, interruption_rate, trace (absolute path), time_scale, trace_offset_s.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_meta(self) -> dict[str, Any]:
         return {
@@ -45,6 +51,8 @@ class RunContext:
             "executor": self.executor,
             "executor_options": self.executor_options,
             "checkpoints": self.checkpoints,
+            "policy": self.policy,
+            "sources": self.sources,
         }
 
     @classmethod
@@ -60,6 +68,8 @@ class RunContext:
             executor=meta.get("executor", "local"),
             executor_options=dict(meta.get("executor_options") or {}),
             checkpoints=dict(meta.get("checkpoints") or {}),
+            policy=dict(meta.get("policy") or {}),
+            sources=list(meta.get("sources") or []),
         )
 
 
@@ -73,6 +83,7 @@ def pool_to_dict(p: PoolDef) -> dict[str, Any]:
         "count": p.count,
         "price_usd_per_h": p.price_usd_per_h,
         "instance_type": p.instance_type,
+        "weight": p.weight,
     }
 
 
@@ -84,6 +95,7 @@ def pool_from_dict(d: dict[str, Any]) -> PoolDef:
         count=int(d["count"]),
         price_usd_per_h=float(d["price_usd_per_h"]),
         instance_type=d.get("instance_type", "local"),
+        weight=float(d.get("weight", 1.0)),
     )
 
 
@@ -96,6 +108,8 @@ def new_context(
     max_parallel: int | None = None,
     seed: int | None = None,
     checkpoints: dict[str, Any] | None = None,
+    policy: dict[str, Any] | None = None,
+    sources: list[dict[str, Any]] | None = None,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -108,6 +122,8 @@ def new_context(
         executor=executor,
         executor_options={},
         checkpoints=dict(checkpoints or {}),
+        policy=dict(policy or {}),
+        sources=list(sources or []),
     )
 
 

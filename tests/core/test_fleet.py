@@ -1,0 +1,385 @@
+"""Spot capacity in the core, scenario by scenario: notices, losses, budgets, breakers,
+fallback, scaling, cost and memory escalation."""
+
+from __future__ import annotations
+
+import pytest
+
+from stormproof.core.breaker import Breaker, BreakerState
+from stormproof.core.decisions import (
+    AttemptEnded,
+    BreakerChanged,
+    Decision,
+    InstanceChanged,
+    KillAttempt,
+    LaunchAttempt,
+    LaunchInstance,
+    TaskEnded,
+    TaskRetrying,
+    TerminateInstance,
+)
+from stormproof.core.defs import (
+    BreakerRule,
+    Market,
+    PoolDef,
+    Resources,
+    RetryRule,
+    RunOptions,
+    SpotStrategy,
+    TaskDef,
+)
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptStarted,
+    CheckpointCommitted,
+    CheckpointRestored,
+    FleetScaleRequested,
+    InstanceLaunchFailed,
+    InstanceLost,
+    InstanceUp,
+    InterruptionNotice,
+    RunStarted,
+    TimerFired,
+)
+from stormproof.core.machine import Workflow
+
+from .builders import dag
+
+SPOT = PoolDef("spot", Market.SPOT, Resources(4, 8192), 2, price_usd_per_h=0.36)
+OD = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 1, price_usd_per_h=0.72)
+
+
+def of(kind: type[Decision], ds: list[Decision]) -> list[Decision]:
+    return [d for d in ds if isinstance(d, kind)]
+
+
+def launches(ds: list[Decision]) -> list[LaunchAttempt]:
+    return [d for d in ds if isinstance(d, LaunchAttempt)]
+
+
+def make(
+    tasks: list[TaskDef] | None = None,
+    pools: tuple[PoolDef, ...] = (SPOT, OD),
+    **options: object,
+) -> Workflow:
+    tasks = tasks if tasks is not None else dag({"a": []}, vcpus=4, memory=8192)
+    return Workflow(tasks, RunOptions(pools=pools, **options))  # type: ignore[arg-type]
+
+
+def start(wf: Workflow, at: float = 0.0) -> LaunchAttempt:
+    (launch,) = launches(wf.handle(RunStarted(at)))
+    wf.handle(AttemptStarted(at, launch.attempt_id, "pid"))
+    return launch
+
+
+def test_a_notice_sigterms_with_the_notice_as_grace_and_requeues_on_the_interruption_budget() -> (
+    None
+):
+    tasks = dag({"a": []}, vcpus=4, memory=8192, retry=[RetryRule(("States.ALL",), 1, 1, 1)])
+    wf = make(tasks)
+    first = start(wf)
+    assert first.market == "spot" and first.instances == ("spot-0",)
+    out = wf.handle(InterruptionNotice(10, "spot-0", 120, "cli"))
+    (kill,) = of(KillAttempt, out)
+    assert kill.attempt_id == "a/1" and kill.grace_s == 120
+    assert [d.state for d in of(InstanceChanged, out)] == ["draining"]
+    out = wf.handle(AttemptExited(40, "a/1", 143))
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.state, ended.error, ended.budget) == (
+        "interrupted",
+        "Capacity.Interrupted",
+        "interruptions",
+    )
+    (retrying,) = of(TaskRetrying, out)
+    assert retrying.budget == "interruptions" and retrying.delay_s == 0
+    assert wf.retries_used.get(0, [0]) == [0] and wf.interruptions[0] == 1
+    (second,) = launches(out)
+    assert second.instances == ("spot-1",), "never the draining instance"
+
+
+def test_a_task_that_finishes_within_the_notice_succeeds() -> None:
+    wf = make()
+    start(wf)
+    wf.handle(InterruptionNotice(10, "spot-0", 120, "cli"))
+    out = wf.handle(AttemptExited(20, "a/1", 0))
+    assert [(d.state, d.error) for d in of(TaskEnded, out)] == [("succeeded", None)]
+
+
+def test_the_reclaim_removes_the_instance_and_the_fleet_replaces_it() -> None:
+    wf = make()
+    start(wf)
+    wf.handle(InterruptionNotice(10, "spot-0", 120, "cli"))
+    out = wf.handle(TimerFired(130, "reclaim:spot-0"))
+    assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-0"]
+    (launch,) = of(LaunchInstance, out)
+    assert launch.pool == "spot" and launch.instance_id == "spot-2", "ids are never reused"
+    out = wf.handle(InstanceUp(131, "spot-2"))
+    assert [d.state for d in of(InstanceChanged, out)] == ["up"]
+
+
+def test_a_lost_instance_ends_its_attempts_now_as_node_lost_and_kills_them() -> None:
+    wf = make()
+    start(wf)
+    out = wf.handle(InstanceLost(5, "spot-0", "vanished"))
+    assert [k.grace_s for k in of(KillAttempt, out)] == [0.0]
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.error, ended.budget) == ("Node.Lost", "interruptions")
+    assert launches(out)[0].instances == ("spot-1",)
+
+
+def test_the_interruption_budget_ends_the_task_without_touching_retries() -> None:
+    tasks = dag({"a": []}, vcpus=4, memory=8192, max_interruptions=1)
+    wf = make(tasks)
+    start(wf)
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    out = wf.handle(AttemptExited(2, "a/1", 143))
+    (second,) = launches(out)
+    wf.handle(AttemptStarted(2, second.attempt_id, "pid"))
+    wf.handle(InterruptionNotice(3, second.instances[0], 0, "cli"))
+    out = wf.handle(AttemptExited(4, second.attempt_id, 143))
+    assert [(d.state, d.error) for d in of(TaskEnded, out)] == [("failed", "Capacity.Interrupted")]
+
+
+def test_fallback_after_k_interruptions_goes_on_demand() -> None:
+    wf = make(fallback_after_interruptions=1)
+    start(wf)
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    (second,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert second.market == "on_demand" and second.pool == "od"
+    assert "interrupted 1 times" in second.reason
+
+
+def test_the_last_attempt_the_budget_allows_runs_on_demand() -> None:
+    tasks = dag({"a": []}, vcpus=4, memory=8192, max_interruptions=2)
+    wf = make(tasks, last_attempt_on_demand=True)
+    start(wf)
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    (second,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert second.market == "spot"
+    wf.handle(AttemptStarted(2, second.attempt_id, "pid"))
+    wf.handle(InterruptionNotice(3, second.instances[0], 0, "cli"))
+    (third,) = launches(wf.handle(AttemptExited(4, second.attempt_id, 143)))
+    assert third.market == "on_demand"
+
+
+def test_spot_disabled_tasks_never_use_spot() -> None:
+    tasks = dag({"a": []}, vcpus=4, memory=8192, overrides={"a": {"spot_enabled": False}})
+    (launch,) = launches(make(tasks).handle(RunStarted(0)))
+    assert launch.pool == "od"
+
+
+def test_breaker_opens_after_threshold_faults_and_placement_skips_the_pool() -> None:
+    rule = BreakerRule(threshold=2, window_s=100, cooldown_s=50, max_cooldown_s=400)
+    wf = make(breaker=rule)
+    start(wf)
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    (second,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert second.instances == ("spot-1",)
+    wf.handle(AttemptStarted(2, second.attempt_id, "pid"))
+    out = wf.handle(InterruptionNotice(3, "spot-1", 0, "cli"))
+    (opened,) = of(BreakerChanged, out)
+    assert (opened.state, opened.until, opened.trips) == ("open", 53, 1)
+    (third,) = launches(wf.handle(AttemptExited(4, second.attempt_id, 143)))
+    assert third.pool == "od", "the open spot pool is skipped"
+
+
+def test_faults_outside_the_window_do_not_count() -> None:
+    b = Breaker("p", BreakerRule(threshold=2, window_s=10))
+    assert b.fault(0, "x") is None
+    assert b.fault(11, "y") is None, "the first fault left the window"
+    assert b.fault(12, "z") is not None
+
+
+def test_a_task_failure_is_not_a_pool_fault() -> None:
+    rule = BreakerRule(threshold=1)
+    tasks = dag({"a": []}, vcpus=4, memory=8192, retry=[RetryRule(("States.ALL",), 0, 2, 1)])
+    wf = make(tasks, breaker=rule)
+    start(wf)
+    out = wf.handle(AttemptExited(1, "a/1", 1))
+    assert not of(BreakerChanged, out)
+    assert launches(out)[0].pool == "spot"
+
+
+def test_half_open_lets_one_probe_through_and_its_success_closes_back_to_spot() -> None:
+    rule = BreakerRule(threshold=1, window_s=100, cooldown_s=50)
+    od = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 3, price_usd_per_h=0.72)
+    tasks = dag({"a": [], "b": [], "c": ["a"], "d": ["a"]}, vcpus=4, memory=8192)
+    wf = make(tasks, pools=(SPOT, od), breaker=rule)
+    out = wf.handle(RunStarted(0))
+    assert [d.pool for d in launches(out)] == ["spot", "spot"]
+    wf.handle(AttemptStarted(0, "a/1", "p"))
+    wf.handle(AttemptStarted(0, "b/1", "p"))
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    (a2,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert a2.pool == "od" and wf.breakers["spot"].state is BreakerState.OPEN
+    wf.handle(TimerFired(2, "reclaim:spot-0"))
+    out = wf.handle(TimerFired(51, "breaker:spot"))
+    assert [d.state for d in of(BreakerChanged, out)] == ["half_open"]
+    # the replacement instance comes up; a finishes; c and d become ready
+    (replacement,) = [d for d in out if isinstance(d, LaunchInstance)]
+    wf.handle(InstanceUp(52, replacement.instance_id))
+    wf.handle(AttemptStarted(52, a2.attempt_id, "p"))
+    out = wf.handle(AttemptExited(60, a2.attempt_id, 0))
+    placed = launches(out)
+    assert [d.pool for d in placed].count("spot") == 1, "one probe while half-open"
+    probe = next(d for d in placed if d.pool == "spot")
+    wf.handle(AttemptStarted(61, probe.attempt_id, "p"))
+    out = wf.handle(AttemptExited(70, probe.attempt_id, 0))
+    assert [d.state for d in of(BreakerChanged, out)] == ["closed"]
+    assert wf.breakers["spot"].allows()
+
+
+def test_repeated_trips_double_the_cooldown_up_to_the_cap_no_flapping() -> None:
+    b = Breaker("p", BreakerRule(threshold=1, window_s=10, cooldown_s=10, max_cooldown_s=35))
+    cooldowns = []
+    now = 0.0
+    for _ in range(4):
+        opened = b.fault(now, "x")
+        assert opened is not None and opened.until is not None
+        cooldowns.append(opened.until - now)
+        now = opened.until
+        assert b.cooled(now) is not None and b.state is BreakerState.HALF_OPEN
+        b.placed("probe")
+    assert cooldowns == [10, 20, 35, 35]
+    # a pool that then stays healthy longer than the cap is forgiven
+    b.ended(now, "probe", succeeded=True)
+    opened = b.fault(now + 100, "y")
+    assert opened is not None and opened.until == now + 110
+
+
+def test_the_probes_own_failure_lets_another_probe_try() -> None:
+    b = Breaker("p", BreakerRule(threshold=1, cooldown_s=5))
+    b.fault(0, "x")
+    b.cooled(5)
+    b.placed("t/1")
+    assert not b.allows()
+    assert b.ended(6, "t/1", succeeded=False) is None
+    assert b.state is BreakerState.HALF_OPEN and b.allows()
+
+
+def test_healthy_capacity_below_the_floor_opens_the_breaker() -> None:
+    rule = BreakerRule(threshold=10, min_healthy=2)
+    wf = make(breaker=rule)
+    start(wf)
+    out = wf.handle(InstanceLost(1, "spot-1", "gone"))
+    (opened,) = of(BreakerChanged, out)
+    assert opened.state == "open" and "healthy instances 1 < 2" in opened.reason
+    assert not of(LaunchInstance, out), "no replacement into an open pool"
+
+
+def test_a_refused_launch_is_retried_after_launch_retry() -> None:
+    wf = make(launch_retry_s=30.0)
+    start(wf)
+    wf.handle(InstanceLost(1, "spot-1", "gone"))
+    wf.handle(InstanceLaunchFailed(2, "spot-2", "no capacity"))
+    assert wf.timers["relaunch:spot"] == 32
+    out = wf.handle(TimerFired(32, "relaunch:spot"))
+    assert [d.instance_id for d in of(LaunchInstance, out)] == ["spot-3"]
+
+
+def test_scale_down_removes_idle_first_and_retires_busy_ones_when_they_finish() -> None:
+    tasks = dag({"a": [], "b": ["a"]}, vcpus=4, memory=8192)
+    wf = make(tasks)
+    start(wf)  # a runs on spot-0; spot-1 is idle
+    out = wf.handle(FleetScaleRequested(1, "spot", 0))
+    assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-1"]
+    assert [(d.instance_id, d.state) for d in of(InstanceChanged, out)] == [
+        ("spot-1", "gone"),
+        ("spot-0", "draining"),
+    ]
+    out = wf.handle(AttemptExited(5, "a/1", 0))
+    assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-0"]
+    assert [d.pool for d in launches(out)] == ["od"], "b waits for no spot: the pool is at 0"
+
+
+def test_scale_up_launches_instances() -> None:
+    wf = make()
+    wf.handle(RunStarted(0))
+    out = wf.handle(FleetScaleRequested(1, "spot", 4))
+    assert [d.instance_id for d in of(LaunchInstance, out)] == ["spot-2", "spot-3"]
+
+
+def test_diversified_spreads_placements_over_spot_pools_by_weight() -> None:
+    a = PoolDef("a", Market.SPOT, Resources(1, 1024), 10, 0.1, weight=1.0)
+    b = PoolDef("b", Market.SPOT, Resources(1, 1024), 10, 0.1, weight=3.0)
+    tasks = dag({f"t{i}": [] for i in range(8)}, vcpus=1, memory=1024)
+    out = Workflow(tasks, RunOptions(pools=(a, b))).handle(RunStarted(0))
+    pools = [d.pool for d in launches(out)]
+    assert pools.count("b") == 6 and pools.count("a") == 2
+
+
+def test_lowest_price_prefers_the_cheapest_vcpu_hour() -> None:
+    a = PoolDef("a", Market.SPOT, Resources(2, 2048), 4, 0.3)
+    b = PoolDef("b", Market.SPOT, Resources(2, 2048), 4, 0.1)
+    tasks = dag({"t0": [], "t1": []}, vcpus=1, memory=512)
+    options = RunOptions(pools=(a, b), spot_strategy=SpotStrategy.LOWEST_PRICE)
+    assert {d.pool for d in launches(Workflow(tasks, options).handle(RunStarted(0)))} == {"b"}
+
+
+def test_cost_bills_the_attempts_share_per_second_and_splits_off_the_waste() -> None:
+    # half an instance (2 of 4 vCPUs); spot at 0.36/h, on-demand 0.72/h
+    tasks = dag({"a": []}, vcpus=2, memory=1024, overrides={"a": {"checkpoint_enabled": True}})
+    wf = make(tasks)
+    first = start(wf)
+    assert first.usd_per_h == pytest.approx(0.18)
+    wf.handle(CheckpointCommitted(1000, "a/1", 1, 1, 10))
+    wf.handle(InterruptionNotice(1500, "spot-0", 0, "cli"))
+    out = wf.handle(AttemptExited(1800, "a/1", 143))
+    (ended,) = of(AttemptEnded, out)
+    assert ended.seconds == 1800 and ended.wasted_s == 800  # after the checkpoint at 1000
+    assert ended.cost_usd == pytest.approx(1800 * 0.18 / 3600)
+    assert ended.on_demand_usd == pytest.approx(1000 * 0.36 / 3600)
+    (second,) = launches(out)
+    assert second.restore_from == (1,)
+    wf.handle(CheckpointRestored(1810, second.attempt_id, 1))
+    wf.handle(AttemptStarted(1810, second.attempt_id, "p"))
+    out = wf.handle(AttemptExited(3600, second.attempt_id, 0))
+    (ended,) = of(AttemptEnded, out)
+    assert ended.wasted_s == 10, "restoring is restart overhead"
+    assert wf.cost.spent == pytest.approx(3600 * 0.18 / 3600)
+    assert wf.cost.wasted_s == 810
+    assert wf.cost.on_demand_equivalent == pytest.approx((3600 - 810) * 0.36 / 3600)
+    assert wf.cost.saved == pytest.approx(wf.cost.on_demand_equivalent - wf.cost.spent)
+
+
+def test_out_of_memory_escalates_memory_on_the_retry() -> None:
+    tasks = dag(
+        {"a": []},
+        vcpus=1,
+        memory=3000,
+        retry=[RetryRule(("Task.OutOfMemory",), 0, 2, 1)],
+        overrides={"a": {"memory_escalation": 2.0}},
+    )
+    wf = make(tasks)
+    first = start(wf)
+    assert first.memory_mib == 3000
+    out = wf.handle(AttemptExited(5, first.attempt_id, 137, out_of_memory=True))
+    (ended,) = of(AttemptEnded, out)
+    assert ended.error == "Task.OutOfMemory" and ended.budget == "retry"
+    (second,) = launches(out)
+    assert second.memory_mib == 6000
+    wf.handle(AttemptStarted(5, second.attempt_id, "p"))
+    out = wf.handle(AttemptExited(6, second.attempt_id, 137, out_of_memory=True))
+    (end,) = of(TaskEnded, out)
+    assert end.state == "failed" and "12000 MiB fits no pool" in end.reason
+
+
+def test_a_failure_never_escalates_memory() -> None:
+    tasks = dag(
+        {"a": []},
+        vcpus=1,
+        memory=3000,
+        retry=[RetryRule(("States.ALL",), 0, 2, 1)],
+        overrides={"a": {"memory_escalation": 2.0}},
+    )
+    wf = make(tasks)
+    start(wf)
+    (second,) = launches(wf.handle(AttemptExited(5, "a/1", 1)))
+    assert second.memory_mib == 3000
+
+
+def test_the_run_end_terminates_the_fleet() -> None:
+    wf = make()
+    start(wf)
+    out = wf.handle(AttemptExited(5, "a/1", 0))
+    assert sorted(d.instance_id for d in of(TerminateInstance, out)) == ["od-0", "spot-0", "spot-1"]
