@@ -96,6 +96,14 @@ class Harness:
             time.sleep(0.01)
 
 
+def kill_shim(harness: Harness) -> None:
+    """``kill -9`` the run's shim and wait until it is gone."""
+    pid = harness.shim_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+
+
 def group_exists(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)

@@ -23,6 +23,7 @@ from tests.executors._harness import (
     Harness,
     collect,
     finals,
+    kill_shim,
     run_to_end,
     wait_for,
     wait_gone,
@@ -89,13 +90,6 @@ def crash_after_start(
     p.send_signal(signal.SIGKILL)
     p.wait()
     return pids
-
-
-def kill_shim(harness: Harness) -> None:
-    pid = harness.shim_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    assert wait_gone(pid)
 
 
 def by_id(events: list[Event]) -> dict[str, Event]:

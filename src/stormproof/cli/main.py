@@ -19,9 +19,9 @@ import click
 from stormproof import __version__
 from stormproof.core.events import CancelRequested
 from stormproof.errors import CapacityError, StormproofError
+from stormproof.runtime.compile import policy_dict
 from stormproof.runtime.driver import Driver, DriveResult
 from stormproof.runtime.home import check_run_name, default_run_name
-from stormproof.runtime.compile import policy_dict
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
@@ -198,6 +198,13 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
     with reporter:
         result = driver.drive(initial)
     _say_result(ctx, result, quiet)
+    if not quiet and result.state != "stopped":
+        c = driver.core.cost
+        line = (
+            f"  cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
+            f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_s:.0f}s)"
+        )
+        out.print(line)
     sys.exit(EXIT.get(result.state, 1))
 
 
@@ -244,7 +251,7 @@ def status(
             return
         view = run_view(s, name)
         if as_json:
-            click.echo(json.dumps(view.to_json(), indent=2))
+            click.echo(json.dumps(view.to_json(time.time()), indent=2))
         else:
             render_run(view, out)
 
@@ -329,9 +336,12 @@ def _register_subcommands() -> None:
     """Commands that live in their own modules (kept out of the import path of `run`)."""
     from .checkpoint_cmd import checkpoint
     from .checkpoints_cmds import checkpoints
+    from .fleet_cmds import fleet, interrupt
 
     cli.add_command(checkpoint)
     cli.add_command(checkpoints)
+    cli.add_command(fleet)
+    cli.add_command(interrupt)
 
 
 _register_subcommands()

@@ -112,6 +112,8 @@ def run_table(view: RunView) -> Table:
     t.add_column("state", no_wrap=True)
     t.add_column("tries", justify="right", no_wrap=True)
     t.add_column("last attempt", min_width=9)
+    if view.instances:
+        t.add_column("where", no_wrap=True)
     t.add_column("took", justify="right", no_wrap=True)
     t.add_column("error / why", overflow="fold", ratio=1, min_width=12)
     for task in view.tasks.values():
@@ -119,23 +121,55 @@ def run_table(view: RunView) -> Table:
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
-        t.add_row(
+        used = task.budgets()
+        tries = str(len(task.attempts))
+        if used["interruptions"]:
+            tries += f" ({used['interruptions']} int.)"
+        cells = [
             str(task.stage + 1),
             escape(task.id),
             _styled(task.state),
-            str(len(task.attempts)),
+            tries,
             "-"
             if last is None
             else _styled(last.state)
             + (f" (exit {last.exit_code})" if last.exit_code not in (None, 0) else ""),
-            "-" if last is None else _took(last.started, last.ended),
-            escape(detail),
-        )
+        ]
+        if view.instances:
+            where = "-" if last is None else ",".join(last.instances)
+            cells.append(
+                escape(where) + (" [dim]od[/]" if last and last.market == "on_demand" else "")
+            )
+        cells += ["-" if last is None else _took(last.started, last.ended), escape(detail)]
+        t.add_row(*cells)
     return t
+
+
+def cost_line(view: RunView, now: float) -> str:
+    """One line of money: spent, saved against all-on-demand, and lost to interruptions."""
+    c = view.cost(view.ended if view.ended is not None else now)
+    text = (
+        f"cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
+        f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_seconds:.0f}s)"
+    )
+    if view.interruptions:
+        text += f" · {view.interruptions} interruption(s)"
+    return text
+
+
+def breaker_line(view: RunView) -> str | None:
+    if not view.breakers:
+        return None
+    parts = [f"{escape(pool)} {b['state']}" for pool, b in sorted(view.breakers.items())]
+    return "breakers: " + ", ".join(parts)
 
 
 def render_run(view: RunView, console: Console) -> None:
     console.print(run_table(view))
+    console.print(cost_line(view, time.time()))
+    line = breaker_line(view)
+    if line:
+        console.print(line)
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:

@@ -57,6 +57,8 @@ class LaunchAttempt(Decision):
     market: str = ""
     #: What the attempt costs per hour: its share of its instances at the pool's price.
     usd_per_h: float = 0.0
+    #: What the same share would cost per hour on the cheapest fitting on-demand pool.
+    on_demand_usd_per_h: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

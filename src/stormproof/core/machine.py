@@ -815,6 +815,7 @@ class Workflow:
                 need.memory_mib,
                 pool.market.value,
                 usd_per_h,
+                att.od_usd_per_h,
             )
         )
 

@@ -7,7 +7,10 @@ later orchestrator needs to learn what became of an attempt is on disk:
   fresh file after the attempt was reaped. A reader accepts only a complete line, so a
   half-written file reads as "no status yet", never as a wrong code. (A temp file plus
   ``rename`` would cost one more metadata operation per attempt for no extra safety against
-  the failures we care about, which are process deaths, not power cuts.)
+  the failures we care about, which are process deaths, not power cuts.) When the shim killed
+  the attempt for using more than its memory, the line is ``"<code> oom\\n"``: the verdict is
+  in the same single write as the code, so a recovery can never see one without the other.
+  Files without the word (every older one) read as "not out of memory".
 * ``<run_dir>/local-executor/journal`` gets one JSON line per launch (attempt id, pid, and
   the ``CLOCK_BOOTTIME`` reading taken just after the spawn returned) and one per shim start
   (boot id). It is appended by the shim right after each spawn. We use one append-only file
@@ -108,19 +111,28 @@ def exit_status_path(attempt_dir: str) -> str:
     return os.path.join(attempt_dir, "exit_status")
 
 
-def write_exit_status(attempt_dir: str, code: int) -> None:
+def write_exit_status(attempt_dir: str, code: int, out_of_memory: bool = False) -> None:
     """Record the exit code with one small write that a reader can check for completeness."""
     fd = os.open(
         exit_status_path(attempt_dir), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
     )
     try:
-        os.write(fd, b"%d\n" % code)
+        os.write(fd, b"%d oom\n" % code if out_of_memory else b"%d\n" % code)
     finally:
         os.close(fd)
 
 
-def read_exit_status(attempt_dir: str) -> tuple[int, float] | None:
-    """``(code, mtime)`` if a complete status was written, else ``None``."""
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """What an ``exit_status`` file says."""
+
+    code: int
+    at: float  # when it was written: the file's mtime
+    out_of_memory: bool = False
+
+
+def read_exit_status(attempt_dir: str) -> ExitStatus | None:
+    """The status, if a complete one was written, else ``None``."""
     path = exit_status_path(attempt_dir)
     try:
         with open(path, "rb") as f:
@@ -130,10 +142,12 @@ def read_exit_status(attempt_dir: str) -> tuple[int, float] | None:
         return None
     if not data.endswith(b"\n"):
         return None
+    words = data.split()
     try:
-        return int(data[:-1]), mtime
-    except ValueError:
+        code = int(words[0])
+    except (ValueError, IndexError):
         return None
+    return ExitStatus(code, mtime, b"oom" in words[1:])
 
 
 # ---------------------------------------------------------------------------- processes

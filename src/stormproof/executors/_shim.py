@@ -13,6 +13,13 @@ orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new 
 are found by pid + start time and watched through a pidfd. When one of those ends, its code
 is unknowable (its parent was the dead shim), so it is reported lost.
 
+Memory: an attempt submitted with a limit (bytes; see ``LocalExecutor`` for when it has one)
+is sampled every ``--memory-sample-s`` with its whole session (``_memory`` says how, and why
+not cgroups or rlimits). Over the limit, every process of the session gets SIGKILL, a line
+goes to its ``stderr.log``, and when the leader is reaped its status is written as
+``"137 oom"`` and the exit event says ``out_of_memory``. A shim that adopts attempts after
+its predecessor died does not limit them: the limits died with it.
+
 Kills: SIGTERM goes to the attempt's process group at once. SIGKILL goes to the group when
 the grace ends, or when the leader exits, whichever comes first: an ended attempt leaves no
 stragglers. The leader is reaped only after that SIGKILL, so its pid, and with it the group
@@ -24,13 +31,14 @@ for ``--idle-exit-s`` seconds, or at once after a ``shutdown`` request once that
 Protocol: one JSON array per line, each way.
 
     client -> shim   ["hello", version, env, client_pid]     answered by ["H", version, shim_pid]
-                     ["submit", attempt_id, attempt_dir, command, env]
+                     ["submit", attempt_id, attempt_dir, command, env(, memory_limit)]
                      ["kill", attempt_id, grace_s]
                      ["recover", request_no, [[attempt_id, attempt_dir], ...]]
                                                    answered by ["R", request_no, [event, ...]]
                      ["shutdown"]
     shim -> client   ["S", at, attempt_id, pid]               started
-                     ["X", at, attempt_id, exit_code]         exited (128+N for signal N)
+                     ["X", at, attempt_id, exit_code(, 1)]    exited (128+N for signal N);
+                                                   the 1 says it was killed for its memory
                      ["L", at, attempt_id, reason]            lost
                      ["F", at, attempt_id, message]           could not be submitted
 
@@ -57,6 +65,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stormproof.executors._files import (
+    ExitStatus,
     LaunchRecord,
     Layout,
     boot_id,
@@ -67,6 +76,7 @@ from stormproof.executors._files import (
     read_journal,
     write_exit_status,
 )
+from stormproof.executors._memory import MemorySampler, SessionUsage
 from stormproof.executors._spawn import Spawned, make_work_dir, spawn
 from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
 
@@ -77,6 +87,8 @@ _ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd
 _LOST_UNWATCHED = "its process ended while no shim was its parent, so its exit status is unknown"
 _LOST_REBOOT = "the machine restarted while it ran"
 _HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
+_MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
+_KILLED = 128 + signal.SIGKILL
 _decode = json.JSONDecoder().decode  # from str: ``json.loads(bytes)`` sniffs the encoding first
 
 
@@ -93,6 +105,8 @@ class _Attempt:
     kill_at: float | None = None  # monotonic time of the pending SIGKILL
     pidfd: int = -1
     id_json: str = ""  # the attempt id JSON-encoded once: events are built by formatting
+    memory_limit: int = 0  # bytes for the whole session; 0: none
+    killed_for_memory: bool = False
 
     def __post_init__(self) -> None:
         self.id_json = json.dumps(self.attempt_id)
@@ -102,10 +116,15 @@ class _Attempt:
             return self.final
         return f'["S",{self.started_at!r},{self.id_json},{self.pid}]'
 
-    def end(self, kind: str, at: float, detail: int | str) -> str:
-        """Record the final event (``X`` with a code, ``L``/``F`` with a message); return it."""
-        text = str(detail) if isinstance(detail, int) else json.dumps(detail)
-        self.final = f'["{kind}",{at!r},{self.id_json},{text}]'
+    def end(self, kind: str, at: float, message: str) -> str:
+        """Record the final event (``L`` lost or ``F`` failed, with a message); return it."""
+        self.final = f'["{kind}",{at!r},{self.id_json},{json.dumps(message)}]'
+        return self.final
+
+    def exited(self, at: float, code: int, out_of_memory: bool = False) -> str:
+        """Record the final ``X`` event; return it."""
+        flag = ",1" if out_of_memory else ""
+        self.final = f'["X",{at!r},{self.id_json},{code}{flag}]'
         return self.final
 
 
@@ -113,12 +132,21 @@ class Shim:
     """One run's attempts, their children and timers, driven by one poll loop."""
 
     def __init__(
-        self, layout: Layout, listener: socket.socket, idle_exit_s: float, hold_started_s: float
+        self,
+        layout: Layout,
+        listener: socket.socket,
+        idle_exit_s: float,
+        hold_started_s: float,
+        memory_sample_s: float = 0.1,
     ) -> None:
         self.layout = layout
         self.listener = listener
         self.idle_exit_s = idle_exit_s
         self.hold_started_s = hold_started_s
+        self.memory_sample_s = memory_sample_s
+        self.memory = MemorySampler()
+        self.limited: dict[int, _Attempt] = {}  # leader pid (= session id) -> limited child
+        self.sampling = False  # a memory sample is due on the timer heap
         self.boot = boot_id()
         self.poller = Poller()
         self.clients: set[Client] = set()
@@ -279,7 +307,8 @@ class Shim:
         self._send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
 
     def _op_submit(self, client: Client, msg: list[Any]) -> None:
-        _, attempt_id, attempt_dir, command, env = msg
+        attempt_id, attempt_dir, command, env = msg[1:5]
+        memory_limit = int(msg[5]) if len(msg) > 5 else 0
         rec = self.attempts.get(attempt_id)
         if rec is None:
             try:
@@ -295,7 +324,8 @@ class Shim:
                 self._send(client, rec.state_event())
             return
         try:
-            self._launch(client, attempt_id, attempt_dir, command, {**client.env, **env})
+            env = {**client.env, **env}
+            self._launch(client, attempt_id, attempt_dir, command, env, memory_limit)
         except Exception as exc:  # whatever it was, the orchestrator must hear of this attempt
             _log(f"{attempt_id}: launch failed:\n{traceback.format_exc()}")
             if attempt_id not in self.attempts:
@@ -323,10 +353,16 @@ class Shim:
 
     # ------------------------------------------------------------------ launching
     def _launch(
-        self, client: Client, attempt_id: str, attempt_dir: str, command: Any, env: dict[str, str]
+        self,
+        client: Client,
+        attempt_id: str,
+        attempt_dir: str,
+        command: Any,
+        env: dict[str, str],
+        memory_limit: int = 0,
     ) -> None:
         result = spawn(attempt_dir, command, env)
-        rec = _Attempt(attempt_id, attempt_dir, owner=client)
+        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
         if isinstance(result, Spawned):
             rec.pid, rec.spawned_boottime, rec.started_at = (
@@ -341,10 +377,12 @@ class Shim:
                 os.write(self.journal_fd, line)
             except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
                 _log(f"{attempt_id}: cannot write the journal: {exc}")
+            if memory_limit < 0:
+                self._limit(rec)
             self._send(client, rec.state_event(), hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126
             self._write_status(rec, result.exit_code)
-            self._send(client, rec.end("X", result.at, result.exit_code))
+            self._send(client, rec.exited(result.at, result.exit_code))
         else:
             self._send(client, rec.end("F", result.at, result.message))
 
@@ -353,9 +391,9 @@ class Shim:
         self.attempts[attempt_id] = rec
         self._send(client, rec.end("F", time.time(), message))
 
-    def _write_status(self, rec: _Attempt, code: int) -> None:
+    def _write_status(self, rec: _Attempt, code: int, out_of_memory: bool = False) -> None:
         try:
-            write_exit_status(rec.attempt_dir, code)
+            write_exit_status(rec.attempt_dir, code, out_of_memory)
         except OSError as exc:
             _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
 
@@ -407,12 +445,16 @@ class Shim:
         if code < 0:
             code = 128 - code
         at = time.time()
-        self._write_status(rec, code)  # before the event: whoever hears of it finds the file
+        if rec.memory_limit:
+            self.limited.pop(pid, None)
+        # Our SIGKILL, not its own end just before it: the leader's code says which came first.
+        oom = rec.killed_for_memory and code == _KILLED
+        self._write_status(rec, code, oom)  # before the event: whoever hears of it finds the file
         if rec.kill_at is not None:  # only without waitid (see _peek_exited): kill what is left
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
             self._clear_kill(rec)
-        self._send(rec.owner, rec.end("X", at, code))
+        self._send(rec.owner, rec.exited(at, code, oom))
 
     # ------------------------------------------------------------------ signals and timers
     def _signal_group(self, rec: _Attempt, sig: int) -> bool:
@@ -440,7 +482,9 @@ class Shim:
         now = time.monotonic()
         while self.timers and self.timers[0][0] <= now:
             _, _, key = heapq.heappop(self.timers)
-            if key:
+            if key == _MEMORY_TIMER:
+                self._sample_memory()
+            elif key:
                 self._fire_kill(key, now)
             else:
                 self._poll_adopted()
@@ -452,6 +496,55 @@ class Shim:
         self._clear_kill(rec)
         self._signal_group(rec, signal.SIGKILL)
 
+    # ------------------------------------------------------------------ memory
+    def _limit(self, rec: _Attempt) -> None:
+        """Start watching a child's memory; samples run while any limited child does."""
+        if not self.memory.available:
+            _log(f"{rec.attempt_id}: its memory limit cannot be enforced here (no /proc)")
+            return
+        self.limited[rec.pid] = rec
+        self.memory.watch(rec.pid)
+        if not self.sampling:
+            self.sampling = True
+            self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+
+    def _sample_memory(self) -> None:
+        self.sampling = False
+        if not self.limited:
+            self.memory.reset()
+            return
+        usage = self.memory.sample(self.limited.keys())
+        for sid, rec in list(self.limited.items()):
+            session = usage.get(sid)
+            if session is not None and session.leader_alive and session.rss > rec.memory_limit:
+                self._check_memory(rec, session)
+        self.sampling = True
+        self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+
+    def _check_memory(self, rec: _Attempt, session: SessionUsage) -> None:
+        """Over the limit by RSS: kill if the proportional size (shared pages split) agrees."""
+        used = self.memory.proportional(pid for pid, _ in session.members)
+        if used is None:
+            used = session.rss
+        if used > rec.memory_limit:
+            self._kill_for_memory(rec, session, used)
+
+    def _kill_for_memory(self, rec: _Attempt, session: SessionUsage, used: int) -> None:
+        """SIGKILL the whole session: its group at once, then members that left the group."""
+        del self.limited[rec.pid]
+        rec.killed_for_memory = True
+        self._signal_group(rec, signal.SIGKILL)
+        for pid, group in session.members:
+            if group != rec.pid:  # a pid outside the leader's group is not pinned: it may
+                with contextlib.suppress(OSError):  # have ended; its number is not reused yet
+                    os.kill(pid, signal.SIGKILL)
+        note = (
+            f"killed: it used {used >> 20} MiB of memory, over its limit of "
+            f"{rec.memory_limit >> 20} MiB"
+        )
+        _log(f"{rec.attempt_id}: {note}")
+        _append_note(rec.attempt_dir + "/stderr.log", f"stormproof: {note}\n")
+
     # ------------------------------------------------------------------ recovery
     def _known(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
         return self.attempts.get(attempt_id) or self._from_disk(attempt_id, attempt_dir)
@@ -461,7 +554,7 @@ class Shim:
         status = read_exit_status(attempt_dir)
         rec = _Attempt(attempt_id, attempt_dir)
         if status is not None:
-            rec.end("X", status[1], status[0])
+            _exited_as(rec, status)
         else:
             if self._journal_index is None:
                 self._journal_index = read_journal(self.layout.journal)
@@ -501,7 +594,7 @@ class Shim:
         self._clear_kill(rec)
         status = read_exit_status(rec.attempt_dir)
         if status is not None:
-            self._send(rec.owner, rec.end("X", status[1], status[0]))
+            self._send(rec.owner, _exited_as(rec, status))
         else:
             self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
 
@@ -511,6 +604,24 @@ class Shim:
                 self._adopted_ended(rec)
         if self.polled:
             self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
+
+
+def _exited_as(rec: _Attempt, status: ExitStatus) -> str:
+    return rec.exited(status.at, status.code, status.out_of_memory)
+
+
+def _append_note(path: str, text: str) -> None:
+    """One line for the attempt's owner to read, in its log; a log we cannot open gets none."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        os.write(fd, text.encode(errors="replace"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------- start-up
@@ -563,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("state_dir")
     parser.add_argument("--idle-exit-s", type=float, default=10.0)
     parser.add_argument("--hold-started-s", type=float, default=0.0)
+    parser.add_argument("--memory-sample-s", type=float, default=0.1)
     args = parser.parse_args(argv)
     layout = Layout(os.path.abspath(args.state_dir))
     os.makedirs(layout.state_dir, exist_ok=True)
@@ -578,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     _write_small(layout.pid, f"{os.getpid()}\n")
     _write_small(layout.endpoint, layout.socket + "\n")
     _log(f"listening on {layout.socket}")
-    Shim(layout, listener, args.idle_exit_s, args.hold_started_s).run()
+    Shim(layout, listener, args.idle_exit_s, args.hold_started_s, args.memory_sample_s).run()
     return 0
 
 

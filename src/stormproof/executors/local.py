@@ -23,6 +23,17 @@ Crash story, and why each piece exists:
 
 ``ExecutorUnavailable`` is raised only when no shim can be started or reached at all.
 Everything that goes wrong with one attempt arrives as an event.
+
+Memory limits. An attempt is limited only when its environment sets
+``STORMPROOF_MEMORY_LIMIT_MIB`` (``ENV_MEMORY_LIMIT_MIB``; the runtime sets it for tasks that
+declare ``memory``, to the attempt's ``memory_mib``): a task that never said how much memory it
+needs is not killed at the 1 GiB default. Only the variable's presence counts, the limit is
+``memory_mib × nodes``: a gang attempt's nodes all run on this one machine, so together they
+may use what the task asked for on each node. The shim enforces it (``_memory``), and reports
+an attempt it killed for it as ``AttemptExited(exit_code=137, out_of_memory=True)``; the
+verdict is written into ``exit_status`` too, so a recovery after any crash reports it the
+same. A run opts out with the executor option ``memory_limit: false``, or, without that
+option, ``STORMPROOF_MEMORY_LIMIT=off`` in the orchestrator's environment.
 """
 
 from __future__ import annotations
@@ -50,6 +61,11 @@ from stormproof.executors._files import Layout
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable, executor_options
 
 PROTOCOL_VERSION = 1
+#: Set in an attempt's environment: limit its memory (see the module docstring).
+ENV_MEMORY_LIMIT_MIB = "STORMPROOF_MEMORY_LIMIT_MIB"
+#: ``off`` in the orchestrator's environment: no memory limits for this run.
+ENV_MEMORY_LIMIT = "STORMPROOF_MEMORY_LIMIT"
+_OFF = frozenset(("off", "0", "false", "no"))
 _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not imported here
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
@@ -96,8 +112,10 @@ class LocalExecutor:
     """Runs attempts as local processes through the run's shim; see the module docstring.
 
     Options: ``idle_exit_s`` (how long an unused shim lingers, default 5),
-    ``start_timeout_s`` (how long to try to start or reach a shim, default 15) and
-    ``python`` (the interpreter that runs the shim, default this one).
+    ``start_timeout_s`` (how long to try to start or reach a shim, default 15),
+    ``python`` (the interpreter that runs the shim, default this one), ``memory_limit``
+    (``false``: never limit memory; default: ``$STORMPROOF_MEMORY_LIMIT``, else on) and
+    ``memory_sample_s`` (how often a new shim samples limited attempts, default 0.1).
     """
 
     def __init__(self, run_dir: Path, options: Mapping[str, Any] | None = None) -> None:
@@ -107,6 +125,8 @@ class LocalExecutor:
         self.hold_started_s = float(opts.get("hold_started_s", 0.002))
         self.start_timeout_s = float(opts.get("start_timeout_s", 15.0))
         self.python = str(opts.get("python", sys.executable))
+        self.memory_limits = _switch(opts.get("memory_limit", os.environ.get(ENV_MEMORY_LIMIT)))
+        self.memory_sample_s = float(opts.get("memory_sample_s", 0.1))
         self._conn: _Connection | None = None
         self._pending: list[Event] = []
         self._known: set[str] = set()  # submitted or recovered here: submit again is a no-op
@@ -124,7 +144,9 @@ class LocalExecutor:
             job.command if isinstance(job.command, str) else [str(a) for a in job.command]
         )
         env = {str(k): str(v) for k, v in job.env.items()}
-        msg = ["submit", job.attempt_id, attempt_dir, command, env]
+        msg: list[Any] = ["submit", job.attempt_id, attempt_dir, command, env]
+        if self.memory_limits and env.get(ENV_MEMORY_LIMIT_MIB):
+            msg.append(max(1, job.memory_mib) * max(1, job.nodes) << 20)
         self._send(msg)
         self._known.add(job.attempt_id)
         self._live[job.attempt_id] = attempt_dir
@@ -250,7 +272,10 @@ class LocalExecutor:
         self._live.pop(msg[2], None)
         self._kills.pop(msg[2], None)
         if kind == "X":
-            return AttemptExited(at=msg[1], attempt_id=msg[2], exit_code=int(msg[3]))
+            oom = len(msg) > 4 and bool(msg[4])
+            return AttemptExited(
+                at=msg[1], attempt_id=msg[2], exit_code=int(msg[3]), out_of_memory=oom
+            )
         if kind == "L":
             return AttemptLost(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
         return AttemptSubmitFailed(at=msg[1], attempt_id=msg[2], message=str(msg[3]))
@@ -329,6 +354,8 @@ class LocalExecutor:
                         repr(self.idle_exit_s),
                         "--hold-started-s",
                         repr(self.hold_started_s),
+                        "--memory-sample-s",
+                        repr(self.memory_sample_s),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -339,6 +366,15 @@ class LocalExecutor:
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutorUnavailable(f"cannot start the local shim: {exc}") from exc
+
+
+def _switch(value: object) -> bool:
+    """An on/off setting: ``False``, or a string like ``off``/``0``/``no``, is off; unset is on."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() not in _OFF
 
 
 def _shim_environment() -> dict[str, str]:

@@ -15,6 +15,35 @@ from stormproof.store.base import Row
 
 
 @dataclass
+class CostView:
+    """Money in USD (DESIGN §5): spent, what all-on-demand would have cost, and the waste."""
+
+    spent: float = 0.0
+    on_demand_equivalent: float = 0.0
+    wasted: float = 0.0
+    wasted_seconds: float = 0.0
+
+    @property
+    def saved(self) -> float:
+        return self.on_demand_equivalent - self.spent
+
+    def add(self, other: CostView) -> None:
+        self.spent += other.spent
+        self.on_demand_equivalent += other.on_demand_equivalent
+        self.wasted += other.wasted
+        self.wasted_seconds += other.wasted_seconds
+
+    def to_json(self) -> dict[str, float]:
+        return {
+            "spent": round(self.spent, 6),
+            "on_demand_equivalent": round(self.on_demand_equivalent, 6),
+            "saved": round(self.saved, 6),
+            "wasted": round(self.wasted, 6),
+            "wasted_seconds": round(self.wasted_seconds, 3),
+        }
+
+
+@dataclass
 class AttemptView:
     number: int
     state: str = "placed"
@@ -23,11 +52,24 @@ class AttemptView:
     ended: float | None = None
     error: str | None = None
     pool: str | None = None
+    market: str | None = None
     instances: list[str] = field(default_factory=list)
     budget: str | None = None
     reason: str = ""
+    launched: float = 0.0
+    usd_per_h: float = 0.0
+    on_demand_usd_per_h: float = 0.0
+    restored_from: int | None = None
+    final_cost: CostView | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def cost(self, now: float) -> CostView:
+        """The billed cost once ended; while it runs, what it has cost so far."""
+        if self.final_cost is not None:
+            return self.final_cost
+        seconds = max(0.0, now - self.launched)
+        return CostView(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
+
+    def to_json(self, now: float) -> dict[str, Any]:
         return {
             "number": self.number,
             "state": self.state,
@@ -36,9 +78,13 @@ class AttemptView:
             "ended": self.ended,
             "error": self.error,
             "pool": self.pool,
+            "market": self.market,
             "instance": self.instances[0] if self.instances else None,
             "instances": self.instances,
             "budget": self.budget,
+            "reason": self.reason,
+            "restored_from": self.restored_from,
+            "cost": self.cost(now).to_json(),
         }
 
 
@@ -52,13 +98,49 @@ class TaskView:
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
+    def cost(self, now: float) -> CostView:
+        total = CostView()
+        for att in self.attempts:
+            total.add(att.cost(now))
+        return total
+
+    def budgets(self) -> dict[str, int]:
+        """How many ended attempts drew on each budget (retry, interruptions)."""
+        used = {"retry": 0, "interruptions": 0}
+        for att in self.attempts:
+            if att.budget in used:
+                used[att.budget] += 1
+        return used
+
+    def to_json(self, now: float) -> dict[str, Any]:
         return {
             "name": self.name,
             "stage": self.stage + 1,
             "state": self.state,
             "error": self.error,
-            "attempts": [a.to_json() for a in self.attempts],
+            "budgets_used": self.budgets(),
+            "cost": self.cost(now).to_json(),
+            "attempts": [a.to_json(now) for a in self.attempts],
+        }
+
+
+@dataclass
+class InstanceView:
+    id: str
+    pool: str
+    market: str
+    state: str
+    reason: str = ""
+    attempts: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pool": self.pool,
+            "market": self.market,
+            "state": self.state,
+            "attempts": list(self.attempts),
+            "reason": self.reason,
         }
 
 
@@ -70,12 +152,17 @@ class RunView:
     started: float | None = None
     ended: float | None = None
     tasks: dict[str, TaskView] = field(default_factory=dict)
+    instances: dict[str, InstanceView] = field(default_factory=dict)
+    breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    interruptions: int = 0
     last_seq: int = 0
+    last_at: float = 0.0
     _by_attempt: dict[str, AttemptView] = field(default_factory=dict)
 
     def apply(self, rows: Iterable[Row]) -> RunView:
         for row in rows:
             self.last_seq = row.seq
+            self.last_at = max(self.last_at, row.at)
             handler = _HANDLERS.get(row.kind)
             if handler is not None:
                 handler(self, row)
@@ -87,7 +174,15 @@ class RunView:
             out[t.state] = out.get(t.state, 0) + 1
         return out
 
-    def to_json(self) -> dict[str, Any]:
+    def cost(self, now: float) -> CostView:
+        total = CostView()
+        for t in self.tasks.values():
+            total.add(t.cost(now))
+        return total
+
+    def to_json(self, now: float | None = None) -> dict[str, Any]:
+        """``now`` prices attempts still running (default: the last thing the log says)."""
+        at = self.ended if self.ended is not None else (now or self.last_at)
         return {
             "name": self.name,
             "workflow": self.workflow,
@@ -95,7 +190,11 @@ class RunView:
             "started": self.started,
             "ended": self.ended,
             "counts": self.counts(),
-            "tasks": {tid: t.to_json() for tid, t in self.tasks.items()},
+            "cost": self.cost(at).to_json(),
+            "interruptions": self.interruptions,
+            "breakers": dict(self.breakers),
+            "fleet": [i.to_json() for i in self.instances.values()],
+            "tasks": {tid: t.to_json(at) for tid, t in self.tasks.items()},
         }
 
 
@@ -107,10 +206,23 @@ def _run_started(v: RunView, row: Row) -> None:
 def _launch(v: RunView, row: Row) -> None:
     d = row.data
     task = v.tasks[d["task_id"]]
-    att = AttemptView(int(d["number"]), pool=d.get("pool"), instances=list(d.get("instances", [])))
+    att = AttemptView(
+        int(d["number"]),
+        pool=d.get("pool"),
+        market=d.get("market") or None,
+        instances=list(d.get("instances", [])),
+        launched=row.at,
+        usd_per_h=float(d.get("usd_per_h", 0.0)),
+        on_demand_usd_per_h=float(d.get("on_demand_usd_per_h", 0.0)),
+        reason=d.get("reason", ""),
+    )
     task.attempts.append(att)
     task.state = "running"
     v._by_attempt[d["attempt_id"]] = att
+    for iid in att.instances:
+        inst = v.instances.get(iid)
+        if inst is not None:
+            inst.attempts.append(d["attempt_id"])
 
 
 def _started(v: RunView, row: Row) -> None:
@@ -131,6 +243,52 @@ def _attempt_ended(v: RunView, row: Row) -> None:
     att.budget = d.get("budget")
     att.reason = d.get("reason", "")
     att.ended = row.at
+    att.final_cost = CostView(
+        float(d.get("cost_usd", 0.0)),
+        float(d.get("on_demand_usd", 0.0)),
+        float(d.get("wasted_usd", 0.0)),
+        float(d.get("wasted_s", 0.0)),
+    )
+    for iid in att.instances:
+        inst = v.instances.get(iid)
+        if inst is not None and d["attempt_id"] in inst.attempts:
+            inst.attempts.remove(d["attempt_id"])
+
+
+def _restored(v: RunView, row: Row) -> None:
+    att = v._by_attempt.get(row.data["attempt_id"])
+    if att is not None and row.data.get("seq"):
+        att.restored_from = int(row.data["seq"])
+
+
+def _instance(v: RunView, row: Row) -> None:
+    d = row.data
+    inst = v.instances.get(d["instance_id"])
+    if inst is None:
+        inst = v.instances[d["instance_id"]] = InstanceView(
+            d["instance_id"], d["pool"], d["market"], d["state"]
+        )
+    inst.state = d["state"]
+    inst.reason = d.get("reason", "")
+
+
+def _notice(v: RunView, row: Row) -> None:
+    inst = v.instances.get(row.data.get("instance_id", ""))
+    if inst is not None and inst.state in (
+        "up",
+        "draining" if row.kind == "InstanceLost" else "up",
+    ):
+        v.interruptions += 1
+
+
+def _breaker(v: RunView, row: Row) -> None:
+    d = row.data
+    v.breakers[d["pool"]] = {
+        "state": d["state"],
+        "until": d.get("until"),
+        "trips": d.get("trips", 0),
+        "reason": d.get("reason", ""),
+    }
 
 
 def _task_ready(v: RunView, row: Row) -> None:
@@ -164,6 +322,11 @@ _HANDLERS = {
     "TaskRetrying": _task_retrying,
     "TaskEnded": _task_ended,
     "RunFinished": _run_finished,
+    "CheckpointRestored": _restored,
+    "InstanceChanged": _instance,
+    "InterruptionNotice": _notice,
+    "InstanceLost": _notice,
+    "BreakerChanged": _breaker,
 }
 
 

@@ -1,0 +1,167 @@
+"""Memory limits with real processes: who is killed, what is reported, what survives a restart.
+
+Every attempt that should be killed holds its memory far longer than the tests wait, so without
+enforcement the test times out instead of passing by luck; every attempt that must live holds
+its memory for many sampling intervals and then exits 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+import pytest
+
+from stormproof.core.events import AttemptExited, Event
+from stormproof.executors._files import read_exit_status, write_exit_status
+from stormproof.executors.base import AttemptJob
+from stormproof.executors.local import ENV_MEMORY_LIMIT, ENV_MEMORY_LIMIT_MIB
+from tests.executors._harness import (
+    PYTHON,
+    Harness,
+    collect,
+    finals,
+    kill_shim,
+    run_to_end,
+    wait_for,
+    wait_gone,
+)
+
+#: argv: MiB to allocate and touch, seconds to hold it, and optionally "own-group".
+ALLOC = """
+import os, sys, time
+if sys.argv[3:] == ["own-group"]:
+    os.setpgid(0, 0)
+n = int(sys.argv[1]) << 20
+block = bytearray(n)
+for i in range(0, n, 4096):
+    block[i] = 1
+with open(f"allocated.{os.getpid()}", "w") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(float(sys.argv[2]))
+"""
+HOLD_FOREVER = "60"  # longer than any test waits: only the limit ends it
+HOLD_A_WHILE = "1.0"  # ten sampling intervals
+
+
+def alloc(mib: int, hold: str, *extra: str) -> list[str]:
+    return [PYTHON, "-c", ALLOC, str(mib), hold, *extra]
+
+
+def limited(
+    harness: Harness,
+    name: str,
+    command: list[str] | str,
+    memory_mib: int,
+    nodes: int = 1,
+    declared: bool = True,
+) -> AttemptJob:
+    env = {ENV_MEMORY_LIMIT_MIB: str(memory_mib)} if declared else {}
+    job = harness.job(name, command, env)
+    return dataclasses.replace(job, memory_mib=memory_mib, nodes=nodes)
+
+
+def exited(events: list[Event], attempt_id: str) -> AttemptExited:
+    event = finals(events)[attempt_id]
+    assert isinstance(event, AttemptExited), event
+    return event
+
+
+def assert_killed_for_memory(events: list[Event], job: AttemptJob, limit_mib: int) -> None:
+    event = exited(events, job.attempt_id)
+    assert (event.exit_code, event.out_of_memory) == (128 + 9, True)
+    assert job.exit_status_path.read_text() == "137 oom\n"
+    note = job.stderr_path.read_text().splitlines()[-1]
+    assert note.startswith("stormproof: killed: it used ")
+    assert note.endswith(f"over its limit of {limit_mib} MiB")
+
+
+def assert_ran_to_the_end(events: list[Event], job: AttemptJob) -> None:
+    event = exited(events, job.attempt_id)
+    assert (event.exit_code, event.out_of_memory) == (0, False)
+    assert job.exit_status_path.read_text() == "0\n"
+
+
+def test_over_the_limit_is_killed_under_it_is_not(harness: Harness) -> None:
+    over = limited(harness, "over", alloc(200, HOLD_FOREVER), memory_mib=64)
+    under = limited(harness, "under", alloc(16, HOLD_A_WHILE), memory_mib=256)
+    events = run_to_end(harness.executor(), [over, under], timeout_s=20.0)
+    assert_killed_for_memory(events, over, 64)
+    assert_ran_to_the_end(events, under)
+
+
+def test_the_whole_session_counts_and_is_killed(harness: Harness) -> None:
+    # Two grandchildren under a shell, one in a process group of its own. Each stays under the
+    # limit alone (60 MiB + the interpreter); together they are over it.
+    first, second = alloc(60, HOLD_FOREVER, "own-group"), alloc(60, HOLD_FOREVER)
+    script = f"{shlex.join(first)} & {shlex.join(second)} & wait"
+    job = limited(harness, "family", script, memory_mib=96)
+    ex = harness.executor()
+    ex.submit(job)
+    events = collect(ex, lambda evs: job.attempt_id in finals(evs), timeout_s=20.0)
+    assert_killed_for_memory(events, job, 96)
+    grandchildren = [int(p.read_text()) for p in job.work_dir.glob("allocated.*")]
+    assert len(grandchildren) == 2
+    assert all(wait_gone(pid) for pid in grandchildren)
+
+
+def test_only_attempts_with_the_variable_are_limited(harness: Harness) -> None:
+    declared = limited(harness, "declared", alloc(200, HOLD_FOREVER), memory_mib=64)
+    undeclared = limited(
+        harness, "undeclared", alloc(200, HOLD_A_WHILE), memory_mib=64, declared=False
+    )
+    events = run_to_end(harness.executor(), [declared, undeclared], timeout_s=20.0)
+    assert_killed_for_memory(events, declared, 64)
+    assert_ran_to_the_end(events, undeclared)
+
+
+def test_a_gang_attempt_may_use_its_memory_times_its_nodes(harness: Harness) -> None:
+    one_node = limited(harness, "one", alloc(96, HOLD_FOREVER), memory_mib=64)
+    two_nodes = limited(harness, "two", alloc(96, HOLD_A_WHILE), memory_mib=64, nodes=2)
+    events = run_to_end(harness.executor(), [one_node, two_nodes], timeout_s=20.0)
+    assert_killed_for_memory(events, one_node, 64)
+    assert_ran_to_the_end(events, two_nodes)
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_run_can_opt_out(harness: Harness, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    if how == "option":
+        opted_out = harness.executor(memory_limit=False)
+    else:
+        monkeypatch.setenv(ENV_MEMORY_LIMIT, "off")
+        opted_out = harness.executor()
+        monkeypatch.delenv(ENV_MEMORY_LIMIT)
+    enforcing = harness.executor()  # the same shim: the choice is the submitting run's
+    free = limited(harness, "free", alloc(200, HOLD_A_WHILE), memory_mib=64)
+    opted_out.submit(free)
+    kept = limited(harness, "kept", alloc(200, HOLD_FOREVER), memory_mib=64)
+    assert_killed_for_memory(run_to_end(enforcing, [kept], timeout_s=20.0), kept, 64)
+    events = collect(opted_out, lambda evs: free.attempt_id in finals(evs))
+    assert_ran_to_the_end(events, free)
+
+
+@pytest.mark.parametrize("shim_dies", [False, True], ids=["shim-alive", "shim-killed"])
+def test_the_verdict_is_recovered_after_a_restart(harness: Harness, shim_dies: bool) -> None:
+    job = limited(harness, "oom", alloc(200, HOLD_FOREVER), memory_mib=64)
+    first = harness.executor()
+    first.submit(job)
+    wait_for(job.exit_status_path.exists, 20.0)
+    first.close()  # the orchestrator goes without hearing of it
+    if shim_dies:
+        kill_shim(harness)
+    recovered = harness.executor().recover([job])
+    assert len(recovered) == 1
+    assert isinstance(recovered[0], AttemptExited)
+    assert (recovered[0].exit_code, recovered[0].out_of_memory) == (128 + 9, True)
+
+
+def test_exit_status_files_old_and_new(tmp_path: Path) -> None:
+    write_exit_status(str(tmp_path), 137, out_of_memory=True)
+    status = read_exit_status(str(tmp_path))
+    assert status is not None and (status.code, status.out_of_memory) == (137, True)
+    (tmp_path / "exit_status").write_text("5\n")  # as every earlier version wrote it
+    status = read_exit_status(str(tmp_path))
+    assert status is not None and (status.code, status.out_of_memory) == (5, False)
+    (tmp_path / "exit_status").write_text("137 o")  # torn: no status yet
+    assert read_exit_status(str(tmp_path)) is None
