@@ -239,3 +239,39 @@ def test_bad_max_parallel_env(tmp_path: Path, value: str) -> None:
         f"STORMPROOF_MAX_PARALLEL={value!r}: expected a whole number of at least 1, like 8 "
         "(or unset it)"
     )
+
+
+def test_spot_settings_load_with_durations(tmp_path: Path) -> None:
+    text = (
+        "pools:\n"
+        "  - {name: s, market: spot, vcpus: 2, memory: 512, notice: 30s, trace: t.json,\n"
+        "     time_scale: 600, trace_offset: 2h, interruption_rate: 0.2}\n"
+        "policy:\n"
+        "  fallback_after_interruptions: 2\n"
+        "  last_attempt_on_demand: true\n"
+        "  launch_retry: 1m\n"
+        "  breaker: {threshold: 4, window: 15m, cooldown: 2m, max_cooldown: 1h, min_healthy: 2}\n"
+    )
+    (tmp_path / "stormproof.yaml").write_text(text)
+    config = load_config(None, tmp_path, {})
+    pool = config.pools[0]
+    assert (pool.notice, pool.time_scale, pool.trace_offset) == (30.0, 600.0, 7200.0)
+    rule = config.policy.breaker_rule()
+    assert (rule.threshold, rule.window_s, rule.cooldown_s, rule.max_cooldown_s) == (
+        4,
+        900.0,
+        120.0,
+        3600.0,
+    )
+    assert rule.min_healthy == 2 and config.policy.launch_retry == 60.0
+
+
+def test_bad_spot_settings_name_the_place(tmp_path: Path) -> None:
+    text = "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, time_scale: 0}\n"
+    assert "pools[0].time_scale: must be more than 0" in error(tmp_path, text)
+    text = "policy:\n  breaker: {treshold: 2}\n"
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:2: policy.breaker.treshold: unknown field (did you mean 'threshold'?)"
+    )
+    text = "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, notice: soon}\n"
+    assert "pools[0].notice: expected a duration like 600" in error(tmp_path, text)

@@ -181,3 +181,17 @@ def test_a_pool_follows_a_real_spot_trace(cli: Cli) -> None:
     outage = next(i for i in range(drop, len(values)) if values[i] >= 1) - drop
     ups = [r for r in rows if r["kind"] == "InstanceUp"]
     assert ups[-1]["at"] - notices[0]["at"] >= outage - 1.5, "no instance while the trace is 0"
+
+
+def test_a_missing_or_malformed_trace_is_a_clear_error_before_anything_starts(cli: Cli) -> None:
+    cli.write("wf.yaml", "name: w\ntasks:\n  - {id: a, command: 'true', memory: 256}\n")
+    trace_config(cli, cli.cwd / "nope.json", offset=0, scale=1)
+    proc = cli("run", "wf.yaml", "--name", "w")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "pools[0].trace" in proc.stderr and "is not a file" in proc.stderr
+    bad = cli.write("bad.json", '{"metadata": {"gap_seconds": 60}, "data": [1, "x"]}')
+    trace_config(cli, bad, offset=0, scale=1)
+    proc = cli("run", "wf.yaml", "--name", "w")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad.json" in proc.stderr
+    assert cli("status", "--json").stdout.strip() == "[]", "nothing was created"

@@ -228,7 +228,7 @@ def test_a_small_trace_in_either_layout(tmp_path: Path, make: Any) -> None:
     memory = {t.id: t.memory for t in spec.tasks}
     assert memory["split_ID01"] == 4  # 3 MiB + 1 byte, rounded up
     assert memory["work_ID03"] == DEFAULT_MEMORY_MIB  # none traced
-    assert memory["work_ID02"] == (512 if result.layout == "split" else math.ceil(512 * MIB / MIB))
+    assert memory["work_ID02"] == 512  # 1.4: 536870 KB of 1000 bytes, rounded up to MiB
     split = spec.tasks[0]
     assert shlex.split(split.labels["wf_command"]) == ["split", "-n", "2", "in put.txt"]
     assert spec.tasks[3].labels["wf_command"] == "merge"
@@ -241,6 +241,12 @@ def test_the_flat_layout_keeps_both_old_identifiers_in_labels(tmp_path: Path) ->
     spec = write_and_load(tmp_path, convert(small_flat()), ImportOptions())
     assert spec.tasks[0].labels["wf_id"] == "ID01"
     assert spec.tasks[0].labels["wf_name"] == "split_ID01"
+
+
+def test_a_command_given_as_one_string_is_kept_as_it_is(tmp_path: Path) -> None:
+    document = split_doc([{"id": "a"}], [{"id": "a", "runtimeInSeconds": 1, "command": "x 'y"}])
+    spec = write_and_load(tmp_path, convert(document), ImportOptions())
+    assert spec.tasks[0].labels["wf_command"] == "x 'y"
 
 
 def test_the_pre_1_3_jobs_list_with_bare_arguments(tmp_path: Path) -> None:
@@ -355,6 +361,24 @@ def test_the_time_factor_scales_the_sleep_and_never_the_estimate(
         assert sleep_seconds(task) == pytest.approx(task.estimated_runtime * factor, abs=1e-6)
         assert isinstance(task.command, list) and "e" not in task.command[1].lower()
     assert spec.tasks[1].estimated_runtime == 10
+
+
+def test_a_time_factor_that_overflows_the_sleep_is_refused() -> None:
+    with pytest.raises(WfFormatError, match=r'makes "work_ID03" sleep forever'):
+        convert(small_split(), ImportOptions(time_factor=1e308))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        *((f, v) for f in ("time_factor", "default_runtime") for v in (-1.0, math.nan, math.inf)),
+        ("max_vcpus", 0.0),
+        ("max_memory_mib", 0),
+    ],
+)
+def test_options_out_of_range_are_refused_whoever_builds_them(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+        ImportOptions(**{field: value})
 
 
 def test_caps_bound_resources_and_keep_the_traced_values_in_labels(tmp_path: Path) -> None:
@@ -528,6 +552,17 @@ BAD_DOCUMENTS: list[tuple[str, Any, list[str]]] = [
         "command of the wrong shape",
         split_doc([{"id": "a"}], [{"id": "a", "runtimeInSeconds": 1, "command": ["x"]}]),
         ["workflow.execution.tasks[0].command should be an object like"],
+    ),
+    (
+        "lone surrogate",
+        split_doc(
+            [{"id": "a", "parents": ["\ud800"]}],
+            [{"id": "a", "runtimeInSeconds": 1, "command": {"program": "p\udc00"}}],
+        ),
+        [
+            'workflow.specification.tasks[0].parents holds a lone "\\udXXX" escape',
+            'workflow.execution.tasks[0].command.program holds a lone "\\udXXX" escape',
+        ],
     ),
     (
         "flat names repeated",

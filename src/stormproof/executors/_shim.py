@@ -377,7 +377,7 @@ class Shim:
                 os.write(self.journal_fd, line)
             except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
                 _log(f"{attempt_id}: cannot write the journal: {exc}")
-            if memory_limit < 0:
+            if memory_limit > 0:
                 self._limit(rec)
             self._send(client, rec.state_event(), hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126

@@ -62,6 +62,8 @@ _MAX_IDS_FOR_SUGGESTIONS = 50_000
 _SLEEP_DECIMALS = 6  # microseconds: finer than any sleep is precise
 
 _ID_OK = re.compile(TASK_ID_PATTERN)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NOT_TEXT = 'holds a lone "\\udXXX" escape, which is no character (fix or remove it)'
 _ID_BAD_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
 _ID_MAX = 128
 _HASH_CHARS = 8
@@ -70,6 +72,14 @@ _RUNTIME_KEYS = ("runtimeInSeconds", "runtime")
 _CORES_KEYS = ("coreCount", "cores")
 #: (key, bytes per unit): ``memory`` is the pre-1.4 name, in KB.
 _MEMORY_KEYS = (("memoryInBytes", 1), ("memory", _KB))
+
+#: Smallest allowed value of each numeric option (a cap of 0 would make tasks invalid).
+_OPTION_MINIMA = {
+    "time_factor": 0.0,
+    "default_runtime": 0.0,
+    "max_vcpus": 1e-9,
+    "max_memory_mib": 1,
+}
 
 SKELETON = (
     'a WfFormat file looks like {"name": "...", "schemaVersion": "1.5", "workflow": '
@@ -96,6 +106,13 @@ class ImportOptions:
     max_memory_mib: int | None = None
     #: The workflow's name; ``None``: the file's ``name``, else ``fallback_name``.
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        # The command line checks these too, with friendlier words; this guards other callers.
+        for field_name, least in _OPTION_MINIMA.items():
+            value = getattr(self, field_name)
+            if value is not None and not (math.isfinite(value) and value >= least):
+                raise ValueError(f"{field_name} must be a finite number >= {least}, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,7 @@ def convert(
     problems.raise_if_any()
     order = _dependency_order(parents, tasks, source)
     defaulted = _fill_runtimes(tasks, options.default_runtime, has_execution, source)
+    _check_sleeps(tasks, options.time_factor, source)
     ids = sanitize_ids([t.key for t in tasks])
     task_docs: list[dict[str, Any]] = []
     capped = 0
@@ -393,8 +411,11 @@ def _command_text(item: Mapping[str, Any], place: str, problems: _Problems) -> s
         command = {"arguments": item["arguments"]} if "arguments" in item else None
     if command is None:
         return None
-    if isinstance(command, str):
-        return command.strip() or None
+    if isinstance(command, str):  # not in the schema, but unambiguous: the command line itself
+        if _is_text(command):
+            return command.strip() or None
+        problems.add(f"{place}.command {_NOT_TEXT}")
+        return None
     if not isinstance(command, dict):
         example = '{"program": "...", "arguments": []}'
         problems.add(f"{place}.command should be an object like {example}, not {_kind(command)}")
@@ -407,7 +428,11 @@ def _command_text(item: Mapping[str, Any], place: str, problems: _Problems) -> s
         )
         return None
     words = ([program] if program else []) + [_word(a) for a in arguments]
-    return shlex.join(words) if words else None
+    line = shlex.join(words) if words else None
+    if line is not None and not _is_text(line):
+        problems.add(f"{place}.command {_NOT_TEXT}")
+        return None
+    return line
 
 
 def _is_scalar(value: Any) -> bool:
@@ -425,12 +450,20 @@ def _text(
 ) -> str | None:
     value = item.get(key)
     if isinstance(value, str) and value:
-        return value
+        if _is_text(value):
+            return value
+        problems.add(f"{place}.{key} {_NOT_TEXT}")
+        return None
     if value is None and not required:
         return None
     what = "is missing" if value is None else f"is {_show(value)}"
     problems.add(f"{place}.{key} should be a non-empty string, but it {what}")
     return None
+
+
+def _is_text(text: str) -> bool:
+    """False if ``text`` has a lone surrogate: JSON's "\\ud800" loads, UTF-8 cannot hold it."""
+    return text.isascii() or _SURROGATE.search(text) is None
 
 
 def _references(item: Mapping[str, Any], key: str, place: str, problems: _Problems) -> list[str]:
@@ -441,6 +474,9 @@ def _references(item: Mapping[str, Any], key: str, place: str, problems: _Proble
         problems.add(
             f"{place}.{key} should be a list of task ids (strings), but it is {_show(value)}"
         )
+        return []
+    if not all(map(_is_text, value)):
+        problems.add(f"{place}.{key} {_NOT_TEXT}")
         return []
     return value
 
@@ -602,6 +638,19 @@ def _fill_runtimes(
     return len(missing)
 
 
+def _check_sleeps(tasks: list[_Task], time_factor: float, source: str) -> None:
+    """A time factor so large that a sleep overflows is refused, not written as ``inf``."""
+    longest = max(tasks, key=lambda t: t.runtime or 0.0)
+    if not math.isfinite((longest.runtime or 0.0) * time_factor):
+        raise WfFormatError(
+            source,
+            [
+                f"--time-factor {time_factor} makes {_show(longest.key)} sleep forever "
+                "(give a factor like 0.001, or 1 to sleep the real runtimes)"
+            ],
+        )
+
+
 def _missing_runtime_message(missing: list[_Task], total: int, has_execution: bool) -> str:
     fix = "give them one with --default-runtime DURATION, like --default-runtime 60s"
     if not has_execution:
@@ -743,7 +792,10 @@ def _description(document: Mapping[str, Any], version: str | None, makespan: flo
 
 
 def _text_or_none(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+    """A non-blank string, else ``None`` (for fields that only inform: name, description)."""
+    if not isinstance(value, str) or not _is_text(value):
+        return None
+    return value.strip() or None
 
 
 def _kind(value: Any) -> str:
@@ -759,6 +811,8 @@ def _show(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
+    if not _is_text(text):
+        text = json.dumps(value)  # lone surrogates as \\udXXX escapes, printable anywhere
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -111,45 +111,47 @@ class _Solver:
 
     def solve(self) -> tuple[int, list[Choice]]:
         g, c, d, span, width = self.g, self.c, self.d, self.span, self.width
-        idle, od, spot = self.idle, self.od, self.spot
+        idle, od, spot, run, avail = self.idle, self.od, self.spot, self.run, self.avail
         idle[0] = [0] + [NEG] * (width - 1)
         gain = span * g - d  # progress made while a changeover completes
         for k in range(self.ticks):
             t = k * g
             i_row, o_row, s_row = idle[k], od[k], spot[k]
-            if s_row is not None and not self.avail[k]:
+            if s_row is not None and not avail[k]:
                 self.preempted[k] = s_row
                 i_row = idle[k] = _max(i_row, s_row)
                 s_row = spot[k] = None
+            lo = max(0, t - c + 1)  # smaller wastes mean progress >= C: finished already
             done_by = t + g - c  # progressing states with w <= done_by finish in this tick
+            start_by = t + gain - c  # ... and those with w <= start_by during a changeover
             if o_row is not None:
-                for w in range(max(0, t - c + 1), min(done_by, width - 1) + 1):
+                for w in range(lo, min(done_by, width - 1) + 1):
                     self._finish(o_row[w], k, "od", w)
                 od[k + 1] = _max(od[k + 1], _cut(o_row, done_by))
             if s_row is not None:
-                for w in range(max(0, t - c + 1), min(done_by, width - 1) + 1):
+                for w in range(lo, min(done_by, width - 1) + 1):
                     if s_row[w] >= 0:
                         self._finish(s_row[w] + c - t + w, k, "spot", w)
-                spot[k + 1] = _max(spot[k + 1], _add(_cut(s_row, done_by), g))
-            to_idle = _max(_max(i_row, o_row), s_row)
-            if to_idle is not None:
-                idle[k + 1] = _max(idle[k + 1], _shift(to_idle, g))
-            start_by = t + gain - c  # states with w <= start_by finish during a changeover
-            lo = max(0, t - c + 1)
-            to_od = _max(i_row, s_row)
+                spot[k + 1] = _max_add(spot[k + 1], _cut(s_row, done_by), g)
+            # Leaving spot while it is still there (for idle or on-demand) is never needed:
+            # staying until the preemption, then doing what the other schedule does, wastes
+            # no more and gets more spot. So idle and on-demand are entered from the rest.
+            i_or_o = _max(i_row, o_row)
+            if i_or_o is not None:
+                idle[k + 1] = _shift(i_or_o, g)  # nothing else leads to idle at k + 1
+            to_od = i_row
             if to_od is not None:
                 for w in range(lo, min(start_by, width - 1 - d) + 1):
                     self._finish(to_od[w], k, "od_start", w)
                 od[k + span] = _max(od[k + span], _shift(_cut(to_od, start_by), d))
-            to_spot = _max(i_row, o_row) if self.avail[k] else None
-            if to_spot is not None:
+            if avail[k] and i_or_o is not None:
                 for w in range(lo, min(start_by, width - 1 - d) + 1):
                     needed = -(-(d + c - t + w) // g)  # ticks of spot until the finish
-                    if to_spot[w] >= 0 and self.run[k] >= needed:
-                        self._finish(to_spot[w] + c - t + w, k, "spot_start", w)
-                if self.run[k] >= span:
-                    row = _add(_shift(_cut(to_spot, start_by), d), gain)
-                    spot[k + span] = _max(spot[k + span], row)
+                    if i_or_o[w] >= 0 and run[k] >= needed:
+                        self._finish(i_or_o[w] + c - t + w, k, "spot_start", w)
+                if run[k] >= span:
+                    row = _shift(_cut(i_or_o, start_by), d)
+                    spot[k + span] = _max_add(spot[k + span], row, gain)
         return self.best, self._plan()
 
     def _finish(self, value: int, k: int, kind: Kind, w: int) -> None:
@@ -169,22 +171,17 @@ class _Solver:
         elif kind == "spot":
             market, s = "spot", _at(self.spot[k], w)
             choices[k] = Choice.SPOT
+        elif kind == "od_start":
+            choices[k : k + span] = [Choice.ON_DEMAND] * span
+            market, s = "idle", _at(self.idle[k], w)
         else:
-            for j in range(k, k + span):
-                choices[j] = Choice.ON_DEMAND if kind == "od_start" else Choice.SPOT
-            market, s = self._source(kind, k, w)
+            choices[k : k + span] = [Choice.SPOT] * span
+            i, o = _at(self.idle[k], w), _at(self.od[k], w)
+            market, s = ("idle", i) if i >= o else ("od", o)
         while (market, k, w) != ("idle", 0, 0):
             market, k, w, s = self._step(market, k, w, s, choices)
         last = max(j for j, ch in enumerate(choices) if ch is not Choice.IDLE)
         return choices[: last + 1]
-
-    def _source(self, kind: Kind, k: int, w: int) -> tuple[str, int]:
-        """Which state a move onto a market at tick k (from waste w) was made from."""
-        other = self.spot[k] if kind == "od_start" else self.od[k]
-        best = max(_at(self.idle[k], w), _at(other, w))
-        if _at(self.idle[k], w) == best:
-            return "idle", best
-        return ("spot" if kind == "od_start" else "od"), best
 
     def _step(
         self, market: str, k: int, w: int, s: int, choices: list[Choice]
@@ -193,7 +190,7 @@ class _Solver:
         if market == "idle":
             if _at(self.preempted[k], w) == s:
                 return "spot", k, w, s
-            for name, rows in (("idle", self.idle), ("od", self.od), ("spot", self.spot)):
+            for name, rows in (("idle", self.idle), ("od", self.od)):
                 if w >= g and _at(rows[k - 1], w - g) == s:
                     choices[k - 1] = Choice.IDLE
                     return name, k - 1, w - g, s
@@ -201,11 +198,9 @@ class _Solver:
             if _at(self.od[k - 1], w) == s:
                 choices[k - 1] = Choice.ON_DEMAND
                 return "od", k - 1, w, s
-            if k >= span and w >= d:
-                for name, rows in (("idle", self.idle), ("spot", self.spot)):
-                    if _at(rows[k - span], w - d) == s:
-                        choices[k - span : k] = [Choice.ON_DEMAND] * span
-                        return name, k - span, w - d, s
+            if k >= span and w >= d and _at(self.idle[k - span], w - d) == s:
+                choices[k - span : k] = [Choice.ON_DEMAND] * span
+                return "idle", k - span, w - d, s
         else:
             if _at(self.spot[k - 1], w) == s - g:
                 choices[k - 1] = Choice.SPOT
@@ -245,8 +240,13 @@ def _cut(a: Row | None, upto: int) -> Row | None:
     return [NEG] * (upto + 1) + a[upto + 1 :] if upto + 1 < len(a) else None
 
 
-def _add(a: Row | None, v: int) -> Row | None:
-    return None if a is None else [x + v for x in a]
+def _max_add(a: Row | None, b: Row | None, v: int) -> Row | None:
+    """max(a, b + v), in one pass."""
+    if b is None:
+        return a
+    if a is None:
+        return [y + v for y in b]
+    return [x if x > (y := z + v) else y for x, z in zip(a, b, strict=True)]
 
 
 def _at(a: Row | None, w: int) -> int:
