@@ -153,6 +153,15 @@ class BreakerConfig(_Strict):
 class PolicyConfig(_Strict):
     """Run-wide placement policy (DESIGN §4, fallback; §5, deadline)."""
 
+    #: When to wait for spot and when to pay for on-demand (``core.defs.SpotPolicy``); the
+    #: deadline policies need ``deadline``.
+    name: Annotated[
+        str,
+        BeforeValidator(
+            _one_of("spot_first", "on_demand", "greedy", "uniform_progress", "stormproof")
+        ),
+    ] = "spot_first"
+
     #: A task interrupted this many times goes to on-demand; ``None`` keeps it on spot.
     fallback_after_interruptions: int | None = Field(default=None, ge=1)
     #: Seconds the whole workflow should take (``36h`` in the file).

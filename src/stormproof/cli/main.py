@@ -337,11 +337,15 @@ def _register_subcommands() -> None:
     from .checkpoint_cmd import checkpoint
     from .checkpoints_cmds import checkpoints
     from .fleet_cmds import fleet, interrupt
+    from .import_cmd import import_
+    from .simulate_cmd import simulate
 
     cli.add_command(checkpoint)
     cli.add_command(checkpoints)
     cli.add_command(fleet)
     cli.add_command(interrupt)
+    cli.add_command(import_)
+    cli.add_command(simulate)
 
 
 _register_subcommands()

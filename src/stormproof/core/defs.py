@@ -103,6 +103,11 @@ class TaskDef:
     priority: float = 0.0
     #: After ``Task.OutOfMemory`` the next attempt asks for this many times the memory.
     memory_escalation: float = 1.0
+    #: ``estimated_runtime`` (0 when unknown); deadline policies reason with it.
+    estimated_s: float = 0.0
+    #: Most work an interruption can cost (the checkpoint interval plus a checkpoint, or the
+    #: whole runtime without checkpoints) plus the restart: what a deadline keeps in reserve.
+    at_risk_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,23 @@ class PoolDef:
     instance_type: str = "local"
     #: Share of placements among pools of one market under the ``diversified`` strategy.
     weight: float = 1.0
+
+
+class SpotPolicy(str, Enum):
+    """When a task may wait for spot and when it must run on on-demand (DESIGN §5).
+
+    With a deadline, a task's *latest start* is ``deadline - rank`` (rank: the
+    longest estimated path from it to the end, on-demand speed). Spot is used
+    only while ``now <= latest start - at_risk``, so that an interruption at the
+    worst moment still leaves time to finish on on-demand: no policy misses a
+    deadline that on-demand could meet.
+    """
+
+    SPOT_FIRST = "spot_first"  # no deadline logic: spot if free, else on-demand at once
+    ON_DEMAND = "on_demand"
+    GREEDY = "greedy"  # wait for spot until it is no longer safe, then on-demand
+    UNIFORM_PROGRESS = "uniform_progress"  # on-demand while behind the uniform progress line
+    STORMPROOF = "stormproof"  # wait for spot only for this task's share of its path's slack
 
 
 class SpotStrategy(str, Enum):
@@ -162,3 +184,6 @@ class RunOptions:
     breaker: BreakerRule = field(default_factory=BreakerRule)
     #: Wait this long before launching again in a pool whose last launch failed.
     launch_retry_s: float = 60.0
+    spot_policy: SpotPolicy = SpotPolicy.SPOT_FIRST
+    #: Seconds after the run starts by which every task should have ended.
+    deadline_s: float | None = None

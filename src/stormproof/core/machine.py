@@ -43,7 +43,7 @@ from stormproof.core.decisions import (
     TaskRetrying,
     TerminateInstance,
 )
-from stormproof.core.defs import Market, OnFailure, Resources, RunOptions, TaskDef
+from stormproof.core.defs import Market, OnFailure, Resources, RunOptions, SpotPolicy, TaskDef
 from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
@@ -136,6 +136,12 @@ class Workflow:
         self.memory_scale: dict[int, float] = {}
         self.cost = Cost()
         self.task_cost: dict[int, Cost] = {}
+        #: Deadline policies: when the run and each ready task started waiting, work done.
+        self.run_start = 0.0
+        self.ready_at: dict[int, float] = {}
+        self.done_work = 0.0
+        self.total_work = sum(t.estimated_s for t in self.tasks)
+        self._has_spot = any(p.market is Market.SPOT for p in options.pools)
         self.mode = RunMode.RUNNING
         self.started = False
         self.now = 0.0
@@ -159,6 +165,7 @@ class Workflow:
         #: Whether a placement could succeed now that did not before: set when capacity is
         #: freed, a task becomes ready or the mode changes; placement is skipped otherwise.
         self._changed = True
+        self._wakeups: list[Decision] = []
 
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
@@ -207,6 +214,9 @@ class Workflow:
         else:  # pragma: no cover - every event class is handled above
             raise TypeError(f"the core does not know the event {event!r}")
         self._dispatch(event, out)
+        if self._wakeups:
+            out += self._wakeups
+            self._wakeups = []
         self._check_finished(event, out)
         return out
 
@@ -232,6 +242,7 @@ class Workflow:
         if self.started:
             return
         self.started = True
+        self.run_start = event.at
         for inst in self.capacity.instances.values():
             self._instance_note(inst, "fleet created", out)
         for t in self.tasks:
@@ -322,6 +333,8 @@ class Workflow:
                 self._breaker_moved(breaker, breaker.cooled(event.at), out)
         elif kind == "relaunch" and key in self.breakers:
             self._maintain(key, out)
+        elif kind == "policy":
+            self._changed = True  # a waiting task may now use on-demand
 
     def _arm_checkpoint_timer(self, att: Attempt, fire_at: float, out: list[Decision]) -> None:
         timer = f"checkpoint:{att.id}"
@@ -511,6 +524,7 @@ class Workflow:
     def _succeed(self, i: int, event: Event, out: list[Decision]) -> None:
         self._move(i, TaskState.SUCCEEDED, event)
         task = self.tasks[i]
+        self.done_work += task.estimated_s
         out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
         for c in task.children:
             self.waiting_on[c] -= 1
@@ -704,6 +718,7 @@ class Workflow:
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
         self._move(i, TaskState.READY, event)
         task = self.tasks[i]
+        self.ready_at[i] = event.at
         r = self._need(i)
         key: ShapeKey = (r.vcpus, r.memory_mib, r.gpus, task.nodes, task.spot_enabled)
         heapq.heappush(self._queues.setdefault(key, []), (-task.priority, i))
@@ -759,17 +774,56 @@ class Workflow:
             return "the last attempt its interruption budget allows"
         return None
 
+    def markets(self, i: int) -> tuple[bool, bool, float | None]:
+        """May task ``i`` use spot now, on-demand now, and if not on-demand, from when.
+
+        The deadline policies (``SpotPolicy``): spot only while it is safe
+        (``latest start - at_risk``), on-demand once the policy stops waiting.
+        """
+        if self.on_demand_only(i) is not None or not self._has_spot:
+            return False, True, None
+        policy = self.options.spot_policy
+        if policy is SpotPolicy.ON_DEMAND:
+            return False, True, None
+        deadline = self.options.deadline_s
+        if policy is SpotPolicy.SPOT_FIRST or deadline is None:
+            return True, True, None
+        task = self.tasks[i]
+        safe_until = self.run_start + deadline - task.priority - task.at_risk_s
+        if self.now > safe_until:
+            return False, True, None
+        if policy is SpotPolicy.GREEDY:
+            od_from = safe_until
+        elif policy is SpotPolicy.STORMPROOF:
+            # wait only for this task's share of the slack on its path to the end
+            ready = self.ready_at.get(i, self.now)
+            share = task.estimated_s / task.priority if task.priority > 0 else 1.0
+            od_from = ready + max(0.0, safe_until - ready) * share
+        else:  # uniform progress: behind the line (elapsed share > work share) -> on-demand
+            done = self.done_work / self.total_work if self.total_work else 1.0
+            od_from = min(safe_until, self.run_start + done * deadline)
+        if self.now >= od_from:
+            return True, True, None
+        return True, False, od_from
+
     def _find(self, i: int) -> Placement | None:
         task = self.tasks[i]
         need = self._need(i)
-        faults = {name: len(b.faults) for name, b in self.breakers.items()}
-        spot = self.on_demand_only(i) is None
+        spot, on_demand, wake_at = self.markets(i)
+        faults = {name: len(b.faults) for name, b in self.breakers.items()} if spot else {}
         for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
+            if pool.market is Market.ON_DEMAND and not on_demand:
+                break  # on-demand pools come last: nothing more to try
             if not self.breakers[pool.name].allows():
                 continue
             placement = self.capacity.find_in(pool, need, task.nodes)
             if placement is not None:
                 return placement
+        if wake_at is not None:
+            timer = f"policy:{task.id}"
+            if self.timers.get(timer, math.inf) > wake_at:
+                self.timers[timer] = wake_at
+                self._wakeups.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
         return None
 
     def _launch(self, i: int, placement: Placement, event: Event, out: list[Decision]) -> None:

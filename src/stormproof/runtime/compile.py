@@ -23,6 +23,7 @@ from stormproof.core.defs import (
     Resources,
     RetryRule,
     RunOptions,
+    SpotPolicy,
     SpotStrategy,
     TaskDef,
 )
@@ -91,9 +92,21 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                 memory_escalation=(
                     cfg.memory_escalation if t.memory_escalation is None else t.memory_escalation
                 ),
+                estimated_s=t.estimated_runtime or 0.0,
+                at_risk_s=_at_risk(t, cfg),
             )
         )
     return out
+
+
+def _at_risk(t: TaskSpec, cfg: GlobalConfig) -> float:
+    """What one interruption can cost the task at worst: lost work plus the restart."""
+    runtime = t.estimated_runtime or 0.0
+    interval = cfg.checkpoint_interval if t.checkpoint_interval is None else t.checkpoint_interval
+    if t.checkpoint_enabled and interval:
+        delta = t.checkpoint_cost or 0.0
+        return min(runtime, interval + delta) + delta  # + delta: restoring costs about a save
+    return runtime
 
 
 def run_options(
@@ -116,6 +129,8 @@ def run_options(
         spot_strategy=SpotStrategy(spec.global_config.spot_strategy.value),
         breaker=BreakerRule(**breaker) if breaker else BreakerRule(),
         launch_retry_s=float(policy.get("launch_retry_s", 60.0)),
+        spot_policy=SpotPolicy(policy.get("name", "spot_first")),
+        deadline_s=policy.get("deadline_s"),
     )
 
 
@@ -123,6 +138,8 @@ def policy_dict(policy: Any) -> dict[str, Any]:
     """What a run records of ``stormproof.yaml``'s ``policy:`` (a ``config.PolicyConfig``)."""
     rule = policy.breaker_rule()
     return {
+        "name": policy.name,
+        "deadline_s": policy.deadline,
         "fallback_after_interruptions": policy.fallback_after_interruptions,
         "last_attempt_on_demand": policy.last_attempt_on_demand,
         "launch_retry_s": policy.launch_retry,

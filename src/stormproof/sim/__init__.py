@@ -1,0 +1,1 @@
+"""The simulator: the core on virtual time (`stormproof simulate`)."""

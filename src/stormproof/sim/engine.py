@@ -1,0 +1,362 @@
+"""One simulated run: the very core of a real run, driven on virtual time.
+
+The simulator is a third shell around ``core.machine.Workflow`` (after the
+real driver and resume): it feeds the same events a real run would
+(``AttemptStarted``, ``AttemptExited``, ``InterruptionNotice``,
+``TimerFired``, ``CheckpointCommitted``, …) at virtual times, and carries
+out the core's decisions with a model instead of processes:
+
+* an attempt runs for its task's remaining work (``estimated_runtime``,
+  optionally drawn from a distribution, minus the progress of the last
+  checkpoint), plus ``restart_s`` to restore a checkpoint first;
+* a checkpoint request pauses progress for the task's checkpoint cost, then
+  commits; an interruption notice makes a ``checkpoint_enabled`` task commit
+  within the notice (if its checkpoint cost fits) and exit 143; a kill for
+  any other reason ends it at once;
+* instances are interrupted at the pool's rate (exponential times), or follow
+  a spot trace from a random point, and refused launches follow the trace.
+
+Nothing here decides anything the core decides: placement, retries,
+budgets, breakers, fallback and cost are all the core's, which is why a
+simulated run makes the same decisions as a real one (tested).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from stormproof.core.capacity import InstanceState
+from stormproof.core.decisions import (
+    AttemptEnded,
+    Decision,
+    InstanceChanged,
+    KillAttempt,
+    LaunchAttempt,
+    LaunchInstance,
+    RequestCheckpoint,
+    StartTimer,
+)
+from stormproof.core.defs import RunOptions, TaskDef
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptStarted,
+    CheckpointCommitted,
+    CheckpointRestored,
+    Event,
+    InstanceLaunchFailed,
+    InstanceUp,
+    InterruptionNotice,
+    RunStarted,
+    TimerFired,
+)
+from stormproof.core.machine import Cost, Workflow
+from stormproof.traces import Trace
+
+#: Exit code of an attempt that ended on SIGTERM (128 + 15), as the local executor reports it.
+SIGTERM_EXIT = 143
+
+
+@dataclass(frozen=True, slots=True)
+class PoolModel:
+    """How a pool loses instances in the simulation."""
+
+    name: str
+    rate_per_h: float | None = None
+    trace: Trace | None = None
+    notice_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskModel:
+    """How long a task takes and what its checkpoints cost, in seconds."""
+
+    runtime_s: float
+    checkpoint_cost_s: float = 0.0
+    restart_s: float = 0.0
+    #: Log-normal spread of the runtime (0: exactly ``runtime_s`` every run).
+    spread: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a simulated run, for the Gantt chart."""
+
+    attempt_id: str
+    task_id: str
+    instances: tuple[str, ...]
+    pool: str
+    market: str
+    start: float
+    end: float
+    state: str
+
+
+@dataclass
+class SimResult:
+    makespan_s: float
+    final: str  # succeeded | failed | unfinished
+    cost: Cost
+    interruptions: int
+    attempts: int
+    records: list[AttemptRecord] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Live:
+    task: int
+    run_from: float  # when work (re)started: after the restore, after the last pause
+    done_before: float  # progress (s of work) at ``run_from``
+    version: int = 0
+    pause_until: float = -1.0
+    exit_at: float = math.inf
+    exit_code: int = 0
+    launched: float = 0.0
+    pool: str = ""
+    market: str = ""
+    instances: tuple[str, ...] = ()
+
+
+class Simulation:
+    """Simulate one run of ``tasks`` on ``options.pools`` with the given models."""
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskDef],
+        options: RunOptions,
+        models: Sequence[TaskModel],
+        pools: Sequence[PoolModel] = (),
+        *,
+        max_time_s: float = math.inf,
+    ) -> None:
+        self.tasks = tuple(tasks)
+        self.options = options
+        self.models = tuple(models)
+        self.pools = {p.name: p for p in pools}
+        self.max_time_s = max_time_s
+
+    def run(self, rng: random.Random, record: bool = False) -> SimResult:
+        return _Run(self, rng, record).go()
+
+
+class _Run:
+    def __init__(self, sim: Simulation, rng: random.Random, record: bool) -> None:
+        self.sim = sim
+        self.rng = rng
+        self.record = record
+        self.core = Workflow(sim.tasks, sim.options)
+        self.heap: list[tuple[float, int, object]] = []
+        self.seq = 0
+        self.now = 0.0
+        n = len(sim.tasks)
+        self.work = [_draw_runtime(m, rng) for m in sim.models]
+        self.saved = [0.0] * n  # progress (s) of the task's newest checkpoint
+        self.live: dict[str, _Live] = {}
+        self.ended: dict[str, _Live] = {}
+        self.interruptions = 0
+        self.records: list[AttemptRecord] = []
+        self.decisions: list[Decision] = []
+        self.trace_origin = {
+            name: rng.randrange(len(p.trace)) * p.trace.gap_s
+            for name, p in sim.pools.items()
+            if p.trace is not None
+        }
+        self.granted: dict[str, tuple[float, int]] = {}
+
+    # ------------------------------------------------------------------ loop
+    def go(self) -> SimResult:
+        self.feed(RunStarted(0.0))
+        for name in self.trace_origin:
+            self._trace_change(name)
+        while self.heap and self.core.final is None:
+            at, _, item = heapq.heappop(self.heap)
+            if at > self.sim.max_time_s:
+                break
+            self.now = at
+            if isinstance(item, Event):
+                self.feed(item)
+            elif isinstance(item, tuple):
+                self._on_internal(item)
+        final = self.core.final or "unfinished"
+        return SimResult(
+            self.now,
+            final,
+            self.core.cost,
+            self.interruptions,
+            sum(self.core.attempts_made),
+            self.records,
+            self.decisions,
+        )
+
+    def push(self, at: float, item: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, item))
+
+    def feed(self, event: Event) -> None:
+        if isinstance(event, AttemptExited):
+            live = self.live.get(event.attempt_id)
+            if live is None or event.at != live.exit_at:
+                return  # superseded by a later plan for the same attempt
+            self.ended[event.attempt_id] = self.live.pop(event.attempt_id)
+        elif isinstance(event, InterruptionNotice):
+            inst = self.core.capacity.instances.get(event.instance_id)
+            if inst is None or inst.state is not InstanceState.UP:
+                return
+            self.interruptions += 1
+        decisions = self.core.handle(event)
+        if self.record:
+            self.decisions.extend(decisions)
+        for d in decisions:
+            self._act(d, event.at)
+
+    # ------------------------------------------------------------------ decisions
+    def _act(self, d: Decision, now: float) -> None:
+        if isinstance(d, LaunchAttempt):
+            self._launch(d, now)
+        elif isinstance(d, StartTimer):
+            self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
+        elif isinstance(d, KillAttempt):
+            self._kill(d, now)
+        elif isinstance(d, RequestCheckpoint):
+            self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
+        elif isinstance(d, LaunchInstance):
+            self._launch_instance(d, now)
+        elif isinstance(d, InstanceChanged) and d.state == "up":
+            self._arm_rate(d.instance_id, d.pool, now)
+        elif isinstance(d, AttemptEnded):
+            live = self.ended.pop(d.attempt_id, None) or self.live.pop(d.attempt_id, None)
+            if live is not None and self.record:
+                self.records.append(
+                    AttemptRecord(
+                        d.attempt_id,
+                        d.task_id,
+                        live.instances,
+                        live.pool,
+                        live.market,
+                        live.launched,
+                        now,
+                        d.state,
+                    )
+                )
+
+    def _launch(self, d: LaunchAttempt, now: float) -> None:
+        i = self.core.index[d.task_id]
+        model = self.sim.models[i]
+        restoring = bool(d.restore_from) and self.saved[i] > 0
+        start = now + (model.restart_s if restoring else 0.0)
+        live = _Live(i, start, self.saved[i] if restoring else 0.0, launched=now)
+        live.pool, live.market, live.instances = d.pool, d.market, d.instances
+        self.live[d.attempt_id] = live
+        if restoring:
+            self.push(start, CheckpointRestored(start, d.attempt_id, d.restore_from[0]))
+        task = self.sim.tasks[i]
+        if restoring or task.timeout_s is not None or task.checkpoint_interval_s:
+            self.push(start, AttemptStarted(start, d.attempt_id, "sim"))
+        self._plan_exit(d.attempt_id, live, start + self.work[i] - live.done_before, 0)
+
+    def _plan_exit(self, attempt_id: str, live: _Live, at: float, code: int) -> None:
+        live.exit_at, live.exit_code = at, code
+        self.push(at, AttemptExited(at, attempt_id, code))
+
+    def _kill(self, d: KillAttempt, now: float) -> None:
+        live = self.live.get(d.attempt_id)
+        if live is None:
+            return
+        model = self.sim.models[live.task]
+        task = self.sim.tasks[live.task]
+        end = now
+        if d.grace_s > 0 and task.checkpoint_enabled and model.checkpoint_cost_s <= d.grace_s:
+            end = self._checkpoint(d.attempt_id, now, model) or now
+        if end < live.exit_at:
+            self._plan_exit(d.attempt_id, live, end, SIGTERM_EXIT)
+
+    def _checkpoint(self, attempt_id: str, now: float, model: TaskModel) -> float | None:
+        """Pause for the checkpoint cost, then commit the progress of ``now``."""
+        live = self.live.get(attempt_id)
+        if live is None or now < live.run_from or now < live.pause_until:
+            return None
+        progress = live.done_before + (now - live.run_from)
+        commit_at = now + model.checkpoint_cost_s
+        live.pause_until = commit_at
+        live.done_before, live.run_from = progress, commit_at
+        seq = self.core.next_checkpoint_seq(self.sim.tasks[live.task].id)
+        self.push(commit_at, (CheckpointCommitted(commit_at, attempt_id, seq, 1, 0), progress))
+        if live.exit_code == 0:
+            self._plan_exit(attempt_id, live, live.exit_at + model.checkpoint_cost_s, 0)
+        return commit_at
+
+    def _on_internal(self, item: tuple[object, ...]) -> None:
+        head = item[0]
+        if isinstance(head, CheckpointCommitted):
+            live = self.live.get(head.attempt_id)
+            if live is None:
+                return  # the attempt died before the checkpoint was written
+            progress = item[1]
+            assert isinstance(progress, float)
+            self.saved[live.task] = max(self.saved[live.task], progress)
+            self.feed(head)
+        elif head == "trace":
+            name = item[1]
+            assert isinstance(name, str)
+            self._trace_change(name)
+
+    def _task(self, attempt_id: str) -> int:
+        return self.core.index[attempt_id.rsplit("/", 1)[0]]
+
+    # ------------------------------------------------------------------ capacity
+    def _arm_rate(self, instance_id: str, pool: str, now: float) -> None:
+        model = self.sim.pools.get(pool)
+        if model is None or not model.rate_per_h:
+            return
+        at = now + self.rng.expovariate(model.rate_per_h / 3600.0)
+        self.push(at, InterruptionNotice(at, instance_id, model.notice_s, "rate"))
+
+    def _available(self, pool: str, now: float) -> int:
+        model = self.sim.pools[pool]
+        assert model.trace is not None
+        return model.trace.at(self.trace_origin[pool] + now)
+
+    def _launch_instance(self, d: LaunchInstance, now: float) -> None:
+        model = self.sim.pools.get(d.pool)
+        if model is None or model.trace is None:
+            self.push(now, InstanceUp(now, d.instance_id))
+            return
+        up = sum(1 for i in self.core.capacity.members(d.pool) if i.state is InstanceState.UP)
+        at, granted = self.granted.get(d.pool, (-1.0, 0))
+        granted = granted if at == now else 0
+        if up + granted < self._available(d.pool, now):
+            self.granted[d.pool] = (now, granted + 1)
+            self.push(now, InstanceUp(now, d.instance_id))
+        else:
+            self.push(now, InstanceLaunchFailed(now, d.instance_id, "the trace has no capacity"))
+
+    def _trace_change(self, pool: str) -> None:
+        model = self.sim.pools[pool]
+        ups = [i for i in self.core.capacity.members(pool) if i.state is InstanceState.UP]
+        excess = len(ups) - self._available(pool, self.now)
+        for inst in reversed(ups[len(ups) - max(0, excess) :]):
+            self.push(self.now, InterruptionNotice(self.now, inst.id, model.notice_s, "trace"))
+        self._next_trace_change(pool, self.now)
+
+    def _next_trace_change(self, pool: str, now: float) -> None:
+        trace = self.sim.pools[pool].trace
+        assert trace is not None
+        t0 = self.trace_origin[pool] + now
+        tick = math.floor(t0 / trace.gap_s)
+        current = trace.at(t0)
+        for k in range(1, len(trace) + 1):
+            if trace.counts[(tick + k) % len(trace)] != current:
+                self.push((tick + k) * trace.gap_s - self.trace_origin[pool], ("trace", pool))
+                return
+
+
+def _draw_runtime(model: TaskModel, rng: random.Random) -> float:
+    if model.spread <= 0:
+        return model.runtime_s
+    # log-normal with mean runtime_s: mu = ln(mean) - sigma^2 / 2
+    sigma = model.spread
+    return rng.lognormvariate(math.log(max(model.runtime_s, 1e-9)) - sigma * sigma / 2, sigma)
