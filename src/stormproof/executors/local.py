@@ -58,6 +58,7 @@ from stormproof.core.events import (
     Event,
 )
 from stormproof.executors._files import Layout
+from stormproof.executors._wire import RECV_SIZE
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable, executor_options
 
 PROTOCOL_VERSION = 1
@@ -92,7 +93,7 @@ class _Connection:
         if timeout_s > 0 and not self.poller.poll(timeout_s * 1000.0):
             return []
         try:
-            data = self.sock.recv(1 << 18, socket.MSG_DONTWAIT)
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return []
         if not data:

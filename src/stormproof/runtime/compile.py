@@ -12,6 +12,7 @@ This is where the recipe's fields take the recipe's meaning:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,8 +54,8 @@ def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
 def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
     """The core's view of every task, in file order, with upward rank as priority."""
     dag = dag if dag is not None else Dag.from_spec(spec)
-    rank = dag.upward_rank()
     cfg = spec.global_config
+    rank = _rank_with_checkpoints(dag, spec)
     out = []
     for i, t in enumerate(spec.tasks):
         out.append(
@@ -99,12 +100,46 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
     return out
 
 
+def _interval(t: TaskSpec, cfg: GlobalConfig) -> float | None:
+    interval = cfg.checkpoint_interval if t.checkpoint_interval is None else t.checkpoint_interval
+    return interval if t.checkpoint_enabled and interval else None
+
+
+def checkpoint_overhead(runtime: float, interval: float | None, delta: float) -> float:
+    """Wall time a task spends writing checkpoints when asked every ``interval`` of wall time.
+
+    Each request pauses the work ``delta``, so at most ``runtime / (interval - delta)`` of them
+    fall before the work is done.
+    """
+    if not interval or delta <= 0 or runtime <= 0:
+        return 0.0
+    return delta * math.ceil(runtime / max(interval - delta, 1e-9))
+
+
+def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec) -> list[float]:
+    """Upward rank with each task's checkpoint pauses added: what on-demand really takes.
+
+    Deadline policies derive a task's latest start from it, so it must not
+    under-estimate; the order of the ready queue barely changes.
+    """
+    cfg = spec.global_config
+    own = [
+        r + checkpoint_overhead(r, _interval(t, cfg), t.checkpoint_cost or 0.0)
+        for r, t in zip(dag.runtime_s, spec.tasks, strict=True)
+    ]
+    rank = [0.0] * len(own)
+    for i in reversed(dag.order):
+        kids = dag.children[i]
+        rank[i] = own[i] + (max([rank[c] for c in kids]) if kids else 0.0)
+    return rank
+
+
 def _at_risk(t: TaskSpec, cfg: GlobalConfig) -> float:
     """What one interruption can cost the task at worst: lost work plus the restart."""
     runtime = t.estimated_runtime or 0.0
-    interval = cfg.checkpoint_interval if t.checkpoint_interval is None else t.checkpoint_interval
-    if t.checkpoint_enabled and interval:
-        delta = t.checkpoint_cost or 0.0
+    interval = _interval(t, cfg)
+    delta = t.checkpoint_cost or 0.0
+    if interval:
         return min(runtime, interval + delta) + delta  # + delta: restoring costs about a save
     return runtime
 
