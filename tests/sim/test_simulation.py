@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stormproof.core.decisions import AttemptEnded, LaunchAttempt
+from stormproof.core.decisions import LaunchAttempt
 from stormproof.core.defs import Market, PoolDef, Resources, RunOptions, SpotPolicy, TaskDef
 from stormproof.runtime.compile import checkpoint_overhead
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel

@@ -139,8 +139,14 @@ class Simulation:
         self.pools = {p.name: p for p in pools}
         self.max_time_s = max_time_s
 
-    def run(self, rng: random.Random, record: bool = False) -> SimResult:
-        return _Run(self, rng, record).go()
+    def run(
+        self, rng: random.Random, record: bool = False, inject: Sequence[Event] = ()
+    ) -> SimResult:
+        """One run; ``inject`` adds events at their times (a fault to replay, in tests)."""
+        run = _Run(self, rng, record)
+        for event in inject:
+            run.push(event.at, event)
+        return run.go()
 
 
 class _Run:
