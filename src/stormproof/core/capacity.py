@@ -60,10 +60,10 @@ class Placement:
 
 def share(need: Resources, of: Resources) -> float:
     """The fraction of an instance an attempt occupies: its largest dimension decides."""
-    parts = [need.vcpus / of.vcpus, need.memory_mib / of.memory_mib]
+    part = max(need.vcpus / of.vcpus, need.memory_mib / of.memory_mib)
     if of.gpus:
-        parts.append(need.gpus / of.gpus)
-    return min(1.0, max(parts))
+        part = max(part, need.gpus / of.gpus)
+    return min(1.0, part)
 
 
 class Capacity:

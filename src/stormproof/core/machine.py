@@ -43,7 +43,15 @@ from stormproof.core.decisions import (
     TaskRetrying,
     TerminateInstance,
 )
-from stormproof.core.defs import Market, OnFailure, Resources, RunOptions, SpotPolicy, TaskDef
+from stormproof.core.defs import (
+    Market,
+    OnFailure,
+    Resources,
+    RunOptions,
+    SpotPolicy,
+    SpotStrategy,
+    TaskDef,
+)
 from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
@@ -142,6 +150,13 @@ class Workflow:
         self.done_work = 0.0
         self.total_work = sum(t.estimated_s for t in self.tasks)
         self._has_spot = any(p.market is Market.SPOT for p in options.pools)
+        self._od_rates: dict[tuple[Resources, int, float], float] = {}
+        self._spot_pools = {p.name: p.market is Market.SPOT for p in options.pools}
+        #: Placement needs no breaker fault counts unless a strategy ranks pools by them.
+        self._ranks_by_faults = options.spot_strategy in (
+            SpotStrategy.CAPACITY_OPTIMIZED,
+            SpotStrategy.PRICE_CAPACITY_OPTIMIZED,
+        )
         self.mode = RunMode.RUNNING
         self.started = False
         self.now = 0.0
@@ -699,20 +714,18 @@ class Workflow:
             wasted = end - since if att.last_commit_at is None else wasted + end - since
         wasted = min(seconds, max(0.0, wasted))
         rate = att.usd_per_h / 3600.0
-        on_spot = att.pool in self.capacity.by_name and (
-            self.capacity.by_name[att.pool].market is Market.SPOT
-        )
-        cost = Cost(
-            spent=seconds * rate,
-            on_demand_equivalent=(seconds - wasted) * att.od_usd_per_h / 3600.0,
-            wasted=wasted * rate,
-            wasted_s=wasted,
-            spot_s=seconds if on_spot else 0.0,
-            on_demand_s=0.0 if on_spot else seconds,
-        )
-        self.cost.add(cost)
-        self.task_cost.setdefault(att.task, Cost()).add(cost)
-        return cost
+        on_spot = self._spot_pools.get(att.pool, False)
+        spent, wasted_usd = seconds * rate, wasted * rate
+        od = (seconds - wasted) * att.od_usd_per_h / 3600.0
+        spot_s, od_s = (seconds, 0.0) if on_spot else (0.0, seconds)
+        for total in (self.cost, self.task_cost.setdefault(att.task, Cost())):
+            total.spent += spent
+            total.on_demand_equivalent += od
+            total.wasted += wasted_usd
+            total.wasted_s += wasted
+            total.spot_s += spot_s
+            total.on_demand_s += od_s
+        return Cost(spent, od, wasted_usd, wasted, spot_s, od_s)
 
     # ------------------------------------------------------------------ scheduling
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
@@ -810,7 +823,11 @@ class Workflow:
         task = self.tasks[i]
         need = self._need(i)
         spot, on_demand, wake_at = self.markets(i)
-        faults = {name: len(b.faults) for name, b in self.breakers.items()} if spot else {}
+        faults = (
+            {name: len(b.faults) for name, b in self.breakers.items()}
+            if spot and self._ranks_by_faults
+            else {}
+        )
         for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
             if pool.market is Market.ON_DEMAND and not on_demand:
                 break  # on-demand pools come last: nothing more to try
@@ -875,12 +892,16 @@ class Workflow:
 
     def _on_demand_rate(self, need: Resources, nodes: int, fallback: float) -> float:
         """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
-        rates = [
-            p.price_usd_per_h * share(need, p.capacity) * nodes
-            for p in self.capacity.pools
-            if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
-        ]
-        return min(rates, default=fallback)
+        key = (need, nodes, fallback)
+        rate = self._od_rates.get(key)
+        if rate is None:
+            rates = [
+                p.price_usd_per_h * share(need, p.capacity) * nodes
+                for p in self.capacity.pools
+                if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
+            ]
+            rate = self._od_rates[key] = min(rates, default=fallback)
+        return rate
 
     def _fail_unplaceable(self, event: Event, out: list[Decision]) -> None:
         """Nothing runs, yet tasks wait: end those no pool could ever hold.

@@ -221,6 +221,9 @@ class _Run:
 
     # ------------------------------------------------------------------ decisions
     def _act(self, d: Decision, now: float) -> None:
+        kind = type(d)
+        if kind not in _ACTED:
+            return  # a note: nothing to carry out
         if isinstance(d, LaunchAttempt):
             self._launch(d, now)
         elif isinstance(d, StartTimer):
@@ -358,6 +361,19 @@ class _Run:
             if trace.counts[(tick + k) % len(trace)] != current:
                 self.push((tick + k) * trace.gap_s - self.trace_origin[pool], ("trace", pool))
                 return
+
+
+_ACTED = frozenset(
+    {
+        LaunchAttempt,
+        StartTimer,
+        KillAttempt,
+        RequestCheckpoint,
+        LaunchInstance,
+        InstanceChanged,
+        AttemptEnded,
+    }
+)
 
 
 def _draw_runtime(model: TaskModel, rng: random.Random) -> float:
