@@ -93,11 +93,20 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                 memory_escalation=(
                     cfg.memory_escalation if t.memory_escalation is None else t.memory_escalation
                 ),
-                estimated_s=t.estimated_runtime or 0.0,
+                estimated_s=_runtime(t),
                 at_risk_s=_at_risk(t, cfg),
             )
         )
     return out
+
+
+#: What the core and the simulator assume a task without ``estimated_runtime`` takes: a
+#: deadline policy that took it as 0 s would leave it no time at all.
+DEFAULT_RUNTIME_S = 60.0
+
+
+def _runtime(t: TaskSpec) -> float:
+    return DEFAULT_RUNTIME_S if t.estimated_runtime is None else t.estimated_runtime
 
 
 def _interval(t: TaskSpec, cfg: GlobalConfig) -> float | None:
@@ -123,9 +132,10 @@ def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec) -> list[float]:
     under-estimate; the order of the ready queue barely changes.
     """
     cfg = spec.global_config
+    runtimes = [_runtime(t) for t in spec.tasks]
     own = [
         r + checkpoint_overhead(r, _interval(t, cfg), t.checkpoint_cost or 0.0)
-        for r, t in zip(dag.runtime_s, spec.tasks, strict=True)
+        for r, t in zip(runtimes, spec.tasks, strict=True)
     ]
     rank = [0.0] * len(own)
     for i in reversed(dag.order):
@@ -136,7 +146,7 @@ def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec) -> list[float]:
 
 def _at_risk(t: TaskSpec, cfg: GlobalConfig) -> float:
     """What one interruption can cost the task at worst: lost work plus the restart."""
-    runtime = t.estimated_runtime or 0.0
+    runtime = _runtime(t)
     interval = _interval(t, cfg)
     delta = t.checkpoint_cost or 0.0
     if interval:

@@ -15,13 +15,10 @@ from pathlib import Path
 from stormproof.config import Config
 from stormproof.core.defs import Market
 from stormproof.errors import StormproofError
-from stormproof.runtime.compile import compile_tasks, policy_dict, run_options
+from stormproof.runtime.compile import DEFAULT_RUNTIME_S, compile_tasks, policy_dict, run_options
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel
 from stormproof.spec.model import WorkflowSpec
 from stormproof.traces import load_trace
-
-#: What a task with no ``estimated_runtime`` is assumed to take (and the summary says so).
-DEFAULT_RUNTIME_S = 60.0
 
 
 @dataclass

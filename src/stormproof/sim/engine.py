@@ -278,8 +278,11 @@ class _Run:
         model = self.sim.models[live.task]
         task = self.sim.tasks[live.task]
         end = now
-        if d.grace_s > 0 and task.checkpoint_enabled and model.checkpoint_cost_s <= d.grace_s:
-            end = self._checkpoint(d.attempt_id, now, model) or now
+        if d.grace_s > 0 and task.checkpoint_enabled:
+            if now < live.pause_until:  # already writing one: finish it if there is time
+                end = live.pause_until if live.pause_until <= now + d.grace_s else now
+            elif model.checkpoint_cost_s <= d.grace_s:
+                end = self._checkpoint(d.attempt_id, now, model) or now
         if end < live.exit_at:
             self._plan_exit(d.attempt_id, live, end, SIGTERM_EXIT)
 
