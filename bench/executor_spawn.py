@@ -16,6 +16,7 @@ where creating files is slow the floor, not the executor, is what pulls the rati
 
     .venv/bin/python bench/executor_spawn.py                  # N = 2000 and 10000, in a temp dir
     .venv/bin/python bench/executor_spawn.py -n 2000 --dir /dev/shm/sp   # on tmpfs
+    .venv/bin/python bench/executor_spawn.py --limited   # every attempt has a memory limit
 
 Note for ext4 without a journal: deleting many files makes creating files for the next few
 minutes much slower (the allocator skips recently deleted inodes). Repeated runs in a row
@@ -36,20 +37,24 @@ from pathlib import Path
 
 from stormproof.core.events import AttemptExited, AttemptLost, AttemptSubmitFailed
 from stormproof.executors.base import AttemptJob
-from stormproof.executors.local import LocalExecutor
+from stormproof.executors.local import ENV_MEMORY_LIMIT_MIB, LocalExecutor
 
 FINAL = (AttemptExited, AttemptLost, AttemptSubmitFailed)
 
 
-def job(run_dir: Path, i: int) -> AttemptJob:
+def job(run_dir: Path, i: int, limited: bool = False) -> AttemptJob:
+    env = {"STORMPROOF_ATTEMPT": f"t{i}/1"}
+    if limited:  # the shim then samples the memory of every attempt (see executors/_memory)
+        env[ENV_MEMORY_LIMIT_MIB] = "64"
     return AttemptJob(
         run="bench",
         attempt_id=f"t{i}/1",
         task_id=f"t{i}",
         number=1,
         command=["true"],
-        env={"STORMPROOF_ATTEMPT": f"t{i}/1"},
+        env=env,
         attempt_dir=run_dir / "attempts" / f"t{i}" / "1",
+        memory_mib=64,
     )
 
 
@@ -76,7 +81,7 @@ def time_xargs(n: int) -> tuple[float, float]:
     return time.perf_counter() - t0, _children_cpu_s() - c0
 
 
-def time_executor(run_dir: Path, n: int) -> tuple[float, float]:
+def time_executor(run_dir: Path, n: int, limited: bool = False) -> tuple[float, float]:
     ex = LocalExecutor(run_dir, {"idle_exit_s": 2.0})
     ex.submit(job(run_dir, -1))  # start the shim outside the timed part: that is once per run
     while not any(isinstance(e, FINAL) for e in ex.poll(10.0)):
@@ -87,7 +92,7 @@ def time_executor(run_dir: Path, n: int) -> tuple[float, float]:
     submitted = done = in_flight = failed = 0
     while done < n:
         while in_flight < 2 and submitted < n:
-            ex.submit(job(run_dir, submitted))
+            ex.submit(job(run_dir, submitted, limited))
             submitted += 1
             in_flight += 1
         for event in ex.poll(10.0):
@@ -143,6 +148,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; best is kept")
     parser.add_argument("--no-floor", action="store_true", help="skip the no-shim floor")
     parser.add_argument("--keep", action="store_true", help="do not delete the run dirs")
+    parser.add_argument("--limited", action="store_true", help="give every attempt a memory limit")
     args = parser.parse_args()
     base = args.dir or Path(tempfile.mkdtemp(prefix="stormproof-bench-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -152,7 +158,7 @@ def main() -> None:
             xs, es, fs = [], [], []
             for r in range(args.repeat):
                 xs.append(time_xargs(n))
-                es.append(time_executor(base / f"exec-{n}-{r}", n))
+                es.append(time_executor(base / f"exec-{n}-{r}", n, args.limited))
                 if not args.no_floor:
                     fs.append(time_floor(base / f"floor-{n}-{r}", n))
             (xw, xc), (ew, ec) = min(xs), min(es)

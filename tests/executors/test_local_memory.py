@@ -28,17 +28,18 @@ from tests.executors._harness import (
     wait_gone,
 )
 
-#: argv: MiB to allocate and touch, seconds to hold it, and optionally "own-group".
+#: argv: MiB to allocate and touch, seconds to hold it, and optionally "own-group". It leaves
+#: ``started.<pid>`` in its cwd before it allocates anything.
 ALLOC = """
 import os, sys, time
 if sys.argv[3:] == ["own-group"]:
     os.setpgid(0, 0)
+with open(f"started.{os.getpid()}", "w") as f:
+    f.write(f"{os.getpid()}\\n")
 n = int(sys.argv[1]) << 20
 block = bytearray(n)
 for i in range(0, n, 4096):
     block[i] = 1
-with open(f"allocated.{os.getpid()}", "w") as f:
-    f.write(f"{os.getpid()}\\n")
 time.sleep(float(sys.argv[2]))
 """
 HOLD_FOREVER = "60"  # longer than any test waits: only the limit ends it
@@ -101,9 +102,38 @@ def test_the_whole_session_counts_and_is_killed(harness: Harness) -> None:
     ex.submit(job)
     events = collect(ex, lambda evs: job.attempt_id in finals(evs), timeout_s=20.0)
     assert_killed_for_memory(events, job, 96)
-    grandchildren = [int(p.read_text()) for p in job.work_dir.glob("allocated.*")]
+    # Over the limit only once both allocate: both had started, and both are gone.
+    grandchildren = [int(p.read_text()) for p in job.work_dir.glob("started.*")]
     assert len(grandchildren) == 2
     assert all(wait_gone(pid) for pid in grandchildren)
+
+
+#: A parent that touches 60 MiB, then forks three children that share it copy-on-write.
+SHARED = """
+import os, time
+n = 60 << 20
+block = bytearray(n)
+for i in range(0, n, 4096):
+    block[i] = 1
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:  # a child: hold the shared pages a while
+        time.sleep(1.0)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_pages_shared_by_forked_processes_count_once(harness: Harness) -> None:
+    # Four processes each show the 60 MiB in their RSS (240 MiB in all), but use it once.
+    shared = limited(harness, "shared", [PYTHON, "-c", SHARED], memory_mib=128)
+    over = limited(harness, "over", alloc(200, HOLD_FOREVER), memory_mib=64)
+    events = run_to_end(harness.executor(), [shared, over], timeout_s=20.0)
+    assert_killed_for_memory(events, over, 64)
+    assert_ran_to_the_end(events, shared)
 
 
 def test_only_attempts_with_the_variable_are_limited(harness: Harness) -> None:
@@ -146,7 +176,7 @@ def test_the_verdict_is_recovered_after_a_restart(harness: Harness, shim_dies: b
     job = limited(harness, "oom", alloc(200, HOLD_FOREVER), memory_mib=64)
     first = harness.executor()
     first.submit(job)
-    wait_for(job.exit_status_path.exists, 20.0)
+    wait_for(lambda: read_exit_status(str(job.attempt_dir)) is not None, 20.0)  # complete
     first.close()  # the orchestrator goes without hearing of it
     if shim_dies:
         kill_shim(harness)

@@ -16,7 +16,7 @@ from stormproof.core.events import InterruptionNotice
 from stormproof.sim.build import build
 from stormproof.spec.load import load_workflow
 
-from ..cli.conftest import Cli, cli, wait_for  # noqa: F401  (cli: the fixture)
+from ..cli.conftest import Cli, wait_for
 
 pytestmark = pytest.mark.slow
 

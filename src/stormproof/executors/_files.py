@@ -108,7 +108,7 @@ def private_socket_dir() -> str:
 
 # ---------------------------------------------------------------------------- exit status
 def exit_status_path(attempt_dir: str) -> str:
-    return os.path.join(attempt_dir, "exit_status")
+    return attempt_dir + "/exit_status"  # the shim's attempt dirs are absolute and normalized
 
 
 def write_exit_status(attempt_dir: str, code: int, out_of_memory: bool = False) -> None:

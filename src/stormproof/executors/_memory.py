@@ -37,8 +37,10 @@ only makes a new session and ``setpgid`` only moves within one. Pids that disapp
 forgotten at every sample, so a reused pid is read afresh (a pid is not reused within one
 sample interval: pids cycle through ``pid_max``, at least 32768 of them).
 
-Limit: between two samples a fast allocator can overshoot (a few GiB/s for one interval)
-before it is killed; the kernel's own OOM killer still guards the machine meanwhile.
+Limits of the method: between two samples a fast allocator can overshoot (a few GiB/s for
+one interval) before it is killed; the kernel's own OOM killer still guards the machine
+meanwhile. Files an attempt writes to a tmpfs without mapping them are not counted (a cgroup
+would charge them), and neither is memory of processes that left the session with ``setsid``.
 """
 
 from __future__ import annotations

@@ -65,9 +65,25 @@ class Refused:
     at: float
 
 
+#: Directories that hold task directories (``<run>/tasks``) and were seen to exist. Below one,
+#: an attempt's directories are made top-down: three ``mkdir`` calls for the first attempt of
+#: a task instead of five bottom-up (two of which fail). A shim serves one run: one entry.
+_roots: set[str] = set()
+
+
 def make_work_dir(attempt_dir: str) -> bool:
     """Create ``<attempt_dir>/work``; ``False`` if it was there already (perhaps launched)."""
     work = attempt_dir + "/work"
+    task_dir = attempt_dir.rpartition("/")[0]
+    root = task_dir.rpartition("/")[0]
+    if root in _roots:
+        try:
+            _mkdir_exist_ok(task_dir)
+            _mkdir_exist_ok(attempt_dir)
+        except FileNotFoundError:
+            _roots.discard(root)  # removed meanwhile: bottom-up, below
+        else:
+            return _mkdir_fresh(work)
     try:
         os.mkdir(work)
     except FileExistsError:
@@ -75,6 +91,20 @@ def make_work_dir(attempt_dir: str) -> bool:
     except FileNotFoundError:
         _mkdirs(attempt_dir)
         os.mkdir(work)
+    _roots.add(root)
+    return True
+
+
+def _mkdir_exist_ok(path: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+
+
+def _mkdir_fresh(path: str) -> bool:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return False
     return True
 
 
