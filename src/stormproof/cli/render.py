@@ -150,7 +150,7 @@ def cost_line(view: RunView, now: float) -> str:
     c = view.cost(view.ended if view.ended is not None else now)
     text = (
         f"cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
-        f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_seconds:.0f}s)"
+        f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_s:.0f}s)"
     )
     if view.interruptions:
         text += f" · {view.interruptions} interruption(s)"

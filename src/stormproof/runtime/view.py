@@ -11,36 +11,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stormproof.core.machine import Cost
 from stormproof.store.base import Row
 
 
-@dataclass
-class CostView:
-    """Money in USD (DESIGN §5): spent, what all-on-demand would have cost, and the waste."""
-
-    spent: float = 0.0
-    on_demand_equivalent: float = 0.0
-    wasted: float = 0.0
-    wasted_seconds: float = 0.0
-
-    @property
-    def saved(self) -> float:
-        return self.on_demand_equivalent - self.spent
-
-    def add(self, other: CostView) -> None:
-        self.spent += other.spent
-        self.on_demand_equivalent += other.on_demand_equivalent
-        self.wasted += other.wasted
-        self.wasted_seconds += other.wasted_seconds
-
-    def to_json(self) -> dict[str, float]:
-        return {
-            "spent": round(self.spent, 6),
-            "on_demand_equivalent": round(self.on_demand_equivalent, 6),
-            "saved": round(self.saved, 6),
-            "wasted": round(self.wasted, 6),
-            "wasted_seconds": round(self.wasted_seconds, 3),
-        }
+def cost_json(c: Cost) -> dict[str, float]:
+    """Money in USD (DESIGN §5), in the core's own type, as ``status --json`` shows it."""
+    return {
+        "spent": round(c.spent, 6),
+        "on_demand_equivalent": round(c.on_demand_equivalent, 6),
+        "saved": round(c.saved, 6),
+        "wasted": round(c.wasted, 6),
+        "wasted_seconds": round(c.wasted_s, 3),
+    }
 
 
 @dataclass
@@ -60,14 +43,14 @@ class AttemptView:
     usd_per_h: float = 0.0
     on_demand_usd_per_h: float = 0.0
     restored_from: int | None = None
-    final_cost: CostView | None = None
+    final_cost: Cost | None = None
 
-    def cost(self, now: float) -> CostView:
+    def cost(self, now: float) -> Cost:
         """The billed cost once ended; while it runs, what it has cost so far."""
         if self.final_cost is not None:
             return self.final_cost
         seconds = max(0.0, now - self.launched)
-        return CostView(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
+        return Cost(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
@@ -84,7 +67,7 @@ class AttemptView:
             "budget": self.budget,
             "reason": self.reason,
             "restored_from": self.restored_from,
-            "cost": self.cost(now).to_json(),
+            "cost": cost_json(self.cost(now)),
         }
 
 
@@ -98,8 +81,8 @@ class TaskView:
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
 
-    def cost(self, now: float) -> CostView:
-        total = CostView()
+    def cost(self, now: float) -> Cost:
+        total = Cost()
         for att in self.attempts:
             total.add(att.cost(now))
         return total
@@ -119,7 +102,7 @@ class TaskView:
             "state": self.state,
             "error": self.error,
             "budgets_used": self.budgets(),
-            "cost": self.cost(now).to_json(),
+            "cost": cost_json(self.cost(now)),
             "attempts": [a.to_json(now) for a in self.attempts],
         }
 
@@ -174,8 +157,8 @@ class RunView:
             out[t.state] = out.get(t.state, 0) + 1
         return out
 
-    def cost(self, now: float) -> CostView:
-        total = CostView()
+    def cost(self, now: float) -> Cost:
+        total = Cost()
         for t in self.tasks.values():
             total.add(t.cost(now))
         return total
@@ -190,7 +173,7 @@ class RunView:
             "started": self.started,
             "ended": self.ended,
             "counts": self.counts(),
-            "cost": self.cost(at).to_json(),
+            "cost": cost_json(self.cost(at)),
             "interruptions": self.interruptions,
             "breakers": dict(self.breakers),
             "fleet": [i.to_json() for i in self.instances.values()],
@@ -243,7 +226,7 @@ def _attempt_ended(v: RunView, row: Row) -> None:
     att.budget = d.get("budget")
     att.reason = d.get("reason", "")
     att.ended = row.at
-    att.final_cost = CostView(
+    att.final_cost = Cost(
         float(d.get("cost_usd", 0.0)),
         float(d.get("on_demand_usd", 0.0)),
         float(d.get("wasted_usd", 0.0)),
