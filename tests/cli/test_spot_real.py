@@ -195,3 +195,27 @@ def test_a_missing_or_malformed_trace_is_a_clear_error_before_anything_starts(cl
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "bad.json" in proc.stderr
     assert cli("status", "--json").stdout.strip() == "[]", "nothing was created"
+
+
+def test_the_deadline_policy_of_the_config_drives_a_real_run(cli: Cli) -> None:
+    """greedy with a deadline that leaves spot no safe window: everything runs on-demand."""
+    cli.write(
+        "stormproof.yaml",
+        "pools:\n"
+        "  - {name: spot, market: spot, vcpus: 1, memory: 512, price: 0.1, count: 1}\n"
+        "  - {name: od, market: on_demand, vcpus: 1, memory: 512, price: 0.3, count: 1}\n"
+        "policy: {name: greedy, deadline: 90s}\n",
+    )
+    cli.write(
+        "wf.yaml",
+        "name: w\ntasks:\n"
+        "  - {id: a, command: 'true', memory: 256, estimated_runtime: 60s}\n"
+        "  - {id: b, command: 'true', memory: 256, estimated_runtime: 10s, depends_on: [a]}\n",
+    )
+    proc = cli("run", "wf.yaml", "--name", "w", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    tasks = cli.status("w")["tasks"]
+    # a: latest start 90 - 70 = 20 s, minus 60 s at risk: spot is never safe -> on-demand.
+    assert tasks["a"]["attempts"][0]["market"] == "on_demand"
+    # b: ready at about 0 s; latest start 80 s, at risk 10 s: spot is safe -> spot.
+    assert tasks["b"]["attempts"][0]["market"] == "spot"
