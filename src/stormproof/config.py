@@ -148,6 +148,8 @@ class BreakerConfig(_Strict):
     max_cooldown: Annotated[float, BeforeValidator(parse_duration)] = 3600.0
     #: Open when fewer healthy instances than this are up (the recipe's 2); 0: no floor.
     min_healthy: int = Field(default=0, ge=0)
+    #: Also a breaker per pool and task ``type``, counting the tasks' own failures there.
+    per_task_type: bool = False
 
 
 class PolicyConfig(_Strict):
@@ -177,7 +179,9 @@ class PolicyConfig(_Strict):
 
     def breaker_rule(self) -> BreakerRule:
         b = self.breaker
-        return BreakerRule(b.threshold, b.window, b.cooldown, b.max_cooldown, b.min_healthy)
+        return BreakerRule(
+            b.threshold, b.window, b.cooldown, b.max_cooldown, b.min_healthy, b.per_task_type
+        )
 
     @field_validator("deadline")
     @classmethod

@@ -383,3 +383,36 @@ def test_the_run_end_terminates_the_fleet() -> None:
     start(wf)
     out = wf.handle(AttemptExited(5, "a/1", 0))
     assert sorted(d.instance_id for d in of(TerminateInstance, out)) == ["od-0", "spot-0", "spot-1"]
+
+
+def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
+    rule = BreakerRule(threshold=2, window_s=100, cooldown_s=50, per_task_type=True)
+    tasks = dag(
+        {"a": []},
+        vcpus=4,
+        memory=8192,
+        retry=[RetryRule(("States.ALL",), 0, 5, 1)],
+        overrides={"a": {"kind": "multi_node"}},
+    )
+    wf = make(tasks, breaker=rule)
+    first = start(wf)
+    assert first.pool == "spot"
+    (second,) = launches(wf.handle(AttemptExited(1, "a/1", 1)))
+    assert second.pool == "spot"
+    wf.handle(AttemptStarted(1, second.attempt_id, "p"))
+    out = wf.handle(AttemptExited(2, second.attempt_id, 1))
+    (opened,) = of(BreakerChanged, out)
+    assert (opened.pool, opened.state) == ("spot/multi_node", "open")
+    assert wf.breakers["spot"].state is BreakerState.CLOSED, "the pool itself is fine"
+    (third,) = launches(out)
+    assert third.pool == "od"
+
+
+def test_without_per_task_type_breakers_task_failures_never_move_a_task() -> None:
+    tasks = dag({"a": []}, vcpus=4, memory=8192, retry=[RetryRule(("States.ALL",), 0, 5, 1)])
+    wf = make(tasks, breaker=BreakerRule(threshold=1))
+    start(wf)
+    for n in range(1, 4):
+        (nxt,) = launches(wf.handle(AttemptExited(n, f"a/{n}", 1)))
+        assert nxt.pool == "spot"
+        wf.handle(AttemptStarted(n, nxt.attempt_id, "p"))

@@ -112,6 +112,8 @@ class Provider:
                 assert d.task_id not in self.ended
                 state = self.breaker.get(d.pool, "closed")
                 assert state != "open", f"{d.attempt_id} placed on open pool {d.pool}"
+                typed = self.breaker.get(f"{d.pool}/{task.kind}", "closed")
+                assert typed != "open", f"{d.attempt_id} placed where its type's breaker is open"
                 if state == "half_open":
                     self.probes[d.pool] = self.probes.get(d.pool, 0) + 1
                     assert self.probes[d.pool] == 1, f"two probes at once on {d.pool}"
@@ -153,6 +155,7 @@ def pools(spot_count: int, gang: int) -> tuple[PoolDef, ...]:
     spot_count=st.integers(1, 3),
     gang=st.integers(1, 2),
     no_spot=st.booleans(),
+    per_type=st.booleans(),
     data=st.data(),
 )
 def test_random_interruptions_keep_every_invariant(
@@ -165,6 +168,7 @@ def test_random_interruptions_keep_every_invariant(
     spot_count: int,
     gang: int,
     no_spot: bool,
+    per_type: bool,
     data: st.DataObject,
 ) -> None:
     first = next(iter(deps))
@@ -172,7 +176,7 @@ def test_random_interruptions_keep_every_invariant(
     if no_spot and len(deps) > 1:
         overrides[list(deps)[-1]] = {"spot_enabled": False}
     tasks = dag(deps, max_interruptions=max_interruptions, overrides=overrides)
-    rule = BreakerRule(threshold, 50.0, 20.0, 80.0, min_healthy)
+    rule = BreakerRule(threshold, 50.0, 20.0, 80.0, min_healthy, per_type)
     options = RunOptions(
         seed=1,
         pools=pools(spot_count, gang),

@@ -103,6 +103,8 @@ class TaskDef:
     priority: float = 0.0
     #: After ``Task.OutOfMemory`` the next attempt asks for this many times the memory.
     memory_escalation: float = 1.0
+    #: The workflow's ``type`` (batch, multi_node): per-task-type breakers key on it.
+    kind: str = "batch"
     #: ``estimated_runtime`` (0 when unknown); deadline policies reason with it.
     estimated_s: float = 0.0
     #: Most work an interruption can cost (the checkpoint interval plus a checkpoint, or the
@@ -167,6 +169,11 @@ class BreakerRule:
     cooldown_s: float = 300.0
     max_cooldown_s: float = 3600.0
     min_healthy: int = 0
+    #: Also keep one breaker per pool and task type (``type`` in the workflow) that counts the
+    #: tasks' own failures there, so a kind of task that keeps failing on one pool (a GPU
+    #: driver, a missing library) moves to another. Off by default: on a single pool it would
+    #: only delay a failing task's retries.
+    per_task_type: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,6 +82,8 @@ CAPACITY_UNAVAILABLE = "Capacity.Unavailable"
 TASK_OUT_OF_MEMORY = "Task.OutOfMemory"
 #: Errors that are the provider's fault: they draw on ``max_interruptions``, never on retries.
 PROVIDER_ERRORS = frozenset({NODE_LOST, CAPACITY_INTERRUPTED})
+#: The task's own failures: what a per-task-type breaker counts.
+TASK_ERRORS = frozenset({TASK_FAILED, TASK_TIMEOUT, TASK_OUT_OF_MEMORY})
 
 ShapeKey = tuple[float, int, int, int, bool]
 
@@ -528,8 +530,18 @@ class Workflow:
             timer = f"breaker:{breaker.pool}"
             self.timers[timer] = moved.until
             out.append(StartTimer(timer, moved.until, f"half-open {breaker.pool}"))
-        else:
+        elif breaker.pool in self.capacity.target:
             self._maintain(breaker.pool, out)
+
+    def _type_breaker(self, pool: str, kind: str) -> Breaker | None:
+        """The breaker of tasks of type ``kind`` on ``pool``, when those are on."""
+        if not self.options.breaker.per_task_type:
+            return None
+        name = f"{pool}/{kind}"
+        breaker = self.breakers.get(name)
+        if breaker is None:
+            breaker = self.breakers[name] = Breaker(name, self.options.breaker)
+        return breaker
 
     def _instance_note(self, inst: Instance, why: str, out: list[Decision]) -> None:
         pool = inst.pool
@@ -694,10 +706,17 @@ class Workflow:
                 cost.wasted,
             )
         )
+        ok = state is AttemptState.SUCCEEDED
         if att.pool in self.breakers and error not in PROVIDER_ERRORS:
             breaker = self.breakers[att.pool]
-            ok = state is AttemptState.SUCCEEDED
             self._breaker_moved(breaker, breaker.ended(event.at, att.id, ok), out)
+        typed = self._type_breaker(att.pool, task.kind)
+        if typed is not None and error not in PROVIDER_ERRORS:
+            if error in TASK_ERRORS:
+                moved = typed.fault(event.at, f"{error} of {att.id}")
+            else:
+                moved = typed.ended(event.at, att.id, ok)
+            self._breaker_moved(typed, moved, out)
         for iid in att.instances:
             inst = self.capacity.instances[iid]
             if inst.retiring and not inst.attempts and inst.state is InstanceState.DRAINING:
@@ -824,7 +843,7 @@ class Workflow:
         need = self._need(i)
         spot, on_demand, wake_at = self.markets(i)
         faults = (
-            {name: len(b.faults) for name, b in self.breakers.items()}
+            {name: len(b.faults) for name, b in self.breakers.items() if "/" not in name}
             if spot and self._ranks_by_faults
             else {}
         )
@@ -832,6 +851,9 @@ class Workflow:
             if pool.market is Market.ON_DEMAND and not on_demand:
                 break  # on-demand pools come last: nothing more to try
             if not self.breakers[pool.name].allows():
+                continue
+            typed = self._type_breaker(pool.name, task.kind)
+            if typed is not None and not typed.allows():
                 continue
             placement = self.capacity.find_in(pool, need, task.nodes)
             if placement is not None:
@@ -868,6 +890,9 @@ class Workflow:
         self.current[i] = att
         self.capacity.take(att.id, need, instances)
         self.breakers[pool.name].placed(att.id)
+        typed = self._type_breaker(pool.name, task.kind)
+        if typed is not None:
+            typed.placed(att.id)
         where = ", ".join(instances)
         why = f"placed on {where}"
         forced = self.on_demand_only(i) if pool.market is Market.ON_DEMAND else None

@@ -94,6 +94,7 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                     cfg.memory_escalation if t.memory_escalation is None else t.memory_escalation
                 ),
                 estimated_s=_runtime(t),
+                kind=t.type,
                 at_risk_s=_at_risk(t, cfg),
             )
         )
@@ -194,6 +195,7 @@ def policy_dict(policy: Any) -> dict[str, Any]:
             "cooldown_s": rule.cooldown_s,
             "max_cooldown_s": rule.max_cooldown_s,
             "min_healthy": rule.min_healthy,
+            "per_task_type": rule.per_task_type,
         },
     }
 
