@@ -79,7 +79,7 @@ def test_bad_input_is_one_clear_line(cli: Cli) -> None:
         (["--trace", "spot=missing.json"], "'missing.json' is not a file"),
         (["--policy", "greedy"], "needs a deadline"),
         (["--deadline", "soon"], "--deadline 'soon'"),
-        (["--gantt", "out.png"], "give a .html or .svg file"),
+        (["--gantt", "out.gif"], "give a .html, .svg or .png file"),
     ]
     for extra, message in cases:
         proc = cli("simulate", "wf.yaml", "--pools", "pools.yaml", "--runs", "2", *extra)
@@ -96,3 +96,11 @@ def test_a_trace_drives_the_spot_pool(cli: Cli, tmp_path: Path) -> None:
     down = json.loads(cli(*args, "--trace", f"spot={never}").stdout)
     assert down["spot_hours_mean"] == 0, "no spot while the trace says none"
     assert up["spot_hours_mean"] > 0
+
+
+def test_a_png_timeline(cli: Cli) -> None:
+    setup(cli)
+    proc = cli("simulate", "wf.yaml", "--pools", "pools.yaml", "--runs", "3", "--gantt", "g.png")
+    assert proc.returncode == 0, proc.stderr
+    data = (cli.cwd / "g.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -1,7 +1,9 @@
 """One simulated run as a timeline: instances as rows, attempts as bars coloured by outcome.
 
-A self-contained SVG (inside an HTML page for ``.html``): no plotting library
-to install, opens in any browser, and a hover shows what each bar was.
+``.html`` and ``.svg`` are a self-contained SVG written here: no plotting
+library to install, opens in any browser, and a hover shows what each bar
+was. ``.png`` is drawn by matplotlib (the ``plot`` extra), because a raster
+image with text is what a plotting library is for.
 """
 
 from __future__ import annotations
@@ -67,13 +69,13 @@ def svg(records: list[AttemptRecord], title: str) -> str:
 def write_gantt(sim: Simulation, seed: int, path: Path, name: str) -> None:
     """Simulate run 0 of ``seed`` again, recording its attempts, and draw it."""
     suffix = path.suffix.lower()
-    if suffix not in (".html", ".svg"):
-        raise StormproofError(
-            f"--gantt {str(path)!r}: give a .html or .svg file (PNG would need a plotting "
-            "library; open the HTML in a browser and print or screenshot it)"
-        )
+    if suffix not in (".html", ".svg", ".png"):
+        raise StormproofError(f"--gantt {str(path)!r}: give a .html, .svg or .png file")
     result = sim.run(random.Random(f"{seed}:0"), record=True)
     title = f"{name}: run 0, {result.makespan_s / 3600:.2f} h, ${result.cost.spent:.4f}"
+    if suffix == ".png":
+        png(result.records, title, path)
+        return
     body = svg(result.records, title)
     if suffix == ".html":
         body = (
@@ -84,3 +86,43 @@ def write_gantt(sim: Simulation, seed: int, path: Path, name: str) -> None:
         path.write_text(body)
     except OSError as e:
         raise StormproofError(f"--gantt {str(path)!r}: cannot write it ({e.strerror})") from None
+
+
+def png(records: list[AttemptRecord], title: str, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+        from matplotlib.patches import Rectangle
+    except ImportError:
+        raise StormproofError(
+            f"--gantt {str(path)!r}: PNG needs matplotlib: pip install 'stormproof[plot]' "
+            "(or give a .html or .svg file, which needs nothing)"
+        ) from None
+    rows = sorted({iid for r in records for iid in r.instances})
+    y_of = {iid: k for k, iid in enumerate(rows)}
+    fig, ax = plt.subplots(figsize=(12, 1 + 0.3 * len(rows)))
+    for r in records:
+        for iid in r.instances:
+            ax.barh(
+                y_of[iid],
+                (r.end - r.start) / 3600,
+                left=r.start / 3600,
+                color=COLOURS.get(r.state, "#1565c0"),
+                edgecolor="white",
+                linewidth=0.3,
+            )
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()
+    ax.set_xlabel("hours")
+    ax.set_title(title)
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
+    ax.legend(handles, list(COLOURS), loc="lower right", fontsize="small")
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise StormproofError(f"--gantt {str(path)!r}: cannot write it ({e.strerror})") from None
+    finally:
+        plt.close(fig)
