@@ -79,3 +79,14 @@ class RunLocked(StormproofError):
 
 class CapacityError(StormproofError):
     """A task asks for more than any instance of any usable pool has."""
+
+
+def unreadable(err: OSError, what: str = "file") -> str:
+    """Why a file the user named cannot be read, in words, with the fix where there is one."""
+    if isinstance(err, FileNotFoundError):
+        return "no such file (check the path)"
+    if isinstance(err, IsADirectoryError):
+        return f"is a directory, not a {what}"
+    if isinstance(err, PermissionError):
+        return "cannot be read: permission denied"
+    return f"cannot be read: {err.strerror or err}"

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stormproof.errors import SpecError, StormproofError
+from stormproof.errors import SpecError, StormproofError, unreadable
 
 STDIO = "-"
 
@@ -47,15 +47,8 @@ def _read_bytes(path: str, source: str, error: type[SpecError]) -> bytes:
         if path == STDIO:
             return sys.stdin.buffer.read()
         return Path(path).read_bytes()
-    except FileNotFoundError:
-        problem = "no such file (check the path)"
-    except IsADirectoryError:
-        problem = "is a directory, not a file"
-    except PermissionError:
-        problem = "cannot be read: permission denied"
     except OSError as err:
-        problem = f"cannot be read: {err.strerror or err}"
-    raise error(source, [problem])
+        raise error(source, [unreadable(err)]) from None
 
 
 def _json_message(err: json.JSONDecodeError, text: str) -> str:

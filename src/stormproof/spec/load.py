@@ -34,7 +34,7 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from stormproof.errors import SpecError
+from stormproof.errors import SpecError, unreadable
 from stormproof.spec.model import WorkflowSpec
 from stormproof.spec.validate import (
     Loc,
@@ -78,15 +78,8 @@ def parse_workflow(text: str, source: str, fmt: Format | None = None) -> Workflo
 def _read(path: Path, source: str) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        problem = "no such file (check the path)"
-    except IsADirectoryError:
-        problem = "is a directory, not a workflow file"
-    except PermissionError:
-        problem = "cannot be read: permission denied"
     except OSError as err:
-        problem = f"cannot be read: {err.strerror or err}"
-    raise SpecError(source, [problem])
+        raise SpecError(source, [unreadable(err, "workflow file")]) from None
 
 
 def _parse(content: str | bytes, source: str, fmt: Format | None) -> WorkflowSpec:
