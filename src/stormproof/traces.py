@@ -23,7 +23,7 @@ from pathlib import Path
 
 from stormproof.errors import StormproofError
 
-__all__ = ["Trace", "TraceError", "load_trace", "parse_trace"]
+__all__ = ["Trace", "TraceError", "find_trace", "load_trace", "parse_trace"]
 
 
 class TraceError(StormproofError):
@@ -67,6 +67,17 @@ class Trace:
 
     def duration_s(self) -> float:
         return self.gap_s * len(self.counts)
+
+
+def find_trace(text: str, base: Path, place: str) -> Path:
+    """The trace file ``text`` names, relative to ``base``; ``place`` says where it was named."""
+    path = (base / Path(text).expanduser()).resolve()
+    if not path.is_file():
+        raise TraceError(
+            f"{place}: {text!r} is not a file (looked at {path}); give the path of a spot "
+            f"trace JSON, relative to {base}"
+        )
+    return path
 
 
 def load_trace(path: str | Path, *, first_ticks: int | None = None) -> Trace:

@@ -199,12 +199,9 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
         result = driver.drive(initial)
     _say_result(ctx, result, quiet)
     if not quiet and result.state != "stopped":
-        c = driver.core.cost
-        line = (
-            f"  cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
-            f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_s:.0f}s)"
-        )
-        out.print(line)
+        from .render import cost_text
+
+        out.print("  " + cost_text(driver.core.cost))
     sys.exit(EXIT.get(result.state, 1))
 
 

@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
 from stormproof.plan.graph import Dag
 from stormproof.runtime.runs import RunContext
@@ -145,13 +146,16 @@ def run_table(view: RunView) -> Table:
     return t
 
 
-def cost_line(view: RunView, now: float) -> str:
-    """One line of money: spent, saved against all-on-demand, and lost to interruptions."""
-    c = view.cost(view.ended if view.ended is not None else now)
-    text = (
+def cost_text(c: Cost) -> str:
+    return (
         f"cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
         f"saved ${c.saved:.4f} · wasted ${c.wasted:.4f} ({c.wasted_s:.0f}s)"
     )
+
+
+def cost_line(view: RunView, now: float) -> str:
+    """One line of money: spent, saved against all-on-demand, and lost to interruptions."""
+    text = cost_text(view.cost(view.ended if view.ended is not None else now))
     if view.interruptions:
         text += f" · {view.interruptions} interruption(s)"
     return text

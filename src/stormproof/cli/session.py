@@ -109,19 +109,14 @@ class Session:
     def pool_sources(self) -> list[dict[str, Any]]:
         """What interrupts each pool, as a run records it; a bad trace file is an error now."""
         from stormproof.capacity.local import PoolSource
-        from stormproof.traces import load_trace
+        from stormproof.traces import find_trace, load_trace
 
         base = self.config.source.parent if self.config.source is not None else self.cwd
         out = []
         for i, pool in enumerate(self.config.pools):
             trace = None
             if pool.trace:
-                path = (base / Path(pool.trace).expanduser()).resolve()
-                if not path.is_file():
-                    raise ConfigError(
-                        f"pools[{i}].trace: {pool.trace!r} is not a file (looked at {path}); "
-                        "give the path of a spot trace JSON, relative to stormproof.yaml"
-                    )
+                path = find_trace(pool.trace, base, f"pools[{i}].trace")
                 load_trace(path)  # malformed: a clear error before anything starts
                 trace = str(path)
             if trace or pool.interruption_rate:

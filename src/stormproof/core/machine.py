@@ -296,9 +296,7 @@ class Workflow:
         elif att.kill_reason == "timeout":
             self._failed_attempt(att, TASK_TIMEOUT, code, event, out)
         elif att.kill_reason in ("cancel", "failing"):
-            self._end_attempt(att, AttemptState.CANCELLED, None, code, None, event, out)
-            self._move(att.task, TaskState.CANCELLED, event)
-            out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, att.kill_reason))
+            self._end_cancelled(att, code, event, out, att.kill_reason)
         else:
             self._failed_attempt(att, TASK_FAILED, code, event, out)
 
@@ -307,12 +305,24 @@ class Workflow:
         if att is None:
             return
         if att.kill_reason in ("cancel", "failing"):
-            self._end_attempt(att, AttemptState.CANCELLED, None, None, None, event, out)
-            self._move(att.task, TaskState.CANCELLED, event)
-            out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, att.kill_reason))
+            self._end_cancelled(att, None, event, out, att.kill_reason)
             return
         error = CAPACITY_INTERRUPTED if att.kill_reason == "interrupted" else NODE_LOST
         self._failed_attempt(att, error, None, event, out, event.reason)
+
+    def _end_cancelled(
+        self,
+        att: Attempt,
+        code: int | None,
+        event: Event,
+        out: list[Decision],
+        why: str,
+        attempt_why: str = "",
+    ) -> None:
+        """An attempt killed because the run is cancelled or failing ends its task cancelled."""
+        self._end_attempt(att, AttemptState.CANCELLED, None, code, None, event, out, attempt_why)
+        self._move(att.task, TaskState.CANCELLED, event)
+        out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
 
     def _on_submit_failed(self, event: AttemptSubmitFailed, out: list[Decision]) -> None:
         att = self.attempts.get(event.attempt_id)
@@ -434,9 +444,7 @@ class Workflow:
                 continue
             out.append(KillAttempt(aid, 0.0, why))
             if att.kill_reason in ("cancel", "failing"):
-                self._end_attempt(att, AttemptState.CANCELLED, None, None, None, event, out, why)
-                self._move(att.task, TaskState.CANCELLED, event)
-                out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
+                self._end_cancelled(att, None, event, out, why, why)
             else:
                 self._failed_attempt(att, NODE_LOST, None, event, out, why)
         self._fault(inst.pool.name, event.at, why, out)

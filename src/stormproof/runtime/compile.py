@@ -17,6 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stormproof.config import PolicyConfig
 from stormproof.core.defs import (
     BreakerRule,
     OnFailure,
@@ -180,7 +181,7 @@ def run_options(
     )
 
 
-def policy_dict(policy: Any) -> dict[str, Any]:
+def policy_dict(policy: PolicyConfig) -> dict[str, Any]:
     """What a run records of ``stormproof.yaml``'s ``policy:`` (a ``config.PolicyConfig``)."""
     rule = policy.breaker_rule()
     return {

@@ -256,11 +256,10 @@ def _instance(v: RunView, row: Row) -> None:
 
 
 def _notice(v: RunView, row: Row) -> None:
+    # The core ignores a notice for an instance already going, and a loss of one already gone.
     inst = v.instances.get(row.data.get("instance_id", ""))
-    if inst is not None and inst.state in (
-        "up",
-        "draining" if row.kind == "InstanceLost" else "up",
-    ):
+    counted = ("up", "draining") if row.kind == "InstanceLost" else ("up",)
+    if inst is not None and inst.state in counted:
         v.interruptions += 1
 
 

@@ -18,7 +18,7 @@ from stormproof.errors import StormproofError
 from stormproof.runtime.compile import DEFAULT_RUNTIME_S, compile_tasks, policy_dict, run_options
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel
 from stormproof.spec.model import WorkflowSpec
-from stormproof.traces import load_trace
+from stormproof.traces import find_trace, load_trace
 
 
 @dataclass
@@ -66,12 +66,7 @@ def build(
         path = traces.get(pool.name) or pool.trace
         trace = None
         if path:
-            full = (base / Path(path).expanduser()).resolve()
-            if not full.is_file():
-                raise StormproofError(
-                    f"trace for pool {pool.name!r}: {path!r} is not a file (looked at {full})"
-                )
-            trace = load_trace(full)
+            trace = load_trace(find_trace(path, base, f"trace for pool {pool.name!r}"))
         if pool.market is Market.SPOT or trace is not None or pool.interruption_rate:
             pool_models.append(PoolModel(pool.name, pool.interruption_rate, trace, pool.notice))
     policy = policy_dict(config.policy)
