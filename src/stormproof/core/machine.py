@@ -182,7 +182,6 @@ class Workflow:
         #: Whether a placement could succeed now that did not before: set when capacity is
         #: freed, a task becomes ready or the mode changes; placement is skipped otherwise.
         self._changed = True
-        self._wakeups: list[Decision] = []
 
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
@@ -231,9 +230,6 @@ class Workflow:
         else:  # pragma: no cover - every event class is handled above
             raise TypeError(f"the core does not know the event {event!r}")
         self._dispatch(event, out)
-        if self._wakeups:
-            out += self._wakeups
-            self._wakeups = []
         self._check_finished(event, out)
         return out
 
@@ -789,7 +785,7 @@ class Workflow:
             else:
                 del self._queues[key]
         for _, i, key in sorted(heads):
-            placement = self._find(i)
+            placement = self._find(i, out)
             if placement is not None:
                 heapq.heappop(self._queues[key])
                 self._launch(i, placement, event, out)
@@ -846,7 +842,7 @@ class Workflow:
             return True, True, None
         return True, False, od_from
 
-    def _find(self, i: int) -> Placement | None:
+    def _find(self, i: int, out: list[Decision]) -> Placement | None:
         task = self.tasks[i]
         need = self._need(i)
         spot, on_demand, wake_at = self.markets(i)
@@ -870,7 +866,7 @@ class Workflow:
             timer = f"policy:{task.id}"
             if self.timers.get(timer, math.inf) > wake_at:
                 self.timers[timer] = wake_at
-                self._wakeups.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
+                out.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
         return None
 
     def _launch(self, i: int, placement: Placement, event: Event, out: list[Decision]) -> None:
