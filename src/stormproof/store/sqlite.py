@@ -588,7 +588,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
     try:
         with _translated(path):
             tables = _table_names(db)
-            db.execute("PRAGMA journal_mode = WAL")
+            _use_wal(db, busy_timeout_s)
             level = "NORMAL" if synchronous == "group" else synchronous.upper()
             db.execute(f"PRAGMA synchronous = {level}")
             db.execute("PRAGMA foreign_keys = ON")
@@ -599,6 +599,27 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
         db.close()
         raise
     return db
+
+
+def _use_wal(db: sqlite3.Connection, busy_timeout_s: float) -> None:
+    """Switch the file to WAL (persistent: the first opener does it for all).
+
+    The switch needs an exclusive lock and SQLite answers ``database is
+    locked`` at once, without its busy handler, while another process is
+    creating the same fresh file; so wait for that here, up to the busy timeout.
+    """
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _table_names(db: sqlite3.Connection) -> set[str]:
