@@ -132,6 +132,27 @@ def test_copy_falls_back_to_a_buffer_when_copy_file_range_is_refused(
     assert (tmp_path / "dst").read_bytes() == data
 
 
+def test_durable_copies_start_the_disk_write_of_every_range_they_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * _copy.CHUNK_BYTES + 4567)
+    (tmp_path / "src").write_bytes(data)
+    with _copy.HashBehindCopier(writeback=True) as copier:  # the real sync_file_range
+        real = copier.copy(tmp_path / "src", tmp_path / "real")
+    assert real.result() == _copy.Digest(len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "real").read_bytes() == data
+
+    started: list[tuple[int, int]] = []
+    monkeypatch.setattr(_copy, "_start_writeback", lambda fd, off, n: started.append((off, n)))
+    with _copy.HashBehindCopier(writeback=True) as copier:
+        copier.copy(tmp_path / "src", tmp_path / "dst").result()
+    with _copy.HashBehindCopier() as copier:  # not durable: no writeback asked for
+        copier.copy(tmp_path / "src", tmp_path / "plain").result()
+    ends = [0] + [off + n for off, n in started]
+    assert [off for off, _ in started] == ends[:-1]  # contiguous, in order
+    assert ends[-1] == len(data)  # ... and up to the end: nothing left for the final sync
+
+
 def test_copy_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     fd = os.open(tmp_path / "fifo", os.O_RDONLY | os.O_NONBLOCK)

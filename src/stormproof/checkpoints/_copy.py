@@ -130,7 +130,7 @@ class HashBehindCopier:
     every hash. One instance per save or restore, used from one thread.
     """
 
-    def __init__(self, hashers: int | None = None) -> None:
+    def __init__(self, hashers: int | None = None, writeback: bool = False) -> None:
         # sha256 is the bottleneck (~1.7 GB/s a core): with several files, hash two at once.
         count = hashers if hashers is not None else min(2, os.cpu_count() or 1)
         self._queues: list[queue.Queue[_Job | None]] = [
@@ -145,6 +145,7 @@ class HashBehindCopier:
         self._next = 0
         self._buffer: bytearray | None = None  # for the copy-through-a-buffer fallback
         self._cfr = hasattr(os, "copy_file_range")
+        self._writeback = _start_writeback if writeback else None
 
     def copy(self, src: Path | int, dst: Path) -> Future[Digest]:
         """Copy ``src`` (a path, or a descriptor this call closes) to a new ``dst``."""
@@ -160,6 +161,8 @@ class HashBehindCopier:
         offset = 0
         try:
             while n := self._copy_chunk(fin, fout):
+                if self._writeback is not None:
+                    self._writeback(fout, offset, n)
                 jobs.put((pending, offset, n))
                 offset += n
         finally:
@@ -227,6 +230,21 @@ class HashBehindCopier:
             pending.future.set_exception(pending.failed)
         else:
             pending.future.set_result(Digest(pending.size, pending.hasher.hexdigest()))
+
+
+#: ``sync_file_range`` flag: start writing the range's dirty pages, do not wait for them.
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a just-copied range to disk (Linux; elsewhere nothing).
+
+    Only a head start: durability still comes from the sync before the manifest.
+    """
+    fn = getattr(_libc(), "sync_file_range", None)
+    if fn is not None:
+        flags = ctypes.c_uint(_SYNC_FILE_RANGE_WRITE)
+        fn(fd, ctypes.c_int64(offset), ctypes.c_int64(length), flags)
 
 
 def sync_filesystem(path: Path) -> None:

@@ -176,7 +176,7 @@ class FsspecStore:
         root = Path(base)
         made: set[Path] = set()
         futures: builtins.list[Future[_copy.Digest]] = []
-        with _copy.HashBehindCopier() as copier:
+        with _copy.HashBehindCopier(writeback=self.durable) as copier:
             for f in files:
                 target = root / f.rel
                 if target.parent not in made:
