@@ -509,3 +509,76 @@ def test_diversify_reaches_the_target_evenly_and_overshoots_by_less_than_an_inst
         if counts[p.name]:
             # its last instance went to it when it held the fewest units of all pools
             assert all(units[p.name] - p.weight <= units[q.name] + 1e-9 for q in pools)
+
+
+def test_after_the_breaker_closes_work_goes_back_to_spot_and_never_flaps_meanwhile() -> None:
+    rule = BreakerRule(threshold=1, window_s=100, cooldown_s=50)
+    od = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 4, price_usd_per_h=0.72)
+    deps = {
+        "a": [],
+        "b": [],
+        "c1": ["b"],
+        "c2": ["b"],
+        "d1": ["c1"],
+        "d2": ["c1"],
+        "d3": ["c2"],
+        "e": ["d1", "d2"],
+    }
+    wf = make(dag(deps, vcpus=4, memory=8192), pools=(SPOT, od), breaker=rule)
+    out = begin(wf)
+    assert [(d.attempt_id, d.pool) for d in launches(out)] == [("a/1", "spot"), ("b/1", "spot")]
+    wf.handle(AttemptStarted(0, "a/1", "p"))
+    wf.handle(AttemptStarted(0, "b/1", "p"))
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    assert wf.breakers["spot"].state is BreakerState.OPEN
+    wf.handle(TimerFired(1, "reclaim:spot-0"))
+    (a2,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert a2.pool == "od"
+    # open: spot-1 is free, yet everything goes on-demand
+    out = wf.handle(AttemptExited(3, "b/1", 0))
+    assert [(d.task_id, d.pool) for d in launches(out)] == [("c1", "od"), ("c2", "od")]
+    assert "spot-1" in wf.capacity.instances and not wf.capacity.instances["spot-1"].attempts
+    # half-open: one probe on spot, the rest on-demand while it runs, though spot has room
+    out = wf.handle(TimerFired(51, "breaker:spot"))
+    (replacement,) = of(LaunchInstance, out)
+    wf.handle(InstanceUp(52, replacement.instance_id))
+    for att in ("c1/1", "c2/1"):
+        wf.handle(AttemptStarted(52, att, "p"))
+    out = wf.handle(AttemptExited(60, "c1/1", 0))
+    placed = {d.task_id: d.pool for d in launches(out)}
+    assert sorted(placed.values()) == ["od", "spot"], "exactly one probe"
+    probe = next(t for t, pool in placed.items() if pool == "spot")
+    other = next(t for t, pool in placed.items() if pool == "od")
+    out = wf.handle(AttemptExited(61, "c2/1", 0))
+    assert [(d.task_id, d.pool) for d in launches(out)] == [("d3", "od")], "no second probe"
+    # the probe succeeds: closed, and the next attempt is placed on spot again
+    wf.handle(AttemptStarted(61, f"{probe}/1", "p"))
+    out = wf.handle(AttemptExited(70, f"{probe}/1", 0))
+    assert [d.state for d in of(BreakerChanged, out)] == ["closed"]
+    wf.handle(AttemptStarted(61, f"{other}/1", "p"))
+    out = wf.handle(AttemptExited(71, f"{other}/1", 0))
+    (e,) = launches(out)
+    assert (e.task_id, e.pool, e.market) == ("e", "spot", "spot")
+
+
+@pytest.mark.parametrize("reported_oom", [False, True])
+def test_a_timeout_never_escalates_memory(reported_oom: bool) -> None:
+    tasks = dag(
+        {"a": []},
+        vcpus=1,
+        memory=3000,
+        timeout_s=10,
+        retry=[RetryRule(("States.ALL",), 0, 2, 1)],
+        overrides={"a": {"memory_escalation": 2.0}},
+    )
+    wf = make(tasks)
+    first = start(wf)
+    assert first.memory_mib == 3000
+    (kill,) = of(KillAttempt, wf.handle(TimerFired(10, "timeout:a/1")))
+    assert kill.attempt_id == "a/1"
+    # the kill may race with the memory watchdog: a timed-out attempt is still a timeout
+    out = wf.handle(AttemptExited(11, "a/1", 137, out_of_memory=reported_oom))
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.error, ended.state) == ("Task.Timeout", "timed_out")
+    (second,) = launches(out)
+    assert second.memory_mib == 3000 and 0 not in wf.memory_scale
