@@ -349,8 +349,11 @@ def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef]) -> str:
     if gpus or cap.gpus:
         has += f" / {_count(cap.gpus, 'GPU')}"
     short = shortfalls(pool, shape)
+    tried = ""
+    if len(usable) > 1:
+        tried = f", which none of the pools {', '.join(pools[i].name for i in usable)} can hold"
     message = (
-        f"{who} {verb} {need}; the largest pool {pool.name!r} has "
+        f"{who} {verb} {need}{tried}; the largest pool {pool.name!r} has "
         f"{_count(pool.count, 'instance')} of {has} — add a pool in stormproof.yaml "
         f"or lower {'/'.join(short)}"
     )
