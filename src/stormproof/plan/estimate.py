@@ -26,9 +26,10 @@ Rules:
   when that is longer. It is a *lower bound* when tasks lack
   ``estimated_runtime`` (they count as 0 s), when the unbounded schedule asks
   for more capacity than the pools have, or when some task fits nowhere.
-* **Interruptions** are not priced yet: ``ReworkModel`` is the seam where
-  expected rework from a pool's ``interruption_rate`` will plug in; today it
-  is ``no_rework`` (factor 1), and the plan says so when a rate is configured.
+* **Interruptions** are not priced by the plan: ``ReworkModel`` is the seam
+  where expected rework from a pool's ``interruption_rate`` would plug in;
+  today it is ``no_rework`` (factor 1), and the plan says so when a rate is
+  configured and points to ``stormproof simulate``, which prices them.
 
 Everything here is plain arithmetic over tuples: tasks are grouped by resource
 shape so that placement is decided once per shape, not once per task.
@@ -173,7 +174,8 @@ def estimate(
         if rated and rework is no_rework:
             notes.append(
                 f"interruption_rate of pool {', '.join(repr(n) for n in rated)} is not priced "
-                "in yet: cost and duration assume no interruption and no rework"
+                "in by plan: cost and duration assume no interruption and no rework "
+                "(`stormproof simulate` prices them)"
             )
         return Estimate(
             pools=pools,
