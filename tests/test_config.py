@@ -275,3 +275,51 @@ def test_bad_spot_settings_name_the_place(tmp_path: Path) -> None:
     )
     text = "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, notice: soon}\n"
     assert "pools[0].notice: expected a duration like 600" in error(tmp_path, text)
+
+
+FLEET = """\
+pools:
+  - {name: large, market: spot, instance: c5.large, vcpus: 2, memory: 4096, weight: 1}
+  - {name: xlarge, market: spot, instance: c5.xlarge, vcpus: 4, memory: 8192, weight: 2}
+  - {name: od, market: on_demand, vcpus: 4, memory: 8192, count: 3}
+fleet: {target_capacity: 4}
+"""
+
+
+def test_a_fleet_target_capacity_is_diversified_over_the_spot_pools_by_weight(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, FLEET)
+    config = load_config(None, tmp_path, {})
+    counts = {p.name: p.count for p in config.pool_defs()}
+    # the recipe's Spot Fleet: 4 units, c5.large counts 1, c5.xlarge 2; on-demand keeps its count
+    assert counts == {"large": 2, "xlarge": 1, "od": 3}
+    write(tmp_path, FLEET.replace("target_capacity: 4", "target_capacity: 9"))
+    counts = {p.name: p.count for p in load_config(None, tmp_path, {}).pool_defs()}
+    assert counts == {"large": 5, "xlarge": 2, "od": 3}
+
+
+def test_bad_fleet_settings_name_the_place_and_the_fix(tmp_path: Path) -> None:
+    text = FLEET.replace("weight: 2}", "weight: 2, count: 3}")
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:3: pools[1].count: not with fleet.target_capacity, which decides how "
+        "many instances each spot pool gets (by its weight); remove count from pool 'xlarge', "
+        "or remove fleet"
+    )
+    text = (
+        "pools:\n  - {name: od, market: on_demand, vcpus: 4, memory: 8192}\n"
+        "fleet:\n  target_capacity: 2\n"
+    )
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:4: fleet.target_capacity: no pool has market: spot, so the fleet has "
+        "nothing to spread its capacity over; add a spot pool under pools, or remove fleet"
+    )
+    assert "fleet.target_capacity: must be at least 1, got 0" in error(
+        tmp_path, FLEET.replace("target_capacity: 4", "target_capacity: 0")
+    )
+    assert "fleet.target: unknown field (known fields: target_capacity)" in error(
+        tmp_path, FLEET.replace("target_capacity: 4", "target: 4")
+    )
+    assert "pools[0].weight: must be more than 0" in error(
+        tmp_path, FLEET.replace("weight: 1}", "weight: 0}")
+    )

@@ -22,6 +22,7 @@ Rules (DESIGN §7):
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -38,8 +39,11 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from stormproof.core.capacity import diversify
 from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
@@ -111,8 +115,10 @@ class PoolConfig(_Strict):
     memory: int = Field(gt=0, description="MiB of one instance")
     gpus: int = Field(default=0, ge=0)
     price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
+    #: Instances at the start; with ``fleet.target_capacity`` the fleet decides it for spot pools.
     count: int = Field(default=1, ge=1)
-    #: Relative preference between pools of one market when placement spreads over them.
+    #: Capacity units one instance counts for (AWS Spot Fleet's ``WeightedCapacity``): what
+    #: ``fleet.target_capacity`` is spread in, and how placements spread under ``diversified``.
     weight: float = Field(default=1.0, gt=0)
     #: Expected interruptions per instance-hour (spot); ``None`` means unknown. On the local
     #: executor instances are interrupted at random at this rate (seeded by the run's seed).
@@ -136,6 +142,19 @@ class PoolConfig(_Strict):
             instance_type=self.instance,
             weight=self.weight,
         )
+
+
+class FleetConfig(_Strict):
+    """The recipe's Spot Fleet request: spot capacity in units, spread over the spot pools.
+
+    Like AWS Spot Fleet's ``TargetCapacity`` with ``WeightedCapacity`` (each
+    pool's ``weight``) and the ``diversified`` allocation strategy: every spot
+    pool gets about the same number of units (``core.capacity.diversify``).
+    On-demand pools are not part of it: they keep their ``count`` (the
+    recipe's separate on-demand fallback; AWS's ``OnDemandTargetCapacity`` 0).
+    """
+
+    target_capacity: int = Field(ge=1, description="capacity units on spot, like 8")
 
 
 class BreakerConfig(_Strict):
@@ -215,6 +234,8 @@ class Config(_Strict):
         default_factory=CheckpointTiersConfig
     )
     pools: Annotated[list[PoolConfig], BeforeValidator(_empty_list)] = Field(default_factory=list)
+    #: The spot fleet's target capacity; without it every pool starts with its ``count``.
+    fleet: FleetConfig | None = None
     policy: Annotated[PolicyConfig, BeforeValidator(_empty_mapping)] = Field(
         default_factory=PolicyConfig
     )
@@ -241,6 +262,38 @@ class Config(_Strict):
             first[pool.name] = i
         return pools
 
+    @model_validator(mode="after")
+    def _fleet_decides_spot_counts(self) -> Config:
+        if self.fleet is None:
+            return self
+        target = self.fleet.target_capacity
+        problems: list[InitErrorDetails] = []
+        spot = [i for i, p in enumerate(self.pools) if p.market is Market.SPOT]
+        if not spot:
+            problems.append(
+                _problem(
+                    ("fleet", "target_capacity"),
+                    target,
+                    "no pool has market: spot, so the fleet has nothing to spread its capacity "
+                    "over; add a spot pool under pools, or remove fleet",
+                )
+            )
+        for i in spot:
+            pool = self.pools[i]
+            if "count" in pool.model_fields_set:
+                problems.append(
+                    _problem(
+                        ("pools", i, "count"),
+                        pool.count,
+                        f"not with fleet.target_capacity, which decides how many instances each "
+                        f"spot pool gets (by its weight); remove count from pool {pool.name!r}, "
+                        "or remove fleet",
+                    )
+                )
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
     @property
     def source(self) -> Path | None:
         """The file this configuration was read from; ``None`` when it is all defaults."""
@@ -256,10 +309,26 @@ class Config(_Strict):
         return cwd / (self.home or ".stormproof")
 
     def pool_defs(self) -> tuple[PoolDef, ...]:
-        """The configured pools, or this machine as one on-demand pool when none are."""
-        if self.pools:
-            return tuple(pool.to_def() for pool in self.pools)
-        return (local_pool(),)
+        """The configured pools, or this machine as one on-demand pool when none are.
+
+        With ``fleet``, each spot pool's count is its share of the target capacity.
+        """
+        if not self.pools:
+            return (local_pool(),)
+        pools = tuple(pool.to_def() for pool in self.pools)
+        if self.fleet is None:
+            return pools
+        spot = [p for p in pools if p.market is Market.SPOT]
+        counts = diversify(self.fleet.target_capacity, spot)
+        return tuple(
+            dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
+        )
+
+
+def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
+    """A validation problem at ``loc``, rendered like the field checks (file, line, place)."""
+    error = PydanticCustomError("value_error", "{error}", {"error": message})
+    return InitErrorDetails(type=error, loc=loc, input=value)
 
 
 def local_machine() -> Resources:
@@ -401,6 +470,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("pools",): tuple(PoolConfig.model_fields),
     ("policy",): tuple(PolicyConfig.model_fields),
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
+    ("fleet",): tuple(FleetConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {
@@ -410,6 +480,7 @@ _EXAMPLES: dict[str, str] = {
     "memory": "the MiB of memory of one instance, like 8192",
     "price": "USD per instance-hour, like 0.068",
     "count": "how many instances, like 4",
+    "target_capacity": "capacity units on spot, like 8",
 }
 
 

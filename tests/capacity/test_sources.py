@@ -95,3 +95,14 @@ def test_build_sources_reads_what_a_run_recorded(tmp_path) -> None:  # type: ign
     sources = build_sources(specs, origin=0.0, seed=3)
     assert [type(s).__name__ for s in sources] == ["RateSource", "TraceSource"]
     assert PoolSource.from_dict(specs[1].to_dict()) == specs[1]
+
+
+def test_the_local_fleet_answers_every_launch_at_the_next_poll_and_a_repeated_ask_once() -> None:
+    fleet = LocalFleet()
+    fleet.launch("spot-0", "spot")
+    fleet.launch("spot-1", "spot")
+    fleet.launch("spot-0", "spot")  # a resumed driver asking again for an unanswered launch
+    events = fleet.poll(5.0, FakeFleet())
+    assert [(type(e), e.at) for e in events] == [(InstanceUp, 5.0), (InstanceUp, 5.0)]
+    assert [e.instance_id for e in events if isinstance(e, InstanceUp)] == ["spot-0", "spot-1"]
+    assert fleet.poll(6.0, FakeFleet()) == []

@@ -133,3 +133,51 @@ def test_an_unusable_checkpoint_store_is_a_clear_error_before_anything_runs(
     assert code == 2
     assert fragment in output and "checkpoints:" in output
     assert not (tmp_path / ".stormproof" / "runs").exists()
+
+
+POOLS = """\
+pools:
+  - {name: spot-c5, market: spot, vcpus: 4, memory: 8192, price: 0.068, count: 2}
+  - {name: ondemand, market: on_demand, vcpus: 4, memory: 8192, price: 0.17}
+"""
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_task_that_fits_no_pool_exits_2_naming_the_task_and_the_pools(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "stormproof.yaml").write_text(POOLS)
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n"
+        "  - {id: small, command: ['true'], memory: 256}\n"
+        "  - {id: huge, command: ['true'], vcpus: 16, memory: 256}\n"
+    )
+    code, output = invoke(tmp_path, command, "wf.yaml")
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert output.count("error:") == 1
+    error = output[output.index("error:") :]
+    assert "huge" in error and "spot-c5" in error and "ondemand" in error
+    assert "small" not in error
+    flat = " ".join(output.split())  # the console may wrap long lines
+    assert "huge needs 16 vCPUs / 256 MiB, which none of the pools spot-c5, ondemand can hold" in (
+        flat
+    )
+    assert "add a pool in stormproof.yaml or lower vcpus" in flat
+    if command == "run":
+        code, listing = invoke(tmp_path, "status", "--json")
+        assert code == 0 and json.loads(listing) == [], "nothing was started"
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_a_negative_pool_price_exits_2_with_one_error_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "stormproof.yaml").write_text(POOLS.replace("price: 0.17", "price: -0.17"))
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
+    code, output = invoke(tmp_path, command, "wf.yaml")
+    assert code == 2, output
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if "error:" in line]
+    assert line == (
+        "error: stormproof.yaml:3: pools[1].price: must be at least 0, got -0.17 "
+        "(USD per instance-hour, like 0.068)"
+    )

@@ -219,3 +219,25 @@ def test_the_deadline_policy_of_the_config_drives_a_real_run(cli: Cli) -> None:
     assert tasks["a"]["attempts"][0]["market"] == "on_demand"
     # b: ready at about 0 s; latest start 80 s, at risk 10 s: spot is safe -> spot.
     assert tasks["b"]["attempts"][0]["market"] == "spot"
+
+
+def test_a_fleet_target_capacity_is_launched_diversified_by_weight_at_once(cli: Cli) -> None:
+    cli.write(
+        "stormproof.yaml",
+        "pools:\n"
+        "  - {name: large, market: spot, instance: c5.large, vcpus: 1, memory: 512, price: 0.03}\n"
+        "  - {name: xlarge, market: spot, instance: c5.xlarge, vcpus: 2, memory: 1024,\n"
+        "     price: 0.06, weight: 2}\n"
+        "fleet: {target_capacity: 4}\n",
+    )
+    cli.write("wf.yaml", "name: w\ntasks:\n  - {id: a, command: 'true', memory: 256}\n")
+    proc = cli("run", "wf.yaml", "--name", "w", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = history(cli, "w")
+    asked = [r["data"]["instance_id"] for r in rows if r["kind"] == "LaunchInstance"]
+    assert asked == ["large-0", "large-1", "xlarge-0"], "4 units: 2 x weight 1, 1 x weight 2"
+    ups = [r for r in rows if r["kind"] == "InstanceUp"]
+    assert sorted(r["data"]["instance_id"] for r in ups) == sorted(asked)
+    assert max(r["at"] for r in ups) - rows[0]["at"] < 1.0, "the local fleet comes up at once"
+    launch = next(r for r in rows if r["kind"] == "LaunchAttempt")
+    assert launch["seq"] > max(r["seq"] for r in ups), "placed once the fleet was up"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from stormproof.core.decisions import Decision, LaunchInstance
 from stormproof.core.defs import (
     Market,
     OnFailure,
@@ -13,6 +14,7 @@ from stormproof.core.defs import (
     RunOptions,
     TaskDef,
 )
+from stormproof.core.events import InstanceUp, RunStarted
 from stormproof.core.machine import Workflow
 
 
@@ -73,3 +75,11 @@ def workflow(
     return Workflow(
         tasks, RunOptions(seed=seed, max_parallel=max_parallel, pools=tuple(pools or [pool()]))
     )
+
+
+def begin(wf: Workflow, at: float = 0.0) -> list[Decision]:
+    """Start the run and bring up every instance the fleet asks for: the decisions of both."""
+    out = wf.handle(RunStarted(at))
+    for iid in [d.instance_id for d in out if isinstance(d, LaunchInstance)]:
+        out += wf.handle(InstanceUp(at, iid))
+    return out

@@ -18,11 +18,10 @@ from stormproof.core.events import (
     AttemptStarted,
     CheckpointCommitted,
     CheckpointCorrupt,
-    RunStarted,
     TimerFired,
 )
 
-from .builders import dag, workflow
+from .builders import begin, dag, workflow
 
 CKPT = {"checkpoint_enabled": True, "checkpoint_interval_s": 60.0}
 
@@ -33,7 +32,7 @@ def of(ds: list, kind: type) -> list:  # type: ignore[type-arg]
 
 def test_a_retry_restores_the_newest_committed_checkpoint_first() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": CKPT}))
-    first = of(wf.handle(RunStarted(0)), LaunchAttempt)[0]
+    first = of(begin(wf), LaunchAttempt)[0]
     assert first.restore_from == ()
     wf.handle(AttemptStarted(0, "md/1", "1"))
     for seq in (1, 2):
@@ -44,7 +43,7 @@ def test_a_retry_restores_the_newest_committed_checkpoint_first() -> None:
 
 def test_corrupt_checkpoints_are_never_offered_again() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": CKPT}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     for seq in (1, 2):
         wf.handle(CheckpointCommitted(seq, "md/1", seq))
     wf.handle(CheckpointCorrupt(3, "md", 2, "state.bin: sha256 mismatch"))
@@ -55,7 +54,7 @@ def test_corrupt_checkpoints_are_never_offered_again() -> None:
 
 def test_only_the_last_k_are_kept_while_running_and_all_go_on_success() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": {**CKPT, "keep_checkpoints": 2}}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     prunes = []
     for seq in (1, 2, 3):
         prunes += of(wf.handle(CheckpointCommitted(seq, "md/1", seq)), PruneCheckpoints)
@@ -66,14 +65,14 @@ def test_only_the_last_k_are_kept_while_running_and_all_go_on_success() -> None:
 
 def test_keep_on_success_keeps_them() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": {**CKPT, "keep_checkpoints_on_success": True}}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     wf.handle(CheckpointCommitted(1, "md/1", 1))
     assert of(wf.handle(AttemptExited(9, "md/1", 0)), PruneCheckpoints) == []
 
 
 def test_interval_asks_running_attempts_to_checkpoint_until_they_end() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": CKPT}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     timer = of(wf.handle(AttemptStarted(5, "md/1", "1")), StartTimer)[0]
     assert (timer.timer_id, timer.fire_at) == ("checkpoint:md/1", 65.0)
     out = wf.handle(TimerFired(65, timer.timer_id))
@@ -86,7 +85,7 @@ def test_interval_asks_running_attempts_to_checkpoint_until_they_end() -> None:
 
 def test_tasks_without_checkpoints_get_no_restore_and_no_requests() -> None:
     wf = workflow(dag({"a": []}, retry=[RetryRule(("States.ALL",), 0, 1, 1)]))
-    wf.handle(RunStarted(0))
+    begin(wf)
     assert of(wf.handle(AttemptStarted(0, "a/1", "1")), StartTimer) == []
     wf.handle(CheckpointCommitted(1, "a/1", 1))  # a stray commit is recorded, never restored
     assert of(wf.handle(AttemptExited(2, "a/1", 1)), LaunchAttempt)[0].restore_from == ()
@@ -98,7 +97,7 @@ def test_restore_candidates_are_newest_first_and_never_corrupt(
     ops: list[tuple[bool, int]], keep: int
 ) -> None:
     wf = workflow(dag({"md": []}, overrides={"md": {**CKPT, "keep_checkpoints": keep}}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     corrupt: set[int] = set()
     for t, (is_commit, seq) in enumerate(ops):
         if is_commit:

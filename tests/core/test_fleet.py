@@ -4,8 +4,11 @@ fallback, scaling, cost and memory escalation."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stormproof.core.breaker import Breaker, BreakerState
+from stormproof.core.capacity import diversify
 from stormproof.core.decisions import (
     AttemptEnded,
     BreakerChanged,
@@ -14,6 +17,7 @@ from stormproof.core.decisions import (
     KillAttempt,
     LaunchAttempt,
     LaunchInstance,
+    StartTimer,
     TaskEnded,
     TaskRetrying,
     TerminateInstance,
@@ -43,7 +47,7 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 
-from .builders import dag
+from .builders import begin, dag
 
 SPOT = PoolDef("spot", Market.SPOT, Resources(4, 8192), 2, price_usd_per_h=0.36)
 OD = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 1, price_usd_per_h=0.72)
@@ -67,7 +71,7 @@ def make(
 
 
 def start(wf: Workflow, at: float = 0.0) -> LaunchAttempt:
-    (launch,) = launches(wf.handle(RunStarted(at)))
+    (launch,) = launches(begin(wf, at))
     wf.handle(AttemptStarted(at, launch.attempt_id, "pid"))
     return launch
 
@@ -164,7 +168,7 @@ def test_the_last_attempt_the_budget_allows_runs_on_demand() -> None:
 
 def test_spot_disabled_tasks_never_use_spot() -> None:
     tasks = dag({"a": []}, vcpus=4, memory=8192, overrides={"a": {"spot_enabled": False}})
-    (launch,) = launches(make(tasks).handle(RunStarted(0)))
+    (launch,) = launches(begin(make(tasks)))
     assert launch.pool == "od"
 
 
@@ -205,7 +209,7 @@ def test_half_open_lets_one_probe_through_and_its_success_closes_back_to_spot() 
     od = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 3, price_usd_per_h=0.72)
     tasks = dag({"a": [], "b": [], "c": ["a"], "d": ["a"]}, vcpus=4, memory=8192)
     wf = make(tasks, pools=(SPOT, od), breaker=rule)
-    out = wf.handle(RunStarted(0))
+    out = begin(wf)
     assert [d.pool for d in launches(out)] == ["spot", "spot"]
     wf.handle(AttemptStarted(0, "a/1", "p"))
     wf.handle(AttemptStarted(0, "b/1", "p"))
@@ -294,7 +298,7 @@ def test_scale_down_removes_idle_first_and_retires_busy_ones_when_they_finish() 
 
 def test_scale_up_launches_instances() -> None:
     wf = make()
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(FleetScaleRequested(1, "spot", 4))
     assert [d.instance_id for d in of(LaunchInstance, out)] == ["spot-2", "spot-3"]
 
@@ -303,7 +307,7 @@ def test_diversified_spreads_placements_over_spot_pools_by_weight() -> None:
     a = PoolDef("a", Market.SPOT, Resources(1, 1024), 10, 0.1, weight=1.0)
     b = PoolDef("b", Market.SPOT, Resources(1, 1024), 10, 0.1, weight=3.0)
     tasks = dag({f"t{i}": [] for i in range(8)}, vcpus=1, memory=1024)
-    out = Workflow(tasks, RunOptions(pools=(a, b))).handle(RunStarted(0))
+    out = begin(Workflow(tasks, RunOptions(pools=(a, b))))
     pools = [d.pool for d in launches(out)]
     assert pools.count("b") == 6 and pools.count("a") == 2
 
@@ -313,7 +317,7 @@ def test_lowest_price_prefers_the_cheapest_vcpu_hour() -> None:
     b = PoolDef("b", Market.SPOT, Resources(2, 2048), 4, 0.1)
     tasks = dag({"t0": [], "t1": []}, vcpus=1, memory=512)
     options = RunOptions(pools=(a, b), spot_strategy=SpotStrategy.LOWEST_PRICE)
-    assert {d.pool for d in launches(Workflow(tasks, options).handle(RunStarted(0)))} == {"b"}
+    assert {d.pool for d in launches(begin(Workflow(tasks, options)))} == {"b"}
 
 
 def test_cost_bills_the_attempts_share_per_second_and_splits_off_the_waste() -> None:
@@ -416,3 +420,165 @@ def test_without_per_task_type_breakers_task_failures_never_move_a_task() -> Non
         (nxt,) = launches(wf.handle(AttemptExited(n, f"a/{n}", 1)))
         assert nxt.pool == "spot"
         wf.handle(AttemptStarted(n, nxt.attempt_id, "p"))
+
+
+# ---------------------------------------------------------------------- fleet creation (G1)
+def test_the_fleet_is_created_by_launch_decisions_and_placement_waits_for_all_of_it() -> None:
+    wf = make()
+    out = wf.handle(RunStarted(0))
+    assert [(d.instance_id, d.pool) for d in of(LaunchInstance, out)] == [
+        ("spot-0", "spot"),
+        ("spot-1", "spot"),
+        ("od-0", "od"),
+    ]
+    assert {d.state for d in of(InstanceChanged, out)} == {"pending"}
+    assert "fleet created" in of(LaunchInstance, out)[0].reason
+    assert not launches(out), "nothing is placed on instances that are not up"
+    assert not launches(wf.handle(InstanceUp(1, "spot-0")))
+    assert not launches(wf.handle(InstanceUp(1, "od-0"))), "spot-1 has not answered yet"
+    out = wf.handle(InstanceUp(2, "spot-1"))
+    assert [d.state for d in of(InstanceChanged, out)] == ["up"]
+    (launch,) = launches(out)
+    assert launch.pool == "spot" and "fleet:created" not in wf.timers
+
+
+def test_a_refused_initial_launch_answers_it_and_is_retried_like_any_launch() -> None:
+    wf = make(launch_retry_s=30.0)
+    wf.handle(RunStarted(0))
+    wf.handle(InstanceUp(1, "spot-0"))
+    wf.handle(InstanceUp(1, "od-0"))
+    out = wf.handle(InstanceLaunchFailed(2, "spot-1", "no capacity"))
+    assert [d.instances for d in launches(out)] == [("spot-0",)]
+    assert wf.timers["relaunch:spot"] == 32
+    out = wf.handle(TimerFired(32, "relaunch:spot"))
+    assert [d.instance_id for d in of(LaunchInstance, out)] == ["spot-2"]
+
+
+def test_placement_waits_for_the_fleet_at_most_launch_retry() -> None:
+    wf = make(launch_retry_s=45.0)
+    out = wf.handle(RunStarted(0))
+    assert [(d.timer_id, d.fire_at) for d in of(StartTimer, out)] == [("fleet:created", 45.0)]
+    wf.handle(InstanceUp(1, "od-0"))
+    wf.handle(InstanceUp(1, "spot-1"))
+    out = wf.handle(TimerFired(45, "fleet:created"))
+    assert [d.instances for d in launches(out)] == [("spot-1",)], "spot-0 never answered"
+
+
+def test_a_fleet_without_instances_places_at_once() -> None:
+    empty = PoolDef("spot", Market.SPOT, Resources(4, 8192), 0, price_usd_per_h=0.36)
+    pools = (PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 1), empty)
+    wf = make(pools=pools)
+    out = wf.handle(RunStarted(0))
+    assert [d.instance_id for d in of(LaunchInstance, out)] == ["od-0"]
+    assert launches(wf.handle(InstanceUp(0, "od-0")))
+
+
+def test_diversified_spreads_placements_by_units_of_capacity_not_by_pool() -> None:
+    # same weight, 6 instances against 2: the bigger pool holds 3/4 of the units
+    a = PoolDef("a", Market.SPOT, Resources(1, 1024), 6, 0.1)
+    b = PoolDef("b", Market.SPOT, Resources(1, 1024), 2, 0.1)
+    tasks = dag({f"t{i}": [] for i in range(4)}, vcpus=1, memory=1024)
+    pools = [d.pool for d in launches(begin(Workflow(tasks, RunOptions(pools=(a, b)))))]
+    assert (pools.count("a"), pools.count("b")) == (3, 1)
+
+
+def test_diversify_is_the_recipes_spot_fleet_request() -> None:
+    # the recipe: TargetCapacity 4, c5.large WeightedCapacity 1, c5.xlarge WeightedCapacity 2
+    large = PoolDef("large", Market.SPOT, Resources(2, 4096), 1, weight=1.0)
+    xlarge = PoolDef("xlarge", Market.SPOT, Resources(4, 8192), 1, weight=2.0)
+    assert diversify(4, [large, xlarge]) == {"large": 2, "xlarge": 1}
+    assert diversify(1, [large, xlarge]) == {"large": 1, "xlarge": 0}
+    assert diversify(5, [large, xlarge]) == {"large": 3, "xlarge": 1}
+
+
+@given(
+    target=st.integers(1, 200),
+    weights=st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 4.0, 8.0]), min_size=1, max_size=5),
+)
+def test_diversify_reaches_the_target_evenly_and_overshoots_by_less_than_an_instance(
+    target: int, weights: list[float]
+) -> None:
+    pools = [
+        PoolDef(f"p{i}", Market.SPOT, Resources(1, 1), 1, weight=w) for i, w in enumerate(weights)
+    ]
+    counts = diversify(target, pools)
+    units = {p.name: counts[p.name] * p.weight for p in pools}
+    total = sum(units.values())
+    assert target <= total < target + max(weights), "overshoots by less than one instance"
+    for p in pools:
+        if counts[p.name]:
+            # its last instance went to it when it held the fewest units of all pools
+            assert all(units[p.name] - p.weight <= units[q.name] + 1e-9 for q in pools)
+
+
+def test_after_the_breaker_closes_work_goes_back_to_spot_and_never_flaps_meanwhile() -> None:
+    rule = BreakerRule(threshold=1, window_s=100, cooldown_s=50)
+    od = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 4, price_usd_per_h=0.72)
+    deps = {
+        "a": [],
+        "b": [],
+        "c1": ["b"],
+        "c2": ["b"],
+        "d1": ["c1"],
+        "d2": ["c1"],
+        "d3": ["c2"],
+        "e": ["d1", "d2"],
+    }
+    wf = make(dag(deps, vcpus=4, memory=8192), pools=(SPOT, od), breaker=rule)
+    out = begin(wf)
+    assert [(d.attempt_id, d.pool) for d in launches(out)] == [("a/1", "spot"), ("b/1", "spot")]
+    wf.handle(AttemptStarted(0, "a/1", "p"))
+    wf.handle(AttemptStarted(0, "b/1", "p"))
+    wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
+    assert wf.breakers["spot"].state is BreakerState.OPEN
+    wf.handle(TimerFired(1, "reclaim:spot-0"))
+    (a2,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
+    assert a2.pool == "od"
+    # open: spot-1 is free, yet everything goes on-demand
+    out = wf.handle(AttemptExited(3, "b/1", 0))
+    assert [(d.task_id, d.pool) for d in launches(out)] == [("c1", "od"), ("c2", "od")]
+    assert "spot-1" in wf.capacity.instances and not wf.capacity.instances["spot-1"].attempts
+    # half-open: one probe on spot, the rest on-demand while it runs, though spot has room
+    out = wf.handle(TimerFired(51, "breaker:spot"))
+    (replacement,) = of(LaunchInstance, out)
+    wf.handle(InstanceUp(52, replacement.instance_id))
+    for att in ("c1/1", "c2/1"):
+        wf.handle(AttemptStarted(52, att, "p"))
+    out = wf.handle(AttemptExited(60, "c1/1", 0))
+    placed = {d.task_id: d.pool for d in launches(out)}
+    assert sorted(placed.values()) == ["od", "spot"], "exactly one probe"
+    probe = next(t for t, pool in placed.items() if pool == "spot")
+    other = next(t for t, pool in placed.items() if pool == "od")
+    out = wf.handle(AttemptExited(61, "c2/1", 0))
+    assert [(d.task_id, d.pool) for d in launches(out)] == [("d3", "od")], "no second probe"
+    # the probe succeeds: closed, and the next attempt is placed on spot again
+    wf.handle(AttemptStarted(61, f"{probe}/1", "p"))
+    out = wf.handle(AttemptExited(70, f"{probe}/1", 0))
+    assert [d.state for d in of(BreakerChanged, out)] == ["closed"]
+    wf.handle(AttemptStarted(61, f"{other}/1", "p"))
+    out = wf.handle(AttemptExited(71, f"{other}/1", 0))
+    (e,) = launches(out)
+    assert (e.task_id, e.pool, e.market) == ("e", "spot", "spot")
+
+
+@pytest.mark.parametrize("reported_oom", [False, True])
+def test_a_timeout_never_escalates_memory(reported_oom: bool) -> None:
+    tasks = dag(
+        {"a": []},
+        vcpus=1,
+        memory=3000,
+        timeout_s=10,
+        retry=[RetryRule(("States.ALL",), 0, 2, 1)],
+        overrides={"a": {"memory_escalation": 2.0}},
+    )
+    wf = make(tasks)
+    first = start(wf)
+    assert first.memory_mib == 3000
+    (kill,) = of(KillAttempt, wf.handle(TimerFired(10, "timeout:a/1")))
+    assert kill.attempt_id == "a/1"
+    # the kill may race with the memory watchdog: a timed-out attempt is still a timeout
+    out = wf.handle(AttemptExited(11, "a/1", 137, out_of_memory=reported_oom))
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.error, ended.state) == ("Task.Timeout", "timed_out")
+    (second,) = launches(out)
+    assert second.memory_mib == 3000 and 0 not in wf.memory_scale

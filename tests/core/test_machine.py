@@ -21,6 +21,7 @@ from stormproof.core.events import (
     AttemptStarted,
     AttemptSubmitFailed,
     CancelRequested,
+    InstanceUp,
     RunResumed,
     RunStarted,
     StopRequested,
@@ -29,7 +30,7 @@ from stormproof.core.events import (
 from stormproof.core.machine import Workflow
 from stormproof.core.states import TaskState
 
-from .builders import dag, pool, workflow
+from .builders import begin, dag, pool, workflow
 
 RECIPE_TIER_1 = RetryRule(("States.ALL",), 30.0, 3, 2.0)
 RECIPE_TIER_2 = RetryRule(("States.ALL",), 60.0, 2, 3.0)
@@ -52,7 +53,7 @@ def run_ok(wf: Workflow, attempt_id: str, at: float) -> list[Decision]:
 
 def test_chain_runs_in_dependency_order_and_finishes() -> None:
     wf = workflow(dag({"a": [], "b": ["a"], "c": ["b"]}))
-    assert launches(wf.handle(RunStarted(0))) == ["a/1"]
+    assert launches(begin(wf)) == ["a/1"]
     assert launches(run_ok(wf, "a/1", 1)) == ["b/1"]
     assert launches(run_ok(wf, "b/1", 3)) == ["c/1"]
     out = run_ok(wf, "c/1", 5)
@@ -63,7 +64,7 @@ def test_chain_runs_in_dependency_order_and_finishes() -> None:
 def test_task_starts_as_soon_as_its_own_parents_succeed_not_at_stage_barriers() -> None:
     # a -> c ; b (slow) ; c must not wait for b, which is in the same "stage" as a.
     wf = workflow(dag({"a": [], "b": [], "c": ["a"]}), [pool(vcpus=4)])
-    assert sorted(launches(wf.handle(RunStarted(0)))) == ["a/1", "b/1"]
+    assert sorted(launches(begin(wf))) == ["a/1", "b/1"]
     wf.handle(AttemptStarted(0, "b/1", "2"))
     assert launches(run_ok(wf, "a/1", 1)) == ["c/1"]
     assert wf.task_state("b") is TaskState.RUNNING
@@ -72,25 +73,25 @@ def test_task_starts_as_soon_as_its_own_parents_succeed_not_at_stage_barriers() 
 def test_capacity_limits_parallel_attempts_by_vcpus_and_memory() -> None:
     tasks = dag({t: [] for t in "abcd"}, vcpus=1, memory=1000)
     wf = workflow(tasks, [pool(vcpus=8, memory=2500)])
-    assert len(launches(wf.handle(RunStarted(0)))) == 2  # memory allows two
+    assert len(launches(begin(wf))) == 2  # memory allows two
     wf.validate()
 
 
 def test_max_parallel_caps_live_attempts() -> None:
     wf = workflow(dag({t: [] for t in "abcde"}), [pool(vcpus=64, memory=10**6)], max_parallel=3)
-    assert len(launches(wf.handle(RunStarted(0)))) == 3
+    assert len(launches(begin(wf))) == 3
     assert len(launches(run_ok(wf, "a/1", 1))) == 1
 
 
 def test_ready_tasks_run_longest_remaining_path_first() -> None:
     tasks = dag({"short": [], "long": []}, overrides={"long": {"priority": 10.0}})
     wf = workflow(tasks, [pool(vcpus=1)])
-    assert launches(wf.handle(RunStarted(0))) == ["long/1"]
+    assert launches(begin(wf)) == ["long/1"]
 
 
 def test_recipe_retry_tiers_back_off_30_60_120_then_60_180() -> None:
     wf = workflow(dag({"a": []}, retry=[RECIPE_TIER_1, RECIPE_TIER_2]))
-    wf.handle(RunStarted(0))
+    begin(wf)
     delays = []
     for n in range(1, 7):
         wf.handle(AttemptStarted(n * 1000, f"a/{n}", "1"))
@@ -112,7 +113,7 @@ def test_full_jitter_is_deterministic_and_below_the_computed_delay() -> None:
 
     def first_delay(seed: int) -> float:
         wf = workflow(dag({"a": []}, retry=[rule]), seed=seed)
-        wf.handle(RunStarted(0))
+        begin(wf)
         return of(wf.handle(AttemptExited(1, "a/1", 1)), TaskRetrying)[0].delay_s
 
     assert first_delay(7) == first_delay(7)
@@ -123,7 +124,7 @@ def test_full_jitter_is_deterministic_and_below_the_computed_delay() -> None:
 def test_max_delay_caps_backoff() -> None:
     rule = RetryRule(("States.ALL",), 10.0, 5, 10.0, max_delay_s=50.0)
     wf = workflow(dag({"a": []}, retry=[rule]))
-    wf.handle(RunStarted(0))
+    begin(wf)
     wf.handle(AttemptExited(1, "a/1", 1))
     wf.handle(TimerFired(11, "retry:a:1"))
     assert of(wf.handle(AttemptExited(12, "a/2", 1)), TaskRetrying)[0].delay_s == 50.0
@@ -132,7 +133,7 @@ def test_max_delay_caps_backoff() -> None:
 def test_timeout_kills_then_counts_as_task_timeout_for_retriers() -> None:
     only_failed = RetryRule(("Task.Failed",), 1.0, 3, 2.0)
     wf = workflow(dag({"a": []}, retry=[only_failed], timeout_s=5.0))
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(AttemptStarted(0, "a/1", "1"))
     timer = of(out, StartTimer)[0]
     assert timer.fire_at == 5.0
@@ -152,7 +153,7 @@ def test_states_task_failed_does_not_match_a_timeout_but_states_all_does() -> No
 
 def test_lost_attempts_use_the_interruption_budget_not_retries() -> None:
     wf = workflow(dag({"a": []}, retry=[RetryRule(("States.ALL",), 1, 1, 1)], max_interruptions=2))
-    wf.handle(RunStarted(0))
+    begin(wf)
     for n in (1, 2):
         out = wf.handle(AttemptLost(n, f"a/{n}", "node died"))
         assert of(out, TaskRetrying)[0].budget == "interruptions"
@@ -164,7 +165,7 @@ def test_lost_attempts_use_the_interruption_budget_not_retries() -> None:
 
 def test_submit_failure_is_a_task_failure() -> None:
     wf = workflow(dag({"a": []}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(AttemptSubmitFailed(1, "a/1", "sbatch: invalid partition"))
     assert of(out, TaskEnded)[0].error == "Task.Failed"
 
@@ -172,7 +173,7 @@ def test_submit_failure_is_a_task_failure() -> None:
 def test_on_failure_continue_runs_independent_tasks_and_skips_descendants() -> None:
     tasks = dag({"a": [], "b": ["a"], "c": ["b"], "x": []}, on_failure=OnFailure.CONTINUE)
     wf = workflow(tasks, [pool(vcpus=4)])
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(AttemptExited(1, "a/1", 2))
     assert {(e.task_id, e.state) for e in of(out, TaskEnded)} == {
         ("a", "failed"),
@@ -187,7 +188,7 @@ def test_on_failure_continue_runs_independent_tasks_and_skips_descendants() -> N
 def test_on_failure_fail_kills_running_attempts_and_skips_the_rest() -> None:
     tasks = dag({"a": [], "x": [], "y": ["x"]})
     wf = workflow(tasks, [pool(vcpus=4)])
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(AttemptExited(1, "a/1", 1))
     assert [k.attempt_id for k in of(out, KillAttempt)] == ["x/1"]
     assert wf.task_state("y") is TaskState.SKIPPED
@@ -199,7 +200,7 @@ def test_on_failure_fail_kills_running_attempts_and_skips_the_rest() -> None:
 def test_on_failure_finish_lets_running_attempts_complete() -> None:
     tasks = dag({"a": [], "x": []}, on_failure=OnFailure.FINISH)
     wf = workflow(tasks, [pool(vcpus=4)])
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(AttemptExited(1, "a/1", 1))
     assert not of(out, KillAttempt)
     out = wf.handle(AttemptExited(2, "x/1", 0))
@@ -209,7 +210,7 @@ def test_on_failure_finish_lets_running_attempts_complete() -> None:
 
 def test_cancel_kills_live_attempts_and_cancels_the_rest() -> None:
     wf = workflow(dag({"a": [], "b": ["a"]}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     out = wf.handle(CancelRequested(1))
     assert [k.attempt_id for k in of(out, KillAttempt)] == ["a/1"]
     assert wf.task_state("b") is TaskState.CANCELLED
@@ -219,7 +220,7 @@ def test_cancel_kills_live_attempts_and_cancels_the_rest() -> None:
 
 def test_stop_launches_nothing_until_resumed() -> None:
     wf = workflow(dag({"a": [], "b": ["a"]}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     wf.handle(StopRequested(1))
     assert launches(wf.handle(AttemptExited(2, "a/1", 0))) == []
     assert wf.task_state("b") is TaskState.READY
@@ -229,7 +230,7 @@ def test_stop_launches_nothing_until_resumed() -> None:
 def test_task_too_big_for_every_pool_fails_with_capacity_unavailable() -> None:
     tasks = dag({"big": [], "after": ["big"]}, overrides={"big": {"nodes": 3}})
     wf = workflow(tasks, [pool(count=2)])
-    out = wf.handle(RunStarted(0))
+    out = begin(wf)
     assert [(e.task_id, e.state, e.error) for e in of(out, TaskEnded)] == [
         ("big", "failed", "Capacity.Unavailable"),
         ("after", "skipped", None),
@@ -240,7 +241,7 @@ def test_task_too_big_for_every_pool_fails_with_capacity_unavailable() -> None:
 def test_gang_task_takes_distinct_instances_all_or_nothing() -> None:
     tasks = dag({"mpi": [], "solo": []}, vcpus=2, overrides={"mpi": {"nodes": 3, "priority": 5.0}})
     wf = workflow(tasks, [pool(vcpus=2, count=3)])
-    out = wf.handle(RunStarted(0))
+    out = begin(wf)
     launch = of(out, LaunchAttempt)
     assert [x.attempt_id for x in launch] == ["mpi/1"]
     assert len(set(launch[0].instances)) == 3
@@ -252,13 +253,13 @@ def test_spot_disabled_tasks_never_land_on_spot_pools() -> None:
 
     tasks = dag({"a": [], "b": []}, overrides={"b": {"spot_enabled": False}})
     pools = [pool("spot", vcpus=4, market=Market.SPOT), pool("od", vcpus=4)]
-    out = workflow(tasks, pools).handle(RunStarted(0))
+    out = begin(workflow(tasks, pools))
     assert {d.task_id: d.pool for d in of(out, LaunchAttempt)} == {"a": "spot", "b": "od"}
 
 
 def test_news_of_unknown_or_ended_attempts_is_ignored() -> None:
     wf = workflow(dag({"a": []}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     run_ok(wf, "a/1", 1)
     assert wf.handle(AttemptExited(5, "a/1", 1)) == []
     assert wf.handle(AttemptExited(5, "zzz/9", 1)) == []
@@ -267,6 +268,7 @@ def test_news_of_unknown_or_ended_attempts_is_ignored() -> None:
 def test_replaying_the_same_events_gives_the_same_decisions() -> None:
     events = [
         RunStarted(0),
+        InstanceUp(0, "local-0"),
         AttemptStarted(0, "a/1", "1"),
         AttemptExited(1, "a/1", 1),
         TimerFired(31, "retry:a:1"),
@@ -284,6 +286,6 @@ def test_replaying_the_same_events_gives_the_same_decisions() -> None:
 def test_attempt_news_before_started_is_accepted(event: object) -> None:
     # A backend may report the end before we saw the start (fast task, recovery).
     wf = workflow(dag({"a": []}))
-    wf.handle(RunStarted(0))
+    begin(wf)
     wf.handle(event)  # type: ignore[arg-type]
     wf.validate()

@@ -34,12 +34,11 @@ from stormproof.core.events import (
     AttemptLost,
     AttemptStarted,
     Event,
-    RunStarted,
     TimerFired,
 )
 from stormproof.core.machine import Workflow
 
-from .builders import dag, pool, workflow
+from .builders import begin, dag, pool, workflow
 
 
 @st.composite
@@ -164,7 +163,7 @@ def test_random_dags_and_outcomes_keep_every_invariant(
     def feed(event: Event) -> None:
         obs.see(wf, wf.handle(event))
 
-    feed(RunStarted(now))
+    obs.see(wf, begin(wf, now))
     for _ in range(400):
         if obs.finished:
             break
@@ -207,7 +206,7 @@ def test_kills_only_target_live_attempts(deps: dict[str, list[str]], data: st.Da
     from stormproof.core.events import CancelRequested
 
     wf = workflow(dag(deps), [pool(vcpus=4)])
-    out = wf.handle(RunStarted(0))
+    out = begin(wf)
     live = {d.attempt_id for d in out if isinstance(d, LaunchAttempt)}
     out = wf.handle(CancelRequested(1))
     assert {d.attempt_id for d in out if isinstance(d, KillAttempt)} == live

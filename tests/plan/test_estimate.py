@@ -181,7 +181,11 @@ def test_rework_seam_and_interruption_rate_note() -> None:
     spec = workflow(task("a", runtime="1h", vcpus=4, memory=8192))
     rates = {"spot-c5": 0.05}
     est = run(spec, [SPOT, ON_DEMAND], interruption_rates=rates)
-    assert any("interruption_rate of pool 'spot-c5' is not priced in yet" in n for n in est.notes)
+    assert any(
+        "interruption_rate of pool 'spot-c5' is not priced in by plan" in n
+        and "stormproof simulate" in n
+        for n in est.notes
+    )
     seen = []
 
     def rework(p: PoolDef, rate: float | None, runtime_s: float, checkpoint: bool) -> float:

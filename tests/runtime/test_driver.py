@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from stormproof.capacity.local import LocalFleet
 from stormproof.config import local_pool
-from stormproof.core.decisions import Decision, LaunchAttempt
+from stormproof.core.decisions import Decision, LaunchAttempt, LaunchInstance
 from stormproof.core.events import AttemptExited, AttemptStarted, Event
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.fake import FakeExecutor
@@ -265,3 +266,71 @@ def test_retry_timer_survives_a_restart(home: Home, store: SQLiteEventLog, tmp_p
     ex = FakeExecutor(outcome=lambda j: 0)
     assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
     assert list(ex.jobs) == ["a/2"]
+
+
+class CountingFleet(LocalFleet):
+    """The local fleet, remembering every launch it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def launch(self, instance_id: str, pool: str) -> None:
+        self.asked.append(instance_id)
+        super().launch(instance_id, pool)
+
+
+class GiveUpAfter(StopAt):
+    """Stops the driver after ``limit_s`` of waiting, so a run that hangs fails the test."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__("")
+        self.until = time.monotonic() + limit_s
+
+    def tick(self, now: float) -> None:
+        if time.monotonic() > self.until and self.driver is not None:
+            self.driver.request_stop("gave up: the run hangs")
+
+
+def test_resume_asks_again_for_instances_whose_launch_was_never_answered(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+
+    class StopOnFleet(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            if any(isinstance(d, LaunchInstance) for d in decisions):
+                assert self.driver is not None
+                self.driver.request_stop("test")  # dies before the fleet answers
+
+    first = Driver(home, store, ctx, FakeExecutor(), StopOnFleet(""), fleet=CountingFleet())
+    first.reporter.driver = first  # type: ignore[union-attr]
+    assert first.drive().state == "stopped"
+    assert [r.kind for r in store.read("r") if r.kind == "InstanceUp"] == []
+    fleet = CountingFleet()
+    guard = GiveUpAfter(10.0)
+    second = Driver(home, store, load_context(store, "r"), FakeExecutor(), guard, fleet=fleet)
+    guard.driver = second
+    assert second.drive().state == "succeeded"
+    assert fleet.asked == ["local-0"]
+    rows = list(store.read("r"))
+    assert [r.data["instance_id"] for r in rows if r.kind == "LaunchInstance"] == ["local-0"]
+    assert [r.data["instance_id"] for r in rows if r.kind == "InstanceUp"] == ["local-0"]
+
+
+def test_resume_never_launches_an_instance_that_is_already_up(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    ctx = make_run(store, tmp_path)
+    first = Driver(home, store, ctx, Silent(["b/1"]), StopAt("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    assert first.drive().state == "stopped"
+    fleet = CountingFleet()
+    now = time.time()
+    ex = Recovering({"b/1": [AttemptStarted(now, "b/1", "9"), AttemptExited(now, "b/1", 0)]})
+    assert Driver(home, store, load_context(store, "r"), ex, fleet=fleet).drive().state == (
+        "succeeded"
+    )
+    assert fleet.asked == []
+    ups = [r.data["instance_id"] for r in store.read("r") if r.kind == "InstanceUp"]
+    assert ups == ["local-0"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stormproof.core.decisions import LaunchAttempt
+from stormproof.core.decisions import InstanceChanged, LaunchAttempt, LaunchInstance
 from stormproof.core.defs import Market, PoolDef, Resources, RunOptions, SpotPolicy, TaskDef
 from stormproof.runtime.compile import checkpoint_overhead
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel
@@ -210,3 +210,18 @@ def test_greedy_waits_for_spot_while_it_is_safe_then_pays_for_on_demand() -> Non
     assert markets(SpotPolicy.GREEDY, 6 * 3600) == ["spot", "spot"]
     assert markets(SpotPolicy.ON_DEMAND, 6 * 3600) == ["on_demand", "on_demand"]
     assert markets(SpotPolicy.SPOT_FIRST, 6 * 3600)[0] == "on_demand"  # no waiting at all
+
+
+def test_the_simulator_launches_the_fleet_the_core_asks_for_and_a_trace_can_refuse_it() -> None:
+    tasks, models = chain(2, 600.0)
+    spot = PoolDef("spot", Market.SPOT, Resources(1, 1024), 3, 0.1)
+    trace = Trace(3600.0, (1,) * 10, "t")  # one spot instance available, ever
+    sim = Simulation(tasks, RunOptions(pools=(spot, OD)), models, [PoolModel("spot", None, trace)])
+    r = sim.run(random.Random(1), record=True)
+    launched = [d.instance_id for d in r.decisions if isinstance(d, LaunchInstance)]
+    assert launched[:3] == ["spot-0", "spot-1", "spot-2"] and "od-19" in launched
+    changed = [(d.instance_id, d.state) for d in r.decisions if isinstance(d, InstanceChanged)]
+    assert ("spot-0", "up") in changed
+    assert ("spot-1", "failed") in changed and ("spot-2", "failed") in changed
+    assert r.final == "succeeded"
+    assert r.records[0].instances == ("spot-0",), "the first task ran on the one that came up"

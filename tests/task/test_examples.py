@@ -315,6 +315,8 @@ def production(
         STORMPROOF_ATTEMPT_ID="production-run/1",  # run by stormproof
         STORMPROOF_CHECKPOINT_DIR=str(tmp_path / "checkpoint"),
     )
+    if "-S" in python_flags:  # no site-packages; a source tree on PYTHONPATH would still import
+        env.pop("PYTHONPATH", None)
     return subprocess.run(
         [sys.executable, *python_flags, str(MD / "production.py")],
         env=env,

@@ -44,7 +44,12 @@ class InterruptionSource(Protocol):
 
 
 class Fleet(Protocol):
-    """Where instances come from. ``launch`` answers later, through ``poll``."""
+    """Where instances come from. ``launch`` answers later, through ``poll``.
+
+    ``launch`` must be idempotent by ``instance_id`` (a cloud fleet passes it as
+    the client token): after a crash the driver asks again for every launch the
+    log has no answer to, and the answer must be about one instance, not two.
+    """
 
     def launch(self, instance_id: str, pool: str) -> None: ...
 

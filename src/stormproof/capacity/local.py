@@ -1,6 +1,7 @@
 """The local fleet: pools become simulated instances on this machine (DESIGN §7).
 
-Launching is instant unless a source says the pool has no capacity now, so
+Launching is instant (the next poll answers every launch asked since, with no
+delay) unless a source says the pool has no capacity now, so
 every fault path of a cloud fleet (reclaimed instances, refused launches,
 lost nodes) can be exercised on a laptop, with real processes getting real
 signals.
@@ -19,17 +20,18 @@ from stormproof.core.events import Event, InstanceLaunchFailed, InstanceUp
 @dataclass
 class LocalFleet:
     sources: Sequence[InterruptionSource] = ()
-    _launches: list[tuple[str, str]] = field(default_factory=list)
+    #: Launches asked for and not answered yet, by instance id (asking twice is one launch).
+    _launches: dict[str, str] = field(default_factory=dict)
 
     def launch(self, instance_id: str, pool: str) -> None:
-        self._launches.append((instance_id, pool))
+        self._launches[instance_id] = pool
 
     def terminate(self, instance_id: str) -> None:
         """Nothing to give back: the core already sent the kills to what ran there."""
 
     def poll(self, now: float, fleet: FleetView) -> list[Event]:
         out: list[Event] = []
-        for instance_id, pool in self._launches:
+        for instance_id, pool in self._launches.items():
             refused = next(
                 (why for s in self.sources if (why := s.can_launch(now, pool, fleet)) is not None),
                 None,

@@ -74,7 +74,18 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     else:
         render_plan(report, out)
     if report.problems and s.config.pools:
-        sys.exit(2)
+        unplaced = [t.id for i, t in enumerate(spec.tasks) if report.estimate.pool_name(i) is None]
+        shown = ", ".join(unplaced[:5]) + (
+            f" and {len(unplaced) - 5} more" if len(unplaced) > 5 else ""
+        )
+        pools = ", ".join(p.name for p in s.config.pool_defs())
+        where = "under problems in the JSON" if as_json else "marked ✗ above"
+        raise CapacityError(
+            f"{file}: {'task' if len(unplaced) == 1 else 'tasks'} {shown} "
+            f"{'fits' if len(unplaced) == 1 else 'fit'} none of the pools ({pools}); "
+            f"what {'it needs' if len(unplaced) == 1 else 'they need'} and what to change is "
+            f"{where}"
+        )
 
 
 @cli.command()

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -16,7 +17,8 @@ from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
 from stormproof.plan.graph import Dag
 from stormproof.runtime.runs import RunContext
-from stormproof.runtime.view import RunView, empty_view
+from stormproof.runtime.view import RunView, attempt_cost, cost_json, empty_view
+from stormproof.store.base import Row
 
 from .session import Session
 
@@ -190,21 +192,41 @@ def watch_run(s: Session, name: str, console: Console) -> None:
         pass
 
 
+def history_json(rows: list[Row]) -> list[dict[str, Any]]:
+    """The log as JSON, with ``cost`` (as in ``status --json``) where money was settled.
+
+    ``AttemptEnded`` carries the attempt's cost, ``TaskEnded`` the task's total
+    over all its attempts, ``RunFinished`` the run's total.
+    """
+    tasks: dict[str, Cost] = {}
+    run = Cost()
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        item: dict[str, Any] = {
+            "seq": r.seq,
+            "category": r.category,
+            "kind": r.kind,
+            "at": r.at,
+            "cause": r.cause,
+            "data": r.data,
+        }
+        if r.kind == "AttemptEnded":
+            cost = attempt_cost(r.data)
+            tasks.setdefault(r.data["task_id"], Cost()).add(cost)
+            run.add(cost)
+            item["cost"] = cost_json(cost)
+        elif r.kind == "TaskEnded":
+            item["cost"] = cost_json(tasks.get(r.data["task_id"], Cost()))
+        elif r.kind == "RunFinished":
+            item["cost"] = cost_json(run)
+        out.append(item)
+    return out
+
+
 def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
     rows = list(s.store.read(name))
     if as_json:
-        data = [
-            {
-                "seq": r.seq,
-                "category": r.category,
-                "kind": r.kind,
-                "at": r.at,
-                "cause": r.cause,
-                "data": r.data,
-            }
-            for r in rows
-        ]
-        print(json.dumps(data, indent=2))
+        print(json.dumps(history_json(rows), indent=2))
         return
     start = rows[0].at if rows else 0.0
     t = Table(title=f"history of {escape(name)}", title_justify="left")

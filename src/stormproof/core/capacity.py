@@ -7,17 +7,25 @@ instance" can be checked. Its life::
     pending ──InstanceUp──> up ──notice / scale down──> draining ──> gone
        └──InstanceLaunchFailed──> failed            up ──InstanceLost──> gone
 
+Every instance starts ``pending``, the fleet's initial ones too: the core
+asks the capacity backend for each (``LaunchInstance``) when the run starts.
 Only ``up`` instances take new attempts. A task with ``nodes: N`` takes one
 slot on each of N *different* instances of one pool, all or nothing (a gang).
 Which pools a task may use and in what order is the caller's business
 (``pool_order``): spot first by strategy, on-demand after.
+
+A pool's ``weight`` is what one of its instances counts for (AWS Spot Fleet's
+``WeightedCapacity``): ``diversify`` spreads a fleet's target capacity over
+the spot pools in those units, and the ``diversified`` strategy spreads
+placements in proportion to each pool's units (instances x weight).
 
 Pure bookkeeping: no clock, no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -42,7 +50,7 @@ class Instance:
     id: str
     pool: PoolDef
     free: Resources
-    state: InstanceState = InstanceState.UP
+    state: InstanceState = InstanceState.PENDING
     attempts: set[str] = field(default_factory=set)
     #: Scaled down while busy: terminate once its last attempt ends (no kill).
     retiring: bool = False
@@ -56,6 +64,29 @@ class Instance:
 class Placement:
     pool: PoolDef
     instances: tuple[Instance, ...]
+
+
+def diversify(target_units: float, pools: Sequence[PoolDef]) -> dict[str, int]:
+    """How many instances each pool starts with to reach ``target_units``, diversified.
+
+    AWS Spot Fleet's ``diversified`` allocation with ``WeightedCapacity``: the
+    next instance always goes to the pool holding the fewest units so far (the
+    first in file order on a tie), until the units reach the target. So every
+    pool holds about the same capacity, the total overshoots the target by
+    less than one instance, and a target smaller than the pools leaves the
+    last pools empty.
+    """
+    counts = {p.name: 0 for p in pools}
+    if not pools:
+        return counts
+    units = {p.name: 0.0 for p in pools}
+    total = 0.0
+    while total < target_units - 1e-9:
+        pool = min(pools, key=lambda p: units[p.name])
+        counts[pool.name] += 1
+        units[pool.name] += pool.weight
+        total += pool.weight
+    return counts
 
 
 def share(need: Resources, of: Resources) -> float:
@@ -77,16 +108,13 @@ class Capacity:
         self.placements: dict[str, int] = {p.name: 0 for p in pools}
         self._by_pool: dict[str, list[Instance]] = {p.name: [] for p in pools}
         self._next: dict[str, int] = {p.name: 0 for p in pools}
-        for pool in pools:
-            for _ in range(pool.count):
-                self.add(pool, InstanceState.UP)
         self._spot = [p for p in pools if p.market is Market.SPOT]
         self._on_demand = sorted(
             (p for p in pools if p.market is not Market.SPOT), key=lambda p: p.price_usd_per_h
         )
 
     # ------------------------------------------------------------------ instances
-    def add(self, pool: PoolDef, state: InstanceState) -> Instance:
+    def add(self, pool: PoolDef, state: InstanceState = InstanceState.PENDING) -> Instance:
         n = self._next[pool.name]
         self._next[pool.name] = n + 1
         inst = Instance(f"{pool.name}-{n}", pool, pool.capacity, state)
@@ -133,7 +161,8 @@ class Capacity:
             return (faults.get(pool.name, 0), -free)
         if strategy is SpotStrategy.PRICE_CAPACITY_OPTIMIZED:
             return (faults.get(pool.name, 0), per_vcpu)
-        return (self.placements[pool.name] / pool.weight,)
+        units = pool.weight * self.target[pool.name]
+        return (self.placements[pool.name] / units if units > 0 else math.inf,)
 
     def could_ever_fit(self, need: Resources, nodes: int, spot: bool) -> bool:
         """Whether some usable pool, at its configured size and empty, could hold the attempt."""

@@ -182,6 +182,10 @@ class Workflow:
         #: Whether a placement could succeed now that did not before: set when capacity is
         #: freed, a task becomes ready or the mode changes; placement is skipped otherwise.
         self._changed = True
+        #: The fleet's initial instances not answered yet (up or refused). Placement waits for
+        #: all of them, like the recipe's wait for the fleet request to be fulfilled, so the
+        #: first wave spreads over the whole fleet, not over whichever instance came up first.
+        self._fleet_pending: set[str] = set()
 
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
@@ -256,8 +260,7 @@ class Workflow:
             return
         self.started = True
         self.run_start = event.at
-        for inst in self.capacity.instances.values():
-            self._instance_note(inst, "fleet created", out)
+        self._create_fleet(out)
         for t in self.tasks:
             if not t.parents:
                 self._make_ready(t.index, event, out, "no dependencies")
@@ -358,6 +361,9 @@ class Workflow:
             self._maintain(key, out)
         elif kind == "policy":
             self._changed = True  # a waiting task may now use on-demand
+        elif kind == "fleet":
+            self._fleet_pending.clear()  # not all answered in time: place on what is up
+            self._changed = True
 
     def _arm_checkpoint_timer(self, att: Attempt, fire_at: float, out: list[Decision]) -> None:
         timer = f"checkpoint:{att.id}"
@@ -489,6 +495,27 @@ class Workflow:
                 self._remove_instance(inst, f"scaled down to {event.count}", out)
         self._maintain(event.pool, out)
         self._changed = True
+
+    def _create_fleet(self, out: list[Decision]) -> None:
+        """Ask for every pool's initial instances, like the recipe's Spot Fleet request.
+
+        Each is ``pending`` until the backend answers ``InstanceUp`` (or
+        ``InstanceLaunchFailed``, which the fleet then retries like any launch).
+        """
+        for pool in self.capacity.pools:
+            count = self.capacity.target[pool.name]
+            units = f"{count * pool.weight:g} unit(s) at weight {pool.weight:g}"
+            why = f"fleet created: {count} x {pool.instance_type} in {pool.name} ({units})"
+            for _ in range(count):
+                inst = self.capacity.add(pool, InstanceState.PENDING)
+                self._fleet_pending.add(inst.id)
+                self._instance_note(inst, why, out)
+                out.append(LaunchInstance(inst.id, pool.name, why))
+        if self._fleet_pending:
+            timer = "fleet:created"
+            fire_at = self.now + self.options.launch_retry_s
+            self.timers[timer] = fire_at
+            out.append(StartTimer(timer, fire_at, "place on what is up by then"))
 
     def _maintain(self, pool: str, out: list[Decision]) -> None:
         """Keep the pool at its target, like a fleet of type "maintain"; not while it is open."""
@@ -765,6 +792,8 @@ class Workflow:
     def _dispatch(self, event: Event, out: list[Decision]) -> None:
         if self.mode is not RunMode.RUNNING or not self._changed:
             return
+        if self._fleet_pending and not self._fleet_answered():
+            return
         self._changed = False
         limit = self.options.max_parallel
         while self._ready and (limit is None or len(self.attempts) < limit):
@@ -773,6 +802,17 @@ class Workflow:
         if self._ready and not self.attempts:
             # All capacity is free and still nothing fits: those tasks never will.
             self._fail_unplaceable(event, out)
+
+    def _fleet_answered(self) -> bool:
+        """Whether every initial instance is up or refused (then the wait timer is dropped)."""
+        instances = self.capacity.instances
+        self._fleet_pending = {
+            iid for iid in self._fleet_pending if instances[iid].state is InstanceState.PENDING
+        }
+        if self._fleet_pending:
+            return False
+        self.timers.pop("fleet:created", None)
+        return True
 
     def _place_best(self, event: Event, out: list[Decision]) -> bool:
         """Launch the highest-ranked ready task that fits now; False if none fits."""

@@ -26,9 +26,10 @@ Rules:
   when that is longer. It is a *lower bound* when tasks lack
   ``estimated_runtime`` (they count as 0 s), when the unbounded schedule asks
   for more capacity than the pools have, or when some task fits nowhere.
-* **Interruptions** are not priced yet: ``ReworkModel`` is the seam where
-  expected rework from a pool's ``interruption_rate`` will plug in; today it
-  is ``no_rework`` (factor 1), and the plan says so when a rate is configured.
+* **Interruptions** are not priced by the plan: ``ReworkModel`` is the seam
+  where expected rework from a pool's ``interruption_rate`` would plug in;
+  today it is ``no_rework`` (factor 1), and the plan says so when a rate is
+  configured and points to ``stormproof simulate``, which prices them.
 
 Everything here is plain arithmetic over tuples: tasks are grouped by resource
 shape so that placement is decided once per shape, not once per task.
@@ -173,7 +174,8 @@ def estimate(
         if rated and rework is no_rework:
             notes.append(
                 f"interruption_rate of pool {', '.join(repr(n) for n in rated)} is not priced "
-                "in yet: cost and duration assume no interruption and no rework"
+                "in by plan: cost and duration assume no interruption and no rework "
+                "(`stormproof simulate` prices them)"
             )
         return Estimate(
             pools=pools,
@@ -349,8 +351,11 @@ def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef]) -> str:
     if gpus or cap.gpus:
         has += f" / {_count(cap.gpus, 'GPU')}"
     short = shortfalls(pool, shape)
+    tried = ""
+    if len(usable) > 1:
+        tried = f", which none of the pools {', '.join(pools[i].name for i in usable)} can hold"
     message = (
-        f"{who} {verb} {need}; the largest pool {pool.name!r} has "
+        f"{who} {verb} {need}{tried}; the largest pool {pool.name!r} has "
         f"{_count(pool.count, 'instance')} of {has} — add a pool in stormproof.yaml "
         f"or lower {'/'.join(short)}"
     )

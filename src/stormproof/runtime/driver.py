@@ -3,7 +3,7 @@
 It owns everything the core may not touch: the clock, signals, the event log
 and the executor. One loop:
 
-1. gather events (executor news, due timers, requests from other processes);
+1. gather events (executor news, fleet news, due timers, requests from other processes);
 2. feed them to the core, one at a time;
 3. append every event and the decisions it caused to the log and **flush**;
 4. only then carry the actions out (launch, kill, start a timer).
@@ -11,7 +11,9 @@ and the executor. One loop:
 Because step 3 comes before step 4, a crash at any point leaves a log that
 says at least as much as what was done. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
-that was live, adopts what still runs and relaunches only what never started.
+that was live, adopts what still runs and relaunches only what never started;
+likewise it asks the fleet again only for instances whose launch was never
+answered.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class Driver:
                 self._replay(history)
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
+                self._relaunch_pending()
                 pending = [*self._recover(now), RunResumed(now)]
             pending += initial
             with self._signals():
@@ -292,6 +295,18 @@ class Driver:
                 self.core.handle(event_from_dict(row.kind, row.data))
         for timer_id, fire_at in self.core.timers.items():
             heapq.heappush(self._timers, (fire_at, timer_id))
+
+    def _relaunch_pending(self) -> None:
+        """Instance launches decided and logged but never answered: ask the fleet again.
+
+        Instances the log says are up (or gone, or refused) are not launched
+        again; a fleet is keyed by instance id, so asking twice is harmless.
+        """
+        if self.fleet is None:
+            return
+        for inst in self.core.capacity.instances.values():
+            if inst.state is InstanceState.PENDING:
+                self.fleet.launch(inst.id, inst.pool.name)
 
     def _recover(self, now: float) -> list[Event]:
         """Ask the executor about every attempt the log says is live; adopt, or relaunch."""

@@ -15,6 +15,21 @@ from stormproof.core.machine import Cost
 from stormproof.store.base import Row
 
 
+def attempt_cost(data: dict[str, Any]) -> Cost:
+    """What an ended attempt cost, from its ``AttemptEnded`` note."""
+    return Cost(
+        float(data.get("cost_usd", 0.0)),
+        float(data.get("on_demand_usd", 0.0)),
+        float(data.get("wasted_usd", 0.0)),
+        float(data.get("wasted_s", 0.0)),
+    )
+
+
+def closed_breaker() -> dict[str, Any]:
+    """A pool's breaker before its first transition: closed, never tripped."""
+    return {"state": "closed", "until": None, "trips": 0, "reason": "no trips yet"}
+
+
 def cost_json(c: Cost) -> dict[str, float]:
     """Money in USD (DESIGN §5), in the core's own type, as ``status --json`` shows it."""
     return {
@@ -226,12 +241,7 @@ def _attempt_ended(v: RunView, row: Row) -> None:
     att.budget = d.get("budget")
     att.reason = d.get("reason", "")
     att.ended = row.at
-    att.final_cost = Cost(
-        float(d.get("cost_usd", 0.0)),
-        float(d.get("on_demand_usd", 0.0)),
-        float(d.get("wasted_usd", 0.0)),
-        float(d.get("wasted_s", 0.0)),
-    )
+    att.final_cost = attempt_cost(d)
     for iid in att.instances:
         inst = v.instances.get(iid)
         if inst is not None and d["attempt_id"] in inst.attempts:
@@ -316,6 +326,8 @@ def empty_view(name: str, meta: dict[str, Any], stages: list[list[str]]) -> RunV
     spec = meta["spec"]
     names = {t["id"]: t.get("name") or t["id"] for t in spec["tasks"]}
     view = RunView(name=name, workflow=spec["name"])
+    # Every pool has a breaker from the start: closed until its first BreakerChanged.
+    view.breakers = {p["name"]: closed_breaker() for p in meta.get("pools", [])}
     for level, ids in enumerate(stages):
         for tid in ids:
             view.tasks[tid] = TaskView(tid, names[tid], level)
