@@ -26,12 +26,23 @@ pools:
   - {name: od, market: on_demand, vcpus: 1, memory: 512, price: 0.3, count: 1}
 policy: {fallback_after_interruptions: 1}
 """
+# The real run's order must not depend on how fast the test's CLI calls are: b's first attempt
+# waits to be interrupted, and c ends only once the test has seen that (the file `go`), as in the
+# simulation (b interrupted at 2 s, c ends at 4 s, then b's retry takes the on-demand instance).
 WORKFLOW = """\
 name: shared
 tasks:
   - {id: a, command: 'sleep 1', memory: 256, estimated_runtime: 1s}
-  - {id: b, command: 'sleep 3', memory: 256, estimated_runtime: 3s, depends_on: [a]}
-  - {id: c, command: 'sleep 6', memory: 256, estimated_runtime: 3s, depends_on: [a]}
+  - id: b
+    command: 'if [ "$STORMPROOF_ATTEMPT" = 1 ]; then sleep 120; else sleep 1; fi'
+    memory: 256
+    estimated_runtime: 3s
+    depends_on: [a]
+  - id: c
+    command: 'until [ -e "$STORMPROOF_WORKFLOW_DIR/go" ]; do sleep 0.1; done'
+    memory: 256
+    estimated_runtime: 3s
+    depends_on: [a]
 """
 KEPT = {"LaunchAttempt", "AttemptEnded", "TaskEnded", "RunFinished"}
 
@@ -62,6 +73,13 @@ def test_a_real_run_and_a_simulated_run_decide_the_same(cli: Cli) -> None:
     instance = b_on()
     assert instance == "spot-0"
     assert cli("interrupt", "r", "--instance", instance, "--notice", "0s").returncode == 0
+
+    def b_interrupted() -> bool:
+        attempts = cli.status("r")["tasks"]["b"]["attempts"]
+        return bool(attempts) and attempts[0]["state"] == "interrupted"
+
+    wait_for(b_interrupted, timeout=60, what="b's first attempt to end interrupted")
+    (cli.cwd / "go").write_text("")
     wait_for(lambda: cli.status("r")["state"] == "succeeded", timeout=60, what="the run")
     rows = json.loads(cli("history", "r", "--json").stdout)
     real = [key(r["kind"], r["data"]) for r in rows if r["kind"] in KEPT]
