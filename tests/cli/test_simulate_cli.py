@@ -104,3 +104,30 @@ def test_a_png_timeline(cli: Cli) -> None:
     assert proc.returncode == 0, proc.stderr
     data = (cli.cwd / "g.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_a_task_that_fits_no_pool_is_refused_as_run_refuses_it(cli: Cli) -> None:
+    """Not "2 failed runs, $0": the same refusal as ``run``, before any run is simulated."""
+    setup(cli)
+    cli.write(
+        "huge.yaml",
+        "name: huge\ntasks:\n"
+        "  - {id: prep, command: 'true', estimated_runtime: 30m}\n"
+        "  - {id: huge, command: 'true', estimated_runtime: 1h, vcpus: 64, depends_on: [prep]}\n",
+    )
+    sim = cli("simulate", "huge.yaml", "--pools", "pools.yaml", "--runs", "2")
+    run = cli("run", "huge.yaml", "--config", "pools.yaml", "--name", "h")
+    for proc in (sim, run):
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
+        assert "huge needs 64 vCPUs" in proc.stderr and "or lower vcpus" in proc.stderr
+    assert sim.stderr == run.stderr
+    assert "makespan" not in sim.stdout
+
+
+def test_help_names_every_timeline_format(cli: Cli) -> None:
+    proc = cli("simulate", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "--gantt OUT" in text and ".html" in text and ".svg" in text and ".png" in text
+    assert "matplotlib" in text
