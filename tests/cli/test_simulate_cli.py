@@ -44,7 +44,7 @@ def test_json_summary_is_complete_and_the_same_for_the_same_seed(cli: Cli) -> No
     assert set(data["makespan_hours"]) == {"mean", "p50", "p90", "p99"}
     assert data["makespan_hours"]["p50"] <= data["makespan_hours"]["p99"]
     assert data["deadline_met_rate"] == 1.0, "greedy never misses a feasible deadline"
-    assert data["interruptions_mean"] > 0
+    assert data["interrupted_attempts_mean"] > 0
     assert data["tasks_without_runtime"] == ["report"]
     assert set(data["suggested_checkpoint_interval_s"]) == {"run-a"}
     expected = data["on_demand_equivalent_usd"] - data["cost_usd"]["mean"]
@@ -58,6 +58,19 @@ def test_on_demand_costs_more_and_saves_nothing(cli: Cli) -> None:
     spot = json.loads(cli(*args, "--policy", "spot_first").stdout)
     assert od["spot_hours_mean"] == 0 and od["saved_usd"] == 0
     assert spot["cost_usd"]["mean"] < od["cost_usd"]["mean"]
+
+
+def test_interruptions_are_attempts_taken_away_and_notices_apart(cli: Cli) -> None:
+    """on_demand never runs on spot: no attempt is interrupted, though the idle spot
+    instances still get their notices (which used to be reported as interruptions)."""
+    setup(cli)
+    args = ("simulate", "wf.yaml", "--pools", "pools.yaml", "--runs", "20")
+    data = json.loads(cli(*args, "--json", "--policy", "on_demand").stdout)
+    assert data["interrupted_attempts_mean"] == 0 and data["instance_notices_mean"] > 0
+    assert "interruptions_mean" not in data
+    text = " ".join(cli(*args, "--policy", "on_demand").stdout.split())
+    notices = f"{data['instance_notices_mean']:.2f}"
+    assert f"attempts interrupted 0.00 per run (instance notices {notices}" in text
 
 
 def test_the_table_and_the_timeline(cli: Cli) -> None:

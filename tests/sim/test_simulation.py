@@ -48,7 +48,7 @@ def test_no_interruptions_makespan_is_the_critical_path_and_cost_is_exact() -> N
     tasks, models = chain(3, 600.0)
     sim = Simulation(tasks, RunOptions(pools=(SPOT, OD)), models)
     r = sim.run(random.Random(1))
-    assert (r.final, r.makespan_s, r.interruptions) == ("succeeded", 1800.0, 0)
+    assert (r.final, r.makespan_s, r.interrupted_attempts) == ("succeeded", 1800.0, 0)
     assert r.cost.spent == pytest.approx(1800 * 0.1 / 3600)
     assert r.cost.on_demand_equivalent == pytest.approx(1800 * 0.3 / 3600)
 
@@ -70,7 +70,7 @@ def test_a_checkpointed_task_loses_only_the_work_after_its_last_checkpoint() -> 
             return 0
 
     r = sim.run(Start0(0), record=True)
-    assert r.final == "succeeded" and r.interruptions >= 1
+    assert r.final == "succeeded" and r.interrupted_attempts == 1
     # The core asks for a checkpoint every 100 s of wall time (at 100, 200, 300 on spot); each
     # pauses the work 10 s, so they save 100, 190 and 280 s of work. The trace takes the
     # instance at 350 with no notice: 350 - 310 = 40 s of work lost (the waste), 280 s kept.
@@ -81,6 +81,22 @@ def test_a_checkpointed_task_loses_only_the_work_after_its_last_checkpoint() -> 
     assert second.market == "on_demand"
     assert r.makespan_s == pytest.approx(1145.0)
     assert r.cost.wasted_s == pytest.approx(40.0 + 5.0)  # lost work + the restore
+
+
+def test_interruptions_count_attempts_taken_away_not_notices_to_idle_instances() -> None:
+    tasks, models = chain(3, 3600.0)
+    spot = PoolModel("spot", rate_per_h=2.0, notice_s=0.0)
+    on_demand = Simulation(
+        tasks, RunOptions(pools=(SPOT, OD), spot_policy=SpotPolicy.ON_DEMAND), models, [spot]
+    )
+    r = on_demand.run(random.Random(3))
+    assert r.notices > 0, "the idle spot instances were reclaimed, again and again"
+    assert r.interrupted_attempts == 0 and r.cost.spot_s == 0
+    spot_first = Simulation(tasks, RunOptions(pools=(SPOT, OD)), models, [spot])
+    r = spot_first.run(random.Random(3), record=True)
+    taken = sum(rec.state in ("interrupted", "lost") for rec in r.records)
+    assert r.interrupted_attempts == taken > 0
+    assert r.notices > taken, "notices to the second, idle spot instance count apart"
 
 
 def test_same_seed_same_result_and_workers_do_not_change_it() -> None:

@@ -149,8 +149,9 @@ def _render(summary: dict[str, Any], name: str, took: float) -> None:
         f"on-demand {summary['on_demand_hours_mean']:.2f} h per run"
     )
     out.print(
-        f"interruptions {summary['interruptions_mean']:.2f} per run · wasted "
-        f"{summary['wasted_hours_mean']:.3f} h (${summary['wasted_usd_mean']:.4f})"
+        f"attempts interrupted {summary['interrupted_attempts_mean']:.2f} per run "
+        f"(instance notices {summary['instance_notices_mean']:.2f}, idle instances included) "
+        f"· wasted {summary['wasted_hours_mean']:.3f} h (${summary['wasted_usd_mean']:.4f})"
     )
     if summary["deadline_met_rate"] is not None:
         hours = summary["deadline_s"] / 3600
