@@ -9,7 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stormproof.core.decisions import LaunchAttempt
-from stormproof.core.defs import Market, PoolDef, Resources, RunOptions, SpotPolicy, TaskDef
+from stormproof.core.defs import (
+    BreakerRule,
+    Market,
+    PoolDef,
+    Resources,
+    RunOptions,
+    SpotPolicy,
+    TaskDef,
+)
 from stormproof.runtime.compile import checkpoint_overhead
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel
 from stormproof.sim.montecarlo import percentile, run_many, summarize
@@ -108,6 +116,22 @@ def test_same_seed_same_result_and_workers_do_not_change_it() -> None:
     c = summarize(run_many(sim, 40, seed=6, workers=1), None, {})
     assert a == b
     assert a != c
+
+
+def test_each_monte_carlo_run_replays_the_trace_from_a_random_point() -> None:
+    """Spot for one tick in ten, and a spot-only pool: a run's makespan says where in the
+    trace it started (the one-minute task waits for the spot tick; the pool retries its
+    launch every minute). A fixed start would give every run the same makespan."""
+    tasks, models = chain(1, 60.0)
+    trace = Trace(600.0, (1, 0, 0, 0, 0, 0, 0, 0, 0, 0), "one in ten")
+    pools = (PoolDef("spot", Market.SPOT, Resources(1, 1024), 1, 0.1),)
+    options = RunOptions(pools=pools, breaker=BreakerRule(threshold=10**6))
+    sim = Simulation(tasks, options, models, [PoolModel("spot", trace=trace, notice_s=0.0)])
+    spans = [r.makespan_s for r in run_many(sim, 300, seed=11, workers=1)]
+    ticks_waited = [int(s // 600) for s in spans]
+    assert set(ticks_waited) == set(range(10)), "every start point of the trace occurs"
+    for k in range(10):
+        assert 10 <= ticks_waited.count(k) <= 55, (k, ticks_waited.count(k))  # about 30 each
 
 
 def test_percentile_is_nearest_rank() -> None:
