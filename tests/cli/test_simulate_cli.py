@@ -44,7 +44,7 @@ def test_json_summary_is_complete_and_the_same_for_the_same_seed(cli: Cli) -> No
     assert set(data["makespan_hours"]) == {"mean", "p50", "p90", "p99"}
     assert data["makespan_hours"]["p50"] <= data["makespan_hours"]["p99"]
     assert data["deadline_met_rate"] == 1.0, "greedy never misses a feasible deadline"
-    assert data["interruptions_mean"] > 0
+    assert data["interrupted_attempts_mean"] > 0
     assert data["tasks_without_runtime"] == ["report"]
     assert set(data["suggested_checkpoint_interval_s"]) == {"run-a"}
     expected = data["on_demand_equivalent_usd"] - data["cost_usd"]["mean"]
@@ -58,6 +58,19 @@ def test_on_demand_costs_more_and_saves_nothing(cli: Cli) -> None:
     spot = json.loads(cli(*args, "--policy", "spot_first").stdout)
     assert od["spot_hours_mean"] == 0 and od["saved_usd"] == 0
     assert spot["cost_usd"]["mean"] < od["cost_usd"]["mean"]
+
+
+def test_interruptions_are_attempts_taken_away_and_notices_apart(cli: Cli) -> None:
+    """on_demand never runs on spot: no attempt is interrupted, though the idle spot
+    instances still get their notices (which used to be reported as interruptions)."""
+    setup(cli)
+    args = ("simulate", "wf.yaml", "--pools", "pools.yaml", "--runs", "20")
+    data = json.loads(cli(*args, "--json", "--policy", "on_demand").stdout)
+    assert data["interrupted_attempts_mean"] == 0 and data["instance_notices_mean"] > 0
+    assert "interruptions_mean" not in data
+    text = " ".join(cli(*args, "--policy", "on_demand").stdout.split())
+    notices = f"{data['instance_notices_mean']:.2f}"
+    assert f"attempts interrupted 0.00 per run (instance notices {notices}" in text
 
 
 def test_the_table_and_the_timeline(cli: Cli) -> None:
@@ -104,3 +117,30 @@ def test_a_png_timeline(cli: Cli) -> None:
     assert proc.returncode == 0, proc.stderr
     data = (cli.cwd / "g.png").read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_a_task_that_fits_no_pool_is_refused_as_run_refuses_it(cli: Cli) -> None:
+    """Not "2 failed runs, $0": the same refusal as ``run``, before any run is simulated."""
+    setup(cli)
+    cli.write(
+        "huge.yaml",
+        "name: huge\ntasks:\n"
+        "  - {id: prep, command: 'true', estimated_runtime: 30m}\n"
+        "  - {id: huge, command: 'true', estimated_runtime: 1h, vcpus: 64, depends_on: [prep]}\n",
+    )
+    sim = cli("simulate", "huge.yaml", "--pools", "pools.yaml", "--runs", "2")
+    run = cli("run", "huge.yaml", "--config", "pools.yaml", "--name", "h")
+    for proc in (sim, run):
+        assert proc.returncode == 2, (proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1
+        assert "huge needs 64 vCPUs" in proc.stderr and "or lower vcpus" in proc.stderr
+    assert sim.stderr == run.stderr
+    assert "makespan" not in sim.stdout
+
+
+def test_help_names_every_timeline_format(cli: Cli) -> None:
+    proc = cli("simulate", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "--gantt OUT" in text and ".html" in text and ".svg" in text and ".png" in text
+    assert "matplotlib" in text

@@ -251,6 +251,18 @@ def test_repeated_trips_double_the_cooldown_up_to_the_cap_no_flapping() -> None:
     assert opened is not None and opened.until == now + 110
 
 
+def test_a_breaker_that_trips_thousands_of_times_stays_at_the_cap() -> None:
+    b = Breaker("p", BreakerRule(threshold=1, cooldown_s=300.0, max_cooldown_s=3600.0))
+    now, cooldowns = 0.0, []
+    for _ in range(2000):  # a probe that keeps landing between the pool's capacity windows
+        opened = b.fault(now, "launch refused")
+        assert opened is not None and opened.until is not None
+        cooldowns.append(opened.until - now)
+        now = opened.until
+        b.cooled(now)
+    assert b.trips == 2000 and cooldowns[-1] == 3600
+
+
 def test_the_probes_own_failure_lets_another_probe_try() -> None:
     b = Breaker("p", BreakerRule(threshold=1, cooldown_s=5))
     b.fault(0, "x")

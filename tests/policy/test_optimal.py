@@ -33,7 +33,7 @@ class Script:
     name: str = "script"
 
     def decide(self, obs: Observation) -> Choice:
-        k = round(obs.elapsed_s / obs.gap_s)
+        k = round(obs.elapsed_s / obs.tick_s)
         choice = self.choices[k] if k < len(self.choices) else Choice.ON_DEMAND
         if choice is Choice.SPOT and not obs.spot_available:
             return Choice.IDLE

@@ -174,12 +174,8 @@ def test_what_a_policy_sees() -> None:
 
     simulate_job(Spy(), trace(1, 1, 0), 0, 1200, 3000, D)
     first, second, third = seen[:3]
-    assert first == Observation(0, 1200, 3000, True, Choice.IDLE, 0, D, 600, 1200, 3000, 0)
-    assert (second.market, second.changeover_left_s, second.remaining_work_s) == (
-        Choice.ON_DEMAND,
-        120,
-        1200,
-    )
+    assert first == Observation(0, 1200, 3000, True, Choice.IDLE, D, D, 600, 1200, 3000, 0)
+    assert (second.market, second.remaining_work_s) == (Choice.ON_DEMAND, 1200)
     assert second.spot_streak_s == 600 and third.spot_streak_s == 0  # spot just went away
     assert third.remaining_work_s == 720 and third.slack_s == 1800 - 720
 
@@ -195,9 +191,9 @@ def obs(**changes: object) -> Observation:
         remaining_time_s=59 * H,
         spot_available=True,
         market=Choice.IDLE,
-        changeover_left_s=0,
         changeover_s=D,
-        gap_s=600,
+        at_risk_s=D,
+        tick_s=600,
         compute_s=48 * H,
         deadline_s=60 * H,
         spot_streak_s=0,
@@ -227,8 +223,8 @@ def test_greedy_rules() -> None:
 def test_waiting_keeps_a_tick_and_a_changeover_of_slack_when_ticks_are_long() -> None:
     # With 1000 s ticks a wait costs more than a changeover: slack - tick must stay >= d.
     g = GreedyPolicy()
-    assert g.decide(tight(1719, spot_available=False, gap_s=1000)) is Choice.ON_DEMAND
-    assert g.decide(tight(1720, spot_available=False, gap_s=1000)) is Choice.IDLE
+    assert g.decide(tight(1719, spot_available=False, tick_s=1000)) is Choice.ON_DEMAND
+    assert g.decide(tight(1720, spot_available=False, tick_s=1000)) is Choice.IDLE
 
 
 def test_uniform_progress_rules() -> None:

@@ -9,7 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stormproof.core.decisions import InstanceChanged, LaunchAttempt, LaunchInstance
-from stormproof.core.defs import Market, PoolDef, Resources, RunOptions, SpotPolicy, TaskDef
+from stormproof.core.defs import (
+    BreakerRule,
+    Market,
+    PoolDef,
+    Resources,
+    RunOptions,
+    SpotPolicy,
+    TaskDef,
+)
 from stormproof.runtime.compile import checkpoint_overhead
 from stormproof.sim.engine import PoolModel, Simulation, TaskModel
 from stormproof.sim.montecarlo import percentile, run_many, summarize
@@ -48,7 +56,7 @@ def test_no_interruptions_makespan_is_the_critical_path_and_cost_is_exact() -> N
     tasks, models = chain(3, 600.0)
     sim = Simulation(tasks, RunOptions(pools=(SPOT, OD)), models)
     r = sim.run(random.Random(1))
-    assert (r.final, r.makespan_s, r.interruptions) == ("succeeded", 1800.0, 0)
+    assert (r.final, r.makespan_s, r.interrupted_attempts) == ("succeeded", 1800.0, 0)
     assert r.cost.spent == pytest.approx(1800 * 0.1 / 3600)
     assert r.cost.on_demand_equivalent == pytest.approx(1800 * 0.3 / 3600)
 
@@ -70,7 +78,7 @@ def test_a_checkpointed_task_loses_only_the_work_after_its_last_checkpoint() -> 
             return 0
 
     r = sim.run(Start0(0), record=True)
-    assert r.final == "succeeded" and r.interruptions >= 1
+    assert r.final == "succeeded" and r.interrupted_attempts == 1
     # The core asks for a checkpoint every 100 s of wall time (at 100, 200, 300 on spot); each
     # pauses the work 10 s, so they save 100, 190 and 280 s of work. The trace takes the
     # instance at 350 with no notice: 350 - 310 = 40 s of work lost (the waste), 280 s kept.
@@ -83,6 +91,22 @@ def test_a_checkpointed_task_loses_only_the_work_after_its_last_checkpoint() -> 
     assert r.cost.wasted_s == pytest.approx(40.0 + 5.0)  # lost work + the restore
 
 
+def test_interruptions_count_attempts_taken_away_not_notices_to_idle_instances() -> None:
+    tasks, models = chain(3, 3600.0)
+    spot = PoolModel("spot", rate_per_h=2.0, notice_s=0.0)
+    on_demand = Simulation(
+        tasks, RunOptions(pools=(SPOT, OD), spot_policy=SpotPolicy.ON_DEMAND), models, [spot]
+    )
+    r = on_demand.run(random.Random(3))
+    assert r.notices > 0, "the idle spot instances were reclaimed, again and again"
+    assert r.interrupted_attempts == 0 and r.cost.spot_s == 0
+    spot_first = Simulation(tasks, RunOptions(pools=(SPOT, OD)), models, [spot])
+    r = spot_first.run(random.Random(3), record=True)
+    taken = sum(rec.state in ("interrupted", "lost") for rec in r.records)
+    assert r.interrupted_attempts == taken > 0
+    assert r.notices > taken, "notices to the second, idle spot instance count apart"
+
+
 def test_same_seed_same_result_and_workers_do_not_change_it() -> None:
     tasks = dag({f"t{i}": [] for i in range(30)}, vcpus=1, memory=1024)
     models = [TaskModel(600.0 + 60 * (i % 5), spread=0.2) for i in range(30)]
@@ -92,6 +116,22 @@ def test_same_seed_same_result_and_workers_do_not_change_it() -> None:
     c = summarize(run_many(sim, 40, seed=6, workers=1), None, {})
     assert a == b
     assert a != c
+
+
+def test_each_monte_carlo_run_replays_the_trace_from_a_random_point() -> None:
+    """Spot for one tick in ten, and a spot-only pool: a run's makespan says where in the
+    trace it started (the one-minute task waits for the spot tick; the pool retries its
+    launch every minute). A fixed start would give every run the same makespan."""
+    tasks, models = chain(1, 60.0)
+    trace = Trace(600.0, (1, 0, 0, 0, 0, 0, 0, 0, 0, 0), "one in ten")
+    pools = (PoolDef("spot", Market.SPOT, Resources(1, 1024), 1, 0.1),)
+    options = RunOptions(pools=pools, breaker=BreakerRule(threshold=10**6))
+    sim = Simulation(tasks, options, models, [PoolModel("spot", trace=trace, notice_s=0.0)])
+    spans = [r.makespan_s for r in run_many(sim, 300, seed=11, workers=1)]
+    ticks_waited = [int(s // 600) for s in spans]
+    assert set(ticks_waited) == set(range(10)), "every start point of the trace occurs"
+    for k in range(10):
+        assert 10 <= ticks_waited.count(k) <= 55, (k, ticks_waited.count(k))  # about 30 each
 
 
 def test_percentile_is_nearest_rank() -> None:

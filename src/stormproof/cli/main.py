@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from stormproof import __version__
+from stormproof.config import Config
 from stormproof.core.events import CancelRequested
 from stormproof.errors import CapacityError, StormproofError
 from stormproof.runtime.compile import policy_dict
@@ -123,7 +124,7 @@ def run(
             _show_plan(s, file, as_json=False)
             return
         spec = _load_spec(file)
-        _refuse_if_unplaceable(s, spec)
+        refuse_if_unplaceable(spec, s.config)
         run_name = check_run_name(name) if name else default_run_name(spec.name)
         ctx = new_context(
             run_name,
@@ -146,10 +147,15 @@ def run(
         _drive_and_exit(s, ctx, quiet)
 
 
-def _refuse_if_unplaceable(s: Session, spec: WorkflowSpec) -> None:
+def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
+    """Refuse (exit 2) a workflow with a task that no pool of ``config`` can ever hold.
+
+    ``run`` and ``simulate`` both ask before anything starts; ``plan`` shows the same
+    problems in its report (and exits 2).
+    """
     from stormproof.plan.report import build_plan
 
-    report = build_plan(spec, s.config, s.config.container_runtime)
+    report = build_plan(spec, config, config.container_runtime)
     if report.problems:
         lines = "\n".join(f"  - {p}" for p in report.problems)
         raise CapacityError(f"some tasks cannot run on this capacity:\n{lines}")

@@ -50,7 +50,12 @@ def _trace_args(values: tuple[str, ...]) -> dict[str, str]:
     help="Log-normal sigma of task runtimes around estimated_runtime (0: exact).",
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Processes (default: CPUs).")
-@click.option("--gantt", metavar="OUT.html", help="Draw run 0 as a timeline (HTML or SVG).")
+@click.option(
+    "--gantt",
+    metavar="OUT",
+    help="Draw run 0 as a timeline: OUT.html or OUT.svg (self-contained), or OUT.png "
+    "(matplotlib: pip install 'stormproof[plot]').",
+)
 @click.option("--json", "as_json", is_flag=True)
 @common
 def simulate(
@@ -69,7 +74,7 @@ def simulate(
     config_path: str | None,
 ) -> None:
     """Simulate FILE many times on the configured pools: makespan, cost, deadline, waste."""
-    from stormproof.cli.main import _load_spec
+    from stormproof.cli.main import _load_spec, refuse_if_unplaceable
     from stormproof.sim.build import build
     from stormproof.sim.montecarlo import run_many, summarize
 
@@ -80,6 +85,7 @@ def simulate(
         if pools_file:
             config = load_config(Path(pools_file), s.cwd, {})
             base = Path(pools_file).resolve().parent
+        refuse_if_unplaceable(spec, config)
         if policy_name:
             config = config.model_copy(
                 update={"policy": config.policy.model_copy(update={"name": policy_name})}
@@ -143,8 +149,9 @@ def _render(summary: dict[str, Any], name: str, took: float) -> None:
         f"on-demand {summary['on_demand_hours_mean']:.2f} h per run"
     )
     out.print(
-        f"interruptions {summary['interruptions_mean']:.2f} per run · wasted "
-        f"{summary['wasted_hours_mean']:.3f} h (${summary['wasted_usd_mean']:.4f})"
+        f"attempts interrupted {summary['interrupted_attempts_mean']:.2f} per run "
+        f"(instance notices {summary['instance_notices_mean']:.2f}, idle instances included) "
+        f"· wasted {summary['wasted_hours_mean']:.3f} h (${summary['wasted_usd_mean']:.4f})"
     )
     if summary["deadline_met_rate"] is not None:
         hours = summary["deadline_s"] / 3600

@@ -105,7 +105,10 @@ class Breaker:
         if self.state is BreakerState.CLOSED and healthy_for > self.rule.max_cooldown_s:
             self.trips = 0  # stayed closed long enough since the last trip: forgiven
         self.trips += 1
-        cooldown = min(self.rule.cooldown_s * 2 ** (self.trips - 1), self.rule.max_cooldown_s)
+        # 2.0 ** 64 is past any cap; an unbounded power of two overflows a float after
+        # ~1,000 trips (a pool whose probes keep landing between its capacity windows)
+        doubled = self.rule.cooldown_s * 2.0 ** min(self.trips - 1, 64)
+        cooldown = min(doubled, self.rule.max_cooldown_s)
         self.state = BreakerState.OPEN
         self.open_until = now + cooldown
         self.probe = None

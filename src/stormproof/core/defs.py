@@ -133,14 +133,15 @@ class SpotPolicy(str, Enum):
     longest estimated path from it to the end, on-demand speed). Spot is used
     only while ``now <= latest start - at_risk``, so that an interruption at the
     worst moment still leaves time to finish on on-demand: no policy misses a
-    deadline that on-demand could meet.
+    deadline that on-demand could meet. The rules are ``core.policy.decide``, the
+    same for a DAG's tasks here and for the one-job model of ``policy.single``.
     """
 
     SPOT_FIRST = "spot_first"  # no deadline logic: spot if free, else on-demand at once
     ON_DEMAND = "on_demand"
     GREEDY = "greedy"  # wait for spot until it is no longer safe, then on-demand
     UNIFORM_PROGRESS = "uniform_progress"  # on-demand while behind the uniform progress line
-    STORMPROOF = "stormproof"  # wait for spot only for this task's share of its path's slack
+    STORMPROOF = "stormproof"  # wait for spot only once spot could finish what is left
 
 
 class SpotStrategy(str, Enum):

@@ -72,6 +72,7 @@ from stormproof.core.events import (
     StopRequested,
     TimerFired,
 )
+from stormproof.core.policy import Choice, Situation, decide, wait_until
 from stormproof.core.states import AttemptState, RunMode, TaskState, check_task_transition
 
 TASK_FAILED = "Task.Failed"
@@ -146,11 +147,9 @@ class Workflow:
         self.memory_scale: dict[int, float] = {}
         self.cost = Cost()
         self.task_cost: dict[int, Cost] = {}
-        #: Deadline policies: when the run and each ready task started waiting, work done.
+        #: Deadline policies: when the run started, and its critical path (at on-demand speed).
         self.run_start = 0.0
-        self.ready_at: dict[int, float] = {}
-        self.done_work = 0.0
-        self.total_work = sum(t.estimated_s for t in self.tasks)
+        self._critical_s = max((t.priority for t in self.tasks), default=0.0)
         self._has_spot = any(p.market is Market.SPOT for p in options.pools)
         self._od_rates: dict[tuple[Resources, int, float], float] = {}
         self._spot_pools = {p.name: p.market is Market.SPOT for p in options.pools}
@@ -582,7 +581,6 @@ class Workflow:
     def _succeed(self, i: int, event: Event, out: list[Decision]) -> None:
         self._move(i, TaskState.SUCCEEDED, event)
         task = self.tasks[i]
-        self.done_work += task.estimated_s
         out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
         for c in task.children:
             self.waiting_on[c] -= 1
@@ -781,7 +779,6 @@ class Workflow:
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
         self._move(i, TaskState.READY, event)
         task = self.tasks[i]
-        self.ready_at[i] = event.at
         r = self._need(i)
         key: ShapeKey = (r.vcpus, r.memory_mib, r.gpus, task.nodes, task.spot_enabled)
         heapq.heappush(self._queues.setdefault(key, []), (-task.priority, i))
@@ -853,34 +850,42 @@ class Workflow:
     def markets(self, i: int) -> tuple[bool, bool, float | None]:
         """May task ``i`` use spot now, on-demand now, and if not on-demand, from when.
 
-        The deadline policies (``SpotPolicy``): spot only while it is safe
-        (``latest start - at_risk``), on-demand once the policy stops waiting.
+        With a deadline, the run's ``SpotPolicy`` decides by the one rule of
+        ``core.policy`` (the one ``bench/cant_be_late.py`` measures), for this task: work
+        left is its rank (the critical path from it to the end), the job's whole work the
+        workflow's critical path, and one interruption costs its ``at_risk``. Placement
+        tries spot pools first, so the rule is asked twice: with spot free (spot allowed?)
+        and without (on-demand now, or wait, and until when).
         """
         if self.on_demand_only(i) is not None or not self._has_spot:
             return False, True, None
         policy = self.options.spot_policy
-        if policy is SpotPolicy.ON_DEMAND:
-            return False, True, None
         deadline = self.options.deadline_s
-        if policy is SpotPolicy.SPOT_FIRST or deadline is None:
-            return True, True, None
+        if deadline is None:  # no deadline logic: spot if free, else on-demand at once
+            return policy is not SpotPolicy.ON_DEMAND, True, None
+        elapsed = self.now - self.run_start
         task = self.tasks[i]
-        safe_until = self.run_start + deadline - task.priority - task.at_risk_s
-        if self.now > safe_until:
-            return False, True, None
-        if policy is SpotPolicy.GREEDY:
-            od_from = safe_until
-        elif policy is SpotPolicy.STORMPROOF:
-            # wait only for this task's share of the slack on its path to the end
-            ready = self.ready_at.get(i, self.now)
-            share = task.estimated_s / task.priority if task.priority > 0 else 1.0
-            od_from = ready + max(0.0, safe_until - ready) * share
-        else:  # uniform progress: behind the line (elapsed share > work share) -> on-demand
-            done = self.done_work / self.total_work if self.total_work else 1.0
-            od_from = min(safe_until, self.run_start + done * deadline)
-        if self.now >= od_from:
-            return True, True, None
-        return True, False, od_from
+        situation = Situation(
+            elapsed,
+            task.priority,
+            deadline - elapsed,
+            True,
+            Choice.IDLE,
+            0.0,
+            task.at_risk_s,
+            0.0,
+            self._critical_s,
+            deadline,
+            0.0,
+        )
+        spot = decide(policy, situation) is Choice.SPOT
+        situation = situation._replace(spot_available=False)
+        if decide(policy, situation) is Choice.ON_DEMAND:
+            return spot, True, None
+        od_from = self.run_start + wait_until(policy, situation)
+        if self.now >= od_from:  # the rule's last moment to wait: on-demand from now on
+            return spot, True, None
+        return spot, False, od_from
 
     def _find(self, i: int, out: list[Decision]) -> Placement | None:
         task = self.tasks[i]

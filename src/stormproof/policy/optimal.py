@@ -62,7 +62,7 @@ class OptimalPlan:
     name: str = "optimal"
 
     def decide(self, obs: Observation) -> Choice:
-        tick = round(obs.elapsed_s / obs.gap_s)
+        tick = round(obs.elapsed_s / obs.tick_s)
         return self.choices[tick] if tick < len(self.choices) else Choice.ON_DEMAND
 
 

@@ -14,17 +14,20 @@ Hours on spot and on-demand count progress only; changeover time is reported apa
 
 Everything here is pure: no clock, no I/O, no randomness. A policy sees an ``Observation``
 (what an online scheduler can know now) and returns a ``Choice``; ``simulate_job`` plays it
-on a trace. Online policies are stateless, so one instance can be reused across jobs and
-the same inputs always give the same ``JobResult``.
+on a trace. The online policies are the core's own rules (``core.policy.decide``, which
+also places the tasks of ``run`` and ``simulate``), so what this model measures is what
+real runs do. They are stateless, so one instance can be reused across jobs and the same
+inputs always give the same ``JobResult``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from stormproof.core.defs import SpotPolicy
+from stormproof.core.policy import GAMBLE_SHARE, SPOT_SHARE, Choice, Situation, decide
 from stormproof.policy.grid import Grid
 from stormproof.traces import Trace
 
@@ -42,37 +45,10 @@ __all__ = [
 ]
 
 
-class Choice(str, Enum):
-    """A market to be on for the next tick; also the market a job is on now."""
-
-    IDLE = "idle"
-    SPOT = "spot"
-    ON_DEMAND = "on_demand"
-
-
-class Observation(NamedTuple):
-    """What an online policy may know at a tick boundary: the present and the past, no future.
-
-    All durations are seconds. (A named tuple: the simulator makes one per tick, and a tuple
-    is four times cheaper to build than a frozen dataclass.)
-    """
-
-    elapsed_s: float  # since the job was submitted
-    remaining_work_s: float  # C(t): progress still to make
-    remaining_time_s: float  # R(t): time left to the deadline (negative once missed)
-    spot_available: bool  # during the coming tick
-    market: Choice  # what the job is on now (IDLE right after a preemption)
-    changeover_left_s: float  # of the current market's changeover; 0 once it is making progress
-    changeover_s: float  # d: the delay of every move onto a market
-    gap_s: float  # the tick: the next decision comes this much later
-    compute_s: float  # C(0)
-    deadline_s: float  # R(0)
-    spot_streak_s: float  # how long spot has been as it is now (since the job began)
-
-    @property
-    def slack_s(self) -> float:
-        """Time that can still be spent not progressing: R(t) - C(t)."""
-        return self.remaining_time_s - self.remaining_work_s
+#: What an online policy may know at a tick boundary: the core's ``Situation``, with
+#: ``at_risk_s`` = the changeover (a preemption costs the move back onto a market) and
+#: ``tick_s`` = the trace's tick.
+Observation = Situation
 
 
 class Policy(Protocol):
@@ -141,8 +117,8 @@ def simulate_job(
             (grid.deadline - t) * u,
             available,
             market,
-            changeover_left * u,
             d_s,
+            d_s,  # at risk: a preemption costs the changeover back onto a market
             g_s,
             c_s,
             r_s,
@@ -181,29 +157,9 @@ def simulate_job(
     )
 
 
-# --------------------------------------------------------------------------- safety
-
-
-def can_start_spot(obs: Observation) -> bool:
-    """Whether moving onto spot now keeps the deadline safe whatever spot does next.
-
-    The changeover eats up to d of slack; after it, a preemption must still leave d to move
-    to on-demand. Hence slack >= 2d (the paper's Safety Net threshold).
-    """
-    return obs.slack_s >= 2 * obs.changeover_s
-
-
-def can_wait(obs: Observation) -> bool:
-    """Whether idling one more tick still leaves both doors open: spot later, or on-demand.
-
-    Idling costs a tick of slack; after it on-demand must still fit (slack - tick >= d), and
-    spot must still be reachable (slack >= 2d) — otherwise waiting only delays the inevitable.
-    """
-    d, g = obs.changeover_s, obs.gap_s
-    return obs.slack_s - g >= d and obs.slack_s >= 2 * d
-
-
 # --------------------------------------------------------------------------- policies
+# Each is a name for one of the core's rules (``core.policy.decide``): the very rule that
+# places a DAG's tasks in ``run`` and ``simulate``, here asked at every tick of one job.
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +169,7 @@ class OnDemandPolicy:
     name: str = "on_demand"
 
     def decide(self, obs: Observation) -> Choice:
-        return Choice.ON_DEMAND
+        return decide(SpotPolicy.ON_DEMAND, obs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,13 +182,7 @@ class GreedyPolicy:
     name: str = "greedy"
 
     def decide(self, obs: Observation) -> Choice:
-        if obs.market is Choice.ON_DEMAND:
-            return Choice.ON_DEMAND
-        if obs.market is Choice.SPOT:  # still available, or the simulator would have said IDLE
-            return Choice.SPOT
-        if obs.spot_available and can_start_spot(obs):
-            return Choice.SPOT
-        return Choice.IDLE if can_wait(obs) else Choice.ON_DEMAND
+        return decide(SpotPolicy.GREEDY, obs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,66 +201,19 @@ class UniformProgressPolicy:
     name: str = "uniform_progress"
 
     def decide(self, obs: Observation) -> Choice:
-        if obs.market is Choice.SPOT:
-            return Choice.SPOT
-        done = obs.compute_s - obs.remaining_work_s
-        rate = obs.compute_s / obs.deadline_s if obs.deadline_s > 0 else math.inf
-        if obs.market is Choice.ON_DEMAND:
-            ahead = done >= (obs.elapsed_s + 2 * obs.changeover_s) * rate
-            if ahead and obs.spot_available and can_start_spot(obs):
-                return Choice.SPOT
-            return Choice.ON_DEMAND
-        if obs.spot_available and can_start_spot(obs):
-            return Choice.SPOT
-        if done < obs.elapsed_s * rate:
-            return Choice.ON_DEMAND
-        return Choice.IDLE if can_wait(obs) else Choice.ON_DEMAND
+        return decide(SpotPolicy.UNIFORM_PROGRESS, obs)
 
 
 @dataclass(frozen=True, slots=True)
 class StormproofPolicy:
     """On-demand as the base, every spot window worth a hop, and waiting only at the end.
 
-    What the exact optimum does on real traces, made online:
-
-    1. On spot: stay until preempted (nothing is cheaper).
-    2. Spot available: take it, from idle or from on-demand, if the safety net allows a
-       changeover. From on-demand a hop costs two changeovers (onto spot, and back when
-       preempted), and a window seen for the first time is often a single tick that gives
-       nothing; so when slack is short — less than ``gamble_share`` of the time left on top
-       of the 2d the hop needs — it hops only onto a window that has already lasted a tick.
-    3. Spot unavailable: wait (idle) only if spot during ``spot_share`` of the time left
-       would finish the job, C(t) <= spot_share * R(t); otherwise progress on on-demand.
-       Waiting spends slack that later hops need; greedy's failure is to spend it first
-       and then sit on on-demand through the spot near the deadline. Here slack goes to
-       hops early and to waiting at the end, once spot can plausibly cover what is left.
-    4. Safety net: never a move that could leave too little slack to finish on on-demand.
-
-    The two shares were chosen on the eight Table 3 traces (92.8% of the optimum's spot
-    hours), where the result is flat around them: 92.0-92.8% for ``spot_share`` 0.6-0.8 and
-    ``gamble_share`` 0.1-0.16 (92.3% without the gate). On the 2-month traces of 2023 (195 s
-    ticks), which played no part in the choice, the same rule reaches 96% of the optimum
-    (uniform progress 90%); on the Table 3 traces with a 52 h or 70 h deadline instead of
-    60 h, 76% and 96% (uniform progress 61% and 90%).
+    The rule, and how its two shares were chosen, is ``core.policy.decide``'s ``stormproof``.
     """
 
     name: str = "stormproof"
-    spot_share: float = 0.7
-    gamble_share: float = 0.16
+    spot_share: float = SPOT_SHARE
+    gamble_share: float = GAMBLE_SHARE
 
     def decide(self, obs: Observation) -> Choice:
-        if obs.market is Choice.SPOT:
-            return Choice.SPOT
-        if obs.spot_available and can_start_spot(obs):
-            brand_new = obs.spot_streak_s < obs.gap_s
-            spare = obs.slack_s - 2 * obs.changeover_s
-            if (
-                obs.market is Choice.ON_DEMAND
-                and brand_new
-                and spare < self.gamble_share * obs.remaining_time_s
-            ):
-                return Choice.ON_DEMAND
-            return Choice.SPOT
-        if obs.remaining_work_s <= self.spot_share * obs.remaining_time_s and can_wait(obs):
-            return Choice.IDLE
-        return Choice.ON_DEMAND
+        return decide(SpotPolicy.STORMPROOF, obs, self.spot_share, self.gamble_share)

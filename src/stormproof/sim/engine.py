@@ -100,7 +100,10 @@ class SimResult:
     makespan_s: float
     final: str  # succeeded | failed | unfinished
     cost: Cost
-    interruptions: int
+    #: Attempts the provider took away (Capacity.Interrupted or Node.Lost): what cost work.
+    interrupted_attempts: int
+    #: Interruption notices delivered to up instances, idle ones included.
+    notices: int
     attempts: int
     records: list[AttemptRecord] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
@@ -163,7 +166,7 @@ class _Run:
         self.saved = [0.0] * n  # progress (s) of the task's newest checkpoint
         self.live: dict[str, _Live] = {}
         self.ended: dict[str, _Live] = {}
-        self.interruptions = 0
+        self.notices = 0
         self.records: list[AttemptRecord] = []
         self.decisions: list[Decision] = []
         self.trace_origin = {
@@ -192,7 +195,8 @@ class _Run:
             self.now,
             final,
             self.core.cost,
-            self.interruptions,
+            sum(self.core.interruptions),
+            self.notices,
             sum(self.core.attempts_made),
             self.records,
             self.decisions,
@@ -212,7 +216,7 @@ class _Run:
             inst = self.core.capacity.instances.get(event.instance_id)
             if inst is None or inst.state is not InstanceState.UP:
                 return
-            self.interruptions += 1
+            self.notices += 1
         decisions = self.core.handle(event)
         if self.record:
             self.decisions.extend(decisions)

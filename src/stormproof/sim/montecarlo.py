@@ -31,7 +31,8 @@ class RunFigures:
     wasted_s: float
     spot_s: float
     on_demand_s: float
-    interruptions: int
+    interrupted_attempts: int
+    notices: int
     attempts: int
 
 
@@ -80,7 +81,8 @@ def figures(sim: Simulation, seed: int, k: int) -> RunFigures:
         c.wasted_s,
         c.spot_s,
         c.on_demand_s,
-        r.interruptions,
+        r.interrupted_attempts,
+        r.notices,
         r.attempts,
     )
 
@@ -107,9 +109,10 @@ def summarize(
     hours = [s / 3600 for s in spans]
     spent = [r.spent for r in results]
     od = [r.on_demand_equivalent for r in results]
-    interruptions = sum(r.interruptions for r in results)
+    interrupted = sum(r.interrupted_attempts for r in results)
     spot_s = sum(r.spot_s for r in results)
-    mtbf_s = spot_s / interruptions if interruptions else None
+    # the attempts' own mean time between interruptions on spot (idle instances do not count)
+    mtbf_s = spot_s / interrupted if interrupted else None
     met = None
     if deadline_s is not None:
         made = sum(1 for r in results if r.final == "succeeded" and r.makespan_s <= deadline_s)
@@ -132,7 +135,8 @@ def summarize(
         "saved_fraction": round((total_od - sum(spent)) / total_od, 4) if total_od else 0.0,
         "deadline_s": deadline_s,
         "deadline_met_rate": met,
-        "interruptions_mean": round(interruptions / len(results), 3),
+        "interrupted_attempts_mean": round(interrupted / len(results), 3),
+        "instance_notices_mean": round(sum(r.notices for r in results) / len(results), 3),
         "wasted_hours_mean": round(sum(r.wasted_s for r in results) / len(results) / 3600, 4),
         "wasted_usd_mean": round(sum(r.wasted for r in results) / len(results), 4),
         "spot_hours_mean": round(spot_s / len(results) / 3600, 4),
