@@ -153,12 +153,10 @@ def decide(
          spends slack that later hops need; greedy's failure is to spend it first and then
          sit on on-demand through the spot near the deadline.
 
-      The two shares were chosen on the eight Table 3 traces, where the result is flat
-      around them: 92.0-92.8% of the optimum's spot hours for ``spot_share`` 0.6-0.8 and
-      ``gamble_share`` 0.1-0.16. On the 2-month traces of 2023 (195 s ticks), which played
-      no part in the choice, the same rule reaches 96% of the optimum (uniform progress
-      90%); on the Table 3 traces with a 52 h or 70 h deadline instead of 60 h, 76% and
-      96% (uniform progress 61% and 90%).
+      The two shares were chosen on the eight Table 3 traces (93.2% of the optimum's spot
+      hours), where the result is flat around them: 92.5-93.2% for ``spot_share`` 0.6-0.8
+      and ``gamble_share`` 0.1-0.16 (92.6% without the gate). On the same traces with a
+      52 h or 70 h deadline instead of 60 h: 77% and 96% (uniform progress 61% and 90%).
 
     In every policy but ``spot_first`` the safety net comes first: spot only if
     ``can_start_spot``, idle only if ``can_wait``.
