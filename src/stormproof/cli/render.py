@@ -158,8 +158,8 @@ def cost_text(c: Cost) -> str:
 def cost_line(view: RunView, now: float) -> str:
     """One line of money: spent, saved against all-on-demand, and lost to interruptions."""
     text = cost_text(view.cost(view.ended if view.ended is not None else now))
-    if view.interruptions:
-        text += f" · {view.interruptions} interruption(s)"
+    if taken := view.interruptions():
+        text += f" · {taken} interruption(s)"
     return text
 
 

@@ -152,7 +152,8 @@ class RunView:
     tasks: dict[str, TaskView] = field(default_factory=dict)
     instances: dict[str, InstanceView] = field(default_factory=dict)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    interruptions: int = 0
+    #: Notices and losses of instances that were up, busy or idle (what the provider did).
+    instance_notices: int = 0
     last_seq: int = 0
     last_at: float = 0.0
     _by_attempt: dict[str, AttemptView] = field(default_factory=dict)
@@ -172,6 +173,13 @@ class RunView:
             out[t.state] = out.get(t.state, 0) + 1
         return out
 
+    def interruptions(self) -> int:
+        """Attempts taken away (``Capacity.Interrupted``, ``Node.Lost``): what cost work.
+
+        Not the notices: a notice to an idle instance interrupts nothing.
+        """
+        return sum(t.budgets()["interruptions"] for t in self.tasks.values())
+
     def cost(self, now: float) -> Cost:
         total = Cost()
         for t in self.tasks.values():
@@ -189,7 +197,8 @@ class RunView:
             "ended": self.ended,
             "counts": self.counts(),
             "cost": cost_json(self.cost(at)),
-            "interruptions": self.interruptions,
+            "interruptions": self.interruptions(),
+            "instance_notices": self.instance_notices,
             "breakers": dict(self.breakers),
             "fleet": [i.to_json() for i in self.instances.values()],
             "tasks": {tid: t.to_json(at) for tid, t in self.tasks.items()},
@@ -270,7 +279,7 @@ def _notice(v: RunView, row: Row) -> None:
     inst = v.instances.get(row.data.get("instance_id", ""))
     counted = ("up", "draining") if row.kind == "InstanceLost" else ("up",)
     if inst is not None and inst.state in counted:
-        v.interruptions += 1
+        v.instance_notices += 1
 
 
 def _breaker(v: RunView, row: Row) -> None:
