@@ -317,6 +317,13 @@ def test_bad_fleet_settings_name_the_place_and_the_fix(tmp_path: Path) -> None:
     assert "fleet.target_capacity: must be at least 1, got 0" in error(
         tmp_path, FLEET.replace("target_capacity: 4", "target_capacity: 0")
     )
+    # a few zeros too many is an error at once, not a plan that never ends
+    assert "fleet.target_capacity: must be at most 100000, got 1000000000" in error(
+        tmp_path, FLEET.replace("target_capacity: 4", "target_capacity: 1000000000")
+    )
+    assert "pools[2].count: must be at most 100000, got 3000000000" in error(
+        tmp_path, FLEET.replace("count: 3", "count: 3000000000")
+    )
     assert "fleet.target: unknown field (known fields: target_capacity)" in error(
         tmp_path, FLEET.replace("target_capacity: 4", "target: 4")
     )

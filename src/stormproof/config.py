@@ -52,6 +52,8 @@ CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
 POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONTAINER_RUNTIMES = ("none", "apptainer", "docker", "podman")
+#: Most instances one pool (or a fleet's target, in units) may ask for.
+MAX_INSTANCES = 100_000
 ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
 ENV_STORE = "STORMPROOF_STORE"
 ENV_HOME = "STORMPROOF_HOME"
@@ -116,7 +118,8 @@ class PoolConfig(_Strict):
     gpus: int = Field(default=0, ge=0)
     price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
     #: Instances at the start; with ``fleet.target_capacity`` the fleet decides it for spot pools.
-    count: int = Field(default=1, ge=1)
+    # bounded: the core keeps every instance, and a typo of a few zeros must not hang plan/run
+    count: int = Field(default=1, ge=1, le=MAX_INSTANCES)
     #: Capacity units one instance counts for (AWS Spot Fleet's ``WeightedCapacity``): what
     #: ``fleet.target_capacity`` is spread in, and how placements spread under ``diversified``.
     weight: float = Field(default=1.0, gt=0)
@@ -154,7 +157,9 @@ class FleetConfig(_Strict):
     recipe's separate on-demand fallback; AWS's ``OnDemandTargetCapacity`` 0).
     """
 
-    target_capacity: int = Field(ge=1, description="capacity units on spot, like 8")
+    target_capacity: int = Field(
+        ge=1, le=MAX_INSTANCES, description="capacity units on spot, like 8"
+    )
 
 
 class BreakerConfig(_Strict):
@@ -323,6 +328,15 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+
+#: pydantic's range errors: the bound's key in the error context, and how to say it.
+_BOUND_WORDS = {
+    "greater_than": ("gt", "more than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
 
 
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
@@ -514,10 +528,10 @@ def _explain(error: Any, loc: tuple[int | str, ...]) -> str:
         return "required field is missing" + (f": give {example}" if example else "")
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
-    if kind in ("greater_than", "greater_than_equal"):
-        bound = ctx.get("gt", ctx.get("ge"))
+    if kind in _BOUND_WORDS:
+        key, word = _BOUND_WORDS[kind]
+        bound = ctx.get(key)
         bound = f"{bound:g}" if isinstance(bound, (int, float)) else bound
-        word = "more than" if kind == "greater_than" else "at least"
         example = _EXAMPLES.get(field)
         return f"must be {word} {bound}, got {value!r}" + (f" ({example})" if example else "")
     if kind == "string_pattern_mismatch":

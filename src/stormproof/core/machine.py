@@ -866,17 +866,17 @@ class Workflow:
         elapsed = self.now - self.run_start
         task = self.tasks[i]
         situation = Situation(
-            elapsed,
-            task.priority,
-            deadline - elapsed,
-            True,
-            Choice.IDLE,
-            0.0,
-            task.at_risk_s,
-            0.0,
-            self._critical_s,
-            deadline,
-            0.0,
+            elapsed_s=elapsed,
+            remaining_work_s=task.priority,
+            remaining_time_s=deadline - elapsed,
+            spot_available=True,
+            market=Choice.IDLE,
+            changeover_s=0.0,
+            at_risk_s=task.at_risk_s,
+            tick_s=0.0,
+            compute_s=self._critical_s,
+            deadline_s=deadline,
+            spot_streak_s=0.0,
         )
         spot = decide(policy, situation) is Choice.SPOT
         situation = situation._replace(spot_available=False)
