@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from stormproof.core.defs import Market, PoolDef, Resources, SpotStrategy
+from stormproof.core.record import record
 
 
 class InstanceState(str, Enum):
@@ -60,7 +61,7 @@ class Instance:
         return self.state is InstanceState.UP
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Placement:
     pool: PoolDef
     instances: tuple[Instance, ...]
@@ -174,8 +175,16 @@ class Capacity:
 
     def find_in(self, pool: PoolDef, need: Resources, nodes: int) -> Placement | None:
         chosen: list[Instance] = []
+        up = InstanceState.UP
+        vcpus, memory, gpus = need.vcpus - 1e-9, need.memory_mib, need.gpus
         for inst in self._by_pool[pool.name]:
-            if inst.alive and need.fits_in(inst.free):
+            free = inst.free  # inlined fits_in: this loop runs once per instance per placement
+            if (
+                free.vcpus >= vcpus
+                and free.memory_mib >= memory
+                and free.gpus >= gpus
+                and inst.state is up
+            ):
                 chosen.append(inst)
                 if len(chosen) == nodes:
                     return Placement(pool, tuple(chosen))

@@ -15,8 +15,10 @@ caused it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, ClassVar
+
+from stormproof.core.record import record
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -28,7 +30,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     kind: ClassVar[str] = "Decision"
     is_action: ClassVar[bool] = False
@@ -38,7 +40,7 @@ class Decision:
         return {name: getattr(self, name) for name in _field_names(type(self))}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LaunchAttempt(Decision):
     """Start attempt ``number`` of ``task_id`` on ``instances`` (one per node)."""
 
@@ -61,7 +63,7 @@ class LaunchAttempt(Decision):
     on_demand_usd_per_h: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class KillAttempt(Decision):
     """SIGTERM the attempt now, SIGKILL after ``grace_s``."""
 
@@ -72,7 +74,7 @@ class KillAttempt(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StartTimer(Decision):
     """Feed ``TimerFired(timer_id)`` back once the wall clock reaches ``fire_at``."""
 
@@ -83,7 +85,7 @@ class StartTimer(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestCheckpoint(Decision):
     """Ask the attempt to checkpoint now (its signal + the request file): the interval is due."""
 
@@ -93,7 +95,7 @@ class RequestCheckpoint(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PruneCheckpoints(Decision):
     """Delete the task's stored checkpoints except ``keep`` (all of them when ``keep`` is empty)."""
 
@@ -104,7 +106,7 @@ class PruneCheckpoints(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LaunchInstance(Decision):
     """Ask the capacity backend for one more instance of ``pool``; it answers ``InstanceUp``."""
 
@@ -115,7 +117,7 @@ class LaunchInstance(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TerminateInstance(Decision):
     """Give the instance back (scaled down, reclaimed, or lost); nothing runs on it any more."""
 
@@ -125,7 +127,7 @@ class TerminateInstance(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InstanceChanged(Decision):
     """Note: an instance is now ``pending``, ``up``, ``draining``, ``gone`` or ``failed``."""
 
@@ -137,7 +139,7 @@ class InstanceChanged(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BreakerChanged(Decision):
     """Note: a pool's circuit breaker is now ``closed``, ``open`` or ``half_open``."""
 
@@ -149,7 +151,7 @@ class BreakerChanged(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptEnded(Decision):
     """Note: an attempt reached a final state (succeeded, failed, timed_out, lost, cancelled)."""
 
@@ -172,7 +174,7 @@ class AttemptEnded(Decision):
     wasted_usd: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskReady(Decision):
     """Note: every parent succeeded (or a retry's backoff ended); the task waits for capacity."""
 
@@ -181,7 +183,7 @@ class TaskReady(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskRetrying(Decision):
     """Note: the task will be tried again after ``delay_s``, drawing on ``budget``."""
 
@@ -194,7 +196,7 @@ class TaskRetrying(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskEnded(Decision):
     """Note: the task is finished for good: succeeded, failed, skipped or cancelled."""
 
@@ -205,7 +207,7 @@ class TaskEnded(Decision):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunFinished(Decision):
     """Note: every task has ended; the run is ``succeeded``, ``failed`` or ``cancelled``."""
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from stormproof.core.record import record
+
 
 class Market(str, Enum):
     SPOT = "spot"
@@ -22,7 +24,7 @@ class OnFailure(str, Enum):
     CONTINUE = "continue"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Resources:
     """What one node of an attempt occupies on an instance."""
 

@@ -10,8 +10,10 @@ run's state is the fold of its events through ``Workflow.handle``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, ClassVar
+
+from stormproof.core.record import record
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
@@ -23,7 +25,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return names
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Event:
     at: float
     kind: ClassVar[str] = "Event"
@@ -33,21 +35,21 @@ class Event:
         return {name: getattr(self, name) for name in _field_names(type(self))}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunStarted(Event):
     """The driver started the run for the first time."""
 
     kind: ClassVar[str] = "RunStarted"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RunResumed(Event):
     """A driver took the run over after the previous one stopped or died."""
 
     kind: ClassVar[str] = "RunResumed"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StopRequested(Event):
     """Ctrl-C or SIGTERM on the driver: launch nothing more; running attempts carry on."""
 
@@ -55,14 +57,14 @@ class StopRequested(Event):
     reason: str = "interrupted"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CancelRequested(Event):
     """The user cancelled the run: kill what runs, end every unfinished task as cancelled."""
 
     kind: ClassVar[str] = "CancelRequested"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptStarted(Event):
     """The backend accepted the attempt; ``handle`` is its id there (pid, Slurm job id, …)."""
 
@@ -71,7 +73,7 @@ class AttemptStarted(Event):
     handle: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptExited(Event):
     """The attempt's command ended with ``exit_code`` (128+N when killed by signal N)."""
 
@@ -82,7 +84,7 @@ class AttemptExited(Event):
     out_of_memory: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptLost(Event):
     """The attempt vanished without an exit status (its node or shim died); ``Node.Lost``."""
 
@@ -91,7 +93,7 @@ class AttemptLost(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AttemptSubmitFailed(Event):
     """The backend refused or could not start the attempt (command not found, bad cwd, …)."""
 
@@ -100,7 +102,7 @@ class AttemptSubmitFailed(Event):
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TimerFired(Event):
     """A timer the core asked for (``StartTimer``) is due."""
 
@@ -108,7 +110,7 @@ class TimerFired(Event):
     timer_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckpointCommitted(Event):
     """A checkpoint of the attempt is in the store, manifest written last and verified."""
 
@@ -119,7 +121,7 @@ class CheckpointCommitted(Event):
     total_bytes: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckpointCorrupt(Event):
     """A stored checkpoint failed verification (``Checkpoint.Corrupt``); never restore it."""
 
@@ -129,7 +131,7 @@ class CheckpointCorrupt(Event):
     problem: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CheckpointRestored(Event):
     """Before the attempt started, checkpoint ``seq`` was restored into it (0: none, fresh)."""
 
@@ -138,7 +140,7 @@ class CheckpointRestored(Event):
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InstanceUp(Event):
     """The capacity backend has the instance the core asked for (``LaunchInstance``) running."""
 
@@ -146,7 +148,7 @@ class InstanceUp(Event):
     instance_id: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InstanceLaunchFailed(Event):
     """The backend could not get the instance (no spot capacity): ``Capacity.Unavailable``."""
 
@@ -155,7 +157,7 @@ class InstanceLaunchFailed(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InterruptionNotice(Event):
     """The provider will reclaim the instance in ``notice_s`` (the spot two-minute warning).
 
@@ -169,7 +171,7 @@ class InterruptionNotice(Event):
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class InstanceLost(Event):
     """The instance vanished without notice: what ran there ends ``Node.Lost``."""
 
@@ -178,7 +180,7 @@ class InstanceLost(Event):
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FleetScaleRequested(Event):
     """The user asked for ``count`` instances in ``pool`` (``fleet NAME --scale POOL=N``)."""
 

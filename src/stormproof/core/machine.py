@@ -766,7 +766,10 @@ class Workflow:
         spent, wasted_usd = seconds * rate, wasted * rate
         od = (seconds - wasted) * att.od_usd_per_h / 3600.0
         spot_s, od_s = (seconds, 0.0) if on_spot else (0.0, seconds)
-        for total in (self.cost, self.task_cost.setdefault(att.task, Cost())):
+        task_cost = self.task_cost.get(att.task)
+        if task_cost is None:
+            task_cost = self.task_cost[att.task] = Cost()
+        for total in (self.cost, task_cost):
             total.spent += spent
             total.on_demand_equivalent += od
             total.wasted += wasted_usd
@@ -917,7 +920,7 @@ class Workflow:
     def _launch(self, i: int, placement: Placement, event: Event, out: list[Decision]) -> None:
         task = self.tasks[i]
         pool = placement.pool
-        instances = tuple(x.id for x in placement.instances)
+        instances = tuple([x.id for x in placement.instances])
         need = self._need(i)
         self._ready -= 1
         self._move(i, TaskState.RUNNING, event)
