@@ -169,6 +169,21 @@ def test_a_task_that_fits_no_pool_exits_2_naming_the_task_and_the_pools(
         assert code == 0 and json.loads(listing) == [], "nothing was started"
 
 
+def test_the_fits_no_pool_fix_names_the_file_the_pools_came_from(tmp_path: Path) -> None:
+    """``simulate --pools FILE``: the error says to add a pool in FILE, not stormproof.yaml."""
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "pools.yaml").write_text(POOLS)
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n  - {id: huge, command: ['true'], vcpus: 16, memory: 256}\n"
+    )
+    code, output = invoke(tmp_path, "simulate", "wf.yaml", "--pools", "cluster/pools.yaml")
+    assert code == 2, output
+    assert "Traceback" not in output
+    flat = " ".join(output.split())
+    assert "add a pool in cluster/pools.yaml or lower vcpus" in flat
+    assert "stormproof.yaml" not in flat
+
+
 @pytest.mark.parametrize("command", ["plan", "run"])
 def test_a_negative_pool_price_exits_2_with_one_error_line(tmp_path: Path, command: str) -> None:
     (tmp_path / "stormproof.yaml").write_text(POOLS.replace("price: 0.17", "price: -0.17"))

@@ -146,6 +146,7 @@ def estimate(
     max_parallel: int | None = None,
     interruption_rates: Mapping[str, float | None] | None = None,
     rework: ReworkModel = no_rework,
+    pools_from: str = "stormproof.yaml",
 ) -> Estimate:
     """Place every task, price it, and bound the workflow's duration.
 
@@ -158,7 +159,9 @@ def estimate(
             start_s, finish_s = dag.earliest()
         rates = interruption_rates or {}
         priced = _place_and_price(spec, dag.runtime_s, pools, rates, rework)
-        problems = [_no_fit(ids, shape, pools) for shape, ids in priced.unplaced.items()]
+        problems = [
+            _no_fit(ids, shape, pools, pools_from) for shape, ids in priced.unplaced.items()
+        ]
         notes: list[str] = []
         if priced.no_on_demand:
             notes.append(
@@ -328,7 +331,8 @@ def _peak(start_s: Sequence[float], finish_s: Sequence[float], amount: Sequence[
 # --- messages ----------------------------------------------------------------------------
 
 
-def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef]) -> str:
+def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef], pools_from: str) -> str:
+    """Why these tasks fit no pool, and the fix, naming the file the pools came from."""
     """One problem line for every task of one shape that fits no usable pool."""
     vcpus, memory, gpus, nodes, spot_enabled = shape
     who = _who(ids)
@@ -342,7 +346,7 @@ def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef]) -> str:
     if not usable:
         return (
             f"{who} {verb} {need} on on-demand capacity (spot_enabled: false) but every pool "
-            "is spot — add an on_demand pool in stormproof.yaml or set spot_enabled: true"
+            f"is spot — add an on_demand pool in {pools_from} or set spot_enabled: true"
         )
     largest = max(usable, key=lambda i: _size(pools[i]))
     pool = pools[largest]
@@ -356,7 +360,7 @@ def _no_fit(ids: Sequence[str], shape: Shape, pools: Sequence[PoolDef]) -> str:
         tried = f", which none of the pools {', '.join(pools[i].name for i in usable)} can hold"
     message = (
         f"{who} {verb} {need}{tried}; the largest pool {pool.name!r} has "
-        f"{_count(pool.count, 'instance')} of {has} — add a pool in stormproof.yaml "
+        f"{_count(pool.count, 'instance')} of {has} — add a pool in {pools_from} "
         f"or lower {'/'.join(short)}"
     )
     if not spot_enabled and place(pools, (vcpus, memory, gpus, nodes, True)) >= 0:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -125,6 +126,7 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         finish_s=finish,
         max_parallel=min(limits) if limits else None,
         interruption_rates={p.name: p.interruption_rate for p in config.pools},
+        pools_from=_shown(config.source),
     )
     notes = _notes(spec, dag, est, config, container_runtime)
     advice = _checkpoint_advice(spec, est, {p.name: p.interruption_rate for p in config.pools})
@@ -349,3 +351,13 @@ def fmt_usd(value: float) -> str:
     if value >= 1 or value == 0:
         return f"${value:,.2f}"
     return f"${value:.4f}"
+
+
+def _shown(source: Path | None) -> str:
+    """The configuration file as the user would type it: relative to here when inside it."""
+    if source is None:
+        return "stormproof.yaml"
+    try:
+        return str(source.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(source)
