@@ -11,6 +11,7 @@ Two families, kept apart on purpose:
       ├── ConfigError        stormproof.yaml or an environment override is invalid
       ├── RunNotFound        no run of that name in this home
       ├── RunExists          `run --name` of a name that is taken
+      ├── RunIncompatible    the run's log was written in a format this version can't replay
       ├── RunLocked          another orchestrator drives that run
       └── CapacityError      a task fits on no pool the run can use
 
@@ -71,6 +72,10 @@ class RunNotFound(StormproofError):
 
 class RunExists(StormproofError):
     """A run of that name exists already; resume it or pick another name."""
+
+
+class RunIncompatible(StormproofError):
+    """The run's event log was written in a format this version cannot replay."""
 
 
 class RunLocked(StormproofError):

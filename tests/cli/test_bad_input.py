@@ -196,3 +196,29 @@ def test_a_negative_pool_price_exits_2_with_one_error_line(tmp_path: Path, comma
         "error: stormproof.yaml:3: pools[1].price: must be at least 0, got -0.17 "
         "(USD per instance-hour, like 0.068)"
     )
+
+
+def test_resume_refuses_a_run_whose_log_format_this_version_cannot_replay(tmp_path: Path) -> None:
+    """A run started under another event-log format is refused, named, and left as it was."""
+    import sqlite3
+
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
+    code, output = invoke(tmp_path, "run", "wf.yaml", "--name", "old", "--quiet")
+    assert code == 0, output
+    db = tmp_path / ".stormproof" / "stormproof.db"
+    with sqlite3.connect(db) as conn:
+        (meta,) = conn.execute("SELECT meta FROM runs WHERE name = 'old'").fetchone()
+        assert json.loads(meta)["log_format"] == 1, "new runs record their log format"
+        changed = json.loads(meta) | {"log_format": 0, "version": "0.0.9"}
+        conn.execute("UPDATE runs SET meta = ? WHERE name = 'old'", (json.dumps(changed),))
+        (before,) = conn.execute("SELECT count(*) FROM rows").fetchone()
+    code, output = invoke(tmp_path, "resume", "old")
+    assert code == 2, output
+    assert "Traceback" not in output and output.count("error:") == 1
+    flat = " ".join(output.split())
+    assert "run 'old' was started by stormproof 0.0.9" in flat
+    assert "(format 0)" in flat and "pip install 'stormproof==0.0.9'" in flat
+    assert "--name NEW" in flat
+    with sqlite3.connect(db) as conn:
+        (after,) = conn.execute("SELECT count(*) FROM rows").fetchone()
+    assert after == before, "nothing was appended to the refused run's log"

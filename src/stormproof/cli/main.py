@@ -202,6 +202,7 @@ def drive_detached(name: str, home: str | None, config_path: str | None) -> None
 def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ()) -> None:
     from .progress import LiveProgress, NullProgress
 
+    ctx.check_replayable()
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     driver = Driver(s.home, s.store, ctx, executor)
     if any(t.checkpoint_enabled for t in ctx.spec.tasks):

@@ -15,8 +15,15 @@ from typing import Any
 
 from stormproof import __version__
 from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.errors import RunIncompatible
 from stormproof.spec.model import WorkflowSpec
 from stormproof.store.base import EventLog
+
+#: What a run's event log means to the core. ``resume`` replays the log through today's core
+#: and must reach the state the run had, so bump this whenever the core would decide
+#: differently on the same events; a run written under another format is then refused
+#: (``check_replayable``) instead of being carried on by decisions it never made.
+LOG_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,14 @@ class RunContext:
     #: What interrupts each pool's instances on the local fleet: one dict per pool with
     #: pool, notice_s, interruption_rate, trace (absolute path), time_scale, trace_offset_s.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: The format of the run's event log, and the stormproof version that started the run.
+    log_format: int = LOG_FORMAT
+    written_by: str = __version__
 
     def to_meta(self) -> dict[str, Any]:
         return {
-            "version": __version__,
+            "version": self.written_by,
+            "log_format": self.log_format,
             "spec": self.spec.model_dump(mode="json", exclude_unset=True),
             "pools": [pool_to_dict(p) for p in self.pools],
             "seed": self.seed,
@@ -70,6 +81,21 @@ class RunContext:
             checkpoints=dict(meta.get("checkpoints") or {}),
             policy=dict(meta.get("policy") or {}),
             sources=list(meta.get("sources") or []),
+            # Runs from before the key existed wrote format 1.
+            log_format=int(meta.get("log_format", 1)),
+            written_by=str(meta.get("version", "unknown")),
+        )
+
+    def check_replayable(self) -> None:
+        """Refuse to drive a run whose log today's core would read differently."""
+        if self.log_format == LOG_FORMAT:
+            return
+        raise RunIncompatible(
+            f"run {self.name!r} was started by stormproof {self.written_by}, whose event log "
+            f"(format {self.log_format}) this stormproof {__version__} (format {LOG_FORMAT}) "
+            "cannot replay: carrying it on could contradict what it already did. Finish it with "
+            f"that version (pip install 'stormproof=={self.written_by}'), or start it again "
+            f"under a new name: stormproof run {self.workflow_path} --name NEW"
         )
 
 
