@@ -15,19 +15,9 @@ caused it.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, ClassVar
 
-from stormproof.core.record import record
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+from stormproof.core.record import as_dict, field_names, record
 
 
 @record
@@ -36,8 +26,7 @@ class Decision:
     is_action: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        # Shallow on purpose: fields are scalars or tuples of str; asdict's deep copy is slow.
-        return {name: getattr(self, name) for name in _field_names(type(self))}
+        return as_dict(self)
 
 
 @record
@@ -239,7 +228,7 @@ DECISION_TYPES: dict[str, type[Decision]] = {
 
 def decision_from_dict(kind: str, data: dict[str, Any]) -> Decision:
     cls = DECISION_TYPES[kind]
-    names = {f.name for f in fields(cls)}
+    names = field_names(cls)
     values = {k: v for k, v in data.items() if k in names}
     for key in ("instances", "restore_from", "keep"):
         if key in values:

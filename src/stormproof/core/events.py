@@ -10,19 +10,9 @@ run's state is the fold of its events through ``Workflow.handle``.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, ClassVar
 
-from stormproof.core.record import record
-
-_FIELDS: dict[type, tuple[str, ...]] = {}
-
-
-def _field_names(cls: type) -> tuple[str, ...]:
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+from stormproof.core.record import as_dict, field_names, record
 
 
 @record
@@ -31,8 +21,7 @@ class Event:
     kind: ClassVar[str] = "Event"
 
     def to_dict(self) -> dict[str, Any]:
-        # Shallow on purpose: fields are scalars or tuples of str; asdict's deep copy is slow.
-        return {name: getattr(self, name) for name in _field_names(type(self))}
+        return as_dict(self)
 
 
 @record
@@ -216,5 +205,5 @@ EVENT_TYPES: dict[str, type[Event]] = {
 def event_from_dict(kind: str, data: dict[str, Any]) -> Event:
     """Rebuild an event from what a store saved; unknown keys are ignored (forward compatible)."""
     cls = EVENT_TYPES[kind]
-    names = {f.name for f in fields(cls)}
+    names = field_names(cls)
     return cls(**{k: v for k, v in data.items() if k in names})

@@ -13,8 +13,8 @@ them (``unsafe_hash``: fields never change after ``__init__``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
 from typing_extensions import dataclass_transform
 
@@ -25,3 +25,20 @@ _T = TypeVar("_T")
 def record(cls: type[_T]) -> type[_T]:
     make: Callable[[type[_T]], type[_T]] = dataclass(slots=True, unsafe_hash=True)
     return make(cls)
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def field_names(cls: type) -> tuple[str, ...]:
+    """A record class's field names, in order (cached: the event log asks once per row)."""
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+def as_dict(obj: object) -> dict[str, Any]:
+    """The record's fields by name, shallow: they are scalars or tuples of str, and
+    ``dataclasses.asdict``'s deep copy is slow (the event log writes one per event)."""
+    return {name: getattr(obj, name) for name in field_names(type(obj))}
