@@ -59,6 +59,9 @@ class LaunchAttempt(Decision):
     usd_per_h: float = 0.0
     #: What the same share would cost per hour on the cheapest fitting on-demand pool.
     on_demand_usd_per_h: float = 0.0
+    #: A successor: start it when attempt ``after`` ends (at once if that one already ended);
+    #: it takes over that attempt's place on ``instances``. Empty: start now.
+    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
