@@ -218,7 +218,7 @@ class Driver:
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
             i = self.core.index[d.task_id]
-            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool)
+            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool, d.after)
             if self.checkpointing is not None and self.tasks[i].checkpoint_enabled:
                 self.checkpointing.launch(job, d.restore_from, self.executor.submit)
             else:
@@ -314,7 +314,8 @@ class Driver:
         if not live:
             return []
         jobs = {
-            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool) for a in live
+            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool, a.after)
+            for a in live
         }
         news = self.executor.recover(list(jobs.values()))
         known = {getattr(e, "attempt_id", "") for e in news}
@@ -337,6 +338,11 @@ class Driver:
                     ckpt.launch(jobs[att.id], restore, self.executor.submit)
                 else:
                     self.executor.submit(jobs[att.id])
+            elif att.after and att.state is AttemptState.PLACED:
+                # a successor the executor holds (it reports nothing for those) or never got:
+                # submitting is idempotent; a kill decided meanwhile ends it AttemptDropped
+                self.executor.submit(jobs[att.id])
+                self.executor.kill(att.id, 0.0)
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
@@ -349,6 +355,7 @@ class Driver:
         instances: tuple[str, ...],
         memory_mib: int = 0,
         pool: str = "",
+        after: str = "",
     ) -> AttemptJob:
         """The executor's view of attempt ``number`` of task ``i``; the same on every call."""
         spec = self._specs[i]
@@ -389,6 +396,7 @@ class Driver:
             gpus=spec.gpus,
             nodes=spec.nodes,
             instances=instances,
+            after=after,
         )
 
     # ------------------------------------------------------------------ helpers
