@@ -34,6 +34,7 @@ from stormproof.core.decisions import (
     StartTimer,
     TaskEnded,
     TaskRetrying,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import OnFailure, RetryRule, RunOptions, TaskDef
 from stormproof.core.events import (
@@ -105,8 +106,10 @@ class Observer:
                 if d.after:
                     assert wf.options.successors, "a successor while they are off"
                     event("a successor was queued")
-            elif isinstance(d, KillAttempt):
+            elif isinstance(d, (KillAttempt, WithdrawAttempt)):
                 self.killed.add(d.attempt_id)
+                if isinstance(d, WithdrawAttempt):
+                    event("a queued successor was withdrawn")
             elif isinstance(d, LaunchInstance):
                 self.pending_instances.append(d.instance_id)
             elif isinstance(d, AttemptEnded) and d.state == "dropped":

@@ -9,8 +9,10 @@ from stormproof.core.decisions import (
     Decision,
     KillAttempt,
     LaunchAttempt,
+    StartTimer,
     TaskEnded,
     TaskReady,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import Market, OnFailure, PoolDef, Resources, RunOptions, TaskDef
 from stormproof.core.events import (
@@ -22,6 +24,7 @@ from stormproof.core.events import (
     InterruptionNotice,
     RunResumed,
     StopRequested,
+    TimerFired,
 )
 from stormproof.core.machine import Workflow
 
@@ -186,3 +189,38 @@ def test_a_failing_predecessor_still_hands_its_place_over() -> None:
     out = feed(wf, AttemptStarted(2, "b/1", "2"), AttemptExited(3, "b/1", 0))
     assert wf.final == "failed"
     assert {d.task_id: d.state for d in out if isinstance(d, TaskEnded)} == {"b": "succeeded"}
+
+
+def test_a_successor_stuck_behind_a_long_attempt_is_withdrawn_when_a_place_frees() -> None:
+    wf, out = make(dag({"long": [], "short": [], "c": []}))
+    assert launches(out) == {"long/1": "", "short/1": "", "c/1": "long/1"}
+    feed(wf, AttemptStarted(0, "long/1", "1"), AttemptStarted(0, "short/1", "2"))
+    out = feed(wf, AttemptExited(0.4, "short/1", 0))  # a place is free, but only just
+    assert not [d for d in out if isinstance(d, WithdrawAttempt)]
+    timers = [d for d in out if isinstance(d, StartTimer) and d.timer_id == "withdraw"]
+    assert [t.fire_at for t in timers] == [1.0]  # long/1's patience (1 s) is over then
+    out = feed(wf, TimerFired(1.0, "withdraw"))
+    assert [d.attempt_id for d in out if isinstance(d, WithdrawAttempt)] == ["c/1"]
+    out = feed(wf, AttemptDropped(1.01, "c/1", "withdrawn"))
+    assert launches(out) == {"c/2": ""}  # on the free place, no budget used
+    assert not any(wf.retries_used.get(wf.index["c"], [])) and wf.interruptions[2] == 0
+
+
+def test_a_withdrawn_successor_that_started_first_simply_runs() -> None:
+    wf, _ = make(dag({"long": [], "short": [], "c": []}))
+    feed(wf, AttemptStarted(0, "long/1", "1"), AttemptStarted(0, "short/1", "2"))
+    out = feed(wf, AttemptExited(5, "short/1", 0))
+    assert [d.attempt_id for d in out if isinstance(d, WithdrawAttempt)] == ["c/1"]
+    # the predecessor ended and the shim started c/1 before the withdrawal arrived
+    out = feed(wf, AttemptExited(5.001, "long/1", 0), AttemptStarted(5.001, "c/1", "3"))
+    assert wf.attempts["c/1"].holds and wf.attempts["c/1"].kill_reason is None
+    out = feed(wf, AttemptExited(6, "c/1", 0))
+    assert wf.final == "succeeded"
+
+
+def test_no_withdrawal_while_max_parallel_holds_every_place() -> None:
+    wf, out = make(dag({"a": [], "b": []}), [pool(vcpus=4)], max_parallel=1)
+    assert launches(out) == {"a/1": "", "b/1": "a/1"}
+    out = feed(wf, AttemptStarted(0, "a/1", "1"), TimerFired(50, "nothing"))
+    out = feed(wf, RunResumed(60))  # any event: dispatch looks again
+    assert not [d for d in out if isinstance(d, (WithdrawAttempt, StartTimer))]

@@ -108,3 +108,23 @@ def test_a_stopping_driver_drops_held_successors(harness: Harness) -> None:
         collect(fresh, lambda evs: "p/1" in finals(evs))
     assert not (second.work_dir / "ran").exists()
     assert os.path.exists(first.attempt_dir / "exit_status")
+
+
+def test_withdraw_drops_a_held_successor_but_never_touches_a_started_one(
+    harness: Harness,
+) -> None:
+    ex = harness.executor()
+    first = harness.job("p", "sleep 0.3")
+    second = successor(harness, "s", "sleep 0.3; touch ran", first)
+    third = successor(harness, "t", "touch ran", second)
+    for job in (first, second):
+        ex.submit(job)
+    events = collect(ex, lambda evs: started(evs, "p/1") is not None)
+    events += collect(ex, lambda evs: started(evs, "s/1") is not None)  # p ended: s started
+    ex.withdraw("s/1")  # too late: it runs on
+    ex.submit(third)
+    ex.withdraw("t/1")  # still held behind s/1: dropped
+    events += collect(ex, lambda evs: {"s/1", "t/1"} <= finals(evs).keys())
+    assert finals(events)["s/1"] == AttemptExited(finals(events)["s/1"].at, "s/1", 0)
+    assert isinstance(finals(events)["t/1"], AttemptDropped)
+    assert (second.work_dir / "ran").exists() and not (third.work_dir / "ran").exists()

@@ -2,7 +2,7 @@
 
 Two sorts, one type:
 
-* **Actions** the driver must carry out: ``LaunchAttempt``, ``KillAttempt``,
+* **Actions** the driver must carry out: ``LaunchAttempt``, ``KillAttempt``, ``WithdrawAttempt``,
   ``StartTimer``.
 * **Notes**, the core's conclusions, which the driver only records:
   ``AttemptEnded``, ``TaskReady``, ``TaskRetrying``, ``TaskEnded``,
@@ -72,6 +72,17 @@ class KillAttempt(Decision):
     is_action: ClassVar[bool] = True
     attempt_id: str
     grace_s: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawAttempt(Decision):
+    """Drop the queued successor if it has not started (it ends ``AttemptDropped``); if it
+    has, do nothing: unlike ``KillAttempt`` this never stops a running attempt."""
+
+    kind: ClassVar[str] = "WithdrawAttempt"
+    is_action: ClassVar[bool] = True
+    attempt_id: str
     reason: str = ""
 
 
@@ -222,6 +233,7 @@ DECISION_TYPES: dict[str, type[Decision]] = {
     for cls in (
         LaunchAttempt,
         KillAttempt,
+        WithdrawAttempt,
         StartTimer,
         RequestCheckpoint,
         PruneCheckpoints,

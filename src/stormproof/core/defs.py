@@ -203,3 +203,6 @@ class RunOptions:
     #: moment that one ends (the executor starts it, no round trip). At most this many queued
     #: behind one running attempt; 0: off. See ``Workflow._find_host``.
     successors: int = 0
+    #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
+    #: once its predecessor has held the place this long: a long attempt must not keep it.
+    successor_patience_s: float = 1.0

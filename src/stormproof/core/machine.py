@@ -52,6 +52,7 @@ from stormproof.core.decisions import (
     TaskReady,
     TaskRetrying,
     TerminateInstance,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import (
     Market,
@@ -297,6 +298,8 @@ class Workflow:
             return  # adopted again after a restart, or news of an attempt that already ended
         att.state = AttemptState.RUNNING
         att.started_at = event.at
+        if att.kill_reason == "withdrawn":
+            att.kill_reason = None  # it started before the withdrawal reached the executor
         task = self.tasks[att.task]
         if task.checkpoint_enabled and task.checkpoint_interval_s:
             self._arm_checkpoint_timer(att, event.at + task.checkpoint_interval_s, out)
@@ -415,6 +418,8 @@ class Workflow:
             self._maintain(key, out)
         elif kind == "policy":
             self._changed = True  # a waiting task may now use on-demand
+        elif kind == "withdraw":
+            self._changed = True  # a queued successor's patience is over: look again
         elif kind == "fleet":
             self._fleet_pending.clear()  # not all answered in time: place on what is up
             self._changed = True
@@ -480,7 +485,7 @@ class Workflow:
         self._kill_successors(inst, f"{inst.id}: {why}", out)
         for aid in sorted(inst.attempts):
             att = self.attempts.get(aid)
-            if att is not None and att.kill_reason in (None, "timeout"):
+            if att is not None and att.kill_reason in (None, "timeout", "withdrawn"):
                 att.kill_reason = "interrupted"
                 out.append(KillAttempt(aid, grace, f"{inst.id}: {why}"))
         timer = f"reclaim:{inst.id}"
@@ -735,7 +740,7 @@ class Workflow:
             self._kill_live("failing", why, out)
         else:  # finish: what runs carries on, but nothing new starts
             for att in list(self.attempts.values()):
-                if not att.holds and att.kill_reason is None:
+                if not att.holds and att.kill_reason in (None, "withdrawn"):
                     att.kill_reason = "failing"
                     out.append(KillAttempt(att.id, 0.0, why))
         for j, st in enumerate(self.state):
@@ -764,7 +769,7 @@ class Workflow:
     def _kill_live(self, reason: str, why: str, out: list[Decision]) -> None:
         # Queued successors first, so that none starts as its predecessor dies of the kill.
         for att in sorted(self.attempts.values(), key=lambda a: a.holds):
-            if att.kill_reason in (None, "timeout"):
+            if att.kill_reason in (None, "timeout", "withdrawn"):
                 att.kill_reason = reason
                 out.append(KillAttempt(att.id, self.tasks[att.task].kill_grace_s, why))
 
@@ -874,6 +879,8 @@ class Workflow:
             free_ok = limit is None or len(self.attempts) - self._queued < limit
             if not (free_ok or self._hosts) or not self._place_best(event, out, free_ok):
                 break
+        if self._queued:
+            self._withdraw_stuck(out)
         if self._ready and not self.attempts:
             # All capacity is free and still nothing fits: those tasks never will.
             self._fail_unplaceable(event, out)
@@ -998,7 +1005,7 @@ class Workflow:
         if nxt is None:
             return
         inst = self.capacity.instances[nxt.instances[0]]
-        if att.holds and nxt.kill_reason is None and inst.alive:
+        if att.holds and nxt.kill_reason in (None, "withdrawn") and inst.alive:
             nxt.holds = True
             self._queued -= 1
             nxt.launched_at = event.at  # billed from when it holds the place
@@ -1007,11 +1014,54 @@ class Workflow:
             self._offer(tail)
             return
         for queued in [nxt, *self._chain(nxt)]:
-            if queued.kill_reason is None:
+            if queued.kill_reason in (None, "withdrawn"):
                 queued.kill_reason = "dropped"
                 out.append(
                     KillAttempt(queued.id, 0.0, f"{att.id} ended without a place to pass on")
                 )
+
+    def _withdraw_stuck(self, out: list[Decision]) -> None:
+        """Queued successors that could run on free capacity now, behind a predecessor that
+        has held its place for ``successor_patience_s``, are withdrawn: a long attempt must
+        not keep a task waiting while a place stands free. The executor drops one that has
+        not started (``AttemptDropped``: ready again, placed afresh) and ignores the request
+        for one that has. Shorter waits are left alone (that churn would cost more than
+        it saves); a timer looks again once the patience of the oldest is over.
+        """
+        limit = self.options.max_parallel
+        if limit is not None and len(self.attempts) - self._queued >= limit:
+            return  # no place is free: max_parallel holds them all
+        patience = self.options.successor_patience_s
+        recheck = math.inf
+        for att in list(self.attempts.values()):
+            if att.holds or att.kill_reason is not None or att.state is not AttemptState.PLACED:
+                continue
+            pred = self.attempts.get(att.after)
+            if pred is None or not pred.holds:
+                continue
+            if not self._fits_free(att):
+                continue
+            since = pred.started_at if pred.started_at is not None else pred.launched_at
+            if self.now - since < patience:
+                recheck = min(recheck, since + patience)
+                continue
+            att.kill_reason = "withdrawn"
+            self._hosts.pop(att.id, None)
+            why = f"a place is free and {pred.id} has held it for {self.now - since:.0f}s"
+            out.append(WithdrawAttempt(att.id, why))
+        if recheck < self.timers.get("withdraw", math.inf):
+            self.timers["withdraw"] = recheck
+            out.append(StartTimer("withdraw", recheck, "look again at queued successors"))
+
+    def _fits_free(self, att: Attempt) -> bool:
+        """Whether free capacity of a pool the task may use now could hold it."""
+        spot, on_demand, _ = self.markets(att.task)
+        for pool in self.capacity.pool_order(spot, self.options.spot_strategy, {}):
+            if pool.market is Market.ON_DEMAND and not on_demand:
+                break
+            if self.breakers[pool.name].allows() and self.capacity.find_in(pool, att.need, 1):
+                return True
+        return False
 
     def _kill_successors(self, inst: Instance, why: str, out: list[Decision]) -> None:
         """The instance is going: nothing queued on it may start (they end ``dropped``)."""
@@ -1021,7 +1071,7 @@ class Workflow:
                 continue
             for queued in self._chain(att):
                 self._hosts.pop(queued.id, None)
-                if queued.kill_reason is None:
+                if queued.kill_reason in (None, "withdrawn"):
                     queued.kill_reason = "dropped"
                     out.append(KillAttempt(queued.id, 0.0, why))
             self._hosts.pop(att.id, None)

@@ -34,6 +34,7 @@ Protocol: one JSON array per line, each way.
                      ["submit", attempt_id, attempt_dir, command, env(, memory_limit(, after))]
                      ["kill", attempt_id, grace_s]
                      ["drop"]                      drop every held successor (the driver stops)
+                     ["withdraw", attempt_id]      drop it if held; if it started, nothing
                      ["recover", request_no, [[attempt_id, attempt_dir], ...]]
                                                    answered by ["R", request_no, [event, ...]]
                      ["shutdown"]
@@ -196,6 +197,7 @@ class Shim:
             "recover": self._op_recover,
             "shutdown": self._op_shutdown,
             "drop": self._op_drop,
+            "withdraw": self._op_withdraw,
         }
 
     # ------------------------------------------------------------------ loop
@@ -383,6 +385,11 @@ class Shim:
             for rec in held:
                 if rec.held is not None:
                     self._drop_held(rec, "the run stopped before its predecessor ended")
+
+    def _op_withdraw(self, client: Client, msg: list[Any]) -> None:
+        rec = self.attempts.get(msg[1])
+        if rec is not None and rec.held is not None:
+            self._drop_held(rec, "withdrawn: a place is free elsewhere")
 
     def _op_signal(self, client: Client, msg: list[Any]) -> None:
         """Deliver one signal (a checkpoint request) to the attempt's group; no kill follows."""

@@ -163,6 +163,12 @@ class LocalExecutor:
         self._send(["kill", attempt_id, grace_s])
         self._kills[attempt_id] = time.monotonic() + grace_s
 
+    def withdraw(self, attempt_id: str) -> None:
+        """Drop the attempt if the shim still holds it as a successor (``AttemptDropped``
+        follows); if it has started, nothing happens."""
+        if attempt_id in self._live:
+            self._send(["withdraw", attempt_id])
+
     def signal(self, attempt_id: str, signum: int) -> None:
         """Send one signal to the attempt's process group (e.g. SIGUSR1: checkpoint now)."""
         if attempt_id in self._live:

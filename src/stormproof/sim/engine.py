@@ -39,6 +39,7 @@ from stormproof.core.decisions import (
     LaunchInstance,
     RequestCheckpoint,
     StartTimer,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import RunOptions, TaskDef
 from stormproof.core.events import (
@@ -240,6 +241,10 @@ class _Run:
             self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
         elif isinstance(d, KillAttempt):
             self._kill(d, now)
+        elif isinstance(d, WithdrawAttempt):
+            for pred, held in list(self.held.items()):
+                if held.attempt_id == d.attempt_id:  # not started yet: dropped
+                    self._drop(pred, now, "withdrawn")
         elif isinstance(d, RequestCheckpoint):
             self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
         elif isinstance(d, LaunchInstance):
@@ -396,6 +401,7 @@ _ACTED = frozenset(
         LaunchAttempt,
         StartTimer,
         KillAttempt,
+        WithdrawAttempt,
         RequestCheckpoint,
         LaunchInstance,
         InstanceChanged,
