@@ -330,3 +330,34 @@ def test_bad_fleet_settings_name_the_place_and_the_fix(tmp_path: Path) -> None:
     assert "pools[0].weight: must be more than 0" in error(
         tmp_path, FLEET.replace("weight: 1}", "weight: 0}")
     )
+
+
+def test_successors_default_to_one_on_the_local_executor_only(tmp_path: Path) -> None:
+    from stormproof.runtime.compile import policy_dict
+
+    config = load_config(None, tmp_path, {})
+    assert config.policy.successors is None
+    assert policy_dict(config.policy, "local")["successors"] == 1
+    assert policy_dict(config.policy, "slurm")["successors"] == 0
+    write(tmp_path, "policy: {successors: 0}\n")
+    assert policy_dict(load_config(None, tmp_path, {}).policy, "local")["successors"] == 0
+
+
+def test_bad_successors_are_one_clear_line(tmp_path: Path) -> None:
+    assert error(tmp_path, "policy: {successors: -1}\n") == (
+        "stormproof.yaml:1: policy.successors: must be at least 0, got -1"
+    )
+    assert error(tmp_path, "policy: {successors: 9}\n") == (
+        "stormproof.yaml:1: policy.successors: must be at most 8, got 9"
+    )
+
+
+def test_a_pool_with_an_interruption_source_takes_no_successors(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "pools:\n"
+        "  - {name: steady, market: on_demand, vcpus: 2, memory: 1024}\n"
+        "  - {name: rated, market: on_demand, vcpus: 2, memory: 1024, interruption_rate: 0.1}\n",
+    )
+    steady, rated = load_config(None, tmp_path, {}).pool_defs()
+    assert not steady.interruptible and rated.interruptible

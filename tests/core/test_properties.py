@@ -9,31 +9,44 @@ earliest timer when nothing else can happen, and checks, after each event:
 * a task that ended is never launched again, and every task ends exactly once;
 * retry delays are exactly the retrier's formula; a lost attempt never draws
   on the retry budget;
-* the number of attempts never exceeds 1 + retries allowed + interruptions allowed.
+* the number of attempts never exceeds 1 + retries allowed + interruptions allowed
+  (a successor dropped before it started is not an attempt that counts).
+
+With ``successors`` on, the fake cluster behaves like the shim: a queued successor starts
+only once its predecessor ended (and it took the place), a kill of a queued one is answered
+``AttemptDropped``, a stop drops every queued one; faults lose the instance under a queue.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from stormproof.core.decisions import (
+    AttemptEnded,
     Decision,
     KillAttempt,
     LaunchAttempt,
+    LaunchInstance,
     RunFinished,
     StartTimer,
     TaskEnded,
     TaskRetrying,
+    WithdrawAttempt,
 )
-from stormproof.core.defs import OnFailure, RetryRule, TaskDef
+from stormproof.core.defs import OnFailure, RetryRule, RunOptions, TaskDef
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptStarted,
     Event,
+    InstanceLost,
+    InstanceUp,
+    RunResumed,
+    StopRequested,
     TimerFired,
 )
 from stormproof.core.machine import Workflow
@@ -76,6 +89,9 @@ class Observer:
     launched: dict[str, int] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
     live: dict[str, bool] = field(default_factory=dict)  # attempt id -> started?
+    dropped: dict[str, int] = field(default_factory=dict)  # task id -> attempts dropped
+    killed: set[str] = field(default_factory=set)
+    pending_instances: list[str] = field(default_factory=list)
     finished: str | None = None
 
     def see(self, wf: Workflow, ds: list[Decision]) -> None:
@@ -87,6 +103,19 @@ class Observer:
                     assert self.tasks[p].id in self.succeeded, f"{d.task_id} before its parent"
                 self.launched[d.task_id] = self.launched.get(d.task_id, 0) + 1
                 self.live[d.attempt_id] = False
+                if d.after:
+                    assert wf.options.successors, "a successor while they are off"
+                    event("a successor was queued")
+            elif isinstance(d, (KillAttempt, WithdrawAttempt)):
+                self.killed.add(d.attempt_id)
+                if isinstance(d, WithdrawAttempt):
+                    event("a queued successor was withdrawn")
+            elif isinstance(d, LaunchInstance):
+                self.pending_instances.append(d.instance_id)
+            elif isinstance(d, AttemptEnded) and d.state == "dropped":
+                assert not self.live.get(d.attempt_id), f"{d.attempt_id} ran, yet was dropped"
+                event("a successor was dropped")
+                self.dropped[d.task_id] = self.dropped.get(d.task_id, 0) + 1
             elif isinstance(d, StartTimer):
                 self.timers[d.timer_id] = d.fire_at
             elif isinstance(d, TaskRetrying):
@@ -135,6 +164,7 @@ def check_retry(wf: Workflow, task: TaskDef, d: TaskRetrying) -> None:
     vcpus=st.sampled_from([0.5, 1.0, 2.0]),
     count=st.integers(1, 3),
     max_parallel=st.sampled_from([None, 1, 2]),
+    successors=st.sampled_from([0, 1, 2]),
     data=st.data(),
 )
 def test_random_dags_and_outcomes_keep_every_invariant(
@@ -146,6 +176,7 @@ def test_random_dags_and_outcomes_keep_every_invariant(
     vcpus: float,
     count: int,
     max_parallel: int | None,
+    successors: int,
     data: st.DataObject,
 ) -> None:
     tasks = dag(
@@ -156,9 +187,17 @@ def test_random_dags_and_outcomes_keep_every_invariant(
         on_failure=on_failure,
         max_interruptions=max_interruptions,
     )
-    wf = workflow(tasks, [pool(vcpus=2, count=count)], max_parallel=max_parallel, seed=3)
+    options = RunOptions(
+        seed=3,
+        max_parallel=max_parallel,
+        pools=(pool(vcpus=2, count=count),),
+        successors=successors,
+    )
+    wf = Workflow(tasks, options)
     obs = Observer(tasks)
     now = 0.0
+    faults = data.draw(st.integers(0, 2))
+    stopped = False
 
     def feed(event: Event) -> None:
         obs.see(wf, wf.handle(event))
@@ -168,16 +207,48 @@ def test_random_dags_and_outcomes_keep_every_invariant(
         if obs.finished:
             break
         now += 1.0
-        unstarted = [a for a, s in obs.live.items() if not s and a in wf.attempts]
-        running = [a for a, s in obs.live.items() if s and a in wf.attempts]
+        while obs.pending_instances:
+            feed(InstanceUp(now, obs.pending_instances.pop(0)))
+        live = wf.attempts
+        # Like the shim: a queued successor starts only once it holds its place; a killed
+        # one that has not started is dropped.
+        unstarted = [a for a, s in obs.live.items() if not s and a in live and live[a].holds]
+        unstarted = [a for a in unstarted if a not in obs.killed or not live[a].after]
+        droppable = [a for a, s in obs.live.items() if not s and a in live and live[a].after]
+        killed_queued = [a for a in droppable if a in obs.killed]
+        running = [a for a, s in obs.live.items() if s and a in live]
+        if killed_queued:
+            feed(AttemptDropped(now, killed_queued[0], "killed while queued"))
+            continue
+        if stopped:
+            stopped = False
+            for a in droppable:  # the shim drops what is queued when the driver stops
+                if a in wf.attempts:
+                    feed(AttemptDropped(now, a, "the run stopped"))
+            feed(RunResumed(now))
+            continue
         choices = (["start"] if unstarted else []) + (["end"] if running else [])
+        if choices and faults:
+            choices += ["lose", "stop"]
         if not choices:
             pending = sorted((t, i) for i, t in obs.timers.items() if i in wf.timers)
             assert pending, "nothing runs, nothing is due, yet the run is not finished"
             now = max(now, pending[0][0])
             feed(TimerFired(now, pending[0][1]))
             continue
-        if data.draw(st.sampled_from(choices)) == "start":
+        choice = data.draw(st.sampled_from(choices))
+        if choice == "lose":
+            faults -= 1
+            up = sorted(i.id for i in wf.capacity.instances.values() if i.alive)
+            if up:
+                feed(InstanceLost(now, data.draw(st.sampled_from(up)), "gone"))
+            continue
+        if choice == "stop":
+            faults -= 1
+            stopped = True
+            feed(StopRequested(now))
+            continue
+        if choice == "start":
             att = data.draw(st.sampled_from(unstarted))
             obs.live[att] = True
             feed(AttemptStarted(now, att, "pid"))
@@ -195,7 +266,7 @@ def test_random_dags_and_outcomes_keep_every_invariant(
     assert set(obs.ended) == set(deps), "every task ends exactly once"
     for t in tasks:
         allowed = 1 + sum(r.max_attempts for r in t.retry) + t.max_interruptions
-        assert obs.launched.get(t.id, 0) <= allowed
+        assert obs.launched.get(t.id, 0) - obs.dropped.get(t.id, 0) <= allowed
     expected = "succeeded" if set(obs.succeeded) == set(deps) else "failed"
     assert obs.finished == expected
 

@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stormproof.core.events import AttemptExited, AttemptLost, AttemptSubmitFailed, Event
+from stormproof.core.events import (
+    AttemptDropped,
+    AttemptExited,
+    AttemptLost,
+    AttemptSubmitFailed,
+    Event,
+)
 from stormproof.executors._files import Layout, is_our_process, proc_start_ticks
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.local import LocalExecutor
 
-FINAL = (AttemptExited, AttemptLost, AttemptSubmitFailed)
+FINAL = (AttemptExited, AttemptLost, AttemptSubmitFailed, AttemptDropped)
 PYTHON = sys.executable
 
 

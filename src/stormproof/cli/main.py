@@ -135,7 +135,7 @@ def run(
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
             checkpoints=s.checkpoint_settings(),
-            policy=policy_dict(s.config.policy),
+            policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):

@@ -125,7 +125,7 @@ def run_table(view: RunView) -> Table:
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
         used = task.budgets()
-        tries = str(len(task.attempts))
+        tries = str(sum(1 for a in task.attempts if a.state != "dropped"))  # never started
         if used["interruptions"]:
             tries += f" ({used['interruptions']} int.)"
         cells = [

@@ -2,7 +2,7 @@
 
 Two sorts, one type:
 
-* **Actions** the driver must carry out: ``LaunchAttempt``, ``KillAttempt``,
+* **Actions** the driver must carry out: ``LaunchAttempt``, ``KillAttempt``, ``WithdrawAttempt``,
   ``StartTimer``.
 * **Notes**, the core's conclusions, which the driver only records:
   ``AttemptEnded``, ``TaskReady``, ``TaskRetrying``, ``TaskEnded``,
@@ -50,6 +50,9 @@ class LaunchAttempt(Decision):
     usd_per_h: float = 0.0
     #: What the same share would cost per hour on the cheapest fitting on-demand pool.
     on_demand_usd_per_h: float = 0.0
+    #: A successor: start it when attempt ``after`` ends (at once if that one already ended);
+    #: it takes over that attempt's place on ``instances``. Empty: start now.
+    after: str = ""
 
 
 @record
@@ -60,6 +63,17 @@ class KillAttempt(Decision):
     is_action: ClassVar[bool] = True
     attempt_id: str
     grace_s: float
+    reason: str = ""
+
+
+@record
+class WithdrawAttempt(Decision):
+    """Drop the queued successor if it has not started (it ends ``AttemptDropped``); if it
+    has, do nothing: unlike ``KillAttempt`` this never stops a running attempt."""
+
+    kind: ClassVar[str] = "WithdrawAttempt"
+    is_action: ClassVar[bool] = True
+    attempt_id: str
     reason: str = ""
 
 
@@ -210,6 +224,7 @@ DECISION_TYPES: dict[str, type[Decision]] = {
     for cls in (
         LaunchAttempt,
         KillAttempt,
+        WithdrawAttempt,
         StartTimer,
         RequestCheckpoint,
         PruneCheckpoints,

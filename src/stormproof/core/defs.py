@@ -126,6 +126,9 @@ class PoolDef:
     instance_type: str = "local"
     #: Share of placements among pools of one market under the ``diversified`` strategy.
     weight: float = 1.0
+    #: An interruption source (a rate or a trace) may take its instances away: no successors
+    #: are queued there (spot pools never take them either).
+    interruptible: bool = False
 
 
 class SpotPolicy(str, Enum):
@@ -197,3 +200,11 @@ class RunOptions:
     spot_policy: SpotPolicy = SpotPolicy.SPOT_FIRST
     #: Seconds after the run starts by which every task should have ended.
     deadline_s: float | None = None
+    #: Successor placement: when no free capacity holds a ready task, queue it behind a live
+    #: attempt of at least its size on an uninterruptible on-demand instance, to start the
+    #: moment that one ends (the executor starts it, no round trip). At most this many queued
+    #: behind one running attempt; 0: off. See ``Workflow._find_host``.
+    successors: int = 0
+    #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
+    #: once its predecessor has held the place this long: a long attempt must not keep it.
+    successor_patience_s: float = 1.0

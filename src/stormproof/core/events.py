@@ -92,6 +92,19 @@ class AttemptSubmitFailed(Event):
 
 
 @record
+class AttemptDropped(Event):
+    """A queued successor was given up before it ever started (killed while queued, its
+    predecessor's instance went, the run stopped, or its shim died while holding it).
+
+    Nothing ran, so the task is ready again and no retry or interruption budget is used.
+    """
+
+    kind: ClassVar[str] = "AttemptDropped"
+    attempt_id: str = ""
+    reason: str = ""
+
+
+@record
 class TimerFired(Event):
     """A timer the core asked for (``StartTimer``) is due."""
 
@@ -189,6 +202,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AttemptExited,
         AttemptLost,
         AttemptSubmitFailed,
+        AttemptDropped,
         TimerFired,
         CheckpointCommitted,
         CheckpointCorrupt,

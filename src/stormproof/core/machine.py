@@ -14,6 +14,16 @@ Rules of this module (the h11 habit: say them first):
 4. Scheduling is incremental: indegree counters release children; ready tasks
    wait in one heap per resource shape, highest upward rank first; a placement
    looks at the heads of the heaps only. Nothing rescans the DAG.
+5. Successors (``RunOptions.successors``): a ready task that fits in no free
+   capacity may be queued behind a live single-node attempt on an
+   uninterruptible on-demand instance whose reservation is at least its need.
+   It holds no capacity (``Attempt.holds`` is false) until its predecessor
+   ends; then, in the same ``handle``, it takes its predecessor's place. If it
+   cannot (the instance is going, it was killed, its predecessor never held a
+   place), it ends ``dropped`` and its task is ready again at no cost to any
+   budget. Only the executor says a queued successor ended without starting
+   (``AttemptDropped``), except when its instance is lost, where the core ends
+   it itself, as it ends everything else there.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from stormproof.core.decisions import (
     TaskReady,
     TaskRetrying,
     TerminateInstance,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import (
     Market,
@@ -53,6 +64,7 @@ from stormproof.core.defs import (
     TaskDef,
 )
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptStarted,
@@ -108,6 +120,12 @@ class Attempt:
     restored: bool = False
     usd_per_h: float = 0.0
     od_usd_per_h: float = 0.0
+    #: The attempt this one is queued behind ("" for one placed on free capacity).
+    after: str = ""
+    #: The attempt queued behind this one, if any.
+    successor: str | None = None
+    #: Whether it holds its place on ``instances`` (a queued successor does not, yet).
+    holds: bool = True
 
 
 @dataclass(slots=True)
@@ -181,6 +199,14 @@ class Workflow:
         #: Whether a placement could succeed now that did not before: set when capacity is
         #: freed, a task becomes ready or the mode changes; placement is skipped otherwise.
         self._changed = True
+        #: Successors: live attempts that may take one now (no successor yet, shallow enough),
+        #: oldest first; how many live attempts hold no place (queued successors); and the
+        #: pools where successors may queue (on-demand, no interruption source).
+        self._hosts: dict[str, Attempt] = {}
+        self._queued = 0
+        self._steady = frozenset(
+            p.name for p in options.pools if p.market is Market.ON_DEMAND and not p.interruptible
+        )
         #: The fleet's initial instances not answered yet (up or refused). Placement waits for
         #: all of them, like the recipe's wait for the fleet request to be fulfilled, so the
         #: first wave spreads over the whole fleet, not over whichever instance came up first.
@@ -205,6 +231,8 @@ class Workflow:
             self._on_lost(event, out)
         elif isinstance(event, AttemptSubmitFailed):
             self._on_submit_failed(event, out)
+        elif isinstance(event, AttemptDropped):
+            self._on_dropped(event, out)
         elif isinstance(event, RunStarted):
             self._on_run_started(event, out)
         elif isinstance(event, RunResumed):
@@ -272,6 +300,8 @@ class Workflow:
             return  # adopted again after a restart, or news of an attempt that already ended
         att.state = AttemptState.RUNNING
         att.started_at = event.at
+        if att.kill_reason == "withdrawn":
+            att.kill_reason = None  # it started before the withdrawal reached the executor
         task = self.tasks[att.task]
         if task.checkpoint_enabled and task.checkpoint_interval_s:
             self._arm_checkpoint_timer(att, event.at + task.checkpoint_interval_s, out)
@@ -286,6 +316,9 @@ class Workflow:
         if att is None:
             return
         code = event.exit_code
+        if att.kill_reason == "dropped" and code != 0:
+            self._drop(att, event, out, f"killed as a queued successor (exit {code})")
+            return
         if code == 0:
             self._end_attempt(att, AttemptState.SUCCEEDED, None, code, None, event, out)
             self._succeed(att.task, event, out)
@@ -307,6 +340,9 @@ class Workflow:
         if att.kill_reason in ("cancel", "failing"):
             self._end_cancelled(att, None, event, out, att.kill_reason)
             return
+        if att.kill_reason == "dropped":
+            self._drop(att, event, out, f"lost as a queued successor: {event.reason}")
+            return
         error = CAPACITY_INTERRUPTED if att.kill_reason == "interrupted" else NODE_LOST
         self._failed_attempt(att, error, None, event, out, event.reason)
 
@@ -323,6 +359,28 @@ class Workflow:
         self._end_attempt(att, AttemptState.CANCELLED, None, code, None, event, out, attempt_why)
         self._move(att.task, TaskState.CANCELLED, event)
         out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
+
+    def _on_dropped(self, event: AttemptDropped, out: list[Decision]) -> None:
+        att = self.attempts.get(event.attempt_id)
+        if att is None:
+            return
+        if att.kill_reason in ("cancel", "failing"):
+            why = f"dropped before it started: {event.reason}"
+            self._end_cancelled(att, None, event, out, att.kill_reason, why)
+            return
+        self._drop(att, event, out, event.reason or "dropped before it started")
+
+    def _drop(self, att: Attempt, event: Event, out: list[Decision], why: str) -> None:
+        """A queued successor ends without having run: its task is ready again, no budget used."""
+        self._end_attempt(att, AttemptState.DROPPED, None, None, None, event, out, why)
+        i = att.task
+        if self.mode in (RunMode.RUNNING, RunMode.STOPPING):
+            self._make_ready(i, event, out, f"{att.id} dropped: {why}")
+        else:  # cancelling or failing: nothing more starts
+            self._move(i, TaskState.CANCELLED, event)
+            out.append(
+                TaskEnded(self.tasks[i].id, "cancelled", None, f"the run is {self.mode.value}")
+            )
 
     def _on_submit_failed(self, event: AttemptSubmitFailed, out: list[Decision]) -> None:
         att = self.attempts.get(event.attempt_id)
@@ -362,6 +420,8 @@ class Workflow:
             self._maintain(key, out)
         elif kind == "policy":
             self._changed = True  # a waiting task may now use on-demand
+        elif kind == "withdraw":
+            self._changed = True  # a queued successor's patience is over: look again
         elif kind == "fleet":
             self._fleet_pending.clear()  # not all answered in time: place on what is up
             self._changed = True
@@ -424,9 +484,10 @@ class Workflow:
         grace = max(0.0, event.notice_s)
         why = f"interruption notice ({event.source or 'provider'}): reclaimed in {grace:g}s"
         self._instance_note(inst, why, out)
+        self._kill_successors(inst, f"{inst.id}: {why}", out)
         for aid in sorted(inst.attempts):
             att = self.attempts.get(aid)
-            if att is not None and att.kill_reason in (None, "timeout"):
+            if att is not None and att.kill_reason in (None, "timeout", "withdrawn"):
                 att.kill_reason = "interrupted"
                 out.append(KillAttempt(aid, grace, f"{inst.id}: {why}"))
         timer = f"reclaim:{inst.id}"
@@ -445,6 +506,12 @@ class Workflow:
             att = self.attempts.get(aid)
             if att is None:
                 continue
+            for queued in reversed(self._chain(att)):  # the last first: each unlinks itself
+                out.append(KillAttempt(queued.id, 0.0, why))
+                if queued.kill_reason in ("cancel", "failing"):
+                    self._end_cancelled(queued, None, event, out, why, why)
+                else:
+                    self._drop(queued, event, out, why)
             out.append(KillAttempt(aid, 0.0, why))
             if att.kill_reason in ("cancel", "failing"):
                 self._end_cancelled(att, None, event, out, why, why)
@@ -489,6 +556,7 @@ class Workflow:
         )
         for inst in order[: max(0, excess)]:
             if inst.attempts:
+                self._kill_successors(inst, f"{inst.id} scaled down", out)
                 inst.state = InstanceState.DRAINING
                 inst.retiring = True
                 self._instance_note(inst, f"scaled down to {event.count}: retires when idle", out)
@@ -672,6 +740,11 @@ class Workflow:
         why = f"workflow failing: task {task.id} failed"
         if task.on_failure is OnFailure.FAIL:
             self._kill_live("failing", why, out)
+        else:  # finish: what runs carries on, but nothing new starts
+            for att in list(self.attempts.values()):
+                if not att.holds and att.kill_reason in (None, "withdrawn"):
+                    att.kill_reason = "failing"
+                    out.append(KillAttempt(att.id, 0.0, why))
         for j, st in enumerate(self.state):
             if st in (TaskState.WAITING, TaskState.READY, TaskState.BACKOFF):
                 self._end_unstarted(j, TaskState.SKIPPED, event, out, why)
@@ -696,8 +769,9 @@ class Workflow:
         out.append(TaskEnded(self.tasks[i].id, new.value, None, why))
 
     def _kill_live(self, reason: str, why: str, out: list[Decision]) -> None:
-        for att in self.attempts.values():
-            if att.kill_reason in (None, "timeout"):
+        # Queued successors first, so that none starts as its predecessor dies of the kill.
+        for att in sorted(self.attempts.values(), key=lambda a: a.holds):
+            if att.kill_reason in (None, "timeout", "withdrawn"):
                 att.kill_reason = reason
                 out.append(KillAttempt(att.id, self.tasks[att.task].kill_grace_s, why))
 
@@ -717,9 +791,16 @@ class Workflow:
         del self.current[att.task]
         self.timers.pop(f"timeout:{att.id}", None)
         self.timers.pop(f"checkpoint:{att.id}", None)
-        self.capacity.release(att.id, att.need, att.instances)
+        self._hosts.pop(att.id, None)
+        if att.holds:
+            self.capacity.release(att.id, att.need, att.instances)
+        else:
+            self._queued -= 1
+            self._unlink(att)
+        if att.successor is not None:
+            self._hand_over(att, event, out)
         self._changed = True
-        cost = self._charge(att, state, event.at)
+        cost = self._charge(att, state, event.at) if att.holds else Cost()
         out.append(
             AttemptEnded(
                 att.id,
@@ -798,9 +879,13 @@ class Workflow:
             return
         self._changed = False
         limit = self.options.max_parallel
-        while self._ready and (limit is None or len(self.attempts) < limit):
-            if not self._place_best(event, out):
+        while self._ready:
+            # Queued successors run no sooner than a place frees: max_parallel counts places.
+            free_ok = limit is None or len(self.attempts) - self._queued < limit
+            if not (free_ok or self._hosts) or not self._place_best(event, out, free_ok):
                 break
+        if self._queued:
+            self._withdraw_stuck(out)
         if self._ready and not self.attempts:
             # All capacity is free and still nothing fits: those tasks never will.
             self._fail_unplaceable(event, out)
@@ -816,8 +901,12 @@ class Workflow:
         self.timers.pop("fleet:created", None)
         return True
 
-    def _place_best(self, event: Event, out: list[Decision]) -> bool:
-        """Launch the highest-ranked ready task that fits now; False if none fits."""
+    def _place_best(self, event: Event, out: list[Decision], free_ok: bool = True) -> bool:
+        """Launch the highest-ranked ready task that fits now; False if none fits.
+
+        Free capacity first, for every task; only then a successor's place behind a
+        running attempt (``_find_host``), never instead of free capacity.
+        """
         heads: list[tuple[float, int, ShapeKey]] = []
         for key, heap in list(self._queues.items()):
             while heap and self.state[heap[0][1]] is not TaskState.READY:
@@ -826,13 +915,171 @@ class Workflow:
                 heads.append((heap[0][0], heap[0][1], key))
             else:
                 del self._queues[key]
-        for _, i, key in sorted(heads):
-            placement = self._find(i, out)
-            if placement is not None:
-                heapq.heappop(self._queues[key])
-                self._launch(i, placement, event, out)
+        heads.sort()
+        if free_ok:
+            for _, i, key in heads:
+                placement = self._find(i, out)
+                if placement is not None:
+                    heapq.heappop(self._queues[key])
+                    self._launch(i, placement, event, out)
+                    return True
+        if self._hosts:
+            for _, i, key in heads:
+                host = self._find_host(i)
+                if host is not None:
+                    heapq.heappop(self._queues[key])
+                    inst = self.capacity.instances[host.instances[0]]
+                    self._launch(i, Placement(inst.pool, (inst,)), event, out, host)
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ successors
+    def _can_host(self, att: Attempt) -> bool:
+        """Whether a successor may ever queue behind ``att`` (its pool, its shape)."""
+        return len(att.instances) == 1 and att.pool in self._steady
+
+    def _depth(self, att: Attempt) -> int:
+        """How many queued attempts stand between ``att`` and the one holding the place."""
+        depth = 0
+        while not att.holds:
+            pred = self.attempts.get(att.after)
+            if pred is None:
+                return self.options.successors  # orphaned: it will never take a place
+            att = pred
+            depth += 1
+        return depth
+
+    def _find_host(self, i: int) -> Attempt | None:
+        """A live attempt task ``i`` may queue behind, or None (see rule 5 above).
+
+        Checkpointed tasks never queue: their restore runs in the orchestrator before the
+        submit, so a successor would restore long before it could start.
+        """
+        task = self.tasks[i]
+        if task.nodes != 1 or task.checkpoint_enabled:
+            return None
+        need = self._need(i)
+        if not self.markets(i)[1]:
+            return None  # may not use on-demand now; the only pools successors queue on
+        for host in self._hosts.values():
+            if host.kill_reason is not None or not need.fits_in(host.need):
+                continue
+            if not self.breakers[host.pool].allows():
+                continue
+            typed = self._type_breaker(host.pool, task.kind)
+            if typed is not None and not typed.allows():
+                continue
+            if not self.capacity.instances[host.instances[0]].alive:
+                continue
+            return host
+        return None
+
+    def _chain(self, att: Attempt) -> list[Attempt]:
+        """The successors queued behind ``att``, nearest first."""
+        chain: list[Attempt] = []
+        while att.successor is not None:
+            nxt = self.attempts.get(att.successor)
+            if nxt is None:
+                break
+            chain.append(nxt)
+            att = nxt
+        return chain
+
+    def _offer(self, att: Attempt) -> None:
+        """Let successors queue behind ``att`` if it may take one."""
+        if (
+            att.successor is None
+            and att.kill_reason is None
+            and self._can_host(att)
+            and self._depth(att) < self.options.successors
+        ):
+            self._hosts[att.id] = att
+            self._changed = True
+
+    def _unlink(self, att: Attempt) -> None:
+        """A queued successor ended: its predecessor may take another."""
+        pred = self.attempts.get(att.after)
+        if pred is not None and pred.successor == att.id:
+            pred.successor = None
+            self._offer(pred)
+
+    def _hand_over(self, att: Attempt, event: Event, out: list[Decision]) -> None:
+        """``att`` ended: its successor takes its place, or is dropped if it cannot."""
+        nxt = self.attempts.get(att.successor or "")
+        att.successor = None
+        if nxt is None:
+            return
+        inst = self.capacity.instances[nxt.instances[0]]
+        if att.holds and nxt.kill_reason in (None, "withdrawn") and inst.alive:
+            nxt.holds = True
+            self._queued -= 1
+            nxt.launched_at = event.at  # billed from when it holds the place
+            self.capacity.take(nxt.id, nxt.need, nxt.instances)
+            tail = [nxt, *self._chain(nxt)][-1]
+            self._offer(tail)
+            return
+        for queued in [nxt, *self._chain(nxt)]:
+            if queued.kill_reason in (None, "withdrawn"):
+                queued.kill_reason = "dropped"
+                out.append(
+                    KillAttempt(queued.id, 0.0, f"{att.id} ended without a place to pass on")
+                )
+
+    def _withdraw_stuck(self, out: list[Decision]) -> None:
+        """Queued successors that could run on free capacity now, behind a predecessor that
+        has held its place for ``successor_patience_s``, are withdrawn: a long attempt must
+        not keep a task waiting while a place stands free. The executor drops one that has
+        not started (``AttemptDropped``: ready again, placed afresh) and ignores the request
+        for one that has. Shorter waits are left alone (that churn would cost more than
+        it saves); a timer looks again once the patience of the oldest is over.
+        """
+        limit = self.options.max_parallel
+        if limit is not None and len(self.attempts) - self._queued >= limit:
+            return  # no place is free: max_parallel holds them all
+        patience = self.options.successor_patience_s
+        recheck = math.inf
+        for att in list(self.attempts.values()):
+            if att.holds or att.kill_reason is not None or att.state is not AttemptState.PLACED:
+                continue
+            pred = self.attempts.get(att.after)
+            if pred is None or not pred.holds:
+                continue
+            if not self._fits_free(att):
+                continue
+            since = pred.started_at if pred.started_at is not None else pred.launched_at
+            if self.now - since < patience:
+                recheck = min(recheck, since + patience)
+                continue
+            att.kill_reason = "withdrawn"
+            self._hosts.pop(att.id, None)
+            why = f"a place is free and {pred.id} has held it for {self.now - since:.0f}s"
+            out.append(WithdrawAttempt(att.id, why))
+        if recheck < self.timers.get("withdraw", math.inf):
+            self.timers["withdraw"] = recheck
+            out.append(StartTimer("withdraw", recheck, "look again at queued successors"))
+
+    def _fits_free(self, att: Attempt) -> bool:
+        """Whether free capacity of a pool the task may use now could hold it."""
+        spot, on_demand, _ = self.markets(att.task)
+        for pool in self.capacity.pool_order(spot, self.options.spot_strategy, {}):
+            if pool.market is Market.ON_DEMAND and not on_demand:
+                break
+            if self.breakers[pool.name].allows() and self.capacity.find_in(pool, att.need, 1):
                 return True
         return False
+
+    def _kill_successors(self, inst: Instance, why: str, out: list[Decision]) -> None:
+        """The instance is going: nothing queued on it may start (they end ``dropped``)."""
+        for aid in sorted(inst.attempts):
+            att = self.attempts.get(aid)
+            if att is None:
+                continue
+            for queued in self._chain(att):
+                self._hosts.pop(queued.id, None)
+                if queued.kill_reason in (None, "withdrawn"):
+                    queued.kill_reason = "dropped"
+                    out.append(KillAttempt(queued.id, 0.0, why))
+            self._hosts.pop(att.id, None)
 
     def _need(self, i: int) -> Resources:
         """What one node of task ``i``'s next attempt asks for (memory escalated after OOM)."""
@@ -919,7 +1166,14 @@ class Workflow:
                 out.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
         return None
 
-    def _launch(self, i: int, placement: Placement, event: Event, out: list[Decision]) -> None:
+    def _launch(
+        self,
+        i: int,
+        placement: Placement,
+        event: Event,
+        out: list[Decision],
+        host: Attempt | None = None,
+    ) -> None:
         task = self.tasks[i]
         pool = placement.pool
         instances = tuple([x.id for x in placement.instances])
@@ -942,13 +1196,21 @@ class Workflow:
         )
         self.attempts[att.id] = att
         self.current[i] = att
-        self.capacity.take(att.id, need, instances)
+        if host is None:
+            self.capacity.take(att.id, need, instances)
+        else:
+            att.after, att.holds = host.id, False
+            host.successor = att.id
+            self._hosts.pop(host.id, None)
+            self._queued += 1
+        if self.options.successors:
+            self._offer(att)
         self.breakers[pool.name].placed(att.id)
         typed = self._type_breaker(pool.name, task.kind)
         if typed is not None:
             typed.placed(att.id)
         where = ", ".join(instances)
-        why = f"placed on {where}"
+        why = f"placed on {where}" + (f", to start when {host.id} ends" if host else "")
         forced = self.on_demand_only(i) if pool.market is Market.ON_DEMAND else None
         if forced is not None and task.spot_enabled:
             why += f" (on-demand: {forced})"
@@ -966,6 +1228,7 @@ class Workflow:
                 pool.market.value,
                 usd_per_h,
                 att.od_usd_per_h,
+                att.after,
             )
         )
 
@@ -1043,21 +1306,44 @@ class Workflow:
                     out.append(PruneCheckpoints(self.tasks[i].id, (), "the workflow succeeded"))
         out.append(RunFinished(final, f"all {len(self.tasks)} tasks ended"))
 
+    def _check_queued(self, att: Attempt) -> None:
+        """A queued successor: behind a live attempt at least its size, within the depth."""
+        if att.kill_reason is not None:
+            return  # being dropped: its predecessor may be gone already
+        pred = self.attempts.get(att.after)
+        if pred is None or pred.successor != att.id:
+            raise AssertionError(f"{att.id} is queued behind {att.after!r}, which is not live")
+        if pred.instances != att.instances or not att.need.fits_in(pred.need):
+            raise AssertionError(f"{att.id} does not fit the place of {pred.id}")
+        if self._depth(att) > self.options.successors or self.tasks[att.task].nodes != 1:
+            raise AssertionError(f"{att.id} is queued deeper than {self.options.successors}")
+        if att.pool not in self._steady:
+            raise AssertionError(f"{att.id} is queued on {att.pool}, which may be interrupted")
+
     def validate(self) -> None:
         """Invariants, checked by tests and the simulator after every event."""
         usage: dict[str, Resources] = {}
+        queued = 0
         for att in self.attempts.values():
-            task = self.tasks[att.task]
             if self.state[att.task] is not TaskState.RUNNING:
                 raise AssertionError(f"{att.id} is live but its task is {self.state[att.task]}")
             if self.current.get(att.task) is not att:
                 raise AssertionError(f"{att.id} is not its task's current attempt")
+            if not att.holds:
+                queued += 1
+                self._check_queued(att)
+                continue
             for iid in att.instances:
-                usage[iid] = usage.get(iid, Resources(0, 0, 0)).plus(task.resources)
+                usage[iid] = usage.get(iid, Resources(0, 0, 0)).plus(att.need)
+                if att.id not in self.capacity.instances[iid].attempts:
+                    raise AssertionError(f"{att.id} holds a place on {iid} that does not list it")
         self.capacity.check(usage)
+        if queued != self._queued:
+            raise AssertionError(f"{queued} queued successors, but the count says {self._queued}")
         limit = self.options.max_parallel
-        if limit is not None and len(self.attempts) > limit:
-            raise AssertionError(f"{len(self.attempts)} attempts live, max_parallel is {limit}")
+        holding = len(self.attempts) - queued
+        if limit is not None and holding > limit:
+            raise AssertionError(f"{holding} attempts hold places, max_parallel is {limit}")
         running = sum(1 for s in self.state if s is TaskState.RUNNING)
         if running != len(self.attempts):
             raise AssertionError(f"{running} tasks running but {len(self.attempts)} attempts live")

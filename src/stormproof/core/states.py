@@ -40,6 +40,7 @@ class AttemptState(str, Enum):
     INTERRUPTED = "interrupted"  # the provider reclaimed its instance (Capacity.Interrupted)
     LOST = "lost"
     CANCELLED = "cancelled"
+    DROPPED = "dropped"  # a queued successor given up before it started: no budget used
 
 
 class RunMode(str, Enum):

@@ -210,8 +210,13 @@ class LaunchRecord:
     boot_id: str
     at: float
 
+    @property
+    def queued(self) -> bool:
+        """A successor its shim held and never started (a ``Q`` line, no ``L`` after it)."""
+        return self.pid == 0
+
     def is_alive(self, current_boot_id: str) -> bool:
-        if self.boot_id != current_boot_id:
+        if self.boot_id != current_boot_id or self.pid == 0:
             return False
         return is_our_process(self.pid, self.spawned_boottime)
 
@@ -223,6 +228,11 @@ def journal_boot_line(boot: str, shim_pid: int) -> bytes:
 def journal_launch_line(id_json: str, pid: int, spawned_boottime: float, at: float) -> bytes:
     """``id_json`` is the attempt id already JSON-encoded (the shim keeps it that way)."""
     return f'["L",{id_json},{pid},{spawned_boottime!r},{at!r}]\n'.encode()
+
+
+def journal_queued_line(id_json: str) -> bytes:
+    """A successor held until its predecessor ends: if no ``L`` line follows, it never ran."""
+    return f'["Q",{id_json}]\n'.encode()
 
 
 def _line(item: list[Any]) -> bytes:
@@ -246,6 +256,9 @@ def read_journal(path: str) -> dict[str, LaunchRecord]:
             elif item[0] == "L":
                 aid = str(item[1])
                 records[aid] = LaunchRecord(aid, int(item[2]), float(item[3]), boot, float(item[4]))
+            elif item[0] == "Q":  # held, not launched (yet): pid 0
+                aid = str(item[1])
+                records[aid] = LaunchRecord(aid, 0, 0.0, boot, 0.0)
         except (ValueError, IndexError, TypeError, KeyError):
             continue
     return records

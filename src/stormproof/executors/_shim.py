@@ -31,8 +31,10 @@ for ``--idle-exit-s`` seconds, or at once after a ``shutdown`` request once that
 Protocol: one JSON array per line, each way.
 
     client -> shim   ["hello", version, env, client_pid]     answered by ["H", version, shim_pid]
-                     ["submit", attempt_id, attempt_dir, command, env(, memory_limit)]
+                     ["submit", attempt_id, attempt_dir, command, env(, memory_limit(, after))]
                      ["kill", attempt_id, grace_s]
+                     ["drop"]                      drop every held successor (the driver stops)
+                     ["withdraw", attempt_id]      drop it if held; if it started, nothing
                      ["recover", request_no, [[attempt_id, attempt_dir], ...]]
                                                    answered by ["R", request_no, [event, ...]]
                      ["shutdown"]
@@ -41,6 +43,15 @@ Protocol: one JSON array per line, each way.
                                                    the 1 says it was killed for its memory
                      ["L", at, attempt_id, reason]            lost
                      ["F", at, attempt_id, message]           could not be submitted
+                     ["D", at, attempt_id, reason]            a held successor dropped unstarted
+
+Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its work
+dir and logs are made and a ``Q`` line goes to the journal, but it starts only when the
+predecessor ends (its exit status written, its event queued, then the spawn: both events go
+out in one flush). A predecessor that already ended, or that this shim does not know, lets it
+start at once. A held successor that is killed or dropped (``drop``), or whose predecessor
+was dropped, ends ``D`` without having run; so does one whose shim died while holding it (the
+next shim finds its ``Q`` line without a launch after it).
 
 An attempt's events go only to the client that submitted or recovered it last, so a
 reconnecting orchestrator gets each fact once: from ``recover``, or later as an event.
@@ -72,12 +83,13 @@ from stormproof.executors._files import (
     is_our_process,
     journal_boot_line,
     journal_launch_line,
+    journal_queued_line,
     read_exit_status,
     read_journal,
     write_exit_status,
 )
 from stormproof.executors._memory import MemorySampler, SessionUsage
-from stormproof.executors._spawn import Spawned, make_work_dir, spawn
+from stormproof.executors._spawn import Refused, Spawned, make_work_dir, open_logs, spawn_with_logs
 from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
 
 PROTOCOL_VERSION = 1
@@ -86,6 +98,7 @@ EXIT_ALREADY_RUNNING = 3
 _ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
 _LOST_UNWATCHED = "its process ended while no shim was its parent, so its exit status is unknown"
 _LOST_REBOOT = "the machine restarted while it ran"
+_DROPPED_UNWATCHED = "its shim died while it waited for its predecessor"
 _HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
 _MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
 _KILLED = 128 + signal.SIGKILL
@@ -107,13 +120,19 @@ class _Attempt:
     id_json: str = ""  # the attempt id JSON-encoded once: events are built by formatting
     memory_limit: int = 0  # bytes for the whole session; 0: none
     killed_for_memory: bool = False
+    #: A held successor: (command, env, the open log fds) until it starts or is dropped.
+    held: tuple[Any, dict[str, str], tuple[int, int]] | None = None
+    after: str = ""
 
     def __post_init__(self) -> None:
         self.id_json = json.dumps(self.attempt_id)
 
-    def state_event(self) -> str:
+    def state_event(self) -> str | None:
+        """Its news for a (re)connecting client: ``None`` while it is held (nothing yet)."""
         if self.final is not None:
             return self.final
+        if self.held is not None:
+            return None
         return f'["S",{self.started_at!r},{self.id_json},{self.pid}]'
 
     def end(self, kind: str, at: float, message: str) -> str:
@@ -155,6 +174,7 @@ class Shim:
         self.children: dict[int, _Attempt] = {}
         self.polled: set[_Attempt] = set()  # adopted processes without a pidfd
         self.kill_pending: set[str] = set()
+        self.waiting: dict[str, list[_Attempt]] = {}  # predecessor id -> its held successors
         self.timers: list[tuple[float, int, str]] = []  # (monotonic, seq, attempt id or "")
         self.seq = 0
         self.idle_since: float | None = None
@@ -176,6 +196,8 @@ class Shim:
             "signal": self._op_signal,
             "recover": self._op_recover,
             "shutdown": self._op_shutdown,
+            "drop": self._op_drop,
+            "withdraw": self._op_withdraw,
         }
 
     # ------------------------------------------------------------------ loop
@@ -201,7 +223,7 @@ class Shim:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _should_exit(self) -> bool:
-        if self.children or self.kill_pending or self.clients:
+        if self.children or self.kill_pending or self.clients or self.waiting:
             self.idle_since = None
             return False
         now = time.monotonic()
@@ -303,12 +325,15 @@ class Shim:
             rec = self._known(str(attempt_id), str(attempt_dir))
             if rec is not None:
                 rec.owner = client
-                events.append(rec.state_event())
+                state = rec.state_event()
+                if state is not None:  # a held one says nothing: the client submits it again
+                    events.append(state)
         self._send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
 
     def _op_submit(self, client: Client, msg: list[Any]) -> None:
         attempt_id, attempt_dir, command, env = msg[1:5]
         memory_limit = int(msg[5]) if len(msg) > 5 else 0
+        after = str(msg[6]) if len(msg) > 6 else ""
         rec = self.attempts.get(attempt_id)
         if rec is None:
             try:
@@ -321,10 +346,16 @@ class Shim:
         if rec is not None:  # launched already: adopt it instead of launching it twice
             if rec.owner is not client:
                 rec.owner = client
-                self._send(client, rec.state_event())
+                state = rec.state_event()
+                if state is not None:
+                    self._send(client, state)
             return
         try:
             env = {**client.env, **env}
+            pred = self.attempts.get(after) if after else None
+            if pred is not None and pred.final is None:
+                self._hold(client, attempt_id, attempt_dir, command, env, memory_limit, pred)
+                return
             self._launch(client, attempt_id, attempt_dir, command, env, memory_limit)
         except Exception as exc:  # whatever it was, the orchestrator must hear of this attempt
             _log(f"{attempt_id}: launch failed:\n{traceback.format_exc()}")
@@ -333,6 +364,9 @@ class Shim:
 
     def _op_kill(self, client: Client, msg: list[Any]) -> None:
         rec = self.attempts.get(msg[1])
+        if rec is not None and rec.held is not None:
+            self._drop_held(rec, "killed while it waited for its predecessor")
+            return
         grace_s = float(msg[2])
         if rec is None or rec.final is not None or not self._signal_group(rec, signal.SIGTERM):
             return
@@ -344,6 +378,18 @@ class Shim:
             rec.kill_at = due
             self.kill_pending.add(rec.attempt_id)
             self._add_timer(due, rec.attempt_id)
+
+    def _op_drop(self, client: Client, msg: list[Any]) -> None:
+        """The driver stops: no held successor may start with nobody watching."""
+        for held in list(self.waiting.values()):
+            for rec in held:
+                if rec.held is not None:
+                    self._drop_held(rec, "the run stopped before its predecessor ended")
+
+    def _op_withdraw(self, client: Client, msg: list[Any]) -> None:
+        rec = self.attempts.get(msg[1])
+        if rec is not None and rec.held is not None:
+            self._drop_held(rec, "withdrawn: a place is free elsewhere")
 
     def _op_signal(self, client: Client, msg: list[Any]) -> None:
         """Deliver one signal (a checkpoint request) to the attempt's group; no kill follows."""
@@ -361,9 +407,25 @@ class Shim:
         env: dict[str, str],
         memory_limit: int = 0,
     ) -> None:
-        result = spawn(attempt_dir, command, env)
         rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
+        logs = open_logs(attempt_dir)
+        self._start(rec, command, env, logs)
+
+    def _start(
+        self,
+        rec: _Attempt,
+        command: Any,
+        env: dict[str, str],
+        logs: tuple[int, int] | Refused,
+    ) -> None:
+        """Spawn the attempt (its logs open already); report it started, or how it ended."""
+        attempt_id, client = rec.attempt_id, rec.owner
+        result = (
+            logs
+            if isinstance(logs, Refused)
+            else spawn_with_logs(rec.attempt_dir, command, env, logs)
+        )
         if isinstance(result, Spawned):
             rec.pid, rec.spawned_boottime, rec.started_at = (
                 result.pid,
@@ -377,14 +439,73 @@ class Shim:
                 os.write(self.journal_fd, line)
             except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
                 _log(f"{attempt_id}: cannot write the journal: {exc}")
-            if memory_limit > 0:
+            if rec.memory_limit > 0:
                 self._limit(rec)
-            self._send(client, rec.state_event(), hold=True)
+            self._send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126
             self._write_status(rec, result.exit_code)
             self._send(client, rec.exited(result.at, result.exit_code))
+            self._start_successors(rec)
         else:
             self._send(client, rec.end("F", result.at, result.message))
+            self._start_successors(rec)
+
+    # ------------------------------------------------------------------ successors
+    def _hold(
+        self,
+        client: Client,
+        attempt_id: str,
+        attempt_dir: str,
+        command: Any,
+        env: dict[str, str],
+        memory_limit: int,
+        pred: _Attempt,
+    ) -> None:
+        """Keep a successor until ``pred`` ends; everything but the spawn is done now."""
+        logs = open_logs(attempt_dir)
+        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
+        self.attempts[attempt_id] = rec
+        if isinstance(logs, Refused):
+            self._send(client, rec.end("F", logs.at, logs.message))
+            return
+        rec.held, rec.after = (command, env, logs), pred.attempt_id
+        self.waiting.setdefault(pred.attempt_id, []).append(rec)
+        try:
+            os.write(self.journal_fd, journal_queued_line(rec.id_json))
+        except OSError as exc:
+            _log(f"{attempt_id}: cannot write the journal: {exc}")
+
+    def _start_successors(self, pred: _Attempt) -> None:
+        """``pred`` ended: start what waited for it (it has sent its own final event)."""
+        for rec in self.waiting.pop(pred.attempt_id, ()):
+            if rec.held is None:
+                continue
+            command, env, logs = rec.held
+            rec.held = None
+            try:
+                self._start(rec, command, env, logs)
+            except Exception as exc:  # the orchestrator must hear of this attempt
+                _log(f"{rec.attempt_id}: launch failed:\n{traceback.format_exc()}")
+                if rec.final is None and not rec.pid:
+                    self._send(rec.owner, rec.end("F", time.time(), f"cannot start: {exc!r}"))
+
+    def _drop_held(self, rec: _Attempt, reason: str) -> None:
+        """A held successor ends without having run; so does what waited behind it."""
+        if rec.held is None:
+            return
+        _, _, (out_fd, err_fd) = rec.held
+        rec.held = None
+        for fd in (out_fd, err_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        held = self.waiting.get(rec.after)
+        if held is not None and rec in held:
+            held.remove(rec)
+            if not held:
+                del self.waiting[rec.after]
+        self._send(rec.owner, rec.end("D", time.time(), reason))
+        for behind in list(self.waiting.pop(rec.attempt_id, ())):
+            self._drop_held(behind, f"{rec.attempt_id}, which it waited for, was dropped")
 
     def _refuse(self, client: Client, attempt_id: str, attempt_dir: str, message: str) -> None:
         rec = _Attempt(attempt_id, attempt_dir, owner=client)
@@ -455,6 +576,8 @@ class Shim:
                 os.killpg(pid, signal.SIGKILL)
             self._clear_kill(rec)
         self._send(rec.owner, rec.exited(at, code, oom))
+        if rec.attempt_id in self.waiting:
+            self._start_successors(rec)
 
     # ------------------------------------------------------------------ signals and timers
     def _signal_group(self, rec: _Attempt, sig: int) -> bool:
@@ -561,6 +684,10 @@ class Shim:
             launch = self._journal_index.get(attempt_id)
             if launch is None:
                 return None  # never launched
+            if launch.queued:  # held by a shim that died: it never ran, and never will
+                rec.end("D", time.time(), _DROPPED_UNWATCHED)
+                self.attempts[attempt_id] = rec
+                return rec
             rec.pid, rec.spawned_boottime = launch.pid, launch.spawned_boottime
             rec.started_at = launch.at
             if launch.is_alive(self.boot):
@@ -597,6 +724,7 @@ class Shim:
             self._send(rec.owner, _exited_as(rec, status))
         else:
             self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
+        self._start_successors(rec)
 
     def _poll_adopted(self) -> None:
         for rec in list(self.polled):

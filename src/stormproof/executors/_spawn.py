@@ -130,6 +130,18 @@ def spawn(
 
     The work dir must exist already (see ``make_work_dir``).
     """
+    logs = open_logs(attempt_dir)
+    if isinstance(logs, Refused):
+        return logs
+    return spawn_with_logs(attempt_dir, command, env, logs)
+
+
+def open_logs(attempt_dir: str) -> tuple[int, int] | Refused:
+    """Open (create) the attempt's stdout.log and stderr.log; the caller owns the two fds.
+
+    A queued successor opens them when it is submitted, so that starting it when its
+    predecessor ends costs only the spawn.
+    """
     try:
         out_fd = os.open(attempt_dir + "/stdout.log", _LOG_FLAGS, 0o644)
     except OSError as exc:
@@ -139,6 +151,14 @@ def spawn(
     except OSError as exc:
         os.close(out_fd)
         return Refused(f"cannot open stderr.log: {exc}", None, time.time())
+    return out_fd, err_fd
+
+
+def spawn_with_logs(
+    attempt_dir: str, command: Sequence[str] | str, env: Mapping[str, str], logs: tuple[int, int]
+) -> Spawned | Refused:
+    """``spawn`` with the logs already open (``open_logs``); closes them either way."""
+    out_fd, err_fd = logs
     try:
         result = _spawn_with_logs(attempt_dir + "/work", command, env, out_fd, err_fd)
         if isinstance(result, Refused) and result.exit_code is not None:

@@ -4,7 +4,8 @@ Designed for batch schedulers first, local processes second:
 
 * ``submit`` returns at once; what becomes of the attempt arrives later as
   events from ``poll`` (``AttemptStarted``, ``AttemptExited``,
-  ``AttemptLost``, ``AttemptSubmitFailed``).
+  ``AttemptLost``, ``AttemptSubmitFailed``, and ``AttemptDropped`` for a successor
+  killed before it started).
 * Every attempt is submitted under its attempt id (``"<task>/<number>"``) as
   the job's name, and submitting the same id twice is a no-op, so a restarted
   orchestrator can ``recover`` the ids it had launched and adopt what still
@@ -45,6 +46,10 @@ class AttemptJob:
     gpus: int = 0
     nodes: int = 1
     instances: tuple[str, ...] = field(default_factory=tuple)
+    #: A successor: start when attempt ``after`` ends (at once if it ended or is unknown),
+    #: or never, ending ``AttemptDropped``, if killed first. Backends without a way to hold
+    #: an attempt may start it once they saw ``after`` end; "" starts now.
+    after: str = ""
 
     @property
     def work_dir(self) -> Path:
@@ -93,6 +98,8 @@ class Executor(Protocol):
         """Stop watching. Running attempts are *not* killed: they outlive the orchestrator.
 
         ``final=True`` says the run has ended: backend helpers (the local shim) may go at once.
+        Otherwise the driver is stopping: successors still held must not start unwatched, so
+        they are dropped (a later ``recover`` reports them ``AttemptDropped``).
         """
 
 

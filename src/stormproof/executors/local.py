@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptStarted,
@@ -148,6 +149,8 @@ class LocalExecutor:
         msg: list[Any] = ["submit", job.attempt_id, attempt_dir, command, env]
         if self.memory_limits and env.get(ENV_MEMORY_LIMIT_MIB):
             msg.append(max(1, job.memory_mib) * max(1, job.nodes) << 20)
+        if job.after:  # held by the shim until that attempt ends
+            msg += [0] * (6 - len(msg)) + [job.after]
         self._send(msg)
         self._known.add(job.attempt_id)
         self._live[job.attempt_id] = attempt_dir
@@ -159,6 +162,12 @@ class LocalExecutor:
         grace_s = max(0.0, grace_s)
         self._send(["kill", attempt_id, grace_s])
         self._kills[attempt_id] = time.monotonic() + grace_s
+
+    def withdraw(self, attempt_id: str) -> None:
+        """Drop the attempt if the shim still holds it as a successor (``AttemptDropped``
+        follows); if it has started, nothing happens."""
+        if attempt_id in self._live:
+            self._send(["withdraw", attempt_id])
 
     def signal(self, attempt_id: str, signum: int) -> None:
         """Send one signal to the attempt's process group (e.g. SIGUSR1: checkpoint now)."""
@@ -210,9 +219,10 @@ class LocalExecutor:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if final:
-            with contextlib.suppress(OSError):
-                conn.send(["shutdown"])
+        with contextlib.suppress(OSError):
+            # final: the shim may go once idle; otherwise the driver stops, and no held
+            # successor may start with nobody watching (resume learns they were dropped)
+            conn.send(["shutdown"] if final else ["drop"])
         conn.close()
 
     # ------------------------------------------------------------------ plumbing
@@ -268,7 +278,7 @@ class LocalExecutor:
         kind = msg[0]
         if kind == "S":
             return AttemptStarted(at=msg[1], attempt_id=msg[2], handle=str(msg[3]))
-        if kind not in ("X", "L", "F"):
+        if kind not in ("X", "L", "F", "D"):
             return None  # a reply nobody waits for any more
         self._live.pop(msg[2], None)
         self._kills.pop(msg[2], None)
@@ -279,6 +289,8 @@ class LocalExecutor:
             )
         if kind == "L":
             return AttemptLost(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
+        if kind == "D":
+            return AttemptDropped(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
         return AttemptSubmitFailed(at=msg[1], attempt_id=msg[2], message=str(msg[3]))
 
     def _broken(self) -> None:

@@ -178,13 +178,19 @@ def run_options(
         launch_retry_s=float(policy.get("launch_retry_s", 60.0)),
         spot_policy=SpotPolicy(policy.get("name", "spot_first")),
         deadline_s=policy.get("deadline_s"),
+        successors=int(policy.get("successors") or 0),
     )
 
 
-def policy_dict(policy: PolicyConfig) -> dict[str, Any]:
-    """What a run records of ``stormproof.yaml``'s ``policy:`` (a ``config.PolicyConfig``)."""
+def policy_dict(policy: PolicyConfig, executor: str = "local") -> dict[str, Any]:
+    """What a run records of ``stormproof.yaml``'s ``policy:`` (a ``config.PolicyConfig``).
+
+    ``successors`` is recorded resolved for the run's executor, so a resume uses the same
+    value whatever the defaults become; runs recorded without it have it off.
+    """
     rule = policy.breaker_rule()
     return {
+        "successors": policy.successors_for(executor),
         "name": policy.name,
         "deadline_s": policy.deadline,
         "fallback_after_interruptions": policy.fallback_after_interruptions,

@@ -41,6 +41,7 @@ from stormproof.core.decisions import (
     RequestCheckpoint,
     StartTimer,
     TerminateInstance,
+    WithdrawAttempt,
 )
 from stormproof.core.events import (
     AttemptExited,
@@ -218,7 +219,7 @@ class Driver:
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
             i = self.core.index[d.task_id]
-            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool)
+            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool, d.after)
             if self.checkpointing is not None and self.tasks[i].checkpoint_enabled:
                 self.checkpointing.launch(job, d.restore_from, self.executor.submit)
             else:
@@ -230,12 +231,21 @@ class Driver:
                 self.checkpointing.prune(d.task_id, d.keep)
         elif isinstance(d, KillAttempt):
             self.executor.kill(d.attempt_id, d.grace_s)
+        elif isinstance(d, WithdrawAttempt):
+            self._withdraw(d.attempt_id)
         elif isinstance(d, StartTimer):
             heapq.heappush(self._timers, (d.fire_at, d.timer_id))
         elif isinstance(d, LaunchInstance) and self.fleet is not None:
             self.fleet.launch(d.instance_id, d.pool)
         elif isinstance(d, TerminateInstance) and self.fleet is not None:
             self.fleet.terminate(d.instance_id)
+
+    def _withdraw(self, attempt_id: str) -> None:
+        """Drop a queued successor that has not started; an executor that never holds
+        successors (it starts each once it saw its predecessor end) has nothing to do."""
+        withdraw = getattr(self.executor, "withdraw", None)
+        if withdraw is not None:
+            withdraw(attempt_id)
 
     def _drain_checkpoints(self) -> None:
         """Let saves in flight finish and log what they produced before the driver goes."""
@@ -314,7 +324,8 @@ class Driver:
         if not live:
             return []
         jobs = {
-            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool) for a in live
+            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool, a.after)
+            for a in live
         }
         news = self.executor.recover(list(jobs.values()))
         known = {getattr(e, "attempt_id", "") for e in news}
@@ -337,6 +348,14 @@ class Driver:
                     ckpt.launch(jobs[att.id], restore, self.executor.submit)
                 else:
                     self.executor.submit(jobs[att.id])
+            elif att.after and att.state is AttemptState.PLACED:
+                # a successor the executor holds (it reports nothing for those) or never got:
+                # submitting is idempotent; a kill decided meanwhile ends it AttemptDropped
+                self.executor.submit(jobs[att.id])
+                if att.kill_reason == "withdrawn":
+                    self._withdraw(att.id)
+                else:
+                    self.executor.kill(att.id, 0.0)
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
@@ -349,6 +368,7 @@ class Driver:
         instances: tuple[str, ...],
         memory_mib: int = 0,
         pool: str = "",
+        after: str = "",
     ) -> AttemptJob:
         """The executor's view of attempt ``number`` of task ``i``; the same on every call."""
         spec = self._specs[i]
@@ -389,6 +409,7 @@ class Driver:
             gpus=spec.gpus,
             nodes=spec.nodes,
             instances=instances,
+            after=after,
         )
 
     # ------------------------------------------------------------------ helpers

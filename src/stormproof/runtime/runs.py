@@ -110,6 +110,7 @@ def pool_to_dict(p: PoolDef) -> dict[str, Any]:
         "price_usd_per_h": p.price_usd_per_h,
         "instance_type": p.instance_type,
         "weight": p.weight,
+        "interruptible": p.interruptible,
     }
 
 
@@ -122,6 +123,7 @@ def pool_from_dict(d: dict[str, Any]) -> PoolDef:
         price_usd_per_h=float(d["price_usd_per_h"]),
         instance_type=d.get("instance_type", "local"),
         weight=float(d.get("weight", 1.0)),
+        interruptible=bool(d.get("interruptible", False)),
     )
 
 

@@ -8,6 +8,7 @@ rate or trace.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,10 @@ def build(
                 f"--trace {name}=…: there is no pool {name!r}; pools: {', '.join(names)} "
                 "(give pools with --pools FILE or in stormproof.yaml)"
             )
+    # a pool that follows a trace can be taken away: no successors queue there
+    pools = tuple(
+        dataclasses.replace(p, interruptible=True) if p.name in traces else p for p in pools
+    )
     models = []
     assumed = []
     costs = {}
@@ -69,7 +74,7 @@ def build(
             trace = load_trace(find_trace(path, base, f"trace for pool {pool.name!r}"))
         if pool.market is Market.SPOT or trace is not None or pool.interruption_rate:
             pool_models.append(PoolModel(pool.name, pool.interruption_rate, trace, pool.notice))
-    policy = policy_dict(config.policy)
+    policy = policy_dict(config.policy, config.executor)
     options = run_options(spec, pools, seed, config.policy.max_parallel, policy)
     deadline = deadline_s if deadline_s is not None else config.policy.deadline
     return Built(

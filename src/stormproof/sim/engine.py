@@ -39,9 +39,11 @@ from stormproof.core.decisions import (
     LaunchInstance,
     RequestCheckpoint,
     StartTimer,
+    WithdrawAttempt,
 )
 from stormproof.core.defs import RunOptions, TaskDef
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptStarted,
     CheckpointCommitted,
@@ -175,6 +177,8 @@ class _Run:
             if p.trace is not None
         }
         self.granted: dict[str, tuple[float, int]] = {}
+        #: Successors waiting for their predecessor to end, by predecessor id (like the shim).
+        self.held: dict[str, LaunchAttempt] = {}
 
     # ------------------------------------------------------------------ loop
     def go(self) -> SimResult:
@@ -212,6 +216,9 @@ class _Run:
             if live is None or event.at != live.exit_at:
                 return  # superseded by a later plan for the same attempt
             self.ended[event.attempt_id] = self.live.pop(event.attempt_id)
+            successor = self.held.pop(event.attempt_id, None)
+            if successor is not None:  # it starts as its predecessor ends, as in the shim
+                self._launch(successor, event.at)
         elif isinstance(event, InterruptionNotice):
             inst = self.core.capacity.instances.get(event.instance_id)
             if inst is None or inst.state is not InstanceState.UP:
@@ -233,6 +240,10 @@ class _Run:
             self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
         elif isinstance(d, KillAttempt):
             self._kill(d, now)
+        elif isinstance(d, WithdrawAttempt):
+            for pred, held in list(self.held.items()):
+                if held.attempt_id == d.attempt_id:  # not started yet: dropped
+                    self._drop(pred, now, "withdrawn")
         elif isinstance(d, RequestCheckpoint):
             self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
         elif isinstance(d, LaunchInstance):
@@ -256,6 +267,11 @@ class _Run:
                 )
 
     def _launch(self, d: LaunchAttempt, now: float) -> None:
+        if d.after and (
+            d.after in self.live or any(h.attempt_id == d.after for h in self.held.values())
+        ):
+            self.held[d.after] = d
+            return
         i = self.core.index[d.task_id]
         model = self.sim.models[i]
         restoring = bool(d.restore_from) and self.saved[i] > 0
@@ -275,6 +291,10 @@ class _Run:
         self.push(at, AttemptExited(at, attempt_id, code))
 
     def _kill(self, d: KillAttempt, now: float) -> None:
+        for pred, held in list(self.held.items()):
+            if held.attempt_id == d.attempt_id:  # never started: dropped, like the shim does
+                self._drop(pred, now, "killed while it waited for its predecessor")
+                return
         live = self.live.get(d.attempt_id)
         if live is None:
             return
@@ -288,6 +308,12 @@ class _Run:
                 end = self._checkpoint(d.attempt_id, now, model) or now
         if end < live.exit_at:
             self._plan_exit(d.attempt_id, live, end, SIGTERM_EXIT)
+
+    def _drop(self, pred: str, now: float, why: str) -> None:
+        held = self.held.pop(pred)
+        self.push(now, AttemptDropped(now, held.attempt_id, why))
+        if held.attempt_id in self.held:  # what waited behind it goes too
+            self._drop(held.attempt_id, now, f"{held.attempt_id} was dropped")
 
     def _checkpoint(self, attempt_id: str, now: float, model: TaskModel) -> float | None:
         """Pause for the checkpoint cost, then commit the progress of ``now``."""
@@ -374,6 +400,7 @@ _ACTED = frozenset(
         LaunchAttempt,
         StartTimer,
         KillAttempt,
+        WithdrawAttempt,
         RequestCheckpoint,
         LaunchInstance,
         InstanceChanged,
