@@ -222,3 +222,20 @@ def test_resume_refuses_a_run_whose_log_format_this_version_cannot_replay(tmp_pa
     with sqlite3.connect(db) as conn:
         (after,) = conn.execute("SELECT count(*) FROM rows").fetchone()
     assert after == before, "nothing was appended to the refused run's log"
+
+
+def test_a_run_recorded_before_log_formats_existed_still_resumes(tmp_path: Path) -> None:
+    """Runs written before ``log_format`` was recorded are format 1: resume carries them on."""
+    import sqlite3
+
+    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
+    code, output = invoke(tmp_path, "run", "wf.yaml", "--name", "older", "--quiet")
+    assert code == 0, output
+    db = tmp_path / ".stormproof" / "stormproof.db"
+    with sqlite3.connect(db) as conn:
+        (meta,) = conn.execute("SELECT meta FROM runs WHERE name = 'older'").fetchone()
+        without = {k: v for k, v in json.loads(meta).items() if k != "log_format"}
+        conn.execute("UPDATE runs SET meta = ? WHERE name = 'older'", (json.dumps(without),))
+    code, output = invoke(tmp_path, "resume", "older")
+    assert code == 0, output
+    assert "error:" not in output and "succeeded" in output
