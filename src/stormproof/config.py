@@ -47,6 +47,7 @@ from stormproof.core.capacity import diversify
 from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
+from stormproof.spec.validate import RANGE_WORDS
 
 CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
@@ -342,15 +343,6 @@ class Config(_Strict):
         )
 
 
-#: pydantic's range errors: the bound's key in the error context, and how to say it.
-_BOUND_WORDS = {
-    "greater_than": ("gt", "more than"),
-    "greater_than_equal": ("ge", "at least"),
-    "less_than": ("lt", "less than"),
-    "less_than_equal": ("le", "at most"),
-}
-
-
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
     """A validation problem at ``loc``, rendered like the field checks (file, line, place)."""
     error = PydanticCustomError("value_error", "{error}", {"error": message})
@@ -540,12 +532,12 @@ def _explain(error: Any, loc: tuple[int | str, ...]) -> str:
         return "required field is missing" + (f": give {example}" if example else "")
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
-    if kind in _BOUND_WORDS:
-        key, word = _BOUND_WORDS[kind]
+    if kind in RANGE_WORDS:
+        key, phrase = RANGE_WORDS[kind]
         bound = ctx.get(key)
         bound = f"{bound:g}" if isinstance(bound, (int, float)) else bound
         example = _EXAMPLES.get(field)
-        return f"must be {word} {bound}, got {value!r}" + (f" ({example})" if example else "")
+        return f"{phrase} {bound}, got {value!r}" + (f" ({example})" if example else "")
     if kind == "string_pattern_mismatch":
         return (
             f"{value!r} is not a safe name: use letters, digits, '_', '.' and '-', "

@@ -453,15 +453,19 @@ def _not_one_of(expected: str, value: Any) -> str:
     return text
 
 
+#: pydantic's range errors: the bound's key in the error context, and how to say it
+#: (``stormproof.yaml``'s errors say them the same way).
+RANGE_WORDS = {
+    "greater_than": ("gt", "must be more than"),
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than": ("lt", "must be less than"),
+    "less_than_equal": ("le", "must be at most"),
+}
+
+
 def _out_of_range(kind: str, ctx: Mapping[str, Any], value: Any, field: str) -> str | None:
-    words = {
-        "greater_than": ("gt", "must be more than"),
-        "greater_than_equal": ("ge", "must be at least"),
-        "less_than": ("lt", "must be less than"),
-        "less_than_equal": ("le", "must be at most"),
-    }
-    if kind in words:
-        key, phrase = words[kind]
+    if kind in RANGE_WORDS:
+        key, phrase = RANGE_WORDS[kind]
         hint = _FIELD_HINTS.get(field)
         return f"{phrase} {_show(ctx.get(key))}, got {_show(value)}" + (
             f" ({hint})" if hint else ""
