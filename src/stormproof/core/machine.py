@@ -964,10 +964,7 @@ class Workflow:
         for host in self._hosts.values():
             if host.kill_reason is not None or not need.fits_in(host.need):
                 continue
-            if not self.breakers[host.pool].allows():
-                continue
-            typed = self._type_breaker(host.pool, task.kind)
-            if typed is not None and not typed.allows():
+            if not self._pool_allows(host.pool, task.kind):
                 continue
             if not self.capacity.instances[host.instances[0]].alive:
                 continue
@@ -1018,12 +1015,9 @@ class Workflow:
             tail = [nxt, *self._chain(nxt)][-1]
             self._offer(tail)
             return
-        for queued in [nxt, *self._chain(nxt)]:
-            if queued.kill_reason in (None, "withdrawn"):
-                queued.kill_reason = "dropped"
-                out.append(
-                    KillAttempt(queued.id, 0.0, f"{att.id} ended without a place to pass on")
-                )
+        self._drop_queued(
+            [nxt, *self._chain(nxt)], f"{att.id} ended without a place to pass on", out
+        )
 
     def _withdraw_stuck(self, out: list[Decision]) -> None:
         """Queued successors that could run on free capacity now, behind a predecessor that
@@ -1061,12 +1055,7 @@ class Workflow:
     def _fits_free(self, att: Attempt) -> bool:
         """Whether free capacity of a pool the task may use now could hold it."""
         spot, on_demand, _ = self.markets(att.task)
-        for pool in self.capacity.pool_order(spot, self.options.spot_strategy, {}):
-            if pool.market is Market.ON_DEMAND and not on_demand:
-                break
-            if self.breakers[pool.name].allows() and self.capacity.find_in(pool, att.need, 1):
-                return True
-        return False
+        return self._free_placement(att.task, att.need, spot, on_demand) is not None
 
     def _kill_successors(self, inst: Instance, why: str, out: list[Decision]) -> None:
         """The instance is going: nothing queued on it may start (they end ``dropped``)."""
@@ -1074,12 +1063,16 @@ class Workflow:
             att = self.attempts.get(aid)
             if att is None:
                 continue
-            for queued in self._chain(att):
-                self._hosts.pop(queued.id, None)
-                if queued.kill_reason in (None, "withdrawn"):
-                    queued.kill_reason = "dropped"
-                    out.append(KillAttempt(queued.id, 0.0, why))
+            self._drop_queued(self._chain(att), why, out)
             self._hosts.pop(att.id, None)
+
+    def _drop_queued(self, queued: list[Attempt], why: str, out: list[Decision]) -> None:
+        """Queued successors that must never start: killed, to end ``dropped``."""
+        for att in queued:
+            self._hosts.pop(att.id, None)
+            if att.kill_reason in (None, "withdrawn"):
+                att.kill_reason = "dropped"
+                out.append(KillAttempt(att.id, 0.0, why))
 
     def _need(self, i: int) -> Resources:
         """What one node of task ``i``'s next attempt asks for (memory escalated after OOM)."""
@@ -1141,8 +1134,22 @@ class Workflow:
 
     def _find(self, i: int, out: list[Decision]) -> Placement | None:
         task = self.tasks[i]
-        need = self._need(i)
         spot, on_demand, wake_at = self.markets(i)
+        placement = self._free_placement(i, self._need(i), spot, on_demand)
+        if placement is not None:
+            return placement
+        if wake_at is not None:
+            timer = f"policy:{task.id}"
+            if self.timers.get(timer, math.inf) > wake_at:
+                self.timers[timer] = wake_at
+                out.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
+        return None
+
+    def _free_placement(
+        self, i: int, need: Resources, spot: bool, on_demand: bool
+    ) -> Placement | None:
+        """Free capacity for task ``i`` on the pools it may use, best pool first."""
+        task = self.tasks[i]
         faults = (
             {name: len(b.faults) for name, b in self.breakers.items() if "/" not in name}
             if spot and self._ranks_by_faults
@@ -1151,20 +1158,18 @@ class Workflow:
         for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
             if pool.market is Market.ON_DEMAND and not on_demand:
                 break  # on-demand pools come last: nothing more to try
-            if not self.breakers[pool.name].allows():
-                continue
-            typed = self._type_breaker(pool.name, task.kind)
-            if typed is not None and not typed.allows():
-                continue
-            placement = self.capacity.find_in(pool, need, task.nodes)
-            if placement is not None:
-                return placement
-        if wake_at is not None:
-            timer = f"policy:{task.id}"
-            if self.timers.get(timer, math.inf) > wake_at:
-                self.timers[timer] = wake_at
-                out.append(StartTimer(timer, wake_at, f"{task.id} may use on-demand"))
+            if self._pool_allows(pool.name, task.kind):
+                placement = self.capacity.find_in(pool, need, task.nodes)
+                if placement is not None:
+                    return placement
         return None
+
+    def _pool_allows(self, pool: str, kind: str) -> bool:
+        """Whether the pool's breakers (and its breaker for this task type) let work on."""
+        if not self.breakers[pool].allows():
+            return False
+        typed = self._type_breaker(pool, kind)
+        return typed is None or typed.allows()
 
     def _launch(
         self,

@@ -80,6 +80,10 @@ class Executor(Protocol):
     def kill(self, attempt_id: str, grace_s: float) -> None:
         """SIGTERM (or the backend's equivalent) now, SIGKILL after ``grace_s``."""
 
+    def withdraw(self, attempt_id: str) -> None:
+        """Drop a successor the backend still holds unstarted (``AttemptDropped`` follows);
+        no-op if it has started, or if the backend never holds successors."""
+
     def signal(self, attempt_id: str, signum: int) -> None:
         """Deliver one signal to a running attempt (a checkpoint request); no-op if it ended."""
 

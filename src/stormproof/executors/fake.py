@@ -41,6 +41,9 @@ class FakeExecutor:
     def kill(self, attempt_id: str, grace_s: float) -> None:
         self.killed.append(attempt_id)
 
+    def withdraw(self, attempt_id: str) -> None:
+        return None  # every attempt starts at once: none is ever held
+
     def signal(self, attempt_id: str, signum: int) -> None:
         self.signals.append((attempt_id, signum))
 

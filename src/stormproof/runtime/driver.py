@@ -232,20 +232,13 @@ class Driver:
         elif isinstance(d, KillAttempt):
             self.executor.kill(d.attempt_id, d.grace_s)
         elif isinstance(d, WithdrawAttempt):
-            self._withdraw(d.attempt_id)
+            self.executor.withdraw(d.attempt_id)
         elif isinstance(d, StartTimer):
             heapq.heappush(self._timers, (d.fire_at, d.timer_id))
         elif isinstance(d, LaunchInstance) and self.fleet is not None:
             self.fleet.launch(d.instance_id, d.pool)
         elif isinstance(d, TerminateInstance) and self.fleet is not None:
             self.fleet.terminate(d.instance_id)
-
-    def _withdraw(self, attempt_id: str) -> None:
-        """Drop a queued successor that has not started; an executor that never holds
-        successors (it starts each once it saw its predecessor end) has nothing to do."""
-        withdraw = getattr(self.executor, "withdraw", None)
-        if withdraw is not None:
-            withdraw(attempt_id)
 
     def _drain_checkpoints(self) -> None:
         """Let saves in flight finish and log what they produced before the driver goes."""
@@ -353,7 +346,7 @@ class Driver:
                 # submitting is idempotent; a kill decided meanwhile ends it AttemptDropped
                 self.executor.submit(jobs[att.id])
                 if att.kill_reason == "withdrawn":
-                    self._withdraw(att.id)
+                    self.executor.withdraw(att.id)
                 else:
                     self.executor.kill(att.id, 0.0)
             else:
