@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -198,20 +201,36 @@ def test_a_negative_pool_price_exits_2_with_one_error_line(tmp_path: Path, comma
     )
 
 
-def test_resume_refuses_a_run_whose_log_format_this_version_cannot_replay(tmp_path: Path) -> None:
-    """A run started under another event-log format is refused, named, and left as it was."""
-    import sqlite3
-
+def _finished_run(
+    tmp_path: Path, name: str, edit: Callable[[dict[str, Any]], dict[str, Any]]
+) -> Path:
+    """Run a one-task workflow to the end as ``name``, then rewrite its stored metadata."""
     (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
-    code, output = invoke(tmp_path, "run", "wf.yaml", "--name", "old", "--quiet")
+    code, output = invoke(tmp_path, "run", "wf.yaml", "--name", name, "--quiet")
     assert code == 0, output
     db = tmp_path / ".stormproof" / "stormproof.db"
     with sqlite3.connect(db) as conn:
-        (meta,) = conn.execute("SELECT meta FROM runs WHERE name = 'old'").fetchone()
-        assert json.loads(meta)["log_format"] == 1, "new runs record their log format"
-        changed = json.loads(meta) | {"log_format": 0, "version": "0.0.9"}
-        conn.execute("UPDATE runs SET meta = ? WHERE name = 'old'", (json.dumps(changed),))
-        (before,) = conn.execute("SELECT count(*) FROM rows").fetchone()
+        (meta,) = conn.execute("SELECT meta FROM runs WHERE name = ?", (name,)).fetchone()
+        changed = edit(json.loads(meta))
+        conn.execute("UPDATE runs SET meta = ? WHERE name = ?", (json.dumps(changed), name))
+    return db
+
+
+def _row_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM rows").fetchone()
+    return int(count)
+
+
+def test_resume_refuses_a_run_whose_log_format_this_version_cannot_replay(tmp_path: Path) -> None:
+    """A run started under another event-log format is refused, named, and left as it was."""
+
+    def older_format(meta: dict[str, Any]) -> dict[str, Any]:
+        assert meta["log_format"] == 1, "new runs record their log format"
+        return meta | {"log_format": 0, "version": "0.0.9"}
+
+    db = _finished_run(tmp_path, "old", older_format)
+    before = _row_count(db)
     code, output = invoke(tmp_path, "resume", "old")
     assert code == 2, output
     assert "Traceback" not in output and output.count("error:") == 1
@@ -219,23 +238,14 @@ def test_resume_refuses_a_run_whose_log_format_this_version_cannot_replay(tmp_pa
     assert "run 'old' was started by stormproof 0.0.9" in flat
     assert "(format 0)" in flat and "pip install 'stormproof==0.0.9'" in flat
     assert "--name NEW" in flat
-    with sqlite3.connect(db) as conn:
-        (after,) = conn.execute("SELECT count(*) FROM rows").fetchone()
-    assert after == before, "nothing was appended to the refused run's log"
+    assert _row_count(db) == before, "nothing was appended to the refused run's log"
 
 
 def test_a_run_recorded_before_log_formats_existed_still_resumes(tmp_path: Path) -> None:
     """Runs written before ``log_format`` was recorded are format 1: resume carries them on."""
-    import sqlite3
-
-    (tmp_path / "wf.yaml").write_text("name: w\ntasks:\n  - {id: a, command: ['true']}\n")
-    code, output = invoke(tmp_path, "run", "wf.yaml", "--name", "older", "--quiet")
-    assert code == 0, output
-    db = tmp_path / ".stormproof" / "stormproof.db"
-    with sqlite3.connect(db) as conn:
-        (meta,) = conn.execute("SELECT meta FROM runs WHERE name = 'older'").fetchone()
-        without = {k: v for k, v in json.loads(meta).items() if k != "log_format"}
-        conn.execute("UPDATE runs SET meta = ? WHERE name = 'older'", (json.dumps(without),))
+    _finished_run(
+        tmp_path, "older", lambda meta: {k: v for k, v in meta.items() if k != "log_format"}
+    )
     code, output = invoke(tmp_path, "resume", "older")
     assert code == 0, output
     assert "error:" not in output and "succeeded" in output

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stormproof.core.events import AttemptDropped, AttemptExited, AttemptStarted, Event
 from stormproof.executors.base import AttemptJob
+from stormproof.executors.local import LocalExecutor
 from tests.executors._harness import Harness, collect, finals, kill_shim
 
 
@@ -25,6 +26,19 @@ def started(events: list[Event], attempt_id: str) -> AttemptStarted | None:
 def journal_kinds(harness: Harness, attempt_id: str) -> list[str]:
     lines = Path(harness.layout.journal).read_text().splitlines()
     return [item[0] for item in map(json.loads, lines) if item[0] != "B" and item[1] == attempt_id]
+
+
+def held(
+    harness: Harness, first_cmd: str, second_cmd: str = "touch ran"
+) -> tuple[LocalExecutor, AttemptJob, AttemptJob]:
+    """A predecessor ``p/1`` running, and ``s/1`` submitted behind it (held by the shim)."""
+    ex = harness.executor()
+    first = harness.job("p", first_cmd)
+    second = successor(harness, "s", second_cmd, first)
+    ex.submit(first)
+    ex.submit(second)
+    collect(ex, lambda evs: started(evs, "p/1") is not None)
+    return ex, first, second
 
 
 def test_a_successor_starts_as_its_predecessor_exits(harness: Harness) -> None:
@@ -58,12 +72,7 @@ def test_a_successor_of_an_ended_or_unknown_attempt_starts_at_once(harness: Harn
 
 
 def test_killing_a_held_successor_drops_it_unstarted(harness: Harness) -> None:
-    ex = harness.executor()
-    first = harness.job("p", "sleep 0.5")
-    second = successor(harness, "s", "touch ran", first)
-    ex.submit(first)
-    ex.submit(second)
-    collect(ex, lambda evs: started(evs, "p/1") is not None)
+    ex, _, second = held(harness, "sleep 0.5")
     ex.kill("s/1", 10.0)
     events = collect(ex, lambda evs: "s/1" in finals(evs))
     assert isinstance(finals(events)["s/1"], AttemptDropped)
@@ -75,12 +84,7 @@ def test_killing_a_held_successor_drops_it_unstarted(harness: Harness) -> None:
 
 
 def test_a_held_successor_of_a_killed_shim_is_reported_dropped(harness: Harness) -> None:
-    ex = harness.executor()
-    first = harness.job("p", "sleep 30")
-    second = successor(harness, "s", "touch ran", first)
-    ex.submit(first)
-    ex.submit(second)
-    collect(ex, lambda evs: started(evs, "p/1") is not None)
+    _, first, second = held(harness, "sleep 30")
     kill_shim(harness)
     fresh = harness.executor()
     news = {e.attempt_id: e for e in fresh.recover([first, second])}  # type: ignore[attr-defined]
@@ -94,12 +98,7 @@ def test_a_held_successor_of_a_killed_shim_is_reported_dropped(harness: Harness)
 
 
 def test_a_stopping_driver_drops_held_successors(harness: Harness) -> None:
-    ex = harness.executor()
-    first = harness.job("p", "sleep 0.5")
-    second = successor(harness, "s", "touch ran", first)
-    ex.submit(first)
-    ex.submit(second)
-    collect(ex, lambda evs: started(evs, "p/1") is not None)
+    ex, first, second = held(harness, "sleep 0.5")
     ex.close()  # not final: the driver stops
     fresh = harness.executor()
     news = {e.attempt_id: e for e in fresh.recover([first, second])}  # type: ignore[attr-defined]
