@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from stormproof.cli.main import cli
+from tests.cli.conftest import Cli
 from tests.spec.bad_workflows import CASES, EXPECTED, write_case
 
 IDS = [c[0] for c in CASES]
@@ -249,3 +250,22 @@ def test_a_run_recorded_before_log_formats_existed_still_resumes(tmp_path: Path)
     code, output = invoke(tmp_path, "resume", "older")
     assert code == 0, output
     assert "error:" not in output and "succeeded" in output
+
+
+def test_run_does_not_import_the_other_commands_and_help_still_lists_them(tmp_path: Path) -> None:
+    """Subcommands in their own modules load when named (a 10,000-task ``run`` starts sooner)."""
+    probe = (
+        "import sys, stormproof.cli.main as m; "
+        "print(sorted(n for n in sys.modules if n.startswith(('stormproof.cli.', "
+        "'stormproof.importers', 'stormproof.sim'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    for module in ("import_cmd", "fleet_cmds", "simulate_cmd", "checkpoints_cmds", "importers"):
+        assert module not in loaded
+    cli = Cli(tmp_path, [])
+    listed = cli("--help").stdout
+    for name in ("checkpoint", "checkpoints", "fleet", "interrupt", "import", "simulate", "run"):
+        assert f"\n  {name} " in listed
+    assert "wfformat" in cli("import", "--help").stdout

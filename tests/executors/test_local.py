@@ -269,6 +269,33 @@ def test_poll_without_anything_submitted_starts_no_shim(harness: Harness) -> Non
     assert harness.shim_pid() is None
 
 
+def test_prepare_starts_the_shim_in_the_background_and_submit_uses_it(
+    harness: Harness,
+) -> None:
+    ex: LocalExecutor = harness.executor()
+    ex.prepare()
+    deadline = time.monotonic() + 10.0
+    while harness.shim_pid() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = harness.shim_pid()
+    assert pid is not None  # up before anything was submitted
+    ex.prepare()  # again: nothing new starts
+    events = run_to_end(ex, [harness.job("a", ["true"])])
+    assert exit_code(events, "a/1") == 0
+    assert harness.shim_pid() == pid
+    assert len(harness.journal()[0]) == 1  # one shim start in the run's journal
+
+
+def test_a_prepared_executor_closed_unused_leaves_no_starter_behind(harness: Harness) -> None:
+    ex: LocalExecutor = harness.executor()
+    ex.prepare()
+    starter = ex._starter
+    assert starter is not None
+    ex.close()
+    assert starter.returncode == 0  # waited for: no zombie, no ResourceWarning
+    assert ex._starter is None
+
+
 def test_signal_reaches_the_attempt_without_killing_it(harness: Harness) -> None:
     ex = harness.executor()
     marker = harness.run_dir / "usr1"

@@ -18,6 +18,7 @@ from stormproof.plan.estimate import (
     human_duration,
     instance_share,
     place,
+    placement_problems,
 )
 from stormproof.plan.graph import Dag
 from stormproof.spec.model import WorkflowSpec
@@ -226,3 +227,20 @@ def test_peak_matches_brute_force(intervals: list[tuple[int, int, float]]) -> No
         default=0.0,
     )
     assert _peak(start, finish, amount) == pytest.approx(brute)
+
+
+def test_placement_problems_are_the_estimates_problems_without_the_plan() -> None:
+    """``run`` refuses with ``placement_problems``; ``plan`` shows ``estimate``'s: the same."""
+    big_spot = pool("big", Market.SPOT, vcpus=16, memory=65536, count=1)
+    spec = workflow(
+        task("fits", vcpus=1, memory=512),
+        task("wide", vcpus=64, memory=1024, depends_on=["fits"]),
+        task("wide2", vcpus=64, memory=1024),
+        task("od-only", vcpus=8, memory=512, spot_enabled=False),
+        task("gang", vcpus=1, memory=512, nodes=3),
+    )
+    for pools in ([ON_DEMAND], [SPOT], [big_spot, ON_DEMAND], [SPOT, ON_DEMAND]):
+        expected = run(spec, pools, pools_from="here.yaml").problems
+        assert expected  # every case has something that does not fit
+        assert tuple(placement_problems(spec, pools, "here.yaml")) == expected
+    assert placement_problems(workflow(task("a", vcpus=1, memory=512)), [ON_DEMAND]) == []

@@ -342,3 +342,44 @@ def test_a_directory_in_the_way_is_a_clear_error(db_path: Path) -> None:
     db_path.mkdir(parents=True)
     with pytest.raises(StormproofError, match="unable to open"):
         SQLiteEventLog(db_path)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"fire_at": float("inf"), "until": None},
+        {"nested": {"x": [1.0, float("-inf")]}},
+        {"value": float("nan")},
+        {1: "a non-str key"},
+        {"big": 2**70},
+    ],
+)
+def test_rows_orjson_cannot_write_faithfully_round_trip_through_json(
+    log: SQLiteEventLog, data: dict[object, object]
+) -> None:
+    """orjson writes infinities and NaN as null and refuses non-str keys and huge ints; such a
+    row must come back as ``json`` would have kept it, never with a value silently nulled."""
+    import json
+    import math
+
+    log.create_run("r", "w", {}, 0.0)
+    log.append("r", [event("E", 1.0, **{"payload": data})])
+    log.flush()
+    (row,) = log.read("r")
+    expected = json.loads(json.dumps({"payload": data}))
+    got = row.data["payload"]
+    if "value" in data:
+        assert math.isnan(got["value"])
+    else:
+        assert got == expected["payload"]
+
+
+def test_plain_rows_are_written_compact_and_read_back_equal(log: SQLiteEventLog) -> None:
+    log.create_run("r", "w", {}, 0.0)
+    data = {"attempt_id": "t/1", "instances": ["i-1"], "usd": 0.1, "ok": True, "none": None}
+    log.append("r", [event("E", 1.0, **data), decision("D", **{"text": "naïve ✓"})])
+    log.flush()
+    rows = list(log.read("r"))
+    assert [r.data for r in rows] == [data, {"text": "naïve ✓"}]
+    raw = sqlite3.connect(log.path).execute("SELECT data FROM rows ORDER BY seq").fetchall()
+    assert raw[1][0] == '{"text":"naïve ✓"}'  # UTF-8, not \u escapes; no spaces

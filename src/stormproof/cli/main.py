@@ -37,7 +37,36 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Commands that live in their own modules, imported only when named (or listed by --help):
+#: ``run`` of a big workflow should not pay for the importers' and tables' imports.
+LAZY_COMMANDS = {
+    "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
+    "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
+    "fleet": "stormproof.cli.fleet_cmds:fleet",
+    "interrupt": "stormproof.cli.fleet_cmds:interrupt",
+    "import": "stormproof.cli.import_cmd:import_",
+    "simulate": "stormproof.cli.simulate_cmd:simulate",
+}
+
+
+class _LazyGroup(click.Group):
+    """click's documented pattern for subcommands loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attr = target.partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stormproof")
 def cli() -> None:
     """Run long multi-stage workflows to the end on cheap, interruptible capacity."""
@@ -153,11 +182,12 @@ def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
     ``run`` and ``simulate`` both ask before anything starts; ``plan`` shows the same
     problems in its report (and exits 2).
     """
-    from stormproof.plan.report import build_plan
+    from stormproof.plan.estimate import placement_problems
+    from stormproof.plan.report import shown_path
 
-    report = build_plan(spec, config, config.container_runtime)
-    if report.problems:
-        lines = "\n".join(f"  - {p}" for p in report.problems)
+    problems = placement_problems(spec, config.pool_defs(), shown_path(config.source))
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
         raise CapacityError(f"some tasks cannot run on this capacity:\n{lines}")
 
 
@@ -204,17 +234,21 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
 
     ctx.check_replayable()
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
-    driver = Driver(s.home, s.store, ctx, executor)
-    if any(t.checkpoint_enabled for t in ctx.spec.tasks):
-        from stormproof.runtime.checkpointing import Checkpointing
+    executor.prepare()  # the shim starts while the driver compiles the workflow
+    try:
+        driver = Driver(s.home, s.store, ctx, executor)
+        if any(t.checkpoint_enabled for t in ctx.spec.tasks):
+            from stormproof.runtime.checkpointing import Checkpointing
 
-        settings = ctx.checkpoints or s.checkpoint_settings()
-        store = s.checkpoint_store(settings)
-        driver.checkpointing = Checkpointing(store, ctx.name, driver.core.next_checkpoint_seq)
-    reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
-    driver.reporter = reporter
-    with reporter:
-        result = driver.drive(initial)
+            settings = ctx.checkpoints or s.checkpoint_settings()
+            store = s.checkpoint_store(settings)
+            driver.checkpointing = Checkpointing(store, ctx.name, driver.core.next_checkpoint_seq)
+        reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
+        driver.reporter = reporter
+        with reporter:
+            result = driver.drive(initial)
+    finally:
+        executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
     _say_result(ctx, result, quiet)
     if not quiet and result.state != "stopped":
         from .render import cost_text
@@ -345,22 +379,3 @@ def main() -> None:
         cli.main(prog_name="stormproof", standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - outside a driver, Ctrl-C just leaves
         sys.exit(130)
-
-
-def _register_subcommands() -> None:
-    """Commands that live in their own modules (kept out of the import path of `run`)."""
-    from .checkpoint_cmd import checkpoint
-    from .checkpoints_cmds import checkpoints
-    from .fleet_cmds import fleet, interrupt
-    from .import_cmd import import_
-    from .simulate_cmd import simulate
-
-    cli.add_command(checkpoint)
-    cli.add_command(checkpoints)
-    cli.add_command(fleet)
-    cli.add_command(interrupt)
-    cli.add_command(import_)
-    cli.add_command(simulate)
-
-
-_register_subcommands()

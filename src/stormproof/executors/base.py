@@ -74,6 +74,10 @@ class ExecutorUnavailable(Exception):
 
 @runtime_checkable
 class Executor(Protocol):
+    def prepare(self) -> None:
+        """Get ready for the first submit without waiting for it (the local executor starts
+        its shim in the background); returns at once, and failures surface at ``submit``."""
+
     def submit(self, job: AttemptJob) -> None:
         """Start the attempt; return at once. Idempotent per ``job.attempt_id``."""
 

@@ -30,6 +30,9 @@ class FakeExecutor:
         self.signals: list[tuple[str, int]] = []
         self._news: list[Event] = []
 
+    def prepare(self) -> None:
+        pass  # nothing to start
+
     def submit(self, job: AttemptJob) -> None:
         if job.attempt_id in self.jobs:
             return

@@ -135,8 +135,20 @@ class LocalExecutor:
         self._live: dict[str, str] = {}  # attempt id -> attempt dir, until its final event
         self._kills: dict[str, float] = {}  # attempt id -> monotonic time its SIGKILL is due
         self._requests = 0
+        self._starter: subprocess.Popen[bytes] | None = None  # a shim starter ``prepare`` began
 
     # ------------------------------------------------------------------ the seam
+    def prepare(self) -> None:
+        """Start the shim in the background unless one listens already: its start-up (an
+        interpreter and its imports) then overlaps the driver's own, instead of delaying the
+        first attempt. Returns at once; the first submit connects, or reports the failure."""
+        if self._conn is not None or self._starter is not None:
+            return
+        if os.path.exists(self.layout.socket):
+            return  # a shim lives (or died and left its socket: the first submit sorts it out)
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            self._starter = self._spawn_starter()
+
     def submit(self, job: AttemptJob) -> None:
         """Hand the attempt to the shim; return at once. Idempotent per attempt id."""
         if job.attempt_id in self._known:
@@ -216,6 +228,10 @@ class LocalExecutor:
     def close(self, final: bool = False) -> None:
         """Stop watching; running attempts carry on. ``final``: the run is over, so the shim may
         exit as soon as its last child has ended, without lingering."""
+        starter, self._starter = self._starter, None
+        if starter is not None:  # prepared, never used: reap the starter (it exits at once)
+            with contextlib.suppress(subprocess.SubprocessError):
+                starter.wait(timeout=self.start_timeout_s)
         conn, self._conn = self._conn, None
         if conn is None:
             return
@@ -353,32 +369,37 @@ class LocalExecutor:
         return None
 
     def _start_shim(self) -> int:
-        """Run the shim's starter: it returns once the shim listens, or another holds the lock."""
+        """Run the shim's starter (or wait for the one ``prepare`` began): it returns once the
+        shim listens, or another holds the lock."""
+        starter, self._starter = self._starter, None
         try:
-            os.makedirs(self.layout.state_dir, exist_ok=True)
-            with open(self.layout.log, "ab") as log:
-                return subprocess.call(
-                    [
-                        self.python,
-                        "-m",
-                        "stormproof.executors._shim",
-                        self.layout.state_dir,
-                        "--idle-exit-s",
-                        repr(self.idle_exit_s),
-                        "--hold-started-s",
-                        repr(self.hold_started_s),
-                        "--memory-sample-s",
-                        repr(self.memory_sample_s),
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                    env=_shim_environment(),
-                    timeout=self.start_timeout_s,
-                )
+            starter = starter or self._spawn_starter()
+            return starter.wait(timeout=self.start_timeout_s)
         except (OSError, subprocess.SubprocessError) as exc:
             raise ExecutorUnavailable(f"cannot start the local shim: {exc}") from exc
+
+    def _spawn_starter(self) -> subprocess.Popen[bytes]:
+        os.makedirs(self.layout.state_dir, exist_ok=True)
+        with open(self.layout.log, "ab") as log:
+            return subprocess.Popen(
+                [
+                    self.python,
+                    "-m",
+                    "stormproof.executors._shim",
+                    self.layout.state_dir,
+                    "--idle-exit-s",
+                    repr(self.idle_exit_s),
+                    "--hold-started-s",
+                    repr(self.hold_started_s),
+                    "--memory-sample-s",
+                    repr(self.memory_sample_s),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=_shim_environment(),
+            )
 
 
 def _switch(value: object) -> bool:

@@ -126,6 +126,25 @@ def place(pools: Sequence[PoolDef], shape: Shape) -> int:
     return -1
 
 
+def placement_problems(
+    spec: WorkflowSpec, pools: Sequence[PoolDef], pools_from: str = "stormproof.yaml"
+) -> list[str]:
+    """What ``estimate`` reports as ``problems`` (tasks that fit no pool), without the graph
+    and the pricing: ``run`` asks before every start, and a 10,000-task workflow should not
+    wait a plan's worth of time for the answer."""
+    pools = tuple(pools)
+    fits: dict[Shape, bool] = {}
+    unplaced: dict[Shape, list[str]] = {}
+    for task in spec.tasks:
+        shape: Shape = (task.vcpus, task.memory, task.gpus, task.nodes, task.spot_enabled)
+        ok = fits.get(shape)
+        if ok is None:
+            ok = fits[shape] = place(pools, shape) >= 0
+        if not ok:
+            unplaced.setdefault(shape, []).append(task.id)
+    return [_no_fit(ids, shape, pools, pools_from) for shape, ids in unplaced.items()]
+
+
 def _first_on_demand(pools: Sequence[PoolDef], shape: Shape) -> int:
     for i in pool_order(pools, False):
         if not shortfalls(pools[i], shape):

@@ -126,7 +126,7 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         finish_s=finish,
         max_parallel=min(limits) if limits else None,
         interruption_rates={p.name: p.interruption_rate for p in config.pools},
-        pools_from=_shown(config.source),
+        pools_from=shown_path(config.source),
     )
     notes = _notes(spec, dag, est, config, container_runtime)
     advice = _checkpoint_advice(spec, est, {p.name: p.interruption_rate for p in config.pools})
@@ -353,7 +353,7 @@ def fmt_usd(value: float) -> str:
     return f"${value:.4f}"
 
 
-def _shown(source: Path | None) -> str:
+def shown_path(source: Path | None) -> str:
     """The configuration file as the user would type it: relative to here when inside it."""
     if source is None:
         return "stormproof.yaml"

@@ -212,4 +212,6 @@ _PLACEHOLDER = re.compile(r"\$\{(STORMPROOF_[A-Z_]+)\}")
 
 def expand(text: str, values: Mapping[str, str]) -> str:
     """Replace ``${STORMPROOF_*}`` names we define; leave every other ``$`` for the shell."""
+    if "${" not in text:  # most commands: no regex pass (the driver expands every launch)
+        return text
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)

@@ -17,10 +17,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from stormproof.core.record import record
+
 RowCategory = Literal["event", "decision"]
 
 
-@dataclass(frozen=True, slots=True)
+@record  # frozen to mypy, cheap to build: the driver makes one per event and decision
 class Row:
     seq: int  # 1, 2, 3, … per run, assigned by ``append``; 0 before that
     category: RowCategory
