@@ -296,6 +296,35 @@ def test_a_prepared_executor_closed_unused_leaves_no_starter_behind(harness: Har
     assert ex._starter is None
 
 
+def test_what_one_loop_iteration_submits_reaches_the_shim_in_one_write(harness: Harness) -> None:
+    """Each write wakes the shim (a cross-CPU wake-up): the driver's submits and kills of one
+    iteration are queued and sent together by its next ``poll``."""
+    ex: LocalExecutor = harness.executor()
+    run_to_end(ex, [harness.job("warm", ["true"])])  # connected
+    conn = ex._conn
+    assert conn is not None
+    writes: list[bytes] = []
+    real = conn.sock
+
+    class Counting:
+        def sendall(self, data: bytes) -> None:
+            writes.append(data)
+            real.sendall(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    conn.sock = Counting()  # type: ignore[assignment]
+    jobs = [harness.job(name, ["true"]) for name in ("a", "b", "c")]
+    for job in jobs:
+        ex.submit(job)
+    assert writes == []  # queued, not sent
+    ids = {"a/1", "b/1", "c/1"}
+    events = collect(ex, lambda evs: ids <= finals(evs).keys())
+    assert len(writes) == 1 and writes[0].count(b"\n") == 3
+    assert all(exit_code(events, i) == 0 for i in ids)
+
+
 def test_signal_reaches_the_attempt_without_killing_it(harness: Harness) -> None:
     ex = harness.executor()
     marker = harness.run_dir / "usr1"

@@ -176,6 +176,7 @@ def test_the_verdict_is_recovered_after_a_restart(harness: Harness, shim_dies: b
     job = limited(harness, "oom", alloc(200, HOLD_FOREVER), memory_mib=64)
     first = harness.executor()
     first.submit(job)
+    first.poll(0.0)  # sends what submit queued
     wait_for(lambda: read_exit_status(str(job.attempt_dir)) is not None, 20.0)  # complete
     first.close()  # the orchestrator goes without hearing of it
     if shim_dies:

@@ -220,3 +220,41 @@ def test_processes_opening_a_fresh_home_at_once_all_succeed(
     with SQLiteEventLog(db_path) as log:
         assert sorted(r.name for r in log.list_runs()) == [f"run-{i}" for i in range(4)]
         assert all(len(list(log.read(f"run-{i}"))) == 2 for i in range(4))
+
+
+@pytest.mark.parametrize("synchronous", SYNCHRONOUS)
+def test_drivers_of_two_runs_and_a_request_poster_write_one_file_at_once(
+    db_path: Path, child: StartChild, synchronous: str
+) -> None:
+    """Runs of one home share the file: every flush of each driver must wait its turn (the
+    busy timeout), never fail with 'database is locked', whatever the interleaving."""
+    with SQLiteEventLog(db_path) as log:
+        for name in ("a", "b"):
+            log.create_run(name, "wf", {}, 1.0)
+    script = """
+        run = sys.argv[3]
+        say("ready")
+        for i in range(1500):
+            log.append(run, [event(i=i)] + [decision()] * (i % 7))
+            log.flush()
+            if i % 100 == 0:
+                log.take_requests(run)
+        say("done")
+        """
+    drivers = []
+    for name in ("a", "b"):
+        c = child(script.replace("sys.argv[3]", repr(name)), synchronous)
+        drivers.append(c)
+    for c in drivers:
+        assert c.line() == "ready"
+    with SQLiteEventLog(db_path) as log:
+        for k in range(200):
+            log.post_request("a" if k % 2 else "b", "noop", float(k))
+    for c in drivers:
+        assert c.line(60.0) == "done"
+        c.wait_ok()
+    with SQLiteEventLog(db_path) as log:
+        for name in ("a", "b"):
+            rows = list(log.read(name))
+            assert len(rows) == sum(1 + i % 7 for i in range(1500))
+            assert [r.seq for r in rows] == list(range(1, len(rows) + 1))

@@ -75,6 +75,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from stormproof.executors._files import (
     ExitStatus,
     LaunchRecord,
@@ -102,7 +104,6 @@ _DROPPED_UNWATCHED = "its shim died while it waited for its predecessor"
 _HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
 _MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
 _KILLED = 128 + signal.SIGKILL
-_decode = json.JSONDecoder().decode  # from str: ``json.loads(bytes)`` sniffs the encoding first
 
 
 @dataclass(eq=False, slots=True)
@@ -273,7 +274,7 @@ class Shim:
 
     def _handle_line(self, client: Client, line: bytes) -> None:
         try:
-            msg = _decode(line.decode())
+            msg = orjson.loads(line)
             op = self.ops[msg[0]]
         except (ValueError, KeyError, IndexError, TypeError):
             _log(f"ignoring a malformed message: {line[:200]!r}")
@@ -570,14 +571,15 @@ class Shim:
             self.limited.pop(pid, None)
         # Our SIGKILL, not its own end just before it: the leader's code says which came first.
         oom = rec.killed_for_memory and code == _KILLED
-        self._write_status(rec, code, oom)  # before the event: whoever hears of it finds the file
         if rec.kill_at is not None:  # only without waitid (see _peek_exited): kill what is left
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
             self._clear_kill(rec)
-        self._send(rec.owner, rec.exited(at, code, oom))
+        self._send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
         if rec.attempt_id in self.waiting:
-            self._start_successors(rec)
+            self._start_successors(rec)  # first: the place is free, and an idle place is waste
+        # Still before the event leaves: whoever hears of it finds the file.
+        self._write_status(rec, code, oom)
 
     # ------------------------------------------------------------------ signals and timers
     def _signal_group(self, rec: _Attempt, sig: int) -> bool:

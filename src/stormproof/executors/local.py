@@ -39,7 +39,6 @@ option, ``STORMPROOF_MEMORY_LIMIT=off`` in the orchestrator's environment.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import socket
@@ -49,6 +48,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from stormproof.core.events import (
     AttemptDropped,
@@ -72,9 +73,6 @@ _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not 
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
 _REPLY_TIMEOUT_S = 120.0
-#: One encoder for every message: ``json.dumps`` with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_decode = json.JSONDecoder().decode
 
 
 class _Connection:
@@ -85,9 +83,23 @@ class _Connection:
         self.poller = select.poll()  # leaner than selectors: poll() runs once per event batch
         self.poller.register(sock.fileno(), select.POLLIN)
         self.rest = b""
+        self.out: list[bytes] = []
+
+    def queue(self, item: list[Any]) -> None:
+        """Keep a message for the next ``flush``: one write (and one wake-up of the shim) per
+        driver loop iteration instead of one per submit or kill."""
+        self.out.append(orjson.dumps(item))
+
+    def flush(self) -> None:
+        if self.out:
+            self.out.append(b"")
+            data, self.out = b"\n".join(self.out), []
+            self.sock.sendall(data)
 
     def send(self, item: list[Any]) -> None:
-        self.sock.sendall(_encode(item).encode() + b"\n")
+        """Send at once, after anything queued (order is kept)."""
+        self.queue(item)
+        self.flush()
 
     def read(self, timeout_s: float) -> list[list[Any]]:
         """Messages that arrive within ``timeout_s`` (maybe none); ``ConnectionError`` at EOF."""
@@ -104,7 +116,7 @@ class _Connection:
             return []
         *lines, rest = (self.rest + data).split(b"\n")
         self.rest = rest
-        return [_decode(line.decode()) for line in lines]
+        return [orjson.loads(line) for line in lines]
 
     def close(self) -> None:
         self.sock.close()
@@ -198,6 +210,7 @@ class LocalExecutor:
                 return events
             try:
                 conn = self._ensure()
+                conn.flush()  # what was queued since the last poll, in one write
                 wait_s = 0.0 if self._pending else max(0.0, deadline - time.monotonic())
                 self._take(conn.read(wait_s))
             except (OSError, ValueError):
@@ -243,9 +256,12 @@ class LocalExecutor:
 
     # ------------------------------------------------------------------ plumbing
     def _send(self, msg: list[Any]) -> None:
+        """Queue ``msg``; ``poll`` (the driver's next step), ``recover`` or ``close`` sends it.
+        If the shim dies before that, the attempts it never confirmed are reported lost and
+        kills still due are sent again (``_heal``), as for a shim that died after reading."""
         for _ in range(_MAX_RECONNECTS):
             try:
-                self._ensure().send(msg)
+                self._ensure().queue(msg)
                 return
             except (OSError, ValueError):
                 self._broken()
