@@ -50,7 +50,7 @@ class Resources:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RetryRule:
     """An ASL-shaped retrier, already validated. See ``spec.model.Retrier`` for the tiers rule."""
 
@@ -78,7 +78,7 @@ class RetryRule:
         return delay * unit if self.jitter else delay
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TaskDef:
     """One task as the core schedules it; parents and children are task indexes."""
 

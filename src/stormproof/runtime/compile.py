@@ -52,6 +52,9 @@ def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
     return (RetryRule(("States.ALL",), cfg.retry_interval, attempts, task.backoff_multiplier),)
 
 
+_ON_FAILURE = {o.value: o for o in OnFailure}  # an Enum call per task adds up at 100,000
+
+
 def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
     """The core's view of every task, in file order, with upward rank as priority."""
     dag = dag if dag is not None else Dag.from_spec(spec)
@@ -73,7 +76,7 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                 max_interruptions=(
                     cfg.max_interruptions if t.max_interruptions is None else t.max_interruptions
                 ),
-                on_failure=OnFailure((t.on_failure or cfg.on_failure).value),
+                on_failure=_ON_FAILURE[(t.on_failure or cfg.on_failure).value],
                 spot_enabled=t.spot_enabled,
                 checkpoint_enabled=t.checkpoint_enabled,
                 checkpoint_interval_s=(
