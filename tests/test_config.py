@@ -332,12 +332,12 @@ def test_bad_fleet_settings_name_the_place_and_the_fix(tmp_path: Path) -> None:
     )
 
 
-def test_successors_default_to_one_on_the_local_executor_only(tmp_path: Path) -> None:
+def test_successors_default_to_three_on_the_local_executor_only(tmp_path: Path) -> None:
     from stormproof.runtime.compile import policy_dict
 
     config = load_config(None, tmp_path, {})
     assert config.policy.successors is None
-    assert policy_dict(config.policy, "local")["successors"] == 1
+    assert policy_dict(config.policy, "local")["successors"] == 3
     assert policy_dict(config.policy, "slurm")["successors"] == 0
     write(tmp_path, "policy: {successors: 0}\n")
     assert policy_dict(load_config(None, tmp_path, {}).policy, "local")["successors"] == 0

@@ -201,18 +201,20 @@ class PolicyConfig(_Strict):
     launch_retry: Annotated[float, BeforeValidator(parse_duration)] = 60.0
     #: Successor placement: when every place is taken, queue up to this many ready tasks
     #: behind one running attempt (same instance, at most its size), started the moment it
-    #: ends; only on on-demand pools without an interruption source. ``None``: 1 on the local
-    #: executor (where it saves a round trip per task), 0 on others; 0 turns it off.
+    #: ends; only on on-demand pools without an interruption source. More than one queue
+    #: behind an attempt only while attempts run shorter than a second (``core.machine``,
+    #: rule 5). ``None``: 3 on the local executor (where it saves a round trip per task), 0 on
+    #: others; 0 turns it off.
     successors: int | None = Field(default=None, ge=0, le=8)
     breaker: Annotated[BreakerConfig, BeforeValidator(_empty_mapping)] = Field(
         default_factory=lambda: BreakerConfig()
     )
 
     def successors_for(self, executor: str) -> int:
-        """``successors`` as set, or the executor's default (1 on ``local``, else 0)."""
+        """``successors`` as set, or the executor's default (3 on ``local``, else 0)."""
         if self.successors is not None:
             return self.successors
-        return 1 if executor == "local" else 0
+        return 3 if executor == "local" else 0
 
     def breaker_rule(self) -> BreakerRule:
         b = self.breaker

@@ -164,7 +164,7 @@ def check_retry(wf: Workflow, task: TaskDef, d: TaskRetrying) -> None:
     vcpus=st.sampled_from([0.5, 1.0, 2.0]),
     count=st.integers(1, 3),
     max_parallel=st.sampled_from([None, 1, 2]),
-    successors=st.sampled_from([0, 1, 2]),
+    successors=st.sampled_from([0, 1, 2, 3]),
     data=st.data(),
 )
 def test_random_dags_and_outcomes_keep_every_invariant(

@@ -106,10 +106,29 @@ def test_chains_are_as_deep_as_the_option_allows() -> None:
     _, out = make(dag(FLAT), one_slot, successors=1)
     assert launches(out) == {"a/1": "", "b/1": "a/1"}
     wf, out = make(dag(FLAT), one_slot, successors=2)
-    assert launches(out) == {"a/1": "", "b/1": "a/1", "c/1": "b/1"}
-    out = feed(wf, AttemptExited(1, "a/1", 0))
-    assert launches(out) == {"d/1": "c/1"}  # b holds the place now: c is one deep again
-    assert wf.attempts["b/1"].holds and not wf.attempts["c/1"].holds
+    assert launches(out) == {"a/1": "", "b/1": "a/1"}  # no run time known yet: one deep
+    out = feed(wf, AttemptStarted(0.0, "a/1", "1"), AttemptExited(0.1, "a/1", 0))
+    assert launches(out) == {"c/1": "b/1", "d/1": "c/1"}  # a ran 0.1 s: two deep now
+    out = feed(wf, AttemptStarted(0.1, "b/1", "2"), AttemptExited(0.2, "b/1", 0))
+    assert launches(out) == {"e/1": "d/1"}  # c holds the place now: d is one deep, e two
+    assert wf.attempts["c/1"].holds and not wf.attempts["d/1"].holds
+
+
+def test_chains_stay_one_deep_behind_attempts_that_run_long() -> None:
+    """A deep queue saves a round trip per task; behind long attempts it would only hold
+    ready tasks back (a higher-ranked one that becomes ready could not pass them)."""
+    one_slot = [pool(vcpus=1)]
+    wf, _ = make(dag({f"t{i:02}": [] for i in range(20)}), one_slot, successors=3)
+    out = feed(wf, AttemptStarted(0.0, "t00/1", "1"), AttemptExited(5.0, "t00/1", 0))
+    assert launches(out) == {"t02/1": "t01/1"}  # t00 ran 5 s, longer than the 1 s patience
+    queued = []
+    now = 5.0
+    for i in range(1, 12):  # short attempts from now on: the moving average comes down
+        queued.append(sum(not a.holds for a in wf.attempts.values()))
+        feed(wf, AttemptStarted(now, f"t{i:02}/1", "x"), AttemptExited(now + 0.01, f"t{i:02}/1", 0))
+        now += 0.01
+    assert queued[:3] == [1, 1, 1]  # one short run does not outweigh a long one at once
+    assert queued[-1] == 3  # then three queue behind the one place
 
 
 def test_max_parallel_counts_places_not_queued_successors() -> None:

@@ -203,7 +203,8 @@ class RunOptions:
     #: Successor placement: when no free capacity holds a ready task, queue it behind a live
     #: attempt of at least its size on an uninterruptible on-demand instance, to start the
     #: moment that one ends (the executor starts it, no round trip). At most this many queued
-    #: behind one running attempt; 0: off. See ``Workflow._find_host``.
+    #: behind one running attempt (more than one only while attempts are short); 0: off.
+    #: See rule 5 of ``core.machine``.
     successors: int = 0
     #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
     #: once its predecessor has held the place this long: a long attempt must not keep it.

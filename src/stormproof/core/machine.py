@@ -23,7 +23,11 @@ Rules of this module (the h11 habit: say them first):
    place), it ends ``dropped`` and its task is ready again at no cost to any
    budget. Only the executor says a queued successor ended without starting
    (``AttemptDropped``), except when its instance is lost, where the core ends
-   it itself, as it ends everything else there.
+   it itself, as it ends everything else there. More than one may queue behind
+   an attempt (up to ``successors``) only while attempts run shorter than
+   ``successor_patience_s`` (a moving average of the run times of attempts that
+   held a place): a deep queue hides the round trip for tasks that last
+   milliseconds, and would only hold ready tasks back behind long ones.
 """
 
 from __future__ import annotations
@@ -204,6 +208,9 @@ class Workflow:
         #: pools where successors may queue (on-demand, no interruption source).
         self._hosts: dict[str, Attempt] = {}
         self._queued = 0
+        #: Moving average of how long attempts that held a place ran (infinite: none yet):
+        #: successors queue deeper than one only while it is below the patience.
+        self._typical_run_s = math.inf
         self._steady = frozenset(
             p.name for p in options.pools if p.market is Market.ON_DEMAND and not p.interruptible
         )
@@ -794,6 +801,9 @@ class Workflow:
         self._hosts.pop(att.id, None)
         if att.holds:
             self.capacity.release(att.id, att.need, att.instances)
+            if self.options.successors > 1 and att.pool in self._steady:
+                began = att.started_at if att.started_at is not None else att.launched_at
+                self._note_run_time(event.at - began)
         else:
             self._queued -= 1
             self._unlink(att)
@@ -982,13 +992,18 @@ class Workflow:
             att = nxt
         return chain
 
+    def _depth_limit(self) -> int:
+        """How many successors may queue behind one place now (see rule 5 above)."""
+        deep = self._typical_run_s < self.options.successor_patience_s
+        return self.options.successors if deep else min(1, self.options.successors)
+
     def _offer(self, att: Attempt) -> None:
         """Let successors queue behind ``att`` if it may take one."""
         if (
             att.successor is None
             and att.kill_reason is None
             and self._can_host(att)
-            and self._depth(att) < self.options.successors
+            and self._depth(att) < self._depth_limit()
         ):
             self._hosts[att.id] = att
             self._changed = True
@@ -999,6 +1014,10 @@ class Workflow:
         if pred is not None and pred.successor == att.id:
             pred.successor = None
             self._offer(pred)
+
+    def _note_run_time(self, seconds: float) -> None:
+        last = self._typical_run_s
+        self._typical_run_s = seconds if last == math.inf else 0.75 * last + 0.25 * seconds
 
     def _hand_over(self, att: Attempt, event: Event, out: list[Decision]) -> None:
         """``att`` ended: its successor takes its place, or is dropped if it cannot."""
