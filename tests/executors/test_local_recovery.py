@@ -182,10 +182,12 @@ def test_the_attempt_keeps_running_and_runs_once(harness: Harness, orchestrators
 def test_kill_after_grace_happens_even_if_the_orchestrator_dies(
     harness: Harness, orchestrators: Procs
 ) -> None:
-    job = harness.job("g", "trap '' TERM; sleep 30")
+    trapped = harness.run_dir / "trapped"
+    job = harness.job("g", f"trap '' TERM; touch {trapped}; sleep 30")
     crash_after_start(harness, orchestrators, [job])
     ex = harness.executor()
     assert isinstance(by_id(ex.recover([job]))["g/1"], AttemptStarted)
+    wait_for(trapped.exists, 5.0)  # started is not trapped yet: a TERM before the trap kills it
     ex.kill("g/1", 0.3)
     ex.close()  # this orchestrator goes away too: the shim still owes the SIGKILL
     wait_for(lambda: job.exit_status_path.exists(), 5.0)
