@@ -6,7 +6,10 @@ JSON file plus a ``stormproof.yaml`` with a spot and an on-demand pool, then
 runs, each in a fresh interpreter so that neither warms the other:
 
 * **baseline**: ``json.load`` of the file, nothing else;
-* **plan**: what ``stormproof plan`` does: load and validate the workflow
+* **stormproof plan**: the command itself (``python -m stormproof plan FILE`` in the
+  workflow's directory, output to /dev/null), start to exit: the figure the target is
+  judged on;
+* **plan**: what ``stormproof plan`` does, in phases: load and validate the workflow
   (``stormproof.spec.load.load_workflow`` when it exists, else
   ``WorkflowSpec.model_validate_json`` plus ``spec.validate.validate_spec``,
   or the graph checks ``Dag.from_spec`` makes), load the config,
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -150,6 +154,28 @@ def child(program: str, *args: str) -> tuple[float, dict[str, Any]]:
     return wall_s, result
 
 
+def command(args: list[str], cwd: Path) -> tuple[float, dict[str, Any]]:
+    """The real ``stormproof`` command, output to /dev/null: wall time and peak RSS.
+
+    Peak RSS is the children's high-water mark, so this must run before any child that
+    peaks higher (it runs right after the baseline).
+    """
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "stormproof", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    wall_s = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"stormproof {' '.join(args)} failed:\n{done.stderr}")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall_s, {"phases": {"the command, start to exit": wall_s}, "rss_kib": rss}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000)
@@ -163,6 +189,7 @@ def main() -> None:
         print(f"{args.tasks:,} tasks, seed {args.seed}, {size_mib:.1f} MiB of JSON; seconds:")
         runs = {
             "baseline json.load": child(BASELINE, str(workflow)),
+            "stormproof plan": command(["plan", str(workflow)], Path(tmp)),
             "plan (rendered)": child(PLAN, str(workflow), "render"),
             "plan --json": child(PLAN, str(workflow), "json"),
             "plan, GC paused": child("import gc\ngc.disable()\n" + PLAN, str(workflow), "render"),
@@ -176,12 +203,13 @@ def main() -> None:
             f"{name:<19} {wall_s:5.2f} s wall ({wall_s / base_wall:4.1f}x), "
             f"{rss:4.0f} MiB peak RSS ({rss / base_rss:3.1f}x)   [{phases}]"
         )
-    wall_s, plan = runs["plan (rendered)"]
+    _, plan = runs["plan (rendered)"]
     print(
         f"loaded with {plan['how']}; {plan['stages']} stages, {plan['problems']} problems, "
         f"duration {plan['duration_s'] / 3600:.1f} h (lower bound: {plan['lower_bound']})"
     )
-    ok = wall_s <= 3.0 and plan["rss_kib"] <= 1024 * 1024
+    wall_s, cli = runs["stormproof plan"]  # the target is the command's, exit included
+    ok = wall_s <= 3.0 and cli["rss_kib"] <= 1024 * 1024
     print(f"plan targets (<= 3 s wall, <= 1 GiB RSS): {'met' if ok else 'MISSED'}")
 
 
