@@ -401,7 +401,7 @@ def _wait_finished(s: Session, name: str, timeout_s: float) -> None:
 def main() -> None:
     try:
         cli.main(prog_name="stormproof", standalone_mode=True)
-        code: object = 0
+        code: str | int | None = 0
     except SystemExit as exc:
         code = exc.code
     except KeyboardInterrupt:  # pragma: no cover - outside a driver, Ctrl-C just leaves
@@ -418,7 +418,7 @@ def _outlive(*objects: object) -> None:
     _KEPT.extend(objects)
 
 
-def _leave(code: object) -> NoReturn:
+def _leave(code: str | int | None) -> NoReturn:
     """Exit without tearing the interpreter down, as mypy does: freeing 100,000 tasks' objects
     one by one takes half a second, after the work is done and every file is closed (stores
     and sessions close in their ``with`` blocks). The normal exit is kept whenever anything
