@@ -147,6 +147,16 @@ class Cost:
     def saved(self) -> float:
         return self.on_demand_equivalent - self.spent
 
+    def copy(self) -> Cost:
+        return Cost(
+            self.spent,
+            self.on_demand_equivalent,
+            self.wasted,
+            self.wasted_s,
+            self.spot_s,
+            self.on_demand_s,
+        )
+
     def add(self, other: Cost) -> None:
         self.spent += other.spent
         self.on_demand_equivalent += other.on_demand_equivalent
@@ -173,7 +183,7 @@ class Workflow:
         self.run_start = 0.0
         self._critical_s = max((t.priority for t in self.tasks), default=0.0)
         self._has_spot = any(p.market is Market.SPOT for p in options.pools)
-        self._od_rates: dict[tuple[Resources, int, float], float] = {}
+        self._od_rates: dict[tuple[float, int, int, int, float], float] = {}
         self._spot_pools = {p.name: p.market is Market.SPOT for p in options.pools}
         #: Placement needs no breaker fault counts unless a strategy ranks pools by them.
         self._ranks_by_faults = options.spot_strategy in (
@@ -222,7 +232,8 @@ class Workflow:
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
         """Advance the run by one event and say what must happen next."""
-        self.now = max(self.now, event.at)
+        if event.at > self.now:
+            self.now = event.at
         out: list[Decision] = []
         # The most frequent events first (exits, timers, commits, starts): a simulated run
         # handles thousands of them, and each test below costs a call.
@@ -447,10 +458,11 @@ class Workflow:
         if i is None:
             return
         seqs = self.checkpoints.setdefault(i, [])
-        if event.seq in seqs or event.seq in self.corrupt.get(i, ()):
+        if event.seq in seqs or (self.corrupt and event.seq in self.corrupt.get(i, ())):
             return
         seqs.append(event.seq)
-        seqs.sort()
+        if len(seqs) > 1 and seqs[-2] > event.seq:
+            seqs.sort()
         keep = self.tasks[i].keep_checkpoints
         if keep > 0 and len(seqs) > keep:
             kept = tuple(seqs[-keep:])
@@ -469,8 +481,12 @@ class Workflow:
     def next_checkpoint_seq(self, task_id: str) -> int:
         """The seq the next checkpoint of the task gets: after every seq ever seen."""
         i = self.index[task_id]
-        seen = list(self.checkpoints.get(i, ())) + list(self.corrupt.get(i, ()))
-        return max(seen, default=0) + 1
+        seqs = self.checkpoints.get(i)
+        top = seqs[-1] if seqs else 0  # kept sorted
+        corrupt = self.corrupt.get(i)
+        if corrupt:
+            top = max(top, max(corrupt))
+        return top + 1
 
     def _on_cancel(self, event: Event, out: list[Decision]) -> None:
         if self.mode in (RunMode.CANCELLING, RunMode.FINISHED):
@@ -796,9 +812,13 @@ class Workflow:
         task = self.tasks[att.task]
         del self.attempts[att.id]
         del self.current[att.task]
-        self.timers.pop(f"timeout:{att.id}", None)
-        self.timers.pop(f"checkpoint:{att.id}", None)
-        self._hosts.pop(att.id, None)
+        # only the timers it can have (building a key costs as much as the lookup)
+        if task.timeout_s is not None:
+            self.timers.pop(f"timeout:{att.id}", None)
+        if task.checkpoint_enabled:
+            self.timers.pop(f"checkpoint:{att.id}", None)
+        if self._hosts:
+            self._hosts.pop(att.id, None)
         if att.holds:
             self.capacity.release(att.id, att.need, att.instances)
             if self.options.successors > 1 and att.pool in self._steady:
@@ -855,21 +875,18 @@ class Workflow:
             wasted = end - since if att.last_commit_at is None else wasted + end - since
         wasted = min(seconds, max(0.0, wasted))
         rate = att.usd_per_h / 3600.0
-        on_spot = self._spot_pools.get(att.pool, False)
-        spent, wasted_usd = seconds * rate, wasted * rate
         od = (seconds - wasted) * att.od_usd_per_h / 3600.0
-        spot_s, od_s = (seconds, 0.0) if on_spot else (0.0, seconds)
+        if self._spot_pools.get(att.pool, False):
+            cost = Cost(seconds * rate, od, wasted * rate, wasted, seconds, 0.0)
+        else:
+            cost = Cost(seconds * rate, od, wasted * rate, wasted, 0.0, seconds)
+        self.cost.add(cost)
         task_cost = self.task_cost.get(att.task)
         if task_cost is None:
-            task_cost = self.task_cost[att.task] = Cost()
-        for total in (self.cost, task_cost):
-            total.spent += spent
-            total.on_demand_equivalent += od
-            total.wasted += wasted_usd
-            total.wasted_s += wasted
-            total.spot_s += spot_s
-            total.on_demand_s += od_s
-        return Cost(spent, od, wasted_usd, wasted, spot_s, od_s)
+            self.task_cost[att.task] = cost.copy()
+        else:
+            task_cost.add(cost)
+        return cost
 
     # ------------------------------------------------------------------ scheduling
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
@@ -1258,7 +1275,7 @@ class Workflow:
 
     def _on_demand_rate(self, need: Resources, nodes: int, fallback: float) -> float:
         """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
-        key = (need, nodes, fallback)
+        key = (need.vcpus, need.memory_mib, need.gpus, nodes, fallback)  # Resources hash in Python
         rate = self._od_rates.get(key)
         if rate is None:
             rates = [

@@ -26,8 +26,9 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stormproof.core.capacity import InstanceState
 from stormproof.core.decisions import (
@@ -179,18 +180,22 @@ class _Run:
         self.granted: dict[str, tuple[float, int]] = {}
         #: Successors waiting for their predecessor to end, by predecessor id (like the shim).
         self.held: dict[str, LaunchAttempt] = {}
+        self.acts = self._acts()
 
     # ------------------------------------------------------------------ loop
     def go(self) -> SimResult:
         self.feed(RunStarted(0.0))
         for name in self.trace_origin:
             self._trace_change(name)
+        timers = self.core.timers
         while self.heap and self.core.final is None:
             at, _, item = heapq.heappop(self.heap)
             if at > self.sim.max_time_s:
                 break
             self.now = at
             if isinstance(item, Event):
+                if type(item) is TimerFired and item.timer_id not in timers:
+                    continue  # the core dropped it (its attempt ended): it would say nothing
                 self.feed(item)
             elif isinstance(item, tuple):
                 self._on_internal(item)
@@ -227,44 +232,56 @@ class _Run:
         decisions = self.core.handle(event)
         if self.record:
             self.decisions.extend(decisions)
-        acted = _ACTED
+        acts = self.acts
         for d in decisions:
-            if type(d) in acted:  # notes need nothing carried out (tested here: half are notes)
-                self._act(d, event.at)
+            act = acts.get(type(d))
+            if act is not None:  # notes need nothing carried out (half the decisions are notes)
+                act(d, event.at)
 
     # ------------------------------------------------------------------ decisions
-    def _act(self, d: Decision, now: float) -> None:
-        if isinstance(d, LaunchAttempt):
-            self._launch(d, now)
-        elif isinstance(d, StartTimer):
-            self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
-        elif isinstance(d, KillAttempt):
-            self._kill(d, now)
-        elif isinstance(d, WithdrawAttempt):
-            for pred, held in list(self.held.items()):
-                if held.attempt_id == d.attempt_id:  # not started yet: dropped
-                    self._drop(pred, now, "withdrawn")
-        elif isinstance(d, RequestCheckpoint):
-            self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
-        elif isinstance(d, LaunchInstance):
-            self._launch_instance(d, now)
-        elif isinstance(d, InstanceChanged) and d.state == "up":
+    def _acts(self) -> dict[type, Callable[[Any, float], None]]:
+        """What carries out each kind of decision (by exact type: one lookup per decision)."""
+        return {
+            LaunchAttempt: self._launch,
+            StartTimer: self._start_timer,
+            KillAttempt: self._kill,
+            WithdrawAttempt: self._withdraw,
+            RequestCheckpoint: self._request_checkpoint,
+            LaunchInstance: self._launch_instance,
+            InstanceChanged: self._instance_changed,
+            AttemptEnded: self._attempt_ended,
+        }
+
+    def _start_timer(self, d: StartTimer, now: float) -> None:
+        self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
+
+    def _withdraw(self, d: WithdrawAttempt, now: float) -> None:
+        for pred, held in list(self.held.items()):
+            if held.attempt_id == d.attempt_id:  # not started yet: dropped
+                self._drop(pred, now, "withdrawn")
+
+    def _request_checkpoint(self, d: RequestCheckpoint, now: float) -> None:
+        self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
+
+    def _instance_changed(self, d: InstanceChanged, now: float) -> None:
+        if d.state == "up":
             self._arm_rate(d.instance_id, d.pool, now)
-        elif isinstance(d, AttemptEnded):
-            live = self.ended.pop(d.attempt_id, None) or self.live.pop(d.attempt_id, None)
-            if live is not None and self.record:
-                self.records.append(
-                    AttemptRecord(
-                        d.attempt_id,
-                        d.task_id,
-                        live.instances,
-                        live.pool,
-                        live.market,
-                        live.launched,
-                        now,
-                        d.state,
-                    )
+
+    def _attempt_ended(self, d: AttemptEnded, now: float) -> None:
+        live = self.ended.pop(d.attempt_id, None) or self.live.pop(d.attempt_id, None)
+        if live is not None and self.record:
+            self.records.append(
+                AttemptRecord(
+                    d.attempt_id,
+                    d.task_id,
+                    live.instances,
+                    live.pool,
+                    live.market,
+                    live.launched,
+                    now,
+                    d.state,
                 )
+            )
 
     def _launch(self, d: LaunchAttempt, now: float) -> None:
         if d.after and (
@@ -393,20 +410,6 @@ class _Run:
             if trace.counts[(tick + k) % len(trace)] != current:
                 self.push((tick + k) * trace.gap_s - self.trace_origin[pool], ("trace", pool))
                 return
-
-
-_ACTED = frozenset(
-    {
-        LaunchAttempt,
-        StartTimer,
-        KillAttempt,
-        WithdrawAttempt,
-        RequestCheckpoint,
-        LaunchInstance,
-        InstanceChanged,
-        AttemptEnded,
-    }
-)
 
 
 def _draw_runtime(model: TaskModel, rng: random.Random) -> float:
