@@ -113,6 +113,7 @@ class Capacity:
         self._on_demand = sorted(
             (p for p in pools if p.market is not Market.SPOT), key=lambda p: p.price_usd_per_h
         )
+        self._spot_then_on_demand = self._spot + self._on_demand
 
     # ------------------------------------------------------------------ instances
     def add(self, pool: PoolDef, state: InstanceState = InstanceState.PENDING) -> Instance:
@@ -148,7 +149,7 @@ class Capacity:
         if not spot or not self._spot:
             return self._on_demand
         if len(self._spot) == 1:
-            return self._spot + self._on_demand
+            return self._spot_then_on_demand
         return sorted(self._spot, key=lambda p: self._rank(p, strategy, faults)) + self._on_demand
 
     def _rank(

@@ -61,6 +61,7 @@ from stormproof.core.decisions import (
 from stormproof.core.defs import (
     Market,
     OnFailure,
+    PoolDef,
     Resources,
     RunOptions,
     SpotPolicy,
@@ -89,7 +90,14 @@ from stormproof.core.events import (
     TimerFired,
 )
 from stormproof.core.policy import Choice, Situation, decide, wait_until
-from stormproof.core.states import AttemptState, RunMode, TaskState, check_task_transition
+from stormproof.core.states import (
+    FINAL_TASK_STATES,
+    TASK_TRANSITIONS,
+    AttemptState,
+    RunMode,
+    TaskState,
+    check_task_transition,
+)
 
 TASK_FAILED = "Task.Failed"
 TASK_TIMEOUT = "Task.Timeout"
@@ -103,6 +111,10 @@ PROVIDER_ERRORS = frozenset({NODE_LOST, CAPACITY_INTERRUPTED})
 TASK_ERRORS = frozenset({TASK_FAILED, TASK_TIMEOUT, TASK_OUT_OF_MEMORY})
 
 ShapeKey = tuple[float, int, int, int, bool]
+
+_NO_FAULTS: dict[str, int] = {}
+#: An attempt state's name, without ``Enum.value`` (a Python-level property) per attempt.
+_STATE_NAMES = {s: s.value for s in AttemptState}
 
 
 @dataclass(slots=True)
@@ -147,16 +159,6 @@ class Cost:
     def saved(self) -> float:
         return self.on_demand_equivalent - self.spent
 
-    def copy(self) -> Cost:
-        return Cost(
-            self.spent,
-            self.on_demand_equivalent,
-            self.wasted,
-            self.wasted_s,
-            self.spot_s,
-            self.on_demand_s,
-        )
-
     def add(self, other: Cost) -> None:
         self.spent += other.spent
         self.on_demand_equivalent += other.on_demand_equivalent
@@ -178,13 +180,15 @@ class Workflow:
         #: Memory multiplier per task index after ``Task.OutOfMemory`` (absent: 1).
         self.memory_scale: dict[int, float] = {}
         self.cost = Cost()
-        self.task_cost: dict[int, Cost] = {}
         #: Deadline policies: when the run started, and its critical path (at on-demand speed).
         self.run_start = 0.0
         self._critical_s = max((t.priority for t in self.tasks), default=0.0)
         self._has_spot = any(p.market is Market.SPOT for p in options.pools)
         self._od_rates: dict[tuple[float, int, int, int, float], float] = {}
         self._spot_pools = {p.name: p.market is Market.SPOT for p in options.pools}
+        self._market_names = {p.name: p.market.value for p in options.pools}
+        self._rate_cache: dict[tuple[str, float, int, int, int], tuple[float, float]] = {}
+        self._typed_breakers = options.breaker.per_task_type
         #: Placement needs no breaker fault counts unless a strategy ranks pools by them.
         self._ranks_by_faults = options.spot_strategy in (
             SpotStrategy.CAPACITY_OPTIMIZED,
@@ -675,9 +679,10 @@ class Workflow:
         self._move(i, TaskState.SUCCEEDED, event)
         task = self.tasks[i]
         out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
+        waiting_on, state = self.waiting_on, self.state
         for c in task.children:
-            self.waiting_on[c] -= 1
-            if self.waiting_on[c] == 0 and self.state[c] is TaskState.WAITING:
+            left = waiting_on[c] = waiting_on[c] - 1
+            if left == 0 and state[c] is TaskState.WAITING:
                 self._make_ready(c, event, out, f"parents done (last: {task.id})")
 
     def _failed_attempt(
@@ -835,7 +840,7 @@ class Workflow:
             AttemptEnded(
                 att.id,
                 task.id,
-                state.value,
+                _STATE_NAMES[state],
                 error,
                 code,
                 budget,
@@ -849,10 +854,10 @@ class Workflow:
             )
         )
         ok = state is AttemptState.SUCCEEDED
-        if att.pool in self.breakers and error not in PROVIDER_ERRORS:
-            breaker = self.breakers[att.pool]
+        breaker = self.breakers.get(att.pool)
+        if breaker is not None and breaker.probe is not None and error not in PROVIDER_ERRORS:
             self._breaker_moved(breaker, breaker.ended(event.at, att.id, ok), out)
-        typed = self._type_breaker(att.pool, task.kind)
+        typed = self._type_breaker(att.pool, task.kind) if self._typed_breakers else None
         if typed is not None and error not in PROVIDER_ERRORS:
             if error in TASK_ERRORS:
                 moved = typed.fault(event.at, f"{error} of {att.id}")
@@ -881,11 +886,6 @@ class Workflow:
         else:
             cost = Cost(seconds * rate, od, wasted * rate, wasted, 0.0, seconds)
         self.cost.add(cost)
-        task_cost = self.task_cost.get(att.task)
-        if task_cost is None:
-            self.task_cost[att.task] = cost.copy()
-        else:
-            task_cost.add(cost)
         return cost
 
     # ------------------------------------------------------------------ scheduling
@@ -1189,12 +1189,17 @@ class Workflow:
         faults = (
             {name: len(b.faults) for name, b in self.breakers.items() if "/" not in name}
             if spot and self._ranks_by_faults
-            else {}
+            else _NO_FAULTS
         )
+        breakers = self.breakers
         for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
             if pool.market is Market.ON_DEMAND and not on_demand:
                 break  # on-demand pools come last: nothing more to try
-            if self._pool_allows(pool.name, task.kind):
+            if (
+                self._pool_allows(pool.name, task.kind)
+                if self._typed_breakers
+                else breakers[pool.name].allows()
+            ):
                 placement = self.capacity.find_in(pool, need, task.nodes)
                 if placement is not None:
                     return placement
@@ -1217,48 +1222,44 @@ class Workflow:
     ) -> None:
         task = self.tasks[i]
         pool = placement.pool
-        instances = tuple([x.id for x in placement.instances])
+        chosen = placement.instances
+        instances = (chosen[0].id,) if len(chosen) == 1 else tuple([x.id for x in chosen])
         need = self._need(i)
         self._ready -= 1
         self._move(i, TaskState.RUNNING, event)
-        self.attempts_made[i] += 1
-        number = self.attempts_made[i]
-        usd_per_h = pool.price_usd_per_h * share(need, pool.capacity) * task.nodes
-        att = Attempt(
-            f"{task.id}/{number}",
-            i,
-            number,
-            instances,
-            pool.name,
-            need,
-            launched_at=event.at,
-            usd_per_h=usd_per_h,
-            od_usd_per_h=self._on_demand_rate(need, task.nodes, usd_per_h),
-        )
-        self.attempts[att.id] = att
+        number = self.attempts_made[i] = self.attempts_made[i] + 1
+        usd_per_h, od_usd_per_h = self._rates(pool, need, task.nodes)
+        att_id = f"{task.id}/{number}"
+        # positional: the hot path of every placement (fields in declaration order)
+        att = Attempt(att_id, i, number, instances, pool.name, need, AttemptState.PLACED, None,
+                      event.at, None, None, False, usd_per_h, od_usd_per_h)  # fmt: skip
+        self.attempts[att_id] = att
         self.current[i] = att
         if host is None:
-            self.capacity.take(att.id, need, instances)
+            self.capacity.take(att_id, need, instances)
         else:
             att.after, att.holds = host.id, False
-            host.successor = att.id
+            host.successor = att_id
             self._hosts.pop(host.id, None)
             self._queued += 1
         if self.options.successors:
             self._offer(att)
-        self.breakers[pool.name].placed(att.id)
-        typed = self._type_breaker(pool.name, task.kind)
-        if typed is not None:
-            typed.placed(att.id)
-        where = ", ".join(instances)
-        why = f"placed on {where}" + (f", to start when {host.id} ends" if host else "")
-        forced = self.on_demand_only(i) if pool.market is Market.ON_DEMAND else None
-        if forced is not None and task.spot_enabled:
-            why += f" (on-demand: {forced})"
+        self.breakers[pool.name].placed(att_id)
+        if self._typed_breakers:
+            typed = self._type_breaker(pool.name, task.kind)
+            if typed is not None:
+                typed.placed(att_id)
+        why = "placed on " + ", ".join(instances)
+        if host is not None:
+            why += f", to start when {host.id} ends"
+        if pool.market is Market.ON_DEMAND and task.spot_enabled:
+            forced = self.on_demand_only(i)
+            if forced is not None:
+                why += f" (on-demand: {forced})"
         restore = tuple(reversed(self.checkpoints.get(i, ()))) if task.checkpoint_enabled else ()
         out.append(
             LaunchAttempt(
-                att.id,
+                att_id,
                 task.id,
                 number,
                 instances,
@@ -1266,12 +1267,26 @@ class Workflow:
                 why,
                 restore,
                 need.memory_mib,
-                pool.market.value,
+                self._market_names[pool.name],
                 usd_per_h,
-                att.od_usd_per_h,
+                od_usd_per_h,
                 att.after,
             )
         )
+
+    def _rates(self, pool: PoolDef, need: Resources, nodes: int) -> tuple[float, float]:
+        """An attempt's price per hour on ``pool``, and on the cheapest on-demand pool that
+        could hold it (what the same work would have cost without spot). Cached by shape:
+        every placement asks, and a workflow has few shapes."""
+        key = (pool.name, need.vcpus, need.memory_mib, need.gpus, nodes)
+        rates = self._rate_cache.get(key)
+        if rates is None:
+            usd_per_h = pool.price_usd_per_h * share(need, pool.capacity) * nodes
+            rates = self._rate_cache[key] = (
+                usd_per_h,
+                self._on_demand_rate(need, nodes, usd_per_h),
+            )
+        return rates
 
     def _on_demand_rate(self, need: Resources, nodes: int, fallback: float) -> float:
         """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
@@ -1324,9 +1339,10 @@ class Workflow:
     # ------------------------------------------------------------------ bookkeeping
     def _move(self, i: int, new: TaskState, event: Event) -> None:
         old = self.state[i]
-        check_task_transition(self.tasks[i].id, old, new, event)
+        if (old, new) not in TASK_TRANSITIONS:
+            check_task_transition(self.tasks[i].id, old, new, event)  # raises, with the evidence
         self.state[i] = new
-        if new.is_final:
+        if new in FINAL_TASK_STATES:
             self.unfinished -= 1
 
     def _check_finished(self, event: Event, out: list[Decision]) -> None:

@@ -23,10 +23,10 @@ class TaskState(str, Enum):
 
     @property
     def is_final(self) -> bool:
-        return self in _FINAL_TASK
+        return self in FINAL_TASK_STATES
 
 
-_FINAL_TASK = frozenset(
+FINAL_TASK_STATES = frozenset(
     {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED}
 )
 

@@ -24,6 +24,7 @@ simulated run makes the same decisions as a real one (tested).
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -162,7 +163,7 @@ class _Run:
         self.record = record
         self.core = Workflow(sim.tasks, sim.options)
         self.heap: list[tuple[float, int, object]] = []
-        self.seq = 0
+        self.seq = itertools.count(1)  # ties at one time go first in, first out
         self.now = 0.0
         n = len(sim.tasks)
         self.work = [_draw_runtime(m, rng) for m in sim.models]
@@ -187,16 +188,18 @@ class _Run:
         self.feed(RunStarted(0.0))
         for name in self.trace_origin:
             self._trace_change(name)
-        timers = self.core.timers
-        while self.heap and self.core.final is None:
-            at, _, item = heapq.heappop(self.heap)
-            if at > self.sim.max_time_s:
+        # locals: this loop runs a few thousand times per simulated run
+        heap, pop, core, feed = self.heap, heapq.heappop, self.core, self.feed
+        timers, max_time_s = core.timers, self.sim.max_time_s
+        while heap and core.final is None:
+            at, _, item = pop(heap)
+            if at > max_time_s:
                 break
             self.now = at
             if isinstance(item, Event):
                 if type(item) is TimerFired and item.timer_id not in timers:
                     continue  # the core dropped it (its attempt ended): it would say nothing
-                self.feed(item)
+                feed(item)
             elif isinstance(item, tuple):
                 self._on_internal(item)
         final = self.core.final or "unfinished"
@@ -212,8 +215,7 @@ class _Run:
         )
 
     def push(self, at: float, item: object) -> None:
-        self.seq += 1
-        heapq.heappush(self.heap, (at, self.seq, item))
+        heapq.heappush(self.heap, (at, next(self.seq), item))
 
     def feed(self, event: Event) -> None:
         if isinstance(event, AttemptExited):
