@@ -30,6 +30,11 @@ class BreakerState(str, Enum):
     HALF_OPEN = "half_open"
 
 
+#: Bound once: reading a member off an Enum class is slow on CPython 3.11, and every
+#: placement asks its pool's breaker.
+_CLOSED = BreakerState.CLOSED
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     state: BreakerState
@@ -51,12 +56,16 @@ class Breaker:
 
     def allows(self) -> bool:
         """Whether a new attempt may be placed on the pool now."""
-        if self.state is BreakerState.CLOSED:
+        if self.state is _CLOSED:
             return True
         return self.state is BreakerState.HALF_OPEN and self.probe is None
 
     def placed(self, attempt_id: str) -> None:
-        if self.state is BreakerState.HALF_OPEN and self.probe is None:
+        if (
+            self.state is not _CLOSED
+            and self.state is BreakerState.HALF_OPEN
+            and self.probe is None
+        ):
             self.probe = attempt_id
 
     def fault(self, now: float, what: str) -> Transition | None:

@@ -143,6 +143,7 @@ class Simulation:
         self.tasks = tuple(tasks)
         self.options = options
         self.models = tuple(models)
+        self.draws = [_runtime_draw(m) for m in self.models]
         self.pools = {p.name: p for p in pools}
         self.max_time_s = max_time_s
 
@@ -166,7 +167,10 @@ class _Run:
         self.seq = itertools.count(1)  # ties at one time go first in, first out
         self.now = 0.0
         n = len(sim.tasks)
-        self.work = [_draw_runtime(m, rng) for m in sim.models]
+        lognormal = rng.lognormvariate
+        self.work = [
+            runtime if sigma <= 0 else lognormal(mu, sigma) for runtime, mu, sigma in sim.draws
+        ]
         self.saved = [0.0] * n  # progress (s) of the task's newest checkpoint
         self.live: dict[str, _Live] = {}
         self.ended: dict[str, _Live] = {}
@@ -295,8 +299,8 @@ class _Run:
         model = self.sim.models[i]
         restoring = bool(d.restore_from) and self.saved[i] > 0
         start = now + (model.restart_s if restoring else 0.0)
-        live = _Live(i, start, self.saved[i] if restoring else 0.0, launched=now)
-        live.pool, live.market, live.instances = d.pool, d.market, d.instances
+        done = self.saved[i] if restoring else 0.0
+        live = _Live(i, start, done, 0, -1.0, math.inf, 0, now, d.pool, d.market, d.instances)
         self.live[d.attempt_id] = live
         if restoring:
             self.push(start, CheckpointRestored(start, d.attempt_id, d.restore_from[0]))
@@ -414,9 +418,10 @@ class _Run:
                 return
 
 
-def _draw_runtime(model: TaskModel, rng: random.Random) -> float:
-    if model.spread <= 0:
-        return model.runtime_s
-    # log-normal with mean runtime_s: mu = ln(mean) - sigma^2 / 2
-    sigma = model.spread
-    return rng.lognormvariate(math.log(max(model.runtime_s, 1e-9)) - sigma * sigma / 2, sigma)
+def _runtime_draw(model: TaskModel) -> tuple[float, float, float]:
+    """The runtime, and the log-normal's mu and sigma that give it as the mean (sigma 0: fixed).
+
+    mu = ln(mean) - sigma^2 / 2; computed once per simulation, drawn once per task per run.
+    """
+    sigma = max(model.spread, 0.0)
+    return model.runtime_s, math.log(max(model.runtime_s, 1e-9)) - sigma * sigma / 2, sigma
