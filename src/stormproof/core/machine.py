@@ -116,7 +116,8 @@ _NO_FAULTS: dict[str, int] = {}
 # Enum members the hot paths test, bound once: on CPython 3.11 reading a member off its
 # class goes through the slot of ``EnumType.__getattr__`` (~70 ns; a global, ~15 ns), and
 # a simulated task makes dozens of such tests.
-_READY, _WAITING = TaskState.READY, TaskState.WAITING
+_READY, _WAITING, _RUNNING = TaskState.READY, TaskState.WAITING, TaskState.RUNNING
+_SUCCEEDED = TaskState.SUCCEEDED
 _PLACED = AttemptState.PLACED
 _TAKEN_AWAY = frozenset({AttemptState.INTERRUPTED, AttemptState.LOST})
 _MODE_RUNNING, _FINISHED = RunMode.RUNNING, RunMode.FINISHED
@@ -292,8 +293,10 @@ class Workflow:
             self._on_scale(event, out)
         else:  # pragma: no cover - every event class is handled above
             raise TypeError(f"the core does not know the event {event!r}")
-        self._dispatch(event, out)
-        self._check_finished(event, out)
+        if self._changed:  # (tested here too: most events change nothing placement needs)
+            self._dispatch(event, out)
+        if not self.unfinished:
+            self._check_finished(event, out)
         return out
 
     def handle_all(self, events: Iterable[Event]) -> list[Decision]:
@@ -492,7 +495,10 @@ class Workflow:
 
     def next_checkpoint_seq(self, task_id: str) -> int:
         """The seq the next checkpoint of the task gets: after every seq ever seen."""
-        i = self.index[task_id]
+        return self.next_checkpoint_seq_of(self.index[task_id])
+
+    def next_checkpoint_seq_of(self, i: int) -> int:
+        """``next_checkpoint_seq`` by task index (the simulator has it at hand)."""
         seqs = self.checkpoints.get(i)
         top = seqs[-1] if seqs else 0  # kept sorted
         corrupt = self.corrupt.get(i)
@@ -684,7 +690,7 @@ class Workflow:
 
     # ------------------------------------------------------------------ outcomes
     def _succeed(self, i: int, event: Event, out: list[Decision]) -> None:
-        self._move(i, TaskState.SUCCEEDED, event)
+        self._move(i, _SUCCEEDED, event)
         task = self.tasks[i]
         out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
         waiting_on, state = self.waiting_on, self.state
@@ -898,7 +904,7 @@ class Workflow:
 
     # ------------------------------------------------------------------ scheduling
     def _make_ready(self, i: int, event: Event, out: list[Decision], why: str) -> None:
-        self._move(i, TaskState.READY, event)
+        self._move(i, _READY, event)
         task = self.tasks[i]
         r = self._need(i)
         key: ShapeKey = (r.vcpus, r.memory_mib, r.gpus, task.nodes, task.spot_enabled)
@@ -1121,6 +1127,8 @@ class Workflow:
     def _need(self, i: int) -> Resources:
         """What one node of task ``i``'s next attempt asks for (memory escalated after OOM)."""
         r = self.tasks[i].resources
+        if not self.memory_scale:
+            return r
         scale = self.memory_scale.get(i)
         return r if scale is None else Resources(r.vcpus, math.ceil(r.memory_mib * scale), r.gpus)
 
@@ -1234,7 +1242,7 @@ class Workflow:
         instances = (chosen[0].id,) if len(chosen) == 1 else tuple([x.id for x in chosen])
         need = self._need(i)
         self._ready -= 1
-        self._move(i, TaskState.RUNNING, event)
+        self._move(i, _RUNNING, event)
         number = self.attempts_made[i] = self.attempts_made[i] + 1
         usd_per_h, od_usd_per_h = self._rates(pool, need, task.nodes)
         att_id = f"{task.id}/{number}"

@@ -267,7 +267,9 @@ class _Run:
                 self._drop(pred, now, "withdrawn")
 
     def _request_checkpoint(self, d: RequestCheckpoint, now: float) -> None:
-        self._checkpoint(d.attempt_id, now, self.sim.models[self._task(d.attempt_id)])
+        live = self.live.get(d.attempt_id)
+        if live is not None:
+            self._checkpoint(d.attempt_id, now, self.sim.models[live.task])
 
     def _instance_changed(self, d: InstanceChanged, now: float) -> None:
         if d.state == "up":
@@ -347,7 +349,7 @@ class _Run:
         commit_at = now + model.checkpoint_cost_s
         live.pause_until = commit_at
         live.done_before, live.run_from = progress, commit_at
-        seq = self.core.next_checkpoint_seq(self.sim.tasks[live.task].id)
+        seq = self.core.next_checkpoint_seq_of(live.task)
         self.push(commit_at, (CheckpointCommitted(commit_at, attempt_id, seq, 1, 0), progress))
         if live.exit_code == 0:
             self._plan_exit(attempt_id, live, live.exit_at + model.checkpoint_cost_s, 0)
@@ -367,9 +369,6 @@ class _Run:
             name = item[1]
             assert isinstance(name, str)
             self._trace_change(name)
-
-    def _task(self, attempt_id: str) -> int:
-        return self.core.index[attempt_id.rsplit("/", 1)[0]]
 
     # ------------------------------------------------------------------ capacity
     def _arm_rate(self, instance_id: str, pool: str, now: float) -> None:
