@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stormproof.core.decisions import InstanceChanged, LaunchAttempt, LaunchInstance
+from stormproof.core.decisions import (
+    InstanceChanged,
+    LaunchAttempt,
+    LaunchInstance,
+    TaskEnded,
+    TaskReady,
+)
 from stormproof.core.defs import (
     BreakerRule,
     Market,
@@ -265,3 +272,55 @@ def test_the_simulator_launches_the_fleet_the_core_asks_for_and_a_trace_can_refu
     assert ("spot-1", "failed") in changed and ("spot-2", "failed") in changed
     assert r.final == "succeeded"
     assert r.records[0].instances == ("spot-0",), "the first task ran on the one that came up"
+
+
+def _checkpointing_workflow(seed: int) -> Simulation:
+    """Thirty tasks in a random DAG, a third checkpointing, on spot that is taken away often."""
+    rng = random.Random(seed)
+    deps = {f"t{i}": [f"t{j}" for j in range(i) if rng.random() < 0.1] for i in range(30)}
+    tasks = [
+        TaskDef(
+            **{
+                **_fields(t),
+                "checkpoint_enabled": t.index % 3 == 0,
+                "checkpoint_interval_s": 200.0 if t.index % 3 == 0 else None,
+            }
+        )
+        for t in dag(deps, vcpus=1, memory=1024)
+    ]
+    models = [TaskModel(600.0, 10.0, 5.0, spread=0.3) for _ in tasks]
+    options = RunOptions(pools=(SPOT, OD), fallback_after_interruptions=2)
+    return Simulation(tasks, options, models, [PoolModel("spot", 3.0, notice_s=30.0)])
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_unrecorded_run_keeps_no_notes_and_comes_out_the_same(seed: int) -> None:
+    """Monte Carlo runs keep nothing of the core's decisions, so the core leaves out its notes
+    on tasks' progress there (``narrate=False``); what the run comes to must not change."""
+    sim = _checkpointing_workflow(seed)
+    loud = sim.run(random.Random(seed), record=True)
+    quiet = sim.run(random.Random(seed))
+    assert loud.interrupted_attempts > 0, "the faults this test is about happened"
+    assert (quiet.final, quiet.makespan_s, quiet.cost) == (loud.final, loud.makespan_s, loud.cost)
+    assert (quiet.attempts, quiet.interrupted_attempts, quiet.notices) == (
+        loud.attempts,
+        loud.interrupted_attempts,
+        loud.notices,
+    )
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_core_that_does_not_narrate_decides_the_same_minus_its_task_notes(seed: int) -> None:
+    sim = _checkpointing_workflow(seed)
+    loud = sim.run(random.Random(seed), record=True).decisions
+    quiet_sim = Simulation(
+        sim.tasks,
+        dataclasses.replace(sim.options, narrate=False),
+        sim.models,
+        list(sim.pools.values()),
+    )
+    quiet = quiet_sim.run(random.Random(seed), record=True).decisions
+    notes = (TaskReady, TaskEnded)
+    assert sum(isinstance(d, notes) for d in loud) >= 60, "each task was ready and ended"
+    assert not any(isinstance(d, notes) for d in quiet)
+    assert quiet == [d for d in loud if not isinstance(d, notes)]

@@ -209,3 +209,7 @@ class RunOptions:
     #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
     #: once its predecessor has held the place this long: a long attempt must not keep it.
     successor_patience_s: float = 1.0
+    #: False: leave out the notes on tasks' progress (``TaskReady``, ``TaskEnded``), which
+    #: only a log or a status view reads. The simulator's Monte Carlo runs keep no decisions
+    #: at all, and these are a third of them; every other decision is the same (tested).
+    narrate: bool = True

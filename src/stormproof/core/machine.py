@@ -118,7 +118,8 @@ _NO_FAULTS: dict[str, int] = {}
 # a simulated task makes dozens of such tests.
 _READY, _WAITING, _RUNNING = TaskState.READY, TaskState.WAITING, TaskState.RUNNING
 _SUCCEEDED = TaskState.SUCCEEDED
-_PLACED = AttemptState.PLACED
+_PLACED, _ATTEMPT_RUNNING = AttemptState.PLACED, AttemptState.RUNNING
+_ATTEMPT_SUCCEEDED = AttemptState.SUCCEEDED
 _TAKEN_AWAY = frozenset({AttemptState.INTERRUPTED, AttemptState.LOST})
 _MODE_RUNNING, _FINISHED = RunMode.RUNNING, RunMode.FINISHED
 _ON_DEMAND = Market.ON_DEMAND
@@ -198,6 +199,7 @@ class Workflow:
         self._market_names = {p.name: p.market.value for p in options.pools}
         self._rate_cache: dict[tuple[str, float, int, int, int], tuple[float, float]] = {}
         self._typed_breakers = options.breaker.per_task_type
+        self._narrate = options.narrate
         #: Placement needs no breaker fault counts unless a strategy ranks pools by them.
         self._ranks_by_faults = options.spot_strategy in (
             SpotStrategy.CAPACITY_OPTIMIZED,
@@ -331,7 +333,7 @@ class Workflow:
         att = self.attempts.get(event.attempt_id)
         if att is None or att.state is not _PLACED:
             return  # adopted again after a restart, or news of an attempt that already ended
-        att.state = AttemptState.RUNNING
+        att.state = _ATTEMPT_RUNNING
         att.started_at = event.at
         if att.kill_reason == "withdrawn":
             att.kill_reason = None  # it started before the withdrawal reached the executor
@@ -353,7 +355,7 @@ class Workflow:
             self._drop(att, event, out, f"killed as a queued successor (exit {code})")
             return
         if code == 0:
-            self._end_attempt(att, AttemptState.SUCCEEDED, None, code, None, event, out)
+            self._end_attempt(att, _ATTEMPT_SUCCEEDED, None, code, None, event, out)
             self._succeed(att.task, event, out)
         elif att.kill_reason == "interrupted":
             self._failed_attempt(att, CAPACITY_INTERRUPTED, code, event, out)
@@ -391,7 +393,8 @@ class Workflow:
         """An attempt killed because the run is cancelled or failing ends its task cancelled."""
         self._end_attempt(att, AttemptState.CANCELLED, None, code, None, event, out, attempt_why)
         self._move(att.task, TaskState.CANCELLED, event)
-        out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
+        if self._narrate:
+            out.append(TaskEnded(self.tasks[att.task].id, "cancelled", None, why))
 
     def _on_dropped(self, event: AttemptDropped, out: list[Decision]) -> None:
         att = self.attempts.get(event.attempt_id)
@@ -411,9 +414,9 @@ class Workflow:
             self._make_ready(i, event, out, f"{att.id} dropped: {why}")
         else:  # cancelling or failing: nothing more starts
             self._move(i, TaskState.CANCELLED, event)
-            out.append(
-                TaskEnded(self.tasks[i].id, "cancelled", None, f"the run is {self.mode.value}")
-            )
+            if self._narrate:
+                why = f"the run is {self.mode.value}"
+                out.append(TaskEnded(self.tasks[i].id, "cancelled", None, why))
 
     def _on_submit_failed(self, event: AttemptSubmitFailed, out: list[Decision]) -> None:
         att = self.attempts.get(event.attempt_id)
@@ -692,12 +695,15 @@ class Workflow:
     def _succeed(self, i: int, event: Event, out: list[Decision]) -> None:
         self._move(i, _SUCCEEDED, event)
         task = self.tasks[i]
-        out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
+        narrate = self._narrate
+        if narrate:
+            out.append(TaskEnded(task.id, "succeeded", None, f"attempt {self.attempts_made[i]}"))
         waiting_on, state = self.waiting_on, self.state
         for c in task.children:
             left = waiting_on[c] = waiting_on[c] - 1
             if left == 0 and state[c] is _WAITING:
-                self._make_ready(c, event, out, f"parents done (last: {task.id})")
+                why = f"parents done (last: {task.id})" if narrate else ""
+                self._make_ready(c, event, out, why)
 
     def _failed_attempt(
         self,
@@ -769,7 +775,8 @@ class Workflow:
         self._move(i, TaskState.FAILED, event)
         self.any_failed = True
         task = self.tasks[i]
-        out.append(TaskEnded(task.id, "failed", error, why))
+        if self._narrate:
+            out.append(TaskEnded(task.id, "failed", error, why))
         if task.on_failure is OnFailure.CONTINUE:
             self._skip_descendants(i, event, out)
         else:
@@ -808,7 +815,8 @@ class Workflow:
         elif self.state[i] is TaskState.BACKOFF:
             self.timers.pop(f"retry:{self.tasks[i].id}:{self.attempts_made[i]}", None)
         self._move(i, new, event)
-        out.append(TaskEnded(self.tasks[i].id, new.value, None, why))
+        if self._narrate:
+            out.append(TaskEnded(self.tasks[i].id, new.value, None, why))
 
     def _kill_live(self, reason: str, why: str, out: list[Decision]) -> None:
         # Queued successors first, so that none starts as its predecessor dies of the kill.
@@ -867,7 +875,7 @@ class Workflow:
                 cost.wasted,
             )
         )
-        ok = state is AttemptState.SUCCEEDED
+        ok = state is _ATTEMPT_SUCCEEDED
         breaker = self.breakers.get(att.pool)
         if breaker is not None and breaker.probe is not None and error not in PROVIDER_ERRORS:
             self._breaker_moved(breaker, breaker.ended(event.at, att.id, ok), out)
@@ -911,7 +919,8 @@ class Workflow:
         heapq.heappush(self._queues.setdefault(key, []), (-task.priority, i))
         self._ready += 1
         self._changed = True
-        out.append(TaskReady(task.id, why))
+        if self._narrate:
+            out.append(TaskReady(task.id, why))
 
     def _dispatch(self, event: Event, out: list[Decision]) -> None:
         if not self._changed or self.mode is not _MODE_RUNNING:
@@ -1337,14 +1346,9 @@ class Workflow:
                     self._ready -= 1
                     self._move(i, TaskState.FAILED, event)
                     self.any_failed = True
-                    out.append(
-                        TaskEnded(
-                            self.tasks[i].id,
-                            "failed",
-                            CAPACITY_UNAVAILABLE,
-                            "no pool can ever hold this task",
-                        )
-                    )
+                    if self._narrate:
+                        why = "no pool can ever hold this task"
+                        out.append(TaskEnded(self.tasks[i].id, "failed", CAPACITY_UNAVAILABLE, why))
                     self._skip_descendants(i, event, out)
             if waiting:
                 heapq.heapify(waiting)

@@ -23,6 +23,7 @@ simulated run makes the same decisions as a real one (tested).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -142,6 +143,8 @@ class Simulation:
     ) -> None:
         self.tasks = tuple(tasks)
         self.options = options
+        #: What an unrecorded run gives the core: nobody reads its notes on tasks' progress.
+        self.quiet_options = dataclasses.replace(options, narrate=False)
         self.models = tuple(models)
         self.draws = [_runtime_draw(m) for m in self.models]
         self.pools = {p.name: p for p in pools}
@@ -162,7 +165,7 @@ class _Run:
         self.sim = sim
         self.rng = rng
         self.record = record
-        self.core = Workflow(sim.tasks, sim.options)
+        self.core = Workflow(sim.tasks, sim.options if record else sim.quiet_options)
         self.heap: list[tuple[float, int, object]] = []
         self.seq = itertools.count(1)  # ties at one time go first in, first out
         self.now = 0.0
@@ -313,7 +316,7 @@ class _Run:
 
     def _plan_exit(self, attempt_id: str, live: _Live, at: float, code: int) -> None:
         live.exit_at, live.exit_code = at, code
-        self.push(at, AttemptExited(at, attempt_id, code))
+        heapq.heappush(self.heap, (at, next(self.seq), AttemptExited(at, attempt_id, code)))
 
     def _kill(self, d: KillAttempt, now: float) -> None:
         for pred, held in list(self.held.items()):
