@@ -50,11 +50,19 @@ class InstanceState(str, Enum):
 class Instance:
     id: str
     pool: PoolDef
-    free: Resources
+    #: What is free on it, as three numbers changed in place: placing and ending an attempt
+    #: are the hottest bookkeeping of a simulated run (``free`` gives them as Resources).
+    free_vcpus: float
+    free_memory_mib: int
+    free_gpus: int
     state: InstanceState = InstanceState.PENDING
     attempts: set[str] = field(default_factory=set)
     #: Scaled down while busy: terminate once its last attempt ends (no kill).
     retiring: bool = False
+
+    @property
+    def free(self) -> Resources:
+        return Resources(self.free_vcpus, self.free_memory_mib, self.free_gpus)
 
     @property
     def alive(self) -> bool:
@@ -119,7 +127,8 @@ class Capacity:
     def add(self, pool: PoolDef, state: InstanceState = InstanceState.PENDING) -> Instance:
         n = self._next[pool.name]
         self._next[pool.name] = n + 1
-        inst = Instance(f"{pool.name}-{n}", pool, pool.capacity, state)
+        cap = pool.capacity
+        inst = Instance(f"{pool.name}-{n}", pool, cap.vcpus, cap.memory_mib, cap.gpus, state)
         self.instances[inst.id] = inst
         self._by_pool[pool.name].append(inst)
         return inst
@@ -179,11 +188,10 @@ class Capacity:
         up = InstanceState.UP
         vcpus, memory, gpus = need.vcpus - 1e-9, need.memory_mib, need.gpus
         for inst in self._by_pool[pool.name]:
-            free = inst.free  # inlined fits_in: this loop runs once per instance per placement
-            if (
-                free.vcpus >= vcpus
-                and free.memory_mib >= memory
-                and free.gpus >= gpus
+            if (  # inlined fits_in: this loop runs once per instance per placement
+                inst.free_vcpus >= vcpus
+                and inst.free_memory_mib >= memory
+                and inst.free_gpus >= gpus
                 and inst.state is up
             ):
                 chosen.append(inst)
@@ -194,7 +202,9 @@ class Capacity:
     def take(self, attempt_id: str, need: Resources, instance_ids: tuple[str, ...]) -> None:
         for iid in instance_ids:
             inst = self.instances[iid]
-            inst.free = inst.free.minus(need)
+            inst.free_vcpus -= need.vcpus
+            inst.free_memory_mib -= need.memory_mib
+            inst.free_gpus -= need.gpus
             inst.attempts.add(attempt_id)
             self.placements[inst.pool.name] += 1
 
@@ -203,19 +213,22 @@ class Capacity:
             inst = self.instances[iid]
             if attempt_id in inst.attempts:
                 inst.attempts.discard(attempt_id)
-                inst.free = inst.free.plus(need)
+                inst.free_vcpus += need.vcpus
+                inst.free_memory_mib += need.memory_mib
+                inst.free_gpus += need.gpus
 
     def check(self, usage: dict[str, Resources]) -> None:
         """Invariant: every instance's free + used == its capacity, and nothing is negative."""
         for inst in self.instances.values():
             used = usage.get(inst.id, Resources(0, 0, 0))
-            total = inst.free.plus(used)
+            free = inst.free
+            total = free.plus(used)
             cap = inst.pool.capacity
-            if inst.free.vcpus < -1e-9 or inst.free.memory_mib < 0 or inst.free.gpus < 0:
-                raise AssertionError(f"instance {inst.id} is oversubscribed: free {inst.free}")
+            if free.vcpus < -1e-9 or free.memory_mib < 0 or free.gpus < 0:
+                raise AssertionError(f"instance {inst.id} is oversubscribed: free {free}")
             if (
                 abs(total.vcpus - cap.vcpus) > 1e-6
                 or total.memory_mib != cap.memory_mib
                 or total.gpus != cap.gpus
             ):
-                raise AssertionError(f"instance {inst.id}: free {inst.free} + used {used} != {cap}")
+                raise AssertionError(f"instance {inst.id}: free {free} + used {used} != {cap}")
