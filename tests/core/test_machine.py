@@ -289,3 +289,18 @@ def test_attempt_news_before_started_is_accepted(event: object) -> None:
     begin(wf)
     wf.handle(event)  # type: ignore[arg-type]
     wf.validate()
+
+
+def test_every_kind_of_event_has_its_entry_in_the_door_table() -> None:
+    """``handle`` finds what to do by the event's exact class: an event class added without
+    an entry would be a TypeError at run time, in the middle of somebody's run."""
+    from stormproof.core import events
+    from stormproof.core.machine import _ON
+
+    kinds = {
+        cls
+        for cls in vars(events).values()
+        if isinstance(cls, type) and issubclass(cls, events.Event) and cls is not events.Event
+    }
+    assert len(kinds) >= 18
+    assert kinds == set(_ON)

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stormproof.core import rng
 from stormproof.core.breaker import Breaker, BreakerState, Transition
@@ -250,56 +251,29 @@ class Workflow:
         if event.at > self.now:
             self.now = event.at
         out: list[Decision] = []
-        # The most frequent events first (exits, timers, commits, starts): a simulated run
-        # handles thousands of them, and each test below costs a call.
-        if isinstance(event, AttemptExited):
-            self._on_exit(event, out)
-        elif isinstance(event, TimerFired):
-            self._on_timer(event, out)
-        elif isinstance(event, CheckpointCommitted):
-            self._on_checkpoint(event, out)
-        elif isinstance(event, AttemptStarted):
-            self._on_started(event, out)
-        elif isinstance(event, AttemptLost):
-            self._on_lost(event, out)
-        elif isinstance(event, AttemptSubmitFailed):
-            self._on_submit_failed(event, out)
-        elif isinstance(event, AttemptDropped):
-            self._on_dropped(event, out)
-        elif isinstance(event, RunStarted):
-            self._on_run_started(event, out)
-        elif isinstance(event, RunResumed):
-            self._changed = True
-            if self.mode is RunMode.STOPPING:
-                self.mode = RunMode.RUNNING
-        elif isinstance(event, StopRequested):
-            if self.mode is RunMode.RUNNING:
-                self.mode = RunMode.STOPPING
-        elif isinstance(event, CancelRequested):
-            self._on_cancel(event, out)
-        elif isinstance(event, CheckpointCorrupt):
-            self._on_corrupt(event)
-        elif isinstance(event, CheckpointRestored):
-            att = self.attempts.get(event.attempt_id)
-            if att is not None and event.seq:
-                att.restored = True
-        elif isinstance(event, InterruptionNotice):
-            self._on_notice(event, out)
-        elif isinstance(event, InstanceLost):
-            self._on_instance_lost(event, out)
-        elif isinstance(event, InstanceUp):
-            self._on_instance_up(event, out)
-        elif isinstance(event, InstanceLaunchFailed):
-            self._on_launch_failed(event, out)
-        elif isinstance(event, FleetScaleRequested):
-            self._on_scale(event, out)
-        else:  # pragma: no cover - every event class is handled above
+        on = _ON.get(type(event))
+        if on is None:  # pragma: no cover - every event class is in the table
             raise TypeError(f"the core does not know the event {event!r}")
+        on(self, event, out)
         if self._changed:  # (tested here too: most events change nothing placement needs)
             self._dispatch(event, out)
         if not self.unfinished:
             self._check_finished(event, out)
         return out
+
+    def _on_resumed(self, event: RunResumed, out: list[Decision]) -> None:
+        self._changed = True
+        if self.mode is RunMode.STOPPING:
+            self.mode = RunMode.RUNNING
+
+    def _on_stop(self, event: StopRequested, out: list[Decision]) -> None:
+        if self.mode is RunMode.RUNNING:
+            self.mode = RunMode.STOPPING
+
+    def _on_restored(self, event: CheckpointRestored, out: list[Decision]) -> None:
+        att = self.attempts.get(event.attempt_id)
+        if att is not None and event.seq:
+            att.restored = True
 
     def handle_all(self, events: Iterable[Event]) -> list[Decision]:
         out: list[Decision] = []
@@ -487,7 +461,7 @@ class Workflow:
             del seqs[:-keep]
             out.append(PruneCheckpoints(task_id, kept, f"keep the last {keep}"))
 
-    def _on_corrupt(self, event: CheckpointCorrupt) -> None:
+    def _on_corrupt(self, event: CheckpointCorrupt, out: list[Decision]) -> None:
         i = self.index.get(event.task_id)
         if i is None:
             return
@@ -1438,3 +1412,28 @@ class Workflow:
                             f"{t.id} is {st.value} but parent "
                             f"{self.tasks[p].id} is {self.state[p].value}"
                         )
+
+
+#: The door's table: what each kind of event does to a run (one lookup, whatever the kind;
+#: a simulated run handles thousands of events). Plain functions, so that no run holds a
+#: reference cycle through its own bound methods.
+_ON: dict[type[Event], Callable[[Workflow, Any, list[Decision]], None]] = {
+    AttemptExited: Workflow._on_exit,
+    TimerFired: Workflow._on_timer,
+    CheckpointCommitted: Workflow._on_checkpoint,
+    AttemptStarted: Workflow._on_started,
+    AttemptLost: Workflow._on_lost,
+    AttemptSubmitFailed: Workflow._on_submit_failed,
+    AttemptDropped: Workflow._on_dropped,
+    RunStarted: Workflow._on_run_started,
+    RunResumed: Workflow._on_resumed,
+    StopRequested: Workflow._on_stop,
+    CancelRequested: Workflow._on_cancel,
+    CheckpointCorrupt: Workflow._on_corrupt,
+    CheckpointRestored: Workflow._on_restored,
+    InterruptionNotice: Workflow._on_notice,
+    InstanceLost: Workflow._on_instance_lost,
+    InstanceUp: Workflow._on_instance_up,
+    InstanceLaunchFailed: Workflow._on_launch_failed,
+    FleetScaleRequested: Workflow._on_scale,
+}

@@ -188,7 +188,6 @@ class _Run:
         self.granted: dict[str, tuple[float, int]] = {}
         #: Successors waiting for their predecessor to end, by predecessor id (like the shim).
         self.held: dict[str, LaunchAttempt] = {}
-        self.acts = self._acts()
 
     # ------------------------------------------------------------------ loop
     def go(self) -> SimResult:
@@ -241,26 +240,12 @@ class _Run:
         decisions = self.core.handle(event)
         if self.record:
             self.decisions.extend(decisions)
-        acts = self.acts
         for d in decisions:
-            act = acts.get(type(d))
-            if act is not None:  # notes need nothing carried out (half the decisions are notes)
-                act(d, event.at)
+            act = _ACTS.get(type(d))
+            if act is not None:  # notes need nothing carried out
+                act(self, d, event.at)
 
     # ------------------------------------------------------------------ decisions
-    def _acts(self) -> dict[type, Callable[[Any, float], None]]:
-        """What carries out each kind of decision (by exact type: one lookup per decision)."""
-        return {
-            LaunchAttempt: self._launch,
-            StartTimer: self._start_timer,
-            KillAttempt: self._kill,
-            WithdrawAttempt: self._withdraw,
-            RequestCheckpoint: self._request_checkpoint,
-            LaunchInstance: self._launch_instance,
-            InstanceChanged: self._instance_changed,
-            AttemptEnded: self._attempt_ended,
-        }
-
     def _start_timer(self, d: StartTimer, now: float) -> None:
         self.push(d.fire_at, TimerFired(d.fire_at, d.timer_id))
 
@@ -427,3 +412,17 @@ def _runtime_draw(model: TaskModel) -> tuple[float, float, float]:
     """
     sigma = max(model.spread, 0.0)
     return model.runtime_s, math.log(max(model.runtime_s, 1e-9)) - sigma * sigma / 2, sigma
+
+
+#: What carries out each kind of decision (by exact type: one lookup per decision). Plain
+#: functions, so that no run holds a reference cycle through its own bound methods.
+_ACTS: dict[type, Callable[[_Run, Any, float], None]] = {
+    LaunchAttempt: _Run._launch,
+    StartTimer: _Run._start_timer,
+    KillAttempt: _Run._kill,
+    WithdrawAttempt: _Run._withdraw,
+    RequestCheckpoint: _Run._request_checkpoint,
+    LaunchInstance: _Run._launch_instance,
+    InstanceChanged: _Run._instance_changed,
+    AttemptEnded: _Run._attempt_ended,
+}
