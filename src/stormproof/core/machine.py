@@ -201,6 +201,7 @@ class Workflow:
         self._rate_cache: dict[tuple[str, float, int, int, int], tuple[float, float]] = {}
         self._typed_breakers = options.breaker.per_task_type
         self._narrate = options.narrate
+        self._every_why: dict[int, str] = {}
         #: Placement needs no breaker fault counts unless a strategy ranks pools by them.
         self._ranks_by_faults = options.spot_strategy in (
             SpotStrategy.CAPACITY_OPTIMIZED,
@@ -411,7 +412,7 @@ class Workflow:
             att = self.attempts.get(key)
             if att is not None and att.kill_reason is None:
                 task = self.tasks[att.task]
-                out.append(RequestCheckpoint(att.id, f"every {task.checkpoint_interval_s:g}s"))
+                out.append(RequestCheckpoint(att.id, self._every(att.task)))
                 self._arm_checkpoint_timer(att, event.at + (task.checkpoint_interval_s or 0.0), out)
         elif kind == "retry":
             task_id = key.rsplit(":", 1)[0]
@@ -437,9 +438,16 @@ class Workflow:
             self._changed = True
 
     def _arm_checkpoint_timer(self, att: Attempt, fire_at: float, out: list[Decision]) -> None:
-        timer = f"checkpoint:{att.id}"
+        timer = "checkpoint:" + att.id
         self.timers[timer] = fire_at
-        out.append(StartTimer(timer, fire_at, f"checkpoint interval of {att.id}"))
+        out.append(StartTimer(timer, fire_at, "checkpoint interval"))  # whose: the timer's id
+
+    def _every(self, i: int) -> str:
+        """Why task ``i``'s checkpoint is asked for (formatted once per task, not per ask)."""
+        why = self._every_why.get(i)
+        if why is None:
+            why = self._every_why[i] = f"every {self.tasks[i].checkpoint_interval_s:g}s"
+        return why
 
     def _on_checkpoint(self, event: CheckpointCommitted, out: list[Decision]) -> None:
         live = self.attempts.get(event.attempt_id)

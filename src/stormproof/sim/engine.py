@@ -228,7 +228,9 @@ class _Run:
             live = self.live.get(event.attempt_id)
             if live is None or event.at != live.exit_at:
                 return  # superseded by a later plan for the same attempt
-            self.ended[event.attempt_id] = self.live.pop(event.attempt_id)
+            live = self.live.pop(event.attempt_id)
+            if self.record:  # kept for the attempt's record, written when it has ended
+                self.ended[event.attempt_id] = live
             successor = self.held.pop(event.attempt_id, None)
             if successor is not None:  # it starts as its predecessor ends, as in the shim
                 self._launch(successor, event.at)
