@@ -124,6 +124,7 @@ _ATTEMPT_SUCCEEDED = AttemptState.SUCCEEDED
 _TAKEN_AWAY = frozenset({AttemptState.INTERRUPTED, AttemptState.LOST})
 _MODE_RUNNING, _FINISHED = RunMode.RUNNING, RunMode.FINISHED
 _ON_DEMAND = Market.ON_DEMAND
+_POLICY_ON_DEMAND = SpotPolicy.ON_DEMAND
 #: An attempt state's name, without ``Enum.value`` (a Python-level property) per attempt.
 _STATE_NAMES = {s: s.value for s in AttemptState}
 
@@ -939,15 +940,21 @@ class Workflow:
         Free capacity first, for every task; only then a successor's place behind a
         running attempt (``_find_host``), never instead of free capacity.
         """
+        queues, state = self._queues, self.state
         heads: list[tuple[float, int, ShapeKey]] = []
-        for key, heap in list(self._queues.items()):
-            while heap and self.state[heap[0][1]] is not _READY:
+        emptied: list[ShapeKey] = []
+        for key, heap in queues.items():
+            while heap and state[heap[0][1]] is not _READY:
                 heapq.heappop(heap)  # stale: the task was skipped or cancelled meanwhile
             if heap:
-                heads.append((heap[0][0], heap[0][1], key))
+                top = heap[0]
+                heads.append((top[0], top[1], key))
             else:
-                del self._queues[key]
-        heads.sort()
+                emptied.append(key)
+        for key in emptied:
+            del queues[key]
+        if len(heads) > 1:  # most workflows have one shape of task, so one queue
+            heads.sort()
         if free_ok:
             for _, i, key in heads:
                 placement = self._find(i, out)
@@ -1150,7 +1157,7 @@ class Workflow:
         policy = self.options.spot_policy
         deadline = self.options.deadline_s
         if deadline is None:  # no deadline logic: spot if free, else on-demand at once
-            return policy is not SpotPolicy.ON_DEMAND, True, None
+            return policy is not _POLICY_ON_DEMAND, True, None
         elapsed = self.now - self.run_start
         task = self.tasks[i]
         situation = Situation(

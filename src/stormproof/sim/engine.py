@@ -166,7 +166,7 @@ class _Run:
         self.rng = rng
         self.record = record
         self.core = Workflow(sim.tasks, sim.options if record else sim.quiet_options)
-        self.heap: list[tuple[float, int, object]] = []
+        self.heap: list[tuple[float, int, Event | tuple[Any, ...]]] = []
         self.seq = itertools.count(1)  # ties at one time go first in, first out
         self.now = 0.0
         n = len(sim.tasks)
@@ -202,12 +202,11 @@ class _Run:
             if at > max_time_s:
                 break
             self.now = at
-            if isinstance(item, Event):
-                if type(item) is TimerFired and item.timer_id not in timers:
-                    continue  # the core dropped it (its attempt ended): it would say nothing
-                feed(item)
-            elif isinstance(item, tuple):
+            if isinstance(item, tuple):
                 self._on_internal(item)
+            elif type(item) is not TimerFired or item.timer_id in timers:
+                feed(item)
+            # else: a timer the core dropped (its attempt ended): it would say nothing
         final = self.core.final or "unfinished"
         return SimResult(
             self.now,
@@ -220,7 +219,7 @@ class _Run:
             self.decisions,
         )
 
-    def push(self, at: float, item: object) -> None:
+    def push(self, at: float, item: Event | tuple[Any, ...]) -> None:
         heapq.heappush(self.heap, (at, next(self.seq), item))
 
     def feed(self, event: Event) -> None:
