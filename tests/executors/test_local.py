@@ -286,6 +286,21 @@ def test_prepare_starts_the_shim_in_the_background_and_submit_uses_it(
     assert len(harness.journal()[0]) == 1  # one shim start in the run's journal
 
 
+def test_a_shim_that_no_driver_ever_connects_to_exits_once_idle(harness: Harness) -> None:
+    """``prepare`` starts a shim before anything is submitted; a driver that then has nothing
+    to run (``resume`` of a finished run, an error after the start) never connects. That shim
+    must still leave after its idle time, not wait for a first client forever."""
+    ex: LocalExecutor = harness.executor(idle_exit_s=0.5)
+    ex.prepare()
+    deadline = time.monotonic() + 10.0
+    while harness.shim_pid() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = harness.shim_pid()
+    assert pid is not None
+    ex.close()  # never connected
+    assert wait_gone(pid, 5.0), "the unused shim is still running"
+
+
 def test_a_prepared_executor_closed_unused_leaves_no_starter_behind(harness: Harness) -> None:
     ex: LocalExecutor = harness.executor()
     ex.prepare()

@@ -206,6 +206,9 @@ class Shim:
         signal.signal(signal.SIGCHLD, _ignore_signal)
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
         self._reap()  # in case a child ended before the handler was in place
+        # Idle from the start: a shim started ahead of need (``LocalExecutor.prepare``) whose
+        # driver never connects must leave too, not wait for a first client forever.
+        self.idle_since = time.monotonic()
         while True:
             self.poller.wait(self._timeout())
             self._fire_timers()
