@@ -12,6 +12,7 @@ from stormproof.capacity.local import LocalFleet
 from stormproof.config import local_pool
 from stormproof.core.decisions import Decision, LaunchAttempt, LaunchInstance
 from stormproof.core.events import AttemptExited, AttemptStarted, Event
+from stormproof.core.machine import Workflow
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
@@ -75,6 +76,9 @@ class StopAt:
             self.driver.request_stop("test")
 
     def tick(self, now: float) -> None:
+        return None
+
+    def resumed(self, core: Workflow) -> None:
         return None
 
 
@@ -334,3 +338,39 @@ def test_resume_never_launches_an_instance_that_is_already_up(
     assert fleet.asked == []
     ups = [r.data["instance_id"] for r in store.read("r") if r.kind == "InstanceUp"]
     assert ups == ["local-0"]
+
+
+def test_a_resumed_run_shows_its_progress_from_where_its_history_left_it(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    """The replay decides nothing new, so without ``Reporter.resumed`` the live display of a
+    resumed run would show its finished tasks as waiting and count none of its attempts."""
+    import io
+
+    from rich.console import Console
+
+    from stormproof.cli.progress import LiveProgress
+
+    ctx = make_run(store, tmp_path)
+    first = Driver(home, store, ctx, Silent(["b/1"]), StopAt("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    assert first.drive().state == "stopped"
+
+    resumed_ctx = load_context(store, "r")
+    progress = LiveProgress(resumed_ctx, Console(file=io.StringIO(), width=100), home)
+    seen: list[dict[str, int]] = []
+
+    class Watching(Recovering):
+        def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
+            seen.extend(dict(c) for c in progress.counts)  # what resume starts from
+            return super().recover(jobs)
+
+    now = time.time()
+    ex = Watching({"b/1": [AttemptStarted(now, "b/1", "9"), AttemptExited(now, "b/1", 0)]})
+    driver = Driver(home, store, resumed_ctx, ex)
+    driver.reporter = progress
+    assert driver.drive().state == "succeeded"
+    assert [c["succeeded"] for c in seen] == [1, 0, 0], "a had succeeded before the stop"
+    assert [c["running"] for c in seen] == [0, 1, 0], "b was running when it stopped"
+    assert progress.attempts == 3 and "b/1" not in progress.running
+    assert [c["succeeded"] for c in progress.counts] == [1, 1, 1]

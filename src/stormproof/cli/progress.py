@@ -27,11 +27,20 @@ from stormproof.core.decisions import (
     TaskReady,
     TaskRetrying,
 )
+from stormproof.core.machine import Workflow
+from stormproof.core.states import TaskState
 from stormproof.plan.graph import Dag
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext
 
 COLUMNS = ("waiting", "running", "succeeded", "failed", "other")
+#: How a task's state in the core shows (skipped and cancelled count as "other").
+_SHOWN_AS = {
+    TaskState.WAITING: "waiting",
+    TaskState.READY: "waiting",
+    TaskState.BACKOFF: "waiting",
+    TaskState.RUNNING: "running",
+}
 #: Running attempts shown with their last line of output (more would not fit a screen).
 SHOWN_RUNNING = 8
 
@@ -61,6 +70,9 @@ class NullProgress:
         return None
 
     def tick(self, now: float) -> None:
+        return None
+
+    def resumed(self, core: Workflow) -> None:
         return None
 
 
@@ -119,6 +131,16 @@ class LiveProgress:
         lvl = self.stage_of[task_id]
         self.counts[lvl][col_old] -= 1
         self.counts[lvl][col_new] += 1
+
+    def resumed(self, core: Workflow) -> None:
+        """Start from where the run's history left it: a resumed run's finished tasks are not
+        shown waiting, nor its attempts uncounted (the replay decides nothing new to report)."""
+        for task in core.tasks:
+            self._move(task.id, _SHOWN_AS.get(core.state[task.index], core.state[task.index].value))
+        self.attempts = sum(core.attempts_made)
+        self.retries = sum(max(0, n - 1) for n in core.attempts_made)  # beyond each first
+        for att in core.attempts.values():
+            self.running[att.id] = (core.tasks[att.task].id, att.number, att.launched_at)
 
     def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
         plain = self.live is None

@@ -81,6 +81,9 @@ class Reporter(Protocol):
 
     def tick(self, now: float) -> None: ...
 
+    def resumed(self, core: Workflow) -> None:
+        """The run's state as its history left it, before anything new is decided."""
+
 
 @dataclass
 class DriveResult:
@@ -136,6 +139,8 @@ class Driver:
                 pending: list[Event] = [RunStarted(now)]
             else:
                 self._replay(history)
+                if self.reporter is not None:  # a resumed run's progress starts where it was
+                    self.reporter.resumed(self.core)
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
                 self._relaunch_pending()
