@@ -32,7 +32,7 @@ class BreakerState(str, Enum):
 
 #: Bound once: reading a member off an Enum class is slow on CPython 3.11, and every
 #: placement asks its pool's breaker.
-_CLOSED = BreakerState.CLOSED
+_CLOSED, _HALF_OPEN = BreakerState.CLOSED, BreakerState.HALF_OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +58,10 @@ class Breaker:
         """Whether a new attempt may be placed on the pool now."""
         if self.state is _CLOSED:
             return True
-        return self.state is BreakerState.HALF_OPEN and self.probe is None
+        return self.state is _HALF_OPEN and self.probe is None
 
     def placed(self, attempt_id: str) -> None:
-        if (
-            self.state is not _CLOSED
-            and self.state is BreakerState.HALF_OPEN
-            and self.probe is None
-        ):
+        if self.state is _HALF_OPEN and self.probe is None:
             self.probe = attempt_id
 
     def fault(self, now: float, what: str) -> Transition | None:

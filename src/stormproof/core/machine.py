@@ -196,7 +196,6 @@ class Workflow:
         self.run_start = 0.0
         self._critical_s = max((t.priority for t in self.tasks), default=0.0)
         self._has_spot = any(p.market is Market.SPOT for p in options.pools)
-        self._od_rates: dict[tuple[float, int, int, int, float], float] = {}
         self._spot_pools = {p.name: p.market is Market.SPOT for p in options.pools}
         self._market_names = {p.name: p.market.value for p in options.pools}
         self._rate_cache: dict[tuple[str, float, int, int, int], tuple[float, float]] = {}
@@ -662,7 +661,7 @@ class Workflow:
 
     def _type_breaker(self, pool: str, kind: str) -> Breaker | None:
         """The breaker of tasks of type ``kind`` on ``pool``, when those are on."""
-        if not self.options.breaker.per_task_type:
+        if not self._typed_breakers:
             return None
         name = f"{pool}/{kind}"
         breaker = self.breakers.get(name)
@@ -862,7 +861,7 @@ class Workflow:
         breaker = self.breakers.get(att.pool)
         if breaker is not None and breaker.probe is not None and error not in PROVIDER_ERRORS:
             self._breaker_moved(breaker, breaker.ended(event.at, att.id, ok), out)
-        typed = self._type_breaker(att.pool, task.kind) if self._typed_breakers else None
+        typed = self._type_breaker(att.pool, task.kind)
         if typed is not None and error not in PROVIDER_ERRORS:
             if error in TASK_ERRORS:
                 moved = typed.fault(event.at, f"{error} of {att.id}")
@@ -1205,15 +1204,10 @@ class Workflow:
             if spot and self._ranks_by_faults
             else _NO_FAULTS
         )
-        breakers = self.breakers
         for pool in self.capacity.pool_order(spot, self.options.spot_strategy, faults):
             if pool.market is _ON_DEMAND and not on_demand:
                 break  # on-demand pools come last: nothing more to try
-            if (
-                self._pool_allows(pool.name, task.kind)
-                if self._typed_breakers
-                else breakers[pool.name].allows()
-            ):
+            if self._pool_allows(pool.name, task.kind):
                 placement = self.capacity.find_in(pool, need, task.nodes)
                 if placement is not None:
                     return placement
@@ -1259,10 +1253,9 @@ class Workflow:
         if self.options.successors:
             self._offer(att)
         self.breakers[pool.name].placed(att_id)
-        if self._typed_breakers:
-            typed = self._type_breaker(pool.name, task.kind)
-            if typed is not None:
-                typed.placed(att_id)
+        typed = self._type_breaker(pool.name, task.kind)
+        if typed is not None:
+            typed.placed(att_id)
         why = "placed on " + ", ".join(instances)
         if host is not None:
             why += f", to start when {host.id} ends"
@@ -1304,16 +1297,12 @@ class Workflow:
 
     def _on_demand_rate(self, need: Resources, nodes: int, fallback: float) -> float:
         """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
-        key = (need.vcpus, need.memory_mib, need.gpus, nodes, fallback)  # Resources hash in Python
-        rate = self._od_rates.get(key)
-        if rate is None:
-            rates = [
-                p.price_usd_per_h * share(need, p.capacity) * nodes
-                for p in self.capacity.pools
-                if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
-            ]
-            rate = self._od_rates[key] = min(rates, default=fallback)
-        return rate
+        rates = [
+            p.price_usd_per_h * share(need, p.capacity) * nodes
+            for p in self.capacity.pools
+            if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
+        ]
+        return min(rates, default=fallback)
 
     def _fail_unplaceable(self, event: Event, out: list[Decision]) -> None:
         """Nothing runs, yet tasks wait: end those no pool could ever hold.

@@ -119,7 +119,6 @@ class _Live:
     task: int
     run_from: float  # when work (re)started: after the restore, after the last pause
     done_before: float  # progress (s of work) at ``run_from``
-    version: int = 0
     pause_until: float = -1.0
     exit_at: float = math.inf
     exit_code: int = 0
@@ -291,7 +290,7 @@ class _Run:
         restoring = bool(d.restore_from) and self.saved[i] > 0
         start = now + (model.restart_s if restoring else 0.0)
         done = self.saved[i] if restoring else 0.0
-        live = _Live(i, start, done, 0, -1.0, math.inf, 0, now, d.pool, d.market, d.instances)
+        live = _Live(i, start, done, -1.0, math.inf, 0, now, d.pool, d.market, d.instances)
         self.live[d.attempt_id] = live
         if restoring:
             self.push(start, CheckpointRestored(start, d.attempt_id, d.restore_from[0]))
@@ -302,7 +301,7 @@ class _Run:
 
     def _plan_exit(self, attempt_id: str, live: _Live, at: float, code: int) -> None:
         live.exit_at, live.exit_code = at, code
-        heapq.heappush(self.heap, (at, next(self.seq), AttemptExited(at, attempt_id, code)))
+        self.push(at, AttemptExited(at, attempt_id, code))
 
     def _kill(self, d: KillAttempt, now: float) -> None:
         for pred, held in list(self.held.items()):
