@@ -26,7 +26,13 @@ from stormproof.core.events import (
     AttemptSubmitFailed,
     Event,
 )
-from stormproof.executors._files import Layout, is_our_process, proc_start_ticks
+from stormproof.executors._files import (
+    ExitStatus,
+    Layout,
+    is_our_process,
+    proc_start_ticks,
+    read_journal,
+)
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.local import LocalExecutor
 
@@ -81,6 +87,11 @@ class Harness:
                 elif item[0] == "L":
                     attempts.append((int(item[2]), float(item[3])))
         return shims, attempts
+
+    def status(self, job: AttemptJob) -> ExitStatus | None:
+        """The exit status the run's journal holds for ``job``, if any (as a recovery reads it)."""
+        record = read_journal(self.layout.journal).get(job.attempt_id)
+        return None if record is None else record.status
 
     def cleanup(self) -> None:
         for ex in self.executors:

@@ -44,8 +44,27 @@ def test_exit_codes_of_list_and_string_commands(harness: Harness) -> None:
     events = run_to_end(ex, jobs)
     codes = {aid: exit_code(events, aid) for aid in finals(events)}
     assert codes == {"ok/1": 0, "false/1": 1, "three/1": 3, "signal/1": 128 + 9}
+    for job in jobs:  # journaled before the event left: a recovery would find the same codes
+        status = harness.status(job)
+        assert status is not None and status.code == codes[job.attempt_id]
+
+
+def test_an_attempt_leaves_its_work_dir_and_two_logs_and_no_other_file(harness: Harness) -> None:
+    # Per attempt, files are made by the orchestrator only; the shim appends to one journal.
+    ex = harness.executor()
+    jobs = [harness.job(f"t{i}", "echo out; echo err >&2; exit 2") for i in range(3)]
+    events = run_to_end(ex, jobs)
     for job in jobs:
-        assert job.exit_status_path.read_text() == f"{codes[job.attempt_id]}\n"
+        assert exit_code(events, job.attempt_id) == 2
+        assert sorted(p.name for p in job.attempt_dir.iterdir()) == [
+            "stderr.log",
+            "stdout.log",
+            "work",
+        ]
+        assert list(job.work_dir.iterdir()) == []
+        assert (job.stdout_path.read_text(), job.stderr_path.read_text()) == ("out\n", "err\n")
+    state = {p.name for p in Path(harness.layout.state_dir).iterdir()}
+    assert state <= {"journal", "shim.lock", "shim.log", "shim.pid", "shim.sock", "endpoint"}
 
 
 def test_started_comes_first_with_the_pid_as_handle(harness: Harness) -> None:
@@ -118,7 +137,8 @@ def test_command_not_found_is_127_and_not_executable_is_126(harness: Harness) ->
         "stormproof: no-such-command-anywhere: command not found\n"
     )
     assert "Permission denied" in denied.stderr_path.read_text()
-    assert missing.exit_status_path.read_text() == "127\n"
+    status = harness.status(missing)
+    assert status is not None and status.code == 127
     assert not any(isinstance(e, AttemptStarted) for e in events)
 
 
@@ -210,7 +230,11 @@ def test_an_attempt_dir_that_cannot_be_made_is_a_submit_failure(harness: Harness
     job = harness.job("blocked", ["true"])
     job = dataclasses.replace(job, attempt_dir=blocker / "attempt")
     event = finals(run_to_end(ex, [job]))["blocked/1"]
-    assert isinstance(event, AttemptSubmitFailed) and "work dir" in event.message
+    assert isinstance(event, AttemptSubmitFailed)
+    assert (
+        "cannot create the attempt's directory" in event.message and str(blocker) in event.message
+    )
+    assert harness.status(job) is None and not harness.journal()[1]  # never reached the shim
 
 
 def test_killing_an_ended_or_unknown_attempt_is_a_no_op(harness: Harness) -> None:

@@ -119,7 +119,7 @@ def test_ended_while_no_orchestrator_was_there(
 ) -> None:
     job = harness.job("b", "sleep 0.2; exit 3")
     crash_after_start(harness, orchestrators, [job], idle_exit_s=30.0 if shim_lingers else 0.2)
-    wait_for(lambda: job.exit_status_path.exists())
+    wait_for(lambda: harness.status(job) is not None)
     if not shim_lingers:
         pid = harness.shim_pid()
         assert pid is None or wait_gone(pid)
@@ -169,7 +169,7 @@ def test_the_attempt_keeps_running_and_runs_once(harness: Harness, orchestrators
     pids = crash_after_start(harness, orchestrators, [job])
     side_effect = job.work_dir / "side-effect.txt"
     assert not side_effect.exists()
-    wait_for(lambda: job.exit_status_path.exists())
+    wait_for(lambda: harness.status(job) is not None)
     assert not wait_gone(pids["e/1"], 0) or side_effect.read_text() == "done\n"
     ex = harness.executor()
     exited = by_id(ex.recover([job]))["e/1"]
@@ -177,6 +177,30 @@ def test_the_attempt_keeps_running_and_runs_once(harness: Harness, orchestrators
     ex.submit(job)
     assert ex.poll(0.3) == []
     assert side_effect.read_text() == "done\n"
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["ended-first", "still-running"])
+def test_a_submit_to_a_new_shim_never_runs_what_a_dead_one_launched(
+    harness: Harness, orchestrators: Procs, ended: bool
+) -> None:
+    # The attempt's directory exists either way (the orchestrator makes it before the shim
+    # hears of it): only the dead shim's journal can tell the new one it was launched.
+    job = harness.job("r", "sleep 0.6; echo done >> side-effect.txt")
+    pids = crash_after_start(harness, orchestrators, [job])
+    if ended:
+        wait_for(lambda: harness.status(job) is not None)
+    kill_shim(harness)
+    ex = harness.executor()
+    ex.submit(job)  # no recover first: the same attempt id, submitted again
+    events = collect(ex, lambda evs: "r/1" in finals(evs))
+    if ended:
+        assert [type(e) for e in events] == [AttemptExited]
+        assert isinstance(events[0], AttemptExited) and events[0].exit_code == 0
+    else:  # adopted, then lost: only its dead parent could have learned its code
+        assert [type(e) for e in events] == [AttemptStarted, AttemptLost]
+        assert isinstance(events[0], AttemptStarted) and events[0].handle == str(pids["r/1"])
+    assert wait_gone(pids["r/1"], 5.0)
+    assert (job.work_dir / "side-effect.txt").read_text() == "done\n"  # it ran once
 
 
 def test_kill_after_grace_happens_even_if_the_orchestrator_dies(
@@ -190,8 +214,9 @@ def test_kill_after_grace_happens_even_if_the_orchestrator_dies(
     wait_for(trapped.exists, 5.0)  # started is not trapped yet: a TERM before the trap kills it
     ex.kill("g/1", 0.3)
     ex.close()  # this orchestrator goes away too: the shim still owes the SIGKILL
-    wait_for(lambda: job.exit_status_path.exists(), 5.0)
-    assert job.exit_status_path.read_text() == f"{128 + 9}\n"
+    wait_for(lambda: harness.status(job) is not None, 5.0)
+    status = harness.status(job)
+    assert status is not None and status.code == 128 + 9
 
 
 def test_shim_killed_under_a_connected_executor_heals(harness: Harness) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from stormproof.executors._files import Layout, read_journal
 from tests.cli.conftest import Cli, _kill_leftovers, wait_for
 
 CHAINS, LENGTH = 6, 5
@@ -70,12 +71,13 @@ def test_sigterm_then_resume_with_successors_runs_every_task_once(cli: Cli) -> N
     assert sorted(tasks_ended) == sorted(every)  # every task ends once
     st = cli.status("s1")
     assert st["state"] == "succeeded"
-    tasks_dir = cli.data_dir / "s1" / "tasks"
+    journal = read_journal(Layout.for_run(cli.data_dir / "s1").journal)
     for task, view in st["tasks"].items():
         ran = [a for a in view["attempts"] if a["state"] != "dropped"]
         assert len(ran) == 1, f"{task}: {view['attempts']}"
-        assert (tasks_dir / task / f"attempt-{ran[0]['number']}" / "exit_status").exists()
+        assert journal[f"{task}/{ran[0]['number']}"].status is not None
         for a in view["attempts"]:
             if a["state"] == "dropped":  # never started: no exit status anywhere
                 assert ended[f"{task}/{a['number']}"] == "dropped"
-                assert not (tasks_dir / task / f"attempt-{a['number']}" / "exit_status").exists()
+                record = journal.get(f"{task}/{a['number']}")
+                assert record is None or record.status is None

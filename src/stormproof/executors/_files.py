@@ -1,31 +1,37 @@
 """What the local executor keeps on disk, shared by ``LocalExecutor`` and its shim.
 
 The orchestrator, and even the shim, may be ``kill -9``ed at any moment, so everything a
-later orchestrator needs to learn what became of an attempt is on disk:
+later orchestrator needs to learn what became of an attempt is on disk, in one append-only
+file per run, ``<run_dir>/local-executor/journal``, one JSON line per fact:
 
-* ``<attempt_dir>/exit_status`` holds ``"<code>\\n"``, written with one ``write()`` into a
-  fresh file after the attempt was reaped. A reader accepts only a complete line, so a
-  half-written file reads as "no status yet", never as a wrong code. (A temp file plus
-  ``rename`` would cost one more metadata operation per attempt for no extra safety against
-  the failures we care about, which are process deaths, not power cuts.) When the shim killed
-  the attempt for using more than its memory, the line is ``"<code> oom\\n"``: the verdict is
-  in the same single write as the code, so a recovery can never see one without the other.
-  Files without the word (every older one) read as "not out of memory".
-* ``<run_dir>/local-executor/journal`` gets one JSON line per launch (attempt id, pid, and
-  the ``CLOCK_BOOTTIME`` reading taken just after the spawn returned) and one per shim start
-  (boot id). It is appended by the shim right after each spawn. We use one append-only file
-  per run, not a pid file per attempt, because creating files is the main per-attempt cost
-  here (five per attempt cannot be avoided and this would be a sixth), while an append costs
-  one syscall.
+* ``["B", boot_id, shim_pid]`` when a shim starts;
+* ``["L", attempt_id, pid, spawned_boottime, at]`` right after a spawn, with the
+  ``CLOCK_BOOTTIME`` reading taken just after the spawn returned;
+* ``["Q", attempt_id]`` when a successor is held for its predecessor;
+* ``["X", attempt_id, code, at]`` (``..., at, 1]`` when the shim killed it for using more
+  than its memory) once the attempt was reaped, before anyone hears of its end. The verdict
+  is in the same line as the code, so a recovery never sees one without the other.
 
-  A pid read back later is ours only if ``/proc/<pid>/stat`` says it started no later than
-  that recorded reading (the start time there counts in the same boot clock). The pid cannot
-  be reused before the attempt is reaped, and reaping comes after the reading. So any process
-  that later gets the same pid started after it. We do not read ``/proc`` at spawn time
-  instead: that costs ~100 µs per attempt, because the read waits for the child's exec.
-* ``shim.lock`` is flocked by the live shim for its whole life. The lock is how we tell the
-  shim is alive, and it cannot be fooled by pid reuse. ``shim.pid``, ``shim.log`` and
-  ``endpoint`` are there for people and tests.
+Each line is one ``write()`` to an ``O_APPEND`` descriptor. A reader skips a torn last
+line, so a half-written status reads as "no status yet", never as a wrong code.
+
+Why one journal and not a file per attempt (a pid file, an ``exit_status`` file, as earlier
+versions wrote): creating a file is the main per-attempt cost of the local executor, and
+on a parallel filesystem (Lustre, GPFS, NFS) each creation is a round trip to a metadata
+server. An append is one syscall. The executor's per-attempt creations are the attempt's
+directories and its two logs, and the orchestrator makes those (``create_attempt``) before it
+hands the attempt to the shim, so the shim, which runs every attempt of the run one after
+the other, only spawns, reaps and appends.
+
+A pid read back later is ours only if ``/proc/<pid>/stat`` says it started no later than
+the recorded reading (the start time there counts in the same boot clock). The pid cannot
+be reused before the attempt is reaped, and reaping comes after the reading. So any process
+that later gets the same pid started after it. We do not read ``/proc`` at spawn time
+instead: that costs ~100 µs per attempt, because the read waits for the child's exec.
+
+Beside the journal, ``shim.lock`` is flocked by the live shim for its whole life. The lock
+is how we tell the shim is alive, and it cannot be fooled by pid reuse. ``shim.pid``,
+``shim.log`` and ``endpoint`` are there for people and tests.
 
 This module is imported by the shim at start-up, so it uses the standard library only.
 """
@@ -33,6 +39,7 @@ This module is imported by the shim at start-up, so it uses the standard library
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -106,34 +113,73 @@ def private_socket_dir() -> str:
     return path
 
 
-# ---------------------------------------------------------------------------- exit status
-def exit_status_path(attempt_dir: str) -> str:
-    return attempt_dir + "/exit_status"  # the shim's attempt dirs are absolute and normalized
+# ---------------------------------------------------------------------------- attempts
+#: Directories that hold task directories (``<run>/tasks``) and were seen to exist. Below one,
+#: an attempt's directories are made top-down: three ``mkdir`` calls for the first attempt of
+#: a task instead of five bottom-up (two of which fail). An executor serves one run: one entry.
+_roots: set[str] = set()
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+LOG_NAMES = ("stdout.log", "stderr.log")
 
 
-def write_exit_status(attempt_dir: str, code: int, out_of_memory: bool = False) -> None:
-    """Record the exit code with one small write that a reader can check for completeness."""
-    fd = os.open(
-        exit_status_path(attempt_dir), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644
-    )
+def create_attempt(attempt_dir: str) -> None:
+    """Make ``<attempt_dir>/work`` and the two empty logs beside it (all may exist already).
+
+    Raises ``OSError`` when they cannot be made. ``attempt_dir`` is absolute and normalized.
+    """
+    work = attempt_dir + "/work"
+    task_dir = attempt_dir.rpartition("/")[0]
+    root = task_dir.rpartition("/")[0]
+    made = False
+    if root in _roots:
+        try:
+            _mkdir_exist_ok(task_dir)
+            _mkdir_exist_ok(attempt_dir)
+            _mkdir_exist_ok(work)
+            made = True
+        except FileNotFoundError:
+            _roots.discard(root)  # removed meanwhile: bottom-up, below
+    if not made:
+        _mkdirs(work)
+        _roots.add(root)
+    for name in LOG_NAMES:
+        os.close(os.open(f"{attempt_dir}/{name}", LOG_FLAGS, 0o644))
+
+
+def _mkdir_exist_ok(path: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
+
+
+def _mkdirs(path: str) -> None:
+    """``os.makedirs`` without its stat calls: create a parent only once it proves missing."""
     try:
-        os.write(fd, b"%d oom\n" % code if out_of_memory else b"%d\n" % code)
-    finally:
-        os.close(fd)
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        parent = os.path.dirname(path)
+        if parent == path:
+            raise
+        _mkdirs(parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path)
 
 
 @dataclass(frozen=True, slots=True)
 class ExitStatus:
-    """What an ``exit_status`` file says."""
+    """How an attempt ended, as its shim recorded it."""
 
     code: int
-    at: float  # when it was written: the file's mtime
+    at: float  # when it was recorded
     out_of_memory: bool = False
 
 
-def read_exit_status(attempt_dir: str) -> ExitStatus | None:
-    """The status, if a complete one was written, else ``None``."""
-    path = exit_status_path(attempt_dir)
+def read_exit_status_file(attempt_dir: str) -> ExitStatus | None:
+    """The ``<attempt_dir>/exit_status`` file that versions before the journal's ``X`` lines
+    wrote (``"<code>\\n"`` or ``"<code> oom\\n"``), so that a run started by one of them
+    resumes without running a finished attempt again. ``None`` if absent or incomplete."""
+    path = attempt_dir + "/exit_status"
     try:
         with open(path, "rb") as f:
             data = f.read(64)
@@ -209,6 +255,8 @@ class LaunchRecord:
     spawned_boottime: float
     boot_id: str
     at: float
+    #: Set once the attempt was reaped (an ``X`` line); a refused spawn (127, 126) has only this.
+    status: ExitStatus | None = None
 
     @property
     def queued(self) -> bool:
@@ -235,12 +283,19 @@ def journal_queued_line(id_json: str) -> bytes:
     return f'["Q",{id_json}]\n'.encode()
 
 
+def journal_exit_line(id_json: str, code: int, at: float, out_of_memory: bool = False) -> bytes:
+    """The attempt was reaped with ``code`` (128+N for signal N) at ``at``."""
+    flag = ",1" if out_of_memory else ""
+    return f'["X",{id_json},{code},{at!r}{flag}]\n'.encode()
+
+
 def _line(item: list[Any]) -> bytes:
     return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
 
 def read_journal(path: str) -> dict[str, LaunchRecord]:
-    """Every launch the journal remembers, the latest per attempt id; torn lines are skipped."""
+    """What the journal remembers of each attempt id (its launch, or the hold of a successor,
+    and how it ended); torn lines are skipped."""
     records: dict[str, LaunchRecord] = {}
     boot = "unknown"
     try:
@@ -259,6 +314,11 @@ def read_journal(path: str) -> dict[str, LaunchRecord]:
             elif item[0] == "Q":  # held, not launched (yet): pid 0
                 aid = str(item[1])
                 records[aid] = LaunchRecord(aid, 0, 0.0, boot, 0.0)
+            elif item[0] == "X":
+                aid = str(item[1])
+                status = ExitStatus(int(item[2]), float(item[3]), len(item) > 4 and bool(item[4]))
+                launch = records.get(aid) or LaunchRecord(aid, 0, 0.0, boot, 0.0)
+                records[aid] = dataclasses.replace(launch, status=status)
         except (ValueError, IndexError, TypeError, KeyError):
             continue
     return records

@@ -5,19 +5,26 @@ be lost when it dies. Only a process's parent can learn its exit code, so the pa
 be the orchestrator. A shell wrapper per attempt (``sh -c '...; echo $? > status'``) costs
 about one extra process per attempt, which is too much: 10,000 short tasks must run within
 1.5x of ``xargs -P 2``. So one small Python process per run does it for all of them. It spawns
-each attempt as its own child (in a new session), reaps it, writes its ``exit_status``, and
-pushes events to the connected orchestrator over a unix socket. If the orchestrator dies, the
-shim goes on reaping, writing statuses and firing SIGKILL-after-grace timers. A new
-orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new shim answers
-``recover`` from the files (see ``_files``): ended attempts have a status file, running ones
-are found by pid + start time and watched through a pidfd. When one of those ends, its code
-is unknowable (its parent was the dead shim), so it is reported lost.
+each attempt as its own child (in a new session), reaps it, appends its exit status to the
+run's journal, and pushes events to the connected orchestrator over a unix socket. If the
+orchestrator dies, the shim goes on reaping, writing statuses and firing SIGKILL-after-grace
+timers. A new orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new
+shim answers ``recover`` from the journal (see ``_files``), which it reads once as it starts:
+ended attempts have an ``X`` line, running ones are found by pid + start time and watched
+through a pidfd. When one of those ends, its code is unknowable (its parent was the dead
+shim), so it is reported lost.
+
+The orchestrator makes each attempt's directories and logs before it submits it
+(``_files.create_attempt``): the shim runs every attempt of the run, one after the other, so
+what it does per attempt bounds the run's throughput, and creating files is costly on most
+filesystems. Whether an attempt was launched already is the journal's to say, not the
+directory's.
 
 Memory: an attempt submitted with a limit (bytes; see ``LocalExecutor`` for when it has one)
 is sampled every ``--memory-sample-s`` with its whole session (``_memory`` says how, and why
 not cgroups or rlimits). Over the limit, every process of the session gets SIGKILL, a line
-goes to its ``stderr.log``, and when the leader is reaped its status is written as
-``"137 oom"`` and the exit event says ``out_of_memory``. A shim that adopts attempts after
+goes to its ``stderr.log``, and when the leader is reaped its status is written as 137 with
+the out-of-memory flag and the exit event says ``out_of_memory``. A shim that adopts attempts after
 its predecessor died does not limit them: the limits died with it.
 
 Kills: SIGTERM goes to the attempt's process group at once. SIGKILL goes to the group when
@@ -46,7 +53,7 @@ Protocol: one JSON array per line, each way.
                      ["D", at, attempt_id, reason]            a held successor dropped unstarted
 
 Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its work
-dir and logs are made and a ``Q`` line goes to the journal, but it starts only when the
+logs are opened and a ``Q`` line goes to the journal, but it starts only when the
 predecessor ends (its exit status written, its event queued, then the spawn: both events go
 out in one flush). A predecessor that already ended, or that this shim does not know, lets it
 start at once. A held successor that is killed or dropped (``drop``), or whose predecessor
@@ -84,17 +91,17 @@ from stormproof.executors._files import (
     boot_id,
     is_our_process,
     journal_boot_line,
+    journal_exit_line,
     journal_launch_line,
     journal_queued_line,
-    read_exit_status,
+    read_exit_status_file,
     read_journal,
-    write_exit_status,
 )
 from stormproof.executors._memory import MemorySampler, SessionUsage
-from stormproof.executors._spawn import Refused, Spawned, make_work_dir, open_logs, spawn_with_logs
+from stormproof.executors._spawn import Refused, Spawned, open_logs, spawn_with_logs
 from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the client makes attempt dirs and logs; statuses in the journal
 #: Exit code of ``main`` when another live shim already holds the run's lock.
 EXIT_ALREADY_RUNNING = 3
 _ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
@@ -180,7 +187,8 @@ class Shim:
         self.seq = 0
         self.idle_since: float | None = None
         self.shutdown_requested = False
-        self._journal_index: dict[str, LaunchRecord] | None = None
+        #: What earlier shims of this run recorded, read once before this one appends.
+        self.earlier: dict[str, LaunchRecord] = read_journal(layout.journal)
         self.journal_fd = os.open(
             layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
         )
@@ -339,14 +347,8 @@ class Shim:
         memory_limit = int(msg[5]) if len(msg) > 5 else 0
         after = str(msg[6]) if len(msg) > 6 else ""
         rec = self.attempts.get(attempt_id)
-        if rec is None:
-            try:
-                fresh = make_work_dir(attempt_dir)
-            except OSError as exc:
-                self._refuse(client, attempt_id, attempt_dir, f"cannot create the work dir: {exc}")
-                return
-            if not fresh:
-                rec = self._from_disk(attempt_id, attempt_dir)
+        if rec is None and attempt_id in self.earlier:
+            rec = self._from_disk(attempt_id, attempt_dir)
         if rec is not None:  # launched already: adopt it instead of launching it twice
             if rec.owner is not client:
                 rec.owner = client
@@ -518,7 +520,8 @@ class Shim:
 
     def _write_status(self, rec: _Attempt, code: int, out_of_memory: bool = False) -> None:
         try:
-            write_exit_status(rec.attempt_dir, code, out_of_memory)
+            line = journal_exit_line(rec.id_json, code, time.time(), out_of_memory)
+            os.write(self.journal_fd, line)
         except OSError as exc:
             _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
 
@@ -581,7 +584,7 @@ class Shim:
         self._send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
         if rec.attempt_id in self.waiting:
             self._start_successors(rec)  # first: the place is free, and an idle place is waste
-        # Still before the event leaves: whoever hears of it finds the file.
+        # Still before the event leaves: whoever hears of it finds it in the journal.
         self._write_status(rec, code, oom)
 
     # ------------------------------------------------------------------ signals and timers
@@ -679,16 +682,14 @@ class Shim:
 
     def _from_disk(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
         """What an earlier shim left behind about an attempt this shim never ran (or ``None``)."""
-        status = read_exit_status(attempt_dir)
+        launch = self.earlier.get(attempt_id)
+        if launch is None:
+            return None  # never launched
+        status = launch.status or read_exit_status_file(attempt_dir)
         rec = _Attempt(attempt_id, attempt_dir)
         if status is not None:
             _exited_as(rec, status)
         else:
-            if self._journal_index is None:
-                self._journal_index = read_journal(self.layout.journal)
-            launch = self._journal_index.get(attempt_id)
-            if launch is None:
-                return None  # never launched
             if launch.queued:  # held by a shim that died: it never ran, and never will
                 rec.end("D", time.time(), _DROPPED_UNWATCHED)
                 self.attempts[attempt_id] = rec
@@ -724,11 +725,8 @@ class Shim:
             rec.pidfd = -1
         self.polled.discard(rec)
         self._clear_kill(rec)
-        status = read_exit_status(rec.attempt_dir)
-        if status is not None:
-            self._send(rec.owner, _exited_as(rec, status))
-        else:
-            self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
+        # Its parent was a dead shim, and only a parent learns the code: no status can follow.
+        self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
         self._start_successors(rec)
 
     def _poll_adopted(self) -> None:

@@ -10,13 +10,12 @@ interpreter. It cannot change the directory, but the shim is single-threaded, so
 Shell compatibility: a command that cannot be found gives 127, and one that exists but cannot
 be executed gives 126. In both cases a one-line message goes to the attempt's stderr.log. A
 list command is looked up on the *attempt's* ``PATH`` and runs without a shell; a string runs
-under ``sh -c``. Problems that are not the command's fault (the attempt directory cannot be
-created, no more processes) are returned as a submit failure instead.
+under ``sh -c``. Problems that are not the command's fault (the work dir cannot be entered,
+no more processes) are returned as a submit failure instead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal
@@ -25,9 +24,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from stormproof.executors._files import boottime
+from stormproof.executors._files import LOG_FLAGS, boottime
 
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 #: Python ignores these at start-up and ignored signals survive exec: restore them for the child.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 #: errno from exec of a file we found -> the shell's exit code.
@@ -65,70 +63,12 @@ class Refused:
     at: float
 
 
-#: Directories that hold task directories (``<run>/tasks``) and were seen to exist. Below one,
-#: an attempt's directories are made top-down: three ``mkdir`` calls for the first attempt of
-#: a task instead of five bottom-up (two of which fail). A shim serves one run: one entry.
-_roots: set[str] = set()
-
-
-def make_work_dir(attempt_dir: str) -> bool:
-    """Create ``<attempt_dir>/work``; ``False`` if it was there already (perhaps launched)."""
-    work = attempt_dir + "/work"
-    task_dir = attempt_dir.rpartition("/")[0]
-    root = task_dir.rpartition("/")[0]
-    if root in _roots:
-        try:
-            _mkdir_exist_ok(task_dir)
-            _mkdir_exist_ok(attempt_dir)
-        except FileNotFoundError:
-            _roots.discard(root)  # removed meanwhile: bottom-up, below
-        else:
-            return _mkdir_fresh(work)
-    try:
-        os.mkdir(work)
-    except FileExistsError:
-        return False
-    except FileNotFoundError:
-        _mkdirs(attempt_dir)
-        os.mkdir(work)
-    _roots.add(root)
-    return True
-
-
-def _mkdir_exist_ok(path: str) -> None:
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path)
-
-
-def _mkdir_fresh(path: str) -> bool:
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return False
-    return True
-
-
-def _mkdirs(path: str) -> None:
-    """``os.makedirs`` without its stat calls: create a parent only once it proves missing."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return
-    except FileNotFoundError:
-        parent = os.path.dirname(path)
-        if parent == path:
-            raise
-        _mkdirs(parent)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path)
-
-
 def spawn(
     attempt_dir: str, command: Sequence[str] | str, env: Mapping[str, str]
 ) -> Spawned | Refused:
     """Start the command in its own session, with cwd, logs and environment set.
 
-    The work dir must exist already (see ``make_work_dir``).
+    The work dir must exist already (``_files.create_attempt`` makes it).
     """
     logs = open_logs(attempt_dir)
     if isinstance(logs, Refused):
@@ -137,17 +77,20 @@ def spawn(
 
 
 def open_logs(attempt_dir: str) -> tuple[int, int] | Refused:
-    """Open (create) the attempt's stdout.log and stderr.log; the caller owns the two fds.
+    """Open the attempt's stdout.log and stderr.log; the caller owns the two fds.
+
+    The orchestrator created both (``create_attempt``), so this is a lookup; they are
+    created here only if something removed them since.
 
     A queued successor opens them when it is submitted, so that starting it when its
     predecessor ends costs only the spawn.
     """
     try:
-        out_fd = os.open(attempt_dir + "/stdout.log", _LOG_FLAGS, 0o644)
+        out_fd = os.open(attempt_dir + "/stdout.log", LOG_FLAGS, 0o644)
     except OSError as exc:
         return Refused(f"cannot open stdout.log: {exc}", None, time.time())
     try:
-        err_fd = os.open(attempt_dir + "/stderr.log", _LOG_FLAGS, 0o644)
+        err_fd = os.open(attempt_dir + "/stderr.log", LOG_FLAGS, 0o644)
     except OSError as exc:
         os.close(out_fd)
         return Refused(f"cannot open stderr.log: {exc}", None, time.time())

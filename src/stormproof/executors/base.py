@@ -39,7 +39,7 @@ class AttemptJob:
     command: Sequence[str] | str
     #: Variables added to the backend's environment (task environment + STORMPROOF_*).
     env: Mapping[str, str]
-    #: The attempt's own directory: ``work/`` is the cwd, logs and exit status sit beside it.
+    #: The attempt's own directory: ``work/`` is the cwd, the logs sit beside it.
     attempt_dir: Path
     vcpus: float = 1.0
     memory_mib: int = 1024
@@ -62,10 +62,6 @@ class AttemptJob:
     @property
     def stderr_path(self) -> Path:
         return self.attempt_dir / "stderr.log"
-
-    @property
-    def exit_status_path(self) -> Path:
-        return self.attempt_dir / "exit_status"
 
 
 class ExecutorUnavailable(Exception):

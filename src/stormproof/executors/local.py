@@ -7,14 +7,22 @@ socket: ``submit``/``kill`` are one line each way, and ``poll`` waits on the soc
 events the shim pushes. That is why the hot path sleeps nowhere and costs about one syscall
 per message.
 
+``submit`` makes the attempt's directories (``work/``, its cwd) and its two empty logs itself,
+before it hands the attempt to the shim. The shim runs every attempt of the run one after the
+other, so its time per attempt bounds how many short attempts a run gets through, while the
+orchestrator waits on the shim most of the time: creating files is a filesystem's costly
+operation (a round trip to a metadata server on Lustre, GPFS or NFS), so it is done on the side
+that has time for it. The shim only spawns, reaps, and appends one line per launch and one per
+exit to the run's journal (``_files``).
+
 Crash story, and why each piece exists:
 
-* The orchestrator dies: the shim keeps reaping, writing ``exit_status`` files and firing
+* The orchestrator dies: the shim keeps reaping, journaling exit statuses and firing
   SIGKILL-after-grace timers. The next ``LocalExecutor`` on the same ``run_dir`` reconnects
   (the socket path is derived from ``run_dir``) and ``recover`` gets the shim's own table:
   still running, ended with a code, or never launched.
 * The shim dies too: the next executor starts a new shim, which answers ``recover`` from the
-  files: ``exit_status`` means ended; a journal entry whose pid and start time still match
+  journal: an exit status line means ended; a launch line whose pid and start time still match
   means running, and it is watched until it ends (then lost, since its code died with its
   parent); anything else that was launched is lost.
 * The shim dies while this executor is connected: ``poll`` notices the closed socket,
@@ -31,7 +39,7 @@ needs is not killed at the 1 GiB default. Only the variable's presence counts, t
 ``memory_mib × nodes``: a gang attempt's nodes all run on this one machine, so together they
 may use what the task asked for on each node. The shim enforces it (``_memory``), and reports
 an attempt it killed for it as ``AttemptExited(exit_code=137, out_of_memory=True)``; the
-verdict is written into ``exit_status`` too, so a recovery after any crash reports it the
+verdict is in the journal's exit status line too, so a recovery after any crash reports it the
 same. A run opts out with the executor option ``memory_limit: false``, or, without that
 option, ``STORMPROOF_MEMORY_LIMIT=off`` in the orchestrator's environment.
 """
@@ -59,7 +67,7 @@ from stormproof.core.events import (
     AttemptSubmitFailed,
     Event,
 )
-from stormproof.executors._files import Layout
+from stormproof.executors._files import Layout, create_attempt
 from stormproof.executors._wire import RECV_SIZE
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable, executor_options
 
@@ -166,6 +174,18 @@ class LocalExecutor:
         if job.attempt_id in self._known:
             return
         attempt_dir = os.path.abspath(job.attempt_dir)
+        try:
+            create_attempt(attempt_dir)  # here, not in the shim: see the module docstring
+        except OSError as exc:
+            self._known.add(job.attempt_id)
+            self._pending.append(
+                AttemptSubmitFailed(
+                    at=time.time(),
+                    attempt_id=job.attempt_id,
+                    message=f"cannot create the attempt's directory or logs: {exc}",
+                )
+            )
+            return
         command: list[str] | str = (
             job.command if isinstance(job.command, str) else [str(a) for a in job.command]
         )

@@ -9,7 +9,9 @@
         orchestrator.log                 output of a detached driver
         tasks/<task>/attempt-<n>/
           work/                          the attempt's cwd, fresh for every attempt
-          stdout.log  stderr.log  exit_status
+          stdout.log  stderr.log
+        local-executor/                  the local executor's shim: its journal (launches
+                                         and exit statuses), lock, socket and log
 
 Run and task names are restricted to a safe alphabet before they get here,
 so nothing a workflow says can escape these directories.
