@@ -52,7 +52,7 @@ Protocol: one JSON array per line, each way.
                      ["F", at, attempt_id, message]           could not be submitted
                      ["D", at, attempt_id, reason]            a held successor dropped unstarted
 
-Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its work
+Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its
 logs are opened and a ``Q`` line goes to the journal, but it starts only when the
 predecessor ends (its exit status written, its event queued, then the spawn: both events go
 out in one flush). A predecessor that already ended, or that this shim does not know, lets it
@@ -449,7 +449,7 @@ class Shim:
                 self._limit(rec)
             self._send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126
-            self._write_status(rec, result.exit_code)
+            self._write_status(rec, result.exit_code, result.at)
             self._send(client, rec.exited(result.at, result.exit_code))
             self._start_successors(rec)
         else:
@@ -518,10 +518,11 @@ class Shim:
         self.attempts[attempt_id] = rec
         self._send(client, rec.end("F", time.time(), message))
 
-    def _write_status(self, rec: _Attempt, code: int, out_of_memory: bool = False) -> None:
+    def _write_status(
+        self, rec: _Attempt, code: int, at: float, out_of_memory: bool = False
+    ) -> None:
         try:
-            line = journal_exit_line(rec.id_json, code, time.time(), out_of_memory)
-            os.write(self.journal_fd, line)
+            os.write(self.journal_fd, journal_exit_line(rec.id_json, code, at, out_of_memory))
         except OSError as exc:
             _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
 
@@ -585,7 +586,7 @@ class Shim:
         if rec.attempt_id in self.waiting:
             self._start_successors(rec)  # first: the place is free, and an idle place is waste
         # Still before the event leaves: whoever hears of it finds it in the journal.
-        self._write_status(rec, code, oom)
+        self._write_status(rec, code, at, oom)
 
     # ------------------------------------------------------------------ signals and timers
     def _signal_group(self, rec: _Attempt, sig: int) -> bool:
