@@ -9,10 +9,11 @@ because a shared machine adds noise that is never in our favour. CPU time is pri
 (for the executor: this process + the shim + the attempts; for xargs: xargs + its children).
 It depends much less on what else the machine is doing.
 
-A third figure, "floor", shows the same spawns *and the same files* (work dir, two logs, exit
-status) done by one plain loop with no shim and no socket. It is the least any executor that
-honours the attempt layout can cost. ``xargs`` creates no files at all, so on a filesystem
-where creating files is slow the floor, not the executor, is what pulls the ratio up.
+A third figure, "floor", shows the same spawns *and the same files* (work dir, two logs, and
+an exit status line appended to one journal) done by one plain loop with no shim and no
+socket. It is the least any executor that honours the attempt layout can cost. ``xargs``
+creates no files at all, so on a filesystem where creating files is slow the floor, not the
+executor, is what pulls the ratio up.
 
     .venv/bin/python bench/executor_spawn.py                  # N = 2000 and 10000, in a temp dir
     .venv/bin/python bench/executor_spawn.py -n 2000 --dir /dev/shm/sp   # on tmpfs
@@ -114,12 +115,12 @@ def time_floor(run_dir: Path, n: int) -> tuple[float, float]:
     true = shutil.which("true") or "/bin/true"
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
     in_flight: dict[int, str] = {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    journal = os.open(str(run_dir / "journal"), flags, 0o644)
 
     def reap() -> None:
         pid, _ = os.waitpid(-1, 0)
-        fd = os.open(os.path.join(in_flight.pop(pid), "exit_status"), flags, 0o644)
-        os.write(fd, b"0\n")
-        os.close(fd)
+        os.write(journal, f'["X","{in_flight.pop(pid)}",0,{time.time()!r}]\n'.encode())
 
     c0, t0 = _own_cpu_s() + _children_cpu_s(), time.perf_counter()
     for i in range(n):
@@ -137,6 +138,7 @@ def time_floor(run_dir: Path, n: int) -> tuple[float, float]:
         in_flight[pid] = d
     while in_flight:
         reap()
+    os.close(journal)
     os.chdir("/")
     return time.perf_counter() - t0, _own_cpu_s() + _children_cpu_s() - c0
 
@@ -150,8 +152,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="do not delete the run dirs")
     parser.add_argument("--limited", action="store_true", help="give every attempt a memory limit")
     args = parser.parse_args()
-    base = args.dir or Path(tempfile.mkdtemp(prefix="stormproof-bench-"))
-    base.mkdir(parents=True, exist_ok=True)
+    if args.dir is not None:  # a fresh folder inside it: a run dir used before would answer
+        args.dir.mkdir(parents=True, exist_ok=True)  # every submit from its journal
+    base = Path(tempfile.mkdtemp(prefix="stormproof-bench-", dir=args.dir))
     print(f"run dirs under {base} ({os.cpu_count()} cpus, best of {args.repeat})")
     try:
         for n in args.n or [2000, 10000]:
@@ -171,7 +174,7 @@ def main() -> None:
                 line += f"  | floor {fw:6.2f}s ({fw / xw:4.2f}x) cpu {fc / xc:4.2f}x"
             print(line, flush=True)
     finally:
-        if not args.keep and args.dir is None:
+        if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 
 
