@@ -9,15 +9,14 @@ lifetime, back to back, on the same machine:
   executor, SQLite event log with an fsync per group commit).
 
 Printed: wall seconds of each and the ratio, and what creating one directory costs on
-the runs' disk just before (the executor makes six files and directories per attempt,
-``xargs`` none). The runs' homes are kept until every case has run: deleting tens of
-thousands of files on an ext4 without a journal slows the next minutes' file creation
-there (see ``inode_cost_us``), which would tax each run for its predecessor's cleanup.
-Anything else that deleted many files on that disk shortly before (a test suite's temporary
-directories) does the same: the mkdir column shows it. Target (issue 3): ratio ≤ 1.5 at
-10,000 tasks. The 1000genome DAG
-(902 tasks, WfInstances) is read from ``../shared/data`` and skipped with a note when that
-directory is absent.
+the runs' disk just before (the executor makes five files and directories per attempt:
+task, attempt and work dirs and two logs; ``xargs`` none). The runs' homes are kept until
+every case has run: deleting tens of thousands of files on an ext4 without a journal slows
+the next minutes' file creation there (see ``inode_cost_us``), which would tax each run for
+its predecessor's cleanup. Anything else that deleted many files on that disk shortly before
+(a test suite's temporary directories) does the same: the mkdir column shows it. Target
+(issue 3): ratio ≤ 1.5 at 10,000 tasks. The 1000genome DAG (902 tasks, WfInstances) is read
+from ``../shared/data`` and skipped with a note when that directory is absent.
 
 ``--successors N`` writes ``policy: {successors: N}`` into the run's stormproof.yaml
 (default: not set, so the local executor's default applies; 0 turns successor placement off).
@@ -110,7 +109,7 @@ def run_xargs(level: list[int], cores: int) -> float:
 def inode_cost_us(folder: Path, n: int = 300) -> float:
     """Microseconds to create one directory in ``folder``, now: the disk's share of the figure.
 
-    The local executor creates six files and directories per attempt (the layout the runtime
+    The local executor creates five files and directories per attempt (the layout the runtime
     promises), ``xargs`` none. On an ext4 without a journal (this VM's root disk) creating
     one costs ~30 µs normally, but up to ~0.7 ms for minutes after many files were deleted
     there: the inode allocator skips every inode freed in the last 60 s (360 s while its
