@@ -310,7 +310,7 @@ class Shim:
         event-log commit) instead of two. Any other message flushes it at once, in order.
         """
         if client is None or client.closed:
-            return  # nobody listens: the exit status file and recover carry the news
+            return  # nobody listens: the journal and recover carry the news
         client.queue(message, self.hold_started_s if hold else 0.0)
         self.dirty.add(client)
 
