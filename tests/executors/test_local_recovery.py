@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from stormproof.core.events import AttemptExited, AttemptLost, AttemptStarted, Event
+from stormproof.executors._files import boot_id
 from stormproof.executors.base import AttemptJob
 from tests.executors._harness import (
     PYTHON,
@@ -201,6 +202,27 @@ def test_a_submit_to_a_new_shim_never_runs_what_a_dead_one_launched(
         assert isinstance(events[0], AttemptStarted) and events[0].handle == str(pids["r/1"])
     assert wait_gone(pids["r/1"], 5.0)
     assert (job.work_dir / "side-effect.txt").read_text() == "done\n"  # it ran once
+
+
+def test_a_run_left_by_a_version_with_exit_status_files_resumes_from_them(
+    harness: Harness,
+) -> None:
+    # Earlier versions journaled launches but kept each exit code in <attempt>/exit_status.
+    job, other = harness.job("old", ["true"]), harness.job("older", ["true"])
+    os.makedirs(job.work_dir)
+    (job.attempt_dir / "exit_status").write_text("4\n")
+    os.makedirs(harness.layout.state_dir)
+    # Recorded as spawned at boot time 0: whatever holds pid 999999 now started later.
+    with open(harness.layout.journal, "w") as journal:
+        journal.write(
+            f'["B","{boot_id()}",1]\n["L","old/1",999999,0.0,1.0]\n["L","older/1",999999,0.0,1.0]\n'
+        )
+    ex = harness.executor()
+    recovered = by_id(ex.recover([job, other]))
+    exited = recovered["old/1"]
+    assert isinstance(exited, AttemptExited) and exited.exit_code == 4
+    lost = recovered["older/1"]  # launched, no status anywhere, not running: lost, not rerun
+    assert isinstance(lost, AttemptLost)
 
 
 def test_kill_after_grace_happens_even_if_the_orchestrator_dies(
