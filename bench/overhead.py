@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Above this, the disk is probably still slow from recent deletions (see ``inode_cost_us``).
+SLOW_MKDIR_US = 60.0
 GENOME = ROOT.parent / "shared" / "data" / "wfinstances" / "1000genome-chameleon-22ch-250k-001.json"
 
 
@@ -175,6 +177,13 @@ def main() -> None:
             level = levels(ids, deps)
             best_x, best_s = float("inf"), float("inf")
             inode_us = inode_cost_us(folder)
+            if inode_us > SLOW_MKDIR_US:
+                print(
+                    f"note: creating a directory in {folder} costs {inode_us:.0f} us right now "
+                    f"(settled ext4 here: ~30 us, tmpfs ~10 us); if many files were deleted on "
+                    "this disk in the last minutes, the figure below includes that",
+                    file=sys.stderr,
+                )
             for k in range(args.repeat):
                 best_x = min(best_x, run_xargs(level, cores))
                 home = folder / f"home-{name}-{k}" / ".stormproof"
