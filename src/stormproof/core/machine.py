@@ -256,7 +256,7 @@ class Workflow:
         if on is None:  # pragma: no cover - every event class is in the table
             raise TypeError(f"the core does not know the event {event!r}")
         on(self, event, out)
-        if self._changed:  # (tested here too: most events change nothing placement needs)
+        if self._changed:  # most events change nothing placement needs
             self._dispatch(event, out)
         if not self.unfinished:
             self._check_finished(event, out)
@@ -905,7 +905,8 @@ class Workflow:
             out.append(TaskReady(task.id, why))
 
     def _dispatch(self, event: Event, out: list[Decision]) -> None:
-        if not self._changed or self.mode is not _MODE_RUNNING:
+        """Place what is ready; ``handle`` calls it only when something placement needs changed."""
+        if self.mode is not _MODE_RUNNING:
             return
         if self._fleet_pending and not self._fleet_answered():
             return
@@ -1344,7 +1345,8 @@ class Workflow:
             self.unfinished -= 1
 
     def _check_finished(self, event: Event, out: list[Decision]) -> None:
-        if self.unfinished or self.mode is _FINISHED or not self.started:
+        """End the run; ``handle`` calls it only once no task is unfinished."""
+        if self.mode is _FINISHED or not self.started:
             return
         if self.mode is RunMode.CANCELLING:
             final = "cancelled"

@@ -39,13 +39,12 @@ This module is imported by the shim at start-up, so it uses the standard library
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 STATE_DIRNAME = "local-executor"
@@ -318,7 +317,7 @@ def read_journal(path: str) -> dict[str, LaunchRecord]:
                 aid = str(item[1])
                 status = ExitStatus(int(item[2]), float(item[3]), len(item) > 4 and bool(item[4]))
                 launch = records.get(aid) or LaunchRecord(aid, 0, 0.0, boot, 0.0)
-                records[aid] = dataclasses.replace(launch, status=status)
+                records[aid] = replace(launch, status=status)
         except (ValueError, IndexError, TypeError, KeyError):
             continue
     return records

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from stormproof.executors._files import LOG_FLAGS, boottime
+from stormproof.executors._files import LOG_FLAGS, LOG_NAMES, boottime
 
 #: Python ignores these at start-up and ignored signals survive exec: restore them for the child.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -85,15 +85,16 @@ def open_logs(attempt_dir: str) -> tuple[int, int] | Refused:
     A queued successor opens them when it is submitted, so that starting it when its
     predecessor ends costs only the spawn.
     """
+    out_name, err_name = LOG_NAMES
     try:
-        out_fd = os.open(attempt_dir + "/stdout.log", LOG_FLAGS, 0o644)
+        out_fd = os.open(f"{attempt_dir}/{out_name}", LOG_FLAGS, 0o644)
     except OSError as exc:
-        return Refused(f"cannot open stdout.log: {exc}", None, time.time())
+        return Refused(f"cannot open {out_name}: {exc}", None, time.time())
     try:
-        err_fd = os.open(attempt_dir + "/stderr.log", LOG_FLAGS, 0o644)
+        err_fd = os.open(f"{attempt_dir}/{err_name}", LOG_FLAGS, 0o644)
     except OSError as exc:
         os.close(out_fd)
-        return Refused(f"cannot open stderr.log: {exc}", None, time.time())
+        return Refused(f"cannot open {err_name}: {exc}", None, time.time())
     return out_fd, err_fd
 
 
