@@ -6,6 +6,7 @@ import pytest
 
 from stormproof.core.decisions import (
     AttemptEnded,
+    BreakerChanged,
     Decision,
     KillAttempt,
     LaunchAttempt,
@@ -14,10 +15,11 @@ from stormproof.core.decisions import (
     TaskEnded,
     TaskRetrying,
 )
-from stormproof.core.defs import OnFailure, RetryRule
+from stormproof.core.defs import BreakerRule, OnFailure, RetryRule, RunOptions
 from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
+    AttemptPreempted,
     AttemptStarted,
     AttemptSubmitFailed,
     CancelRequested,
@@ -163,6 +165,38 @@ def test_lost_attempts_use_the_interruption_budget_not_retries() -> None:
     assert wf.retries_used.get(0, [0]) == [0]
 
 
+def test_a_preempted_attempt_is_an_interruption_and_a_fault_of_its_pool() -> None:
+    retry = [RetryRule(("States.ALL",), 1, 1, 1)]
+    tasks = dag({"a": []}, retry=retry, max_interruptions=1)
+    options = RunOptions(pools=(pool(),), breaker=BreakerRule(threshold=2))
+    wf = Workflow(tasks, options)
+    begin(wf)
+    wf.handle(AttemptStarted(1, "a/1", "41", ("node1",)))
+    out = wf.handle(AttemptPreempted(2, "a/1", "PREEMPTED by a higher-priority job"))
+    ended = of(out, AttemptEnded)[0]
+    assert (ended.state, ended.error, ended.budget) == (
+        "interrupted",
+        "Capacity.Interrupted",
+        "interruptions",
+    )
+    assert "PREEMPTED by a higher-priority job" in ended.reason
+    assert launches(out) == ["a/2"]  # requeued at once, no backoff
+    assert len(wf.breakers["local"].faults) == 1
+    out = wf.handle(AttemptPreempted(3, "a/2", "PREEMPTED"))
+    assert of(out, TaskEnded)[0].error == "Capacity.Interrupted"  # budget of 1 spent
+    assert of(out, BreakerChanged)[0].state == "open"  # the second fault in the window
+    assert wf.retries_used.get(0, [0]) == [0]
+    wf.validate()
+
+
+def test_the_backends_time_limit_is_a_task_timeout() -> None:
+    wf = workflow(dag({"a": []}, retry=[RetryRule(("Task.Timeout",), 1, 1, 1)]))
+    begin(wf)
+    out = wf.handle(AttemptExited(1, "a/1", 143, timed_out=True))
+    assert of(out, AttemptEnded)[0].state == "timed_out"
+    assert of(out, TaskRetrying)[0].error == "Task.Timeout"
+
+
 def test_submit_failure_is_a_task_failure() -> None:
     wf = workflow(dag({"a": []}))
     begin(wf)
@@ -282,7 +316,10 @@ def test_replaying_the_same_events_gives_the_same_decisions() -> None:
     assert of(first, RunFinished)
 
 
-@pytest.mark.parametrize("event", [AttemptExited(1, "a/1", 0), AttemptLost(1, "a/1", "x")])
+@pytest.mark.parametrize(
+    "event",
+    [AttemptExited(1, "a/1", 0), AttemptLost(1, "a/1", "x"), AttemptPreempted(1, "a/1", "x")],
+)
 def test_attempt_news_before_started_is_accepted(event: object) -> None:
     # A backend may report the end before we saw the start (fast task, recovery).
     wf = workflow(dag({"a": []}))
@@ -302,5 +339,5 @@ def test_every_kind_of_event_has_its_entry_in_the_door_table() -> None:
         for cls in vars(events).values()
         if isinstance(cls, type) and issubclass(cls, events.Event) and cls is not events.Event
     }
-    assert len(kinds) >= 18
+    assert len(kinds) >= 19
     assert kinds == set(_ON)

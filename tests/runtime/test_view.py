@@ -51,3 +51,35 @@ def test_interruptions_count_attempts_taken_away_not_notices_to_idle_instances()
     assert view.interruptions() == 1
     data = view.to_json()
     assert (data["interruptions"], data["instance_notices"]) == (1, 2)
+
+
+def test_an_attempt_shows_the_nodes_its_backend_chose_when_the_core_chose_none() -> None:
+    """A delegated pool (a Slurm partition): the launch names no instance, the start does;
+    the nodes survive the log's round trip as a tuple, as the core compares them."""
+    from stormproof.core.events import event_from_dict
+
+    started = AttemptStarted(2.0, "a/1", "4711", ("node-a", "node-b"))
+    stored = json_round_trip(started.to_dict())
+    assert event_from_dict("AttemptStarted", stored) == started
+    launch = LaunchAttempt("a/1", "a", 1, (), "spot", "placed in partition spot")
+    view = RunView(name="r", workflow="w")
+    view.tasks["a"] = TaskView("a", "a", 0)
+    view.apply(
+        [
+            Row(1, "decision", launch.kind, 1.0, None, launch.to_dict()),
+            Row(2, "event", started.kind, 2.0, None, stored),
+        ]
+    )
+    attempt = view.to_json()["tasks"]["a"]["attempts"][0]
+    assert (attempt["state"], attempt["instance"], attempt["instances"]) == (
+        "running",
+        "node-a",
+        ["node-a", "node-b"],
+    )
+
+
+def json_round_trip(data: dict[str, object]) -> dict[str, object]:
+    import json
+
+    loaded: dict[str, object] = json.loads(json.dumps(data))
+    return loaded

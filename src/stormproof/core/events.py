@@ -60,6 +60,9 @@ class AttemptStarted(Event):
     kind: ClassVar[str] = "AttemptStarted"
     attempt_id: str = ""
     handle: str = ""
+    #: Where the backend runs it, one name per node, when the backend chose (a delegated
+    #: pool: a Slurm partition's node, a Dask worker, an EC2 instance under AWS Batch).
+    nodes: tuple[str, ...] = ()
 
 
 @record
@@ -71,6 +74,12 @@ class AttemptExited(Event):
     exit_code: int = 0
     #: The backend killed it for using more than its memory (``Task.OutOfMemory``).
     out_of_memory: bool = False
+    #: The backend's own time limit ended it (Slurm's TIMEOUT, Batch's timeout): ``Task.Timeout``.
+    timed_out: bool = False
+    #: CPU seconds (user + system) the command and its children used, if the backend knows.
+    cpu_s: float | None = None
+    #: Peak resident memory of the command's largest process, MiB, if the backend knows.
+    max_rss_mib: float | None = None
 
 
 @record
@@ -78,6 +87,21 @@ class AttemptLost(Event):
     """The attempt vanished without an exit status (its node or shim died); ``Node.Lost``."""
 
     kind: ClassVar[str] = "AttemptLost"
+    attempt_id: str = ""
+    reason: str = ""
+
+
+@record
+class AttemptPreempted(Event):
+    """The provider took the attempt away and it ended: ``Capacity.Interrupted``.
+
+    What a batch system reports after the fact (Slurm's PREEMPTED, a Dask worker
+    retired while the attempt ran, an AWS Batch job whose spot host was reclaimed),
+    where the local fleet instead hears an ``InterruptionNotice`` first. Like every
+    interruption it draws on the task's ``max_interruptions`` budget, never on retries.
+    """
+
+    kind: ClassVar[str] = "AttemptPreempted"
     attempt_id: str = ""
     reason: str = ""
 
@@ -201,6 +225,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         AttemptStarted,
         AttemptExited,
         AttemptLost,
+        AttemptPreempted,
         AttemptSubmitFailed,
         AttemptDropped,
         TimerFired,
@@ -220,4 +245,7 @@ def event_from_dict(kind: str, data: dict[str, Any]) -> Event:
     """Rebuild an event from what a store saved; unknown keys are ignored (forward compatible)."""
     cls = EVENT_TYPES[kind]
     names = field_names(cls)
-    return cls(**{k: v for k, v in data.items() if k in names})
+    values = {k: v for k, v in data.items() if k in names}
+    if "nodes" in values:
+        values["nodes"] = tuple(values["nodes"])
+    return cls(**values)

@@ -73,6 +73,7 @@ from stormproof.core.events import (
     AttemptDropped,
     AttemptExited,
     AttemptLost,
+    AttemptPreempted,
     AttemptStarted,
     AttemptSubmitFailed,
     CancelRequested,
@@ -336,7 +337,7 @@ class Workflow:
             self._failed_attempt(att, CAPACITY_INTERRUPTED, code, event, out)
         elif event.out_of_memory and att.kill_reason is None:
             self._failed_attempt(att, TASK_OUT_OF_MEMORY, code, event, out)
-        elif att.kill_reason == "timeout":
+        elif att.kill_reason == "timeout" or (event.timed_out and att.kill_reason is None):
             self._failed_attempt(att, TASK_TIMEOUT, code, event, out)
         elif att.kill_reason in ("cancel", "failing"):
             self._end_cancelled(att, code, event, out, att.kill_reason)
@@ -355,6 +356,22 @@ class Workflow:
             return
         error = CAPACITY_INTERRUPTED if att.kill_reason == "interrupted" else NODE_LOST
         self._failed_attempt(att, error, None, event, out, event.reason)
+
+    def _on_preempted(self, event: AttemptPreempted, out: list[Decision]) -> None:
+        """The batch system reclaimed the attempt: an interruption, and a fault of its pool
+        (unless a notice already counted it: then the kill was ours, on the provider's word)."""
+        att = self.attempts.get(event.attempt_id)
+        if att is None:
+            return
+        if att.kill_reason in ("cancel", "failing"):
+            self._end_cancelled(att, None, event, out, att.kill_reason)
+            return
+        if att.kill_reason == "dropped":
+            self._drop(att, event, out, f"preempted as a queued successor: {event.reason}")
+            return
+        if att.kill_reason != "interrupted":
+            self._fault(att.pool, event.at, f"preemption of {att.id}", out)
+        self._failed_attempt(att, CAPACITY_INTERRUPTED, None, event, out, event.reason)
 
     def _end_cancelled(
         self,
@@ -1429,6 +1446,7 @@ _ON: dict[type[Event], Callable[[Workflow, Any, list[Decision]], None]] = {
     CheckpointCommitted: Workflow._on_checkpoint,
     AttemptStarted: Workflow._on_started,
     AttemptLost: Workflow._on_lost,
+    AttemptPreempted: Workflow._on_preempted,
     AttemptSubmitFailed: Workflow._on_submit_failed,
     AttemptDropped: Workflow._on_dropped,
     RunStarted: Workflow._on_run_started,

@@ -4,8 +4,8 @@ Designed for batch schedulers first, local processes second:
 
 * ``submit`` returns at once; what becomes of the attempt arrives later as
   events from ``poll`` (``AttemptStarted``, ``AttemptExited``,
-  ``AttemptLost``, ``AttemptSubmitFailed``, and ``AttemptDropped`` for a successor
-  killed before it started).
+  ``AttemptLost``, ``AttemptPreempted``, ``AttemptSubmitFailed``, and
+  ``AttemptDropped`` for a successor killed before it started).
 * Every attempt is submitted under its attempt id (``"<task>/<number>"``) as
   the job's name, and submitting the same id twice is a no-op, so a restarted
   orchestrator can ``recover`` the ids it had launched and adopt what still
@@ -46,6 +46,13 @@ class AttemptJob:
     gpus: int = 0
     nodes: int = 1
     instances: tuple[str, ...] = field(default_factory=tuple)
+    #: The pool the core chose and its market: a batch backend submits there (a Slurm
+    #: partition, a Batch job queue, a group of Dask workers), found in its own options.
+    pool: str = ""
+    market: str = ""
+    #: The task's ``timeout``: a batch backend sets its own time limit a little above it
+    #: (the core's timer kills first, with a grace; the backend's limit is the backstop).
+    timeout_s: float | None = None
     #: A successor: start when attempt ``after`` ends (at once if it ended or is unknown),
     #: or never, ending ``AttemptDropped``, if killed first. Backends without a way to hold
     #: an attempt may start it once they saw ``after`` end; "" starts now.

@@ -46,6 +46,7 @@ from stormproof.core.decisions import (
 from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
+    AttemptPreempted,
     AttemptStarted,
     CancelRequested,
     Event,
@@ -70,6 +71,8 @@ from stormproof.store.base import EventLog, Row
 
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
 IDLE_WAKE_S = 0.25
+#: Events that end an attempt: its checkpoint, if one is being saved, is stored first.
+_ATTEMPT_ENDS = (AttemptExited, AttemptLost, AttemptPreempted)
 #: Environment variable that asks the local executor to hold the attempt to its memory.
 ENV_MEMORY_LIMIT = "STORMPROOF_MEMORY_LIMIT_MIB"
 
@@ -114,6 +117,7 @@ class Driver:
             run_options(ctx.spec, ctx.pools, ctx.seed, ctx.max_parallel, ctx.policy),
         )
         self._view = _CoreFleet(self.core)
+        self._markets = {p.name: p.market.value for p in self.core.options.pools}
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
         self._values_base = {
@@ -193,9 +197,7 @@ class Driver:
         kept = [
             e
             for e in events
-            if not (
-                isinstance(e, (AttemptExited, AttemptLost)) and ckpt.on_attempt_end(e.attempt_id, e)
-            )
+            if not (isinstance(e, _ATTEMPT_ENDS) and ckpt.on_attempt_end(e.attempt_id, e))
         ]
         ckpt.scan(self.clock())
         done, jobs = ckpt.take()
@@ -408,6 +410,9 @@ class Driver:
             nodes=spec.nodes,
             instances=instances,
             after=after,
+            pool=pool,
+            market=self._markets.get(pool, ""),
+            timeout_s=self.tasks[i].timeout_s,
         )
 
     # ------------------------------------------------------------------ helpers

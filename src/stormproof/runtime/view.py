@@ -237,6 +237,8 @@ def _started(v: RunView, row: Row) -> None:
     if att is not None and att.state == "placed":
         att.state = "running"
         att.started = row.at
+        if not att.instances and row.data.get("nodes"):
+            att.instances = list(row.data["nodes"])  # a delegated pool: the backend chose
 
 
 def _attempt_ended(v: RunView, row: Row) -> None:
