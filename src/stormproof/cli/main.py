@@ -113,8 +113,9 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     spec = _load_spec(file)
     if any(t.checkpoint_enabled for t in spec.tasks):
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
+    config = s.placing_config()
     with _frozen_after():
-        report = build_plan(spec, s.config, s.config.container_runtime)
+        report = build_plan(spec, config, config.container_runtime)
     _outlive(spec, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -125,7 +126,7 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
         shown = ", ".join(unplaced[:5]) + (
             f" and {len(unplaced) - 5} more" if len(unplaced) > 5 else ""
         )
-        pools = ", ".join(p.name for p in s.config.pool_defs())
+        pools = ", ".join(p.name for p in config.pool_defs())
         where = "under problems in the JSON" if as_json else "marked ✗ above"
         raise CapacityError(
             f"{file}: {'task' if len(unplaced) == 1 else 'tasks'} {shown} "
@@ -170,16 +171,18 @@ def run(
             _show_plan(s, file, as_json=False)
             return
         spec = _load_spec(file)
-        refuse_if_unplaceable(spec, s.config)
+        config = s.placing_config()
+        refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 
         run_name = check_run_name(name) if name else default_run_name(spec.name)
         ctx = new_context(
             run_name,
             spec,
-            s.config.pool_defs(),
+            config.pool_defs(),
             Path(file),
             s.config.executor,
+            executor_options=s.executor_options(config),
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
             checkpoints=s.checkpoint_settings(),
