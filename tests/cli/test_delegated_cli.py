@@ -166,3 +166,42 @@ def test_status_and_fleet_show_the_nodes_and_refuse_to_scale_a_delegated_pool(
     ]
     code, text = invoke(tmp_path, "fleet", "r", "--scale", "spot=3")
     assert code == 2 and "placed by the fake-batch batch system" in text
+
+
+def test_run_submits_to_the_batch_system_and_records_what_it_was_built_with(
+    tmp_path: Path, batch: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"pools": SHAPES, "nodes": {"spot": ["s1", "s2", "s3"], "ondemand": ["o1"]}}
+    monkeypatch.setattr(session_mod.Session, "executor_options", lambda self, config=None: options)
+    (tmp_path / "wf.yaml").write_text(WORKFLOW)
+    (tmp_path / "stormproof.yaml").write_text(
+        CONFIG.replace("price_per: vcpu_hour, max_jobs: 4", "interruption_rate: 5")
+    )
+    code, text = invoke(tmp_path, "run", "wf.yaml", "--name", "r", "-q")
+    assert code == 0, text
+    code, text = invoke(tmp_path, "status", "r", "--json")
+    run = json.loads(text)
+    assert run["tasks"]["md"]["attempts"][0]["instances"] == ["s1", "s2"]
+    assert {i["id"] for i in run["fleet"]} == {"s1", "s2"}  # nodes the jobs ran on
+    store = SQLiteEventLog(tmp_path / ".stormproof" / "stormproof.db")
+    meta = store.get_run("r").meta
+    store.close()
+    assert meta["executor_options"] == options
+    assert all(p["delegated"] for p in meta["pools"])
+    assert meta["sources"] == []  # a real batch run gets no simulated interruptions
+
+
+def test_plan_bounds_the_duration_by_the_jobs_the_pools_take(tmp_path: Path, batch: None) -> None:
+    wide = "\n".join(
+        f"  - {{id: t{k}, command: ['true'], vcpus: 1, memory: 512, estimated_runtime: 1h}}"
+        for k in range(6)
+    )
+    (tmp_path / "wf.yaml").write_text(f"name: fan\ntasks:\n{wide}\n")
+    config = CONFIG.replace("max_jobs: 4", "max_jobs: 1").replace(
+        "price_per: vcpu_hour}", "price_per: vcpu_hour, max_jobs: 2}"
+    )
+    (tmp_path / "stormproof.yaml").write_text(config)
+    code, text = invoke(tmp_path, "plan", "wf.yaml", "--json")
+    assert code == 0, text
+    # 6 one-hour tasks, nodes enough for all, but 1 + 2 jobs at once: at least 2 hours
+    assert json.loads(text)["estimate"]["duration_s"] == pytest.approx(2 * 3600)

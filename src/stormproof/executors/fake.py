@@ -101,8 +101,9 @@ class _Job:
 class FakeBatchExecutor:
     """A batch system that places attempts itself (see the module's docstring).
 
-    ``nodes`` maps each pool to its node names; ``outcome(job)`` is the exit code a
-    job ends with as soon as it starts, or None to keep it running until ``finish``.
+    ``nodes`` maps each pool to its node names (or ``options["nodes"]``, when built by
+    name from stormproof.yaml); ``outcome(job)`` is the exit code a job ends with as soon
+    as it starts, or None to keep it running until ``finish``.
     """
 
     delegates_placement: ClassVar[bool] = True
@@ -120,6 +121,10 @@ class FakeBatchExecutor:
     killed: list[tuple[str, float]] = field(default_factory=list)
     signals: list[tuple[str, int]] = field(default_factory=list)
     _news: list[Event] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.nodes and self.options:
+            self.nodes = dict(self.options.get("nodes", {}))
 
     @classmethod
     def describe_pools(
