@@ -24,6 +24,7 @@ from stormproof.store.sqlite import SQLiteEventLog
 
 WORKFLOW = """\
 name: batch
+global_config: {max_retry_attempts: 0}
 tasks:
   - {id: prep, command: ["true"], vcpus: 2, memory: 1024, estimated_runtime: 1h}
   - {id: md, command: ["true"], vcpus: 4, memory: 2048, nodes: 2, estimated_runtime: 2h,
@@ -138,16 +139,17 @@ def test_status_and_fleet_show_the_nodes_and_refuse_to_scale_a_delegated_pool(
     pools = (PoolDef("spot", Market.SPOT, Resources(4, 8192), 1, 0.01, delegated=True),)
     ctx = new_context("r", spec, pools, tmp_path / "wf.yaml", "fake-batch", seed=1)
     store.create_run("r", "b", ctx.to_meta(), time.time())
-    fake = FakeBatchExecutor(
-        nodes={"spot": ["n7"]}, outcome=lambda j: 0 if j.task_id == "a" else None
-    )
+    # one job per node: a on n7, b on n8; a ends, b runs on when the orchestrator stops
+    fake = FakeBatchExecutor(nodes={"spot": ["n7", "n8"]}, outcome=lambda job: None)
 
     class StopWhenBRuns:
         def on_decisions(self, decisions: object, now: float) -> None:
             return None
 
         def tick(self, now: float) -> None:
-            if fake.running() == ["b/1"]:
+            if fake.running() == ["a/1", "b/1"]:
+                fake.finish("a/1")
+            elif fake.running() == ["b/1"] and driver.core.task_state("a").value == "succeeded":
                 driver.request_stop("test")
 
         def resumed(self, core: object) -> None:
@@ -162,7 +164,8 @@ def test_status_and_fleet_show_the_nodes_and_refuse_to_scale_a_delegated_pool(
     assert "jobs (the batch system picks the nodes): spot 1/100" in text
     code, text = invoke(tmp_path, "fleet", "r", "--json")
     assert json.loads(text) == [
-        {"id": "n7", "pool": "spot", "market": "spot", "state": "up", "attempts": ["b/1"]}
+        {"id": "n7", "pool": "spot", "market": "spot", "state": "up", "attempts": []},
+        {"id": "n8", "pool": "spot", "market": "spot", "state": "up", "attempts": ["b/1"]},
     ]
     code, text = invoke(tmp_path, "fleet", "r", "--scale", "spot=3")
     assert code == 2 and "placed by the fake-batch batch system" in text

@@ -155,9 +155,7 @@ class Workflow:
         self._queued = 0
         self._typical_run_s = math.inf
         self._steady = frozenset(
-            p.name
-            for p in options.pools
-            if p.market is Market.ON_DEMAND and not p.interruptible and not p.delegated
+            p.name for p in options.pools if p.market is Market.ON_DEMAND and not p.interruptible
         )
 
     def _init_checkpoints(self) -> None:

@@ -35,6 +35,7 @@ from stormproof.core.events import (
     AttemptLost,
     AttemptPreempted,
     AttemptStarted,
+    AttemptSubmitFailed,
     Event,
 )
 from stormproof.executors.base import AttemptJob
@@ -157,6 +158,10 @@ class FakeBatchExecutor:
     def submit(self, job: AttemptJob) -> None:
         self.submissions[job.attempt_id] = self.submissions.get(job.attempt_id, 0) + 1
         if job.attempt_id in self.held:
+            return
+        if not self.nodes.get(job.pool):  # as sbatch refuses a partition it does not have
+            why = f"the batch system has no nodes in pool {job.pool!r}"
+            self._news.append(AttemptSubmitFailed(time.time(), job.attempt_id, why))
             return
         self.held[job.attempt_id] = _Job(job)
         self.queue.append(job.attempt_id)
