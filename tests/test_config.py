@@ -75,10 +75,10 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
     assert config.checkpoints == "s3://bucket/prefix"
     assert config.policy.deadline == 36 * 3600
     assert config.policy.fallback_after_interruptions == 2
-    assert config.alerts[0] == {"on": "workflow_failed", "notify": "slack://hooks/x"}
-    assert config.alerts[1] == {
-        "on": "interruption_rate", "above": 5, "per": "10m", "notify": "mailto://ops@example.org"
-    }  # fmt: skip
+    failed, rate = config.alerts
+    assert (failed.on, failed.notify) == ("workflow_failed", ["slack://hooks/x"])
+    assert (rate.on, rate.above, rate.per) == ("interruption_rate", 5, 600)
+    assert rate.notify == ["mailto://ops@example.org"]
     assert config.container_runtime == "apptainer"
     spot, on_demand = config.pool_defs()
     assert spot == PoolDef("spot-c5", Market.SPOT, Resources(4, 8192, 0), 4, 0.068, "c5.xlarge")

@@ -185,6 +185,7 @@ def run(
             checkpoints=s.checkpoint_settings(),
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
+            alerts=s.config.alert_rules(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -267,6 +268,10 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
             driver.checkpointing = Checkpointing(store, ctx.name, driver.core.next_checkpoint_seq)
         reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
         driver.reporter = reporter
+        if ctx.alerts:
+            from stormproof.monitor.alerts.hook import RunAlerts
+
+            driver.alerts = RunAlerts(ctx)
         with reporter:
             result = driver.drive(initial)
     finally:
