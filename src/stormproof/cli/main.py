@@ -44,6 +44,9 @@ def _escape(text: str) -> str:
 #: Commands that live in their own modules, imported only when named (or listed by --help):
 #: ``run`` of a big workflow should not pay for the importers' and tables' imports.
 LAZY_COMMANDS = {
+    "alerts": "stormproof.cli.monitor_cmds:alerts",
+    "report": "stormproof.cli.monitor_cmds:report",
+    "serve": "stormproof.cli.monitor_cmds:serve",
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
     "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
     "fleet": "stormproof.cli.fleet_cmds:fleet",
