@@ -85,7 +85,7 @@ def cost_series(view: RunView, points: int = COST_POINTS) -> list[dict[str, floa
         key=lambda a: a.ended or 0.0,
     )
     total = Cost()
-    series = []
+    series = [] if view.started is None else [{"at": view.started, **cost_json(total)}]
     step = max(1, len(ended) // points)
     for k, a in enumerate(ended, 1):
         assert a.final_cost is not None
