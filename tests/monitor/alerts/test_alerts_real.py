@@ -32,8 +32,12 @@ tasks:
 """
 
 
-def config(cli: Cli, *rules: str) -> None:
-    cli.write("stormproof.yaml", "alerts:\n" + "".join(f"  - {r}\n" for r in rules))
+def config(cli: Cli, *rules: str, pools: str = "") -> None:
+    cli.write("stormproof.yaml", pools + "alerts:\n" + "".join(f"  - {r}\n" for r in rules))
+
+
+#: An on-demand pool at a dollar a second, so that every attempt costs something.
+PRICED = "pools:\n  - {name: od, market: on_demand, vcpus: 2, memory: 2048, price: 3600}\n"
 
 
 def history(cli: Cli, run: str, *, exists: bool = True) -> list[dict[str, Any]]:
@@ -91,11 +95,13 @@ def test_a_resumed_run_does_not_alert_twice_for_what_it_already_alerted(cli: Cli
             cli,
             f'{{on: task_failed, notify: "{r.url}"}}',
             f'{{on: workflow_failed, notify: "{r.url}"}}',
+            f'{{on: cost_above, above: 0, notify: "{r.url}"}}',
+            pools=PRICED,
         )
         driver = cli.start("run", "wf.yaml", "--name", "rs", "-q")
-        wait_for(lambda: len(r.received) == 1, timeout=30, what="the task_failed alert")
+        wait_for(lambda: len(r.received) == 2, timeout=30, what="task_failed and cost_above")
         wait_for(
-            lambda: len(kinds(history(cli, "rs", exists=False), "AlertDelivered")) == 1,
+            lambda: len(kinds(history(cli, "rs", exists=False), "AlertDelivered")) == 2,
             timeout=10,
             what="its delivery in the log",
         )
@@ -105,10 +111,18 @@ def test_a_resumed_run_does_not_alert_twice_for_what_it_already_alerted(cli: Cli
         proc = cli("resume", "rs", "-q", timeout=60)
         assert proc.returncode == 1, proc.stderr
         titles = r.titles()
-    assert titles == ["stormproof: task fail failed in run rs", "stormproof: run rs failed"]
+    # the cost passed $0 before the stop; `slow` cost more after the resume: still one alert
+    assert len(titles) == 3
+    assert sum("has spent" in t for t in titles) == 1
+    assert sum(t == "stormproof: task fail failed in run rs" for t in titles) == 1
+    assert titles[-1] == "stormproof: run rs failed"
     rows = history(cli, "rs")
     assert len(kinds(rows, "RunResumed")) == 1
-    assert [a["on"] for a in kinds(rows, "AlertRaised")] == ["task_failed", "workflow_failed"]
+    assert sorted(a["on"] for a in kinds(rows, "AlertRaised")) == [
+        "cost_above",
+        "task_failed",
+        "workflow_failed",
+    ]
 
 
 def test_an_alert_raised_but_not_delivered_when_the_driver_died_is_sent_on_resume(
