@@ -36,19 +36,22 @@ def serve(
     host: str, port: int, token: str | None, home: str | None, config_path: str | None
 ) -> None:
     """Serve the dashboard, the JSON API and /metrics for the runs in the home."""
-    from stormproof.monitor.web.security import check_bind, is_loopback
+    from stormproof.monitor.web.security import check_bind
 
     with session(home, config_path) as s:
         token = token or None
         check_bind(host, token)
         sock = _listen(host, port)
-        url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/"
-        out.print(f"stormproof dashboard of {escape(str(s.home.root))} at {url}")
-        if token is not None:
-            out.print(f"  open {url}?token=… once (the token is kept in a cookie)")
-        out.print("  API: /api/runs · OpenAPI: /api/openapi.json · Prometheus: /metrics")
-        sys.stdout.flush()
-        _serve(s, sock, token, loopback_only=is_loopback(host))
+        _serve(s, sock, host, token)
+
+
+def _banner(s: Session, sock: socket.socket, host: str, token: str | None) -> None:
+    url = f"http://{_url_host(host)}:{sock.getsockname()[1]}/"
+    out.print(f"stormproof dashboard of {escape(str(s.home.root))} at {url}")
+    if token is not None:
+        out.print(f"  open {url}?token=… once (the token is kept in a cookie)")
+    out.print("  API: /api/runs · OpenAPI: /api/openapi.json · Prometheus: /metrics")
+    sys.stdout.flush()
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -72,17 +75,20 @@ def _url_host(host: str) -> str:
     return f"[{host.strip('[]')}]" if ":" in host else host
 
 
-def _serve(s: Session, sock: socket.socket, token: str | None, loopback_only: bool) -> None:
+def _serve(s: Session, sock: socket.socket, host: str, token: str | None) -> None:
+    """Build the app, then say where it is (the URL is printed once it can answer), then run."""
     import uvicorn
 
     from stormproof.monitor.web.app import Reader, create_app
-    from stormproof.monitor.web.security import Guard
+    from stormproof.monitor.web.security import Guard, is_loopback
 
+    loopback_only = is_loopback(host)
     # the reader opens its own store on its own thread (an SQLite connection stays on one)
     reader = Reader(lambda: Session(s.cwd, s.config, s.home).store, s.home)
     reader.warm()
     app = create_app(reader, Guard(token, loopback_only))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    _banner(s, sock, host, token)
     try:
         server.run(sockets=[sock])
     finally:
