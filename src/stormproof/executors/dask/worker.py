@@ -1,0 +1,461 @@
+"""The worker's side: the Dask task that runs one attempt, and the plugin that keeps them.
+
+``run_attempt(spec)`` is the function the orchestrator submits, under the attempt's key,
+with Dask's retries off. On the worker it:
+
+1. returns at once, without running anything, if its worker is closing or its task was
+   cancelled meanwhile, or if the attempt was claimed before (``status.CLAIM``: Dask ran the
+   task again, after its first worker left or after a resumed orchestrator resubmitted the
+   key). A duplicate reports itself (``D``) and the orchestrator decides from the files;
+2. runs the command as the local executor does: its own session, ``work/`` as its cwd, the
+   logs beside it, the worker's environment plus the attempt's, a list without a shell and a
+   string under ``sh -c``, 127/126 for a command that cannot be found or run. Where util-linux's
+   ``setpriv`` exists, the command is started through it with ``--pdeathsig KILL``: if the
+   worker process dies (kill -9, the OOM killer), its commands die with it, as they would with
+   their node, instead of running on unwatched while the core retries them elsewhere;
+3. reports its start (``S``, with the worker's name: the attempt's node) unless the command
+   ended within ``hold_started_s``, waits for it, and meanwhile acts on the kills and signals
+   the orchestrator sends (``AttemptKeeper.kill``), its worker closing (the *notice*: SIGTERM,
+   ``notice_s`` to commit a checkpoint, then SIGKILL), its task being cancelled, its own time
+   limit, and its memory limit (sampled by the keeper, as the local shim does);
+4. writes ``status.STATUS`` and reports the end (``X``), then returns it.
+
+Reports go through ``Worker.log_event`` on the run's topic: the scheduler pushes them to the
+orchestrator's client (``Client.subscribe_topic``) over the connection it already has, so the
+orchestrator asks no worker anything per attempt.
+
+``AttemptKeeper`` is a ``WorkerPlugin`` (one per worker, registered by the orchestrator): it
+knows the attempts running on its worker, so that ``Client.run`` can reach them by key
+(``kill_attempts``, ``signal_attempt``), and its ``teardown`` holds the worker's close until
+they have had their notice. A retired worker (``Client.retire_workers``: what a deployment does
+on a spot node's preemption notice, and what ``stormproof interrupt`` asks for) closes
+gracefully: the scheduler reschedules its tasks at once (the claim keeps them from running
+twice), and the worker's close would wait for running tasks only 30 s; the teardown makes it
+wait for the notice instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import get_worker
+from distributed.core import Status as WorkerStatus
+from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.worker import Worker
+
+from stormproof.executors._memory import MemorySampler
+from stormproof.executors.dask.status import (
+    PROTOCOL,
+    AttemptSpec,
+    Claim,
+    Status,
+    Verdict,
+    read_claim,
+    take_claim,
+    write_status,
+)
+
+KEEPER = "stormproof-attempts"
+#: How often a waiting wrapper looks at its worker's state and its deadlines.
+_CHECK_S = 0.2
+_CLOSING = frozenset(
+    (WorkerStatus.closing_gracefully, WorkerStatus.closing, WorkerStatus.closed)
+)
+#: SIGTERM to SIGKILL for a command whose task was cancelled in Dask (no grace was given).
+_CANCEL_GRACE_S = 10.0
+_KILLED = 128 + signal.SIGKILL
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_keeper_lock = threading.Lock()
+
+
+@dataclass(eq=False)
+class _Running:
+    """One command running on this worker."""
+
+    spec: AttemptSpec
+    pid: int
+    started_at: float
+    #: Why it is being stopped (a ``Verdict``), once something asked; the first reason wins.
+    verdict: str | None = None
+    reason: str = ""
+    #: Monotonic time its SIGKILL is due.
+    kill_at: float | None = None
+    killed_for_memory: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+class AttemptKeeper(WorkerPlugin):
+    """The attempts running on one worker (see the module docstring)."""
+
+    name = KEEPER
+    #: Registered once per cluster: a second orchestrator must not replace the keeper (and
+    #: forget the attempts) of a worker whose attempts run on.
+    idempotent = True
+
+    def setup(self, worker: Worker) -> None:
+        self.worker = worker
+        self.lock = threading.Lock()
+        self.running: dict[str, _Running] = {}
+        self.limited: dict[int, _Running] = {}  # session id -> attempt with a memory limit
+        self.sampling = False
+        self.closing = False
+        self.setpriv = _find_setpriv()
+
+    async def teardown(self, worker: Worker) -> None:
+        """The worker closes: every attempt gets its notice, and the close waits for them."""
+        with self.lock:
+            self.closing = True
+            running = list(self.running.values())
+        for run in running:
+            self.stop(run, run.spec.notice_s, Verdict.RETIRED, f"its worker {worker.name} closed")
+        waits = [r.kill_at for r in running if r.kill_at is not None]
+        deadline = (max(waits) if waits else time.monotonic()) + 5.0
+        while any(not r.ended.is_set() for r in running) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ attempts
+    def add(self, run: _Running) -> None:
+        with self.lock:
+            self.running[run.spec.key] = run
+            if run.spec.memory_limit > 0:
+                self.limited[run.pid] = run
+                start = not self.sampling
+                self.sampling = True
+            else:
+                start = False
+        if start:
+            threading.Thread(target=self._sample_memory, name="stormproof-memory", daemon=True).start()
+
+    def remove(self, run: _Running) -> None:
+        with self.lock:
+            self.running.pop(run.spec.key, None)
+            self.limited.pop(run.pid, None)
+        run.ended.set()
+
+    def stop(self, run: _Running, grace_s: float, verdict: str, reason: str) -> None:
+        """SIGTERM the command's group now (once), SIGKILL after ``grace_s`` (the earliest
+        deadline asked for wins)."""
+        with self.lock:
+            first = run.verdict is None
+            if first:
+                run.verdict, run.reason = verdict, reason
+            due = time.monotonic() + max(0.0, grace_s)
+            if run.kill_at is None or due < run.kill_at:
+                run.kill_at = due
+        if first:
+            _signal_group(run.pid, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+
+    def kill(self, key: str, grace_s: float) -> bool:
+        run = self.running.get(key)
+        if run is None:
+            return False
+        self.stop(run, grace_s, Verdict.KILLED, "killed by the orchestrator")
+        return True
+
+    # ------------------------------------------------------------------ memory
+    def _sample_memory(self) -> None:
+        """Sample every limited session while there are any (the shim's watchdog, per worker)."""
+        sampler = MemorySampler()
+        while True:
+            with self.lock:
+                limited = dict(self.limited)
+                if not limited:
+                    self.sampling = False
+                    return
+            interval = min(r.spec.memory_sample_s for r in limited.values())
+            for sid, session in sampler.sample(limited.keys()).items():
+                run = limited[sid]
+                limit = run.spec.memory_limit
+                if not session.leader_alive or session.rss <= limit:
+                    continue
+                used = sampler.proportional(pid for pid, _ in session.members) or session.rss
+                if used > limit:
+                    self._kill_for_memory(run, used, [pid for pid, _ in session.members])
+            time.sleep(interval)
+
+    def _kill_for_memory(self, run: _Running, used: int, members: list[int]) -> None:
+        with self.lock:
+            self.limited.pop(run.pid, None)
+            run.killed_for_memory = True
+            if run.verdict is None:
+                run.verdict = Verdict.MEMORY
+        note = (
+            f"killed: it used {used >> 20} MiB of memory, over its limit of "
+            f"{run.spec.memory_limit >> 20} MiB"
+        )
+        run.reason = note
+        _signal_group(run.pid, signal.SIGKILL)
+        for pid in members:  # those that left the leader's group but not its session
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _append(os.path.join(run.spec.attempt_dir, "stderr.log"), f"stormproof: {note}\n")
+
+
+# ---------------------------------------------------------------------- the Dask task
+def run_attempt(spec: AttemptSpec) -> tuple[str, dict[str, Any]]:
+    """Run one attempt to its end on this worker (see the module docstring).
+
+    Returns ``("X", status)``, ``("D", claim)`` for a duplicate, or ``("N", reason)`` when it
+    ran nothing because its worker is closing or its task was cancelled.
+    """
+    worker = get_worker()
+    keeper = _keeper(worker)
+    if keeper.closing or worker.status in _CLOSING or _cancelled(worker, spec.key):
+        return "N", {"reason": "its worker is closing, or its task was cancelled"}
+    node = str(worker.name)
+    os.makedirs(os.path.join(spec.attempt_dir, "work"), exist_ok=True)
+    if not take_claim(spec.attempt_dir, Claim(worker.address, node, time.time())):
+        claim = read_claim(spec.attempt_dir)
+        seen = {"worker": claim.worker, "node": claim.node} if claim else {}
+        message = {"e": "D", "key": spec.key, "claim": seen}
+        worker.log_event(spec.topic, message)
+        return "D", message
+    started = _start(spec, keeper)
+    if isinstance(started, Status):
+        return "X", _finish(worker, spec, started)
+    run = started
+    keeper.add(run)
+    try:
+        status = _wait(worker, keeper, run)
+    except BaseException:  # the wrapper broke: its command must not run on unwatched
+        _signal_group(run.pid, signal.SIGKILL)
+        raise
+    finally:
+        keeper.remove(run)
+    return "X", _finish(worker, spec, status)
+
+
+def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
+    """Spawn the command with its logs; the ``Status`` of one that could not start."""
+    worker = keeper.worker
+    node, now = str(worker.name), time.time()
+
+    def refused(code: int, verdict: str, reason: str) -> Status:
+        _append(os.path.join(spec.attempt_dir, "stderr.log"), f"stormproof: {reason}\n")
+        return Status(code, verdict, worker.address, node, now, time.time(), reason=reason)
+
+    argv = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
+    if not argv:
+        return refused(126, Verdict.REFUSED, "the command is an empty list")
+    if keeper.setpriv:  # dies with this worker's process (see the module docstring)
+        argv = [keeper.setpriv, "--pdeathsig", "KILL", "--", *argv]
+    env = {**os.environ, **spec.env}
+    try:
+        out = os.open(os.path.join(spec.attempt_dir, "stdout.log"), _LOG_FLAGS, 0o644)
+        err = os.open(os.path.join(spec.attempt_dir, "stderr.log"), _LOG_FLAGS, 0o644)
+    except OSError as exc:
+        return Status(126, Verdict.REFUSED, worker.address, node, now, now, reason=str(exc))
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=os.path.join(spec.attempt_dir, "work"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:  # a shell's 127 (setpriv, if used, says it itself)
+        if exc.filename == os.path.join(spec.attempt_dir, "work"):
+            return refused(126, Verdict.REFUSED, f"cannot enter the work dir: {exc}")
+        return refused(127, Verdict.EXITED, f"{argv[0]}: command not found")
+    except PermissionError:
+        return refused(126, Verdict.EXITED, f"{argv[0]}: Permission denied")
+    except OSError as exc:
+        return refused(126, Verdict.REFUSED, f"cannot start {argv[0]}: {exc}")
+    finally:
+        os.close(out)
+        os.close(err)
+    proc.returncode = 0  # reaped by _wait (wait4, for its resource usage), never by Popen
+    return _Running(spec, proc.pid, time.time())
+
+
+def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
+    """Wait for the command, acting on notices, kills and limits; reap it."""
+    spec = run.spec
+    waiter = _ExitWaiter(run.pid)
+    try:
+        if not waiter.wait(spec.hold_started_s):
+            message = {"e": "S", "key": spec.key, "worker": worker.address}
+            message.update(node=str(worker.name), at=run.started_at)
+            worker.log_event(spec.topic, message)
+        deadline = None if spec.time_limit_s is None else time.monotonic() + spec.time_limit_s
+        while not waiter.wait(_next_wake(run)):
+            _check(worker, keeper, run, deadline)
+        if run.verdict is not None and run.kill_at is not None:
+            _signal_group(run.pid, signal.SIGKILL)  # stragglers: the leader is unreaped yet
+        code, cpu_s, rss_mib = _reap(run.pid)
+    finally:
+        waiter.close()
+    verdict = run.verdict or Verdict.EXITED
+    oom = run.killed_for_memory and code == _KILLED
+    if run.killed_for_memory and not oom:
+        verdict = Verdict.EXITED  # it ended on its own just before the SIGKILL
+    return Status(
+        code,
+        verdict,
+        worker.address,
+        str(worker.name),
+        run.started_at,
+        time.time(),
+        out_of_memory=oom,
+        cpu_s=cpu_s,
+        max_rss_mib=rss_mib,
+        reason=run.reason,
+    )
+
+
+def _next_wake(run: _Running) -> float:
+    if run.kill_at is None:
+        return _CHECK_S
+    return max(0.0, min(_CHECK_S, run.kill_at - time.monotonic()))
+
+
+def _check(worker: Worker, keeper: AttemptKeeper, run: _Running, deadline: float | None) -> None:
+    """One look at what may end the command: a due SIGKILL, a closing worker, a cancelled
+    task, the time limit."""
+    now = time.monotonic()
+    if run.kill_at is not None and now >= run.kill_at:
+        _signal_group(run.pid, signal.SIGKILL)
+        run.kill_at = None
+    if run.verdict is not None:
+        return
+    if keeper.closing or worker.status in _CLOSING:
+        why = f"its worker {worker.name} is closing (retired)"
+        keeper.stop(run, run.spec.notice_s, Verdict.RETIRED, why)
+    elif _cancelled(worker, run.spec.key):
+        keeper.stop(run, _CANCEL_GRACE_S, Verdict.CANCELLED, "its Dask task was cancelled")
+    elif deadline is not None and now >= deadline:
+        why = f"ran past its time limit of {run.spec.time_limit_s:g}s"
+        keeper.stop(run, _CANCEL_GRACE_S, Verdict.TIMEOUT, why)
+
+
+def _finish(worker: Worker, spec: AttemptSpec, status: Status) -> dict[str, Any]:
+    """Write the exit status, then report it: whoever hears of it finds the file."""
+    write_status(spec.attempt_dir, status)
+    message = {"e": "X", "key": spec.key, **status.to_dict()}
+    worker.log_event(spec.topic, message)
+    return message
+
+
+# ---------------------------------------------------------------------- Client.run
+def kill_attempts(kills: dict[str, float], dask_worker: Worker) -> list[str]:
+    """``Client.run``: SIGTERM these attempts (by key) now, SIGKILL after their grace."""
+    keeper = _keeper(dask_worker)
+    return [key for key, grace in kills.items() if keeper.kill(key, grace)]
+
+
+def signal_attempt(key: str, signum: int, dask_worker: Worker) -> bool:
+    """``Client.run``: one signal to the attempt's process group (a checkpoint request)."""
+    run = _keeper(dask_worker).running.get(key)
+    return run is not None and _signal_group(run.pid, signum)
+
+
+def worker_protocol(dask_worker: Worker) -> int:
+    """``Client.run``: which wrapper this worker has (and that it can import stormproof)."""
+    return PROTOCOL
+
+
+# ---------------------------------------------------------------------- plumbing
+class _ExitWaiter:
+    """Waits for a child's exit without reaping it: a pidfd where Linux has one (exact, no
+    polling), else ``waitid(WNOWAIT)`` at short intervals."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd = -1
+        with contextlib.suppress(OSError, AttributeError):
+            self.fd = os.pidfd_open(pid)
+        self.poller: select.poll | None = None
+        if self.fd >= 0:
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+
+    def wait(self, timeout_s: float) -> bool:
+        """``True`` once the child has exited (within ``timeout_s``)."""
+        if self.poller is not None:
+            return bool(self.poller.poll(max(0.0, timeout_s) * 1000.0))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            if info is not None and info.si_pid == self.pid:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _reap(pid: int) -> tuple[int, float | None, float | None]:
+    """Reap the child: its exit code (128+N for signal N), CPU seconds, peak RSS in MiB."""
+    _, status, usage = os.wait4(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        code = 128 - code
+    return code, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _cancelled(worker: Worker, key: str) -> bool:
+    """Whether the scheduler took this task back (cancelled, or released from this worker)."""
+    ts = worker.state.tasks.get(key)
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+
+def _keeper(worker: Worker) -> AttemptKeeper:
+    """The worker's keeper; made here if the orchestrator's registration has not reached it."""
+    keeper = worker.plugins.get(KEEPER)
+    if isinstance(keeper, AttemptKeeper):
+        return keeper
+    with _keeper_lock:
+        keeper = worker.plugins.get(KEEPER)
+        if not isinstance(keeper, AttemptKeeper):
+            keeper = AttemptKeeper()
+            keeper.setup(worker)
+            worker.plugins[KEEPER] = keeper
+    return keeper
+
+
+def _find_setpriv() -> str | None:
+    """util-linux's ``setpriv``, if it has ``--pdeathsig`` (2.33 and later)."""
+    path = shutil.which("setpriv")
+    if path is None:
+        return None
+    try:
+        done = subprocess.run(
+            [path, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if done.returncode == 0 else None
+
+
+def _append(path: str, text: str) -> None:
+    """One line for the attempt's owner to read, in its log; a log we cannot open gets none."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, _LOG_FLAGS, 0o644)
+        try:
+            os.write(fd, text.encode(errors="replace"))
+        finally:
+            os.close(fd)
