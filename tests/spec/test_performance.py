@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stormproof.spec.load import load_workflow
 
+
 def write_dag(path: Path, n_tasks: int, seed: int = 1) -> Path:
     """A random DAG in file order, ~3 dependencies per task, with the recipe's usual fields."""
     rng = random.Random(seed)
