@@ -69,6 +69,16 @@ ENV_HOME = "STORMPROOF_HOME"
 ENV_MAX_PARALLEL = "STORMPROOF_MAX_PARALLEL"
 
 
+class SettingError(ConfigError):
+    """What an executor found wrong with one setting after loading (a batch system's answer:
+    no such partition, an account refused); ``Config.for_executor`` adds its file and line."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(f"{_place(loc)}: {problem}")
+        self.loc = loc
+        self.problem = problem
+
+
 def _suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close choice exists, else nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
@@ -332,6 +342,89 @@ class AlertConfig(_Strict):
         }
 
 
+_SCHEDULER_ADDRESS = re.compile(
+    r"^(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$"
+)
+
+
+def _scheduler_address(value: Any) -> Any:
+    match = _SCHEDULER_ADDRESS.match(value.strip()) if isinstance(value, str) else None
+    if match is None or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+        raise ValueError(
+            f"{value!r} is not a Dask scheduler address: give the one `dask scheduler` prints, "
+            "like tcp://10.0.0.5:8786"
+        )
+    return value.strip()
+
+
+class DaskLocalConfig(_Strict):
+    """``dask.local``: a cluster of worker processes started with the run (docs/dask.md)."""
+
+    workers: int = Field(default=2, ge=1, le=256)
+    threads_per_worker: int = Field(default=1, ge=1, le=256)
+    #: Each worker's ``vcpus`` and ``memory`` (MiB) resources; default: this machine split
+    #: evenly between the workers.
+    vcpus: float | None = Field(default=None, gt=0)
+    memory: int | None = Field(default=None, gt=0)
+
+    def to_options(self) -> dict[str, Any]:
+        machine = local_machine()
+        return {
+            "workers": self.workers,
+            "threads_per_worker": self.threads_per_worker,
+            "vcpus": self.vcpus or max(1.0, float(int(machine.vcpus) // self.workers)),
+            "memory_mib": self.memory or max(256, machine.memory_mib // self.workers),
+        }
+
+
+class DaskPoolConfig(_Strict):
+    """``dask.pools.NAME``: which workers are the pool's."""
+
+    #: The resource its workers declare (``--resources "pool-spot=1,..."``); default
+    #: ``pool-NAME``; ``null``: every worker of the cluster.
+    resource: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class DaskConfig(_Strict):
+    """``dask:``: the cluster ``executor: dask`` runs on: ``scheduler`` or ``local``."""
+
+    scheduler: Annotated[str | None, BeforeValidator(_scheduler_address)] = None
+    local: Annotated[DaskLocalConfig | None, BeforeValidator(_empty_mapping)] = None
+    pools: Annotated[dict[str, DaskPoolConfig], BeforeValidator(_empty_mapping)] = Field(
+        default_factory=dict
+    )
+    #: How long to try reaching the scheduler before saying it cannot be reached.
+    connect_timeout: Annotated[float, BeforeValidator(parse_duration)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_cluster(self) -> DaskConfig:
+        given = [k for k in ("scheduler", "local") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                ("give only one of" if given else "give one of")
+                + " scheduler (a running cluster, like scheduler: tcp://10.0.0.5:8786) and "
+                "local (a cluster of processes started with the run, like local: {workers: 2})"
+            )
+        if self.connect_timeout <= 0:
+            raise ValueError("connect_timeout must be more than 0 seconds, like 10s")
+        return self
+
+    def executor_options(self, pools: Sequence[PoolConfig]) -> dict[str, Any]:
+        """What a run records for the Dask executor (``executors.dask.options``)."""
+        marked: dict[str, dict[str, Any]] = {}
+        for pool in pools:
+            named = self.pools.get(pool.name)
+            explicit = named is not None and "resource" in named.model_fields_set
+            resource = named.resource if explicit and named is not None else f"pool-{pool.name}"
+            marked[pool.name] = {"resource": resource, "notice_s": pool.notice}
+        return {
+            "scheduler": self.scheduler,
+            "local": None if self.local is None else self.local.to_options(),
+            "pools": marked,
+            "connect_timeout_s": self.connect_timeout,
+        }
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
@@ -353,6 +446,9 @@ class Config(_Strict):
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+
+    #: ``executor: dask`` only (an error with another executor).
+    dask: DaskConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
     #: The file's YAML tree and name as given, so checks made after loading name the line.
@@ -385,6 +481,33 @@ class Config(_Strict):
         if problems:
             details = [_problem(loc, value, text) for loc, value, text in problems]
             raise ValidationError.from_exception_data("Config", details)
+        return self
+
+    @model_validator(mode="after")
+    def _dask_section_for_dask(self, info: ValidationInfo) -> Config:
+        """``dask:`` does nothing on another executor; ``executor: dask`` needs it."""
+        executor = (info.context or {}).get("executor") or self.executor
+        problems: list[InitErrorDetails] = []
+        if executor != "dask" and self.dask is not None:
+            text = (
+                f"only used with executor: dask (this configuration runs on {executor!r}); "
+                "set executor: dask, or remove the dask section"
+            )
+            problems.append(_problem(("dask",), None, text))
+        if executor == "dask" and self.dask is None and self.executor == "dask":
+            text = (
+                "executor: dask needs a dask section: dask: {scheduler: tcp://HOST:8786} for a "
+                "running cluster, or dask: {local: {workers: 2}} for one started with the run"
+            )
+            problems.append(_problem(("executor",), executor, text))
+        names = [p.name for p in self.pools]
+        for name in self.dask.pools if self.dask is not None else {}:
+            if name not in names:
+                known = ", ".join(names) or "none (give pools first)"
+                text = f"no pool is named {name!r}{_suggest(name, names)}; pools: {known}"
+                problems.append(_problem(("dask", "pools", name), name, text))
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
         return self
 
     @model_validator(mode="after")
@@ -466,6 +589,12 @@ class Config(_Strict):
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
 
+    def executor_options(self) -> dict[str, Any]:
+        """What the run records for its executor: its own section (``dask:``), if it has one."""
+        if self.executor == "dask" and self.dask is not None:
+            return self.dask.executor_options(self.pools)
+        return {}
+
     def for_executor(
         self,
         executor: str,
@@ -496,7 +625,10 @@ class Config(_Strict):
         configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
             dataclasses.replace(local_pool(), delegated=True),
         )
-        pools = tuple(describe(configured))
+        try:
+            pools = tuple(describe(configured))
+        except SettingError as err:  # the batch system's answer about one setting: its line
+            raise ConfigError(self._render([(err.loc, err.problem)])) from None
         problems: list[tuple[tuple[int | str, ...], str]] = []
         for i, pool in enumerate(pools):
             for key, known in (
@@ -749,6 +881,8 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
     ("alerts",): tuple(AlertConfig.model_fields),
+    ("dask",): tuple(DaskConfig.model_fields),
+    ("dask", "local"): tuple(DaskLocalConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {

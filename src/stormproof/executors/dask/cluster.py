@@ -148,7 +148,7 @@ def start_local(options: LocalClusterOptions, markers: list[str]) -> Connection:
 
 def check_cluster(client: Client, options: DaskOptions) -> None:
     """The versions agree, and every worker runs this stormproof's wrapper."""
-    versions = client.get_versions()
+    versions: Any = client.get_versions()
     mine = versions["client"]["packages"]
     where = options.where
     _check_versions(mine, versions["scheduler"]["packages"], where)

@@ -96,7 +96,7 @@ class _Tracked:
     job: AttemptJob
     spec: AttemptSpec
     resources: tuple[tuple[str, float], ...]
-    future: Future | None = None
+    future: Future[Any] | None = None
     worker: str = ""  # address of the worker running it, once known
     node: str = ""
     started: bool = False
@@ -123,7 +123,7 @@ class DaskExecutor:
         self._ended: set[str] = set()  # keys whose final event was given
         self._to_submit: list[_Tracked] = []
         self._kills: dict[str, dict[str, float]] = {}  # worker address -> key -> grace
-        self._to_cancel: list[Future] = []
+        self._to_cancel: list[Future[Any]] = []
         self._departed: dict[str, bool] = {}  # worker address -> retired (expected)
         self._news: list[Event] = []
         self._control = ThreadPoolExecutor(1, thread_name_prefix="stormproof-dask")
@@ -174,9 +174,7 @@ class DaskExecutor:
     def signal(self, attempt_id: str, signum: int) -> None:
         tracked = self._tracked.get(self._key(attempt_id))
         if tracked is not None and tracked.started and tracked.worker:
-            self._call(
-                signal_attempt, tracked.spec.key, int(signum), workers=[tracked.worker]
-            )
+            self._call(signal_attempt, tracked.spec.key, int(signum), workers=[tracked.worker])
 
     def poll(self, timeout_s: float) -> list[Event]:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -257,6 +255,7 @@ class DaskExecutor:
         if self._conn is not None:
             return self._conn
         opts = self.options
+        opts.require_cluster()
         if opts.local is not None:
             markers = [p.resource for p in opts.pools.values() if p.resource]
             conn = cluster.start_local(opts.local, markers)
@@ -292,7 +291,7 @@ class DaskExecutor:
                 retries=0,
                 resources=dict(resources),
             )
-            for tracked, future in zip(batch, futures):
+            for tracked, future in zip(batch, futures, strict=True):
                 tracked.future = future
             fire_and_forget(futures)
         kills, self._kills = self._kills, {}
@@ -384,7 +383,7 @@ class DaskExecutor:
             future = tracked.future
             if future is None:
                 continue
-            state = future.status
+            state = str(future.status)
             if state == "pending":
                 continue
             if state == "finished":
@@ -396,7 +395,7 @@ class DaskExecutor:
             else:
                 self._future_ended(tracked, state)
 
-    def _fetch_result(self, key: str, future: Future) -> None:
+    def _fetch_result(self, key: str, future: Future[Any]) -> None:
         """The task returned but its end event never came: its result says the same."""
         with contextlib.suppress(Exception):
             kind, message = future.result(timeout=30)
@@ -513,7 +512,7 @@ def _started(aid: str, key: str, node: str, at: float) -> AttemptStarted:
     return AttemptStarted(min(at, time.time()), aid, key, (node,) if node else ())
 
 
-def _exception(future: Future | None) -> str:
+def _exception(future: Future[Any] | None) -> str:
     if future is None:
         return "unknown"
     try:

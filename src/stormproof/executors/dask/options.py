@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stormproof.errors import ConfigError
+
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_NOTICE_S = 120.0
 #: Resource names an attempt asks for (workers declare them with ``--resources``).
@@ -103,6 +105,16 @@ class DaskOptions:
     def pool(self, name: str) -> PoolOptions:
         """A pool's options; one the file did not name is every worker of the cluster."""
         return self.pools.get(name) or PoolOptions(resource=None)
+
+    def require_cluster(self) -> None:
+        """Options recorded without a cluster (``STORMPROOF_EXECUTOR=dask`` over a file with
+        no ``dask:`` section) name the section to write."""
+        if not self.scheduler and self.local is None:
+            raise ConfigError(
+                "executor: dask needs a dask section in stormproof.yaml: dask: {scheduler: "
+                "tcp://HOST:8786} for a running cluster, or dask: {local: {workers: 2}} for one "
+                "started with the run"
+            )
 
     @property
     def where(self) -> str:

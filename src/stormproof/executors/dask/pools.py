@@ -25,6 +25,7 @@ from stormproof.executors.dask.options import GPUS, MEMORY, VCPUS, DaskOptions
 
 def inventory(options: DaskOptions) -> list[WorkerInfo]:
     """The cluster's workers now (those ``local:`` would start, without starting them)."""
+    options.require_cluster()
     if options.local is not None:
         markers = [p.resource for p in options.pools.values() if p.resource]
         return cluster.local_workers(options.local, markers)
@@ -87,9 +88,9 @@ def check(tasks: Sequence[Any], pools: Sequence[PoolDef], raw: Mapping[str, Any]
                     + "); ask for less, or add a larger worker to the pool"
                 )
     if problems:
-        raise ConfigError("some tasks cannot run on the Dask cluster:\n" + "\n".join(
-            f"  - {p}" for p in problems
-        ))
+        raise ConfigError(
+            "some tasks cannot run on the Dask cluster:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 def _require_resources(pool: str, mine: Sequence[WorkerInfo], marker: str | None) -> None:
@@ -102,11 +103,13 @@ def _require_resources(pool: str, mine: Sequence[WorkerInfo], marker: str | None
             raise ConfigError(
                 f"pool {pool!r}: the Dask worker {w.name} ({w.address}) declares no "
                 f"{' or '.join(missing)} resource (it has {have}), so no attempt could run "
-                f"there: start it with --resources \"{example}\" (memory in MiB)"
+                f'there: start it with --resources "{example}" (memory in MiB)'
             )
 
 
-def _no_workers(pool: str, marker: str | None, options: DaskOptions, workers: list[WorkerInfo]) -> str:
+def _no_workers(
+    pool: str, marker: str | None, options: DaskOptions, workers: list[WorkerInfo]
+) -> str:
     if not workers:
         return (
             f"pool {pool!r}: {options.where} has no workers now, so the pool's size is unknown: "
@@ -116,7 +119,7 @@ def _no_workers(pool: str, marker: str | None, options: DaskOptions, workers: li
     return (
         f"pool {pool!r}: no worker of {options.where} declares the resource {marker!r} that "
         f"marks the pool's workers (markers seen: {', '.join(seen) or 'none'}): start its "
-        f"workers with --resources \"{marker}=1,vcpus=...,memory=...\", name the marker the "
+        f'workers with --resources "{marker}=1,vcpus=...,memory=...", name the marker the '
         f"workers have in dask.pools.{pool}.resource, or give the pool's vcpus, memory and "
         "count if its workers come later"
     )

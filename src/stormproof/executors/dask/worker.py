@@ -68,9 +68,7 @@ from stormproof.executors.dask.status import (
 KEEPER = "stormproof-attempts"
 #: How often a waiting wrapper looks at its worker's state and its deadlines.
 _CHECK_S = 0.2
-_CLOSING = frozenset(
-    (WorkerStatus.closing_gracefully, WorkerStatus.closing, WorkerStatus.closed)
-)
+_CLOSING = frozenset((WorkerStatus.closing_gracefully, WorkerStatus.closing, WorkerStatus.closed))
 #: SIGTERM to SIGKILL for a command whose task was cancelled in Dask (no grace was given).
 _CANCEL_GRACE_S = 10.0
 _KILLED = 128 + signal.SIGKILL
@@ -134,7 +132,9 @@ class AttemptKeeper(WorkerPlugin):
             else:
                 start = False
         if start:
-            threading.Thread(target=self._sample_memory, name="stormproof-memory", daemon=True).start()
+            sampler = threading.Thread(target=self._sample_memory, name="stormproof-memory")
+            sampler.daemon = True
+            sampler.start()
 
     def remove(self, run: _Running) -> None:
         with self.lock:
@@ -287,14 +287,15 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
     try:
         if not waiter.wait(spec.hold_started_s):
             message = {"e": "S", "key": spec.key, "worker": worker.address}
-            message.update(node=str(worker.name), at=run.started_at)
-            worker.log_event(spec.topic, message)
+            worker.log_event(
+                spec.topic, {**message, "node": str(worker.name), "at": run.started_at}
+            )
         deadline = None if spec.time_limit_s is None else time.monotonic() + spec.time_limit_s
         while not waiter.wait(_next_wake(run)):
             _check(worker, keeper, run, deadline)
         if run.verdict is not None and run.kill_at is not None:
             _signal_group(run.pid, signal.SIGKILL)  # stragglers: the leader is unreaped yet
-        code, cpu_s, rss_mib = _reap(run.pid)
+        code, cpu_s = _reap(run.pid)
     finally:
         waiter.close()
     verdict = run.verdict or Verdict.EXITED
@@ -310,7 +311,6 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         time.time(),
         out_of_memory=oom,
         cpu_s=cpu_s,
-        max_rss_mib=rss_mib,
         reason=run.reason,
     )
 
@@ -400,13 +400,14 @@ class _ExitWaiter:
             self.fd = -1
 
 
-def _reap(pid: int) -> tuple[int, float | None, float | None]:
-    """Reap the child: its exit code (128+N for signal N), CPU seconds, peak RSS in MiB."""
+def _reap(pid: int) -> tuple[int, float]:
+    """Reap the child: its exit code (128+N for signal N) and CPU seconds. Not its peak RSS:
+    a child forked from the worker counts the worker's own resident set until its exec."""
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         code = 128 - code
-    return code, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+    return code, usage.ru_utime + usage.ru_stime
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
