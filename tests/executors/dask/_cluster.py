@@ -42,14 +42,13 @@ class DaskCluster:
     # ------------------------------------------------------------------ starting
     def start_scheduler(self, python: str = sys.executable, env: dict[str, str] | None = None) -> None:
         file = self.root / "scheduler.json"
-        log = open(self.root / "scheduler.log", "ab")  # noqa: SIM115 - the process keeps it
-        self.scheduler = subprocess.Popen(
-            [python, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-             "--port", "0", "--no-dashboard", "--scheduler-file", str(file),
-             "--idle-timeout", "600"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root,
-            env=env or _env(), start_new_session=True,
-        )  # fmt: skip
+        with open(self.root / "scheduler.log", "ab") as log:
+            self.scheduler = self._spawn(
+                [python, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                 "--port", "0", "--no-dashboard", "--scheduler-file", str(file),
+                 "--idle-timeout", "600"],
+                log, env,
+            )  # fmt: skip
         deadline = time.monotonic() + START_TIMEOUT_S
         while not file.exists() or not file.read_text().strip():
             if self.scheduler.poll() is not None or time.monotonic() > deadline:
@@ -62,20 +61,27 @@ class DaskCluster:
         argv: list[str] | None = None,
     ) -> Worker:  # fmt: skip
         spec = ",".join(f"{k}={v:g}" for k, v in resources.items())
-        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the process keeps it
         command = argv or [sys.executable, "-m", "distributed.cli.dask_worker"]
-        proc = subprocess.Popen(
-            [*command, self.address, "--name", name, "--nthreads", str(nthreads),
-             "--resources", spec, "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
-             "--local-directory", str(self.root / "dask-scratch"), "--death-timeout", "60"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root, env=_env(),
-            start_new_session=True,
-        )  # fmt: skip
+        with open(self.root / f"{name}.log", "ab") as log:
+            proc = self._spawn(
+                [*command, self.address, "--name", name, "--nthreads", str(nthreads),
+                 "--resources", spec, "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                 "--local-directory", str(self.root / "dask-scratch"), "--death-timeout", "60"],
+                log,
+            )  # fmt: skip
         worker = Worker(name, proc, resources)
         self.workers[name] = worker
         if wait:
             self.wait_for_worker(name)
         return worker
+
+    def _spawn(
+        self, argv: list[str], log: Any, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=self.root,
+            env=env or _env(), start_new_session=True,
+        )  # fmt: skip
 
     def wait_for_worker(self, name: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

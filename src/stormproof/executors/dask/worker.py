@@ -9,10 +9,11 @@ with Dask's retries off. On the worker it:
    key). A duplicate reports itself (``D``) and the orchestrator decides from the files;
 2. runs the command as the local executor does: its own session, ``work/`` as its cwd, the
    logs beside it, the worker's environment plus the attempt's, a list without a shell and a
-   string under ``sh -c``, 127/126 for a command that cannot be found or run. Where util-linux's
-   ``setpriv`` exists, the command is started through it with ``--pdeathsig KILL``: if the
-   worker process dies (kill -9, the OOM killer), its commands die with it, as they would with
-   their node, instead of running on unwatched while the core retries them elsewhere;
+   string under ``sh -c``, 127/126 for a command that cannot be found or run. If the worker
+   process dies (kill -9, the OOM killer), its commands die with it, as they would with their
+   node, instead of running on unwatched while the core retries them elsewhere: the keeper's
+   *reaper*, a small process reading a pipe from the worker, kills the process groups of the
+   attempts still running when the pipe closes;
 3. reports its start (``S``, with the worker's name: the attempt's node) unless the command
    ended within ``hold_started_s``, waits for it, and meanwhile acts on the kills and signals
    the orchestrator sends (``AttemptKeeper.kill``), its worker closing (the *notice*: SIGTERM,
@@ -40,9 +41,9 @@ import asyncio
 import contextlib
 import os
 import select
-import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class AttemptKeeper(WorkerPlugin):
         self.limited: dict[int, _Running] = {}  # session id -> attempt with a memory limit
         self.sampling = False
         self.closing = False
-        self.setpriv = _find_setpriv()
+        self.reaper: _Reaper | None = None
 
     async def teardown(self, worker: Worker) -> None:
         """The worker closes: every attempt gets its notice, and the close waits for them."""
@@ -120,10 +121,15 @@ class AttemptKeeper(WorkerPlugin):
         deadline = (max(waits) if waits else time.monotonic()) + 5.0
         while any(not r.ended.is_set() for r in running) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self.reaper is not None:
+            self.reaper.close()  # what is left, it kills now
 
     # ------------------------------------------------------------------ attempts
     def add(self, run: _Running) -> None:
         with self.lock:
+            if self.reaper is None:
+                self.reaper = _Reaper()
+            self.reaper.watch(run.pid)
             self.running[run.spec.key] = run
             if run.spec.memory_limit > 0:
                 self.limited[run.pid] = run
@@ -135,6 +141,12 @@ class AttemptKeeper(WorkerPlugin):
             sampler = threading.Thread(target=self._sample_memory, name="stormproof-memory")
             sampler.daemon = True
             sampler.start()
+
+    def ended(self, run: _Running) -> None:
+        """Its leader has exited (not reaped yet, so its group id is still its own)."""
+        with self.lock:
+            if self.reaper is not None:
+                self.reaper.forget(run.pid)
 
     def remove(self, run: _Running) -> None:
         with self.lock:
@@ -247,8 +259,6 @@ def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
     argv = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
     if not argv:
         return refused(126, Verdict.REFUSED, "the command is an empty list")
-    if keeper.setpriv:  # dies with this worker's process (see the module docstring)
-        argv = [keeper.setpriv, "--pdeathsig", "KILL", "--", *argv]
     env = {**os.environ, **spec.env}
     try:
         out = os.open(os.path.join(spec.attempt_dir, "stdout.log"), _LOG_FLAGS, 0o644)
@@ -265,7 +275,7 @@ def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
             stderr=err,
             start_new_session=True,
         )
-    except FileNotFoundError as exc:  # a shell's 127 (setpriv, if used, says it itself)
+    except FileNotFoundError as exc:  # what a shell would say
         if exc.filename == os.path.join(spec.attempt_dir, "work"):
             return refused(126, Verdict.REFUSED, f"cannot enter the work dir: {exc}")
         return refused(127, Verdict.EXITED, f"{argv[0]}: command not found")
@@ -295,6 +305,7 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
             _check(worker, keeper, run, deadline)
         if run.verdict is not None and run.kill_at is not None:
             _signal_group(run.pid, signal.SIGKILL)  # stragglers: the leader is unreaped yet
+        keeper.ended(run)
         code, cpu_s = _reap(run.pid)
     finally:
         waiter.close()
@@ -438,18 +449,54 @@ def _keeper(worker: Worker) -> AttemptKeeper:
     return keeper
 
 
-def _find_setpriv() -> str | None:
-    """util-linux's ``setpriv``, if it has ``--pdeathsig`` (2.33 and later)."""
-    path = shutil.which("setpriv")
-    if path is None:
-        return None
+_REAPER = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin.buffer:
+    op, _, pgid = line.strip().partition(b" ")
+    (groups.add if op == b"+" else groups.discard)(int(pgid))
+for pgid in groups:
     try:
-        done = subprocess.run(
-            [path, "--pdeathsig", "KILL", "--", "true"], capture_output=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return path if done.returncode == 0 else None
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Reaper:
+    """A process that outlives its worker by a moment: it is told each attempt's process group
+    as it starts and ends, and when its pipe closes (the worker exited or was killed) it kills
+    the groups still there. Started with the first attempt; one per worker."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        with contextlib.suppress(OSError):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _REAPER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the worker's terminal is not for it
+            )
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"+ {pgid}\n")
+
+    def forget(self, pgid: int) -> None:
+        self._say(f"- {pgid}\n")
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError, subprocess.TimeoutExpired):
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+
+    def _say(self, line: str) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.write(line.encode())
+                self.proc.stdin.flush()
 
 
 def _append(path: str, text: str) -> None:

@@ -1,0 +1,243 @@
+"""The Dask executor against a real scheduler and real workers (no driver, no core).
+
+Each test starts its own cluster: a scheduler, ``spot-1`` (``pool-spot``) and ``ondemand-1``
+(``pool-ondemand``), 2 vCPUs and 2 threads each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from stormproof.checkpoints import protocol
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptLost,
+    AttemptPreempted,
+    AttemptStarted,
+)
+from stormproof.executors.dask.status import read_status
+from tests.executors.dask._cluster import SPOT, DaskCluster
+from tests.executors.dask.helpers import (
+    NOTICE_S,
+    collect,
+    executor,
+    finals,
+    job,
+    options,
+    pid_alive,
+    run_to_end,
+    started,
+    wait_for,
+)
+
+#: Writes its pid, then waits; on SIGTERM commits a checkpoint and exits 143.
+CHECKPOINTER = r"""
+import os, signal, sys, time
+def stop(signum, frame):
+    d = os.environ["STORMPROOF_CHECKPOINT_DIR"]
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "state"), "w") as f:
+        f.write("step 7\n")
+    open(os.path.join(d, "COMMIT"), "w").close()
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+open("pid", "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+def test_an_attempt_runs_in_its_work_dir_with_its_environment_and_logs(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    a = job(run_dir, "a", ["sh", "-c", 'pwd; echo "$GREETING"; echo oops >&2; exit 3'],
+            env={"GREETING": "hi"})  # fmt: skip
+    b = job(run_dir, "b", "echo from a shell string", pool="ondemand")
+    c = job(run_dir, "c", ["no-such-command-anywhere"])
+    with executor(run_dir, options(dask_cluster)) as ex:
+        events = run_to_end(ex, [a, b, c])
+    ends = finals(events)
+    assert isinstance(ends["a/1"], AttemptExited) and ends["a/1"].exit_code == 3
+    assert (a.attempt_dir / "stdout.log").read_text() == f"{a.work_dir}\nhi\n"
+    assert (a.attempt_dir / "stderr.log").read_text() == "oops\n"
+    assert isinstance(ends["b/1"], AttemptExited) and ends["b/1"].exit_code == 0
+    assert (b.attempt_dir / "stdout.log").read_text() == "from a shell string\n"
+    assert isinstance(ends["c/1"], AttemptExited) and ends["c/1"].exit_code == 127
+    assert "no-such-command-anywhere" in (c.attempt_dir / "stderr.log").read_text()
+    starts = started(events)
+    assert starts["a/1"].nodes == ("spot-1",) and starts["b/1"].nodes == ("ondemand-1",)
+    # every start comes before its end, and the status file says the same as the event
+    order = [(type(e).__name__, e.attempt_id) for e in events]
+    assert order.index(("AttemptStarted", "a/1")) < order.index(("AttemptExited", "a/1"))
+    status = read_status(str(a.attempt_dir))
+    assert status is not None and (status.code, status.node) == (3, "spot-1")
+
+
+def test_a_two_vcpu_attempt_never_shares_a_two_vcpu_worker(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    span = ["sh", "-c", "date +%s.%N > start; sleep 0.6; date +%s.%N > end"]
+    wide = [job(run_dir, f"wide{i}", span, vcpus=2.0, memory_mib=512) for i in range(3)]
+    narrow = [job(run_dir, f"narrow{i}", span, vcpus=1.0, memory_mib=512) for i in range(2)]
+    with executor(run_dir, options(dask_cluster)) as ex:
+        events = run_to_end(ex, wide)
+        events += run_to_end(ex, narrow)
+    assert all(isinstance(e, AttemptExited) and e.exit_code == 0 for e in finals(events).values())
+
+    def interval(j: object) -> tuple[float, float]:
+        work = j.work_dir  # type: ignore[attr-defined]
+        return float((work / "start").read_text()), float((work / "end").read_text())
+
+    spans = sorted(interval(j) for j in wide)
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"two 2-vCPU attempts overlapped on one 2-vCPU worker: {spans}"
+    (s1, e1), (s2, e2) = (interval(j) for j in narrow)
+    assert s2 < e1 and s1 < e2, "two 1-vCPU attempts should have shared the worker"
+
+
+def test_a_worker_killed_under_its_attempt_loses_it_and_the_command_dies_with_it(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    j = job(run_dir, "long", ["sh", "-c", "echo $$ > pid; sleep 1 & wait; exec sleep 120"])
+    with executor(run_dir, options(dask_cluster)) as ex:
+        ex.submit(j)
+        collect(ex, lambda evs: "long/1" in started(evs))
+        pid_file = j.work_dir / "pid"
+        wait_for(pid_file.exists, what="the command's pid")
+        pid = int(pid_file.read_text())
+        dask_cluster.kill_worker("spot-1")
+        events = collect(ex, lambda evs: "long/1" in finals(evs))
+    lost = finals(events)["long/1"]
+    assert isinstance(lost, AttemptLost), lost
+    assert "spot-1" in lost.reason and "without being retired" in lost.reason
+    wait_for(lambda: not pid_alive(pid), timeout_s=10, what="the command to die with its worker")
+    assert read_status(str(j.attempt_dir)) is None
+
+
+def test_a_retired_worker_gives_its_attempt_the_notice_to_checkpoint_then_it_is_preempted(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "tasks" / "sim" / "1" / "checkpoint"
+    j = job(run_dir, "sim", ["python3", "-c", CHECKPOINTER],
+            env={protocol.ENV_CHECKPOINT_DIR: str(ckpt)})  # fmt: skip
+    with executor(run_dir, options(dask_cluster)) as ex:
+        ex.submit(j)
+        collect(ex, lambda evs: "sim/1" in started(evs))
+        wait_for((j.work_dir / "pid").exists, what="the command's start")
+        asked = time.monotonic()
+        dask_cluster.retire("spot-1")  # what a deployment does on a preemption notice
+        events = collect(ex, lambda evs: "sim/1" in finals(evs))
+        took = time.monotonic() - asked
+    end = finals(events)["sim/1"]
+    assert isinstance(end, AttemptPreempted), end
+    assert "retired" in end.reason and "spot-1" in end.reason
+    assert (ckpt / "state").read_text() == "step 7\n" and (ckpt / "COMMIT").exists()
+    assert took < NOTICE_S, "the attempt's end is known once its command stopped"
+    status = read_status(str(j.attempt_dir))
+    assert status is not None and (status.verdict, status.code) == ("retired", 143)
+
+
+def test_a_kill_sends_sigterm_then_sigkill_after_the_grace(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    polite = job(run_dir, "polite", ["sh", "-c", "trap 'exit 7' TERM; sleep 60 & wait"])
+    stubborn = job(run_dir, "stubborn", ["sh", "-c", "trap '' TERM; sleep 60 & wait; sleep 60"])
+    with executor(run_dir, options(dask_cluster)) as ex:
+        for j in (polite, stubborn):
+            ex.submit(j)
+        collect(ex, lambda evs: {"polite/1", "stubborn/1"} <= started(evs).keys())
+        time.sleep(0.3)  # the traps are set
+        asked = time.monotonic()
+        ex.kill("polite/1", 30.0)
+        ex.kill("stubborn/1", 1.0)
+        events = collect(ex, lambda evs: {"polite/1", "stubborn/1"} <= finals(evs).keys())
+        took = time.monotonic() - asked
+    ends = finals(events)
+    assert isinstance(ends["polite/1"], AttemptExited) and ends["polite/1"].exit_code == 7
+    assert isinstance(ends["stubborn/1"], AttemptExited) and ends["stubborn/1"].exit_code == 137
+    assert 1.0 <= took < 10.0
+
+
+def test_an_attempt_over_its_memory_limit_is_killed_out_of_memory(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    hog = "x = bytearray(400 << 20); import time; time.sleep(30)"
+    j = job(run_dir, "hog", ["python3", "-c", hog], memory_mib=100,
+            env={"STORMPROOF_MEMORY_LIMIT_MIB": "100"})  # fmt: skip
+    with executor(run_dir, options(dask_cluster)) as ex:
+        events = run_to_end(ex, [j])
+    end = finals(events)["hog/1"]
+    assert isinstance(end, AttemptExited) and (end.exit_code, end.out_of_memory) == (137, True)
+    assert "over its limit of 100 MiB" in (j.attempt_dir / "stderr.log").read_text()
+
+
+def test_an_attempt_outlives_its_orchestrator_and_the_next_one_adopts_it_by_key(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """The first executor's client goes without a word (as with kill -9); its attempts run on
+    (fire_and_forget), and the next executor adopts the running one and settles the one that
+    ended meanwhile from its status file; neither command runs a second time."""
+    run_dir = tmp_path / "run"
+    count = "echo ran >> {0}; sleep {1}"
+    short = job(run_dir, "short", ["sh", "-c", count.format(tmp_path / "short.count", 0.5)])
+    long = job(run_dir, "long", ["sh", "-c", count.format(tmp_path / "long.count", 4)])
+    opts = options(dask_cluster)
+    with executor(run_dir, opts) as first:
+        first.submit(short)
+        first.submit(long)
+        collect(first, lambda evs: {"short/1", "long/1"} <= started(evs).keys())
+        assert first._conn is not None
+        first._conn.client.close()  # gone: no cancel, no goodbye
+        first._conn = None
+    wait_for(lambda: read_status(str(short.attempt_dir)) is not None, what="short's end")
+    with executor(run_dir, opts) as second:
+        recovered = second.recover([short, long])
+        assert isinstance(finals(recovered).get("short/1"), AttemptExited)
+        adopted = started(recovered)["long/1"]
+        assert isinstance(adopted, AttemptStarted) and adopted.nodes == ("spot-1",)
+        for j in (short, long):
+            second.submit(j)  # the runtime may submit again: a no-op
+        events = collect(second, lambda evs: "long/1" in finals(evs), timeout_s=30)
+    end = finals(events)["long/1"]
+    assert isinstance(end, AttemptExited) and end.exit_code == 0
+    assert (tmp_path / "short.count").read_text() == "ran\n"
+    assert (tmp_path / "long.count").read_text() == "ran\n"
+
+
+def test_a_key_that_dask_runs_again_never_runs_its_command_twice(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    """Dask forgot the finished task; an executor that knows nothing submits the key again:
+    the wrapper finds the attempt's claim, runs nothing, and the status file settles it."""
+    run_dir = tmp_path / "run"
+    once = job(run_dir, "once", ["sh", "-c", f"echo ran >> {tmp_path / 'count'}; exit 4"])
+    with executor(run_dir, options(dask_cluster)) as first:
+        run_to_end(first, [once])
+    with executor(run_dir, options(dask_cluster)) as second:
+        events = run_to_end(second, [once])
+    end = finals(events)["once/1"]
+    assert isinstance(end, AttemptExited) and end.exit_code == 4
+    assert (tmp_path / "count").read_text() == "ran\n"
+    claim = json.loads((once.attempt_dir / "dask.claim").read_text())
+    assert claim["node"] == "spot-1"
+
+
+def test_a_pool_runs_only_on_workers_that_carry_its_marker(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    dask_cluster.start_worker("spot-2", SPOT)
+    run_dir = tmp_path / "run"
+    jobs = [job(run_dir, f"s{i}", ["sleep", "0.3"], vcpus=2.0) for i in range(4)]
+    jobs += [job(run_dir, f"o{i}", ["sleep", "0.3"], pool="ondemand", vcpus=2.0) for i in range(2)]
+    with executor(run_dir, options(dask_cluster)) as ex:
+        events = run_to_end(ex, jobs)
+    nodes = {aid: e.nodes for aid, e in started(events).items()}
+    assert {nodes[f"s{i}/1"][0] for i in range(4)} <= {"spot-1", "spot-2"}
+    assert {nodes[f"o{i}/1"] for i in range(2)} == {("ondemand-1",)}
