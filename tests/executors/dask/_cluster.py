@@ -40,7 +40,9 @@ class DaskCluster:
     _client: Any = None
 
     # ------------------------------------------------------------------ starting
-    def start_scheduler(self, python: str = sys.executable, env: dict[str, str] | None = None) -> None:
+    def start_scheduler(
+        self, python: str = sys.executable, env: dict[str, str] | None = None
+    ) -> None:
         file = self.root / "scheduler.json"
         with open(self.root / "scheduler.log", "ab") as log:
             self.scheduler = self._spawn(

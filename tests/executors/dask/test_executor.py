@@ -6,6 +6,7 @@ Each test starts its own cluster: a scheduler, ``spot-1`` (``pool-spot``) and ``
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def test_a_two_vcpu_attempt_never_shares_a_two_vcpu_worker(
         return float((work / "start").read_text()), float((work / "end").read_text())
 
     spans = sorted(interval(j) for j in wide)
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, f"two 2-vCPU attempts overlapped on one 2-vCPU worker: {spans}"
     (s1, e1), (s2, e2) = (interval(j) for j in narrow)
     assert s2 < e1 and s1 < e2, "two 1-vCPU attempts should have shared the worker"
