@@ -38,6 +38,12 @@ keeps the defaults (the local executor does):
     for a pool the system does not have (an unknown partition). A field still 0
     afterwards is reported to the user as one to give in stormproof.yaml. Called
     once per command, and never on resume: a run keeps the pools it started with.
+
+``interrupt_instance(self, instance_id, notice_s) -> None`` (optional)
+    ``stormproof interrupt RUN --instance NODE`` on a delegated pool: the core already gives
+    the attempts on that node their notice (``KillAttempt`` with the notice as grace); an
+    executor that can also take the node away, as a provider would, does it here (the Dask
+    executor retires the worker). Called by the driver once the notice is in the log.
 """
 
 from __future__ import annotations

@@ -233,6 +233,7 @@ class Driver:
         for d in decided:
             if d.is_action:
                 self._act(d)
+        self._interrupt_instances(events)
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
 
@@ -279,6 +280,17 @@ class Driver:
             self.fleet.launch(d.instance_id, d.pool)
         elif isinstance(d, TerminateInstance) and self.fleet is not None:
             self.fleet.terminate(d.instance_id)
+
+    def _interrupt_instances(self, events: Sequence[Event]) -> None:
+        """``stormproof interrupt --instance NODE`` on a batch system: besides the notice the core
+        gives the attempts there, the executor may take the node away for real (a Dask worker
+        is retired), through its optional ``interrupt_instance(node, notice_s)``."""
+        hook = getattr(self.executor, "interrupt_instance", None)
+        if hook is None:
+            return
+        for e in events:
+            if isinstance(e, InterruptionNotice) and e.source == "cli":
+                hook(e.instance_id, e.notice_s)
 
     def _drain_checkpoints(self) -> None:
         """Let saves in flight finish and log what they produced before the driver goes."""

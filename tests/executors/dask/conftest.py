@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.conftest import Cli, _kill_leftovers
 from tests.executors.dask._cluster import ONDEMAND, SPOT, DaskCluster, running_cluster
 
 
@@ -28,3 +29,16 @@ def dask_cluster(tmp_path: Path) -> Iterator[DaskCluster]:
     require_dask()
     with running_cluster(tmp_path / "cluster", {"spot-1": SPOT, "ondemand-1": ONDEMAND}) as c:
         yield c
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    """The real ``stormproof`` command in a scratch directory (``tests/cli``'s helper)."""
+    c = Cli(tmp_path / "work", [])
+    c.cwd.mkdir()
+    yield c
+    for p in c.procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+    _kill_leftovers(c.cwd)

@@ -41,7 +41,7 @@ def stop(signum, frame):
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "state"), "w") as f:
         f.write("step 7\n")
-    open(os.path.join(d, "COMMIT"), "w").close()
+    open(os.path.join(d, ".commit"), "w").close()
     sys.exit(143)
 signal.signal(signal.SIGTERM, stop)
 open("pid", "w").write(str(os.getpid()))
@@ -137,7 +137,7 @@ def test_a_retired_worker_gives_its_attempt_the_notice_to_checkpoint_then_it_is_
     end = finals(events)["sim/1"]
     assert isinstance(end, AttemptPreempted), end
     assert "retired" in end.reason and "spot-1" in end.reason
-    assert (ckpt / "state").read_text() == "step 7\n" and (ckpt / "COMMIT").exists()
+    assert (ckpt / "state").read_text() == "step 7\n" and (ckpt / protocol.COMMIT).exists()
     assert took < NOTICE_S, "the attempt's end is known once its command stopped"
     status = read_status(str(j.attempt_dir))
     assert status is not None and (status.verdict, status.code) == ("retired", 143)

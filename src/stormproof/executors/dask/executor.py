@@ -176,6 +176,14 @@ class DaskExecutor:
         if tracked is not None and tracked.started and tracked.worker:
             self._call(signal_attempt, tracked.spec.key, int(signum), workers=[tracked.worker])
 
+    def interrupt_instance(self, instance_id: str, notice_s: float) -> None:
+        """``stormproof interrupt --instance WORKER``: retire the worker, as a deployment does on
+        a spot node's preemption notice. Its attempts already have the core's notice (a kill
+        with the notice as grace); its keeper holds the worker's close until they stopped."""
+        self._flush()  # the kills first (one control thread: they go out in order)
+        client = self._client()
+        self._control.submit(client.retire_workers, names=[instance_id], close_workers=True)
+
     def poll(self, timeout_s: float) -> list[Event]:
         deadline = time.monotonic() + max(0.0, timeout_s)
         self._flush()
