@@ -172,6 +172,7 @@ tasks:
     assert code == 0, output
     first, second = attempts(cli, "r", "sim")
     assert (first["state"], first["error"]) == ("interrupted", "Capacity.Interrupted")
+    assert second["state"] == "succeeded" and second["instance"] != node
     assert first["ended"] - first["started"] < 60, "ended within the interrupt's notice"
     assert time.monotonic() - asked < 60
     assert (tasks / "attempt-2" / "work" / "restored").read_text() == "step 42\n"
