@@ -31,7 +31,7 @@ from typing import Any
 from distributed import Client, LocalCluster
 from distributed.versions import VersionMismatchWarning
 
-from stormproof.errors import ConfigError
+from stormproof.config import SettingError
 from stormproof.executors.dask.options import (
     GPUS,
     MEMORY,
@@ -42,6 +42,8 @@ from stormproof.executors.dask.options import (
 from stormproof.executors.dask.status import PROTOCOL
 from stormproof.executors.dask.worker import worker_protocol
 
+#: Where problems with the cluster itself are reported in stormproof.yaml.
+_SCHEDULER = ("dask", "scheduler")
 #: Packages whose versions must agree between the orchestrator and the cluster.
 _MUST_AGREE = ("dask", "distributed")
 #: Connections to schedulers opened by this process, shared by ``describe_pools``,
@@ -116,15 +118,17 @@ def open_client(address: str, timeout_s: float) -> Client:
         with _quiet_versions():
             return Client(address, timeout=timeout_s, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise ConfigError(
-            f"dask.scheduler: cannot reach the Dask scheduler at {address} within "
-            f"{timeout_s:g}s ({_first_line(exc)}): start it (`dask scheduler`), or give the "
-            "address it prints in dask.scheduler (like tcp://10.0.0.5:8786)"
+        raise SettingError(
+            _SCHEDULER,
+            f"cannot reach the Dask scheduler at {address} within {timeout_s:g}s "
+            f"({_first_line(exc)}): start it (`dask scheduler`), or give the address it "
+            "prints (like tcp://10.0.0.5:8786)",
         ) from None
     except ValueError as exc:  # an address Dask cannot parse
-        raise ConfigError(
-            f"dask.scheduler: {address!r} is not a Dask scheduler address ({exc}); give one "
-            "like tcp://10.0.0.5:8786"
+        raise SettingError(
+            _SCHEDULER,
+            f"{address!r} is not a Dask scheduler address ({exc}); give one like "
+            "tcp://10.0.0.5:8786",
         ) from None
 
 
@@ -158,16 +162,18 @@ def check_cluster(client: Client, options: DaskOptions) -> None:
     answers = client.run(worker_protocol, on_error="return")
     for address, answer in answers.items():
         if isinstance(answer, BaseException):
-            raise ConfigError(
+            raise SettingError(
+                _SCHEDULER,
                 f"the Dask worker {address} cannot run stormproof's wrapper "
                 f"({_first_line(answer)}): install stormproof on the workers (pip install "
-                "stormproof, the same version as here): each attempt runs through it"
+                "stormproof, the same version as here): each attempt runs through it",
             )
         if answer != PROTOCOL:
-            raise ConfigError(
+            raise SettingError(
+                _SCHEDULER,
                 f"the Dask worker {address} has another version of stormproof (wrapper "
                 f"protocol {answer}, this one {PROTOCOL}): install the same stormproof on the "
-                "workers as here"
+                "workers as here",
             )
 
 
@@ -182,10 +188,11 @@ def _check_versions(mine: Mapping[str, Any], theirs: Mapping[str, Any], where: s
         differ.append(f"Python {py_theirs} there, {py_mine} here")
     if differ:
         pins = " ".join(f"'{pkg}=={theirs.get(pkg)}'" for pkg in _MUST_AGREE if theirs.get(pkg))
-        raise ConfigError(
+        raise SettingError(
+            _SCHEDULER,
             f"{where} runs other versions than this orchestrator ({'; '.join(differ)}): "
             f"install the cluster's versions here (pip install {pins}), or upgrade the "
-            "cluster to these"
+            "cluster to these",
         )
 
 

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stormproof.config import SettingError
 from stormproof.core.defs import PoolDef, Resources
 from stormproof.errors import ConfigError
 from stormproof.executors.dask import cluster
@@ -40,8 +41,12 @@ def describe(pools: tuple[PoolDef, ...], raw: Mapping[str, Any]) -> tuple[PoolDe
     """``describe_pools``: each pool's node shape and count from its workers (see above)."""
     options = DaskOptions.from_dict(raw)
     workers = inventory(options)
+    named = list(options.pools)  # in stormproof.yaml's order: where to point at a pool
     out = []
     for pool in pools:
+        where: tuple[int | str, ...] = (
+            ("pools", named.index(pool.name)) if pool.name in named else ("dask",)
+        )
         marker = options.pool(pool.name).resource
         mine = members(workers, marker)
         cap = pool.capacity
@@ -49,8 +54,8 @@ def describe(pools: tuple[PoolDef, ...], raw: Mapping[str, Any]) -> tuple[PoolDe
             if cap.vcpus and cap.memory_mib and pool.count:
                 out.append(pool)  # the file gave its shape: workers may come later
                 continue
-            raise ConfigError(_no_workers(pool.name, marker, options, workers))
-        _require_resources(pool.name, mine, marker)
+            raise SettingError(where, _no_workers(pool.name, marker, options, workers))
+        _require_resources(where, pool.name, mine, marker)
         shape = Resources(
             cap.vcpus or max(w.resources[VCPUS] for w in mine),
             cap.memory_mib or int(max(w.resources[MEMORY] for w in mine)),
@@ -83,7 +88,7 @@ def check(tasks: Sequence[Any], pools: Sequence[PoolDef], raw: Mapping[str, Any]
                     f"tasks[{i}] ({task.id}): no single worker of pool {pool.name!r} has "
                     f"vcpus {task.vcpus:g}, memory {task.memory} MiB"
                     + (f" and gpus {task.gpus}" if task.gpus else "")
-                    + " free at once (its largest workers: "
+                    + " (its workers: "
                     + ", ".join(f"{w.name} {_shape(w)}" for w in mine[:4])
                     + "); ask for less, or add a larger worker to the pool"
                 )
@@ -93,7 +98,9 @@ def check(tasks: Sequence[Any], pools: Sequence[PoolDef], raw: Mapping[str, Any]
         )
 
 
-def _require_resources(pool: str, mine: Sequence[WorkerInfo], marker: str | None) -> None:
+def _require_resources(
+    where: tuple[int | str, ...], pool: str, mine: Sequence[WorkerInfo], marker: str | None
+) -> None:
     """Every attempt asks for ``vcpus`` and ``memory``: a worker without them takes none."""
     for w in mine:
         missing = [r for r in (VCPUS, MEMORY) if r not in w.resources]
