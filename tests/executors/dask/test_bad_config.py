@@ -65,7 +65,7 @@ def test_a_task_no_worker_can_hold(cli: Cli, dask_cluster: DaskCluster) -> None:
         cli,
         f"executor: dask\ndask: {{scheduler: {dask_cluster.address}}}\n"
         "pools: [{name: spot, market: spot}]\n",
-        "name: wf\ntasks:\n  - {id: big, command: [\"true\"], vcpus: 4, memory: 256}\n",
+        'name: wf\ntasks:\n  - {id: big, command: ["true"], vcpus: 4, memory: 256}\n',
     )
     said = refused(cli, "run", "wf.yaml", lines=2)  # the core's list of such tasks
     assert said.startswith("error: some tasks cannot run on this capacity:")
@@ -81,7 +81,7 @@ def test_a_task_that_fits_the_pools_shape_but_no_single_worker(
         cli,
         f"executor: dask\ndask: {{scheduler: {dask_cluster.address}}}\n"
         "pools: [{name: mixed, market: on_demand}]\n",
-        "name: wf\ntasks:\n  - {id: both, command: [\"true\"], vcpus: 2, memory: 4096}\n",
+        'name: wf\ntasks:\n  - {id: both, command: ["true"], vcpus: 2, memory: 4096}\n',
     )
     done = cli("run", "wf.yaml", timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -105,7 +105,8 @@ def test_a_worker_that_cannot_import_stormproof(cli: Cli, dask_cluster: DaskClus
         "import sys; sys.modules['stormproof'] = None; "
         "from distributed.cli.dask_worker import main; main()"
     )
-    dask_cluster.start_worker("bare", {"vcpus": 1, "memory": 512}, argv=[sys.executable, "-c", hide])
+    bare = [sys.executable, "-c", hide]
+    dask_cluster.start_worker("bare", {"vcpus": 1, "memory": 512}, argv=bare)
     setup(cli, f"executor: dask\ndask: {{scheduler: {dask_cluster.address}}}\n")
     line = refused(cli, "run", "wf.yaml")
     assert "cannot run stormproof's wrapper" in line and "install stormproof on the workers" in line
@@ -178,9 +179,7 @@ def test_a_scheduler_of_another_dask_version(cli: Cli, old_scheduler: DaskCluste
         ),
     ],
 )
-def test_a_dask_section_that_says_nothing_or_too_much(
-    cli: Cli, config: str, expected: str
-) -> None:
+def test_a_dask_section_that_says_nothing_or_too_much(cli: Cli, config: str, expected: str) -> None:
     setup(cli, config)
     line = refused(cli, "run", "wf.yaml")
     assert expected in line, line
