@@ -1,0 +1,154 @@
+"""Dask executor overhead: no-op tasks through stormproof vs. the same tasks on plain Dask.
+
+One 2-worker local Dask cluster (a ``LocalCluster`` of processes, 1 thread each, the workers
+declaring ``vcpus=1,memory=1024``) serves both, in this one process's lifetime, back to back:
+
+* **plain Dask**: a client submits, in topological order, one task per workflow task that
+  runs ``true`` with ``subprocess.run`` (the same subprocess stormproof's wrapper starts), its
+  dependencies passed as futures so Dask orders them, and waits for all;
+* **stormproof**: ``stormproof run --quiet`` with ``executor: dask`` and ``dask.scheduler``
+  set to the same cluster (everything it does per attempt: the event log, the core, a claim
+  and a status file per attempt, the start and end events; its own start-up and compile too).
+
+The DAG is ``bench/overhead.py``'s: layers of ``--width`` tasks, each depending on 2 tasks of
+the layer before. Printed: wall seconds of each, their ratio (target: at most 1.3 at 10,000
+tasks), and the peak RSS of the stormproof orchestrator (its own process, from ``wait4``).
+The runs' homes go to a temporary directory on ``--dir`` (default: the repository's disk).
+
+Usage: python bench/dask_overhead.py [--sizes 1000,10000] [--repeat 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from distributed import Client, LocalCluster, wait
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import layered  # the same DAG as bench/overhead.py
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def noop() -> int:
+    """What a plain Dask task does for one workflow task: start ``true`` and wait for it."""
+    return subprocess.run(["true"], check=False).returncode
+
+
+def noop_after(*deps: int) -> int:
+    return noop()
+
+
+def run_plain(client: Client, ids: list[str], deps: list[list[str]], tag: str) -> float:
+    started = time.perf_counter()
+    futures = {}
+    for task, parents in zip(ids, deps, strict=True):  # ids are in topological order
+        futures[task] = client.submit(
+            noop_after, *[futures[p] for p in parents], key=f"{tag}-{task}", pure=False
+        )
+    wait(list(futures.values()))
+    took = time.perf_counter() - started
+    bad = [f.key for f in futures.values() if f.status != "finished" or f.result() != 0]
+    if bad:
+        raise SystemExit(f"plain Dask: {len(bad)} tasks failed, like {bad[:3]}")
+    client.cancel(list(futures.values()))
+    return took
+
+
+def workflow_file(folder: Path, name: str, ids: list[str], deps: list[list[str]]) -> Path:
+    tasks = [
+        {"id": t, "command": ["true"], "depends_on": d, "vcpus": 1, "memory": 64}
+        for t, d in zip(ids, deps, strict=True)
+    ]
+    path = folder / f"{name}.json"
+    path.write_text(
+        json.dumps({"name": name, "global_config": {"max_retry_attempts": 0}, "tasks": tasks})
+    )
+    return path
+
+
+def run_stormproof(path: Path, home: Path, name: str, address: str) -> tuple[float, float, float]:
+    """Wall seconds, the orchestrator's peak RSS in MiB and its CPU seconds."""
+    home.mkdir(parents=True)
+    (home / "stormproof.yaml").write_text(f"executor: dask\ndask:\n  scheduler: {address}\n")
+    cmd = [sys.executable, "-m", "stormproof", "run", str(path), "--name", name, "--quiet"]
+    started = time.perf_counter()
+    with open(home / "out.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=home, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        text = (home / "out.log").read_text()[-2000:]
+        raise SystemExit(f"stormproof run failed ({proc.returncode}):\n{text}")
+    return took, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--width", type=int, default=100)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dir", default=str(ROOT), help="where the runs' homes go")
+    args = ap.parse_args()
+    results = {}
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        resources={"vcpus": 1, "memory": 1024},
+        dashboard_address=None,
+        host="127.0.0.1",
+    )
+    client = Client(cluster)
+    try:
+        with tempfile.TemporaryDirectory(prefix="stormproof-dask-", dir=args.dir) as tmp:
+            folder = Path(tmp)
+            for n in (int(x) for x in args.sizes.split(",") if x):
+                name = f"layered-{n}"
+                ids, deps = [f"t{i}" for i in range(n)], layered(n, args.width)
+                path = workflow_file(folder, name, ids, deps)
+                best_p = best_s = float("inf")
+                rss = cpu = 0.0
+                for k in range(args.repeat):
+                    best_p = min(best_p, run_plain(client, ids, deps, f"{name}-{k}"))
+                    home = folder / f"home-{name}-{k}"
+                    address = cluster.scheduler_address
+                    took, peak, used = run_stormproof(path, home, f"{name}-{k}", address)
+                    if took < best_s:
+                        best_s, cpu = took, used
+                    rss = max(rss, peak)
+                results[name] = {
+                    "tasks": n,
+                    "plain_dask_s": round(best_p, 3),
+                    "stormproof_s": round(best_s, 3),
+                    "ratio": round(best_s / best_p, 3),
+                    "orchestrator_peak_rss_mib": round(rss, 1),
+                    "orchestrator_cpu_s": round(cpu, 2),
+                }
+                if not args.json:
+                    r = results[name]
+                    print(
+                        f"{name:>15}: plain Dask {r['plain_dask_s']:7.2f}s | stormproof "
+                        f"{r['stormproof_s']:7.2f}s | ratio {r['ratio']:.2f}x | orchestrator "
+                        f"peak RSS {r['orchestrator_peak_rss_mib']:.0f} MiB, CPU "
+                        f"{r['orchestrator_cpu_s']:.1f}s",
+                        flush=True,
+                    )
+    finally:
+        client.close()
+        cluster.close()
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
