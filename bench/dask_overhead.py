@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from distributed import Client, LocalCluster, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,6 +93,21 @@ def run_stormproof(path: Path, home: Path, name: str, address: str) -> tuple[flo
     return took, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
 
 
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds used so far by the workers' processes and their children (the commands),
+    and by this process (the scheduler's and the plain client's)."""
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000")
@@ -109,6 +126,7 @@ def main() -> None:
         host="127.0.0.1",
     )
     client = Client(cluster)
+    workers = list(client.run(os.getpid).values())
     try:
         with tempfile.TemporaryDirectory(prefix="stormproof-dask-", dir=args.dir) as tmp:
             folder = Path(tmp)
@@ -118,14 +136,24 @@ def main() -> None:
                 path = workflow_file(folder, name, ids, deps)
                 best_p = best_s = float("inf")
                 rss = cpu = 0.0
+                spent: dict[str, float] = {}
                 for k in range(args.repeat):
+                    w0, s0 = cpu_s(workers), own_cpu_s()
                     best_p = min(best_p, run_plain(client, ids, deps, f"{name}-{k}"))
+                    w1, s1 = cpu_s(workers), own_cpu_s()
                     home = folder / f"home-{name}-{k}"
                     address = cluster.scheduler_address
                     took, peak, used = run_stormproof(path, home, f"{name}-{k}", address)
+                    w2, s2 = cpu_s(workers), own_cpu_s()
                     if took < best_s:
                         best_s, cpu = took, used
                     rss = max(rss, peak)
+                    spent = {
+                        "plain_workers_cpu_s": round(w1 - w0, 2),
+                        "plain_scheduler_cpu_s": round(s1 - s0, 2),
+                        "stormproof_workers_cpu_s": round(w2 - w1, 2),
+                        "stormproof_scheduler_cpu_s": round(s2 - s1, 2),
+                    }
                 results[name] = {
                     "tasks": n,
                     "plain_dask_s": round(best_p, 3),
@@ -133,6 +161,7 @@ def main() -> None:
                     "ratio": round(best_s / best_p, 3),
                     "orchestrator_peak_rss_mib": round(rss, 1),
                     "orchestrator_cpu_s": round(cpu, 2),
+                    **spent,
                 }
                 if not args.json:
                     r = results[name]
@@ -140,7 +169,10 @@ def main() -> None:
                         f"{name:>15}: plain Dask {r['plain_dask_s']:7.2f}s | stormproof "
                         f"{r['stormproof_s']:7.2f}s | ratio {r['ratio']:.2f}x | orchestrator "
                         f"peak RSS {r['orchestrator_peak_rss_mib']:.0f} MiB, CPU "
-                        f"{r['orchestrator_cpu_s']:.1f}s",
+                        f"{r['orchestrator_cpu_s']:.1f}s | CPU s, plain/stormproof: workers "
+                        f"{r['plain_workers_cpu_s']:.1f}/{r['stormproof_workers_cpu_s']:.1f}, "
+                        f"scheduler {r['plain_scheduler_cpu_s']:.1f}/"
+                        f"{r['stormproof_scheduler_cpu_s']:.1f}",
                         flush=True,
                     )
     finally:

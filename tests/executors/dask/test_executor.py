@@ -226,7 +226,7 @@ def test_a_key_that_dask_runs_again_never_runs_its_command_twice(
     end = finals(events)["once/1"]
     assert isinstance(end, AttemptExited) and end.exit_code == 4
     assert (tmp_path / "count").read_text() == "ran\n"
-    claim = json.loads((once.attempt_dir / "dask.claim").read_text())
+    claim = json.loads((once.attempt_dir / "dask.attempt").read_text().splitlines()[0])
     assert claim["node"] == "spot-1"
 
 

@@ -5,16 +5,19 @@ Dask worker (``worker``). The run's directory is assumed to be shared by the orc
 every worker (as a cluster's shared filesystem is: NFS, Lustre, GPFS, CephFS, or one machine's
 disk), so the wrapper writes, next to the attempt's logs:
 
-``dask.claim``
-    Made with ``O_CREAT | O_EXCL`` (atomic, also on NFSv3 and later) by the first wrapper that
-    runs the attempt, before its command starts; it names the worker. Dask may run a task
-    again (after its worker left, or after an orchestrator restart resubmitted its key); a
-    wrapper that finds the claim taken never runs the command a second time, so an attempt
-    runs at most once, whatever Dask does. The core decides every retry, under a new id.
-``dask.status``
-    The exit status, written (to a temporary name, then renamed) by the wrapper once the
-    command has ended, before the Dask task returns. An attempt that ended while no
-    orchestrator watched is settled from it on ``recover``, exactly once.
+``dask.attempt``
+    Its first line is the *claim*: made with ``O_CREAT | O_EXCL`` (atomic, also on NFSv3 and
+    later) by the first wrapper that runs the attempt, before its command starts, it names the
+    worker. Dask may run a task again (after its worker left, or after an orchestrator restart
+    resubmitted its key); a wrapper that finds the claim taken never runs the command a second
+    time, so an attempt runs at most once, whatever Dask does. The core decides every retry,
+    under a new id.
+
+    Its second line is the *exit status*, appended by the wrapper once the command has ended,
+    before the Dask task returns: one ``write`` of one line, and a line without its newline
+    reads as not written yet. An attempt that ended while no orchestrator watched is settled
+    from it on ``recover``, exactly once. One file rather than two: creating files is a shared
+    filesystem's costly operation, and the wrapper runs once per attempt.
 
 ``AttemptSpec`` is what the orchestrator submits to Dask for one attempt (the Dask task's
 only argument). ``Verdict`` says why an attempt ended; the executor turns it into the
@@ -26,13 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CLAIM = "dask.claim"
-STATUS = "dask.status"
+ATTEMPT_FILE = "dask.attempt"
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 #: The wrapper's side of the protocol: an orchestrator refuses workers that speak another.
 PROTOCOL = 1
 
@@ -76,7 +78,7 @@ class AttemptSpec:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """Who runs (or ran) the attempt: read from ``dask.claim``."""
+    """Who runs (or ran) the attempt: the first line of ``dask.attempt``."""
 
     worker: str  # address
     node: str  # the worker's name
@@ -85,7 +87,8 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """How an attempt ended: ``dask.status``, and the message that reports it."""
+    """How an attempt ended: the second line of ``dask.attempt``, and the message that
+    reports it."""
 
     code: int
     verdict: str
@@ -131,50 +134,53 @@ class Status:
 def take_claim(attempt_dir: str, claim: Claim) -> bool:
     """Claim the attempt for this wrapper; ``False`` if another run of it claimed it first."""
     try:
-        fd = os.open(
-            os.path.join(attempt_dir, CLAIM), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        )
+        fd = os.open(os.path.join(attempt_dir, ATTEMPT_FILE), _CREATE_NEW, 0o644)
     except FileExistsError:
         return False
     try:
-        text = {"worker": claim.worker, "node": claim.node, "at": claim.at}
-        os.write(fd, json.dumps(text).encode() + b"\n")
+        line = {"worker": claim.worker, "node": claim.node, "at": claim.at}
+        os.write(fd, json.dumps(line).encode() + b"\n")
     finally:
         os.close(fd)
     return True
 
 
-def read_claim(attempt_dir: str) -> Claim | None:
-    """The claim, if the attempt was ever started. A claim whose text is not written yet (its
-    wrapper is between the create and the write) reads as one by an unknown worker."""
-    try:
-        with open(os.path.join(attempt_dir, CLAIM), "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        d = json.loads(data)
-        return Claim(str(d["worker"]), str(d["node"]), float(d["at"]))
-    except (ValueError, KeyError, TypeError):
-        return Claim("", "", 0.0)
-
-
 def write_status(attempt_dir: str, status: Status) -> None:
-    """Write ``dask.status`` whole or not at all (a temporary file, then a rename)."""
-    path = os.path.join(attempt_dir, STATUS)
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}"
-    with open(tmp, "w") as f:
-        json.dump(status.to_dict(), f)
-    os.replace(tmp, path)
+    """Append the exit status to the claimed attempt's file, as one line in one write."""
+    fd = os.open(os.path.join(attempt_dir, ATTEMPT_FILE), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, json.dumps(status.to_dict()).encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def read_claim(attempt_dir: str) -> Claim | None:
+    """The claim, if the attempt was ever started. A claim whose line is not written yet (its
+    wrapper is between the create and the write) reads as one by an unknown worker."""
+    lines = _lines(attempt_dir)
+    if lines is None:
+        return None
+    with contextlib.suppress(ValueError, KeyError, TypeError, IndexError):
+        d = json.loads(lines[0])
+        return Claim(str(d["worker"]), str(d["node"]), float(d["at"]))
+    return Claim("", "", 0.0)
 
 
 def read_status(attempt_dir: str) -> Status | None:
     """The exit status, or ``None`` while the attempt has none (running, or it never ran)."""
+    lines = _lines(attempt_dir)
+    if lines is None or len(lines) < 2:
+        return None
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return Status.from_dict(json.loads(lines[1]))
+    return None
+
+
+def _lines(attempt_dir: str) -> list[bytes] | None:
+    """The file's complete lines (a last line without its newline is not written yet)."""
     try:
-        with open(os.path.join(attempt_dir, STATUS), "rb") as f:
+        with open(os.path.join(attempt_dir, ATTEMPT_FILE), "rb") as f:
             data = f.read()
     except OSError:
         return None
-    with contextlib.suppress(ValueError, KeyError, TypeError):
-        return Status.from_dict(json.loads(data))
-    return None
+    return data.split(b"\n")[:-1]

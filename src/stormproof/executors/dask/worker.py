@@ -4,9 +4,10 @@
 with Dask's retries off. On the worker it:
 
 1. returns at once, without running anything, if its worker is closing or its task was
-   cancelled meanwhile, or if the attempt was claimed before (``status.CLAIM``: Dask ran the
-   task again, after its first worker left or after a resumed orchestrator resubmitted the
-   key). A duplicate reports itself (``D``) and the orchestrator decides from the files;
+   cancelled meanwhile, or if the attempt was claimed before (``status.ATTEMPT_FILE``: Dask
+   ran the task again, after its first worker left or after a resumed orchestrator
+   resubmitted the key). A duplicate reports itself (``D``) and the orchestrator decides from
+   the files;
 2. runs the command as the local executor does: its own session, ``work/`` as its cwd, the
    logs beside it, the worker's environment plus the attempt's, a list without a shell and a
    string under ``sh -c``, 127/126 for a command that cannot be found or run. If the worker
@@ -19,7 +20,8 @@ with Dask's retries off. On the worker it:
    the orchestrator sends (``AttemptKeeper.kill``), its worker closing (the *notice*: SIGTERM,
    ``notice_s`` to commit a checkpoint, then SIGKILL), its task being cancelled, its own time
    limit, and its memory limit (sampled by the keeper, as the local shim does);
-4. writes ``status.STATUS`` and reports the end (``X``), then returns it.
+4. appends its exit status to ``status.ATTEMPT_FILE`` and reports the end (``X``), then
+   returns it.
 
 Reports go through ``Worker.log_event`` on the run's topic: the scheduler pushes them to the
 orchestrator's client (``Client.subscribe_topic``) over the connection it already has, so the
@@ -225,7 +227,7 @@ def run_attempt(spec: AttemptSpec) -> tuple[str, dict[str, Any]]:
     if keeper.closing or worker.status in _CLOSING or _cancelled(worker, spec.key):
         return "N", {"reason": "its worker is closing, or its task was cancelled"}
     node = str(worker.name)
-    os.makedirs(os.path.join(spec.attempt_dir, "work"), exist_ok=True)
+    _make_work_dir(spec.attempt_dir)
     if not take_claim(spec.attempt_dir, Claim(worker.address, node, time.time())):
         claim = read_claim(spec.attempt_dir)
         seen = {"worker": claim.worker, "node": claim.node} if claim else {}
@@ -497,6 +499,18 @@ class _Reaper:
             with contextlib.suppress(OSError, ValueError):
                 self.proc.stdin.write(line.encode())
                 self.proc.stdin.flush()
+
+
+def _make_work_dir(attempt_dir: str) -> None:
+    """``<attempt_dir>/work``: one ``mkdir`` when its parents exist (the orchestrator made them
+    for a restored checkpoint, or an earlier attempt made the task's), else all of them."""
+    work = os.path.join(attempt_dir, "work")
+    try:
+        os.mkdir(work)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(work, exist_ok=True)
 
 
 def _append(path: str, text: str) -> None:
