@@ -19,7 +19,11 @@ Rules:
    cancelled.
 4. A queued successor that ends without having run is ``dropped``: its task is
    ready again at no cost to any budget.
-5. Every attempt that held a place is billed per second (rounded up) at its
+5. A run may start with tasks *kept*: they succeeded before a redrive, or in an earlier
+   run whose outputs it reuses (``RunStarted.kept``). They end succeeded at once, without
+   an attempt, and count for their children like any success; their parents must be kept
+   too. Tasks *carried* over a redrive number their attempts after those they made before.
+6. Every attempt that held a place is billed per second (rounded up) at its
    share of the pool's price; an interruption wastes the work since the last
    commit, a restore the time it took. Breakers hear the outcome (a probe's
    success closes its pool's; a task's own errors count on its type's breaker).
@@ -59,6 +63,7 @@ from stormproof.core.events import (
     AttemptPreempted,
     AttemptSubmitFailed,
     Event,
+    RunStarted,
 )
 from stormproof.core.states import AttemptState, RunMode, TaskState
 
@@ -158,6 +163,31 @@ def on_retry_due(wf: Workflow, key: str, event: Event, out: list[Decision]) -> N
 
 
 # ---------------------------------------------------------------------- tasks
+def keep(wf: Workflow, event: RunStarted, out: list[Decision]) -> None:
+    """End the kept tasks succeeded before anything is placed (rule 5); the caller makes
+    ready what then waits on nothing."""
+    index, state, waiting_on = wf.index, wf.state, wf.waiting_on
+    whys = event.kept_why
+    for k, task_id in enumerate(event.kept):
+        i = index[task_id]
+        task = wf.tasks[i]
+        for p in task.parents:
+            if state[p] is not _SUCCEEDED:  # the caller's bug, with the evidence
+                raise AssertionError(
+                    f"task {task_id!r} is kept but its parent {wf.tasks[p].id!r} is not "
+                    f"(kept: {', '.join(event.kept)})"
+                )
+        wf._move(i, _SUCCEEDED, event)
+        for c in task.children:
+            waiting_on[c] -= 1
+        if wf._narrate:
+            out.append(TaskEnded(task_id, "succeeded", None, whys[k] if k < len(whys) else "kept"))
+    for task_id, made, _seqs, _top in event.carried:
+        i = index.get(task_id)
+        if i is not None:
+            wf.attempts_made[i] = made
+
+
 def succeed(wf: Workflow, i: int, event: Event, out: list[Decision]) -> None:
     wf._move(i, _SUCCEEDED, event)
     task = wf.tasks[i]
