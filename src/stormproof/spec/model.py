@@ -205,6 +205,14 @@ class TaskSpec(Strict):
     memory_escalation: float | None = Field(default=None, ge=1.0)
     #: Free-form text labels (``import wfformat`` keeps the original command here).
     labels: dict[str, str] = Field(default_factory=dict)
+    #: Files or folders the task reads from outside the run (relative to the workflow file's
+    #: folder, or absolute), such as its scripts and parameters: their content is part of the
+    #: task's fingerprint, so a change to one reruns the task (``--reuse``, ``redrive``).
+    inputs: list[str] = Field(default_factory=list)
+    #: Files or folders the task leaves in the run's data dir (``STORMPROOF_DATA_DIR``),
+    #: relative to it: what ``run --reuse`` copies into a new run that reuses the task. A task
+    #: that declares none is never reused from another run: nothing says what its result is.
+    outputs: list[str] = Field(default_factory=list)
 
     @field_validator("command")
     @classmethod
@@ -226,6 +234,26 @@ class TaskSpec(Strict):
                 "not starting with a digit)"
             )
         return env
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.strip() or "\0" in path:
+                raise ValueError(f"{path!r} is not a path (give a file like params.yaml)")
+        return paths
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = path.replace("\\", "/").split("/")
+            if not path.strip() or "\0" in path or path.startswith(("/", "~")) or ".." in parts:
+                raise ValueError(
+                    f"{path!r} is not a path inside the run's data dir: give it relative to "
+                    "STORMPROOF_DATA_DIR, like results/x.nc (no '..', not absolute)"
+                )
+        return paths
 
     @field_validator("timeout")
     @classmethod

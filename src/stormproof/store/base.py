@@ -8,11 +8,19 @@ the driver flushes before it acts on a batch's decisions (outbox, then act).
 The store also owns the two bits of shared state around a run: the *driver
 lease* (one orchestrator per run) and the *request inbox* (``cancel`` from
 another process). Backends register under ``stormproof.stores``.
+
+Beside the log, a store keeps an **index of task results** across runs (``put_results``,
+``find_results``, ``last_results``): a succeeded task that declares ``outputs``, by its
+fingerprint (``runtime.fingerprint``). ``run --reuse`` looks every task of a new run up by
+fingerprint there — one indexed lookup per plan, never a replay of earlier runs — and
+reuses what matches. The index only ever says less than the log (a result is put after the
+success it comes from is flushed), so losing a put loses a reuse, never adds a wrong one.
+``delete_run`` forgets a run, its results included (``stormproof clean``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -38,6 +46,20 @@ class RunInfo:
     created_at: float
     workflow_name: str
     meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A task that succeeded in a run, indexed by its fingerprint (``runtime.reuse``)."""
+
+    fingerprint: str
+    run: str
+    task_id: str
+    workflow: str  # the workflow's ``name``
+    at: float  # when it succeeded (or was kept)
+    #: JSON-ready: the run's data dir, each declared output's size and mtime then, and the
+    #: task's definition (``runtime.fingerprint.definitions_json``), to say what changed.
+    data: dict[str, Any]
 
 
 class EventLog(Protocol):
@@ -73,5 +95,20 @@ class EventLog(Protocol):
 
     def is_driven(self, run: str) -> bool:
         """Whether some process holds the run's driver lease right now."""
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        """Index succeeded tasks; durable when it returns. A run's newer result for a task
+        replaces its older one."""
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        """The newest result of each of ``fingerprints`` that has one, by an index lookup."""
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        """The newest result of each of ``task_ids`` in workflows named ``workflow``, whatever
+        its fingerprint: what a task that matches nothing is compared with, to say why."""
+
+    def delete_run(self, name: str) -> None:
+        """Forget the run: its record, rows, requests and results. ``RunNotFound`` if none.
+        The caller holds its driver lease, so that no orchestrator drives it meanwhile."""
 
     def close(self) -> None: ...

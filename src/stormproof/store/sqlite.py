@@ -67,7 +67,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -76,7 +76,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
-from stormproof.store.base import Row, RowCategory, RunInfo
+from stormproof.store import sqlite_results
+from stormproof.store.base import Row, RowCategory, RunInfo, TaskResult
 
 Synchronous = Literal["normal", "group", "full"]
 
@@ -361,6 +362,28 @@ class SQLiteEventLog:
 
     def _lock_path(self, run: str) -> Path:
         return self._lock_dir / f"{_check_run_name(run)}.lock"
+
+    # -- results across runs (``store/sqlite_results.py``) -------------------------
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        with self._errors():
+            sqlite_results.put(self._db, results)
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.find(self._db, fingerprints)
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.last(self._db, workflow, task_ids)
+
+    def delete_run(self, name: str) -> None:
+        with self._errors():
+            gone = sqlite_results.delete_run(self._db, name)
+        if not gone:
+            raise self._run_not_found(name)
+        self._last_seq.pop(name, None)
+        self._lock_path(name).unlink(missing_ok=True)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -657,6 +680,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             if "store_info" not in tables:
                 _create_schema(db, path, tables)
             _check_version(db, path)
+            sqlite_results.ensure_schema(db)
     except BaseException:
         db.close()
         raise
