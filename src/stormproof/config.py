@@ -266,6 +266,9 @@ class Config(_Strict):
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+    #: The network containers join (``--network``): ``host`` (the default: what MPI and most
+    #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
+    container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -323,6 +326,10 @@ class Config(_Strict):
     def container_runtime(self) -> str | None:
         """The container runtime, or ``None`` when commands run directly on the host."""
         return None if self.container == "none" else self.container
+
+    def container_settings(self) -> dict[str, Any]:
+        """What a run records of its container runtime (``runtime.containers``)."""
+        return {"runtime": self.container_runtime, "network": self.container_network}
 
     def home_dir(self, cwd: Path) -> Path:
         """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""

@@ -22,7 +22,7 @@ import click
 
 from stormproof import __version__
 from stormproof.config import Config
-from stormproof.errors import CapacityError, StormproofError
+from stormproof.errors import CapacityError, RunExists, RunNotFound, StormproofError
 from stormproof.runtime.home import check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
@@ -48,6 +48,7 @@ LAZY_COMMANDS = {
     "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
     "fleet": "stormproof.cli.fleet_cmds:fleet",
     "interrupt": "stormproof.cli.fleet_cmds:interrupt",
+    "redrive": "stormproof.cli.rerun_cmds:redrive",
     "import": "stormproof.cli.import_cmd:import_",
     "simulate": "stormproof.cli.simulate_cmd:simulate",
 }
@@ -152,6 +153,10 @@ def schema() -> None:
 @click.option("--max-parallel", type=click.IntRange(min=1), help="At most N attempts at once.")
 @click.option("--seed", type=int, help="Seed for retry jitter (default: random, recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--reuse", is_flag=True, help="Reuse tasks whose results earlier runs have.")
+@click.option("--redrive", is_flag=True, help="If run --name exists, redrive it with FILE.")
+@click.option("--plan", "plan_only", is_flag=True, help="With --reuse/--redrive: verdicts only.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: the verdicts as JSON.")
 @common
 def run(
     file: str,
@@ -161,6 +166,10 @@ def run(
     max_parallel: int | None,
     seed: int | None,
     quiet: bool,
+    reuse: bool,
+    redrive: bool,
+    plan_only: bool,
+    as_json: bool,
     home: str | None,
     config_path: str | None,
 ) -> None:
@@ -169,11 +178,32 @@ def run(
         if dry_run:
             _show_plan(s, file, as_json=False)
             return
+        _check_rerun_options(reuse, redrive, plan_only, as_json, name, detach)
+        if redrive and name and _run_exists(s, check_run_name(name)):
+            from .rerun_cmds import redrive_run
+
+            redrive_run(s, name, file, plan_only, as_json, quiet)
+            return
         spec = _load_spec(file)
         refuse_if_unplaceable(spec, s.config)
         from stormproof.runtime.compile import policy_dict
 
+        from .rerun_cmds import reuse_plan, show_reuse
+
+        start: dict[str, Any] = {}
+        if reuse:
+            rerun, hashes = reuse_plan(s, spec, file)
+            show_reuse(rerun, file, as_json and plan_only)
+            if plan_only:
+                return
+            start = rerun.start
+        else:
+            from stormproof.runtime.fingerprint import hash_inputs
+
+            hashes = hash_inputs(spec, Path(file).resolve().parent, file)
         run_name = check_run_name(name) if name else default_run_name(spec.name)
+        if _run_exists(s, run_name):
+            raise RunExists(_exists_message(s, run_name))
         ctx = new_context(
             run_name,
             spec,
@@ -185,6 +215,9 @@ def run(
             checkpoints=s.checkpoint_settings(),
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
+            input_hashes=hashes,
+            container=s.config.container_settings(),
+            start=start,
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -193,6 +226,58 @@ def run(
             _detach(s, run_name)
             return
         _drive_and_exit(s, ctx, quiet)
+
+
+def _check_rerun_options(
+    reuse: bool, redrive: bool, plan_only: bool, as_json: bool, name: str | None, detach: bool
+) -> None:
+    if redrive and reuse:
+        raise click.UsageError(
+            "--redrive and --reuse do not go together: a redrive keeps what "
+            "its own run did; --reuse is for a new run"
+        )
+    if redrive and not name:
+        raise click.UsageError("--redrive needs --name: the run to redrive (or to start)")
+    if plan_only and not (reuse or redrive):
+        raise click.UsageError(
+            "--plan goes with --reuse or --redrive; for a dry run of the "
+            "workflow itself use `stormproof plan FILE`"
+        )
+    if as_json and not plan_only:
+        raise click.UsageError("--json goes with --plan")
+    if detach and (reuse or redrive) and plan_only:
+        raise click.UsageError("--detach has nothing to run with --plan")
+
+
+def _run_exists(s: Session, name: str) -> bool:
+    try:
+        s.store.get_run(name)
+    except RunNotFound:
+        return False
+    return True
+
+
+def _exists_message(s: Session, name: str) -> str:
+    """What to do with a run name that is taken, by what that run is now."""
+    from .render import run_view
+
+    state = run_view(s, name).state
+    if state in ("failed", "cancelled"):
+        return (
+            f"run {name!r} exists and {state}; run it again after a fix with "
+            f"`stormproof redrive {name} FILE` (or add --redrive), or pick another --name"
+        )
+    if state == "succeeded":
+        return (
+            f"run {name!r} exists and succeeded; pick another --name (add --reuse to reuse its "
+            f"results), or rerun what changed with `stormproof redrive {name} FILE`"
+        )
+    if state == "running":
+        return f"run {name!r} exists and is running now; pick another --name"
+    return (
+        f"run {name!r} exists and stopped before it finished; continue it with "
+        f"`stormproof resume {name}`, or pick another --name"
+    )
 
 
 def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
@@ -248,7 +333,13 @@ def drive_detached(name: str, home: str | None, config_path: str | None) -> None
         _drive_and_exit(s, load_context(s.store, name), quiet=True)
 
 
-def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ()) -> None:
+def _drive_and_exit(
+    s: Session,
+    ctx: RunContext,
+    quiet: bool,
+    initial: Any = (),
+    redrive: tuple[dict[str, Any], int] | None = None,
+) -> None:
     from stormproof.runtime.driver import Driver  # not on the path of plan, status, …
 
     from .progress import LiveProgress, NullProgress
@@ -258,6 +349,8 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
     executor.prepare()  # the shim starts while the driver compiles the workflow
     try:
         driver = Driver(s.home, s.store, ctx, executor)
+        if redrive is not None:
+            driver.redrive, driver.redrive_after_seq = redrive
         _outlive(ctx, driver)
         if any(t.checkpoint_enabled for t in ctx.spec.tasks):
             from stormproof.runtime.checkpointing import Checkpointing
@@ -330,14 +423,17 @@ def status(
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Every event and decision as JSON.")
+@click.option("--task", "task", metavar="ID", help="Only what concerns task ID.")
 @common
-def history(name: str, as_json: bool, home: str | None, config_path: str | None) -> None:
+def history(
+    name: str, as_json: bool, task: str | None, home: str | None, config_path: str | None
+) -> None:
     """The run's event log: every event and the decisions it caused, in order."""
     from .render import render_history
 
     with session(home, config_path) as s:
         s.store.get_run(check_run_name(name))
-        render_history(s, name, out, as_json)
+        render_history(s, name, out, as_json, task)
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from stormproof.runtime.runs import RunContext
 from stormproof.runtime.view import RunView, attempt_cost, cost_json, empty_view
 from stormproof.store.base import Row
 
+from .history_text import about_task, iso_time, row_details
 from .session import Session
 
 STATE_STYLE = {
@@ -207,6 +209,7 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
             "category": r.category,
             "kind": r.kind,
             "at": r.at,
+            "time": iso_time(r.at),
             "cause": r.cause,
             "data": r.data,
         }
@@ -223,25 +226,40 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
-    rows = list(s.store.read(name))
+def render_history(
+    s: Session, name: str, console: Console, as_json: bool, task: str | None = None
+) -> None:
+    rows: Iterable[Row] = s.store.read(name)
+    if task is not None:
+        check_task(s, name, task)
+        rows = about_task(rows, task)
+    rows = list(rows)
     if as_json:
         print(json.dumps(history_json(rows), indent=2))
         return
-    start = rows[0].at if rows else 0.0
-    t = Table(title=f"history of {escape(name)}", title_justify="left")
-    for col in ("#", "t+", "", "kind", "details"):
-        t.add_column(col, overflow="fold")
+    title = f"history of {escape(name)}" + (f", task {escape(task)}" if task else "")
+    t = Table(title=title, title_justify="left")
+    for col in ("#", "time", "", "kind", "details"):
+        t.add_column(col, overflow="fold", no_wrap=col == "time")
     for r in rows:
-        details = {
-            k: v for k, v in r.data.items() if k not in ("at", "reason") and v not in (None, "")
-        }
-        text = " ".join(f"{k}={v}" for k, v in details.items())
-        if r.data.get("reason"):
-            text += f"  — {r.data['reason']}"
         marker = "→" if r.category == "event" else "  ↳"
-        t.add_row(str(r.seq), f"{r.at - start:8.2f}s", marker, r.kind, escape(text))
+        t.add_row(str(r.seq), iso_time(r.at), marker, r.kind, escape(row_details(r)))
     console.print(t)
+
+
+def check_task(s: Session, name: str, task: str) -> None:
+    """``RunNotFound``/``StormproofError`` unless the run has (or had) the task."""
+    from stormproof.runtime.runs import load_context
+
+    ids = [t.id for t in load_context(s.store, name).spec.tasks]
+    if task not in ids and task not in {
+        t["id"] for t in s.store.get_run(name).meta["spec"]["tasks"]
+    }:
+        import difflib
+
+        close = difflib.get_close_matches(task, ids, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
 
 
 def print_logs(

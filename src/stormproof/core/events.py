@@ -259,7 +259,9 @@ def event_from_dict(kind: str, data: dict[str, Any]) -> Event:
     """Rebuild an event from what a store saved; unknown keys are ignored (forward compatible)."""
     cls = EVENT_TYPES[kind]
     names = field_names(cls)
-    values = {k: _tuples(v) if v.__class__ is list else v for k, v in data.items() if k in names}
+    values: dict[str, Any] = {
+        k: _tuples(v) if v.__class__ is list else v for k, v in data.items() if k in names
+    }
     return cls(**values)
 
 

@@ -183,9 +183,8 @@ def keep(wf: Workflow, event: RunStarted, out: list[Decision]) -> None:
         if wf._narrate:
             out.append(TaskEnded(task_id, "succeeded", None, whys[k] if k < len(whys) else "kept"))
     for task_id, made, _seqs, _top in event.carried:
-        i = index.get(task_id)
-        if i is not None:
-            wf.attempts_made[i] = made
+        if task_id in index:
+            wf.attempts_made[index[task_id]] = made
 
 
 def succeed(wf: Workflow, i: int, event: Event, out: list[Decision]) -> None:

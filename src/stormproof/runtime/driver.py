@@ -18,6 +18,7 @@ answered.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import signal
@@ -61,11 +62,14 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
+from stormproof.errors import StormproofError
 from stormproof.executors.base import AttemptJob, Executor
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.redrive import REDRIVEN
+from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
 from stormproof.store.base import EventLog, Row
 
@@ -106,6 +110,10 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: A redrive to begin (``runtime.redrive``): the ``RunRedriven`` row's data, written under
+    #: the lease if the log still ends at ``redrive_after_seq``, as planned.
+    redrive: dict[str, Any] | None = None
+    redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
 
@@ -120,6 +128,7 @@ class Driver:
         self._markets = {p.name: p.market.value for p in self.core.options.pools}
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
+        self._results = TaskResults.for_run(self.store, self.ctx, self.home)
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -132,7 +141,9 @@ class Driver:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
         with self.store.driver_lease(self.ctx.name):
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
-            history = list(self.store.read(self.ctx.name))
+            if self.redrive is not None:
+                self._begin_redrive()
+            history = list(self.store.read(self.ctx.name, self.ctx.segment_seq))
             now = self.clock()
             first = next((r for r in history if r.category == "event"), None)
             if self.fleet is None:
@@ -140,7 +151,7 @@ class Driver:
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
             if first is None:
-                pending: list[Event] = [RunStarted(now)]
+                pending: list[Event] = [self._start(now)]
             else:
                 self._replay(history)
                 if self.reporter is not None:  # a resumed run's progress starts where it was
@@ -217,6 +228,8 @@ class Driver:
         self.store.flush()  # outbox first: nothing is done that the log does not already say
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
+        if self._results is not None:
+            self._results.record(decided, events[-1].at)
         for d in decided:
             if d.is_action:
                 self._act(d)
@@ -297,6 +310,36 @@ class Driver:
                 pool, count = str(data.get("pool")), int(data.get("count", 0))
                 events.append(FleetScaleRequested(now, pool, count))
         return events
+
+    # ------------------------------------------------------------------ start, redrive
+    def _start(self, now: float) -> RunStarted:
+        """The segment's first event: what it keeps and carries (``RunContext.start``), once
+        the outputs it reuses from earlier runs are in its data dir (again after a crash)."""
+        start = self.ctx.start
+        copy_reused(start, self.home.data_dir(self.ctx.name))
+        return RunStarted(
+            now,
+            tuple(start.get("kept", ())),
+            tuple(start.get("kept_why", ())),
+            tuple(
+                (t, int(n), tuple(seqs), int(top)) for t, n, seqs, top in start.get("carried", ())
+            ),
+        )
+
+    def _begin_redrive(self) -> None:
+        """Write the ``RunRedriven`` row under the lease, if nothing was logged since the plan."""
+        name = self.ctx.name
+        later = next(iter(self.store.read(name, self.redrive_after_seq)), None)
+        if later is not None:
+            raise StormproofError(
+                f"run {name!r} changed while its redrive was planned (row {later.seq}, "
+                f"{later.kind}); plan it again: stormproof redrive {name} --plan"
+            )
+        row = Row(0, "event", REDRIVEN, self.clock(), None, self.redrive or {})
+        (written,) = self.store.append(name, [row])
+        self.store.flush()
+        self.ctx = dataclasses.replace(self.ctx, segment_seq=written.seq)
+        self.redrive = None
 
     # ------------------------------------------------------------------ resume
     def _replay(self, history: Sequence[Row]) -> None:

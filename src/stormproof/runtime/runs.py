@@ -45,6 +45,23 @@ class RunContext:
     #: What interrupts each pool's instances on the local fleet: one dict per pool with
     #: pool, notice_s, interruption_rate, trace (absolute path), time_scale, trace_offset_s.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: The content hash of each declared input when the run (or its redrive) began, by path
+    #: as written: the tasks' fingerprints are computed from these (``runtime.fingerprint``).
+    input_hashes: dict[str, str] = field(default_factory=dict)
+    #: The container runtime commands run in: {"runtime": None | "apptainer" | "docker" |
+    #: "podman", "network": …} (``runtime.containers``), fixed when the run is created.
+    container: dict[str, Any] = field(default_factory=dict)
+    #: How the run (or its current segment, after a redrive) starts: the tasks it keeps,
+    #: with why, the tasks it carries over a redrive, and the outputs it copies from the
+    #: runs it reuses before it starts (``runtime.reuse``). Empty: a plain start.
+    start: dict[str, Any] = field(default_factory=dict)
+    #: Seconds a task without ``estimated_runtime`` is assumed to take (priorities, deadline
+    #: policies); recorded so that a resume decides as the run did.
+    default_runtime_s: float = 60.0
+    #: Which segment of its history the run is in: 0 until its first redrive, then the
+    #: number of redrives; ``segment_seq`` is the seq of the row that began it (0: none).
+    segment: int = 0
+    segment_seq: int = 0
     #: The format of the run's event log, and the stormproof version that started the run.
     log_format: int = LOG_FORMAT
     written_by: str = __version__
@@ -64,6 +81,10 @@ class RunContext:
             "checkpoints": self.checkpoints,
             "policy": self.policy,
             "sources": self.sources,
+            "input_hashes": self.input_hashes,
+            "container": self.container,
+            "start": self.start,
+            "default_runtime_s": self.default_runtime_s,
         }
 
     @classmethod
@@ -81,6 +102,11 @@ class RunContext:
             checkpoints=dict(meta.get("checkpoints") or {}),
             policy=dict(meta.get("policy") or {}),
             sources=list(meta.get("sources") or []),
+            input_hashes=dict(meta.get("input_hashes") or {}),
+            container=dict(meta.get("container") or {}),
+            start=dict(meta.get("start") or {}),
+            # Runs from before the key existed assumed a minute (compile.DEFAULT_RUNTIME_S then).
+            default_runtime_s=float(meta.get("default_runtime_s", 60.0)),
             # Runs from before the key existed wrote format 1.
             log_format=int(meta.get("log_format", 1)),
             written_by=str(meta.get("version", "unknown")),
@@ -138,6 +164,10 @@ def new_context(
     checkpoints: dict[str, Any] | None = None,
     policy: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
+    input_hashes: dict[str, str] | None = None,
+    container: dict[str, Any] | None = None,
+    start: dict[str, Any] | None = None,
+    default_runtime_s: float = 60.0,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -152,9 +182,17 @@ def new_context(
         checkpoints=dict(checkpoints or {}),
         policy=dict(policy or {}),
         sources=list(sources or []),
+        input_hashes=dict(input_hashes or {}),
+        container=dict(container or {}),
+        start=dict(start or {}),
+        default_runtime_s=default_runtime_s,
     )
 
 
 def load_context(store: EventLog, name: str) -> RunContext:
+    """The run as it is now: after a redrive, its current segment's workflow and start
+    (``runtime.redrive``)."""
+    from stormproof.runtime.redrive import current_context
+
     info = store.get_run(name)
-    return RunContext.from_meta(name, info.meta)
+    return current_context(RunContext.from_meta(name, info.meta), store.read(name))

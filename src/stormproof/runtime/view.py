@@ -316,6 +316,22 @@ def _run_finished(v: RunView, row: Row) -> None:
     v.ended = row.at
 
 
+def _redriven(v: RunView, row: Row) -> None:
+    """A redrive (``runtime.redrive``): the run now has the new workflow's tasks, in its
+    order and stages; a task it had keeps its attempts, and waits again until told."""
+    v.state, v.ended = "stopped", None
+    v._by_attempt.clear()
+    names = {t["id"]: t.get("name") or t["id"] for t in row.data["spec"]["tasks"]}
+    tasks: dict[str, TaskView] = {}
+    for level, ids in enumerate(row.data.get("stages") or [list(names)]):
+        for tid in ids:
+            task = v.tasks.get(tid) or TaskView(tid, names[tid], level)
+            task.name, task.stage = names[tid], level
+            task.state, task.error, task.reason = "waiting", None, ""
+            tasks[tid] = task
+    v.tasks = {tid: tasks[tid] for tid in names}
+
+
 _HANDLERS = {
     "RunStarted": _run_started,
     "LaunchAttempt": _launch,
@@ -325,6 +341,7 @@ _HANDLERS = {
     "TaskRetrying": _task_retrying,
     "TaskEnded": _task_ended,
     "RunFinished": _run_finished,
+    "RunRedriven": _redriven,
     "CheckpointRestored": _restored,
     "InstanceChanged": _instance,
     "InterruptionNotice": _notice,
