@@ -23,7 +23,7 @@ import click
 from stormproof import __version__
 from stormproof.config import Config
 from stormproof.errors import CapacityError, RunExists, RunNotFound, StormproofError
-from stormproof.runtime.home import check_run_name, default_run_name
+from stormproof.runtime.home import Home, check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
@@ -364,7 +364,7 @@ def _drive_and_exit(
             result = driver.drive(initial)
     finally:
         executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
-    _say_result(ctx, result, quiet)
+    _say_result(ctx, result, quiet, s.home)
     if not quiet and result.state != "stopped":
         from .render import cost_text
 
@@ -372,7 +372,7 @@ def _drive_and_exit(
     sys.exit(EXIT.get(result.state, 1))
 
 
-def _say_result(ctx: RunContext, result: DriveResult, quiet: bool) -> None:
+def _say_result(ctx: RunContext, result: DriveResult, quiet: bool, home: Home) -> None:
     name = ctx.name
     if result.state == "stopped":
         err.print(f"run {_escape(name)} stopped: {_escape(result.reason)}")
@@ -389,6 +389,15 @@ def _say_result(ctx: RunContext, result: DriveResult, quiet: bool) -> None:
         out.print(f"run [bold]{_escape(name)}[/] [{style}]{result.state}[/]")
         if result.state != "succeeded":
             out.print(f"  details: stormproof status {name}   ·   stormproof history {name}")
+            out.print(
+                f"  after a fix, run it again keeping what succeeded: stormproof redrive {name}"
+            )
+    if not quiet:
+        out.print(f"  results: {_escape(str(home.data_dir(name)))}")
+        out.print(
+            f"  logs:    stormproof logs {name} TASK   "
+            f"(files under {_escape(str(home.tasks_dir(name)))})"
+        )
 
 
 # ---------------------------------------------------------------------- status & co
