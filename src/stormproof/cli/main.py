@@ -45,6 +45,7 @@ def _escape(text: str) -> str:
 #: ``run`` of a big workflow should not pay for the importers' and tables' imports.
 LAZY_COMMANDS = {
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
+    "clean": "stormproof.cli.clean_cmd:clean",
     "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
     "fleet": "stormproof.cli.fleet_cmds:fleet",
     "interrupt": "stormproof.cli.fleet_cmds:interrupt",
@@ -452,12 +453,16 @@ def history(
     "--attempt", "number", type=click.IntRange(min=1), help="Attempt number (default: last)."
 )
 @click.option("--stream", type=click.Choice(["both", "stdout", "stderr"]), default="both")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Print output as it comes, until the attempt ends."
+)
 @common
 def logs(
     name: str,
     task: str,
     number: int | None,
     stream: str,
+    follow: bool,
     home: str | None,
     config_path: str | None,
 ) -> None:
@@ -465,6 +470,13 @@ def logs(
     from .render import print_logs
 
     with session(home, config_path) as s:
+        if follow:
+            from .follow import follow_logs
+            from .render import check_task
+
+            check_task(s, check_run_name(name), task)
+            follow_logs(s, name, task, number, stream, out)
+            return
         print_logs(s, check_run_name(name), task, number, stream, out)
 
 

@@ -126,6 +126,10 @@ def run_table(view: RunView) -> Table:
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
+        if task.state == "backoff" and task.retry_at is not None:
+            detail = (
+                f"{retry_words(task.retry_at)}; {detail}" if detail else retry_words(task.retry_at)
+            )
         used = task.budgets()
         tries = str(sum(1 for a in task.attempts if a.state != "dropped"))  # never started
         if used["interruptions"]:
@@ -148,6 +152,13 @@ def run_table(view: RunView) -> Table:
         cells += ["-" if last is None else _took(last.started, last.ended), escape(detail)]
         t.add_row(*cells)
     return t
+
+
+def retry_words(at: float, now: float | None = None) -> str:
+    """``retries at 14:05:07 (in 42s)``: when a task in backoff is tried again."""
+    left = at - (time.time() if now is None else now)
+    when = datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    return f"retries at {when} (in {left:.0f}s)" if left > 0 else f"retries now (due {when})"
 
 
 def cost_text(c: Cost) -> str:
@@ -181,6 +192,11 @@ def render_run(view: RunView, console: Console) -> None:
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:
+    if not console.is_terminal:  # a log file or a CI job: a line per change, no redraws
+        from .follow import watch_lines
+
+        watch_lines(s, name, console)
+        return
     view = run_view(s, name)
     try:
         with Live(run_table(view), console=console, refresh_per_second=2) as live:
@@ -265,14 +281,7 @@ def check_task(s: Session, name: str, task: str) -> None:
 def print_logs(
     s: Session, name: str, task: str, number: int | None, stream: str, console: Console
 ) -> None:
-    info = s.store.get_run(name)
-    ids = [t["id"] for t in info.meta["spec"]["tasks"]]
-    if task not in ids:
-        import difflib
-
-        close = difflib.get_close_matches(task, ids, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
+    check_task(s, name, task)
     numbers = s.home.attempt_numbers(name, task)
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")

@@ -95,6 +95,8 @@ class TaskView:
     error: str | None = None
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
+    #: When a task in backoff is retried (its retry timer is due), epoch seconds.
+    retry_at: float | None = None
 
     def cost(self, now: float) -> Cost:
         total = Cost()
@@ -116,6 +118,7 @@ class TaskView:
             "stage": self.stage + 1,
             "state": self.state,
             "error": self.error,
+            "retry_at": self.retry_at,
             "budgets_used": self.budgets(),
             "cost": cost_json(self.cost(now)),
             "attempts": [a.to_json(now) for a in self.attempts],
@@ -295,18 +298,21 @@ def _breaker(v: RunView, row: Row) -> None:
 
 
 def _task_ready(v: RunView, row: Row) -> None:
-    v.tasks[row.data["task_id"]].state = "ready"
+    task = v.tasks[row.data["task_id"]]
+    task.state, task.retry_at = "ready", None
 
 
 def _task_retrying(v: RunView, row: Row) -> None:
     task = v.tasks[row.data["task_id"]]
-    task.state = "backoff" if row.data.get("delay_s", 0) > 0 else "ready"
+    delay = float(row.data.get("delay_s", 0))
+    task.state = "backoff" if delay > 0 else "ready"
+    task.retry_at = row.at + delay if delay > 0 else None
     task.reason = row.data.get("reason", "")
 
 
 def _task_ended(v: RunView, row: Row) -> None:
     task = v.tasks[row.data["task_id"]]
-    task.state = row.data["state"]
+    task.state, task.retry_at = row.data["state"], None
     task.error = row.data.get("error")
     task.reason = row.data.get("reason", "")
 
@@ -327,7 +333,7 @@ def _redriven(v: RunView, row: Row) -> None:
         for tid in ids:
             task = v.tasks.get(tid) or TaskView(tid, names[tid], level)
             task.name, task.stage = names[tid], level
-            task.state, task.error, task.reason = "waiting", None, ""
+            task.state, task.error, task.reason, task.retry_at = "waiting", None, "", None
             tasks[tid] = task
     v.tasks = {tid: tasks[tid] for tid in names}
 
