@@ -361,3 +361,37 @@ def test_a_pool_with_an_interruption_source_takes_no_successors(tmp_path: Path) 
     )
     steady, rated = load_config(None, tmp_path, {}).pool_defs()
     assert not steady.interruptible and rated.interruptible
+
+
+def test_settings_that_would_do_nothing_are_refused_each_with_its_line(tmp_path: Path) -> None:
+    text = (
+        "container_network: none\n"
+        "container_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold_after: 7d}\n"
+        "pools:\n"
+        "  - {name: s, market: spot, vcpus: 2, memory: 512, time_scale: 60, trace_offset: 1h}\n"
+    )
+    message = error(tmp_path, text)
+    assert "5 problems" in message
+    assert "stormproof.yaml:1: container_network: does nothing without `container:`" in message
+    assert "stormproof.yaml:2: container_options: does nothing without `container:`" in message
+    assert "stormproof.yaml:3: checkpoint_tiers.cold_after: does nothing without" in message
+    assert "stormproof.yaml:5: pools[0].time_scale: does nothing without interruption_rate" in (
+        message
+    )
+    assert "stormproof.yaml:5: pools[0].trace_offset: does nothing without trace" in message
+
+
+def test_the_same_settings_load_where_they_act(tmp_path: Path) -> None:
+    (tmp_path / "stormproof.yaml").write_text(
+        "container: podman\ncontainer_network: none\ncontainer_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold: /tmp/cold, cold_after: 7d}\n"
+        "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, interruption_rate: 0.1,"
+        " time_scale: 60}\n"
+    )
+    config = load_config(None, tmp_path, {})
+    assert config.container_settings() == {
+        "runtime": "podman",
+        "network": "none",
+        "options": ["--pull=never"],
+    }

@@ -269,6 +269,11 @@ class Config(_Strict):
     #: The network containers join (``--network``): ``host`` (the default: what MPI and most
     #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
     container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    #: More arguments for the runtime's ``run`` (apptainer: ``exec``), before the image, like
+    #: ``[--ulimit, nofile=1024:1024]`` where a site's sandbox forbids raising limits.
+    container_options: Annotated[list[str], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -284,6 +289,15 @@ class Config(_Strict):
                 )
             first[pool.name] = i
         return pools
+
+    @model_validator(mode="after")
+    def _every_setting_acts(self) -> Config:
+        """A setting this version would not act on is an error naming it (DESIGN: config that
+        does nothing is an error), never silently accepted."""
+        problems = _inert_settings(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
     @model_validator(mode="after")
     def _fleet_decides_spot_counts(self) -> Config:
@@ -329,7 +343,11 @@ class Config(_Strict):
 
     def container_settings(self) -> dict[str, Any]:
         """What a run records of its container runtime (``runtime.containers``)."""
-        return {"runtime": self.container_runtime, "network": self.container_network}
+        return {
+            "runtime": self.container_runtime,
+            "network": self.container_network,
+            "options": list(self.container_options),
+        }
 
     def home_dir(self, cwd: Path) -> Path:
         """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""
@@ -350,6 +368,49 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+
+def _inert_settings(config: Config) -> list[InitErrorDetails]:
+    """Settings given that nothing would read, given what else is (or is not) set."""
+    out: list[InitErrorDetails] = []
+    if config.container == "none":
+        for key in ("container_network", "container_options"):
+            if key in config.model_fields_set:
+                value = getattr(config, key)
+                why = "does nothing without `container:` (apptainer, docker or podman)"
+                out.append(_problem((key,), value, f"{why}; set container, or remove {key}"))
+    for i, pool in enumerate(config.pools):
+        source = bool(pool.interruption_rate) or pool.trace is not None
+        if "time_scale" in pool.model_fields_set and not source:
+            out.append(
+                _problem(
+                    ("pools", i, "time_scale"),
+                    pool.time_scale,
+                    "does nothing without interruption_rate or trace (it scales their time); "
+                    "add one, or remove time_scale",
+                )
+            )
+        if "trace_offset" in pool.model_fields_set and pool.trace is None:
+            out.append(
+                _problem(
+                    ("pools", i, "trace_offset"),
+                    pool.trace_offset,
+                    "does nothing without trace (it says where in the trace the run starts); "
+                    "add trace, or remove trace_offset",
+                )
+            )
+    tiers = config.checkpoint_tiers
+    if (tiers.cold is None) != (tiers.cold_after is None):
+        key, other = ("cold", "cold_after") if tiers.cold is not None else ("cold_after", "cold")
+        out.append(
+            _problem(
+                ("checkpoint_tiers", key),
+                getattr(tiers, key),
+                f"does nothing without checkpoint_tiers.{other} (checkpoints move to cold after "
+                f"cold_after); set {other}, or remove {key}",
+            )
+        )
+    return out
 
 
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:

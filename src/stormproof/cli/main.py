@@ -205,6 +205,10 @@ def run(
         run_name = check_run_name(name) if name else default_run_name(spec.name)
         if _run_exists(s, run_name):
             raise RunExists(_exists_message(s, run_name))
+        from stormproof.runtime.containers import host_notes
+
+        for note in host_notes(spec, s.config.container_runtime):  # said once, as the run begins
+            err.print(f"[yellow]note:[/] {_escape(note)}")
         ctx = new_context(
             run_name,
             spec,

@@ -179,14 +179,9 @@ def _notes(
             "count as 0 s, so the duration and cost are lower bounds (give each task "
             "estimated_runtime, like 2h)"
         )
-    if container_runtime in (None, "none"):
-        images = sum(1 for task in spec.tasks if task.container_image)
-        if images:
-            notes.append(
-                f"container_image is set on {images:,} task{'s' if images != 1 else ''} but no "
-                "container runtime is configured: commands run directly on the host (set "
-                "`container:` in stormproof.yaml)"
-            )
+    from stormproof.runtime.containers import host_notes
+
+    notes += host_notes(spec, None if container_runtime in (None, "none") else container_runtime)
     if not config.pools:
         notes.append(
             "no pools are configured: the plan uses this machine as one free on-demand pool "

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -64,6 +65,7 @@ from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
 from stormproof.errors import StormproofError
 from stormproof.executors.base import AttemptJob, Executor
+from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
@@ -71,6 +73,7 @@ from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.redrive import REDRIVEN
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
+from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
 
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
@@ -129,6 +132,10 @@ class Driver:
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
         self._results = TaskResults.for_run(self.store, self.ctx, self.home)
+        runtime = self.ctx.container.get("runtime")
+        self._container: tuple[str, str] | None = (
+            None if not runtime else (str(runtime), str(self.ctx.container.get("network", "host")))
+        )
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -439,6 +446,8 @@ class Driver:
             command = expand(spec.command, values)
         else:
             command = [expand(part, values) for part in spec.command]
+        if self._container is not None and spec.container_image:
+            command = self._in_container(command, spec, attempt_dir, env, memory)
         return AttemptJob(
             run=self.ctx.name,
             attempt_id=f"{spec.id}/{number}",
@@ -456,6 +465,33 @@ class Driver:
             pool=pool,
             market=self._markets.get(pool, ""),
             timeout_s=self.tasks[i].timeout_s,
+        )
+
+    def _in_container(
+        self,
+        command: list[str] | str,
+        spec: TaskSpec,
+        attempt_dir: Path,
+        env: dict[str, str],
+        memory: int,
+    ) -> list[str]:
+        """The command line that runs the attempt in the task's image (``runtime.containers``)."""
+        assert self._container is not None
+        runtime, network = self._container
+        return containers.wrap(
+            command,
+            runtime=runtime,
+            image=spec.container_image or "",
+            network=network,
+            name=f"stormproof-{self.ctx.name}-{spec.id}-{env['STORMPROOF_ATTEMPT']}",
+            env_names=env,
+            workdir=attempt_dir / "work",
+            binds=(attempt_dir, self.home.data_dir(self.ctx.name)),
+            read_only=(Path(self.ctx.workflow_dir),),
+            gpus=spec.gpus,
+            memory_mib=memory if "memory" in spec.model_fields_set else None,
+            image_dir=Path(self.ctx.workflow_dir),
+            options=self.ctx.container.get("options") or (),
         )
 
     # ------------------------------------------------------------------ helpers
