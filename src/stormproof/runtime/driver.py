@@ -121,7 +121,7 @@ class Driver:
     _stop: str | None = None
 
     def __post_init__(self) -> None:
-        self.tasks = compile_tasks(self.ctx.spec)
+        self.tasks = compile_tasks(self.ctx.spec, default_runtime_s=self.ctx.default_runtime_s)
         ctx = self.ctx
         self.core = Workflow(
             self.tasks,

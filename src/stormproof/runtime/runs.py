@@ -16,7 +16,7 @@ from typing import Any
 from stormproof import __version__
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.errors import RunIncompatible
-from stormproof.spec.model import WorkflowSpec
+from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 from stormproof.store.base import EventLog
 
 #: What a run's event log means to the core. ``resume`` replays the log through today's core
@@ -167,7 +167,7 @@ def new_context(
     input_hashes: dict[str, str] | None = None,
     container: dict[str, Any] | None = None,
     start: dict[str, Any] | None = None,
-    default_runtime_s: float = 60.0,
+    default_runtime_s: float = ASSUMED_RUNTIME_S,
 ) -> RunContext:
     return RunContext(
         name=name,

@@ -29,6 +29,10 @@ from pydantic import (
 
 from stormproof.errors import ErrorName
 
+#: What ``plan``, ``simulate`` and the scheduler assume a task without ``estimated_runtime``
+#: takes: the recipe's own assumption (its parser estimated 30 minutes per stage), said so
+#: wherever it is used, so that a dry run of the recipe's sample is not "0 s / $0".
+ASSUMED_RUNTIME_S = 1800.0
 #: Task ids become file names and database keys: a safe alphabet, no path tricks.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
