@@ -16,7 +16,7 @@ from .helpers import event
 
 
 def result(fp: str, run: str, task: str, at: float, **data: object) -> TaskResult:
-    return TaskResult(fp, run, task, "wf", at, dict(data))
+    return TaskResult(fp, run, task, "wf", at, dict(data), {"parts": {"command": task}})
 
 
 def make_runs(log: SQLiteEventLog, *names: str) -> None:
@@ -55,7 +55,9 @@ def test_last_results_names_the_newest_of_each_task_whatever_its_fingerprint(
     make_runs(log, "r0", "r1")
     log.put_results([result("f0", "r0", "a", 1.0), result("f1", "r1", "a", 2.0)])
     log.put_results([TaskResult("g", "r1", "a2", "other", 3.0, {})])
-    assert log.last_results("wf", ["a", "a2"])["a"].fingerprint == "f1"
+    last = log.last_results("wf", ["a", "a2"])["a"]
+    assert (last.fingerprint, last.definition) == ("f1", {"parts": {"command": "a"}})
+    assert log.find_results(["f1"])["f1"].definition is None  # the lookup leaves it
     assert "a2" not in log.last_results("wf", ["a", "a2"])
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from stormproof.plan.graph import Dag
+from stormproof.plan.graph import Dag, gc_paused
 from stormproof.runtime.fingerprint import Definition, definitions, what_changed
 from stormproof.runtime.redrive import UNFINISHED, TaskPast, carried
 from stormproof.runtime.reuse import missing_outputs, outputs_problem
@@ -172,6 +172,13 @@ def plan_reuse(
     spec: WorkflowSpec, input_hashes: dict[str, str], runtime: str | None, store: EventLog
 ) -> RerunPlan:
     """What ``run --reuse`` of ``spec`` reuses from earlier runs in ``store``, and why not."""
+    with gc_paused():  # tens of thousands of small objects, none of them in a cycle
+        return _plan_reuse(spec, input_hashes, runtime, store)
+
+
+def _plan_reuse(
+    spec: WorkflowSpec, input_hashes: dict[str, str], runtime: str | None, store: EventLog
+) -> RerunPlan:
     dag = Dag.from_spec(spec)
     defs = definitions(spec, input_hashes, runtime, dag)
     wanted = [defs[i].fingerprint for i, t in enumerate(spec.tasks) if t.outputs]
@@ -246,7 +253,7 @@ def _explain_unmatched(
         if before is None:
             reason = "no earlier run in this home has a result for it"
         else:
-            changes = what_changed(before.data.get("definition") or {}, defs[i])
+            changes = what_changed(before.definition or {}, defs[i])
             head, _, what = (changes[0] if changes else "a parent changed").partition(": ")
             reason = f"{head} since run {before.run}" + (f": {what}" if what else "")
         verdicts[i] = Verdict(task.id, "run", reason)

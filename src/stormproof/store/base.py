@@ -57,9 +57,12 @@ class TaskResult:
     task_id: str
     workflow: str  # the workflow's ``name``
     at: float  # when it succeeded (or was kept)
-    #: JSON-ready: the run's data dir, each declared output's size and mtime then, and the
-    #: task's definition (``runtime.fingerprint.definitions_json``), to say what changed.
+    #: JSON-ready: the run's data dir and each declared output's size and mtime then.
     data: dict[str, Any]
+    #: JSON-ready: the task's definition (``runtime.fingerprint``), to say what changed since.
+    #: Only ``last_results`` returns it (``None`` from ``find_results``: a lookup of every task
+    #: of a big workflow has no use for it).
+    definition: dict[str, Any] | None = None
 
 
 class EventLog(Protocol):

@@ -24,6 +24,7 @@ _SCHEMA: Final = (
         workflow    TEXT NOT NULL,
         at          REAL NOT NULL,
         data        TEXT NOT NULL,
+        definition  TEXT NOT NULL,
         PRIMARY KEY (run, task_id)
     )""",
     "CREATE INDEX IF NOT EXISTS results_by_fingerprint ON results (fingerprint, at)",
@@ -54,15 +55,25 @@ def ensure_schema(db: sqlite3.Connection) -> None:
 def put(db: sqlite3.Connection, results: Sequence[TaskResult]) -> None:
     if not results:
         return
+    dumps = orjson.dumps
     rows = [
-        (r.run, r.task_id, r.fingerprint, r.workflow, r.at, orjson.dumps(r.data).decode())
+        (
+            r.run,
+            r.task_id,
+            r.fingerprint,
+            r.workflow,
+            r.at,
+            dumps(r.data).decode(),
+            dumps(r.definition or {}).decode(),
+        )
         for r in results
     ]
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany(
-            "INSERT OR REPLACE INTO results (run, task_id, fingerprint, workflow, at, data)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results"
+            " (run, task_id, fingerprint, workflow, at, data, definition)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
     except BaseException:
@@ -88,8 +99,8 @@ def last(db: sqlite3.Connection, workflow: str, task_ids: Collection[str]) -> di
     for batch in _batches(list(set(task_ids))):
         marks = ",".join("?" * len(batch))
         cursor = db.execute(
-            f"SELECT {_COLUMNS} FROM results WHERE workflow = ? AND task_id IN ({marks})"
-            " ORDER BY at",
+            f"SELECT {_COLUMNS}, definition FROM results"
+            f" WHERE workflow = ? AND task_id IN ({marks}) ORDER BY at",
             [workflow, *batch],
         )
         for row in cursor:
@@ -117,7 +128,13 @@ def _batches(values: list[str]) -> Iterable[list[str]]:
 
 
 def _result(row: tuple[Any, ...]) -> TaskResult:
-    fingerprint, run, task_id, workflow, at, data = row
+    fingerprint, run, task_id, workflow, at, data, *definition = row
     return TaskResult(
-        str(fingerprint), str(run), str(task_id), str(workflow), float(at), orjson.loads(data)
+        str(fingerprint),
+        str(run),
+        str(task_id),
+        str(workflow),
+        float(at),
+        orjson.loads(data),
+        orjson.loads(definition[0]) if definition else None,
     )

@@ -1,0 +1,129 @@
+"""How long `run --reuse --plan` takes: a 10,000-task workflow against a finished 10,000-task run.
+
+Generates a layered DAG (each task has up to 3 parents in the layer before it) whose tasks
+each declare one input (a shared parameter file) and one output (``touch`` of a file in the
+data dir), runs it once for real (``stormproof run``: the earlier run whose results are
+reused; not timed in the comparison), then times, each in a fresh interpreter, start to exit:
+
+* **baseline**: ``stormproof plan FILE --json``: validating and planning the same workflow,
+  the dry run a user runs anyway;
+* **reuse --plan --json**: every task's verdict, as JSON (hashing the input, every task's
+  fingerprint, one indexed lookup of all of them in the store, a ``stat`` of every output);
+* **reuse --plan**: the same, as the table a person reads;
+* **reuse --plan, one change**: after changing the command of one task of the first layer,
+  so that a slice of the DAG reruns and is explained (the store's second lookup).
+
+Prints the best of ``--repeat`` wall times, and each as a ratio to the baseline. Target:
+``run --reuse --plan`` <= 1 s at 10,000 tasks::
+
+    python bench/reuse_plan.py                       # 10,000 tasks
+    python bench/reuse_plan.py --tasks 2000 --repeat 5 --dir /dev/shm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def workflow(n: int, width: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    tasks: list[dict[str, Any]] = []
+    previous: list[str] = []
+    layer: list[str] = []
+    for i in range(n):
+        tid = f"t{i}"
+        deps = rng.sample(previous, min(3, len(previous))) if previous else []
+        tasks.append(
+            {
+                "id": tid,
+                "command": ["touch", "${STORMPROOF_DATA_DIR}/" + tid],
+                "depends_on": deps,
+                "inputs": ["params.txt"],
+                "outputs": [tid],
+            }
+        )
+        layer.append(tid)
+        if len(layer) == width:
+            previous, layer = layer, []
+    return {"name": "reuse-bench", "global_config": {"max_retry_attempts": 0}, "tasks": tasks}
+
+
+def stormproof(home: Path, cwd: Path, *args: str) -> float:
+    """Wall seconds of one `stormproof` command, start to exit, its output thrown away."""
+    env = {**os.environ, "STORMPROOF_HOME": str(home)}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "stormproof", *args],
+        cwd=cwd,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def best(repeat: int, *command: Any) -> float:
+    return min(stormproof(*command) for _ in range(repeat))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=100, help="tasks per layer")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--dir", default=None, help="where the workflow and home go")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp)
+        spec = workflow(args.tasks, args.width, args.seed)
+        (root / "params.txt").write_text("dt = 0.002\n")
+        wf = root / "wf.json"
+        wf.write_text(json.dumps(spec))
+        home = root / "home"
+        started = time.perf_counter()
+        stormproof(home, root, "run", "wf.json", "--name", "earlier", "-q")
+        print(f"earlier run of {args.tasks:,} tasks (setup, not compared): "
+              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+
+        rows = [
+            ("baseline: plan --json", best(args.repeat, home, root, "plan", "wf.json", "--json")),
+            (
+                "run --reuse --plan --json",
+                best(args.repeat, home, root, "run", "wf.json", "--reuse", "--plan", "--json"),
+            ),
+            (
+                "run --reuse --plan (table)",
+                best(args.repeat, home, root, "run", "wf.json", "--reuse", "--plan"),
+            ),
+        ]
+        spec["tasks"][0]["command"] = ["touch", "${STORMPROOF_DATA_DIR}/t0", "-c"]
+        wf.write_text(json.dumps(spec))
+        rows.append(
+            (
+                "run --reuse --plan --json, one change",
+                best(args.repeat, home, root, "run", "wf.json", "--reuse", "--plan", "--json"),
+            )
+        )
+        baseline = rows[0][1]
+        print(f"\n{args.tasks:,} tasks, best of {args.repeat} (process start to exit):")
+        for label, seconds in rows:
+            print(f"  {label:40s} {seconds:6.2f} s   {seconds / baseline:5.2f}x baseline")
+        target = max(s for label, s in rows[1:])
+        verdict = "met" if target <= 1.0 else "NOT met"
+        print(f"\ntarget <= 1 s for run --reuse --plan: {verdict} (slowest {target:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
