@@ -218,8 +218,8 @@ tasks:
     environment: {{GREETING: hello}}
     command: 'echo "$GREETING $(pwd) $(id -u)" > "$STORMPROOF_DATA_DIR/inside.txt";
               cat "$STORMPROOF_WORKFLOW_DIR/params.txt" >> "$STORMPROOF_DATA_DIR/inside.txt";
-              test ! -e /usr/bin/python3'
-  - {{id: outside, command: 'test -e /usr/bin/python3', depends_on: [inside]}}
+              test ! -e /etc/debian_version'
+  - {{id: outside, command: 'test -e /etc/debian_version', depends_on: [inside]}}
 """
     )
     options = ", ".join(PODMAN_OPTIONS)
