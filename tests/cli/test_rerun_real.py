@@ -225,3 +225,14 @@ def test_reuse_of_a_workflow_no_run_has_done_says_so(cli: Cli) -> None:
     assert plan["prep"] == ("run", "no earlier run in this home has a result for it")
     bad = cli("run", "wf.yaml", "--plan")
     assert bad.returncode == 2 and "--plan goes with --reuse or --redrive" in bad.stderr
+
+
+def test_a_detached_redrive_runs_in_the_background(cli: Cli) -> None:
+    wf = cli.write("wf.yaml", failing(bad_exit=3))
+    assert cli("run", "wf.yaml", "--name", "r1", "-q").returncode == 1
+    wf.write_text(failing(bad_exit=0))
+    proc = cli("redrive", "r1", "--detach")
+    assert proc.returncode == 0, proc.stderr
+    assert "status r1 --watch" in proc.stdout
+    wait_for(lambda: cli.status("r1")["state"] == "succeeded", what="the redrive", timeout=60)
+    assert sorted(effects(cli, "r1")) == sorted(["prep", "side", "bad", "bad", "after"])

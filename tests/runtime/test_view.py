@@ -83,3 +83,31 @@ def json_round_trip(data: dict[str, object]) -> dict[str, object]:
 
     loaded: dict[str, object] = json.loads(json.dumps(data))
     return loaded
+
+
+def test_a_redrive_reshapes_the_tasks_and_keeps_each_one_s_attempts() -> None:
+    view = RunView(name="r", workflow="w")
+    for tid, stage in (("a", 0), ("b", 1), ("gone", 1)):
+        view.tasks[tid] = TaskView(tid, tid, stage)
+
+    def note(seq: int, kind: str, **data: object) -> Row:
+        return Row(seq, "decision", kind, float(seq), None, dict(data))
+
+    view.apply(
+        [
+            note(1, "LaunchAttempt", task_id="b", attempt_id="b/1", number=1),
+            note(2, "AttemptEnded", attempt_id="b/1", state="failed", error="Task.Failed"),
+            note(3, "TaskEnded", task_id="b", state="failed", error="Task.Failed"),
+            note(4, "RunFinished", state="failed"),
+        ]
+    )
+    spec = {"tasks": [{"id": "a", "command": "x"}, {"id": "new", "command": "y"},
+                      {"id": "b", "command": "z", "name": "B"}]}  # fmt: skip
+    stages = [["a", "new"], ["b"]]
+    view.apply([Row(5, "event", "RunRedriven", 5.0, None, {"spec": spec, "stages": stages})])
+    assert list(view.tasks) == ["a", "new", "b"]  # the new file's order; "gone" is gone
+    assert (view.state, view.ended) == ("stopped", None)
+    b = view.tasks["b"]
+    assert (b.state, b.error, b.name, [a.number for a in b.attempts]) == ("waiting", None, "B", [1])
+    view.apply([note(6, "LaunchAttempt", task_id="b", attempt_id="b/2", number=2)])
+    assert [a.number for a in view.tasks["b"].attempts] == [1, 2]

@@ -183,7 +183,7 @@ def run(
         if redrive and name and _run_exists(s, check_run_name(name)):
             from .rerun_cmds import redrive_run
 
-            redrive_run(s, name, file, plan_only, as_json, quiet)
+            redrive_run(s, name, file, plan_only, as_json, quiet, detach)
             return
         spec = _load_spec(file)
         refuse_if_unplaceable(spec, s.config)

@@ -7,6 +7,7 @@ table: kept, reused from run X, or will run, each with its reason. ``--plan`` st
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from stormproof.errors import CapacityError, RunLocked, StormproofError
 from stormproof.plan.graph import Dag
 from stormproof.runtime.fingerprint import hash_inputs
 from stormproof.runtime.home import check_run_name
-from stormproof.runtime.redrive import current_context, fold_past
+from stormproof.runtime.redrive import begin, current_context, fold_past
 from stormproof.runtime.rerun import RerunPlan, plan_redrive, plan_reuse
 from stormproof.runtime.runs import RunContext
 from stormproof.spec.model import WorkflowSpec
@@ -38,6 +39,7 @@ NAMED_PER_REASON = 5
 @click.option("--plan", "plan_only", is_flag=True, help="Show what is kept and rerun; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON (with --plan).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--detach", is_flag=True, help="Run in the background; watch with `status --watch`.")
 @common
 def redrive(
     name: str,
@@ -45,6 +47,7 @@ def redrive(
     plan_only: bool,
     as_json: bool,
     quiet: bool,
+    detach: bool,
     home: str | None,
     config_path: str | None,
 ) -> None:
@@ -54,12 +57,20 @@ def redrive(
     again). Tasks that succeeded and did not change are kept; the others, and every task
     downstream of one that runs, run again. The run keeps one history.
     """
+    if as_json and not plan_only:
+        raise click.UsageError("--json goes with --plan")
     with session(home, config_path) as s:
-        redrive_run(s, check_run_name(name), file, plan_only, as_json, quiet)
+        redrive_run(s, check_run_name(name), file, plan_only, as_json, quiet, detach)
 
 
 def redrive_run(
-    s: Session, name: str, file: str | None, plan_only: bool, as_json: bool, quiet: bool
+    s: Session,
+    name: str,
+    file: str | None,
+    plan_only: bool,
+    as_json: bool,
+    quiet: bool,
+    detach: bool = False,
 ) -> None:
     info = s.store.get_run(name)
     if s.store.is_driven(name):
@@ -116,9 +127,15 @@ def redrive_run(
         start=plan.start,
         segment=ctx.segment + 1,
     )
-    from .main import _drive_and_exit
+    after = rows[-1].seq if rows else 0
+    from .main import _detach, _drive_and_exit
 
-    _drive_and_exit(s, new, quiet, redrive=(data, rows[-1].seq if rows else 0))
+    if detach:  # the row first, under the lease; the background driver starts the segment
+        with s.store.driver_lease(name):
+            begin(s.store, name, data, after, time.time())
+        _detach(s, name)
+        return
+    _drive_and_exit(s, new, quiet, redrive=(data, after))
 
 
 def _redrive_workflow(ctx: RunContext, file: str | None) -> tuple[Path, WorkflowSpec, str]:

@@ -63,14 +63,13 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
-from stormproof.errors import StormproofError
 from stormproof.executors.base import AttemptJob, Executor
 from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
-from stormproof.runtime.redrive import REDRIVEN
+from stormproof.runtime.redrive import begin
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
 from stormproof.spec.model import TaskSpec
@@ -334,18 +333,11 @@ class Driver:
         )
 
     def _begin_redrive(self) -> None:
-        """Write the ``RunRedriven`` row under the lease, if nothing was logged since the plan."""
-        name = self.ctx.name
-        later = next(iter(self.store.read(name, self.redrive_after_seq)), None)
-        if later is not None:
-            raise StormproofError(
-                f"run {name!r} changed while its redrive was planned (row {later.seq}, "
-                f"{later.kind}); plan it again: stormproof redrive {name} --plan"
-            )
-        row = Row(0, "event", REDRIVEN, self.clock(), None, self.redrive or {})
-        (written,) = self.store.append(name, [row])
-        self.store.flush()
-        self.ctx = dataclasses.replace(self.ctx, segment_seq=written.seq)
+        """Write the ``RunRedriven`` row under the lease (``redrive.begin``)."""
+        seq = begin(
+            self.store, self.ctx.name, self.redrive or {}, self.redrive_after_seq, self.clock()
+        )
+        self.ctx = dataclasses.replace(self.ctx, segment_seq=seq)
         self.redrive = None
 
     # ------------------------------------------------------------------ resume

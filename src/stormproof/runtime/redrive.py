@@ -28,9 +28,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stormproof.errors import StormproofError
 from stormproof.runtime.runs import RunContext
 from stormproof.spec.model import WorkflowSpec
-from stormproof.store.base import Row
+from stormproof.store.base import EventLog, Row
 
 #: The kind of the row that begins a segment.
 REDRIVEN = "RunRedriven"
@@ -59,6 +60,20 @@ def current_context(base: RunContext, rows: Iterable[Row]) -> RunContext:
         segment=segment,
         segment_seq=last.seq,
     )
+
+
+def begin(store: EventLog, name: str, data: dict[str, Any], after_seq: int, at: float) -> int:
+    """Append the ``RunRedriven`` row and flush it, if the log still ends at ``after_seq`` (what
+    the redrive was planned on); its seq. The caller holds the run's lease."""
+    later = next(iter(store.read(name, after_seq)), None)
+    if later is not None:
+        raise StormproofError(
+            f"run {name!r} changed while its redrive was planned (row {later.seq}, "
+            f"{later.kind}); plan it again: stormproof redrive {name} --plan"
+        )
+    (written,) = store.append(name, [Row(0, "event", REDRIVEN, at, None, data)])
+    store.flush()
+    return written.seq
 
 
 def segment_rows(rows: Sequence[Row], ctx: RunContext) -> Sequence[Row]:
