@@ -45,6 +45,9 @@ class RunContext:
     #: What interrupts each pool's instances on the local fleet: one dict per pool with
     #: pool, notice_s, interruption_rate, trace (absolute path), time_scale, trace_offset_s.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: Alert rules as ``stormproof.yaml`` had them when the run began (``Config.alert_rules``):
+    #: a resume evaluates the same rules, so an alert fires once per cause.
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     #: The content hash of each declared input when the run (or its redrive) began, by path
     #: as written: the tasks' fingerprints are computed from these (``runtime.fingerprint``).
     input_hashes: dict[str, str] = field(default_factory=dict)
@@ -81,6 +84,7 @@ class RunContext:
             "checkpoints": self.checkpoints,
             "policy": self.policy,
             "sources": self.sources,
+            "alerts": self.alerts,
             "input_hashes": self.input_hashes,
             "container": self.container,
             "start": self.start,
@@ -102,6 +106,7 @@ class RunContext:
             checkpoints=dict(meta.get("checkpoints") or {}),
             policy=dict(meta.get("policy") or {}),
             sources=list(meta.get("sources") or []),
+            alerts=list(meta.get("alerts") or []),
             input_hashes=dict(meta.get("input_hashes") or {}),
             container=dict(meta.get("container") or {}),
             start=dict(meta.get("start") or {}),
@@ -164,6 +169,7 @@ def new_context(
     checkpoints: dict[str, Any] | None = None,
     policy: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
+    alerts: list[dict[str, Any]] | None = None,
     input_hashes: dict[str, str] | None = None,
     container: dict[str, Any] | None = None,
     start: dict[str, Any] | None = None,
@@ -182,6 +188,7 @@ def new_context(
         checkpoints=dict(checkpoints or {}),
         policy=dict(policy or {}),
         sources=list(sources or []),
+        alerts=list(alerts or []),
         input_hashes=dict(input_hashes or {}),
         container=dict(container or {}),
         start=dict(start or {}),
