@@ -69,7 +69,7 @@ from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
-from stormproof.runtime.redrive import begin
+from stormproof.runtime.redrive import begin, segment_rows
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
 from stormproof.spec.model import TaskSpec
@@ -154,17 +154,20 @@ class Driver:
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
             if self.redrive is not None:
                 self._begin_redrive()
-            history = list(self.store.read(self.ctx.name, self.ctx.segment_seq))
+            history = list(self.store.read(self.ctx.name))
+            segment = segment_rows(history, self.ctx)  # a redrive's replay starts at its row
             now = self.clock()
-            first = next((r for r in history if r.category == "event"), None)
+            first = next((r for r in segment if r.category == "event"), None)
             if self.fleet is None:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
             if first is None:
                 pending: list[Event] = [self._start(now)]
+                if self.alerts is not None and history:  # a redrive: the segments before it
+                    self.alerts.replay(history)
             else:
-                self._replay(history)
+                self._replay(segment)
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.alerts is not None:  # alerts raised but never delivered: again
