@@ -358,7 +358,7 @@ class Driver:
         """The segment's first event: what it keeps and carries (``RunContext.start``), once
         the outputs it reuses from earlier runs are in its data dir (again after a crash)."""
         start = self.ctx.start
-        copy_reused(start, self.home.data_dir(self.ctx.name))
+        copy_reused(start, self.home.data_dir(self.ctx.name), self.ctx.name)
         return RunStarted(
             now,
             tuple(start.get("kept", ())),

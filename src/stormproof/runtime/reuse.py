@@ -22,6 +22,7 @@ from stat import S_ISDIR
 from typing import Any
 
 from stormproof.core.decisions import Decision, TaskEnded
+from stormproof.errors import StormproofError
 from stormproof.runtime.fingerprint import Definition, definitions
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext
@@ -115,10 +116,18 @@ def result_of(
     )
 
 
-def copy_reused(start: Mapping[str, Any], data_dir: Path) -> None:
+def copy_reused(start: Mapping[str, Any], data_dir: Path, run: str = "") -> None:
     """Copy the outputs of every task the run reuses (``RunContext.start["copy"]``)."""
     for item in start.get("copy", ()):
-        copy_outputs(Path(item["data_dir"]), data_dir, item["outputs"])
+        try:
+            copy_outputs(Path(item["data_dir"]), data_dir, item["outputs"])
+        except OSError as err:
+            raise StormproofError(
+                f"cannot copy the outputs of task {item['task']!r} from run {item['run']!r} "
+                f"({err.strerror or err}: {err.filename}), gone since the run was planned; "
+                f"delete this run (`stormproof clean {run}`) and start it again with --reuse, "
+                "which reruns what is gone"
+            ) from None
 
 
 class TaskResults:
