@@ -228,4 +228,6 @@ def test_run_name_taken_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
     assert cli("run", "wf.yaml", "--name", "dup").returncode == 0
     again = cli("run", "wf.yaml", "--name", "dup")
     assert again.returncode == 2
-    assert "resume dup" in again.stderr and "Traceback" not in again.stderr
+    # a finished run has nothing to resume: say what can be done with it instead
+    assert "run 'dup' exists and succeeded; pick another --name" in again.stderr
+    assert "Traceback" not in again.stderr
