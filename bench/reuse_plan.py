@@ -13,6 +13,10 @@ reused; not timed in the comparison), then times, each in a fresh interpreter, s
 * **reuse --plan, one change**: after changing the command of one task of the first layer,
   so that a slice of the DAG reruns and is explained (the store's second lookup).
 
+Then, in one more fresh interpreter, the phases of ``run --reuse --plan --json`` (imports,
+loading the workflow, hashing inputs, the plan itself — fingerprints, lookup, stats —, and
+writing the JSON) to see where the time goes.
+
 Prints the best of ``--repeat`` wall times, and each as a ratio to the baseline. Target:
 ``run --reuse --plan`` <= 1 s at 10,000 tasks::
 
@@ -55,6 +59,42 @@ def workflow(n: int, width: int, seed: int) -> dict[str, Any]:
         if len(layer) == width:
             previous, layer = layer, []
     return {"name": "reuse-bench", "global_config": {"max_retry_attempts": 0}, "tasks": tasks}
+
+
+PHASES = """
+import io, os, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from stormproof.cli.rerun_cmds import _echo_json
+from stormproof.cli.session import Session
+from stormproof.spec.load import load_workflow
+from stormproof.runtime.fingerprint import definitions, hash_inputs
+from stormproof.runtime.rerun import plan_reuse
+from stormproof.runtime.reuse import outputs_problem
+t1 = time.perf_counter()
+s = Session.open(sys.argv[1], None)
+spec = load_workflow("wf.json")
+t2 = time.perf_counter()
+hashes = hash_inputs(spec, Path.cwd(), "wf.json")
+defs = definitions(spec, hashes, None)
+t3 = time.perf_counter()
+found = s.store.find_results([d.fingerprint for d in defs])
+t4 = time.perf_counter()
+for t, d in zip(spec.tasks, defs):
+    if d.fingerprint in found:
+        outputs_problem(found[d.fingerprint], t.outputs)
+t5 = time.perf_counter()
+plan = plan_reuse(spec, hashes, None, s.store)
+t6 = time.perf_counter()
+sys.stdout = io.StringIO()
+_echo_json(plan.to_json())
+t7 = time.perf_counter()
+sys.stdout = sys.__stdout__
+print(f"  imports {t1 - t0:.2f} s · load and validate {t2 - t1:.2f} s · inputs and "
+      f"fingerprints {t3 - t2:.2f} s · lookup of {len(found):,} results {t4 - t3:.2f} s · "
+      f"stat of their outputs {t5 - t4:.2f} s · the whole plan_reuse {t6 - t5:.2f} s · "
+      f"JSON {t7 - t6:.2f} s")
+"""
 
 
 def stormproof(home: Path, cwd: Path, *args: str) -> float:
@@ -108,6 +148,8 @@ def main() -> None:
                 best(args.repeat, home, root, "run", "wf.json", "--reuse", "--plan"),
             ),
         ]
+        print("phases of run --reuse --plan --json (in process):")
+        subprocess.run([sys.executable, "-c", PHASES, str(home)], cwd=root, check=True)
         spec["tasks"][0]["command"] = ["touch", "${STORMPROOF_DATA_DIR}/t0", "-c"]
         wf.write_text(json.dumps(spec))
         rows.append(
@@ -120,6 +162,8 @@ def main() -> None:
         print(f"\n{args.tasks:,} tasks, best of {args.repeat} (process start to exit):")
         for label, seconds in rows:
             print(f"  {label:40s} {seconds:6.2f} s   {seconds / baseline:5.2f}x baseline")
+        print("the same, after the change:")
+        subprocess.run([sys.executable, "-c", PHASES, str(home)], cwd=root, check=True)
         target = max(s for label, s in rows[1:])
         verdict = "met" if target <= 1.0 else "NOT met"
         print(f"\ntarget <= 1 s for run --reuse --plan: {verdict} (slowest {target:.2f} s)")

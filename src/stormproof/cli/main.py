@@ -197,7 +197,8 @@ def run(
         start: dict[str, Any] = {}
         if reuse:
             rerun, hashes = reuse_plan(s, spec, file)
-            show_reuse(rerun, file, as_json and plan_only)
+            if plan_only or not quiet:
+                show_reuse(rerun, file, as_json)
             if plan_only:
                 return
             start = rerun.start
