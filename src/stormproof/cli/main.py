@@ -118,8 +118,9 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     spec = _load_spec(file)
     if any(t.checkpoint_enabled for t in spec.tasks):
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
+    config = s.placing_config()
     with _frozen_after():
-        report = build_plan(spec, s.config, s.config.container_runtime)
+        report = build_plan(spec, config, config.container_runtime)
     _outlive(spec, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -130,7 +131,7 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
         shown = ", ".join(unplaced[:5]) + (
             f" and {len(unplaced) - 5} more" if len(unplaced) > 5 else ""
         )
-        pools = ", ".join(p.name for p in s.config.pool_defs())
+        pools = ", ".join(p.name for p in config.pool_defs())
         where = "under problems in the JSON" if as_json else "marked ✗ above"
         raise CapacityError(
             f"{file}: {'task' if len(unplaced) == 1 else 'tasks'} {shown} "
@@ -189,7 +190,8 @@ def run(
             redrive_run(s, name, file, plan_only, as_json, quiet, detach)
             return
         spec = _load_spec(file)
-        refuse_if_unplaceable(spec, s.config)
+        config = s.placing_config()
+        refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 
         from .rerun_cmds import reuse_plan, show_reuse
@@ -216,9 +218,10 @@ def run(
         ctx = new_context(
             run_name,
             spec,
-            s.config.pool_defs(),
+            config.pool_defs(),
             Path(file),
             s.config.executor,
+            executor_options=s.executor_options(config),
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
             checkpoints=s.checkpoint_settings(),

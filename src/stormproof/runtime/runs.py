@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stormproof import __version__
-from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.defs import DEFAULT_MAX_JOBS, Market, PoolDef, PricePer, Resources
 from stormproof.errors import RunIncompatible
 from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 from stormproof.store.base import EventLog
@@ -142,6 +142,9 @@ def pool_to_dict(p: PoolDef) -> dict[str, Any]:
         "instance_type": p.instance_type,
         "weight": p.weight,
         "interruptible": p.interruptible,
+        "delegated": p.delegated,
+        "max_jobs": p.max_jobs,
+        "price_per": p.price_per.value,
     }
 
 
@@ -155,6 +158,10 @@ def pool_from_dict(d: dict[str, Any]) -> PoolDef:
         instance_type=d.get("instance_type", "local"),
         weight=float(d.get("weight", 1.0)),
         interruptible=bool(d.get("interruptible", False)),
+        # runs recorded before delegated pools existed had modelled ones, priced by instance
+        delegated=bool(d.get("delegated", False)),
+        max_jobs=int(d.get("max_jobs", DEFAULT_MAX_JOBS)),
+        price_per=PricePer(d.get("price_per", PricePer.INSTANCE_HOUR.value)),
     )
 
 
@@ -169,6 +176,7 @@ def new_context(
     checkpoints: dict[str, Any] | None = None,
     policy: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
+    executor_options: dict[str, Any] | None = None,
     alerts: list[dict[str, Any]] | None = None,
     input_hashes: dict[str, str] | None = None,
     container: dict[str, Any] | None = None,
@@ -184,7 +192,7 @@ def new_context(
         workflow_path=str(workflow_path.resolve()),
         workflow_dir=str(workflow_path.resolve().parent),
         executor=executor,
-        executor_options={},
+        executor_options=dict(executor_options or {}),
         checkpoints=dict(checkpoints or {}),
         policy=dict(policy or {}),
         sources=list(sources or []),
