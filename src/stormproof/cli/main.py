@@ -27,7 +27,7 @@ from stormproof.runtime.home import check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import Session, common, err, out, session
+from .session import Session, common, err, out, say_lease_wait, session
 
 if TYPE_CHECKING:
     from stormproof.runtime.driver import DriveResult
@@ -258,6 +258,7 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
     executor.prepare()  # the shim starts while the driver compiles the workflow
     try:
         driver = Driver(s.home, s.store, ctx, executor)
+        driver.on_lease_wait = say_lease_wait(ctx.name)
         _outlive(ctx, driver)
         if any(t.checkpoint_enabled for t in ctx.spec.tasks):
             from stormproof.runtime.checkpointing import Checkpointing

@@ -9,7 +9,11 @@ and the executor. One loop:
 4. only then carry the actions out (launch, kill, start a timer).
 
 Because step 3 comes before step 4, a crash at any point leaves a log that
-says at least as much as what was done. Resume replays the log through a
+says at least as much as what was done. The run is driven under its lease
+(``runtime/lease.py``): the driver waits for it, renews it, and after each flush
+makes sure it still holds the run before it acts. If the event store fails (its
+server gone, its disk full) the run stops resumably; if another orchestrator
+took the run over, this one stops at once, acting on nothing more. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
@@ -61,11 +65,13 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
+from stormproof.errors import LeaseLost, StoreFault
 from stormproof.executors.base import AttemptJob, Executor
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
 from stormproof.runtime.runs import RunContext
 from stormproof.store.base import EventLog, Row
 
@@ -106,8 +112,13 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
+    on_lease_wait: OnWait | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    _lease: LeaseKeeper | None = None
+    #: The event store failed or the lease was lost: nothing more may be written or done.
+    _store_failed: bool = False
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
@@ -130,7 +141,8 @@ class Driver:
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
-        with self.store.driver_lease(self.ctx.name):
+        with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
+            self._lease = lease
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
             history = list(self.store.read(self.ctx.name))
             now = self.clock()
@@ -143,6 +155,7 @@ class Driver:
                 pending: list[Event] = [RunStarted(now)]
             else:
                 self._replay(history)
+                lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.core.final is not None:
@@ -153,15 +166,34 @@ class Driver:
             with self._signals():
                 try:
                     return self._loop(pending)
+                except StoreFault as exc:
+                    self._store_failed = True
+                    return DriveResult("stopped", len(self.core.attempts), str(exc))
+                except LeaseLost:
+                    self._store_failed = True
+                    raise
                 finally:
-                    self._drain_checkpoints()
-                    self.store.flush()
-                    self.executor.close(final=self.core.final is not None)
+                    self._finish()
+
+    def _finish(self) -> None:
+        """Log what checkpoint saves in flight produced, then let the executor go; with the
+        store failed or the run taken over, write and decide nothing more."""
+        if self._store_failed:
+            if self.checkpointing is not None:
+                self.checkpointing.close()
+        else:
+            self._drain_checkpoints()
+            self.store.flush()
+        final = self.core.final is not None and not self._store_failed
+        self.executor.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
         last_requests = 0.0
+        assert self._lease is not None
+        keep_lease = self._lease.keep
         while True:
+            keep_lease()
             if pending:
                 self._process(pending)
                 pending = []
@@ -215,6 +247,8 @@ class Driver:
             decided.extend(decisions)
         self.store.append(self.ctx.name, rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._lease is not None:
+            self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         for d in decided:
