@@ -31,6 +31,8 @@ import pytest
 #: Debian installs the server's programs off the PATH, per major version.
 _DEBIAN_BINS = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "postgres"
+#: The one role that must give its password (scram-sha-256); every other login is trusted.
+PASSWORD_USER = "pw_user"
 _INITDB = ("--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C")
 _SERVER_SETTINGS = (
     "-c",
@@ -97,6 +99,9 @@ class PostgresServer:
             cwd=self.root,
             **self._user,
         )
+        hba = self.data / "pg_hba.conf"
+        first = f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(first + hba.read_text())
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start on ``self.port`` (a free one the first time); ready when it answers."""

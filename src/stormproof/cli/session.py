@@ -104,6 +104,11 @@ class Session:
                 self._store = cls(self.config.store)
         return self._store
 
+    @property
+    def store_place(self) -> str:
+        """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""
+        return str(getattr(self.store, "server", self.home.root))
+
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
         run_dir = self.home.run_dir(run)

@@ -35,6 +35,7 @@ SQLITE_DAMAGED: Final = (
     "the file is damaged or is not a stormproof database: move it away (a new one "
     "is created) or restore it from a backup; `sqlite3 FILE .recover` may save its rows"
 )
+URL_FORM: Final = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 #: Where a PostgreSQL URL is set, for the fixes that say "change it".
 STORE_SETTING: Final = "`store:` in stormproof.yaml (or STORMPROOF_STORE)"
 
@@ -120,6 +121,11 @@ def postgres_error(exc: Exception, server: str) -> StormproofError:
     reason = _reason(exc)
     lower = reason.lower()
     where = f"PostgreSQL at {server}"
+    if "invalid connection option" in lower or "invalid integer value" in lower:
+        return StormproofError(
+            f"store: {server} is not a PostgreSQL URL this client can use ({reason}); write it "
+            f"as {URL_FORM} in {STORE_SETTING}"
+        )
     unknown_role = lower.startswith("role ") and "does not exist" in lower
     if unknown_role or any(words in lower for words in _LOGIN_REFUSED):
         return StormproofError(

@@ -55,7 +55,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from stormproof.errors import ConfigError, LeaseLost, RunExists, RunNotFound, StormproofError
 from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo
-from stormproof.store.errors import STORE_SETTING, lease_lost, postgres_error, run_locked
+from stormproof.store.errors import (
+    STORE_SETTING,
+    URL_FORM,
+    lease_lost,
+    postgres_error,
+    run_locked,
+)
 from stormproof.store.rows import (
     check_run_name,
     dumps_json,
@@ -501,8 +507,7 @@ def _conninfo(url: str) -> tuple[str, str]:
         reason = str(exc).splitlines()[0] if str(exc) else "cannot parse it"
         raise ConfigError(
             f"store: {_without_password(url)} is not a PostgreSQL URL this client can use "
-            f"({reason}); write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE in "
-            f"{STORE_SETTING}"
+            f"({reason}); write it as {URL_FORM} in {STORE_SETTING}"
         ) from None
     for key, value in _CONNECTION_DEFAULTS.items():
         params.setdefault(key, value)
