@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from stormproof.errors import ConfigError
 from tests.store._postgres import (
     PASSWORD_USER,
     PostgresServer,
@@ -193,3 +196,21 @@ def test_what_a_user_can_get_wrong_is_one_clear_line(cli: Cli, postgres: Postgre
         assert expected in proc.stderr, (url, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
         assert "wrong-password" not in proc.stderr
+
+
+def test_a_postgresql_store_without_psycopg_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stormproof.cli.session import Session
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "stormproof.store.postgres", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORMPROOF_STORE", "postgresql://db.example.org/sp")
+    session = Session.open(None, None)
+    with pytest.raises(ConfigError) as caught:
+        session.store  # noqa: B018 - opening it is the point
+    assert str(caught.value) == (
+        "store 'postgresql' needs the Python package 'psycopg', which is not installed: "
+        "pip install 'stormproof[postgres]'"
+    )

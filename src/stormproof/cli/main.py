@@ -6,6 +6,7 @@ or usage · 130 stopped by Ctrl-C (the run can be resumed).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -22,7 +23,7 @@ import click
 
 from stormproof import __version__
 from stormproof.config import Config
-from stormproof.errors import CapacityError, StormproofError
+from stormproof.errors import CapacityError, LeaseLost, StormproofError
 from stormproof.runtime.home import check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
@@ -256,6 +257,7 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
     ctx.check_replayable()
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     executor.prepare()  # the shim starts while the driver compiles the workflow
+    driver: Driver | None = None
     try:
         driver = Driver(s.home, s.store, ctx, executor)
         driver.on_lease_wait = say_lease_wait(ctx.name)
@@ -270,13 +272,19 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
         driver.reporter = reporter
         with reporter:
             result = driver.drive(initial)
+    except LeaseLost as exc:
+        err.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        _leave_now(exc.exit_code)
     finally:
-        executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
+        if driver is None or not driver.abandoned:
+            executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
     _say_result(ctx, result, quiet)
     if not quiet and result.state != "stopped":
         from .render import cost_text
 
         out.print("  " + cost_text(driver.core.cost))
+    if driver.abandoned:
+        _leave_now(EXIT.get(result.state, 1))
     sys.exit(EXIT.get(result.state, 1))
 
 
@@ -417,6 +425,16 @@ _KEPT: list[object] = []
 
 def _outlive(*objects: object) -> None:
     _KEPT.extend(objects)
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Leave at once, as ``kill -9`` would, once the output is out: another orchestrator may
+    drive the run now, so nothing still queued here (launches for the executor, checkpoint
+    saves in flight) may go out."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _leave(code: str | int | None) -> NoReturn:

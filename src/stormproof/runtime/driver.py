@@ -117,8 +117,13 @@ class Driver:
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
     _lease: LeaseKeeper | None = None
-    #: The event store failed or the lease was lost: nothing more may be written or done.
+    #: The event store failed or the lease was lost: nothing more may be written or decided.
     _store_failed: bool = False
+    #: Another orchestrator may drive the run now (the lease was lost, or may have lapsed
+    #: while the store was unreachable): nothing more may be sent anywhere, not even what the
+    #: executor still has queued. The caller must not close the executor either, and should
+    #: leave at once, as a ``kill -9`` would (which every part of a run survives).
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
@@ -168,16 +173,19 @@ class Driver:
                     return self._loop(pending)
                 except StoreFault as exc:
                     self._store_failed = True
+                    self.abandoned = not lease.surely_held()
                     return DriveResult("stopped", len(self.core.attempts), str(exc))
                 except LeaseLost:
-                    self._store_failed = True
+                    self._store_failed = self.abandoned = True
                     raise
                 finally:
                     self._finish()
 
     def _finish(self) -> None:
         """Log what checkpoint saves in flight produced, then let the executor go; with the
-        store failed or the run taken over, write and decide nothing more."""
+        store failed, write and decide nothing more; abandoned, touch nothing at all."""
+        if self.abandoned:
+            return
         if self._store_failed:
             if self.checkpointing is not None:
                 self.checkpointing.close()

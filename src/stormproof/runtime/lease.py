@@ -50,6 +50,12 @@ class LeaseKeeper:
     def token(self) -> int:
         return self.lease.token
 
+    def surely_held(self) -> bool:
+        """Whether the lease cannot have lapsed yet by this process's clock (it may have been
+        taken over all the same if the store's clock runs fast: the token decides)."""
+        duration_s = self.lease.duration_s
+        return duration_s is None or self._clock() - self._renewed_at < duration_s
+
     def keep(self) -> None:
         """Renew if a third of the lease has passed: ``LeaseLost`` if another holder has the
         run, ``StoreFault`` if the store cannot be reached."""
