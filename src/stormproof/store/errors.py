@@ -150,9 +150,14 @@ def postgres_error(exc: Exception, server: str) -> StormproofError:
     if isinstance(exc, pg.DiskFull):
         return StoreFault(f"{where}: the server's disk is full ({reason}); free space on it")
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        if str(exc).startswith("connection failed"):
+            return StoreFault(
+                f"cannot reach {where} ({reason}); start the server or fix the host and port "
+                f"in {STORE_SETTING}, then try again"
+            )
         return StoreFault(
-            f"cannot reach {where} ({reason}); start the server or fix the host and port in "
-            f"{STORE_SETTING}, then try again"
+            f"lost the connection to {where} ({reason}); once the server is back, try again "
+            "(a run carries on with `stormproof resume RUN`)"
         )
     return StormproofError(f"{where}: {reason}")
 
