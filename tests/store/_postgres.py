@@ -76,6 +76,8 @@ class PostgresServer:
     bin_dir: Path
     root: Path
     port: int = 0
+    #: ``False``: fsync off, for tests; ``True``: the server's durable defaults, for benchmarks.
+    durable: bool = False
     proc: subprocess.Popen[bytes] | None = None
     _user: dict[str, Any] = field(default_factory=dict)
 
@@ -92,13 +94,15 @@ class PostgresServer:
             entry = pwd.getpwnam(SUPERUSER)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
             self._user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
-        subprocess.run(
+        made = subprocess.run(
             [self.bin_dir / "initdb", "-D", self.data, "-U", SUPERUSER, "-A", "trust", *_INITDB],
-            check=True,
             capture_output=True,
+            text=True,
             cwd=self.root,
             **self._user,
         )
+        if made.returncode != 0:
+            raise RuntimeError(f"initdb failed in {self.root}: {made.stderr.strip()}")
         hba = self.data / "pg_hba.conf"
         first = f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n"
         hba.write_text(first + hba.read_text())
@@ -110,7 +114,7 @@ class PostgresServer:
             log = open(self.root / "server.log", "ab")  # noqa: SIM115 - the server writes it
             where = ("-D", str(self.data), "-p", str(self.port), "-k", str(self.root))
             self.proc = subprocess.Popen(
-                [self.bin_dir / "postgres", *where, *_SERVER_SETTINGS],
+                [self.bin_dir / "postgres", *where, *_SERVER_SETTINGS, *self.settings()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -122,6 +126,9 @@ class PostgresServer:
                 return
             self.port = 0
         raise RuntimeError(f"PostgreSQL did not start; see {self.root / 'server.log'}")
+
+    def settings(self) -> tuple[str, ...]:
+        return () if self.durable else _NOT_DURABLE
 
     def _wait_ready(self, timeout_s: float) -> bool:
         import psycopg
@@ -163,8 +170,9 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_server() -> PostgresServer:
-    """A fresh cluster, started; skips (or fails under CI) when PostgreSQL is not installed."""
+def start_server(durable: bool = False, parent: Path | None = None) -> PostgresServer:
+    """A fresh cluster (in a new directory under ``parent``, default the system's temporary
+    one), started; skips (or fails under CI) when PostgreSQL is not installed."""
     bin_dir = server_bin_dir()
     if bin_dir is None:
         missing("PostgreSQL's server is not installed (apt-get install postgresql)")
@@ -172,7 +180,8 @@ def start_server() -> PostgresServer:
         import psycopg  # noqa: F401
     except ImportError:
         missing("psycopg is not installed (pip install -e '.[test]')")
-    server = PostgresServer(bin_dir, Path(tempfile.mkdtemp(prefix="stormproof-pg-")))
+    root = Path(tempfile.mkdtemp(prefix="stormproof-pg-", dir=parent)).resolve()
+    server = PostgresServer(bin_dir, root, durable=durable)
     try:
         server.init()
         server.start()
