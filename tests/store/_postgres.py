@@ -34,16 +34,9 @@ SUPERUSER = "postgres"
 #: The one role that must give its password (scram-sha-256); every other login is trusted.
 PASSWORD_USER = "pw_user"
 _INITDB = ("--no-sync", "--no-instructions", "-E", "UTF8", "--locale=C")
-_SERVER_SETTINGS = (
-    "-c",
-    "listen_addresses=127.0.0.1",
-    "-c",
-    "fsync=off",
-    "-c",
-    "full_page_writes=off",
-    "-c",
-    "max_connections=60",
-)
+_SERVER_SETTINGS = ("-c", "listen_addresses=127.0.0.1", "-c", "max_connections=60")
+#: Tests kill clients, not the machine: no need to wait for the disk (benchmarks do wait).
+_NOT_DURABLE = ("-c", "fsync=off", "-c", "full_page_writes=off")
 
 
 def missing(reason: str) -> NoReturn:
