@@ -1,0 +1,112 @@
+"""From the workflow file to the core's decisions: the settings a file gives must reach the core.
+
+Each test writes a real workflow file, loads it as ``run`` does (``load_workflow``),
+compiles it (``compile_tasks``, ``run_options``) and drives the core with the
+events a run would see; what it asserts on is the core's decisions. A setting
+dropped anywhere between the file and the core (``global_config.max_parallel``
+ignored, ``jitter: full`` or ``backoff_multiplier`` lost) changes them.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from stormproof.core.decisions import Decision, LaunchAttempt, StartTimer, TaskRetrying
+from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.events import AttemptExited, AttemptStarted, TimerFired
+from stormproof.core.machine import Workflow
+from stormproof.runtime.compile import compile_tasks, run_options
+from stormproof.spec.load import load_workflow
+from tests.core.builders import begin
+
+#: Room for 64 one-vCPU attempts at once: only ``max_parallel`` may hold them back.
+BIG = PoolDef("big", Market.ON_DEMAND, Resources(64, 65536, 0), count=1)
+
+
+def core_of(tmp_path: Path, text: str, max_parallel: int | None = None, seed: int = 7) -> Workflow:
+    path = tmp_path / "wf.yaml"
+    path.write_text(textwrap.dedent(text))
+    spec = load_workflow(path)
+    return Workflow(compile_tasks(spec), run_options(spec, (BIG,), seed, max_parallel))
+
+
+def launched(decisions: list[Decision]) -> list[str]:
+    return [d.attempt_id for d in decisions if isinstance(d, LaunchAttempt)]
+
+
+def independent(n: int, extra: str = "") -> str:
+    tasks = "\n".join(
+        f"  - {{id: t{i}, command: ['true'], vcpus: 1, memory: 64}}" for i in range(n)
+    )
+    return f"name: wide\n{extra}tasks:\n{tasks}\n"
+
+
+def test_global_config_max_parallel_caps_the_attempts_the_core_launches(tmp_path: Path) -> None:
+    core = core_of(tmp_path, independent(6, "global_config: {max_parallel: 2}\n"))
+    first = launched(begin(core))
+    assert len(first) == 2
+    core.handle(AttemptStarted(1.0, first[0], "1"))
+    more = launched(core.handle(AttemptExited(2.0, first[0], 0)))
+    assert len(more) == 1, "one place freed, one more attempt"
+
+
+def test_without_a_limit_every_ready_task_launches_and_the_run_s_own_limit_wins(
+    tmp_path: Path,
+) -> None:
+    assert len(launched(begin(core_of(tmp_path, independent(6))))) == 6
+    limited = core_of(tmp_path, independent(6, "global_config: {max_parallel: 2}\n"), 3)
+    assert len(launched(begin(limited))) == 3  # `run --max-parallel 3`
+
+
+def fail_until_exhausted(core: Workflow, task: str) -> list[float]:
+    """Start the task's attempts and fail each; the delays the core decided between them."""
+    now, delays = 0.0, []
+    pending = launched(begin(core, now))
+    while pending:
+        attempt = pending[0]
+        core.handle(AttemptStarted(now, attempt, "1"))
+        now += 1.0
+        decisions = core.handle(AttemptExited(now, attempt, 1))
+        retry = [d for d in decisions if isinstance(d, TaskRetrying) and d.task_id == task]
+        if not retry:
+            return delays
+        delays.append(retry[0].delay_s)
+        timers = [d for d in decisions if isinstance(d, StartTimer)]
+        assert [t.fire_at for t in timers] == [now + retry[0].delay_s]
+        now = timers[0].fire_at
+        pending = launched(core.handle(TimerFired(now, timers[0].timer_id)))
+    return delays
+
+
+def test_a_task_s_backoff_multiplier_grows_the_retry_delays(tmp_path: Path) -> None:
+    core = core_of(
+        tmp_path,
+        """
+        name: flaky
+        global_config: {retry_interval: 2s}
+        tasks:
+          - {id: t, command: ["false"], retry_attempts: 3, backoff_multiplier: 3}
+        """,
+    )
+    assert fail_until_exhausted(core, "t") == [2.0, 6.0, 18.0]
+
+
+def test_a_retrier_s_full_jitter_draws_each_delay_below_its_backoff(tmp_path: Path) -> None:
+    text = """
+        name: jittery
+        tasks:
+          - id: t
+            command: ["false"]
+            retry:
+              - {error_equals: [States.ALL], interval_seconds: 10, max_attempts: 4,
+                 backoff_rate: 2, jitter: JITTER}
+        """
+    plain = fail_until_exhausted(core_of(tmp_path, text.replace("JITTER", "none")), "t")
+    assert plain == [10.0, 20.0, 40.0, 80.0]
+    for seed in (1, 2, 3):
+        jittery = core_of(tmp_path, text.replace("JITTER", "full"), seed=seed)
+        drawn = fail_until_exhausted(jittery, "t")
+        assert len(drawn) == 4
+        assert all(0 <= d < cap for d, cap in zip(drawn, plain, strict=True)), drawn
+        assert drawn != plain
