@@ -70,7 +70,12 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
 
 def run(workdir: Path, budget_s: float, children: int) -> bool:
     """``mutmut run`` until done or out of time; True if it finished."""
-    env = {**os.environ, "PYTHONPATH": str(workdir / "mutants" / "src")}
+    # On sys.path before anything is imported, and existing then: Python skips for good a
+    # path entry that was not a directory at its first import, and the tests would import
+    # the unmutated package (installed in development mode) instead.
+    mutated = workdir / "mutants" / "src"
+    mutated.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(mutated)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)],
         cwd=workdir,
