@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stormproof.capacity.base import Fleet, InstanceView
 from stormproof.capacity.local import LocalFleet, PoolSource, build_sources
@@ -75,6 +75,9 @@ from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
 from stormproof.runtime.runs import RunContext
 from stormproof.store.base import EventLog, Row
 
+if TYPE_CHECKING:
+    from stormproof.monitor.alerts.hook import RunAlerts
+
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
 IDLE_WAKE_S = 0.25
 #: Events that end an attempt: its checkpoint, if one is being saved, is stored first.
@@ -114,6 +117,8 @@ class Driver:
     fleet: Fleet | None = None
     #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
     on_lease_wait: OnWait | None = None
+    #: The run's alert rules (``monitor.alerts``), when it has any.
+    alerts: RunAlerts | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
     _lease: LeaseKeeper | None = None
@@ -163,7 +168,10 @@ class Driver:
                 lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
+                if self.alerts is not None:  # alerts raised but never delivered: again
+                    self.alerts.replay(history)
                 if self.core.final is not None:
+                    self._close_alerts()
                     return DriveResult(self.core.final)
                 self._relaunch_pending()
                 pending = [*self._recover(now), RunResumed(now)]
@@ -182,8 +190,9 @@ class Driver:
                     self._finish()
 
     def _finish(self) -> None:
-        """Log what checkpoint saves in flight produced, then let the executor go; with the
-        store failed, write and decide nothing more; abandoned, touch nothing at all."""
+        """Log what checkpoint saves in flight produced and the alerts' last words, then let
+        the executor go; with the store failed, write and decide nothing more; abandoned,
+        touch nothing at all."""
         if self.abandoned:
             return
         if self._store_failed:
@@ -191,6 +200,7 @@ class Driver:
                 self.checkpointing.close()
         else:
             self._drain_checkpoints()
+            self._close_alerts()
             self.store.flush()
         final = self.core.final is not None and not self._store_failed
         self.executor.close(final=final)
@@ -208,6 +218,8 @@ class Driver:
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
             now = self.clock()
+            if self.alerts is not None:
+                self._note(self.alerts.poll(now))
             if self._stop is not None:
                 self._process([StopRequested(now, self._stop)])
                 live = len(self.core.attempts)
@@ -253,10 +265,12 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self.store.append(self.ctx.name, rows)
+        self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
         if self._lease is not None:
             self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
+        if self.alerts is not None:
+            self.alerts.after_flush()
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         for d in decided:
@@ -264,6 +278,26 @@ class Driver:
                 self._act(d)
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
+
+    def _append(self, rows: list[Row]) -> None:
+        """Append rows, and the alerts they raise in the same transaction (outbox)."""
+        numbered = self.store.append(self.ctx.name, rows)
+        if self.alerts is not None:
+            raised = self.alerts.observe(numbered)
+            if raised:
+                self.store.append(self.ctx.name, raised)
+
+    def _note(self, rows: list[Row]) -> None:
+        """Log what happened beside the core (alert deliveries, deadline estimates)."""
+        if rows:
+            self._append(rows)
+            self.store.flush()
+            if self.alerts is not None:
+                self.alerts.after_flush()
+
+    def _close_alerts(self) -> None:
+        if self.alerts is not None:
+            self._note(self.alerts.close(self.core.final is not None, self.clock()))
 
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
