@@ -110,3 +110,95 @@ def test_a_retrier_s_full_jitter_draws_each_delay_below_its_backoff(tmp_path: Pa
         assert len(drawn) == 4
         assert all(0 <= d < cap for d, cap in zip(drawn, plain, strict=True)), drawn
         assert drawn != plain
+
+
+def test_the_recipe_s_retry_fields_become_one_retrier_on_every_error(tmp_path: Path) -> None:
+    """``max_retry_attempts`` for all, ``retry_attempts`` per task (0: never again), the first
+    delay ``retry_interval``, for any error (``States.ALL``, a failed exit here)."""
+    text = """
+        name: recipe
+        global_config: {max_retry_attempts: 2, retry_interval: 5s}
+        tasks:
+          - {id: t, command: ["false"]RETRIES}
+        """
+    assert fail_until_exhausted(core_of(tmp_path, text.replace("RETRIES", "")), "t") == [5.0, 10.0]
+    once = core_of(tmp_path, text.replace("RETRIES", ", retry_attempts: 1"))
+    assert fail_until_exhausted(once, "t") == [5.0]
+    never = core_of(tmp_path, text.replace("RETRIES", ", retry_attempts: 0"))
+    assert fail_until_exhausted(never, "t") == []
+
+
+def test_a_retrier_s_max_delay_caps_its_backoff(tmp_path: Path) -> None:
+    core = core_of(
+        tmp_path,
+        """
+        name: capped
+        tasks:
+          - id: t
+            command: ["false"]
+            retry:
+              - {error_equals: [Task.Failed], interval_seconds: 10, max_attempts: 3,
+                 backoff_rate: 2, max_delay_seconds: 15}
+        """,
+    )
+    assert fail_until_exhausted(core, "t") == [10.0, 15.0, 15.0]
+
+
+def test_every_task_setting_overrides_its_global_default_or_falls_back_to_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            name: settings
+            global_config:
+              kill_grace: 7s
+              max_interruptions: 4
+              on_failure: continue
+              checkpoint_interval: 10m
+              keep_checkpoints: 3
+              keep_checkpoints_on_success: true
+              memory_escalation: 1.5
+            tasks:
+              - {id: plain, command: ["x"], checkpoint_enabled: true}
+              - id: own
+                command: ["x"]
+                depends_on: [plain]
+                type: multi_node
+                vcpus: 3
+                memory: 5000
+                gpus: 1
+                nodes: 2
+                timeout: 1h
+                kill_grace: 2s
+                max_interruptions: 1
+                on_failure: fail
+                spot_enabled: false
+                checkpoint_enabled: true
+                checkpoint_interval: 1m
+                keep_checkpoints: 1
+                keep_checkpoints_on_success: false
+                memory_escalation: 2
+                estimated_runtime: 2h
+            """
+        )
+    )
+    plain, own = compile_tasks(load_workflow(path))
+    assert (plain.kill_grace_s, own.kill_grace_s) == (7.0, 2.0)
+    assert (plain.max_interruptions, own.max_interruptions) == (4, 1)
+    assert (plain.on_failure.value, own.on_failure.value) == ("continue", "fail")
+    assert (plain.checkpoint_interval_s, own.checkpoint_interval_s) == (600.0, 60.0)
+    assert (plain.keep_checkpoints, own.keep_checkpoints) == (3, 1)
+    assert (plain.keep_checkpoints_on_success, own.keep_checkpoints_on_success) == (True, False)
+    assert (plain.memory_escalation, own.memory_escalation) == (1.5, 2.0)
+    assert (plain.timeout_s, own.timeout_s) == (None, 3600.0)
+    assert (plain.spot_enabled, own.spot_enabled) == (True, False)
+    assert (plain.checkpoint_enabled, own.checkpoint_enabled) == (True, True)
+    assert (plain.kind, own.kind) == ("batch", "multi_node")
+    assert (own.resources.vcpus, own.resources.memory_mib, own.resources.gpus) == (3, 5000, 1)
+    assert own.nodes == 2
+    assert (plain.estimated_s, own.estimated_s) == (60.0, 7200.0)  # 60 s: the default guess
+    assert (plain.parents, plain.children, own.parents) == ((), (1,), (0,))
+    assert plain.priority > own.priority > 0  # upward rank: plain is on own's path
+    assert own.at_risk_s > 0
