@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stormproof.errors import StormproofError
+from stormproof.errors import StoreFault, StormproofError
 from stormproof.store.base import Row
 from stormproof.store.sqlite import SCHEMA_VERSION, SQLiteEventLog
 
@@ -144,3 +144,19 @@ def test_plain_rows_are_written_compact_and_read_back_equal(log: SQLiteEventLog)
     assert [r.data for r in rows] == [data, {"text": "naïve ✓"}]
     raw = sqlite3.connect(log.path).execute("SELECT data FROM rows ORDER BY seq").fetchall()
     assert raw[1][0] == '{"text":"naïve ✓"}'  # UTF-8, not \u escapes; no spaces
+
+
+def test_a_database_locked_past_the_busy_timeout_is_a_store_fault(db_path: Path) -> None:
+    """Another process holding the write lock too long: a fault that passes (the run stops
+    resumably), not damage; the rows stay buffered for the flush after it."""
+    with SQLiteEventLog(db_path, busy_timeout_s=0.2) as log:
+        log.create_run("r", "wf", {}, 1.0)
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        log.append("r", [event("waits")])
+        with pytest.raises(StoreFault, match="another process holds it for writing"):
+            log.flush()
+        other.execute("ROLLBACK")
+        other.close()
+        log.flush()
+        assert [r.kind for r in log.read("r")] == ["waits"]
