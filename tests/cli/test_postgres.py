@@ -214,3 +214,19 @@ def test_a_postgresql_store_without_psycopg_says_what_to_install(
         "store 'postgresql' needs the Python package 'psycopg', which is not installed: "
         "pip install 'stormproof[postgres]'"
     )
+
+
+def test_cancel_of_a_run_whose_orchestrator_died_cancels_it_once_the_lease_lapses(
+    pg_cli: Cli,
+) -> None:
+    pg_cli.write("wf.yaml", "name: long\ntasks:\n  - {id: nap, command: [sleep, '60']}\n")
+    first = pg_cli.start("run", "wf.yaml", "--name", "c1")
+    wait_for(lambda: (pg_cli.data_dir / "c1" / "tasks" / "nap").exists(), what="launch")
+    os.kill(first.pid, signal.SIGKILL)  # its lease is still current for up to 2 s
+    first.wait(timeout=10)
+    cancel = pg_cli("cancel", "c1", timeout=60)
+    assert cancel.returncode == 1, cancel.stdout + cancel.stderr
+    assert "asked the orchestrator of c1 to cancel" in cancel.stdout
+    status = pg_cli.status("c1")
+    assert status["state"] == "cancelled"
+    assert status["tasks"]["nap"]["attempts"][0]["state"] == "cancelled"

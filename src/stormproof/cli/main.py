@@ -408,6 +408,8 @@ def _wait_finished(s: Session, name: str, timeout_s: float) -> None:
         if view.state in ("succeeded", "failed", "cancelled"):
             out.print(f"run {_escape(name)} {view.state}")
             sys.exit(EXIT[view.state])
+        if not s.store.is_driven(name):  # its driver died (its lease lapsed): cancel it here;
+            _drive_and_exit(s, load_context(s.store, name), quiet=True)  # the request waits
         time.sleep(0.3)
     raise StormproofError(
         f"run {name!r} did not finish cancelling within {timeout_s:.0f} s; "
