@@ -230,3 +230,22 @@ def test_cancel_of_a_run_whose_orchestrator_died_cancels_it_once_the_lease_lapse
     status = pg_cli.status("c1")
     assert status["state"] == "cancelled"
     assert status["tasks"]["nap"]["attempts"][0]["state"] == "cancelled"
+
+
+def test_checkpoints_of_a_run_are_looked_for_where_the_run_recorded_them(
+    pg_cli: Cli, tmp_path: Path
+) -> None:
+    from stormproof.checkpoints.open import open_checkpoint_store
+    from stormproof.store.postgres import PostgresEventLog
+
+    recorded = tmp_path / "elsewhere"
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "state.txt").write_text("step 7\n")
+    open_checkpoint_store(str(recorded), tmp_path).save("cp1", "sim", 1, 1, source, 1.0)
+    url = (pg_cli.cwd / "stormproof.yaml").read_text().split()[1]
+    with PostgresEventLog(url) as store:
+        store.create_run("cp1", "wf", {"checkpoints": {"warm": str(recorded)}}, 1.0)
+    listed = pg_cli("checkpoints", "list", "cp1", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(c["task"], c["seq"]) for c in json.loads(listed.stdout)] == [("sim", 1)]
