@@ -21,6 +21,7 @@ It works in a copy of ``src/``, ``tests/`` and ``pyproject.toml`` (default under
     python bench/mutation.py runtime/compile.py --tests tests/runtime/test_compile.py
     python bench/mutation.py checkpoints/fsspec_store.py \\
         --tests "tests/checkpoints/test_store.py -k local" --budget 1800
+    python bench/mutation.py runtime/compile.py --tests … --survivors   # after adding tests
 
 Printed: killed, survived, timed out and untested mutants, and the score
 ``killed / (killed + survived)``; the surviving mutants' names go to
@@ -68,7 +69,7 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
     )
 
 
-def run(workdir: Path, budget_s: float, children: int) -> bool:
+def run(workdir: Path, budget_s: float, children: int, names: list[str]) -> bool:
     """``mutmut run`` until done or out of time; True if it finished."""
     # On sys.path before anything is imported, and existing then: Python skips for good a
     # path entry that was not a directory at its first import, and the tests would import
@@ -77,7 +78,7 @@ def run(workdir: Path, budget_s: float, children: int) -> bool:
     mutated.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(mutated)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)],
+        [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *names],
         cwd=workdir,
         env=env,
         start_new_session=True,
@@ -136,15 +137,24 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1800.0, help="seconds (default 1800)")
     parser.add_argument("--children", type=int, default=2, help="mutants at a time (cores)")
     parser.add_argument("--workdir", type=Path, help="default /tmp/stormproof-mutation/<module>")
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="run again only the mutants that survived last time (after adding tests)",
+    )
     args = parser.parse_args()
     if not (PACKAGE / args.module).is_file():
         parser.error(f"no module src/stormproof/{args.module}")
     tests = [word for t in (args.tests or ["tests/core"]) for word in shlex.split(t)]
     slug = args.module.replace("/", "-").removesuffix(".py")
     workdir = args.workdir or Path("/tmp/stormproof-mutation") / slug
+    names: list[str] = []
+    if args.survivors:
+        names = (workdir / "survivors.txt").read_text().split()
+        print(f"running again the {len(names)} mutants that survived", flush=True)
     prepare(workdir, args.module, tests)
     started = time.monotonic()
-    finished = run(workdir, args.budget, args.children)
+    finished = run(workdir, args.budget, args.children, names)
     report(workdir, args.module, finished, time.monotonic() - started)
 
 
