@@ -12,12 +12,16 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from stormproof.config import PolicyConfig, load_config
 from stormproof.core.decisions import Decision, LaunchAttempt, StartTimer, TaskRetrying
-from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources, RunOptions
 from stormproof.core.events import AttemptExited, AttemptStarted, TimerFired
 from stormproof.core.machine import Workflow
-from stormproof.runtime.compile import compile_tasks, run_options
+from stormproof.runtime.compile import checkpoint_overhead, compile_tasks, policy_dict, run_options
 from stormproof.spec.load import load_workflow
+from stormproof.spec.model import WorkflowSpec
 from tests.core.builders import begin
 
 #: Room for 64 one-vCPU attempts at once: only ``max_parallel`` may hold them back.
@@ -202,3 +206,94 @@ def test_every_task_setting_overrides_its_global_default_or_falls_back_to_it(
     assert (plain.parents, plain.children, own.parents) == ((), (1,), (0,))
     assert plain.priority > own.priority > 0  # upward rank: plain is on own's path
     assert own.at_risk_s > 0
+
+
+def test_the_policy_in_stormproof_yaml_reaches_the_core_s_run_options(tmp_path: Path) -> None:
+    """stormproof.yaml's ``policy:`` → what a run records (``policy_dict``) → ``RunOptions``."""
+    (tmp_path / "stormproof.yaml").write_text(
+        textwrap.dedent(
+            """
+            pools:
+              - {name: spot, market: spot, vcpus: 4, memory: 8192, price: 0.1}
+              - {name: od, market: on_demand, vcpus: 4, memory: 8192, price: 0.3}
+            policy:
+              name: uniform_progress
+              deadline: 36h
+              fallback_after_interruptions: 2
+              last_attempt_on_demand: true
+              launch_retry: 90s
+              successors: 2
+              breaker: {threshold: 5, window: 20m, cooldown: 3m, max_cooldown: 2h,
+                        min_healthy: 1, per_task_type: true}
+            """
+        )
+    )
+    config = load_config(None, tmp_path, {})
+    spec = load_workflow_text(tmp_path, "name: w\nglobal_config: {spot_strategy: lowest_price}\n")
+    options = run_options(spec, config.pool_defs(), 9, None, policy_dict(config.policy, "slurm"))
+    assert (options.seed, [p.name for p in options.pools]) == (9, ["spot", "od"])
+    assert options.spot_policy.value == "uniform_progress"
+    assert options.deadline_s == 36 * 3600.0
+    assert options.fallback_after_interruptions == 2
+    assert options.last_attempt_on_demand is True
+    assert options.launch_retry_s == 90.0
+    assert options.successors == 2
+    assert options.spot_strategy.value == "lowest_price"
+    assert options.breaker == BreakerRule(5, 1200.0, 180.0, 7200.0, 1, True)
+
+
+def test_without_a_policy_the_core_gets_its_defaults(tmp_path: Path) -> None:
+    spec = load_workflow_text(tmp_path, "name: w\n")
+    options = run_options(spec, (BIG,), 1, None, None)
+    assert options == RunOptions(seed=1, pools=(BIG,))
+    recorded = policy_dict(PolicyConfig(), "local")
+    assert run_options(spec, (BIG,), 1, None, recorded).successors == 3  # local's default
+    assert run_options(spec, (BIG,), 1, None, policy_dict(PolicyConfig())).breaker == (
+        BreakerRule()
+    )
+
+
+def load_workflow_text(tmp_path: Path, head: str) -> WorkflowSpec:
+    path = tmp_path / "wf.yaml"
+    path.write_text(head + "tasks:\n  - {id: a, command: ['true']}\n")
+    return load_workflow(path)
+
+
+def test_checkpoint_pauses_count_in_a_task_s_path_and_bound_what_an_interruption_costs(
+    tmp_path: Path,
+) -> None:
+    """100 s of work asked for a 5 s checkpoint every 30 s pauses 4 times (20 s); an
+    interruption loses at most an interval and a restore (30 + 5 + 5 s) instead of it all."""
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            name: ckpt
+            tasks:
+              - {id: a, command: ['true'], estimated_runtime: 100s, checkpoint_enabled: true,
+                 checkpoint_interval: 30s, checkpoint_cost: 5s}
+              - {id: b, command: ['true'], estimated_runtime: 100s, depends_on: [a]}
+            """
+        )
+    )
+    a, b = compile_tasks(load_workflow(path))
+    assert (a.priority, b.priority) == (220.0, 100.0)
+    assert (a.at_risk_s, b.at_risk_s) == (40.0, 100.0)
+    assert a.checkpoint_interval_s == 30.0 and b.checkpoint_interval_s is None
+
+
+@pytest.mark.parametrize(
+    ("runtime", "interval", "delta", "overhead"),
+    [
+        (100.0, 30.0, 5.0, 20.0),  # ceil(100 / 25) pauses
+        (100.0, 25.0, 5.0, 25.0),  # ceil(100 / 20)
+        (100.0, None, 5.0, 0.0),
+        (100.0, 30.0, 0.0, 0.0),
+        (0.0, 30.0, 5.0, 0.0),
+        (10.0, 5.0, 5.0, 5.0 * 1e10),  # a pause as long as the interval: never done
+    ],
+)
+def test_checkpoint_overhead(
+    runtime: float, interval: float | None, delta: float, overhead: float
+) -> None:
+    assert checkpoint_overhead(runtime, interval, delta) == pytest.approx(overhead)
