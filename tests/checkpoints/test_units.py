@@ -13,13 +13,17 @@ import pytest
 
 from stormproof.checkpoints import _copy
 from stormproof.checkpoints.base import (
+    MAX_SEQ,
     CheckpointError,
     CheckpointInfo,
     Manifest,
     ManifestFile,
+    check_name,
+    check_seq,
     parse_manifest,
     parse_seq_dir,
     safe_relpath,
+    seq_dir_name,
     seqs_to_prune,
 )
 
@@ -202,3 +206,31 @@ def test_only_the_protocols_own_files_are_left_out_of_a_checkpoint(tmp_path: Pat
     (src / "state.bin").write_bytes(b"x" * 10)
     manifest = local_store(tmp_path / "store").save("r", "t", 1, 1, src, 0.0)
     assert sorted(f.path for f in manifest.files) == [".commit_log", "state.bin"]
+
+
+@pytest.mark.parametrize("seq", [0, 1, MAX_SEQ])
+def test_every_seq_from_0_to_the_largest_names_a_checkpoint(seq: int) -> None:
+    assert check_seq(seq) == seq
+    assert parse_seq_dir(seq_dir_name(seq)) == seq
+
+
+@pytest.mark.parametrize("seq", [-1, MAX_SEQ + 1, True, 2.0, "3"])
+def test_other_seqs_are_refused_saying_what_a_seq_is(seq: object) -> None:
+    with pytest.raises(CheckpointError) as caught:
+        check_seq(seq)  # type: ignore[arg-type]
+    assert str(caught.value) == (f"checkpoint sequence {seq!r} must be a whole number 0-{MAX_SEQ}")
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a/b", "..", "a" * 129, 7])
+def test_names_that_are_not_path_components_are_refused_with_the_rule(name: object) -> None:
+    with pytest.raises(CheckpointError) as caught:
+        check_name("task", name)  # type: ignore[arg-type]
+    assert str(caught.value).endswith(
+        "use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    )
+
+
+def test_attempt_0_is_a_whole_number_and_a_bad_time_is_named() -> None:
+    assert parse_manifest(manifest(attempt=0), "r", "t", 5).attempt == 0
+    with pytest.raises(ValueError, match=r"^manifest created_at 'now' is not a time$"):
+        parse_manifest(manifest(created_at="now"), "r", "t", 5)
