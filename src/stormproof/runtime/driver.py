@@ -9,15 +9,17 @@ and the executor. One loop:
 4. only then carry the actions out (launch, kill, start a timer).
 
 Because step 3 comes before step 4, a crash at any point leaves a log that
-says at least as much as what was done. The run is driven under its lease
-(``runtime/lease.py``): the driver waits for it, renews it, and after each flush
-makes sure it still holds the run before it acts. If the event store fails (its
-server gone, its disk full) the run stops resumably; if another orchestrator
-took the run over, this one stops at once, acting on nothing more. Resume replays the log through a
+says at least as much as what was done. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
 answered.
+
+The run is driven under its lease (``runtime/lease.py``): the driver waits for
+it, renews it, and after each flush makes sure it still holds the run before it
+acts. If the event store fails (its server gone, its disk full) the run stops
+resumably; if another orchestrator took the run over, this one stops at once,
+acting on nothing more.
 """
 
 from __future__ import annotations

@@ -63,7 +63,6 @@ import difflib
 import fcntl
 import functools
 import os
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
@@ -73,8 +72,9 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.store._lockfile import acquire, read_holder, write_holder
 from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo
-from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, run_locked, sqlite_errors
+from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_errors
 from stormproof.store.rows import (
     check_run_name,
     dumps_json,
@@ -93,11 +93,6 @@ DEFAULT_SYNCHRONOUS: Final[Synchronous] = "group"
 GROUP_FSYNC_S: Final = 0.1
 DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
-# ``is_driven`` probes the lock by taking it shared for a few microseconds; a
-# driver that starts at that very moment retries for this long instead of
-# reporting a lock that no driver holds.
-_PROBE_GRACE_S: Final = 0.25
-_PROBE_RETRY_S: Final = 0.002
 _READ_BATCH: Final = 512
 
 #: The fencing tokens; made on first use in files older than the token (same schema version:
@@ -370,10 +365,10 @@ class SQLiteEventLog:
         self._lock_dir.mkdir(exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _acquire(fd, run)
+            acquire(fd, run)
             try:
                 token = self._next_token(run)
-                _write_holder(fd, token)
+                write_holder(fd, token)
                 self._tokens[run] = token
                 yield _LockLease(self, run, token)
             finally:
@@ -403,7 +398,7 @@ class SQLiteEventLog:
     def _lease_lost(self, run: str) -> LeaseLost:
         found = self._db.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
         try:
-            holder = _read_holder(self._lock_path(run))
+            holder = read_holder(self._lock_path(run))
         except OSError:
             holder = LeaseHolder(None, "", 0, None)
         if found is not None:
@@ -538,41 +533,6 @@ class _LockLease:
         """Nothing to extend (the lock lasts as long as this process); check the token."""
         with self._log._errors():
             self._log._check_token(self.run)
-
-
-def _acquire(fd: int, run: str) -> None:
-    """Take the lock or raise ``RunLocked``; waits only out a concurrent ``is_driven`` probe."""
-    deadline = time.monotonic() + _PROBE_GRACE_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise run_locked(run, _holder(fd)) from None
-            time.sleep(_PROBE_RETRY_S)
-
-
-def _write_holder(fd: int, token: int) -> None:
-    """Say who holds the lease, for the other side's ``RunLocked`` message."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {token}\n".encode(), 0)
-
-
-def _holder(fd: int) -> LeaseHolder:
-    words = os.pread(fd, 512, 0).decode(errors="replace").split()
-    pid = int(words[0]) if words and words[0].isdigit() else None
-    host = words[1] if len(words) > 1 else ""
-    token = int(words[2]) if len(words) > 2 and words[2].isdigit() else 0
-    return LeaseHolder(pid, host, token, None)
-
-
-def _read_holder(path: Path) -> LeaseHolder:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        return _holder(fd)
-    finally:
-        os.close(fd)
 
 
 # -- opening the database -----------------------------------------------------------
