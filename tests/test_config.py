@@ -413,6 +413,29 @@ def test_price_per_is_instance_hour_or_vcpu_hour(tmp_path: Path) -> None:
     )
 
 
+def test_a_postgresql_store_takes_a_lease_duration(tmp_path: Path) -> None:
+    write(tmp_path, "store: postgresql://db/sp\nlease: 1m\n")
+    assert load_config(None, tmp_path, {}).lease == 60.0
+    write(tmp_path, "store: postgres://db/sp\n")
+    assert load_config(None, tmp_path, {}).lease is None  # the store's default (30 s)
+
+
+def test_a_lease_that_does_nothing_or_cannot_work_is_an_error(tmp_path: Path) -> None:
+    assert error(tmp_path, "store: sqlite\nlease: 30s\n") == (
+        "stormproof.yaml:2: lease: only a PostgreSQL store's lease lapses; store 'sqlite' holds "
+        "a run by a lock that ends with its orchestrator and never lapses, so remove lease (or "
+        "use store: postgresql://…)"
+    )
+    assert error(tmp_path, "store: postgresql://db/sp\nlease: 0.5s\n") == (
+        "stormproof.yaml:2: lease: a lease lasts from 1 s to 1 day, like 30s: its holder renews "
+        "it every third of it"
+    )
+    write(tmp_path, "store: postgresql://db/sp\nlease: 30s\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_STORE": "sqlite"})
+    assert str(info.value).startswith(f"{tmp_path / 'stormproof.yaml'}: lease: only a PostgreSQL")
+
+
 def test_alert_rules_load_with_their_settings_and_are_recorded_resolved(tmp_path: Path) -> None:
     write(
         tmp_path,

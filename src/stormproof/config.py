@@ -337,6 +337,9 @@ class Config(_Strict):
 
     executor: str = Field(default="local", min_length=1)
     store: str = Field(default="sqlite", min_length=1)
+    #: How long a PostgreSQL store's driver lease lasts unless renewed (default 30 s): how long
+    #: a standby waits after the orchestrator died. SQLite's lease is a lock that never lapses.
+    lease: Annotated[float | None, BeforeValidator(_optional_duration)] = None
     home: str | None = None
     checkpoints: str | None = None
     checkpoint_tiers: Annotated[CheckpointTiersConfig, BeforeValidator(_empty_mapping)] = Field(
@@ -381,6 +384,22 @@ class Config(_Strict):
                 )
             first[pool.name] = i
         return pools
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_long_enough(cls, lease: float | None) -> float | None:
+        if lease is not None and not 1 <= lease <= 86400:
+            raise ValueError(
+                "a lease lasts from 1 s to 1 day, like 30s: its holder renews it every third of it"
+            )
+        return lease
+
+    @model_validator(mode="after")
+    def _lease_needs_an_expiring_store(self) -> Config:
+        if self.lease is not None and not _expiring_lease(self.store):
+            problem = _problem(("lease",), self.lease, _LEASE_DOES_NOTHING.format(self.store))
+            raise ValidationError.from_exception_data("Config", [problem])
+        return self
 
     @model_validator(mode="after")
     def _every_setting_acts(self) -> Config:
@@ -619,6 +638,17 @@ def _inert_settings(config: Config) -> list[InitErrorDetails]:
     return out
 
 
+_LEASE_DOES_NOTHING = (
+    "only a PostgreSQL store's lease lapses; store {!r} holds a run by a lock that ends with "
+    "its orchestrator and never lapses, so remove lease (or use store: postgresql://…)"
+)
+
+
+def _expiring_lease(store: str) -> bool:
+    """Whether ``store`` is one whose driver lease lapses unless renewed (``lease:`` applies)."""
+    return store.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
 def _alert_problems(
     i: int, alert: AlertConfig, pools: list[str], deadline: float | None
 ) -> list[InitErrorDetails]:
@@ -802,6 +832,9 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         update["policy"] = config.policy.model_copy(update={"max_parallel": max_parallel})
     if not update:
         return config
+    if config.lease is not None and not _expiring_lease(update.get("store", config.store)):
+        where = f"{config.source}: " if config.source is not None else ""
+        raise ConfigError(f"{where}lease: " + _LEASE_DOES_NOTHING.format(update["store"]))
     result = config.model_copy(update=update)
     result._source = config._source
     result._root, result._shown = config._root, config._shown

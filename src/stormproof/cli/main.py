@@ -6,6 +6,7 @@ or usage · 130 stopped by Ctrl-C (the run can be resumed).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -22,12 +23,12 @@ import click
 
 from stormproof import __version__
 from stormproof.config import Config
-from stormproof.errors import CapacityError, RunExists, RunNotFound, StormproofError
+from stormproof.errors import CapacityError, LeaseLost, RunExists, RunNotFound, StormproofError
 from stormproof.runtime.home import Home, check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import Session, common, err, out, session
+from .session import Session, common, err, out, say_lease_wait, session
 
 if TYPE_CHECKING:
     from stormproof.runtime.driver import DriveResult
@@ -360,10 +361,12 @@ def _drive_and_exit(
     ctx.check_replayable()
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     executor.prepare()  # the shim starts while the driver compiles the workflow
+    driver: Driver | None = None
     try:
         driver = Driver(s.home, s.store, ctx, executor)
         if redrive is not None:
             driver.redrive, driver.redrive_after_seq = redrive
+        driver.on_lease_wait = say_lease_wait(ctx.name)
         _outlive(ctx, driver)
         if any(t.checkpoint_enabled for t in ctx.spec.tasks):
             from stormproof.runtime.checkpointing import Checkpointing
@@ -379,13 +382,19 @@ def _drive_and_exit(
             driver.alerts = RunAlerts(ctx)
         with reporter:
             result = driver.drive(initial)
+    except LeaseLost as exc:
+        err.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        _leave_now(exc.exit_code)
     finally:
-        executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
+        if driver is None or not driver.abandoned:
+            executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
     _say_result(ctx, result, quiet, s.home)
     if not quiet and result.state != "stopped":
         from .render import cost_text
 
         out.print("  " + cost_text(driver.core.cost))
+    if driver.abandoned:
+        _leave_now(EXIT.get(result.state, 1))
     sys.exit(EXIT.get(result.state, 1))
 
 
@@ -524,6 +533,8 @@ def _wait_finished(s: Session, name: str, timeout_s: float) -> None:
         if view.state in ("succeeded", "failed", "cancelled"):
             out.print(f"run {_escape(name)} {view.state}")
             sys.exit(EXIT[view.state])
+        if not s.store.is_driven(name):  # its driver died (its lease lapsed): cancel it here;
+            _drive_and_exit(s, load_context(s.store, name), quiet=True)  # the request waits
         time.sleep(0.3)
     raise StormproofError(
         f"run {name!r} did not finish cancelling within {timeout_s:.0f} s; "
@@ -549,6 +560,16 @@ _KEPT: list[object] = []
 
 def _outlive(*objects: object) -> None:
     _KEPT.extend(objects)
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Leave at once, as ``kill -9`` would, once the output is out: another orchestrator may
+    drive the run now, so nothing still queued here (launches for the executor, checkpoint
+    saves in flight) may go out."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _leave(code: str | int | None) -> NoReturn:

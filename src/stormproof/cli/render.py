@@ -76,9 +76,9 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
         print(json.dumps([run_summary_json(i, v, now) for i, v, _ in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
+        console.print(f"no runs in {s.store_place} yet; start one with `stormproof run FILE`")
         return
-    t = Table(title=f"runs in {escape(str(s.home.root))}", title_justify="left")
+    t = Table(title=f"runs in {escape(s.store_place)}", title_justify="left")
     for col in ("name", "workflow", "state", "created", "tasks"):
         t.add_column(col)
     for info, view, c in rows:

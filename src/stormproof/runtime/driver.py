@@ -14,6 +14,12 @@ fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
 answered.
+
+The run is driven under its lease (``runtime/lease.py``): the driver waits for
+it, renews it, and after each flush makes sure it still holds the run before it
+acts. If the event store fails (its server gone, its disk full) the run stops
+resumably; if another orchestrator took the run over, this one stops at once,
+acting on nothing more.
 """
 
 from __future__ import annotations
@@ -63,12 +69,14 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
+from stormproof.errors import LeaseLost, StoreFault
 from stormproof.executors.base import AttemptJob, Executor
 from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
 from stormproof.runtime.redrive import begin, segment_rows
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
@@ -115,6 +123,8 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
+    on_lease_wait: OnWait | None = None
     #: The run's alert rules (``monitor.alerts``), when it has any.
     alerts: RunAlerts | None = None
     #: A redrive to begin (``runtime.redrive``): the ``RunRedriven`` row's data, written under
@@ -123,6 +133,14 @@ class Driver:
     redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    _lease: LeaseKeeper | None = None
+    #: The event store failed or the lease was lost: nothing more may be written or decided.
+    _store_failed: bool = False
+    #: Another orchestrator may drive the run now (the lease was lost, or may have lapsed
+    #: while the store was unreachable): nothing more may be sent anywhere, not even what the
+    #: executor still has queued. The caller must not close the executor either, and should
+    #: leave at once, as a ``kill -9`` would (which every part of a run survives).
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec, default_runtime_s=self.ctx.default_runtime_s)
@@ -150,7 +168,8 @@ class Driver:
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
-        with self.store.driver_lease(self.ctx.name):
+        with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
+            self._lease = lease
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
             if self.redrive is not None:
                 self._begin_redrive()
@@ -168,6 +187,7 @@ class Driver:
                     self.alerts.replay(history)
             else:
                 self._replay(segment)
+                lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.alerts is not None:  # alerts raised but never delivered: again
@@ -181,16 +201,39 @@ class Driver:
             with self._signals():
                 try:
                     return self._loop(pending)
+                except StoreFault as exc:
+                    self._store_failed = True
+                    self.abandoned = not lease.surely_held()
+                    return DriveResult("stopped", len(self.core.attempts), str(exc))
+                except LeaseLost:
+                    self._store_failed = self.abandoned = True
+                    raise
                 finally:
-                    self._drain_checkpoints()
-                    self._close_alerts()
-                    self.store.flush()
-                    self.executor.close(final=self.core.final is not None)
+                    self._finish()
+
+    def _finish(self) -> None:
+        """Log what checkpoint saves in flight produced and the alerts' last words, then let
+        the executor go; with the store failed, write and decide nothing more; abandoned,
+        touch nothing at all."""
+        if self.abandoned:
+            return
+        if self._store_failed:
+            if self.checkpointing is not None:
+                self.checkpointing.close()
+        else:
+            self._drain_checkpoints()
+            self._close_alerts()
+            self.store.flush()
+        final = self.core.final is not None and not self._store_failed
+        self.executor.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
         last_requests = 0.0
+        assert self._lease is not None
+        keep_lease = self._lease.keep
         while True:
+            keep_lease()
             if pending:
                 self._process(pending)
                 pending = []
@@ -246,6 +289,8 @@ class Driver:
             decided.extend(decisions)
         self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._lease is not None:
+            self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
         if self.alerts is not None:
             self.alerts.after_flush()
         if self.checkpointing is not None:
