@@ -202,7 +202,7 @@ def test_every_task_setting_overrides_its_global_default_or_falls_back_to_it(
     assert (plain.kind, own.kind) == ("batch", "multi_node")
     assert (own.resources.vcpus, own.resources.memory_mib, own.resources.gpus) == (3, 5000, 1)
     assert own.nodes == 2
-    assert (plain.estimated_s, own.estimated_s) == (60.0, 7200.0)  # 60 s: the default guess
+    assert (plain.estimated_s, own.estimated_s) == (1800.0, 7200.0)  # the recipe's 30 min guess
     assert (plain.parents, plain.children, own.parents) == ((), (1,), (0,))
     assert plain.priority > own.priority > 0  # upward rank: plain is on own's path
     assert own.at_risk_s > 0
