@@ -202,8 +202,8 @@ class PolicyConfig(_Strict):
     #: Successor placement: when every place is taken, queue up to this many ready tasks
     #: behind one running attempt (same instance, at most its size), started the moment it
     #: ends; only on on-demand pools without an interruption source. More than one queue
-    #: behind an attempt only while attempts run shorter than a second (``core.machine``,
-    #: rule 5). ``None``: 3 on the local executor (where it saves a round trip per task), 0 on
+    #: behind an attempt only while attempts run shorter than a second (``core.successors``,
+    #: rule 3). ``None``: 3 on the local executor (where it saves a round trip per task), 0 on
     #: others; 0 turns it off.
     successors: int | None = Field(default=None, ge=0, le=8)
     breaker: Annotated[BreakerConfig, BeforeValidator(_empty_mapping)] = Field(

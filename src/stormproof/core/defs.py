@@ -204,7 +204,7 @@ class RunOptions:
     #: attempt of at least its size on an uninterruptible on-demand instance, to start the
     #: moment that one ends (the executor starts it, no round trip). At most this many queued
     #: behind one running attempt (more than one only while attempts are short); 0: off.
-    #: See rule 5 of ``core.machine``.
+    #: See ``core.successors``.
     successors: int = 0
     #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
     #: once its predecessor has held the place this long: a long attempt must not keep it.
