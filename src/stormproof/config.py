@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -53,6 +54,29 @@ CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
 POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONTAINER_RUNTIMES = ("none", "apptainer", "docker", "podman")
+#: A Slurm partition name as ``sbatch --partition`` takes it (no commas: one partition).
+PARTITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: ``sbatch`` options the Slurm executor sets itself; ``slurm.sbatch_args`` may not.
+SBATCH_OWN = (
+    "--job-name",
+    "-J",
+    "--comment",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--open-mode",
+    "--requeue",
+    "--no-requeue",
+    "--chdir",
+    "-D",
+    "--parsable",
+    "--array",
+    "-a",
+    "--wrap",
+    "--partition",
+    "-p",
+)
 #: Most instances one pool (or a fleet's target, in units) may ask for.
 MAX_INSTANCES = 100_000
 ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
@@ -114,8 +138,9 @@ class PoolConfig(_Strict):
     market: Annotated[Market, BeforeValidator(_one_of("spot", "on_demand"))]
     #: Instance type name, for the people reading the plan and for cloud backends.
     instance: str = Field(default="local", min_length=1)
-    vcpus: float = Field(gt=0, description="vCPUs of one instance")
-    memory: int = Field(gt=0, description="MiB of one instance")
+    #: Required, except on Slurm, where a partition's nodes tell (``slurm_pool_problems``).
+    vcpus: float | None = Field(default=None, gt=0, description="vCPUs of one instance")
+    memory: int | None = Field(default=None, gt=0, description="MiB of one instance")
     gpus: int = Field(default=0, ge=0)
     price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
     #: Instances at the start; with ``fleet.target_capacity`` the fleet decides it for spot pools.
@@ -135,12 +160,16 @@ class PoolConfig(_Strict):
     time_scale: float = Field(default=1.0, gt=0)
     #: Where in the trace the run starts (a duration into it); default: its beginning.
     trace_offset: Annotated[float, BeforeValidator(parse_duration)] = 0.0
+    #: ``executor: slurm``: the partition this pool submits to (default: the pool's name).
+    partition: str | None = Field(default=None, pattern=PARTITION_PATTERN)
 
     def to_def(self) -> PoolDef:
+        # vcpus/memory are only left out on Slurm, where the partition's nodes fill them in
+        vcpus, memory = self.vcpus or 1.0, self.memory or 1
         return PoolDef(
             name=self.name,
             market=self.market,
-            capacity=Resources(vcpus=self.vcpus, memory_mib=self.memory, gpus=self.gpus),
+            capacity=Resources(vcpus=vcpus, memory_mib=memory, gpus=self.gpus),
             count=self.count,
             price_usd_per_h=self.price,
             instance_type=self.instance,
@@ -243,6 +272,82 @@ class CheckpointTiersConfig(_Strict):
     cold_after: Annotated[float | None, BeforeValidator(_optional_duration)] = None
 
 
+def _arg_list(value: Any) -> Any:
+    """``"--constraint=a --exclusive"`` or a list: both are argument lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            return shlex.split(value)
+        except ValueError as err:
+            raise ValueError(f"cannot split {value!r} into arguments: {err}") from None
+    return value
+
+
+class SlurmConfig(_Strict):
+    """``slurm:``: how ``executor: slurm`` submits and watches jobs (``docs/slurm.md``)."""
+
+    account: str | None = Field(default=None, min_length=1)
+    qos: str | None = Field(default=None, min_length=1)
+    #: Added to every ``sbatch`` call, e.g. ``[--constraint=skylake]``.
+    sbatch_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: Added to the ``srun`` that runs each command, e.g. ``[--mpi=pmix]``.
+    srun_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: The first (and shortest) pause between two ``squeue`` calls; it grows while nothing
+    #: happens, up to ``max_poll_interval``.
+    poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 2.0
+    max_poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 30.0
+    #: ``sbatch`` calls in flight at once.
+    submit_parallel: int = Field(default=8, ge=1, le=64)
+    #: Slurm's time limit is a task's ``timeout`` plus this (or 10 % of it, if more).
+    time_margin: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    #: The cluster's slurm.conf (default: ``$SLURM_CONF``, else Slurm's own default).
+    slurm_conf: str | None = Field(default=None, min_length=1)
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _not_ours(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            # --name=value, -xvalue, -x value: the option's name either way
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if name in SBATCH_OWN:
+                raise ValueError(
+                    f"{arg!r}: stormproof sets {name} itself (the job's name is the attempt id, "
+                    "its output goes to the attempt's logs, the partition is the pool's); "
+                    "remove it"
+                )
+        return args
+
+    @model_validator(mode="after")
+    def _intervals(self) -> SlurmConfig:
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0 seconds, like 2s")
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval:g}s) is shorter than poll_interval "
+                f"({self.poll_interval:g}s); make it at least as long"
+            )
+        return self
+
+    def executor_options(self, pools: Sequence[PoolConfig], base: Path) -> dict[str, Any]:
+        """What a run records for the Slurm executor (``executors.slurm.options``)."""
+        conf = self.slurm_conf
+        return {
+            "partitions": {p.name: p.partition or p.name for p in pools},
+            "account": self.account,
+            "qos": self.qos,
+            "sbatch_args": list(self.sbatch_args),
+            "srun_args": list(self.srun_args),
+            "poll_interval_s": self.poll_interval,
+            "max_poll_interval_s": self.max_poll_interval,
+            "submit_parallel": self.submit_parallel,
+            "time_margin_s": self.time_margin,
+            "slurm_conf": str((base / conf).resolve()) if conf else None,
+        }
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
@@ -266,6 +371,8 @@ class Config(_Strict):
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+    #: ``executor: slurm`` only (an error with another executor).
+    slurm: SlurmConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
@@ -313,6 +420,52 @@ class Config(_Strict):
         if problems:
             raise ValidationError.from_exception_data("Config", problems)
         return self
+
+    @model_validator(mode="after")
+    def _executor_sections(self, info: ValidationInfo) -> Config:
+        """Settings that only one executor reads are errors with the others (they would do
+        nothing), and a pool's shape is required unless Slurm tells it."""
+        executor = (info.context or {}).get("executor") or self.executor
+        problems: list[InitErrorDetails] = []
+        slurm = executor == "slurm"
+        if self.slurm is not None and not slurm:
+            problems.append(
+                _problem(
+                    ("slurm",),
+                    None,
+                    f"only used with executor: slurm (this configuration runs on "
+                    f"{executor!r}); set executor: slurm, or remove the slurm section",
+                )
+            )
+        for i, pool in enumerate(self.pools):
+            if pool.partition is not None and not slurm:
+                problems.append(
+                    _problem(
+                        ("pools", i, "partition"),
+                        pool.partition,
+                        f"only used with executor: slurm (this configuration runs on "
+                        f"{executor!r}); remove it, or set executor: slurm",
+                    )
+                )
+            for field, example in (("vcpus", "vcpus"), ("memory", "memory")):
+                if getattr(pool, field) is None and not slurm:
+                    problems.append(
+                        _problem(
+                            ("pools", i, field),
+                            None,
+                            f"required field is missing: give {_EXAMPLES[example]}",
+                        )
+                    )
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the run records for its executor: ``slurm:`` and the pools' partitions."""
+        if self.executor != "slurm":
+            return {}
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
 
     @property
     def source(self) -> Path | None:
@@ -395,12 +548,12 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
         shown = CONFIG_FILE_NAME
         if not file.is_file():
             return _with_env(Config(), environ)
-    config = _parse_file(file, shown)
+    config = _parse_file(file, shown, environ.get(ENV_EXECUTOR, "").strip() or None)
     config._source = file
     return _with_env(config, environ)
 
 
-def _parse_file(file: Path, shown: str) -> Config:
+def _parse_file(file: Path, shown: str, executor: str | None = None) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -422,7 +575,7 @@ def _parse_file(file: Path, shown: str) -> Config:
             f"{shown}: expected settings like `executor: local` at the top level, got {_kind(data)}"
         )
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"executor": executor})
     except ValidationError as err:
         messages = [_message(e, root) for e in err.errors()]
         raise ConfigError(_render(shown, messages)) from None
@@ -491,6 +644,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy",): tuple(PolicyConfig.model_fields),
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
+    ("slurm",): tuple(SlurmConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {

@@ -185,6 +185,7 @@ def run(
             checkpoints=s.checkpoint_settings(),
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
+            executor_options=s.config.executor_options(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now

@@ -138,6 +138,7 @@ def new_context(
     checkpoints: dict[str, Any] | None = None,
     policy: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
+    executor_options: dict[str, Any] | None = None,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -148,7 +149,7 @@ def new_context(
         workflow_path=str(workflow_path.resolve()),
         workflow_dir=str(workflow_path.resolve().parent),
         executor=executor,
-        executor_options={},
+        executor_options=dict(executor_options or {}),
         checkpoints=dict(checkpoints or {}),
         policy=dict(policy or {}),
         sources=list(sources or []),

@@ -21,7 +21,11 @@ Why the configuration looks like this (``/work/shared/notes/slurm.md`` has the m
 * two partitions on both nodes: ``spot`` (``PriorityTier=1``, preempted by requeue, with a
   10 s ``GraceTime``) and ``ondemand`` (``PriorityTier=10``, never preempted): a job submitted
   to ``ondemand`` preempts ``spot`` jobs when the nodes are full, the spot market's analogue;
-* two fake GPUs per node (empty files as devices), so ``--gres=gpu:N`` is scheduled and counted.
+* two fake GPUs per node (empty files as devices), so ``--gres=gpu:N`` is scheduled and counted;
+* accounts enforced by a ``job_submit.lua`` (only ``ACCOUNTS`` and no account pass): there is
+  no slurmdbd here, and a site that enforces accounts (``AccountingStorageEnforce``) refuses
+  others with the very message this script returns, ``Invalid account or account/partition
+  combination specified``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ NODE_CPUS = 4
 NODE_MEMORY_MIB = 4000
 NODE_GPUS = 2
 GRACE_S = 10
+ACCOUNTS = ("physics", "chemistry")
 _SBIN = os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
 _LIVE = ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED", "RESIZING")
 _UP = ("idle", "mixed", "allocated", "completing")
@@ -270,6 +275,7 @@ def config_text(root: Path, name: str, ports: dict[str, int]) -> str:
         "PreemptType=preempt/partition_prio",
         "PreemptMode=REQUEUE",
         "GresTypes=gpu",
+        "JobSubmitPlugins=lua",
         *(
             f"NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 Port={ports[node]} "
             f"CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MIB} Gres=gpu:{NODE_GPUS} State=UNKNOWN"
@@ -293,16 +299,36 @@ def _gres_text(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _job_submit_lua() -> str:
+    known = ", ".join(f'["{a}"] = true' for a in ACCOUNTS)
+    return (
+        f"local known = {{ {known} }}\n"
+        "function slurm_job_submit(job_desc, part_list, submit_uid)\n"
+        "  if job_desc.account ~= nil and not known[job_desc.account] then\n"
+        "    return slurm.ESLURM_INVALID_ACCOUNT\n"
+        "  end\n"
+        "  return slurm.SUCCESS\n"
+        "end\n"
+        "function slurm_job_modify(job_desc, job_rec, part_list, modify_uid)\n"
+        "  return slurm.SUCCESS\n"
+        "end\n"
+        "return slurm.SUCCESS\n"
+    )
+
+
 def start(root: Path, timeout_s: float = 60.0, extra: Sequence[str] = ()) -> Cluster:
     """Write the configuration under ``root`` and start the daemons; return once every node
     takes jobs. ``extra`` lines are appended to slurm.conf."""
     for sub in ("etc", "state", "spool", "log", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     names = ("slurmctld", *NODES)
-    cluster = Cluster(root, "sp" + secrets.token_hex(4), dict(zip(names, free_ports(3), strict=True)))
+    cluster = Cluster(
+        root, "sp" + secrets.token_hex(4), dict(zip(names, free_ports(3), strict=True))
+    )
     text = config_text(root, cluster.name, cluster.ports) + "".join(f"{x}\n" for x in extra)
     cluster.conf.write_text(text)
     (root / "etc" / "gres.conf").write_text(_gres_text(root))
+    (root / "etc" / "job_submit.lua").write_text(_job_submit_lua())
     try:
         _spawn(cluster, "slurmctld", [_program("slurmctld"), "-D", "-f", str(cluster.conf)])
         for node in NODES:

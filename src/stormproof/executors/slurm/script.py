@@ -13,7 +13,15 @@ once. So every attempt runs through a small POSIX ``sh`` script written beside i
 3. runs the command as an ``srun`` step, so that Slurm's own signals reach it at once: a
    preemption's SIGTERM at the start of the grace time (the batch script itself gets it only
    at the end), ``scancel --signal`` for a kill's grace or a checkpoint request;
-4. writes ``<name>.X`` (the step's exit code) once the command has ended.
+4. inside the step, a one-line ``sh`` around the command writes ``<name>.X`` (its exit code)
+   once the command has ended. The step writes it, not the batch script after ``srun``,
+   because ``srun`` is no witness: when a node fails it prints "Node failure" and returns 0
+   (Slurm 22.05). That ``sh`` catches the signals Slurm sends the whole step (TERM, USR1, ...)
+   so that it outlives the command and reports how it ended (143 after a SIGTERM it did not
+   handle); the command itself keeps the default handlers. If the step is killed outright
+   (SIGKILL at the end of a grace), nothing is written and Slurm's state tells what happened.
+   On several nodes each rank writes ``<name>.r<rank>`` and the batch script turns them into
+   ``<name>.X``: the first non-zero code, or 0 once every rank has said 0.
 
 Both files are written to a temporary name and renamed, so a reader sees all of a file or
 none. ``<name>`` is the attempt id with ``/`` as ``@`` (task ids never contain ``@``).
@@ -38,6 +46,19 @@ SCRIPT_NAME = "job.sh"
 STARTED = ".S"
 EXITED = ".X"
 CLAIM = ".claim"
+#: The status file's path, for the ``sh`` around the command inside the step.
+STATUS_ENV = "STORMPROOF_SLURM_STATUS"
+#: Signals Slurm may send a step that must not end the ``sh`` before its command.
+_CAUGHT = "HUP INT QUIT USR1 USR2 TERM ALRM"
+
+
+def _in_step(nodes: int) -> str:
+    """The ``sh`` inside the step: run the command, write its code (module docstring, 4)."""
+    target = '"$' + STATUS_ENV + ('.X"' if nodes == 1 else '.r$SLURM_PROCID"')
+    return (
+        f'trap : {_CAUGHT}; "$@"; c=$?; f={target}; '
+        'echo "$c" >"$f.part" && mv -f "$f.part" "$f"; exit "$c"'
+    )
 
 
 def status_name(attempt_id: str) -> str:
@@ -77,13 +98,30 @@ def script_text(
         'echo "$SLURM_JOB_ID $SLURM_JOB_NODELIST" >"$s.S.part" && mv -f "$s.S.part" "$s.S"',
     ]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(job.env.items())]
+    lines.append(f'export {STATUS_ENV}="$s"')
     lines.append(" ".join([*_srun(job, srun_args, cpus_per_task), *_command(job.command)]))
-    lines += [
-        "code=$?",
-        'echo "$code" >"$s.X.part" && mv -f "$s.X.part" "$s.X"',
-        'exit "$code"',
-    ]
+    lines.append("code=$?")
+    nodes = max(1, job.nodes)
+    if nodes > 1:
+        lines += _gather_ranks(nodes)
+    lines.append('exit "$code"')
     return "\n".join(lines) + "\n"
+
+
+def _gather_ranks(nodes: int) -> list[str]:
+    """Batch script lines: every rank's code into ``.X`` (if none is missing, or one failed)."""
+    return [
+        "x=",
+        "all=1",
+        f"for r in $(seq 0 {nodes - 1}); do",
+        '  if [ -f "$s.r$r" ]; then',
+        '    c=$(cat "$s.r$r")',
+        '    if [ -z "$x" ] && [ "$c" != 0 ]; then x=$c; fi',
+        "  else all=0; fi",
+        "done",
+        'if [ -z "$x" ] && [ "$all" = 1 ]; then x=0; fi',
+        'if [ -n "$x" ]; then echo "$x" >"$s.X.part" && mv -f "$s.X.part" "$s.X"; fi',
+    ]
 
 
 def _srun(job: AttemptJob, srun_args: Sequence[str], cpus_per_task: int) -> list[str]:
@@ -99,7 +137,8 @@ def _srun(job: AttemptJob, srun_args: Sequence[str], cpus_per_task: int) -> list
     ]
     if nodes > 1:
         args.append("--kill-on-bad-exit=1")
-    return [*args, *(shlex.quote(a) for a in srun_args), "--"]
+    args += [shlex.quote(a) for a in srun_args]
+    return [*args, "--", "/bin/sh", "-c", shlex.quote(_in_step(nodes)), "stormproof-step"]
 
 
 def _command(command: Sequence[str] | str) -> list[str]:
