@@ -22,6 +22,7 @@ Rules (DESIGN §7):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import os
@@ -375,6 +376,7 @@ class Config(_Strict):
     slurm: SlurmConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+    _shown: str | None = PrivateAttr(default=None)
 
     @field_validator("pools")
     @classmethod
@@ -467,6 +469,22 @@ class Config(_Strict):
         base = self.source.parent if self.source is not None else Path.cwd()
         return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
 
+    def place(self, loc: tuple[int | str, ...]) -> str:
+        """``stormproof.yaml:7: pools[1].partition``: where a setting is written, for problems
+        found after loading (what a cluster answered about it)."""
+        shown = self._shown or CONFIG_FILE_NAME
+        if self._source is None:
+            return f"{shown}: {_place(loc)}" if self._shown else _place(loc)
+        root: yaml.Node | None = None
+        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
+            loader = _Loader(self._source.read_text(encoding="utf-8"))
+            try:
+                root = loader.get_single_node()
+            finally:
+                loader.dispose()
+        line = _line_of(root, loc)
+        return f"{shown}:{line}: {_place(loc)}" if line else f"{shown}: {_place(loc)}"
+
     @property
     def source(self) -> Path | None:
         """The file this configuration was read from; ``None`` when it is all defaults."""
@@ -550,6 +568,7 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
             return _with_env(Config(), environ)
     config = _parse_file(file, shown, environ.get(ENV_EXECUTOR, "").strip() or None)
     config._source = file
+    config._shown = shown
     return _with_env(config, environ)
 
 
@@ -633,6 +652,7 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         return config
     result = config.model_copy(update=update)
     result._source = config._source
+    result._shown = config._shown
     return result
 
 

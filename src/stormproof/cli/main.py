@@ -30,6 +30,9 @@ from stormproof.spec.model import WorkflowSpec
 from .session import Session, common, err, out, session
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from stormproof.core.defs import PoolDef
     from stormproof.runtime.driver import DriveResult
 
 EXIT = {"succeeded": 0, "failed": 1, "cancelled": 1, "stopped": 130}
@@ -170,14 +173,15 @@ def run(
             _show_plan(s, file, as_json=False)
             return
         spec = _load_spec(file)
-        refuse_if_unplaceable(spec, s.config)
+        pools = s.pool_defs(spec)  # on Slurm: sized from the partitions, checked first
+        refuse_if_unplaceable(spec, s.config, pools)
         from stormproof.runtime.compile import policy_dict
 
         run_name = check_run_name(name) if name else default_run_name(spec.name)
         ctx = new_context(
             run_name,
             spec,
-            s.config.pool_defs(),
+            pools,
             Path(file),
             s.config.executor,
             max_parallel=max_parallel or s.config.policy.max_parallel,
@@ -196,7 +200,9 @@ def run(
         _drive_and_exit(s, ctx, quiet)
 
 
-def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
+def refuse_if_unplaceable(
+    spec: WorkflowSpec, config: Config, pools: Sequence[PoolDef] | None = None
+) -> None:
     """Refuse (exit 2) a workflow with a task that no pool of ``config`` can ever hold.
 
     ``run`` and ``simulate`` both ask before anything starts; ``plan`` shows the same
@@ -205,7 +211,8 @@ def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
     from stormproof.plan.estimate import placement_problems
     from stormproof.plan.report import shown_path
 
-    problems = placement_problems(spec, config.pool_defs(), shown_path(config.source))
+    pools = config.pool_defs() if pools is None else pools
+    problems = placement_problems(spec, pools, shown_path(config.source))
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise CapacityError(f"some tasks cannot run on this capacity:\n{lines}")

@@ -35,6 +35,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 if TYPE_CHECKING:
     from stormproof.checkpoints.fsspec_store import FsspecStore
     from stormproof.checkpoints.tiers import TieredStore
+    from stormproof.core.defs import PoolDef
+    from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
 _BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
@@ -87,6 +89,17 @@ class Session:
         run_dir.mkdir(parents=True, exist_ok=True)
         executor: Executor = cls(run_dir, options)
         return executor
+
+    def pool_defs(self, spec: WorkflowSpec | None = None) -> tuple[PoolDef, ...]:
+        """The configured pools as the executor sees them. An executor that places on a
+        cluster's own nodes (Slurm) sizes them from the cluster and refuses, before anything
+        is submitted, what the cluster cannot run (``describe_pools``)."""
+        cls = _load("stormproof.executors", self.config.executor, _BUILTIN_EXECUTORS, "executor")
+        describe = getattr(cls, "describe_pools", None)
+        if describe is None:
+            return self.config.pool_defs()
+        pools: tuple[PoolDef, ...] = describe(self.config, spec)
+        return pools
 
     def checkpoint_settings(self) -> dict[str, Any]:
         """The checkpoint tiers as a run records them: absolute paths, so resume finds them."""

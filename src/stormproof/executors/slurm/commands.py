@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -155,13 +156,27 @@ class Slurm:
         out = self.call(*args, f"--format={fields}", f"--jobs={','.join(job_ids)}")
         return [r for r in map(_sacct_record, out.splitlines()) if r is not None]
 
-    def partitions(self) -> str:
-        """``scontrol show partition`` one line per partition."""
-        return self.call("scontrol", "show", "partition", "--oneliner")
-
-    def nodes(self) -> str:
-        """``scontrol show node`` one line per node."""
-        return self.call("scontrol", "show", "node", "--oneliner")
+    def ping(self) -> None:
+        """Is a slurmctld answering? ``scontrol ping`` says at once, where other clients retry
+        for seconds; a missing ``SLURM_CONF`` file is said before anything is run."""
+        conf = self.env.get("SLURM_CONF")
+        if conf and not os.path.isfile(conf):
+            raise SlurmUnreachable(
+                f"SLURM_CONF={conf}: no such file; point it at the cluster's slurm.conf "
+                "(or unset it to use Slurm's default)"
+            )
+        try:
+            out = self.call("scontrol", "ping")
+        except SlurmRefused as err:  # exits 1 when every controller is down
+            out = str(err)
+        if " is UP" not in out:
+            said = "; ".join(re.findall(r"Slurmctld\(\w+\) at \S+ is \w+", out)) or out.strip()
+            conf = self.env.get("SLURM_CONF")
+            where = f"SLURM_CONF={conf}" if conf else "the default /etc/slurm/slurm.conf"
+            raise SlurmUnreachable(
+                f"slurmctld does not answer (`scontrol ping`: {said}); is it running, and is "
+                f"{where} the cluster's configuration?"
+            )
 
 
 def _squeue_record(line: str) -> JobRecord | None:

@@ -38,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stormproof.config import Config
+from stormproof.core.defs import PoolDef
 from stormproof.core.events import AttemptStarted, AttemptSubmitFailed, Event
+from stormproof.errors import ConfigError
 from stormproof.executors._files import create_attempt
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable
-from stormproof.executors.slurm import script, states
+from stormproof.executors.slurm import partitions, script, states
 from stormproof.executors.slurm.commands import (
     Slurm,
     SlurmError,
@@ -51,6 +54,7 @@ from stormproof.executors.slurm.commands import (
 )
 from stormproof.executors.slurm.options import SlurmOptions, run_comment
 from stormproof.executors.slurm.states import JobRecord
+from stormproof.spec.model import WorkflowSpec
 
 #: How often the status directory is listed even when its mtime says nothing changed (the
 #: mtime ticks coarsely, and network filesystems cache it).
@@ -104,6 +108,14 @@ class SlurmExecutor:
         self._dir_mtime = -1
         self._last_scan = 0.0
         self._seen: set[str] = set()
+
+    @classmethod
+    def describe_pools(
+        cls, config: Config, spec: WorkflowSpec | None = None
+    ) -> tuple[PoolDef, ...]:
+        """The run's pools sized from their partitions, after the checks a run makes before it
+        submits anything (``partitions.describe_pools``)."""
+        return partitions.describe_pools(config, spec)
 
     # ------------------------------------------------------------------ the seam
     def prepare(self) -> None:
@@ -169,8 +181,8 @@ class SlurmExecutor:
         self.prepare()
         try:
             records = [r for r in self.slurm.squeue_mine() if r.comment == self.comment]
-        except SlurmError as err:
-            raise ExecutorUnavailable(str(err)) from None
+        except SlurmError as err:  # before the run's log changed: resume again later
+            raise ConfigError(f"executor: slurm: {err}") from None
         by_name: dict[str, list[JobRecord]] = {}
         for record in records:
             by_name.setdefault(record.name, []).append(record)
