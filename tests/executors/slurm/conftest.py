@@ -16,6 +16,7 @@ import pytest
 
 from tests.executors.slurm import _cluster
 from tests.executors.slurm._cluster import Cluster
+from tests.executors.slurm.helpers import CONFIG, Cli
 
 
 def _require_slurm() -> None:
@@ -57,3 +58,14 @@ def run_dir(tmp_path: Path) -> Path:
     path = tmp_path / "home" / "runs" / "r1"
     path.mkdir(parents=True)
     return path
+
+
+@pytest.fixture
+def cli(slurm: Cluster, tmp_path: Path) -> Iterator[Cli]:
+    """The ``stormproof`` command in a scratch directory with the test cluster's config."""
+    runner = Cli(tmp_path, slurm)
+    runner.write("stormproof.yaml", CONFIG)
+    try:
+        yield runner
+    finally:
+        runner.close()

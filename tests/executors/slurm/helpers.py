@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from stormproof.core.events import (
 )
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.slurm import SlurmExecutor
+from tests.executors.slurm._cluster import Cluster
 
 FINAL = (AttemptExited, AttemptLost, AttemptPreempted, AttemptSubmitFailed)
 
@@ -86,3 +92,98 @@ def wait_file(path: Path, timeout_s: float = 30.0) -> str:
             return path.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{path} did not appear within {timeout_s}s")
+
+
+# ---------------------------------------------------------------------- the real command line
+
+ROOT = Path(__file__).resolve().parents[3]
+#: Pools on the test cluster's partitions, exactly as the issue writes them, and polling
+#: shortened for the tests (the defaults are for a shared production controller).
+CONFIG = """\
+executor: slurm
+pools: [{name: spot, market: spot, partition: spot, price: 0.01},
+        {name: ondemand, market: on_demand, partition: ondemand, price: 0.04}]
+slurm: {poll_interval: 0.5, max_poll_interval: 2}
+"""
+
+
+@dataclass
+class Cli:
+    """``stormproof`` run as a user runs it, in a scratch directory, against the test cluster."""
+
+    cwd: Path
+    cluster: Cluster
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        env = self.cluster.env(PYTHONUNBUFFERED="1")
+        env.pop("STORMPROOF_HOME", None)
+        # the jobs run `stormproof checkpoint commit` and `python3` from this environment
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.cwd / name
+        path.write_text(text)
+        return path
+
+    def status(self, run: str) -> dict[str, Any]:
+        proc = self("status", run, "--json")
+        assert proc.returncode == 0, proc.stderr
+        data: dict[str, Any] = json.loads(proc.stdout)
+        return data
+
+    def history(self, run: str) -> list[dict[str, Any]]:
+        proc = self("history", run, "--json")
+        rows: list[dict[str, Any]] = json.loads(proc.stdout) if proc.returncode == 0 else []
+        return rows
+
+    def job_of(self, run: str, attempt_id: str) -> dict[str, Any] | None:
+        """The ``AttemptStarted`` of an attempt (its Slurm job id and nodes), once logged."""
+        for row in self.history(run):
+            if row["kind"] == "AttemptStarted" and row["data"]["attempt_id"] == attempt_id:
+                return dict(row["data"])
+        return None
+
+    def logs(self, run: str, task: str, attempt: int) -> str:
+        return self("logs", run, task, "--attempt", str(attempt), "--stream", "stdout").stdout
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float = 60, what: str = "it") -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ _SQUEUE_FIELDS = (
     "Name",
 )
 _SQUEUE_FORMAT = ",".join(f"{f}:|" for f in _SQUEUE_FIELDS[:-1]) + f",{_SQUEUE_FIELDS[-1]}:"
+#: The clients the executor runs.
+CLIENTS = ("sbatch", "squeue", "scancel", "scontrol", "sinfo")
 #: What slurmctld's clients print when they cannot reach it.
 _UNREACHABLE = (
     "unable to contact slurm controller",
@@ -155,6 +158,19 @@ class Slurm:
             fields = "JobID,State,ExitCode,NodeList,Partition,JobName"
         out = self.call(*args, f"--format={fields}", f"--jobs={','.join(job_ids)}")
         return [r for r in map(_sacct_record, out.splitlines()) if r is not None]
+
+    def check_installed(self) -> None:
+        """Every client the executor calls is on PATH (``sacct`` is only needed, and only
+        missed, when a job has left the queue; its absence is not an error)."""
+        path = self.env.get("PATH", "")
+        missing = [c for c in CLIENTS if shutil.which(c, path=path) is None]
+        if missing:
+            what = f"`{missing[0]}` is" if len(missing) == 1 else f"{', '.join(missing)} are"
+            raise SlurmMissing(
+                f"{what} not on PATH: the Slurm executor calls Slurm's client commands "
+                f"({', '.join(CLIENTS)}); run stormproof where they are (a login node), or "
+                "install them (Debian: slurm-client)"
+            )
 
     def ping(self) -> None:
         """Is a slurmctld answering? ``scontrol ping`` says at once, where other clients retry

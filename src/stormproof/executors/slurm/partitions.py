@@ -87,6 +87,7 @@ def describe_pools(config: Config, spec: WorkflowSpec | None = None) -> tuple[Po
     options = SlurmOptions.from_dict(config.executor_options())
     slurm = Slurm.from_environment(options.slurm_conf)
     try:
+        slurm.check_installed()
         slurm.ping()
         found = read_partitions(slurm)
     except SlurmError as err:
