@@ -1,0 +1,100 @@
+"""Slurm's text formats and ours: host lists, status file names, times, GRES, squeue lines."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stormproof.executors.slurm import script
+from stormproof.executors.slurm.commands import _sacct_record, _squeue_record
+from stormproof.executors.slurm.options import SlurmOptions, run_comment, time_limit
+from stormproof.executors.slurm.partitions import gres_gpus, parse_time
+
+from .helpers import make_job
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("n1", ("n1",)),
+        ("n[1-3,5]", ("n1", "n2", "n3", "n5")),
+        ("gpu[08-10],login1", ("gpu08", "gpu09", "gpu10", "login1")),
+        ("r[1-2]n[1-2]", ("r1n1", "r1n2", "r2n1", "r2n2")),
+        ("", ()),
+    ],
+)
+def test_host_lists_expand_like_scontrol_show_hostnames(text: str, names: tuple[str, ...]) -> None:
+    assert script.expand_hostlist(text) == names
+
+
+def test_status_file_names_round_trip_and_temporary_files_are_ignored() -> None:
+    name = script.status_name("pre.process_1/12")
+    assert name == "pre.process_1@12"
+    assert script.attempt_of(name + ".X") == ("pre.process_1/12", ".X")
+    assert script.attempt_of(name + ".S") == ("pre.process_1/12", ".S")
+    for other in (name + ".X.part", name + ".claim", name + ".r0", "stray.X"):
+        assert script.attempt_of(other) is None
+
+
+def test_the_step_writes_the_code_and_outlives_the_signals_slurm_sends(tmp_path: Path) -> None:
+    """The ``sh`` the script puts around the command, run here without Slurm: it reports the
+    command's code, 143 after a SIGTERM the command did not handle."""
+    job = make_job(tmp_path, "t", "kill -TERM $$; sleep 5")
+    text = script.script_text(job, tmp_path)
+    srun_line = next(line for line in text.splitlines() if line.startswith("srun "))
+    step = srun_line.split(" -- ", 1)[1]  # what srun would run
+    env = {"STORMPROOF_SLURM_STATUS": str(tmp_path / "t@1"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["/bin/sh", "-c", step], env=env, timeout=30)
+    assert proc.returncode == 143
+    assert (tmp_path / "t@1.X").read_text() == "143\n"
+
+
+def test_time_limits_carry_the_margin() -> None:
+    assert time_limit(100, 60) == "0-00:02:40"
+    assert time_limit(36 * 3600, 60) == "1-15:36:00"  # 10 % of a long timeout is more
+
+
+def test_sbatch_gets_what_the_task_asks_and_nothing_requeues(tmp_path: Path) -> None:
+    job = make_job(tmp_path, "t", "true", vcpus=0.5, memory_mib=300, gpus=2, nodes=3, pool="gpu")
+    options = SlurmOptions.from_dict(
+        {"partitions": {"gpu": "a100"}, "qos": "long", "sbatch_args": ["--constraint=ib"]}
+    )
+    args = options.sbatch_args_for(job, "stormproof:r:1")
+    for expected in (
+        "--job-name=t/1",
+        "--partition=a100",
+        "--nodes=3",
+        "--cpus-per-task=1",
+        "--mem=300M",
+        "--gres=gpu:2",
+        "--no-requeue",
+        "--open-mode=append",
+        "--qos=long",
+    ):
+        assert expected in args
+    assert args[-1] == "--constraint=ib" and not any(a.startswith("--time") for a in args)
+
+
+def test_two_homes_with_a_run_of_one_name_have_different_comments(tmp_path: Path) -> None:
+    assert run_comment(tmp_path / "a" / "md") != run_comment(tmp_path / "b" / "md")
+    assert run_comment(tmp_path / "a" / "md").startswith("stormproof:md:")
+
+
+def test_slurm_times_and_gres() -> None:
+    assert parse_time("infinite") is None and parse_time("UNLIMITED") is None
+    assert parse_time("1-02:03:04") == 93784 and parse_time("30:00") == 1800
+    assert parse_time("2-12") == 2 * 86400 + 12 * 3600 and parse_time("45") == 2700
+    assert gres_gpus("gpu:2") == 2 and gres_gpus("gpu:a100:4(S:0-1),mps:100") == 4
+    assert gres_gpus("(null)") == 0
+
+
+def test_squeue_and_sacct_lines() -> None:
+    rec = _squeue_record("17|FAILED|spot|2026-01-01T00:00:00|0|n[1-2]|stormproof:r:x|a/1")
+    assert rec is not None and rec.preempted and rec.nodes == "n[1-2]" and rec.name == "a/1"
+    rec = _squeue_record("18|PENDING|spot|N/A|1||b|c/2")
+    assert rec is not None and rec.requeued and not rec.preempted and rec.name == "c/2"
+    done = _sacct_record("19|CANCELLED by 0|3:0|n1|spot|d/1")
+    assert done is not None and (done.state, done.exit_code) == ("CANCELLED", 3)
+    assert _sacct_record("19.batch|COMPLETED|0:0|n1|spot|batch") is None
