@@ -97,6 +97,7 @@ class SlurmExecutor:
         self.slurm = Slurm.from_environment(self.options.slurm_conf)
         self._attempts: dict[str, _Attempt] = {}
         self._live: dict[str, _Attempt] = {}  # not ended yet: what polls look at
+        self._owners: dict[str, str] = {}  # Slurm job id -> attempt id, for every job we know
         self._events: list[Event] = []
         self._pool: ThreadPoolExecutor | None = None
         self._signals: dict[int, list[str]] = {}  # signal → job ids, sent at the next flush
@@ -264,7 +265,7 @@ class SlurmExecutor:
             att.submitting = None
             aid = att.job.attempt_id
             try:
-                att.job_id = fut.result()
+                self._own(att, fut.result())
             except OSError as err:
                 why = f"cannot write its script or logs: {err}"
                 self._end(att, AttemptSubmitFailed(time.time(), aid, why))
@@ -274,7 +275,7 @@ class SlurmExecutor:
                 continue
             except (SlurmMissing, SlurmUnreachable) as err:
                 raise ExecutorUnavailable(str(err)) from None
-            self._journal(aid, att.job_id)
+            self._journal(aid, str(att.job_id))
             if att.kill_grace_s is not None:
                 self._kill_job(att, att.kill_grace_s)
 
@@ -364,7 +365,7 @@ class SlurmExecutor:
         att.started = True
         if att.job_id is not None and att.job_id != job_id:
             self._cancels.append(att.job_id)  # a duplicate claimed first: follow the claimer
-        att.job_id = job_id
+        self._own(att, job_id)
         aid = att.job.attempt_id
         hosts = script.expand_hostlist(nodes)
         self._events.append(AttemptStarted(at=at, attempt_id=aid, handle=job_id, nodes=hosts))
@@ -421,19 +422,17 @@ class SlurmExecutor:
         """Compare Slurm's view with ours; ``True`` if it told something the files did not."""
         at = time.time()
         news = False
-        tracked: set[str] = set()
         forgotten: list[_Attempt] = []
         for att in list(self._live.values()):
             if att.job_id is None:
                 continue
-            tracked.add(att.job_id)
             record = ours.get(att.job_id)
             if record is None:
                 forgotten.append(att)
                 continue
             att.record = record
             news |= self._follow(att, record, at)
-        self._cancel_strays(ours, tracked)
+        self._cancel_strays(ours)
         if forgotten:
             news = True
             self._ask_accounting(forgotten, at)
@@ -459,12 +458,20 @@ class SlurmExecutor:
         self._end(att, event)
         return att.status is None or att.status != 0
 
-    def _cancel_strays(self, ours: dict[str, JobRecord], tracked: set[str]) -> None:
-        """Live jobs of this run that no live attempt owns (a duplicate ``sbatch``, a job of an
-        attempt already settled): cancelled, so nothing runs or waits that nobody watches."""
+    def _cancel_strays(self, ours: dict[str, JobRecord]) -> None:
+        """Live jobs of this run that no attempt owns (a duplicate ``sbatch``), or whose
+        attempt was settled without its status (Slurm showed the job again after losing it):
+        cancelled, so nothing runs or waits that nobody watches. A job whose command wrote its
+        status is left to finish its last lines."""
         pending = {a.job.attempt_id for a in self._live.values() if a.job_id is None}
         for record in ours.values():
-            if record.live and record.job_id not in tracked and record.name not in pending:
+            if not record.live:
+                continue
+            owner = self._attempts.get(self._owners.get(record.job_id, ""))
+            if owner is None:
+                if record.name not in pending:
+                    self._cancels.append(record.job_id)
+            elif owner.ended and owner.status is None and owner.job_id == record.job_id:
                 self._cancels.append(record.job_id)
 
     def _ask_accounting(self, attempts: list[_Attempt], at: float) -> None:
@@ -502,6 +509,10 @@ class SlurmExecutor:
         except SlurmError:
             return []
 
+    def _own(self, att: _Attempt, job_id: str) -> None:
+        att.job_id = job_id
+        self._owners[job_id] = att.job.attempt_id
+
     def _end(self, att: _Attempt, event: Event) -> None:
         att.ended = True
         att.hard_kill_at = None
@@ -524,9 +535,10 @@ class SlurmExecutor:
             if extra is not chosen:
                 self._cancels.append(extra.job_id)  # a duplicate: never two jobs per attempt
         if chosen is not None:
-            att.job_id, att.record = chosen.job_id, chosen
+            self._own(att, chosen.job_id)
+            att.record = chosen
         elif claimer or journalled:
-            att.job_id = claimer or (journalled or [""])[-1]
+            self._own(att, claimer or (journalled or [""])[-1])
         elif exited is None:
             return None  # never submitted (or submitted and still unknown to Slurm)
         if exited is not None:
