@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stormproof.core.events import AttemptExited, AttemptLost, AttemptPreempted
-from stormproof.executors.slurm import script
+from stormproof.executors.slurm import SlurmExecutor, script
 from tests.executors.slurm._cluster import Cluster
 
 from .helpers import began, collect, ended, executor, finals, make_job, started, wait_file
@@ -258,3 +258,28 @@ def test_closing_a_finished_run_leaves_nothing_in_the_queue(slurm: Cluster, run_
     while slurm.live_jobs() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert slurm.live_jobs() == []
+
+
+def test_a_fan_out_asks_slurmctld_once_per_cycle_for_all_jobs(
+    slurm: Cluster, run_dir: Path
+) -> None:
+    """40 short jobs: starts and successes come from the status files; ``squeue`` is asked
+    once per cycle for all of them, at an interval that grows while they just succeed."""
+    ex = SlurmExecutor(run_dir, {"poll_interval_s": 0.5})
+    calls: list[str] = []
+    real = ex.slurm.call
+
+    def counted(*args: str) -> str:
+        calls.append(args[0])
+        return real(*args)
+
+    ex.slurm.call = counted  # type: ignore[method-assign]
+    jobs = [make_job(run_dir, f"f{i:02d}", "true", memory_mib=50) for i in range(40)]
+    for job in jobs:
+        ex.submit(job)
+    events = collect(ex, ended(*(j.attempt_id for j in jobs)), timeout_s=120)
+    assert all(e.exit_code == 0 for e in finals(events).values())  # type: ignore[attr-defined]
+    assert calls.count("sbatch") == 40
+    assert calls.count("squeue") <= 8, calls.count("squeue")  # every 0.5 s would be ~20
+    assert not {"sacct", "scontrol"} & set(calls)
+    ex.close(final=True)
