@@ -77,7 +77,6 @@ class _Attempt:
     #: stormproof asked to kill it; ``grace_s`` is kept until the job id is known.
     killed: bool = False
     kill_grace_s: float | None = None
-    hard_kill_at: float | None = None
     record: JobRecord | None = None
     ended: bool = False
 
@@ -97,6 +96,8 @@ class SlurmExecutor:
         self.slurm = Slurm.from_environment(self.options.slurm_conf)
         self._attempts: dict[str, _Attempt] = {}
         self._live: dict[str, _Attempt] = {}  # not ended yet: what polls look at
+        self._submitting: dict[str, _Attempt] = {}  # sbatch queued or in flight
+        self._hard_kills: dict[str, float] = {}  # attempt id -> when its scancel is due
         self._owners: dict[str, str] = {}  # Slurm job id -> attempt id, for every job we know
         self._events: list[Event] = []
         self._pool: ThreadPoolExecutor | None = None
@@ -130,6 +131,7 @@ class SlurmExecutor:
         att = _Attempt(job)
         self._track(att)
         att.submitting = self._threads().submit(self._sbatch, job)
+        self._submitting[job.attempt_id] = att
 
     def kill(self, attempt_id: str, grace_s: float) -> None:
         """SIGTERM to the command's step now, ``scancel`` after ``grace_s`` (batched)."""
@@ -209,9 +211,10 @@ class SlurmExecutor:
         job of the run still in Slurm's queue is cancelled, so nothing is left behind."""
         pool, self._pool = self._pool, None
         if pool is not None:
-            for att in list(self._live.values()):
+            for att in list(self._submitting.values()):
                 if att.submitting is not None and att.submitting.cancel():
                     self._live.pop(att.job.attempt_id, None)  # never submitted: resume does
+                    self._submitting.pop(att.job.attempt_id, None)
             pool.shutdown(wait=True)
             with contextlib.suppress(ExecutorUnavailable):
                 self._collect_submissions()
@@ -258,11 +261,12 @@ class SlurmExecutor:
 
     def _collect_submissions(self) -> None:
         """Take the answers of finished ``sbatch`` calls (on the loop's thread)."""
-        for att in list(self._live.values()):
+        for att in list(self._submitting.values()):
             fut = att.submitting
             if fut is None or not fut.done() or fut.cancelled():
                 continue
             att.submitting = None
+            del self._submitting[att.job.attempt_id]
             aid = att.job.attempt_id
             try:
                 self._own(att, fut.result())
@@ -301,7 +305,7 @@ class SlurmExecutor:
             self._cancels.append(att.job_id)  # nothing runs yet to give a grace to
         else:
             self._signals.setdefault(int(signals.SIGTERM), []).append(att.job_id)
-            att.hard_kill_at = time.monotonic() + grace_s
+            self._hard_kills[att.job.attempt_id] = time.monotonic() + grace_s
         self._soon()
 
     def _flush(self, now: float) -> None:
@@ -309,9 +313,12 @@ class SlurmExecutor:
 
         If slurmctld does not answer, they stay queued for the next flush.
         """
-        for att in self._live.values():
-            if att.hard_kill_at is not None and att.hard_kill_at <= now and att.job_id:
-                att.hard_kill_at = None
+        for aid, due in list(self._hard_kills.items()):
+            att = self._live.get(aid)
+            if att is None:
+                del self._hard_kills[aid]
+            elif due <= now and att.job_id:
+                del self._hard_kills[aid]
                 self._cancels.append(att.job_id)
         try:
             while self._signals:
@@ -388,7 +395,7 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------------ asking Slurm
     def _watching(self) -> bool:
-        return any(a.job_id is not None for a in self._live.values())
+        return len(self._live) > len(self._submitting)  # some have a job id
 
     def _soon(self) -> None:
         """Ask ``squeue`` again after the shortest interval: an answer is awaited."""
@@ -463,7 +470,7 @@ class SlurmExecutor:
         attempt was settled without its status (Slurm showed the job again after losing it):
         cancelled, so nothing runs or waits that nobody watches. A job whose command wrote its
         status is left to finish its last lines."""
-        pending = {a.job.attempt_id for a in self._live.values() if a.job_id is None}
+        pending = self._submitting.keys()
         for record in ours.values():
             if not record.live:
                 continue
@@ -515,7 +522,8 @@ class SlurmExecutor:
 
     def _end(self, att: _Attempt, event: Event) -> None:
         att.ended = True
-        att.hard_kill_at = None
+        self._hard_kills.pop(att.job.attempt_id, None)
+        self._submitting.pop(att.job.attempt_id, None)
         self._live.pop(att.job.attempt_id, None)
         self._events.append(event)
 
