@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -361,3 +362,52 @@ def test_a_pool_with_an_interruption_source_takes_no_successors(tmp_path: Path) 
     )
     steady, rated = load_config(None, tmp_path, {}).pool_defs()
     assert not steady.interruptible and rated.interruptible
+
+
+def test_max_jobs_is_an_error_where_the_environment_chooses_the_local_executor(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "executor: slurm\npools:\n  - {name: a, market: spot, max_jobs: 5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_EXECUTOR": "local"})
+    assert str(info.value) == "\n".join(
+        [
+            "stormproof.yaml: 3 problems",
+            "  - stormproof.yaml:3: pools[0].vcpus: required field is missing: "
+            "give the vCPUs of one instance, like 4",
+            "  - stormproof.yaml:3: pools[0].memory: required field is missing: "
+            "give the MiB of memory of one instance, like 8192",
+            "  - stormproof.yaml:3: pools[0].max_jobs: does nothing on executor 'local', which "
+            "places attempts on the pool's instances itself; remove max_jobs (it bounds the "
+            "jobs a batch system holds, for an executor that delegates placement, like slurm)",
+        ]
+    )
+    # the same file is fine for the executor it names, and its pools become delegated there
+    config = load_config(None, tmp_path, {})
+    (pool,) = config.for_executor(
+        "slurm",
+        True,
+        lambda ps: tuple(replace(p, capacity=Resources(8, 4096), count=3) for p in ps),
+    ).pool_defs()
+    assert (pool.delegated, pool.max_jobs, pool.count, pool.capacity.vcpus) == (True, 5, 3, 8)
+
+
+def test_fleet_with_a_batch_system_is_config_that_does_nothing(tmp_path: Path) -> None:
+    text = (
+        "pools:\n  - {name: a, market: spot, vcpus: 4, memory: 512}\nfleet: {target_capacity: 2}\n"
+    )
+    write(tmp_path, text)
+    config = load_config(None, tmp_path, {})
+    with pytest.raises(ConfigError) as info:
+        config.for_executor("slurm", True, lambda pools: pools)
+    assert str(info.value).startswith(
+        "stormproof.yaml:3: fleet: does nothing on executor 'slurm', whose batch system places"
+    )
+
+
+def test_price_per_is_instance_hour_or_vcpu_hour(tmp_path: Path) -> None:
+    text = "pools:\n  - {name: a, market: spot, vcpus: 4, memory: 512, price_per: cpu_hour}\n"
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:2: pools[0].price_per: 'cpu_hour' is not one of instance_hour, "
+        "vcpu_hour (did you mean 'vcpu_hour'?)"
+    )

@@ -15,6 +15,10 @@ executor: slurm
 pools: [{name: spot, market: spot, partition: spot, price: 0.01},
         {name: ondemand, market: on_demand, partition: ondemand, price: 0.04}]
 """
+#: The same pools with a shape, as the local executor needs.
+SHAPED = ISSUE.replace("price: 0.01}", "price: 0.01, vcpus: 4, memory: 4096}").replace(
+    "price: 0.04}", "price: 0.04, vcpus: 4, memory: 4096}"
+)
 
 
 def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> object:
@@ -54,10 +58,9 @@ def test_the_slurm_section(tmp_path: Path) -> None:
 
 
 def test_settings_that_would_do_nothing_elsewhere_are_errors(tmp_path: Path) -> None:
-    local = ISSUE.replace("executor: slurm", "executor: local")
-    flat = error(tmp_path, local)
+    flat = error(tmp_path, SHAPED.replace("executor: slurm", "executor: local"))
     assert "stormproof.yaml:2: pools[0].partition: only used with executor: slurm" in flat
-    assert "pools[0].vcpus: required field is missing: give the vCPUs of one instance" in flat
+    assert "stormproof.yaml:3: pools[1].partition: only used with executor: slurm" in flat
     assert "stormproof.yaml:2: slurm: only used with executor: slurm" in error(
         tmp_path, "executor: local\nslurm: {account: x}\n"
     )
@@ -65,14 +68,10 @@ def test_settings_that_would_do_nothing_elsewhere_are_errors(tmp_path: Path) -> 
 
 def test_the_executor_from_the_environment_decides(tmp_path: Path) -> None:
     """``STORMPROOF_EXECUTOR`` wins over the file, for these checks too."""
-    assert load(
-        tmp_path,
-        ISSUE.replace("executor: slurm", "executor: local"),
-        {"STORMPROOF_EXECUTOR": "slurm"},
-    )
-    assert "only used with executor: slurm" in error(
-        tmp_path, ISSUE, {"STORMPROOF_EXECUTOR": "local"}
-    )
+    as_local = SHAPED.replace("executor: slurm", "executor: local")
+    assert load(tmp_path, as_local, {"STORMPROOF_EXECUTOR": "slurm"})
+    flat = error(tmp_path, SHAPED, {"STORMPROOF_EXECUTOR": "local"})
+    assert "only used with executor: slurm (this configuration runs on 'local')" in flat
 
 
 def test_sbatch_options_stormproof_sets_itself_are_refused(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ Rules (DESIGN §7):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import os
@@ -46,7 +45,14 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from stormproof.core.capacity import diversify
-from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources
+from stormproof.core.defs import (
+    DEFAULT_MAX_JOBS,
+    BreakerRule,
+    Market,
+    PoolDef,
+    PricePer,
+    Resources,
+)
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
 from stormproof.spec.validate import RANGE_WORDS
@@ -84,6 +90,16 @@ ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
 ENV_STORE = "STORMPROOF_STORE"
 ENV_HOME = "STORMPROOF_HOME"
 ENV_MAX_PARALLEL = "STORMPROOF_MAX_PARALLEL"
+
+
+class SettingError(ConfigError):
+    """What an executor found wrong with one setting after loading (a batch system's answer:
+    no such partition, an account refused); ``Config.for_executor`` adds its file and line."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(f"{_place(loc)}: {problem}")
+        self.loc = loc
+        self.problem = problem
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -133,20 +149,35 @@ class PoolConfig(_Strict):
 
     On the local executor a pool is simulated capacity on this machine; on
     Slurm a partition; on AWS a spot or on-demand EC2 capacity.
+
+    A pool is *modelled* (the core places on its instances) or *delegated* (a
+    batch system places: every pool is, when the executor says it delegates
+    placement). A delegated pool's ``vcpus``/``memory`` are one node's and
+    ``count`` its nodes; the executor may fill them from the batch system
+    (``executors.base.describe_pools``), so they may be left out there.
     """
 
     name: str = Field(pattern=POOL_NAME_PATTERN)
     market: Annotated[Market, BeforeValidator(_one_of("spot", "on_demand"))]
     #: Instance type name, for the people reading the plan and for cloud backends.
     instance: str = Field(default="local", min_length=1)
-    #: Required, except on Slurm, where a partition's nodes tell (``slurm_pool_problems``).
+    #: Required on a modelled pool; a delegated pool's executor may tell them.
     vcpus: float | None = Field(default=None, gt=0, description="vCPUs of one instance")
     memory: int | None = Field(default=None, gt=0, description="MiB of one instance")
     gpus: int = Field(default=0, ge=0)
     price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
-    #: Instances at the start; with ``fleet.target_capacity`` the fleet decides it for spot pools.
+    #: What ``price`` is per: an instance (node) hour, or a vCPU-hour (``core.defs.PricePer``).
+    price_per: Annotated[str, BeforeValidator(_one_of(*(p.value for p in PricePer)))] = (
+        PricePer.INSTANCE_HOUR.value
+    )
+    #: Instances at the start (1 when not given); with ``fleet.target_capacity`` the fleet
+    #: decides it for spot pools; a delegated pool's nodes (its executor may tell them).
     # bounded: the core keeps every instance, and a typo of a few zeros must not hang plan/run
-    count: int = Field(default=1, ge=1, le=MAX_INSTANCES)
+    count: int | None = Field(default=None, ge=1, le=MAX_INSTANCES)
+    #: Delegated pools only: at most this many of a run's attempts placed or running there at
+    #: once (default ``core.defs.DEFAULT_MAX_JOBS``); the batch system queues what its nodes
+    #: cannot run yet.
+    max_jobs: int | None = Field(default=None, ge=1, le=MAX_INSTANCES)
     #: Capacity units one instance counts for (AWS Spot Fleet's ``WeightedCapacity``): what
     #: ``fleet.target_capacity`` is spread in, and how placements spread under ``diversified``.
     weight: float = Field(default=1.0, gt=0)
@@ -164,18 +195,23 @@ class PoolConfig(_Strict):
     #: ``executor: slurm``: the partition this pool submits to (default: the pool's name).
     partition: str | None = Field(default=None, pattern=PARTITION_PATTERN)
 
-    def to_def(self) -> PoolDef:
-        # vcpus/memory are only left out on Slurm, where the partition's nodes fill them in
-        vcpus, memory = self.vcpus or 1.0, self.memory or 1
+    def to_def(self, delegated: bool = False) -> PoolDef:
+        """The core's pool. A field left to a delegated pool's executor is 0 until it tells."""
+        default_count = 0 if delegated else 1
         return PoolDef(
             name=self.name,
             market=self.market,
-            capacity=Resources(vcpus=vcpus, memory_mib=memory, gpus=self.gpus),
-            count=self.count,
+            capacity=Resources(
+                vcpus=self.vcpus or 0.0, memory_mib=self.memory or 0, gpus=self.gpus
+            ),
+            count=default_count if self.count is None else self.count,
             price_usd_per_h=self.price,
             instance_type=self.instance,
             weight=self.weight,
             interruptible=bool(self.interruption_rate) or self.trace is not None,
+            delegated=delegated,
+            max_jobs=DEFAULT_MAX_JOBS if self.max_jobs is None else self.max_jobs,
+            price_per=PricePer(self.price_per),
         )
 
 
@@ -376,7 +412,11 @@ class Config(_Strict):
     slurm: SlurmConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
-    _shown: str | None = PrivateAttr(default=None)
+    #: The file's YAML tree and name as given, so checks made after loading name the line.
+    _root: yaml.Node | None = PrivateAttr(default=None)
+    _shown: str = PrivateAttr(default=CONFIG_FILE_NAME)
+    #: The pools as the executor sees them (``for_executor``), once resolved.
+    _pools: tuple[PoolDef, ...] | None = PrivateAttr(default=None)
 
     @field_validator("pools")
     @classmethod
@@ -390,6 +430,43 @@ class Config(_Strict):
                 )
             first[pool.name] = i
         return pools
+
+    @model_validator(mode="after")
+    def _local_pools_are_modelled(self, info: ValidationInfo) -> Config:
+        """On the local executor (known here to model its pools) a pool needs its shape, and
+        ``max_jobs`` does nothing. Other executors are checked once known (``for_executor``)."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor != "local":
+            return self
+        problems = _modelled_problems(self.pools, executor)
+        if problems:
+            details = [_problem(loc, value, text) for loc, value, text in problems]
+            raise ValidationError.from_exception_data("Config", details)
+        return self
+
+    @model_validator(mode="after")
+    def _slurm_settings_need_slurm(self, info: ValidationInfo) -> Config:
+        """``slurm:`` and ``pools[].partition`` do nothing on another executor: errors."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor == "slurm":
+            return self
+        problems: list[InitErrorDetails] = []
+        if self.slurm is not None:
+            text = (
+                f"only used with executor: slurm (this configuration runs on {executor!r}); "
+                "set executor: slurm, or remove the slurm section"
+            )
+            problems.append(_problem(("slurm",), None, text))
+        for i, pool in enumerate(self.pools):
+            if pool.partition is not None:
+                text = (
+                    f"only used with executor: slurm (this configuration runs on "
+                    f"{executor!r}); remove it, or set executor: slurm"
+                )
+                problems.append(_problem(("pools", i, "partition"), pool.partition, text))
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
     @model_validator(mode="after")
     def _fleet_decides_spot_counts(self) -> Config:
@@ -423,68 +500,6 @@ class Config(_Strict):
             raise ValidationError.from_exception_data("Config", problems)
         return self
 
-    @model_validator(mode="after")
-    def _executor_sections(self, info: ValidationInfo) -> Config:
-        """Settings that only one executor reads are errors with the others (they would do
-        nothing), and a pool's shape is required unless Slurm tells it."""
-        executor = (info.context or {}).get("executor") or self.executor
-        problems: list[InitErrorDetails] = []
-        slurm = executor == "slurm"
-        if self.slurm is not None and not slurm:
-            problems.append(
-                _problem(
-                    ("slurm",),
-                    None,
-                    f"only used with executor: slurm (this configuration runs on "
-                    f"{executor!r}); set executor: slurm, or remove the slurm section",
-                )
-            )
-        for i, pool in enumerate(self.pools):
-            if pool.partition is not None and not slurm:
-                problems.append(
-                    _problem(
-                        ("pools", i, "partition"),
-                        pool.partition,
-                        f"only used with executor: slurm (this configuration runs on "
-                        f"{executor!r}); remove it, or set executor: slurm",
-                    )
-                )
-            for field, example in (("vcpus", "vcpus"), ("memory", "memory")):
-                if getattr(pool, field) is None and not slurm:
-                    problems.append(
-                        _problem(
-                            ("pools", i, field),
-                            None,
-                            f"required field is missing: give {_EXAMPLES[example]}",
-                        )
-                    )
-        if problems:
-            raise ValidationError.from_exception_data("Config", problems)
-        return self
-
-    def executor_options(self) -> dict[str, Any]:
-        """What the run records for its executor: ``slurm:`` and the pools' partitions."""
-        if self.executor != "slurm":
-            return {}
-        base = self.source.parent if self.source is not None else Path.cwd()
-        return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
-
-    def place(self, loc: tuple[int | str, ...]) -> str:
-        """``stormproof.yaml:7: pools[1].partition``: where a setting is written, for problems
-        found after loading (what a cluster answered about it)."""
-        shown = self._shown or CONFIG_FILE_NAME
-        if self._source is None:
-            return f"{shown}: {_place(loc)}" if self._shown else _place(loc)
-        root: yaml.Node | None = None
-        with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
-            loader = _Loader(self._source.read_text(encoding="utf-8"))
-            try:
-                root = loader.get_single_node()
-            finally:
-                loader.dispose()
-        line = _line_of(root, loc)
-        return f"{shown}:{line}: {_place(loc)}" if line else f"{shown}: {_place(loc)}"
-
     @property
     def source(self) -> Path | None:
         """The file this configuration was read from; ``None`` when it is all defaults."""
@@ -502,8 +517,11 @@ class Config(_Strict):
     def pool_defs(self) -> tuple[PoolDef, ...]:
         """The configured pools, or this machine as one on-demand pool when none are.
 
-        With ``fleet``, each spot pool's count is its share of the target capacity.
+        With ``fleet``, each spot pool's count is its share of the target capacity. Once
+        resolved for the executor (``for_executor``), the pools as it sees them.
         """
+        if self._pools is not None:
+            return self._pools
         if not self.pools:
             return (local_pool(),)
         pools = tuple(pool.to_def() for pool in self.pools)
@@ -514,6 +532,106 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the run records for its executor: ``slurm:`` and the pools' partitions."""
+        if self.executor != "slurm":
+            return {}
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
+
+    def place(self, loc: tuple[int | str, ...]) -> str:
+        """``stormproof.yaml:7: pools[1].partition``: where a setting is written, for problems
+        found after loading (what a cluster answered about it)."""
+        line = _line_of(self._root, loc)
+        return f"{self._shown}:{line}: {_place(loc)}" if line else f"{self._shown}: {_place(loc)}"
+
+    def for_executor(
+        self,
+        executor: str,
+        delegated: bool,
+        describe: Callable[[tuple[PoolDef, ...]], tuple[PoolDef, ...]],
+    ) -> Config:
+        """This configuration with its pools as ``executor`` sees them.
+
+        With an executor that delegates placement every pool is delegated, and
+        ``describe`` (the executor's ``describe_pools``) may fill what the file left out
+        (one node's shape, the node count) from the batch system. Config that does
+        nothing on this executor is an error that names its line: ``max_jobs`` on a
+        modelled pool, ``fleet`` with a batch system; so is a pool whose shape nobody gave.
+        """
+        if not delegated:
+            modelled = _modelled_problems(self.pools, executor)
+            if modelled:
+                raise ConfigError(self._render([(loc, text) for loc, _, text in modelled]))
+            resolved = self.model_copy()
+            resolved._pools = self.pool_defs()
+            return resolved
+        if self.fleet is not None:
+            message = (
+                f"does nothing on executor {executor!r}, whose batch system places attempts "
+                "on its own nodes; remove fleet (a pool's count is its number of nodes)"
+            )
+            raise ConfigError(self._render([(("fleet",), message)]))
+        configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
+            dataclasses.replace(local_pool(), delegated=True),
+        )
+        try:
+            pools = tuple(describe(configured))
+        except SettingError as err:  # the batch system's answer about one setting: its line
+            raise ConfigError(self._render([(err.loc, err.problem)])) from None
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for i, pool in enumerate(pools):
+            for key, known in (
+                ("vcpus", pool.capacity.vcpus > 0),
+                ("memory", pool.capacity.memory_mib > 0),
+                ("count", pool.count > 0),
+            ):
+                if not known:
+                    message = (
+                        f"executor {executor!r} could not tell the {_NODE_WORDS[key]} of pool "
+                        f"{pool.name!r}: give {key}, like {_NODE_EXAMPLES[key]}"
+                    )
+                    problems.append((("pools", i, key) if self.pools else ("pools",), message))
+        if problems:
+            raise ConfigError(self._render(problems))
+        resolved = self.model_copy()
+        resolved._pools = pools
+        return resolved
+
+    def _render(self, problems: Sequence[tuple[tuple[int | str, ...], str]]) -> str:
+        """Problems found after loading, in the loader's words (file, line, place, fix)."""
+        messages = []
+        for loc, text in problems:
+            line = _line_of(self._root, loc)
+            place = _place(loc)
+            messages.append(f"{f':{line}: ' if line else ': '}{place}: {text}")
+        return _render(self._shown, messages)
+
+
+_NODE_WORDS = {"vcpus": "vCPUs per node", "memory": "memory per node (MiB)", "count": "nodes"}
+_NODE_EXAMPLES = {"vcpus": "4", "memory": "8192", "count": "16"}
+
+
+_Problem = tuple[tuple[int | str, ...], Any, str]  # where, the value there, what to do
+
+
+def _modelled_problems(pools: Sequence[PoolConfig], executor: str) -> list[_Problem]:
+    """What a modelled pool lacks or has in vain: its shape is needed, ``max_jobs`` does nothing."""
+    problems: list[_Problem] = []
+    for i, pool in enumerate(pools):
+        for key, value in (("vcpus", pool.vcpus), ("memory", pool.memory)):
+            if value is None:
+                text = f"required field is missing: give {_EXAMPLES[key]}"
+                problems.append((("pools", i, key), None, text))
+        if pool.max_jobs is not None:
+            text = (
+                f"does nothing on executor {executor!r}, which places attempts on the pool's "
+                "instances itself; remove max_jobs (it bounds the jobs a batch system holds, "
+                "for an executor that delegates placement, like slurm)"
+            )
+            problems.append((("pools", i, "max_jobs"), pool.max_jobs, text))
+    return problems
 
 
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
@@ -566,13 +684,12 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
         shown = CONFIG_FILE_NAME
         if not file.is_file():
             return _with_env(Config(), environ)
-    config = _parse_file(file, shown, environ.get(ENV_EXECUTOR, "").strip() or None)
+    config = _parse_file(file, shown, environ)
     config._source = file
-    config._shown = shown
     return _with_env(config, environ)
 
 
-def _parse_file(file: Path, shown: str, executor: str | None = None) -> Config:
+def _parse_file(file: Path, shown: str, environ: Mapping[str, str]) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -593,11 +710,15 @@ def _parse_file(file: Path, shown: str, executor: str | None = None) -> Config:
         raise ConfigError(
             f"{shown}: expected settings like `executor: local` at the top level, got {_kind(data)}"
         )
+    # the executor the environment will choose decides which pool checks apply
+    context = {"executor": environ.get(ENV_EXECUTOR, "").strip()}
     try:
-        return Config.model_validate(data, context={"executor": executor})
+        config = Config.model_validate(data, context=context)
     except ValidationError as err:
         messages = [_message(e, root) for e in err.errors()]
         raise ConfigError(_render(shown, messages)) from None
+    config._root, config._shown = root, shown
+    return config
 
 
 class _Loader(yaml.SafeLoader):
@@ -652,7 +773,7 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         return config
     result = config.model_copy(update=update)
     result._source = config._source
-    result._shown = config._shown
+    result._root, result._shown = config._root, config._shown
     return result
 
 
@@ -673,6 +794,7 @@ _EXAMPLES: dict[str, str] = {
     "vcpus": "the vCPUs of one instance, like 4",
     "memory": "the MiB of memory of one instance, like 8192",
     "price": "USD per instance-hour, like 0.068",
+    "max_jobs": "the jobs at most outstanding in the pool, like 100",
     "count": "how many instances, like 4",
     "target_capacity": "capacity units on spot, like 8",
 }

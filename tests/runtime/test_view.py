@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stormproof.core.decisions import Decision, LaunchAttempt
 from stormproof.core.defs import Market, PoolDef, Resources, RunOptions
 from stormproof.core.events import AttemptExited, AttemptStarted, Event, InterruptionNotice
@@ -83,3 +85,15 @@ def json_round_trip(data: dict[str, object]) -> dict[str, object]:
 
     loaded: dict[str, object] = json.loads(json.dumps(data))
     return loaded
+
+
+def test_a_running_attempt_on_a_delegated_pool_costs_from_its_start_not_its_submit() -> None:
+    launch = LaunchAttempt("a/1", "a", 1, (), "spot", "submitted to spot", usd_per_h=3.6)
+    started = AttemptStarted(100.0, "a/1", "4711", ("n1",))
+    view = RunView(name="r", workflow="w", delegated={"spot": 100})
+    view.tasks["a"] = TaskView("a", "a", 0)
+    view.apply([Row(1, "decision", launch.kind, 0.0, None, launch.to_dict())])
+    assert view.cost(50.0).spent == 0.0  # queued: nothing billed yet
+    assert view.outstanding("spot") == 1
+    view.apply([Row(2, "event", started.kind, 100.0, None, started.to_dict())])
+    assert view.cost(110.0).spent == pytest.approx(10 * 3.6 / 3600)

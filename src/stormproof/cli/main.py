@@ -30,9 +30,6 @@ from stormproof.spec.model import WorkflowSpec
 from .session import Session, common, err, out, session
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from stormproof.core.defs import PoolDef
     from stormproof.runtime.driver import DriveResult
 
 EXIT = {"succeeded": 0, "failed": 1, "cancelled": 1, "stopped": 130}
@@ -116,8 +113,9 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     spec = _load_spec(file)
     if any(t.checkpoint_enabled for t in spec.tasks):
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
+    config = s.placing_config()
     with _frozen_after():
-        report = build_plan(spec, s.config, s.config.container_runtime)
+        report = build_plan(spec, config, config.container_runtime)
     _outlive(spec, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -128,7 +126,7 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
         shown = ", ".join(unplaced[:5]) + (
             f" and {len(unplaced) - 5} more" if len(unplaced) > 5 else ""
         )
-        pools = ", ".join(p.name for p in s.config.pool_defs())
+        pools = ", ".join(p.name for p in config.pool_defs())
         where = "under problems in the JSON" if as_json else "marked ✗ above"
         raise CapacityError(
             f"{file}: {'task' if len(unplaced) == 1 else 'tasks'} {shown} "
@@ -173,23 +171,24 @@ def run(
             _show_plan(s, file, as_json=False)
             return
         spec = _load_spec(file)
-        pools = s.pool_defs(spec)  # on Slurm: sized from the partitions, checked first
-        refuse_if_unplaceable(spec, s.config, pools)
+        config = s.placing_config()
+        s.check_workflow(spec, config)
+        refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 
         run_name = check_run_name(name) if name else default_run_name(spec.name)
         ctx = new_context(
             run_name,
             spec,
-            pools,
+            config.pool_defs(),
             Path(file),
             s.config.executor,
+            executor_options=s.executor_options(config),
             max_parallel=max_parallel or s.config.policy.max_parallel,
             seed=seed,
             checkpoints=s.checkpoint_settings(),
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
-            executor_options=s.config.executor_options(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -200,9 +199,7 @@ def run(
         _drive_and_exit(s, ctx, quiet)
 
 
-def refuse_if_unplaceable(
-    spec: WorkflowSpec, config: Config, pools: Sequence[PoolDef] | None = None
-) -> None:
+def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
     """Refuse (exit 2) a workflow with a task that no pool of ``config`` can ever hold.
 
     ``run`` and ``simulate`` both ask before anything starts; ``plan`` shows the same
@@ -211,8 +208,7 @@ def refuse_if_unplaceable(
     from stormproof.plan.estimate import placement_problems
     from stormproof.plan.report import shown_path
 
-    pools = config.pool_defs() if pools is None else pools
-    problems = placement_problems(spec, pools, shown_path(config.source))
+    problems = placement_problems(spec, config.pool_defs(), shown_path(config.source))
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise CapacityError(f"some tasks cannot run on this capacity:\n{lines}")

@@ -170,12 +170,20 @@ def breaker_line(view: RunView) -> str | None:
     return "breakers: " + ", ".join(parts)
 
 
+def jobs_line(view: RunView) -> str | None:
+    """Delegated pools: the run's jobs placed or running in each, of its ``max_jobs``."""
+    if not view.delegated:
+        return None
+    parts = [f"{escape(p)} {view.outstanding(p)}/{n}" for p, n in sorted(view.delegated.items())]
+    return "jobs (the batch system picks the nodes): " + ", ".join(parts)
+
+
 def render_run(view: RunView, console: Console) -> None:
     console.print(run_table(view))
     console.print(cost_line(view, time.time()))
-    line = breaker_line(view)
-    if line:
-        console.print(line)
+    for line in (breaker_line(view), jobs_line(view)):
+        if line:
+            console.print(line)
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:

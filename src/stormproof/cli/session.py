@@ -24,7 +24,7 @@ from rich.markup import escape
 
 from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
-from stormproof.executors.base import Executor
+from stormproof.executors.base import Executor, delegates_placement, describe_pools
 from stormproof.runtime.home import Home
 from stormproof.store.base import EventLog
 
@@ -35,7 +35,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 if TYPE_CHECKING:
     from stormproof.checkpoints.fsspec_store import FsspecStore
     from stormproof.checkpoints.tiers import TieredStore
-    from stormproof.core.defs import PoolDef
     from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
@@ -83,23 +82,44 @@ class Session:
             self._store = cls(self.home.db_path) if kind == "sqlite" else cls(self.config.store)
         return self._store
 
+    def executor_class(self, name: str) -> type:
+        """The executor registered as ``name`` (``ConfigError`` listing those that are)."""
+        cls: type = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
+        return cls
+
+    def executor_options(self, config: Config | None = None) -> dict[str, Any]:
+        """What the configured executor is built with (a run records it): its own section
+        of stormproof.yaml, for executors that have one (``slurm:``); the local executor has
+        none."""
+        return (config if config is not None else self.config).executor_options()
+
+    def placing_config(self, config: Config | None = None) -> Config:
+        """``config`` (default: the session's) with its pools as its executor sees them:
+        all delegated when the executor's batch system places (``describe_pools`` may fill
+        their node shape and count); config that does nothing there is an error now."""
+        config = config if config is not None else self.config
+        cls = self.executor_class(config.executor)
+        options = self.executor_options(config)
+        return config.for_executor(
+            config.executor,
+            delegates_placement(cls),
+            lambda pools: describe_pools(cls, pools, options),
+        )
+
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
-        cls = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
+        cls = self.executor_class(name)
         run_dir = self.home.run_dir(run)
         run_dir.mkdir(parents=True, exist_ok=True)
         executor: Executor = cls(run_dir, options)
         return executor
 
-    def pool_defs(self, spec: WorkflowSpec | None = None) -> tuple[PoolDef, ...]:
-        """The configured pools as the executor sees them. An executor that places on a
-        cluster's own nodes (Slurm) sizes them from the cluster and refuses, before anything
-        is submitted, what the cluster cannot run (``describe_pools``)."""
-        cls = _load("stormproof.executors", self.config.executor, _BUILTIN_EXECUTORS, "executor")
-        describe = getattr(cls, "describe_pools", None)
-        if describe is None:
-            return self.config.pool_defs()
-        pools: tuple[PoolDef, ...] = describe(self.config, spec)
-        return pools
+    def check_workflow(self, spec: WorkflowSpec, config: Config) -> None:
+        """What only the executor's system can refuse in a workflow before a run starts (a
+        task past every Slurm partition's time limit): its optional ``check_workflow``."""
+        cls = self.executor_class(config.executor)
+        check = getattr(cls, "check_workflow", None)
+        if check is not None:
+            check(spec, config.pool_defs(), self.executor_options(config))
 
     def checkpoint_settings(self) -> dict[str, Any]:
         """The checkpoint tiers as a run records them: absolute paths, so resume finds them."""
@@ -120,10 +140,16 @@ class Session:
         }
 
     def pool_sources(self) -> list[dict[str, Any]]:
-        """What interrupts each pool, as a run records it; a bad trace file is an error now."""
+        """What interrupts each pool, as a run records it; a bad trace file is an error now.
+
+        Nothing, when a batch system places (its pools' ``interruption_rate`` and ``trace``
+        tell ``plan`` and ``simulate`` what to expect; a real run gets the real thing).
+        """
         from stormproof.capacity.local import PoolSource
         from stormproof.traces import find_trace, load_trace
 
+        if delegates_placement(self.executor_class(self.config.executor)):
+            return []
         base = self.config.source.parent if self.config.source is not None else self.cwd
         out = []
         for i, pool in enumerate(self.config.pools):

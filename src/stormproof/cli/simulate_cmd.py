@@ -85,6 +85,9 @@ def simulate(
         if pools_file:
             config = load_config(Path(pools_file), s.cwd, {})
             base = Path(pools_file).resolve().parent
+            if "executor" not in config.model_fields_set:  # the file's pools, run's executor
+                config = config.model_copy(update={"executor": s.config.executor})
+        config = s.placing_config(config)
         refuse_if_unplaceable(spec, config)
         if policy_name:
             config = config.model_copy(

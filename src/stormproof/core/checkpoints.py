@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stormproof.core import fleet
 from stormproof.core.decisions import (
     Decision,
     KillAttempt,
@@ -47,8 +48,12 @@ _PLACED, _ATTEMPT_RUNNING = AttemptState.PLACED, AttemptState.RUNNING
 
 def on_started(wf: Workflow, event: AttemptStarted, out: list[Decision]) -> None:
     att = wf.attempts.get(event.attempt_id)
-    if att is None or att.state is not _PLACED:
-        return  # adopted again after a restart, or news of an attempt that already ended
+    if att is None:
+        return  # news of an attempt that already ended
+    if event.nodes and not att.instances and wf._delegated and att.pool in wf._delegated:
+        fleet.learn_nodes(wf, att, event.nodes, out)  # where the batch system put it
+    if att.state is not _PLACED:
+        return  # adopted again after a restart
     att.state = _ATTEMPT_RUNNING
     att.started_at = event.at
     if att.kill_reason == "withdrawn":

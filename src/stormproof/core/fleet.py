@@ -21,6 +21,13 @@ Rules:
 7. Breakers: one per pool (and one per pool and task type when
    ``per_task_type``); an open one arms its ``breaker`` timer to half-open, a
    closed one lets its pool be topped up again. Placement asks ``pool_allows``.
+8. A delegated pool's nodes are the batch system's: nothing is launched,
+   maintained, scaled or terminated there. The nodes attempts report
+   (``AttemptStarted.nodes``) become its instances (``learn_nodes``); a notice
+   or a loss naming one acts on the run's attempts there as on an instance's
+   (rules 2 and 3) and is a fault of each pool those attempts ran in (the
+   node's pool when none did). The node is ``gone`` once reclaimed or lost, and
+   ``up`` again if the batch system runs another attempt there.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from stormproof.core.events import (
 from stormproof.core.states import RunMode
 
 if TYPE_CHECKING:
+    from stormproof.core.attempt import Attempt
     from stormproof.core.machine import Workflow
 
 
@@ -64,15 +72,18 @@ def on_notice(wf: Workflow, event: InterruptionNotice, out: list[Decision]) -> N
     why = f"interruption notice ({event.source or 'provider'}): reclaimed in {grace:g}s"
     instance_note(inst, why, out)
     successors.kill_successors(wf, inst, f"{inst.id}: {why}", out)
+    killed: list[str] = []
     for aid in sorted(inst.attempts):
         att = wf.attempts.get(aid)
         if att is not None and att.kill_reason in (None, "timeout", "withdrawn"):
             att.kill_reason = "interrupted"
             out.append(KillAttempt(aid, grace, f"{inst.id}: {why}"))
+            killed.append(att.pool)
     timer = f"reclaim:{inst.id}"
     wf.timers[timer] = event.at + grace
     out.append(StartTimer(timer, event.at + grace, f"{inst.id} is reclaimed"))
-    fault(wf, inst.pool.name, event.at, f"interruption of {inst.id}", out)
+    for pool in _faulted_pools(wf, inst, killed):
+        fault(wf, pool, event.at, f"interruption of {inst.id}", out)
     wf._changed = True
 
 
@@ -82,10 +93,12 @@ def on_instance_lost(wf: Workflow, event: InstanceLost, out: list[Decision]) -> 
     if inst is None or inst.state in (InstanceState.GONE, InstanceState.FAILED):
         return
     why = f"{inst.id} lost" + (f": {event.reason}" if event.reason else "")
+    ended: list[str] = []
     for aid in sorted(inst.attempts):
         att = wf.attempts.get(aid)
         if att is None:
             continue
+        ended.append(att.pool)
         for queued in reversed(successors.chain(wf, att)):  # the last first: each unlinks itself
             out.append(KillAttempt(queued.id, 0.0, why))
             if queued.kill_reason in ("cancel", "failing"):
@@ -97,8 +110,34 @@ def on_instance_lost(wf: Workflow, event: InstanceLost, out: list[Decision]) -> 
             outcomes.end_cancelled(wf, att, None, event, out, why, why)
         else:
             outcomes.failed_attempt(wf, att, NODE_LOST, None, event, out, why)
-    fault(wf, inst.pool.name, event.at, why, out)
+    for pool in _faulted_pools(wf, inst, ended):
+        fault(wf, pool, event.at, why, out)
     remove_instance(wf, inst, why, out)
+
+
+def _faulted_pools(wf: Workflow, inst: Instance, pools: list[str]) -> list[str]:
+    """Whose fault a notice or loss of ``inst`` is: its pool's; for a node of a batch
+    system (which partitions may share), each pool whose attempts it took (rule 8)."""
+    if not inst.pool.delegated or not pools:
+        return [inst.pool.name]
+    return sorted(set(pools))
+
+
+def learn_nodes(wf: Workflow, att: Attempt, nodes: tuple[str, ...], out: list[Decision]) -> None:
+    """The batch system runs ``att`` (of a delegated pool) on ``nodes``: they are the pool's
+    instances from now on, so notices and losses can name them (rule 8)."""
+    pool = wf.capacity.by_name[att.pool]
+    known: list[str] = []
+    for node_id in dict.fromkeys(nodes):  # once each, in the order given
+        learned = wf.capacity.node(pool, node_id)
+        if learned is None:
+            continue  # the name of an instance of a modelled pool: not a node of this pool
+        inst, fresh = learned
+        inst.attempts.add(att.id)
+        known.append(node_id)
+        if fresh:
+            instance_note(inst, f"runs {att.id} (placed there by the batch system)", out)
+    att.instances = tuple(known)
 
 
 def on_instance_up(wf: Workflow, event: InstanceUp, out: list[Decision]) -> None:
@@ -128,8 +167,8 @@ def on_launch_failed(wf: Workflow, event: InstanceLaunchFailed, out: list[Decisi
 
 def on_scale(wf: Workflow, event: FleetScaleRequested, out: list[Decision]) -> None:
     capacity = wf.capacity
-    if event.pool not in capacity.target or event.count < 0:
-        return  # the CLI checks names; an old log may still name a removed pool
+    if event.pool not in capacity.target or event.count < 0 or event.pool in wf._delegated:
+        return  # the CLI checks names and kinds; an old log may still name a removed pool
     capacity.target[event.pool] = event.count
     excess = capacity.counted(event.pool) - event.count
     # Give back what costs nothing to lose first: pending, then idle, newest first.
@@ -188,6 +227,8 @@ def maintain(wf: Workflow, pool: str, out: list[Decision]) -> None:
     """Keep the pool at its target, like a fleet of type "maintain"; not while it is open."""
     if wf.breakers[pool].state is BreakerState.OPEN or f"relaunch:{pool}" in wf.timers:
         return
+    if pool in wf._delegated:
+        return  # its nodes are the batch system's
     if wf.mode in (RunMode.FINISHED, RunMode.CANCELLING):
         return
     capacity = wf.capacity
@@ -202,6 +243,9 @@ def remove_instance(wf: Workflow, inst: Instance, why: str, out: list[Decision])
     pool = inst.pool.name
     wf.capacity.remove(inst, InstanceState.GONE)
     wf.timers.pop(f"reclaim:{inst.id}", None)
+    if inst.pool.delegated:  # a node the run no longer counts on: nothing to give back
+        instance_note(inst, why, out)
+        return
     out.append(TerminateInstance(inst.id, why))
     instance_note(inst, why, out)
     if wf.mode is RunMode.FINISHED:

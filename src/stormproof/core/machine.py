@@ -124,6 +124,8 @@ class Workflow:
         self.capacity = Capacity(options.pools)
         self.breakers = {p.name: Breaker(p.name, options.breaker) for p in options.pools}
         self._typed_breakers = options.breaker.per_task_type
+        #: Pools a batch system places on (``PoolDef.delegated``; ``core.fleet`` rule 8).
+        self._delegated = frozenset(p.name for p in options.pools if p.delegated)
         #: The fleet's initial instances not answered yet (up or refused). Placement waits for
         #: all of them, like the recipe's wait for the fleet request to be fulfilled, so the
         #: first wave spreads over the whole fleet, not over whichever instance came up first.
@@ -272,6 +274,7 @@ class Workflow:
     def validate(self) -> None:
         """Invariants, checked by tests and the simulator after every event."""
         usage: dict[str, Resources] = {}
+        outstanding = dict.fromkeys(self._delegated, 0)
         queued = 0
         for att in self.attempts.values():
             if self.state[att.task] is not TaskState.RUNNING:
@@ -282,11 +285,19 @@ class Workflow:
                 queued += 1
                 successors.check_queued(self, att)
                 continue
+            delegated = att.pool in self._delegated
+            if delegated:
+                outstanding[att.pool] += 1
             for iid in att.instances:
-                usage[iid] = usage.get(iid, Resources(0, 0, 0)).plus(att.need)
+                if not delegated:
+                    usage[iid] = usage.get(iid, Resources(0, 0, 0)).plus(att.need)
                 if att.id not in self.capacity.instances[iid].attempts:
                     raise AssertionError(f"{att.id} holds a place on {iid} that does not list it")
         self.capacity.check(usage)
+        if outstanding != self.capacity.outstanding:
+            raise AssertionError(
+                f"{outstanding} outstanding, the count says {self.capacity.outstanding}"
+            )
         if queued != self._queued:
             raise AssertionError(f"{queued} queued successors, but the count says {self._queued}")
         limit = self.options.max_parallel

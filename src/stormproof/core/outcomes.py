@@ -7,8 +7,10 @@ Rules:
    ``Capacity.Interrupted``; a timeout ``Task.Timeout``; out of memory
    ``Task.OutOfMemory``; a kill for a cancel or a failing run ends the task
    cancelled; any other exit is ``Task.Failed``. ``AttemptLost`` is
-   ``Node.Lost``, ``AttemptPreempted`` ``Capacity.Interrupted`` (and a fault of
-   its pool, unless a notice already counted it).
+   ``Node.Lost``, ``AttemptPreempted`` ``Capacity.Interrupted``. A preemption
+   is a fault of its pool (unless a notice already counted it); so is a loss on
+   a delegated pool (the batch system lost the node: NODE_FAIL), while on a
+   modelled pool the instance's own loss is what counts (``fleet``).
 2. Two budgets: the provider's errors (``PROVIDER_ERRORS``) draw on the task's
    ``max_interruptions`` and are retried at once; the task's own errors draw on
    the first matching retrier, after its backoff (jitter from the run's seed).
@@ -20,9 +22,12 @@ Rules:
 4. A queued successor that ends without having run is ``dropped``: its task is
    ready again at no cost to any budget.
 5. Every attempt that held a place is billed per second (rounded up) at its
-   share of the pool's price; an interruption wastes the work since the last
-   commit, a restore the time it took. Breakers hear the outcome (a probe's
-   success closes its pool's; a task's own errors count on its type's breaker).
+   price (``placement`` rule 6) from its launch, or on a delegated pool from
+   its start (a job waiting in the batch system's queue holds nothing); an
+   interruption wastes the work since the last commit, a restore the time it
+   took (on a delegated pool the restore precedes the job: not billed).
+   Breakers hear the outcome (a probe's success closes its pool's; a task's own
+   errors count on its type's breaker).
 """
 
 from __future__ import annotations
@@ -113,6 +118,8 @@ def on_lost(wf: Workflow, event: AttemptLost, out: list[Decision]) -> None:
         drop(wf, att, event, out, f"lost as a queued successor: {event.reason}")
         return
     error = CAPACITY_INTERRUPTED if att.kill_reason == "interrupted" else NODE_LOST
+    if error is NODE_LOST and att.pool in wf._delegated:
+        fleet.fault(wf, att.pool, event.at, f"loss of {att.id}", out)
     failed_attempt(wf, att, error, None, event, out, event.reason)
 
 
@@ -358,7 +365,10 @@ def end_attempt(
         wf.timers.pop(f"checkpoint:{att.id}", None)
     if wf._hosts:
         wf._hosts.pop(att.id, None)
-    if att.holds:
+    delegated = att.pool in wf._delegated if wf._delegated else False
+    if delegated:
+        wf.capacity.settled(att.pool, att.id, att.instances)
+    elif att.holds:
         wf.capacity.release(att.id, att.need, att.instances)
         if wf.options.successors > 1 and att.pool in wf._steady:
             began = att.started_at if att.started_at is not None else att.launched_at
@@ -369,7 +379,10 @@ def end_attempt(
     if att.successor is not None:
         successors.hand_over(wf, att, event, out)
     wf._changed = True
-    cost = charge(wf, att, state, event.at) if att.holds else Cost()
+    cost = charge(wf, att, state, event.at, delegated) if att.holds else Cost()
+    began = att.launched_at
+    if delegated:
+        began = att.started_at if att.started_at is not None else event.at
     out.append(
         AttemptEnded(
             att.id,
@@ -380,7 +393,7 @@ def end_attempt(
             budget,
             why,
             att.pool,
-            round(max(0.0, event.at - att.launched_at), 3),
+            round(max(0.0, event.at - began), 3),
             cost.spent,
             cost.on_demand_equivalent,
             round(cost.wasted_s, 3),
@@ -404,14 +417,19 @@ def end_attempt(
             fleet.remove_instance(wf, inst, "scaled down: retired once idle", out)
 
 
-def charge(wf: Workflow, att: Attempt, state: AttemptState, end: float) -> Cost:
+def charge(
+    wf: Workflow, att: Attempt, state: AttemptState, end: float, delegated: bool = False
+) -> Cost:
     """Bill the attempt per second (rounded up) and split off what interruptions wasted."""
-    seconds = float(math.ceil(max(0.0, end - att.launched_at) - 1e-9))
+    began = att.launched_at
     wasted = 0.0
-    if att.restored and att.started_at is not None:
+    if delegated:  # billed while it runs on a node, not while it waits in the queue
+        began = att.started_at if att.started_at is not None else end
+    elif att.restored and att.started_at is not None:
         wasted = att.started_at - att.launched_at  # restoring is the price of restarting
+    seconds = float(math.ceil(max(0.0, end - began) - 1e-9))
     if state in _TAKEN_AWAY:
-        since = att.last_commit_at if att.last_commit_at is not None else att.launched_at
+        since = att.last_commit_at if att.last_commit_at is not None else began
         wasted = end - since if att.last_commit_at is None else wasted + end - since
     wasted = min(seconds, max(0.0, wasted))
     rate = att.usd_per_h / 3600.0

@@ -13,15 +13,22 @@ Rules:
 3. Pools are tried spot first (in the order of the run's ``spot_strategy``),
    then on-demand by price; a pool whose breaker is open is skipped. Whether a
    task may use spot, on-demand now, or must wait (a deadline policy) is
-   ``markets``; fallback to on-demand after interruptions is ``on_demand_only``.
+   ``markets``; fallback to on-demand after interruptions is ``on_demand_only``
+   (unless no on-demand pool could ever hold the task: then it stays on spot).
 4. Free capacity is taken first, for every waiting task; only then may a task
    queue behind a running attempt (``successors``). ``max_parallel`` counts the
    places held.
 5. A task that no pool could ever hold, even empty, fails ``Capacity.Unavailable``
    once nothing runs; the others wait for capacity.
-6. An attempt's price is its share of the instance (its largest dimension) at the
-   pool's price, times its nodes; what it would cost on the cheapest fitting
-   on-demand pool is carried along, for the savings.
+6. An attempt's price per hour is ``capacity.hourly_price``: its share of the
+   instance (its largest dimension) at the pool's price, or its vCPUs at a price
+   per vCPU-hour (``price_per``), times its nodes; what it would cost on the
+   cheapest fitting on-demand pool is carried along, for the savings.
+7. A delegated pool (a Slurm partition, a Batch queue) is tried in the same order,
+   behind the same breakers, and takes a task while fewer than its ``max_jobs``
+   attempts are outstanding there and its node shape could hold the task
+   (``Capacity.find_in``): the launch names no instance, the batch system picks
+   the node (``fleet`` rule 8). No successor ever queues there.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from stormproof.core import fleet, outcomes, successors
 from stormproof.core.attempt import CAPACITY_UNAVAILABLE, Attempt
-from stormproof.core.capacity import Placement, share
+from stormproof.core.capacity import Placement, hourly_price
 from stormproof.core.decisions import Decision, LaunchAttempt, StartTimer, TaskEnded, TaskReady
 from stormproof.core.defs import Market, PoolDef, Resources, SpotPolicy
 from stormproof.core.events import Event
@@ -140,10 +147,14 @@ def on_demand_only(wf: Workflow, i: int) -> str | None:
         return "spot_enabled is false"
     k = wf.options.fallback_after_interruptions
     if k is not None and wf.interruptions[i] >= k:
-        return f"interrupted {wf.interruptions[i]} times (fallback after {k})"
-    if wf.options.last_attempt_on_demand and wf.interruptions[i] >= task.max_interruptions:
-        return "the last attempt its interruption budget allows"
-    return None
+        why = f"interrupted {wf.interruptions[i]} times (fallback after {k})"
+    elif wf.options.last_attempt_on_demand and wf.interruptions[i] >= task.max_interruptions:
+        why = "the last attempt its interruption budget allows"
+    else:
+        return None
+    if not wf.capacity.could_ever_fit(need(wf, i), task.nodes, False):
+        return None  # no on-demand pool could ever hold it: spot is its only way to finish
+    return why
 
 
 def markets(wf: Workflow, i: int) -> tuple[bool, bool, float | None]:
@@ -250,7 +261,10 @@ def launch(
     wf.attempts[att_id] = att
     wf.current[i] = att
     if host is None:
-        wf.capacity.take(att_id, att_need, instances)
+        if pool.delegated:  # the batch system picks the node: a job slot is all it takes
+            wf.capacity.submitted(pool)
+        else:
+            wf.capacity.take(att_id, att_need, instances)
     else:
         att.after, att.holds = host.id, False
         host.successor = att_id
@@ -262,7 +276,7 @@ def launch(
     typed = fleet.type_breaker(wf, pool.name, task.kind)
     if typed is not None:
         typed.placed(att_id)
-    why = "placed on " + ", ".join(instances)
+    why = "placed on " + ", ".join(instances) if instances else f"submitted to {pool.name}"
     if host is not None:
         why += f", to start when {host.id} ends"
     if pool.market is Market.ON_DEMAND and task.spot_enabled:
@@ -295,7 +309,7 @@ def _rates(wf: Workflow, pool: PoolDef, need: Resources, nodes: int) -> tuple[fl
     key = (pool.name, need.vcpus, need.memory_mib, need.gpus, nodes)
     rates = wf._rate_cache.get(key)
     if rates is None:
-        usd_per_h = pool.price_usd_per_h * share(need, pool.capacity) * nodes
+        usd_per_h = hourly_price(pool, need, nodes)
         rates = wf._rate_cache[key] = (usd_per_h, _on_demand_rate(wf, need, nodes, usd_per_h))
     return rates
 
@@ -303,7 +317,7 @@ def _rates(wf: Workflow, pool: PoolDef, need: Resources, nodes: int) -> tuple[fl
 def _on_demand_rate(wf: Workflow, need: Resources, nodes: int, fallback: float) -> float:
     """The attempt's price per hour on the cheapest on-demand pool that could hold it."""
     rates = [
-        p.price_usd_per_h * share(need, p.capacity) * nodes
+        hourly_price(p, need, nodes)
         for p in wf.capacity.pools
         if p.market is Market.ON_DEMAND and need.fits_in(p.capacity)
     ]

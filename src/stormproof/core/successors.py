@@ -18,7 +18,9 @@ Rules (``RunOptions.successors``):
    for tasks that last milliseconds, and would only hold ready tasks back behind
    long ones.
 4. Checkpointed and multi-node tasks never queue: a checkpoint's restore runs in
-   the orchestrator before the submit, long before a successor could start.
+   the orchestrator before the submit, long before a successor could start. Nor
+   does anything queue on a delegated pool: a host is an attempt placed on one
+   instance, and a launch there names none (the batch system picks the node).
 5. A queued successor that could run on free capacity now is withdrawn once its
    predecessor has held the place for ``successor_patience_s``.
 

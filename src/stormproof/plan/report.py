@@ -117,11 +117,14 @@ def build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None
 def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None) -> PlanReport:
     dag = Dag.from_spec(spec)
     start, finish = dag.earliest()
+    pools = config.pool_defs()
     limits = [m for m in (config.policy.max_parallel, spec.global_config.max_parallel) if m]
+    if pools and all(p.delegated for p in pools):  # no more jobs at once than they take
+        limits.append(sum(p.max_jobs for p in pools))
     est = estimate(
         spec,
         dag,
-        config.pool_defs(),
+        pools,
         start_s=start,
         finish_s=finish,
         max_parallel=min(limits) if limits else None,
@@ -187,6 +190,17 @@ def _notes(
                 "container runtime is configured: commands run directly on the host (set "
                 "`container:` in stormproof.yaml)"
             )
+    delegated = [p for p in config.pool_defs() if p.delegated]
+    if delegated:
+        shown = ", ".join(
+            f"{p.name} ({p.count} x {fmt_number(p.capacity.vcpus)} vCPUs / "
+            f"{fmt_number(p.capacity.memory_mib)} MiB, max_jobs {p.max_jobs})"
+            for p in delegated
+        )
+        notes.append(
+            f"executor {config.executor!r} places on its own nodes: pools {shown}; the "
+            "estimate takes each pool as its nodes, at most max_jobs of the run's jobs in it"
+        )
     if not config.pools:
         notes.append(
             "no pools are configured: the plan uses this machine as one free on-demand pool "

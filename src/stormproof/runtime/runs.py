@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from stormproof import __version__
-from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.defs import DEFAULT_MAX_JOBS, Market, PoolDef, PricePer, Resources
 from stormproof.errors import RunIncompatible
 from stormproof.spec.model import WorkflowSpec
 from stormproof.store.base import EventLog
@@ -111,6 +111,9 @@ def pool_to_dict(p: PoolDef) -> dict[str, Any]:
         "instance_type": p.instance_type,
         "weight": p.weight,
         "interruptible": p.interruptible,
+        "delegated": p.delegated,
+        "max_jobs": p.max_jobs,
+        "price_per": p.price_per.value,
     }
 
 
@@ -124,6 +127,10 @@ def pool_from_dict(d: dict[str, Any]) -> PoolDef:
         instance_type=d.get("instance_type", "local"),
         weight=float(d.get("weight", 1.0)),
         interruptible=bool(d.get("interruptible", False)),
+        # runs recorded before delegated pools existed had modelled ones, priced by instance
+        delegated=bool(d.get("delegated", False)),
+        max_jobs=int(d.get("max_jobs", DEFAULT_MAX_JOBS)),
+        price_per=PricePer(d.get("price_per", PricePer.INSTANCE_HOUR.value)),
     )
 
 

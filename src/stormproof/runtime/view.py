@@ -59,12 +59,17 @@ class AttemptView:
     on_demand_usd_per_h: float = 0.0
     restored_from: int | None = None
     final_cost: Cost | None = None
+    #: On a delegated pool an attempt is billed from its start, not while it waits queued.
+    billed_from_start: bool = False
 
     def cost(self, now: float) -> Cost:
         """The billed cost once ended; while it runs, what it has cost so far."""
         if self.final_cost is not None:
             return self.final_cost
-        seconds = max(0.0, now - self.launched)
+        began = self.launched
+        if self.billed_from_start:
+            began = self.started if self.started is not None else now
+        seconds = max(0.0, now - began)
         return Cost(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
 
     def to_json(self, now: float) -> dict[str, Any]:
@@ -152,6 +157,8 @@ class RunView:
     tasks: dict[str, TaskView] = field(default_factory=dict)
     instances: dict[str, InstanceView] = field(default_factory=dict)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Delegated pools (a batch system places there) and their ``max_jobs``.
+    delegated: dict[str, int] = field(default_factory=dict)
     #: Notices and losses of instances that were up, busy or idle (what the provider did).
     instance_notices: int = 0
     last_seq: int = 0
@@ -172,6 +179,10 @@ class RunView:
         for t in self.tasks.values():
             out[t.state] = out.get(t.state, 0) + 1
         return out
+
+    def outstanding(self, pool: str) -> int:
+        """The run's attempts placed or running in ``pool`` now."""
+        return sum(1 for att in self._by_attempt.values() if att.pool == pool)
 
     def interruptions(self) -> int:
         """Attempts taken away (``Capacity.Interrupted``, ``Node.Lost``): what cost work.
@@ -222,6 +233,7 @@ def _launch(v: RunView, row: Row) -> None:
         usd_per_h=float(d.get("usd_per_h", 0.0)),
         on_demand_usd_per_h=float(d.get("on_demand_usd_per_h", 0.0)),
         reason=d.get("reason", ""),
+        billed_from_start=d.get("pool") in v.delegated,
     )
     task.attempts.append(att)
     task.state = "running"
@@ -239,6 +251,10 @@ def _started(v: RunView, row: Row) -> None:
         att.started = row.at
         if not att.instances and row.data.get("nodes"):
             att.instances = list(row.data["nodes"])  # a delegated pool: the backend chose
+            for node in att.instances:  # known nodes list it; new ones find it (_instance)
+                inst = v.instances.get(node)
+                if inst is not None:
+                    inst.attempts.append(row.data["attempt_id"])
 
 
 def _attempt_ended(v: RunView, row: Row) -> None:
@@ -272,6 +288,8 @@ def _instance(v: RunView, row: Row) -> None:
         inst = v.instances[d["instance_id"]] = InstanceView(
             d["instance_id"], d["pool"], d["market"], d["state"]
         )
+        if d["pool"] in v.delegated:  # a node learned from the attempts the backend ran there
+            inst.attempts = [a for a, att in v._by_attempt.items() if inst.id in att.instances]
     inst.state = d["state"]
     inst.reason = d.get("reason", "")
 
@@ -339,6 +357,9 @@ def empty_view(name: str, meta: dict[str, Any], stages: list[list[str]]) -> RunV
     view = RunView(name=name, workflow=spec["name"])
     # Every pool has a breaker from the start: closed until its first BreakerChanged.
     view.breakers = {p["name"]: closed_breaker() for p in meta.get("pools", [])}
+    view.delegated = {
+        p["name"]: int(p.get("max_jobs", 0)) for p in meta.get("pools", []) if p.get("delegated")
+    }
     for level, ids in enumerate(stages):
         for tid in ids:
             view.tasks[tid] = TaskView(tid, names[tid], level)

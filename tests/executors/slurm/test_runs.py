@@ -7,6 +7,7 @@ orchestrator, ``stormproof cancel``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -133,6 +134,42 @@ def test_a_preempted_spot_task_checkpoints_in_the_grace_and_resumes(cli: Cli) ->
     ]
     assert len(committed) == 1  # CHECKPOINT_EVERY is out of reach: the SIGTERM's checkpoint
     resumed = re.search(r"resumed from step (\d+)", cli.logs("pre", "count", 2))
+    assert resumed is not None and int(resumed.group(1)) >= 8
+    assert second["state"] == "succeeded"
+
+
+def test_interrupt_names_a_node_and_its_attempts_checkpoint_and_resume(cli: Cli) -> None:
+    """``stormproof interrupt RUN --instance NODE``: the node an attempt landed on (learned
+    when it started, shown by ``fleet``) gets the notice; the attempt there is signalled
+    through Slurm, commits its checkpoint, is cancelled after the notice if still there, and
+    the retry restores the checkpoint."""
+    shutil.copytree(EXAMPLES / "checkpointing", cli.cwd / "checkpointing")
+    tasks = (
+        "  - id: count\n"
+        '    command: [bash, "${STORMPROOF_WORKFLOW_DIR}/checkpointing/counter.sh"]\n'
+        "    environment: {COUNT_TO: 60, CHECKPOINT_EVERY: 1000, STEP_SECONDS: 0.25}\n"
+        "    checkpoint_enabled: true\n"
+        "    retry_attempts: 0\n"
+    )
+    cli.write("wf.yaml", workflow("drill", tasks, "retry_interval: 1s, checkpoint_interval: 0"))
+    proc = cli.start("run", "wf.yaml", "--name", "drill", "-q")
+    job = wait_until(lambda: cli.job_of("drill", "count/1"), what="count/1 to start")
+    wait_until(lambda: "step 8" in cli.logs("drill", "count", 1), what="a few steps")
+    node = job["nodes"][0]
+    fleet = json.loads(cli("fleet", "drill", "--json").stdout)
+    assert any(i["id"] == node and "count/1" in i["attempts"] for i in fleet)
+    said = cli("interrupt", "drill", "--instance", node, "--notice", "20s")
+    assert said.returncode == 0, said.stderr
+    assert proc.wait(timeout=180) == 0, proc.communicate()[1]
+    status = cli.status("drill")
+    first, second = status["tasks"]["count"]["attempts"]
+    assert (first["state"], first["error"], first["instance"]) == (
+        "interrupted",
+        "Capacity.Interrupted",
+        node,
+    )
+    assert status["tasks"]["count"]["budgets_used"] == {"retry": 0, "interruptions": 1}
+    resumed = re.search(r"resumed from step (\d+)", cli.logs("drill", "count", 2))
     assert resumed is not None and int(resumed.group(1)) >= 8
     assert second["state"] == "succeeded"
 

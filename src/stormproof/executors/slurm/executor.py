@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from stormproof.config import Config
 from stormproof.core.defs import PoolDef
 from stormproof.core.events import AttemptStarted, AttemptSubmitFailed, Event
 from stormproof.errors import ConfigError
@@ -113,11 +112,18 @@ class SlurmExecutor:
 
     @classmethod
     def describe_pools(
-        cls, config: Config, spec: WorkflowSpec | None = None
+        cls, pools: tuple[PoolDef, ...], options: Mapping[str, Any]
     ) -> tuple[PoolDef, ...]:
         """The run's pools sized from their partitions, after the checks a run makes before it
         submits anything (``partitions.describe_pools``)."""
-        return partitions.describe_pools(config, spec)
+        return partitions.describe_pools(pools, options)
+
+    @classmethod
+    def check_workflow(
+        cls, spec: WorkflowSpec, pools: Sequence[PoolDef], options: Mapping[str, Any]
+    ) -> None:
+        """Refuse a task no partition it may use can hold, time limits included."""
+        partitions.check_workflow(spec, pools, options)
 
     # ------------------------------------------------------------------ the seam
     def prepare(self) -> None:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from stormproof.config import Config, PoolConfig
+from stormproof.config import SettingError
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.errors import CapacityError, ConfigError
 from stormproof.executors.slurm.commands import Slurm, SlurmError, SlurmRefused
@@ -81,52 +82,75 @@ def read_partitions(slurm: Slurm) -> dict[str, Partition]:
     return found
 
 
-def describe_pools(config: Config, spec: WorkflowSpec | None = None) -> tuple[PoolDef, ...]:
-    """The run's pools, sized from their partitions; raise a one-line error for any problem
-    the cluster can tell before a job is submitted (the module docstring lists them)."""
-    options = SlurmOptions.from_dict(config.executor_options())
-    slurm = Slurm.from_environment(options.slurm_conf)
+def describe_pools(pools: tuple[PoolDef, ...], options: Mapping[str, Any]) -> tuple[PoolDef, ...]:
+    """The run's pools sized from their partitions (``executors.base.describe_pools``), after
+    the checks the module docstring lists; a problem is one ``ConfigError`` (a
+    ``SettingError`` names the setting, and the configuration its line)."""
+    opts = SlurmOptions.from_dict(options)
+    slurm = Slurm.from_environment(opts.slurm_conf)
+    found = _cluster_partitions(slurm, opts.slurm_conf)
+    if not opts.partitions:  # no pools configured: the core made up one for this machine
+        names = ", ".join(sorted(found)) or "none"
+        raise SettingError(
+            ("pools",),
+            "executor: slurm needs pools, one per partition to use, like `pools: [{name: "
+            f"batch, market: on_demand, partition: batch}}]` (the cluster's partitions: {names})",
+        )
+    out = []
+    for i, pool in enumerate(pools):
+        partition = opts.partition(pool.name)
+        info = found.get(partition)
+        if info is None:
+            raise SettingError(("pools", i, "partition"), _unknown(partition, found))
+        out.append(_sized(pool, info))
+    _check_access(slurm, opts, sorted({opts.partition(p.name) for p in pools}))
+    return tuple(out)
+
+
+def check_workflow(
+    spec: WorkflowSpec, pools: Sequence[PoolDef], options: Mapping[str, Any]
+) -> None:
+    """Refuse a workflow with a task no partition it may use can hold (``CapacityError``)."""
+    opts = SlurmOptions.from_dict(options)
+    found = _SEEN.get(opts.slurm_conf) or _cluster_partitions(
+        Slurm.from_environment(opts.slurm_conf), opts.slurm_conf
+    )
+    partitions = {
+        p.name: found[opts.partition(p.name)] for p in pools if opts.partition(p.name) in found
+    }
+    problems = unplaceable(spec, [p for p in pools if p.name in partitions], partitions, opts)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise CapacityError(f"some tasks cannot run on this cluster:\n{lines}")
+
+
+#: Partitions read by this process, by ``slurm_conf``: a command asks ``sinfo`` once.
+_SEEN: dict[str | None, dict[str, Partition]] = {}
+
+
+def _cluster_partitions(slurm: Slurm, slurm_conf: str | None = None) -> dict[str, Partition]:
     try:
         slurm.check_installed()
         slurm.ping()
-        found = read_partitions(slurm)
+        found = _SEEN[slurm_conf] = read_partitions(slurm)
     except SlurmError as err:
         raise ConfigError(f"executor: slurm: {err}") from None
-    if not config.pools:
-        raise ConfigError(_no_pools(config, found))
-    pools: list[PoolDef] = []
-    partitions: dict[str, Partition] = {}
-    for i, pool in enumerate(config.pools):
-        partition = options.partition(pool.name)
-        info = found.get(partition)
-        if info is None:
-            raise ConfigError(_unknown_partition(config, i, pool, partition, found))
-        partitions[pool.name] = info
-        pools.append(_sized(pool, info))
-    _check_access(config, slurm, options, sorted({p.name for p in partitions.values()}))
-    if spec is not None:
-        problems = unplaceable(spec, pools, partitions, options)
-        if problems:
-            lines = "\n".join(f"  - {p}" for p in problems)
-            raise CapacityError(f"some tasks cannot run on this cluster:\n{lines}")
-    return tuple(pools)
+    return found
 
 
-def _sized(pool: PoolConfig, info: Partition) -> PoolDef:
-    """The pool with what the configuration left out taken from its partition."""
-    base = pool.to_def()
-    cap = Resources(
-        vcpus=pool.vcpus if pool.vcpus is not None else float(info.cpus),
-        memory_mib=pool.memory if pool.memory is not None else info.memory_mib,
-        gpus=pool.gpus if "gpus" in pool.model_fields_set else info.gpus,
+def _sized(pool: PoolDef, info: Partition) -> PoolDef:
+    """The pool with what the configuration left out (0) taken from its partition."""
+    cap = pool.capacity
+    filled = Resources(
+        vcpus=cap.vcpus or float(info.cpus),
+        memory_mib=cap.memory_mib or info.memory_mib,
+        gpus=cap.gpus or info.gpus,
     )
-    count = pool.count if "count" in pool.model_fields_set else max(1, info.nodes)
-    return replace(base, capacity=cap, count=count, instance_type=f"slurm:{info.name}")
+    instance = pool.instance_type if pool.instance_type != "local" else f"slurm:{info.name}"
+    return replace(pool, capacity=filled, count=pool.count or info.nodes, instance_type=instance)
 
 
-def _check_access(
-    config: Config, slurm: Slurm, options: SlurmOptions, partitions: Sequence[str]
-) -> None:
+def _check_access(slurm: Slurm, options: SlurmOptions, partitions: Sequence[str]) -> None:
     """``sbatch --test-only`` once per partition: the account and QOS are allowed there."""
     if options.account is None and options.qos is None:
         return
@@ -140,9 +164,10 @@ def _check_access(
             text = str(err)
             key = "qos" if "qos" in text.lower() and "account" not in text.lower() else "account"
             value = options.qos if key == "qos" else options.account
-            raise ConfigError(
-                f"{config.place(('slurm', key))}: Slurm refuses {key} {value!r} in partition "
-                f"{partition}: {text} (`sacctmgr show associations user=$USER` lists yours)"
+            raise SettingError(
+                ("slurm", key),
+                f"Slurm refuses {key} {value!r} in partition {partition}: {text} "
+                "(`sacctmgr show associations user=$USER` lists yours)",
             ) from None
         except SlurmError as err:
             raise ConfigError(f"executor: slurm: {err}") from None
@@ -213,30 +238,13 @@ def _need_text(need: _Need, options: SlurmOptions) -> str:
     return text
 
 
-def _unknown_partition(
-    config: Config, i: int, pool: PoolConfig, partition: str, found: dict[str, Partition]
-) -> str:
+def _unknown(partition: str, found: dict[str, Partition]) -> str:
     close = difflib.get_close_matches(partition, list(found), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    field = "partition" if pool.partition is not None else "name"
-    how = (
-        ""
-        if pool.partition is not None
-        else " (a pool without `partition:` submits to the one of its name)"
-    )
     names = ", ".join(sorted(found)) or "none"
     return (
-        f"{config.place(('pools', i, field))}: Slurm has no partition {partition!r}{hint}{how}; "
-        f"the cluster's partitions: {names}"
-    )
-
-
-def _no_pools(config: Config, found: dict[str, Partition]) -> str:
-    names = ", ".join(sorted(found)) or "none"
-    return (
-        f"{config.place(('executor',))}: executor: slurm needs pools: one per partition to use, "
-        f"like `pools: [{{name: batch, market: on_demand, partition: batch}}]` "
-        f"(the cluster's partitions: {names})"
+        f"Slurm has no partition {partition!r}{hint}; the cluster's partitions: {names} "
+        "(a pool without `partition:` submits to the one of its name)"
     )
 
 
