@@ -7,8 +7,8 @@ same run, the same N no-op jobs three ways:
 * **loop**: a shell loop of ``sbatch --wrap true``, one job per iteration (what a user's
   script does);
 * **array**: one ``sbatch --array=1-N`` (the fastest submission Slurm offers);
-* **stormproof**: ``stormproof run`` of a workflow of N independent ``true`` tasks, with the
-  issue's two pools (``spot``, ``ondemand``) and the default polling.
+* **stormproof**: ``stormproof run`` of a workflow of N independent ``true`` tasks, on the
+  same partition (one pool, ``ondemand``), with the default polling and ``max_jobs``.
 
 Every Slurm client is called through a counting shim on ``PATH`` (a script that notes its name
 and time, then execs the real one), so the figures count what each way asked of slurmctld,
@@ -42,10 +42,11 @@ from tests.executors.slurm import _cluster  # noqa: E402 - the repo root is on t
 
 CLIENTS = ("sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo", "srun")
 STATUS = ("squeue", "sacct", "scontrol")
+#: The baselines' partition, and the default polling. (With the spot pool too, stormproof
+#: would put half the jobs on spot, where the on-demand half preempts them: not the same jobs.)
 CONFIG = """\
 executor: slurm
-pools: [{name: spot, market: spot, partition: spot, price: 0.01},
-        {name: ondemand, market: on_demand, partition: ondemand, price: 0.04}]
+pools: [{name: ondemand, market: on_demand, partition: ondemand, price: 0.04}]
 """
 
 

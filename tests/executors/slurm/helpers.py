@@ -36,6 +36,7 @@ def make_job(
     **fields: Any,
 ) -> AttemptJob:
     fields.setdefault("pool", "ondemand")
+    fields.setdefault("market", "spot" if fields["pool"] == "spot" else "on_demand")
     return AttemptJob(
         run=run_dir.name,
         attempt_id=f"{name}/{number}",
@@ -114,9 +115,13 @@ class Cli:
     cwd: Path
     cluster: Cluster
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    #: Another ``SLURM_CONF`` for the next commands (a dead controller's).
+    cluster_conf: Path | None = None
 
     def env(self) -> dict[str, str]:
         env = self.cluster.env(PYTHONUNBUFFERED="1")
+        if self.cluster_conf is not None:
+            env["SLURM_CONF"] = str(self.cluster_conf)
         env.pop("STORMPROOF_HOME", None)
         # the jobs run `stormproof checkpoint commit` and `python3` from this environment
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -98,10 +98,15 @@ def test_a_job_cancelled_from_outside_is_lost_naming_it(slurm: Cluster, run_dir:
     ex.close(final=True)
 
 
-def test_kill_gives_the_command_its_grace_then_cancels(slurm: Cluster, run_dir: Path) -> None:
+@pytest.mark.parametrize("pool", ["spot", "ondemand"])  # as a step, and in the batch script
+def test_kill_gives_the_command_its_grace_then_cancels(
+    slurm: Cluster, run_dir: Path, pool: str
+) -> None:
     ex = executor(run_dir)
-    polite = make_job(run_dir, "polite", TRAP_TERM)
-    stubborn = make_job(run_dir, "stubborn", "trap '' TERM; echo ready > ready; sleep 60")
+    polite = make_job(run_dir, "polite", TRAP_TERM, pool=pool)
+    stubborn = make_job(
+        run_dir, "stubborn", "trap '' TERM; echo ready > ready; sleep 60", pool=pool
+    )
     for job in (polite, stubborn):
         ex.submit(job)
     collect(ex, began("polite/1", "stubborn/1"))
@@ -120,13 +125,15 @@ def test_kill_gives_the_command_its_grace_then_cancels(slurm: Cluster, run_dir: 
     ex.close(final=True)
 
 
-def test_signal_reaches_the_running_command(slurm: Cluster, run_dir: Path) -> None:
+@pytest.mark.parametrize("pool", ["spot", "ondemand"])
+def test_signal_reaches_the_running_command(slurm: Cluster, run_dir: Path, pool: str) -> None:
     ex = executor(run_dir)
     job = make_job(
         run_dir,
         "ckpt",
         "trap 'echo usr1 >> got' USR1; echo ready > ready; "
         "while [ ! -s got ]; do sleep 0.1; done; exit 0",
+        pool=pool,
     )
     ex.submit(job)
     collect(ex, began("ckpt/1"))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,7 @@ def test_status_file_names_round_trip_and_temporary_files_are_ignored() -> None:
 def test_the_step_writes_the_code_and_outlives_the_signals_slurm_sends(tmp_path: Path) -> None:
     """The ``sh`` the script puts around the command, run here without Slurm: it reports the
     command's code, 143 after a SIGTERM the command did not handle."""
-    job = make_job(tmp_path, "t", "kill -TERM $$; sleep 5")
+    job = make_job(tmp_path, "t", "kill -TERM $$; sleep 5", pool="spot")
     text = script.script_text(job, tmp_path)
     srun_line = next(line for line in text.splitlines() if line.startswith("srun "))
     step = srun_line.split(" -- ", 1)[1]  # what srun would run
@@ -49,6 +51,38 @@ def test_the_step_writes_the_code_and_outlives_the_signals_slurm_sends(tmp_path:
     proc = subprocess.run(["/bin/sh", "-c", step], env=env, timeout=30)
     assert proc.returncode == 143
     assert (tmp_path / "t@1.X").read_text() == "143\n"
+
+
+def test_on_demand_the_script_runs_the_command_itself_and_passes_signals_on(
+    tmp_path: Path,
+) -> None:
+    """No step on an on-demand pool: the batch script claims, starts, runs the command in its
+    own process group, passes a SIGTERM on to it, and writes its code; run here without
+    Slurm, as the script itself."""
+    job = make_job(
+        tmp_path,
+        "t",
+        "trap 'echo term > got; exit 7' TERM; touch ready; sleep 30 & wait",
+        {"GREETING": "hi"},
+    )
+    assert not script.runs_as_step(job)
+    text = script.script_text(job, tmp_path)
+    assert "srun" not in text
+    (tmp_path / "work").mkdir()
+    env = {"SLURM_JOB_ID": "77", "SLURM_JOB_NODELIST": "n[1-2]", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(["/bin/sh", "-c", text], env=env, cwd=tmp_path / "work")
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "work" / "ready").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)  # what `scancel --batch --signal=TERM` does
+    assert proc.wait(timeout=20) == 7
+    assert (tmp_path / "work" / "got").read_text() == "term\n"
+    assert (tmp_path / "t@1.X").read_text() == "7\n"
+    assert (tmp_path / "t@1.S").read_text() == "77 n[1-2]\n"
+    assert (tmp_path / "t@1.claim").is_dir()
+    again = subprocess.run(["/bin/sh", "-c", text], env=env, cwd=tmp_path / "work", text=True,
+                           capture_output=True)  # fmt: skip
+    assert again.returncode == 0 and "was started before (by job 77)" in again.stderr
 
 
 def test_time_limits_carry_the_margin() -> None:

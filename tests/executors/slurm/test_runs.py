@@ -205,6 +205,14 @@ def test_resume_after_kill_9_adopts_every_job_and_submits_none_twice(cli: Cli) -
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(ours()) >= 10  # they outlive the orchestrator
+    rows = len(cli.history("k9"))
+    dead = cli.cwd / "dead.conf"
+    dead.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=9", cli.cluster.conf.read_text()))
+    cli.cluster_conf = dead  # a resume that cannot reach slurmctld: one line, the log as it was
+    refused = cli("resume", "k9", "-q")
+    cli.cluster_conf = None
+    assert refused.returncode == 2 and "slurmctld does not answer" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(cli.history("k9")) == rows
     resumed = cli("resume", "k9", "-q")
     assert resumed.returncode == 0, resumed.stderr
     status = cli.status("k9")

@@ -132,16 +132,20 @@ class Slurm:
         out = self.call("squeue", "--me", "--noheader", "--states=all", "-O", _SQUEUE_FORMAT)
         return [r for r in map(_squeue_record, out.splitlines()) if r is not None]
 
-    def scancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
-        """Cancel (or, with ``signal``, signal the steps of) these jobs, in one call.
-
-        Jobs that ended meanwhile make ``scancel`` complain; that is not an error here.
+    def scancel(
+        self, job_ids: Sequence[str], signal: str | None = None, batch: bool = False
+    ) -> None:
+        """Cancel these jobs, or with ``signal`` signal their steps (``batch``: their batch
+        scripts instead), in one call. Jobs that ended meanwhile make ``scancel`` complain;
+        that is not an error here.
         """
         if not job_ids:
             return
         args = ["scancel", "--quiet"]
         if signal is not None:
             args.append(f"--signal={signal}")
+            if batch:
+                args.append("--batch")
         # "already completing or completed", "invalid job id": nothing left to do
         with contextlib.suppress(SlurmRefused):
             self.call(*args, *job_ids)

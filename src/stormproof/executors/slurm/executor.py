@@ -100,7 +100,8 @@ class SlurmExecutor:
         self._owners: dict[str, str] = {}  # Slurm job id -> attempt id, for every job we know
         self._events: list[Event] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._signals: dict[int, list[str]] = {}  # signal → job ids, sent at the next flush
+        #: (signal, to the batch script) -> job ids, sent at the next flush
+        self._signals: dict[tuple[int, bool], list[str]] = {}
         self._cancels: list[str] = []
         self._interval = self.options.poll_interval_s
         self._next_query = 0.0
@@ -127,8 +128,14 @@ class SlurmExecutor:
 
     # ------------------------------------------------------------------ the seam
     def prepare(self) -> None:
-        """Make the status directory the jobs write to (nothing to start in the background)."""
+        """Make the status directory the jobs write to, and make sure slurmctld answers
+        (``scontrol ping`` answers at once): a run or a resume that cannot reach it stops
+        here with one line, before its log changes (``resume`` again once it answers)."""
         self.status_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.slurm.ping()
+        except SlurmError as err:
+            raise ConfigError(f"executor: slurm: {err}") from None
 
     def submit(self, job: AttemptJob) -> None:
         """Queue the attempt for ``sbatch``; idempotent per attempt id (also after ``recover``)."""
@@ -160,7 +167,7 @@ class SlurmExecutor:
         """One signal to the command's step (``scancel --signal``), e.g. a checkpoint request."""
         att = self._attempts.get(attempt_id)
         if att is not None and not att.ended and att.started and att.job_id is not None:
-            self._signals.setdefault(int(signum), []).append(att.job_id)
+            self._signal_job(att, int(signum))
 
     def poll(self, timeout_s: float) -> list[Event]:
         """Events that happened, waiting up to ``timeout_s`` for the first one."""
@@ -187,7 +194,7 @@ class SlurmExecutor:
         """
         if not jobs:
             return []
-        self.prepare()
+        self.status_dir.mkdir(parents=True, exist_ok=True)
         try:
             records = [r for r in self.slurm.squeue_mine() if r.comment == self.comment]
         except SlurmError as err:  # before the run's log changed: resume again later
@@ -310,9 +317,15 @@ class SlurmExecutor:
         if grace_s <= 0 or not att.started:
             self._cancels.append(att.job_id)  # nothing runs yet to give a grace to
         else:
-            self._signals.setdefault(int(signals.SIGTERM), []).append(att.job_id)
+            self._signal_job(att, int(signals.SIGTERM))
             self._hard_kills[att.job.attempt_id] = time.monotonic() + grace_s
         self._soon()
+
+    def _signal_job(self, att: _Attempt, signum: int) -> None:
+        """Queue a signal for the command: its step's, or the batch script's that passes it on."""
+        assert att.job_id is not None
+        key = (signum, not script.runs_as_step(att.job))
+        self._signals.setdefault(key, []).append(att.job_id)
 
     def _flush(self, now: float) -> None:
         """Send the signals and cancellations gathered since the last flush, one call each.
@@ -328,9 +341,11 @@ class SlurmExecutor:
                 self._cancels.append(att.job_id)
         try:
             while self._signals:
-                signum = min(self._signals)
-                self.slurm.scancel(sorted(set(self._signals[signum])), signal=str(signum))
-                del self._signals[signum]
+                key = min(self._signals)
+                signum, batch = key
+                job_ids = sorted(set(self._signals[key]))
+                self.slurm.scancel(job_ids, signal=str(signum), batch=batch)
+                del self._signals[key]
             if self._cancels:
                 self.slurm.scancel(sorted(set(self._cancels)))
                 self._cancels = []
