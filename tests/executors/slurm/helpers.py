@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,10 +180,24 @@ class Cli:
         return self("logs", run, task, "--attempt", str(attempt), "--stream", "stdout").stdout
 
     def close(self) -> None:
+        """Kill what this test started, detached orchestrators included (a failed test's
+        would otherwise go on submitting to the next test's cluster)."""
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
             p.communicate()
+        mark = str(self.cwd).encode()
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+                continue
+            try:
+                cmdline = (pid_dir / "cmdline").read_bytes()
+                cwd = os.readlink(pid_dir / "cwd").encode()
+            except OSError:
+                continue
+            if b"stormproof" in cmdline and (mark in cmdline or cwd.startswith(mark)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid_dir.name), signal.SIGKILL)
 
 
 def wait_until(check: Callable[[], Any], timeout_s: float = 60, what: str = "it") -> Any:
