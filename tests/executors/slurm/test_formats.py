@@ -36,7 +36,7 @@ def test_status_file_names_round_trip_and_temporary_files_are_ignored() -> None:
     assert name == "pre.process_1@12"
     assert script.attempt_of(name + ".X") == ("pre.process_1/12", ".X")
     assert script.attempt_of(name + ".S") == ("pre.process_1/12", ".S")
-    for other in (name + ".X.part", name + ".claim", name + ".r0", "stray.X"):
+    for other in (name + ".claim", name + ".r0", "stray.X", name + ".X.tmp"):
         assert script.attempt_of(other) is None
 
 
@@ -132,3 +132,16 @@ def test_squeue_and_sacct_lines() -> None:
     done = _sacct_record("19|CANCELLED by 0|3:0|n1|spot|d/1")
     assert done is not None and (done.state, done.exit_code) == ("CANCELLED", 3)
     assert _sacct_record("19.batch|COMPLETED|0:0|n1|spot|batch") is None
+
+
+def test_a_status_file_being_written_reads_as_absent(tmp_path: Path) -> None:
+    """One line per file, no rename: a line without its newline is not there yet."""
+    exited, started = tmp_path / "a@1.X", tmp_path / "a@1.S"
+    exited.write_text("3")
+    started.write_text("12 n1")
+    assert script.read_exited(exited) is None and script.read_started(started) is None
+    exited.write_text("3\n")
+    started.write_text("12 n[1-2]\n")
+    assert script.read_exited(exited) == (3, exited.stat().st_mtime)
+    assert script.read_started(started) == ("12", "n[1-2]", started.stat().st_mtime)
+    assert script.read_exited(tmp_path / "none.X") is None

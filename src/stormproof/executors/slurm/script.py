@@ -30,8 +30,9 @@ once. So every attempt runs through a small POSIX ``sh`` script written beside i
 4. if the command is killed outright (SIGKILL at the end of a grace, a node gone), nothing is
    written, and Slurm's state tells what happened.
 
-Both files are written to a temporary name and renamed, so a reader sees all of a file or
-none. ``<name>`` is the attempt id with ``/`` as ``@`` (task ids never contain ``@``).
+Each file is one line, written by one ``echo``; a reader takes a file without its final
+newline for one not written yet (a rename per file would cost a process per job).
+``<name>`` is the attempt id with ``/`` as ``@`` (task ids never contain ``@``).
 
 The status directory is the executor's fast path: one directory listing per poll tells which
 attempts started and ended, without asking slurmctld anything. Slurm's own view (``squeue``)
@@ -64,7 +65,7 @@ def _in_step(nodes: int) -> str:
     target = '"$' + STATUS_ENV + ('.X"' if nodes == 1 else '.r$SLURM_PROCID"')
     return (
         f'trap : {_CAUGHT}; "$@"; c=$?; f={target}; '
-        'echo "$c" >"$f.part" && mv -f "$f.part" "$f"; exit "$c"'
+        'echo "$c" >"$f"; exit "$c"'
     )
 
 
@@ -74,7 +75,7 @@ def status_name(attempt_id: str) -> str:
 
 
 def attempt_of(file_name: str) -> tuple[str, str] | None:
-    """``task@3.X`` → ``("task/3", ".X")``; ``None`` for anything else (``.part`` files)."""
+    """``task@3.X`` → ``("task/3", ".X")``; ``None`` for anything else (claims, ranks)."""
     stem, dot, kind = file_name.rpartition(".")
     if not dot or "@" not in stem or f".{kind}" not in (STARTED, EXITED):
         return None
@@ -102,7 +103,7 @@ def script_text(
         "  exit 0",
         "fi",
         'echo "$SLURM_JOB_ID" >"$s.claim/job"',
-        'echo "$SLURM_JOB_ID $SLURM_JOB_NODELIST" >"$s.S.part" && mv -f "$s.S.part" "$s.S"',
+        'echo "$SLURM_JOB_ID $SLURM_JOB_NODELIST" >"$s.S"',
     ]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(job.env.items())]
     lines.append(f'export {STATUS_ENV}="$s"')
@@ -133,7 +134,7 @@ def _direct(command: str) -> list[str]:
         f"if command -v setsid >/dev/null 2>&1; then setsid {command} & else {command} & fi",
         "pid=$!",
         'while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
-        'echo "$code" >"$s.X.part" && mv -f "$s.X.part" "$s.X"',
+        'echo "$code" >"$s.X"',
         'exit "$code"',
     ]
 
@@ -150,7 +151,7 @@ def _gather_ranks(nodes: int) -> list[str]:
         "  else all=0; fi",
         "done",
         'if [ -z "$x" ] && [ "$all" = 1 ]; then x=0; fi',
-        'if [ -n "$x" ]; then echo "$x" >"$s.X.part" && mv -f "$s.X.part" "$s.X"; fi',
+        'if [ -n "$x" ]; then echo "$x" >"$s.X"; fi',
     ]
 
 
@@ -203,6 +204,8 @@ def read_started(path: Path) -> tuple[str, str, float] | None:
             when = os.fstat(fh.fileno()).st_mtime
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if not text.endswith("\n"):
+        return None  # being written
     job_id, _, nodes = text.strip().partition(" ")
     return job_id, nodes.strip(), when
 
@@ -215,6 +218,8 @@ def read_exited(path: Path) -> tuple[int, float] | None:
             when = os.fstat(fh.fileno()).st_mtime
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if not text.endswith("\n"):
+        return None  # being written
     try:
         return int(text.strip()), when
     except ValueError:
