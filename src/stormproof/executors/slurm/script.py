@@ -63,10 +63,7 @@ _CAUGHT = "HUP INT QUIT USR1 USR2 TERM ALRM"
 def _in_step(nodes: int) -> str:
     """The ``sh`` inside the step: run the command, write its code (module docstring, 4)."""
     target = '"$' + STATUS_ENV + ('.X"' if nodes == 1 else '.r$SLURM_PROCID"')
-    return (
-        f'trap : {_CAUGHT}; "$@"; c=$?; f={target}; '
-        'echo "$c" >"$f"; exit "$c"'
-    )
+    return f'trap : {_CAUGHT}; "$@"; c=$?; f={target}; echo "$c" >"$f"; exit "$c"'
 
 
 def status_name(attempt_id: str) -> str:
