@@ -76,10 +76,10 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
     assert config.checkpoints == "s3://bucket/prefix"
     assert config.policy.deadline == 36 * 3600
     assert config.policy.fallback_after_interruptions == 2
-    assert config.alerts[0] == {"on": "workflow_failed", "notify": "slack://hooks/x"}
-    assert config.alerts[1] == {
-        "on": "interruption_rate", "above": 5, "per": "10m", "notify": "mailto://ops@example.org"
-    }  # fmt: skip
+    failed, rate = config.alerts
+    assert (failed.on, failed.notify) == ("workflow_failed", ["slack://hooks/x"])
+    assert (rate.on, rate.above, rate.per) == ("interruption_rate", 5, 600)
+    assert rate.notify == ["mailto://ops@example.org"]
     assert config.container_runtime == "apptainer"
     spot, on_demand = config.pool_defs()
     assert spot == PoolDef("spot-c5", Market.SPOT, Resources(4, 8192, 0), 4, 0.068, "c5.xlarge")
@@ -411,3 +411,69 @@ def test_price_per_is_instance_hour_or_vcpu_hour(tmp_path: Path) -> None:
         "stormproof.yaml:2: pools[0].price_per: 'cpu_hour' is not one of instance_hour, "
         "vcpu_hour (did you mean 'vcpu_hour'?)"
     )
+
+
+def test_alert_rules_load_with_their_settings_and_are_recorded_resolved(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "pools:\n"
+        "  - {name: spot, market: spot, vcpus: 1, memory: 512}\n"
+        "policy: {deadline: 2h}\n"
+        "alerts:\n"
+        "  - {on: task_failed, notify: json://127.0.0.1:9/x}\n"
+        "  - {on: breaker_open, pool: spot, notify: [json://a/b, 'mailto://u:p@h']}\n"
+        "  - {on: cost_above, above: 12.5, notify: json://a/b}\n"
+        "  - {on: deadline_at_risk, every: 30s, notify: json://a/b}\n",
+    )
+    config = load_config(None, tmp_path, {})
+    rules = config.alert_rules()
+    assert [r["on"] for r in rules] == [
+        "task_failed",
+        "breaker_open",
+        "cost_above",
+        "deadline_at_risk",
+    ]
+    assert rules[1]["notify"] == ["json://a/b", "mailto://u:p@h"] and rules[1]["pool"] == "spot"
+    assert rules[2]["above"] == 12.5
+    assert (rules[3]["deadline_s"], rules[3]["every_s"]) == (7200, 30)
+
+
+@pytest.mark.parametrize(
+    ("alert", "message"),
+    [
+        ("{on: task_faild, notify: json://a/b}", "alerts[0].on: 'task_faild' is not one of"),
+        ("{on: task_faild, notify: json://a/b}", "(did you mean 'task_failed'?)"),
+        ("{on: task_failed}", "alerts[0].notify: required field is missing"),
+        ("{on: task_failed, notify: slack}", "'slack' is not an apprise URL"),
+        ("{on: task_failed, notify: []}", "expected an apprise URL"),
+        (
+            "{on: task_failed, above: 3, notify: json://a/b}",
+            "alerts[0].above: task_failed does not use above",
+        ),
+        (
+            "{on: interruption_rate, above: 5, notify: json://a/b}",
+            "interruption_rate needs per: a duration",
+        ),
+        ("{on: interruption_rate, per: 10m, notify: json://a/b}", "interruption_rate needs above"),
+        (
+            "{on: breaker_open, pool: spto, notify: json://a/b}",
+            "no pool is named 'spto' (did you mean 'spot'?)",
+        ),
+        ("{on: deadline_at_risk, notify: json://a/b}", "deadline_at_risk needs a deadline"),
+        (
+            "{on: cost_above, above: 1, notifyy: json://a/b}",
+            "alerts[0].notifyy: unknown field (did you mean 'notify'?)",
+        ),
+    ],
+)
+def test_bad_alert_rules_are_errors_with_file_line_and_fix(
+    tmp_path: Path, alert: str, message: str
+) -> None:
+    text = (
+        "pools:\n  - {name: spot, market: spot, vcpus: 1, memory: 512}\nalerts:\n  - "
+        + alert
+        + "\n"
+    )
+    problem = error(tmp_path, text)
+    assert message in problem
+    assert "stormproof.yaml:4: alerts[0]" in problem

@@ -385,6 +385,64 @@ class SlurmConfig(_Strict):
         }
 
 
+#: The alert rules (``alerts[].on``) and the settings each takes besides ``on`` and ``notify``:
+#: (required, optional). Evaluated by ``monitor.alerts.rules``.
+ALERT_SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "workflow_failed": ((), ()),
+    "workflow_succeeded": ((), ()),
+    "task_failed": ((), ()),
+    "interruption_rate": (("above", "per"), ("pool",)),
+    "breaker_open": ((), ("pool",)),
+    "cost_above": (("above",), ()),
+    "deadline_at_risk": ((), ("deadline", "every")),
+}
+_NOTIFY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+
+
+def _notify_urls(value: Any) -> Any:
+    """``notify:`` is one apprise URL or a list of them."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise ValueError(
+            "expected an apprise URL like json://host/path or slack://…, or a list of them"
+        )
+    for url in urls:
+        if not isinstance(url, str) or not _NOTIFY_URL.match(url.strip()):
+            raise ValueError(
+                f"{url!r} is not an apprise URL: give one like json://host:port/path, "
+                "slack://token/#channel or mailto://user:password@host"
+            )
+    return [u.strip() for u in urls]
+
+
+class AlertConfig(_Strict):
+    """One alert rule: when ``on`` happens in a run, tell ``notify`` (apprise URLs)."""
+
+    on: Annotated[str, BeforeValidator(_one_of(*ALERT_SETTINGS))]
+    notify: Annotated[list[str], BeforeValidator(_notify_urls)]
+    #: interruption_rate: more than this many per ``per``; cost_above: USD.
+    above: float | None = Field(default=None, ge=0)
+    per: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    #: Only this pool's interruptions or breaker.
+    pool: str | None = None
+    #: deadline_at_risk: seconds from the run's start (default: ``policy.deadline``).
+    deadline: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    #: deadline_at_risk: how often the remaining work is estimated (default 60 s).
+    every: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+
+    def to_rule(self, policy_deadline: float | None) -> dict[str, Any]:
+        """What a run records of the rule (``monitor.alerts.rules.AlertRule``)."""
+        return {
+            "on": self.on,
+            "notify": list(self.notify),
+            "above": self.above,
+            "per_s": self.per,
+            "pool": self.pool,
+            "deadline_s": self.deadline if self.deadline is not None else policy_deadline,
+            "every_s": self.every if self.every is not None else 60.0,
+        }
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
@@ -401,10 +459,8 @@ class Config(_Strict):
     policy: Annotated[PolicyConfig, BeforeValidator(_empty_mapping)] = Field(
         default_factory=PolicyConfig
     )
-    #: Alert rules, kept as written; ``monitor`` validates them when it loads them.
-    alerts: Annotated[list[dict[str, Any]], BeforeValidator(_empty_list)] = Field(
-        default_factory=list
-    )
+    #: Alert rules (``monitor.alerts``): evaluated from each run's events, sent through apprise.
+    alerts: Annotated[list[AlertConfig], BeforeValidator(_empty_list)] = Field(default_factory=list)
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
@@ -499,6 +555,20 @@ class Config(_Strict):
         if problems:
             raise ValidationError.from_exception_data("Config", problems)
         return self
+
+    @model_validator(mode="after")
+    def _alert_settings_fit_their_rules(self) -> Config:
+        problems: list[InitErrorDetails] = []
+        pools = [p.name for p in self.pools] or ["local"]
+        for i, alert in enumerate(self.alerts):
+            problems += _alert_problems(i, alert, pools, self.policy.deadline)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+    def alert_rules(self) -> list[dict[str, Any]]:
+        """The alert rules as a run records them (a resume keeps the run's own)."""
+        return [a.to_rule(self.policy.deadline) for a in self.alerts]
 
     @property
     def source(self) -> Path | None:
@@ -632,6 +702,52 @@ def _modelled_problems(pools: Sequence[PoolConfig], executor: str) -> list[_Prob
             )
             problems.append((("pools", i, "max_jobs"), pool.max_jobs, text))
     return problems
+
+
+def _alert_problems(
+    i: int, alert: AlertConfig, pools: list[str], deadline: float | None
+) -> list[InitErrorDetails]:
+    """Settings a rule needs and does not have, or has and would ignore (config that does
+    nothing is an error)."""
+    required, optional = ALERT_SETTINGS[alert.on]
+    out = []
+    for key in ("above", "per", "pool", "deadline", "every"):
+        value = getattr(alert, key)
+        if value is None and key in required:
+            example = {"above": "a number, like 5", "per": "a duration, like 10m"}[key]
+            out.append(_problem(("alerts", i, key), None, f"{alert.on} needs {key}: {example}"))
+        elif value is not None and key not in required + optional:
+            takes = ", ".join(required + optional) or "nothing but notify"
+            out.append(
+                _problem(
+                    ("alerts", i, key),
+                    value,
+                    f"{alert.on} does not use {key} (it takes {takes}); remove it",
+                )
+            )
+    if alert.pool is not None and alert.pool not in pools:
+        hint = _suggest(alert.pool, pools)
+        out.append(
+            _problem(
+                ("alerts", i, "pool"),
+                alert.pool,
+                f"no pool is named {alert.pool!r}{hint}; pools: {', '.join(pools)}",
+            )
+        )
+    if alert.on == "deadline_at_risk" and alert.deadline is None and deadline is None:
+        out.append(
+            _problem(
+                ("alerts", i, "on"),
+                alert.on,
+                "deadline_at_risk needs a deadline: set policy.deadline, or deadline: on the "
+                "rule (like 36h)",
+            )
+        )
+    if alert.per is not None and alert.per <= 0:
+        out.append(_problem(("alerts", i, "per"), alert.per, "per must be more than 0 seconds"))
+    if alert.every is not None and alert.every < 1:
+        out.append(_problem(("alerts", i, "every"), alert.every, "every must be at least 1s"))
+    return out
 
 
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
@@ -786,6 +902,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
     ("slurm",): tuple(SlurmConfig.model_fields),
+    ("alerts",): tuple(AlertConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {

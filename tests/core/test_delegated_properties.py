@@ -2,7 +2,8 @@
 
 A fake batch system drives the core the way Slurm would through the executor:
 it starts what the core submitted whenever it likes (late, or never before the
-job ends), on nodes it picks, and ends jobs with exit codes, preemptions
+job ends, or news of a start that comes after the job ended), on nodes it picks,
+and ends jobs with exit codes, preemptions
 (``AttemptPreempted``), lost jobs (``AttemptLost``), lost nodes
 (``InstanceLost``) and notices to nodes (``InterruptionNotice``). After every
 event it checks:
@@ -76,6 +77,7 @@ class Batch:
     breaker: dict[str, str] = field(default_factory=dict)
     probe: dict[str, str] = field(default_factory=dict)  # half-open pool -> its probe
     ended: dict[str, str] = field(default_factory=dict)
+    gone: list[str] = field(default_factory=list)  # attempts that ended
     launched: dict[str, int] = field(default_factory=dict)
     timers: dict[str, float] = field(default_factory=dict)
     finished: str | None = None
@@ -106,6 +108,7 @@ class Batch:
             self.launched[d.task_id] = self.launched.get(d.task_id, 0) + 1
         elif isinstance(d, AttemptEnded):
             pool = self.pool_of.pop(d.attempt_id)
+            self.gone.append(d.attempt_id)
             if self.probe.get(pool) == d.attempt_id:
                 del self.probe[pool]  # a half-open pool may take the next probe
             self.outstanding[pool] -= 1
@@ -187,6 +190,7 @@ def test_random_batch_system_behaviour_keeps_every_invariant(
         running = [a for a in live if a in b.started]
         nodes = sorted({n for ns in b.started.values() for n in ns})
         choices = ["start"] * bool(unstarted) + ["end"] * bool(live)
+        choices += ["stale"] * bool(b.gone and live)  # not instead of what moves the run on
         if faults < 10:
             choices += ["preempt", "lose_job"] * bool(live) + ["notice", "lose_node"] * bool(nodes)
         if not choices:
@@ -203,7 +207,13 @@ def test_random_batch_system_behaviour_keeps_every_invariant(
             picked = data.draw(st.permutations(NODES[pool]))[: task.nodes]
             b.started[att] = tuple(picked)
             b.feed(AttemptStarted(now, att, "job", nodes=tuple(picked)))
-        elif choice == "end":  # started or not: a late start never comes (late_starts)
+        elif choice == "stale":  # the news of a start, after the job ended: changes nothing
+            att = data.draw(st.sampled_from(b.gone))
+            before = (dict(wf.attempts), wf.capacity.outstanding.copy(), list(wf.state))
+            out = wf.handle(AttemptStarted(now, att, "job", nodes=("s1",)))
+            assert out == [] and before == (dict(wf.attempts), wf.capacity.outstanding, wf.state)
+            continue
+        elif choice == "end":  # started or not: a start that never came
             att = data.draw(st.sampled_from(live))
             code = data.draw(st.sampled_from([0, 0, 0, 1, 143]))
             b.feed(AttemptExited(now, att, code))

@@ -44,6 +44,9 @@ def _escape(text: str) -> str:
 #: Commands that live in their own modules, imported only when named (or listed by --help):
 #: ``run`` of a big workflow should not pay for the importers' and tables' imports.
 LAZY_COMMANDS = {
+    "alerts": "stormproof.cli.monitor_cmds:alerts",
+    "report": "stormproof.cli.monitor_cmds:report",
+    "serve": "stormproof.cli.monitor_cmds:serve",
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
     "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
     "fleet": "stormproof.cli.fleet_cmds:fleet",
@@ -189,6 +192,7 @@ def run(
             checkpoints=s.checkpoint_settings(),
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
+            alerts=s.config.alert_rules(),
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -271,6 +275,10 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
             driver.checkpointing = Checkpointing(store, ctx.name, driver.core.next_checkpoint_seq)
         reporter = NullProgress() if quiet else LiveProgress(ctx, out, s.home)
         driver.reporter = reporter
+        if ctx.alerts:
+            from stormproof.monitor.alerts.hook import RunAlerts
+
+            driver.alerts = RunAlerts(ctx)
         with reporter:
             result = driver.drive(initial)
     finally:

@@ -15,10 +15,15 @@ from rich.table import Table
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
-from stormproof.plan.graph import Dag
-from stormproof.runtime.runs import RunContext
-from stormproof.runtime.view import RunView, attempt_cost, cost_json, empty_view
-from stormproof.store.base import Row
+from stormproof.runtime.view import (
+    RunView,
+    attempt_cost,
+    cost_json,
+    run_summary_json,
+    shown_state,
+    view_for_run,
+)
+from stormproof.store.base import Row, RunInfo
 
 from .session import Session
 
@@ -50,16 +55,10 @@ def _took(start: float | None, end: float | None) -> str:
     return f"{(end or time.time()) - start:.1f}s"
 
 
-def run_view(s: Session, name: str) -> RunView:
-    info = s.store.get_run(name)
-    ctx = RunContext.from_meta(name, info.meta)
-    dag = Dag.from_spec(ctx.spec)
-    stages: list[list[str]] = [[] for _ in range(max(dag.level, default=0) + 1)]
-    for i, tid in enumerate(dag.ids):
-        stages[dag.level[i]].append(tid)
-    view = empty_view(name, info.meta, stages).apply(s.store.read(name))
-    if view.state == "stopped" and s.store.is_driven(name):
-        view.state = "running"
+def run_view(s: Session, name: str, info: RunInfo | None = None) -> RunView:
+    info = info if info is not None else s.store.get_run(name)
+    view = view_for_run(info).apply(s.store.read(name))
+    view.state = shown_state(view, s.store.is_driven(name))
     return view
 
 
@@ -67,21 +66,12 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
     runs = s.store.list_runs()
     rows = []
     for info in runs:
-        view = run_view(s, info.name)
+        view = run_view(s, info.name, info)
         c = view.counts()
         rows.append((info, view, c))
     if as_json:
-        data = [
-            {
-                "name": i.name,
-                "workflow": i.workflow_name,
-                "created": i.created_at,
-                "state": v.state,
-                "counts": c,
-            }
-            for i, v, c in rows
-        ]
-        print(json.dumps(data, indent=2))
+        now = time.time()
+        print(json.dumps([run_summary_json(i, v, now) for i, v, _ in rows], indent=2))
         return
     if not rows:
         console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
@@ -118,6 +108,7 @@ def run_table(view: RunView) -> Table:
     if view.instances:
         t.add_column("where", no_wrap=True)
     t.add_column("took", justify="right", no_wrap=True)
+    t.add_column("cpu · peak", justify="right", no_wrap=True)
     t.add_column("error / why", overflow="fold", ratio=1, min_width=12)
     for task in view.tasks.values():
         last = task.attempts[-1] if task.attempts else None
@@ -143,9 +134,24 @@ def run_table(view: RunView) -> Table:
             cells.append(
                 escape(where) + (" [dim]od[/]" if last and last.market == "on_demand" else "")
             )
-        cells += ["-" if last is None else _took(last.started, last.ended), escape(detail)]
+        cells += ["-" if last is None else _took(last.started, last.ended)]
+        cells += ["-" if last is None else usage_text(last.cpu_s, last.max_rss_mib)]
+        cells += [escape(detail)]
         t.add_row(*cells)
     return t
+
+
+def usage_text(cpu_s: float | None, max_rss_mib: float | None) -> str:
+    """An attempt's CPU time and peak memory, "—" for what its backend did not measure."""
+    cpu = "—" if cpu_s is None else f"{cpu_s:.1f}s"
+    peak = "—" if max_rss_mib is None else f"{max_rss_mib:.0f}MiB"
+    return f"{cpu} · {peak}"
+
+
+def resources_line(view: RunView) -> str:
+    """The run's CPU seconds (every measured attempt) and its largest peak memory."""
+    r = view.resources()
+    return f"cpu {usage_text(r['cpu_s'], r['max_rss_mib'])} (peak of one attempt)"
 
 
 def cost_text(c: Cost) -> str:
@@ -181,6 +187,7 @@ def jobs_line(view: RunView) -> str | None:
 def render_run(view: RunView, console: Console) -> None:
     console.print(run_table(view))
     console.print(cost_line(view, time.time()))
+    console.print(resources_line(view))
     for line in (breaker_line(view), jobs_line(view)):
         if line:
             console.print(line)

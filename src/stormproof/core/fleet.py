@@ -82,7 +82,7 @@ def on_notice(wf: Workflow, event: InterruptionNotice, out: list[Decision]) -> N
     timer = f"reclaim:{inst.id}"
     wf.timers[timer] = event.at + grace
     out.append(StartTimer(timer, event.at + grace, f"{inst.id} is reclaimed"))
-    for pool in _faulted_pools(wf, inst, killed):
+    for pool in _faulted_pools(inst, killed):
         fault(wf, pool, event.at, f"interruption of {inst.id}", out)
     wf._changed = True
 
@@ -110,12 +110,12 @@ def on_instance_lost(wf: Workflow, event: InstanceLost, out: list[Decision]) -> 
             outcomes.end_cancelled(wf, att, None, event, out, why, why)
         else:
             outcomes.failed_attempt(wf, att, NODE_LOST, None, event, out, why)
-    for pool in _faulted_pools(wf, inst, ended):
+    for pool in _faulted_pools(inst, ended):
         fault(wf, pool, event.at, why, out)
     remove_instance(wf, inst, why, out)
 
 
-def _faulted_pools(wf: Workflow, inst: Instance, pools: list[str]) -> list[str]:
+def _faulted_pools(inst: Instance, pools: list[str]) -> list[str]:
     """Whose fault a notice or loss of ``inst`` is: its pool's; for a node of a batch
     system (which partitions may share), each pool whose attempts it took (rule 8)."""
     if not inst.pool.delegated or not pools:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stormproof.capacity.base import Fleet, InstanceView
 from stormproof.capacity.local import LocalFleet, PoolSource, build_sources
@@ -69,6 +69,9 @@ from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.runs import RunContext
 from stormproof.store.base import EventLog, Row
 
+if TYPE_CHECKING:
+    from stormproof.monitor.alerts.hook import RunAlerts
+
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
 IDLE_WAKE_S = 0.25
 #: Events that end an attempt: its checkpoint, if one is being saved, is stored first.
@@ -106,6 +109,8 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: The run's alert rules (``monitor.alerts``), when it has any.
+    alerts: RunAlerts | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
 
@@ -145,7 +150,10 @@ class Driver:
                 self._replay(history)
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
+                if self.alerts is not None:  # alerts raised but never delivered: again
+                    self.alerts.replay(history)
                 if self.core.final is not None:
+                    self._close_alerts()
                     return DriveResult(self.core.final)
                 self._relaunch_pending()
                 pending = [*self._recover(now), RunResumed(now)]
@@ -155,6 +163,7 @@ class Driver:
                     return self._loop(pending)
                 finally:
                     self._drain_checkpoints()
+                    self._close_alerts()
                     self.store.flush()
                     self.executor.close(final=self.core.final is not None)
 
@@ -168,6 +177,8 @@ class Driver:
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
             now = self.clock()
+            if self.alerts is not None:
+                self._note(self.alerts.poll(now))
             if self._stop is not None:
                 self._process([StopRequested(now, self._stop)])
                 live = len(self.core.attempts)
@@ -213,8 +224,10 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self.store.append(self.ctx.name, rows)
+        self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self.alerts is not None:
+            self.alerts.after_flush()
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         for d in decided:
@@ -222,6 +235,26 @@ class Driver:
                 self._act(d)
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
+
+    def _append(self, rows: list[Row]) -> None:
+        """Append rows, and the alerts they raise in the same transaction (outbox)."""
+        numbered = self.store.append(self.ctx.name, rows)
+        if self.alerts is not None:
+            raised = self.alerts.observe(numbered)
+            if raised:
+                self.store.append(self.ctx.name, raised)
+
+    def _note(self, rows: list[Row]) -> None:
+        """Log what happened beside the core (alert deliveries, deadline estimates)."""
+        if rows:
+            self._append(rows)
+            self.store.flush()
+            if self.alerts is not None:
+                self.alerts.after_flush()
+
+    def _close_alerts(self) -> None:
+        if self.alerts is not None:
+            self._note(self.alerts.close(self.core.final is not None, self.clock()))
 
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):

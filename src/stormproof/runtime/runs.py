@@ -45,6 +45,9 @@ class RunContext:
     #: What interrupts each pool's instances on the local fleet: one dict per pool with
     #: pool, notice_s, interruption_rate, trace (absolute path), time_scale, trace_offset_s.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: Alert rules as ``stormproof.yaml`` had them when the run began (``Config.alert_rules``):
+    #: a resume evaluates the same rules, so an alert fires once per cause.
+    alerts: list[dict[str, Any]] = field(default_factory=list)
     #: The format of the run's event log, and the stormproof version that started the run.
     log_format: int = LOG_FORMAT
     written_by: str = __version__
@@ -64,6 +67,7 @@ class RunContext:
             "checkpoints": self.checkpoints,
             "policy": self.policy,
             "sources": self.sources,
+            "alerts": self.alerts,
         }
 
     @classmethod
@@ -81,6 +85,7 @@ class RunContext:
             checkpoints=dict(meta.get("checkpoints") or {}),
             policy=dict(meta.get("policy") or {}),
             sources=list(meta.get("sources") or []),
+            alerts=list(meta.get("alerts") or []),
             # Runs from before the key existed wrote format 1.
             log_format=int(meta.get("log_format", 1)),
             written_by=str(meta.get("version", "unknown")),
@@ -146,6 +151,7 @@ def new_context(
     policy: dict[str, Any] | None = None,
     sources: list[dict[str, Any]] | None = None,
     executor_options: dict[str, Any] | None = None,
+    alerts: list[dict[str, Any]] | None = None,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -160,6 +166,7 @@ def new_context(
         checkpoints=dict(checkpoints or {}),
         policy=dict(policy or {}),
         sources=list(sources or []),
+        alerts=list(alerts or []),
     )
 
 
