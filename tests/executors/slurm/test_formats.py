@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -56,9 +57,9 @@ def test_the_step_writes_the_code_and_outlives_the_signals_slurm_sends(tmp_path:
 def test_on_demand_the_script_runs_the_command_itself_and_passes_signals_on(
     tmp_path: Path,
 ) -> None:
-    """No step on an on-demand pool: the batch script claims, starts, runs the command in its
-    own process group, passes a SIGTERM on to it, and writes its code; run here without
-    Slurm, as the script itself."""
+    """No step on an on-demand pool: the batch script claims, starts, runs the command, outlives
+    a SIGTERM sent to both (what ``scancel --full --signal=TERM`` does), and writes the code;
+    run here without Slurm, as the script itself."""
     job = make_job(
         tmp_path,
         "t",
@@ -74,15 +75,23 @@ def test_on_demand_the_script_runs_the_command_itself_and_passes_signals_on(
     deadline = time.monotonic() + 20
     while not (tmp_path / "work" / "ready").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)  # what `scancel --batch --signal=TERM` does
+    for pid in _descendants(proc.pid, []):  # the batch script and the command: the job
+        os.kill(pid, signal.SIGTERM)
     assert proc.wait(timeout=20) == 7
     assert (tmp_path / "work" / "got").read_text() == "term\n"
     assert (tmp_path / "t@1.X").read_text() == "7\n"
     assert (tmp_path / "t@1.S").read_text() == "77 n[1-2]\n"
-    assert (tmp_path / "t@1.claim").is_dir()
+    assert (tmp_path / "t@1.claim").read_text() == "77\n"
     again = subprocess.run(["/bin/sh", "-c", text], env=env, cwd=tmp_path / "work", text=True,
                            capture_output=True)  # fmt: skip
     assert again.returncode == 0 and "was started before (by job 77)" in again.stderr
+
+
+def _descendants(pid: int, found: list[int]) -> list[int]:
+    found.append(pid)
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        _descendants(int(child), found)
+    return found
 
 
 def test_time_limits_carry_the_margin() -> None:

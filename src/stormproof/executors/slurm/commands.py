@@ -133,19 +133,19 @@ class Slurm:
         return [r for r in map(_squeue_record, out.splitlines()) if r is not None]
 
     def scancel(
-        self, job_ids: Sequence[str], signal: str | None = None, batch: bool = False
+        self, job_ids: Sequence[str], signal: str | None = None, full: bool = False
     ) -> None:
-        """Cancel these jobs, or with ``signal`` signal their steps (``batch``: their batch
-        scripts instead), in one call. Jobs that ended meanwhile make ``scancel`` complain;
-        that is not an error here.
+        """Cancel these jobs, or with ``signal`` signal their steps (``full``: every process
+        of the job, the batch script's included), in one call. Jobs that ended meanwhile make
+        ``scancel`` complain; that is not an error here.
         """
         if not job_ids:
             return
         args = ["scancel", "--quiet"]
         if signal is not None:
             args.append(f"--signal={signal}")
-            if batch:
-                args.append("--batch")
+            if full:
+                args.append("--full")
         # "already completing or completed", "invalid job id": nothing left to do
         with contextlib.suppress(SlurmRefused):
             self.call(*args, *job_ids)

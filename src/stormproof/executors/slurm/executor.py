@@ -100,7 +100,7 @@ class SlurmExecutor:
         self._owners: dict[str, str] = {}  # Slurm job id -> attempt id, for every job we know
         self._events: list[Event] = []
         self._pool: ThreadPoolExecutor | None = None
-        #: (signal, to the batch script) -> job ids, sent at the next flush
+        #: (signal, to the whole job: --full) -> job ids, sent at the next flush
         self._signals: dict[tuple[int, bool], list[str]] = {}
         self._cancels: list[str] = []
         self._interval = self.options.poll_interval_s
@@ -322,7 +322,7 @@ class SlurmExecutor:
         self._soon()
 
     def _signal_job(self, att: _Attempt, signum: int) -> None:
-        """Queue a signal for the command: its step's, or the batch script's that passes it on."""
+        """Queue a signal for the command: to its step, or (run in the batch script) the job."""
         assert att.job_id is not None
         key = (signum, not script.runs_as_step(att.job))
         self._signals.setdefault(key, []).append(att.job_id)
@@ -342,9 +342,9 @@ class SlurmExecutor:
         try:
             while self._signals:
                 key = min(self._signals)
-                signum, batch = key
+                signum, full = key
                 job_ids = sorted(set(self._signals[key]))
-                self.slurm.scancel(job_ids, signal=str(signum), batch=batch)
+                self.slurm.scancel(job_ids, signal=str(signum), full=full)
                 del self._signals[key]
             if self._cancels:
                 self.slurm.scancel(sorted(set(self._cancels)))

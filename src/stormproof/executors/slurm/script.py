@@ -4,8 +4,9 @@ Slurm says where a job is; only the job itself can say what its command returned
 once. So every attempt runs through a small POSIX ``sh`` script written beside its logs
 (``job.sh``) that, on the node:
 
-1. **claims** the attempt: ``mkdir <status>/<name>.claim`` is atomic, also on NFS, Lustre and
-   GPFS. A job that finds the claim taken does not run the command: that is a second job for
+1. **claims** the attempt: it creates ``<status>/<name>.claim`` (its job id) exclusively
+   (``set -C``: ``O_EXCL``, atomic also on NFS, Lustre and GPFS; a shell builtin, no process
+   to start). A job that finds the claim taken does not run the command: that is a second job for
    the same attempt (a duplicate left by an orchestrator killed while ``sbatch`` was in
    flight) or the same job started again by Slurm (after slurmctld lost its state, see
    ``docs/slurm.md``). Slurm never runs an attempt twice: the core decides every retry;
@@ -23,10 +24,11 @@ once. So every attempt runs through a small POSIX ``sh`` script written beside i
    batch script turns them into ``<name>.X``: the first non-zero code, or 0 once every rank
    has said 0.
 
-   On an on-demand pool a single-node command runs in the batch script itself, in its own
-   process group (``setsid``): a step costs a controller call and 0.1–0.2 s per job, and buys
-   nothing where nobody preempts. The script passes on the signals ``scancel --batch
-   --signal`` sends it to that group, waits for the command and writes ``<name>.X``;
+   On an on-demand pool a single-node command runs in the batch script itself: a step costs
+   a controller call and 0.1–0.2 s per job, and buys nothing where nobody preempts. There the
+   script catches the same signals as the step's ``sh`` (stormproof sends them to the whole
+   job with ``scancel --full --signal``, so they reach the command directly), waits for the
+   command and writes ``<name>.X``;
 4. if the command is killed outright (SIGKILL at the end of a grace, a node gone), nothing is
    written, and Slurm's state tells what happened.
 
@@ -94,12 +96,13 @@ def script_text(
         f"# stormproof: attempt {aid} of run {job.run} (written by the Slurm executor; "
         "see docs/slurm.md)",
         f"s={status}",
-        'if ! mkdir "$s.claim" 2>/dev/null; then',
-        f'  echo "stormproof: attempt {aid} was started before (by job $(cat "$s.claim/job" '
+        "set -C",
+        'if ! { echo "$SLURM_JOB_ID" >"$s.claim"; } 2>/dev/null; then',
+        f'  echo "stormproof: attempt {aid} was started before (by job $(cat "$s.claim" '
         '2>/dev/null)); job $SLURM_JOB_ID does not run it again" >&2',
         "  exit 0",
         "fi",
-        'echo "$SLURM_JOB_ID" >"$s.claim/job"',
+        "set +C",
         'echo "$SLURM_JOB_ID $SLURM_JOB_NODELIST" >"$s.S"',
     ]
     lines += [f"export {key}={shlex.quote(value)}" for key, value in sorted(job.env.items())]
@@ -123,17 +126,8 @@ def runs_as_step(job: AttemptJob) -> bool:
 
 
 def _direct(command: str) -> list[str]:
-    """Batch script lines running ``command`` in its own process group, passing on signals,
-    and writing its code (module docstring, 3)."""
-    return [
-        'fwd() { kill -s "$1" -- "-$pid" 2>/dev/null || kill -s "$1" "$pid" 2>/dev/null; }',
-        *(f"trap 'fwd {sig}' {sig}" for sig in _CAUGHT.split()),
-        f"if command -v setsid >/dev/null 2>&1; then setsid {command} & else {command} & fi",
-        "pid=$!",
-        'while :; do wait "$pid"; code=$?; kill -0 "$pid" 2>/dev/null || break; done',
-        'echo "$code" >"$s.X"',
-        'exit "$code"',
-    ]
+    """Batch script lines running ``command`` and writing its code (module docstring, 3)."""
+    return [f"trap : {_CAUGHT}", command, "code=$?", 'echo "$code" >"$s.X"', 'exit "$code"']
 
 
 def _gather_ranks(nodes: int) -> list[str]:
