@@ -1,8 +1,9 @@
 """1,000 no-op jobs on a real Slurm cluster: stormproof vs a plain ``sbatch`` loop vs one array.
 
-A throwaway cluster (the tests' ``tests/executors/slurm/_cluster.py``: two slurmd nodes of 4
-declared CPUs on this machine, a 2-second scheduler interval) runs, one after the other in the
-same run, the same N no-op jobs three ways:
+The tests' cluster (``tests/executors/slurm/_cluster.py``: two slurmd nodes of 4 declared CPUs
+on this machine, a 2-second scheduler interval), started afresh with the same configuration
+for each way (``measure`` says why), runs one after the other in the same run the same N
+no-op jobs three ways:
 
 * **loop**: a shell loop of ``sbatch --wrap true``, one job per iteration (what a user's
   script does);
@@ -137,17 +138,20 @@ WAYS = ("loop", "array", "stormproof")
 
 
 def measure(n: int, root: Path, rounds: int) -> list[Result]:
-    """Every way once per round, the order rotated from one round to the next."""
-    cluster = _cluster.start(root / "cluster")
+    """Every way once per round, the order rotated from one round to the next, each on a
+    fresh cluster: slurmctld keeps finished jobs for ``MinJobAge`` (600 s here), and every
+    scheduling pass walks them, so a way run after another on the same controller is slower
+    (a loop run third took twice as long as the same loop run first)."""
     log, shims = root / "calls.log", root / "shims"
     make_shims(shims, log)
-    env = cluster.env()
-    env["PATH"] = f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     results = []
     seen = 0
     order = [WAYS[(i + r) % len(WAYS)] for r in range(rounds) for i in range(len(WAYS))]
-    try:
-        for turn, name in enumerate(order):
+    for turn, name in enumerate(order):
+        cluster = _cluster.start(root / f"cluster-{turn}")
+        env = cluster.env()
+        env["PATH"] = f"{shims}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        try:
             work = root / f"{turn}-{name}"
             work.mkdir()
             t0 = time.monotonic()
@@ -169,9 +173,8 @@ def measure(n: int, root: Path, rounds: int) -> list[Result]:
                 first = sorted(sbatch_times)[: min(100, len(sbatch_times))]
                 burst_s = first[-1] - first[0]
             results.append(Result(name, submit_s, end - t0, counts, burst_s))
-            cluster.cancel_all()
-    finally:
-        cluster.stop()
+        finally:
+            cluster.stop()
     return results
 
 
