@@ -192,6 +192,7 @@ def run(
             return
         spec = _load_spec(file)
         config = s.placing_config()
+        s.check_workflow(spec, config)
         refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 
