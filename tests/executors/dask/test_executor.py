@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +76,36 @@ def test_an_attempt_runs_in_its_work_dir_with_its_environment_and_logs(
     status = read_status(str(a.attempt_dir))
     assert status is not None and (status.code, status.node) == (3, "spot-1")
 
+
+#: Holds 400 MiB resident (more than a Dask worker's own peak), then spends 0.3 s of CPU.
+HUNGRY = """
+import time
+block = b"x" * (400 << 20)
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+"""
+
+
+def test_an_attempt_reports_its_cpu_time_and_its_peak_memory_above_the_workers(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    hungry = job(run_dir, "hungry", [sys.executable, "-c", HUNGRY])
+    small = job(run_dir, "small", ["true"])
+    with executor(run_dir, options(dask_cluster)) as ex:
+        ends = finals(run_to_end(ex, [hungry, small]))
+    big, tiny = ends["hungry/1"], ends["small/1"]
+    assert isinstance(big, AttemptExited) and big.exit_code == 0
+    assert big.cpu_s is not None and big.cpu_s >= 0.3
+    assert big.max_rss_mib is not None and 400 <= big.max_rss_mib < 600
+    # `true` peaks below its worker: its ru_maxrss is the worker's (inherited at the fork),
+    # so its own peak is unknown and not reported as the worker's
+    assert isinstance(tiny, AttemptExited) and tiny.exit_code == 0
+    assert tiny.cpu_s is not None and tiny.cpu_s < 0.3
+    assert tiny.max_rss_mib is None
+    status = read_status(str(hungry.attempt_dir))
+    assert status is not None and status.max_rss_mib == big.max_rss_mib
 
 def test_a_two_vcpu_attempt_never_shares_a_two_vcpu_worker(
     dask_cluster: DaskCluster, tmp_path: Path

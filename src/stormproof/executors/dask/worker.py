@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import select
 import signal
 import subprocess
@@ -86,6 +87,9 @@ class _Running:
     spec: AttemptSpec
     pid: int
     started_at: float
+    #: The worker's own peak resident set (KiB) once the command was started: the most the
+    #: command's ``ru_maxrss`` can have inherited from the worker it was forked from.
+    inherited_rss_kib: int = 0
     #: Why it is being stopped (a ``Verdict``), once something asked; the first reason wins.
     verdict: str | None = None
     reason: str = ""
@@ -289,7 +293,8 @@ def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
         os.close(out)
         os.close(err)
     proc.returncode = 0  # reaped by _wait (wait4, for its resource usage), never by Popen
-    return _Running(spec, proc.pid, time.time())
+    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return _Running(spec, proc.pid, time.time(), inherited_rss_kib=inherited)
 
 
 def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
@@ -308,7 +313,7 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         if run.verdict is not None and run.kill_at is not None:
             _signal_group(run.pid, signal.SIGKILL)  # stragglers: the leader is unreaped yet
         keeper.ended(run)
-        code, cpu_s = _reap(run.pid)
+        code, usage = _reap(run.pid)
     finally:
         waiter.close()
     verdict = run.verdict or Verdict.EXITED
@@ -323,7 +328,8 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         run.started_at,
         time.time(),
         out_of_memory=oom,
-        cpu_s=cpu_s,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        max_rss_mib=_peak_rss_mib(usage.ru_maxrss, run.inherited_rss_kib),
         reason=run.reason,
     )
 
@@ -413,14 +419,27 @@ class _ExitWaiter:
             self.fd = -1
 
 
-def _reap(pid: int) -> tuple[int, float]:
-    """Reap the child: its exit code (128+N for signal N) and CPU seconds. Not its peak RSS:
-    a child forked from the worker counts the worker's own resident set until its exec."""
+def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
+    """Reap the child: its exit code (128+N for signal N) and its resource usage (its own and
+    its waited-for children's)."""
     _, status, usage = os.wait4(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code < 0:
         code = 128 - code
-    return code, usage.ru_utime + usage.ru_stime
+    return code, usage
+
+
+def _peak_rss_mib(max_rss_kib: int, inherited_kib: int) -> float | None:
+    """The command's peak resident memory, MiB, when ``ru_maxrss`` tells it.
+
+    Linux carries a forked child's high-water mark across its ``exec``: the command's
+    ``ru_maxrss`` is the larger of its own peak and the worker's at the fork (a Dask worker's
+    100+ MiB, even for ``true``). Above the worker's peak it is the command's own; at or
+    below it, the command's is unknown (smaller than that), and ``None`` says so.
+    """
+    if max_rss_kib <= inherited_kib:
+        return None
+    return round(max_rss_kib / 1024.0, 1)
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
