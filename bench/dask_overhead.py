@@ -12,7 +12,8 @@ declaring ``vcpus=1,memory=1024``) serves both, in this one process's lifetime, 
 
 The DAG is ``bench/overhead.py``'s: layers of ``--width`` tasks, each depending on 2 tasks of
 the layer before. Printed: wall seconds of each, their ratio (target: at most 1.3 at 10,000
-tasks), and the peak RSS of the stormproof orchestrator (its own process, from ``wait4``).
+tasks), and the peak RSS of the stormproof orchestrator (its own process, from ``wait4``
+in a small launcher).
 The runs' homes go to a temporary directory on ``--dir`` (default: the repository's disk).
 
 Usage: python bench/dask_overhead.py [--sizes 1000,10000] [--repeat 1] [--json]
@@ -76,21 +77,34 @@ def workflow_file(folder: Path, name: str, ids: list[str], deps: list[list[str]]
     return path
 
 
+#: Starts the orchestrator and writes its exit code, ``ru_maxrss`` (KiB) and CPU seconds. A
+#: small process in between, because Linux carries a forked child's peak RSS across its exec:
+#: started from this one (which holds the scheduler), the orchestrator's would read as ours.
+_LAUNCHER = """
+import json, os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+used = [os.waitstatus_to_exitcode(status), usage.ru_maxrss, usage.ru_utime + usage.ru_stime]
+open(sys.argv[1], "w").write(json.dumps(used))
+"""
+
+
 def run_stormproof(path: Path, home: Path, name: str, address: str) -> tuple[float, float, float]:
     """Wall seconds, the orchestrator's peak RSS in MiB and its CPU seconds."""
     home.mkdir(parents=True)
     (home / "stormproof.yaml").write_text(f"executor: dask\ndask:\n  scheduler: {address}\n")
     cmd = [sys.executable, "-m", "stormproof", "run", str(path), "--name", name, "--quiet"]
+    usage = home / "usage.json"
     started = time.perf_counter()
     with open(home / "out.log", "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=home, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
+        launch = [sys.executable, "-c", _LAUNCHER, str(usage), *cmd]
+        subprocess.run(launch, cwd=home, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     took = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    code, max_rss_kib, cpu = json.loads(usage.read_text())
+    if code != 0:
         text = (home / "out.log").read_text()[-2000:]
-        raise SystemExit(f"stormproof run failed ({proc.returncode}):\n{text}")
-    return took, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+        raise SystemExit(f"stormproof run failed ({code}):\n{text}")
+    return took, max_rss_kib / 1024.0, cpu
 
 
 def cpu_s(pids: list[int]) -> float:

@@ -107,6 +107,7 @@ def test_an_attempt_reports_its_cpu_time_and_its_peak_memory_above_the_workers(
     status = read_status(str(hungry.attempt_dir))
     assert status is not None and status.max_rss_mib == big.max_rss_mib
 
+
 def test_a_two_vcpu_attempt_never_shares_a_two_vcpu_worker(
     dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
