@@ -534,3 +534,23 @@ def test_the_same_settings_load_where_they_act(tmp_path: Path) -> None:
         "network": "none",
         "options": ["--pull=never"],
     }
+
+
+def test_a_dask_pool_marked_by_a_name_prefix_records_its_prefix_and_resource(
+    tmp_path: Path,
+) -> None:
+    text = """\
+executor: dask
+dask:
+  scheduler: tcp://10.0.0.5:8786
+  pools: {edge: {name_prefix: edge-}, spot: {resource: preemptible}}
+pools: [{name: edge, market: spot}, {name: spot, market: spot}]
+"""
+    write(tmp_path, text)
+    recorded = load_config(None, tmp_path, {}).executor_options()["pools"]
+    assert recorded["edge"] == {"resource": "pool-edge", "notice_s": 120.0, "name_prefix": "edge-"}
+    assert recorded["spot"] == {"resource": "preemptible", "notice_s": 120.0}
+    local = text.replace("scheduler: tcp://10.0.0.5:8786", "local: {workers: 2}")
+    assert "pools.edge.name_prefix does nothing with local" in error(tmp_path, local)
+    unmarked = text.replace("{name_prefix: edge-}", "{name_prefix: edge-, resource: null}")
+    assert "name_prefix needs a resource to give its workers" in error(tmp_path, unmarked)

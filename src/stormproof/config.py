@@ -484,6 +484,19 @@ class DaskPoolConfig(_Strict):
     #: The resource its workers declare (``--resources "pool-spot=1,..."``); default
     #: ``pool-NAME``; ``null``: every worker of the cluster.
     resource: str | None = Field(default=None, min_length=1, max_length=128)
+    #: Workers whose name starts with this are the pool's too: stormproof gives each the
+    #: pool's resource as it joins (for deployments that name workers but set no resources).
+    name_prefix: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _prefix_marks(self) -> DaskPoolConfig:
+        explicit = "resource" in self.model_fields_set
+        if self.name_prefix is not None and explicit and self.resource is None:
+            raise ValueError(
+                "name_prefix needs a resource to give its workers: remove resource: null "
+                "(the default is pool-NAME), or remove name_prefix"
+            )
+        return self
 
 
 class DaskConfig(_Strict):
@@ -508,6 +521,12 @@ class DaskConfig(_Strict):
             )
         if self.connect_timeout <= 0:
             raise ValueError("connect_timeout must be more than 0 seconds, like 10s")
+        prefixed = [name for name, p in self.pools.items() if p.name_prefix is not None]
+        if self.local is not None and prefixed:
+            raise ValueError(
+                f"pools.{prefixed[0]}.name_prefix does nothing with local (its workers are "
+                "started with every pool's resource): remove it, or use scheduler"
+            )
         return self
 
     def executor_options(self, pools: Sequence[PoolConfig]) -> dict[str, Any]:
@@ -518,6 +537,8 @@ class DaskConfig(_Strict):
             explicit = named is not None and "resource" in named.model_fields_set
             resource = named.resource if explicit and named is not None else f"pool-{pool.name}"
             marked[pool.name] = {"resource": resource, "notice_s": pool.notice}
+            if named is not None and named.name_prefix is not None:
+                marked[pool.name]["name_prefix"] = named.name_prefix
         return {
             "scheduler": self.scheduler,
             "local": None if self.local is None else self.local.to_options(),

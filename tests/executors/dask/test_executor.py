@@ -274,3 +274,30 @@ def test_a_pool_runs_only_on_workers_that_carry_its_marker(
     nodes = {aid: e.nodes for aid, e in started(events).items()}
     assert {nodes[f"s{i}/1"][0] for i in range(4)} <= {"spot-1", "spot-2"}
     assert {nodes[f"o{i}/1"] for i in range(2)} == {("ondemand-1",)}
+
+
+def test_a_pool_marked_by_a_name_prefix_takes_its_workers_also_those_that_join_later(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    plain = {"vcpus": 2, "memory": 2048}  # no pool marker: only their names say the pool
+    dask_cluster.start_worker("edge-1", plain)
+    opts = options(dask_cluster)
+    opts["pools"]["edge"] = {"resource": "pool-edge", "name_prefix": "edge-"}
+    run_dir = tmp_path / "run"
+    with executor(run_dir, opts) as ex:
+        first = run_to_end(ex, [job(run_dir, "a", ["true"], pool="edge")])
+        dask_cluster.retire("edge-1")
+        waiting = [job(run_dir, f"b{i}", ["true"], pool="edge") for i in range(3)]
+        for j in waiting:
+            ex.submit(j)
+        early = ex.poll(1.0)  # sent, and no worker of the pool to take them
+        dask_cluster.start_worker("edge-2", plain)  # joins while they wait
+        ids = {j.attempt_id for j in waiting}
+        later = collect(ex, lambda evs: ids <= finals(evs).keys(), timeout_s=30)
+    assert started(first)["a/1"].nodes == ("edge-1",)
+    assert early == []
+    assert {e.nodes for e in started(later).values()} == {("edge-2",)}
+    assert all(isinstance(e, AttemptExited) and e.exit_code == 0 for e in finals(later).values())
+    info = dask_cluster.client.scheduler_info(n_workers=-1)["workers"].values()
+    marked = {str(w["name"]) for w in info if "pool-edge" in w["resources"]}
+    assert marked == {"edge-2"}  # the others (spot-1, ondemand-1) never got the marker

@@ -68,6 +68,7 @@ from stormproof.executors.dask.status import (
 from stormproof.executors.dask.worker import (
     KEEPER,
     AttemptKeeper,
+    PoolMarker,
     kill_attempts,
     run_attempt,
     signal_attempt,
@@ -271,6 +272,9 @@ class DaskExecutor:
             conn = Connection(cluster.shared_client(opts))
         client = conn.client
         client.register_plugin(AttemptKeeper(), name=KEEPER)
+        if opts.prefixes():
+            marker = PoolMarker(opts.prefixes())
+            client.register_plugin(marker, name=marker.name)
         client.subscribe_topic(self.topic, lambda event: self._inbox.put(("run", event[1])))
         client.subscribe_topic("all", self._on_cluster_event)
         self._conn = conn

@@ -13,6 +13,8 @@ prefix, because the scheduler enforces it for every worker, also those that join
 (autoscaling, dask-jobqueue adding jobs, a replaced spot node): an attempt waiting for its
 pool starts on whichever such worker appears. A name prefix would be a list of workers fixed
 when the attempt is submitted (``Client.submit(workers=...)``), blind to workers that come.
+So a pool given a ``name_prefix`` is still a resource: a worker plugin gives the pool's
+marker to every worker whose name starts with it, the ones there and those that join later.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class PoolOptions:
     resource: str | None
     #: Seconds an attempt gets to checkpoint when its worker is retired.
     notice_s: float = DEFAULT_NOTICE_S
+    #: Workers named so are the pool's too: ``worker.PoolMarker`` gives them ``resource``.
+    name_prefix: str | None = None
+
+    def has(self, name: str, resources: Mapping[str, float]) -> bool:
+        """Whether a worker of this name and these resources is one of the pool's."""
+        if self.resource is None or self.resource in resources:
+            return True
+        return self.name_prefix is not None and name.startswith(self.name_prefix)
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,7 @@ class DaskOptions:
             str(name): PoolOptions(
                 resource=None if p.get("resource") is None else str(p["resource"]),
                 notice_s=float(p.get("notice_s", DEFAULT_NOTICE_S)),
+                name_prefix=None if p.get("name_prefix") is None else str(p["name_prefix"]),
             )
             for name, p in (opts.get("pools") or {}).items()
         }
@@ -101,6 +112,14 @@ class DaskOptions:
             hold_started_s=float(opts.get("hold_started_s", 0.02)),
             memory_sample_s=float(opts.get("memory_sample_s", 0.1)),
         )
+
+    def prefixes(self) -> dict[str, str]:
+        """Name prefix -> the resource its workers are given (``worker.PoolMarker``)."""
+        return {
+            p.name_prefix: p.resource
+            for p in self.pools.values()
+            if p.name_prefix is not None and p.resource is not None
+        }
 
     def pool(self, name: str) -> PoolOptions:
         """A pool's options; one the file did not name is every worker of the cluster."""

@@ -1,7 +1,8 @@
 """Pools as groups of Dask workers: their shape and size for ``plan``, and what no worker holds.
 
 A pool's workers are those that declare its marker resource (``options``' docstring says why
-a resource); a pool with no marker (``resource: null``, or the default pool when
+a resource), or whose name starts with its ``name_prefix`` (``worker.PoolMarker`` gives them
+the marker); a pool with no marker (``resource: null``, or the default pool when
 stormproof.yaml names none) is every worker. ``describe`` gives each pool what the file left
 out: one node's shape (the most any of its workers offers of ``vcpus``, ``memory`` and
 ``gpus``) and ``count`` (its workers now). ``check`` refuses, before anything is submitted, a
@@ -21,7 +22,7 @@ from stormproof.core.defs import PoolDef, Resources
 from stormproof.errors import ConfigError
 from stormproof.executors.dask import cluster
 from stormproof.executors.dask.cluster import WorkerInfo
-from stormproof.executors.dask.options import GPUS, MEMORY, VCPUS, DaskOptions
+from stormproof.executors.dask.options import GPUS, MEMORY, VCPUS, DaskOptions, PoolOptions
 
 
 def inventory(options: DaskOptions) -> list[WorkerInfo]:
@@ -33,8 +34,8 @@ def inventory(options: DaskOptions) -> list[WorkerInfo]:
     return cluster.workers(cluster.shared_client(options))
 
 
-def members(workers: Sequence[WorkerInfo], resource: str | None) -> list[WorkerInfo]:
-    return [w for w in workers if resource is None or resource in w.resources]
+def members(workers: Sequence[WorkerInfo], pool: PoolOptions) -> list[WorkerInfo]:
+    return [w for w in workers if pool.has(w.name, w.resources)]
 
 
 def describe(pools: tuple[PoolDef, ...], raw: Mapping[str, Any]) -> tuple[PoolDef, ...]:
@@ -48,7 +49,7 @@ def describe(pools: tuple[PoolDef, ...], raw: Mapping[str, Any]) -> tuple[PoolDe
             ("pools", named.index(pool.name)) if pool.name in named else ("dask",)
         )
         marker = options.pool(pool.name).resource
-        mine = members(workers, marker)
+        mine = members(workers, options.pool(pool.name))
         cap = pool.capacity
         if not mine:
             if cap.vcpus and cap.memory_mib and pool.count:
@@ -82,7 +83,7 @@ def check(tasks: Sequence[Any], pools: Sequence[PoolDef], raw: Mapping[str, Any]
             cap = pool.capacity
             if task.vcpus > cap.vcpus or task.memory > cap.memory_mib or task.gpus > cap.gpus:
                 continue  # the core never sends it there
-            mine = members(workers, options.pool(pool.name).resource)
+            mine = members(workers, options.pool(pool.name))
             if mine and not any(w.holds(task.vcpus, task.memory, task.gpus) for w in mine):
                 problems.append(
                     f"tasks[{i}] ({task.id}): no single worker of pool {pool.name!r} has "
@@ -123,6 +124,15 @@ def _no_workers(
             "start workers, or give the pool's vcpus, memory and count in stormproof.yaml"
         )
     seen = sorted({k for w in workers for k in w.resources if k not in (VCPUS, MEMORY, GPUS)})
+    prefix = options.pool(pool).name_prefix
+    if prefix is not None:
+        names = ", ".join(sorted(w.name for w in workers)[:6])
+        return (
+            f"pool {pool!r}: no worker of {options.where} has a name that starts with "
+            f"{prefix!r} (dask.pools.{pool}.name_prefix; workers: {names}) or declares the "
+            f"resource {marker!r}: name its workers so, fix the prefix, or give the pool's "
+            "vcpus, memory and count if its workers come later"
+        )
     return (
         f"pool {pool!r}: no worker of {options.where} declares the resource {marker!r} that "
         f"marks the pool's workers (markers seen: {', '.join(seen) or 'none'}): start its "

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import resource
 import select
@@ -217,6 +218,33 @@ class AttemptKeeper(WorkerPlugin):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         _append(os.path.join(run.spec.attempt_dir, "stderr.log"), f"stormproof: {note}\n")
+
+
+class PoolMarker(WorkerPlugin):
+    """Gives each worker whose name starts with a pool's ``name_prefix`` that pool's marker
+    resource, as it joins (registered once per set of prefixes; ``options`` says why pools
+    are resources). A worker that declares the marker already keeps its own amount."""
+
+    idempotent = True
+
+    def __init__(self, prefixes: dict[str, str]) -> None:
+        self.prefixes = dict(sorted(prefixes.items()))
+        digest = hashlib.sha256(repr(self.prefixes).encode()).hexdigest()[:12]
+        self.name = f"stormproof-pools-{digest}"
+
+    async def setup(self, worker: Worker) -> None:
+        have = worker.state.total_resources
+        name = str(worker.name)
+        marks = {r: 1.0 for p, r in self.prefixes.items() if name.startswith(p) and r not in have}
+        if not marks:
+            return
+        await worker.set_resources(**marks)
+        if worker.status == WorkerStatus.running:
+            # The scheduler looks again at the tasks no worker could take (an attempt waiting
+            # for this pool) when a worker joins or resumes, not when one gains a resource:
+            # a pause of no duration makes it look, now that this worker has the marker.
+            worker.status = WorkerStatus.paused
+            worker.status = WorkerStatus.running
 
 
 # ---------------------------------------------------------------------- the Dask task
