@@ -131,6 +131,27 @@ def test_a_two_vcpu_attempt_never_shares_a_two_vcpu_worker(
     assert s2 < e1 and s1 < e2, "two 1-vCPU attempts should have shared the worker"
 
 
+def test_a_gpu_attempt_runs_only_where_a_gpu_is_free(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    dask_cluster.start_worker("gpu-1", {**SPOT, "gpus": 1})
+    run_dir = tmp_path / "run"
+    span = ["sh", "-c", "date +%s.%N > start; sleep 0.5; date +%s.%N > end"]
+    jobs = [job(run_dir, f"g{i}", span, vcpus=1.0, memory_mib=256, gpus=1) for i in range(2)]
+    with executor(run_dir, options(dask_cluster)) as ex:
+        events = run_to_end(ex, jobs)
+    assert {e.nodes for e in started(events).values()} == {("gpu-1",)}
+
+    def interval(j: object) -> tuple[float, float]:
+        work = j.work_dir  # type: ignore[attr-defined]
+        return float((work / "start").read_text()), float((work / "end").read_text())
+
+    (_, first_end), (second_start, _) = sorted(interval(j) for j in jobs)
+    assert second_start >= first_end, (
+        "two 1-GPU attempts shared a worker with one GPU (it has vCPUs for both)"
+    )
+
+
 def test_a_worker_killed_under_its_attempt_loses_it_and_the_command_dies_with_it(
     dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
