@@ -86,17 +86,26 @@ import orjson
 
 from stormproof.executors._files import (
     ExitStatus,
+    JournalReader,
+    Keeper,
     LaunchRecord,
     Layout,
+    Usage,
     boot_id,
+    boottime,
     is_our_process,
     journal_boot_line,
     journal_exit_line,
+    journal_intent_line,
     journal_launch_line,
+    journal_not_started_line,
     journal_queued_line,
+    journal_usage_line,
+    proc_start_ticks,
     read_exit_status_file,
-    read_journal,
+    usage_of,
 )
+from stormproof.executors._keeper import become_subreaper, exit_code, keep
 from stormproof.executors._memory import MemorySampler, SessionUsage
 from stormproof.executors._spawn import Refused, Spawned, open_logs, spawn_with_logs
 from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
@@ -105,11 +114,18 @@ PROTOCOL_VERSION = 2  # 2: the client makes attempt dirs and logs; statuses in t
 #: Exit code of ``main`` when another live shim already holds the run's lock.
 EXIT_ALREADY_RUNNING = 3
 _ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
-_LOST_UNWATCHED = "its process ended while no shim was its parent, so its exit status is unknown"
+_LOST_UNWATCHED = (
+    "its process ended while neither its shim nor that shim's keeper was alive, so its exit "
+    "status is unknown"
+)
 _LOST_REBOOT = "the machine restarted while it ran"
+_LOST_UNRESOLVED = "its shim died as it started it, and which process it became is unclear"
 _DROPPED_UNWATCHED = "its shim died while it waited for its predecessor"
-_HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
+_HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _reap)
 _MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
+_STATUS_TIMER = "\0status"  # the timer key of looking for statuses a keeper writes
+_STATUS_POLL_S = 0.01
+_STATUS_WAIT_S = 30.0  # a live keeper that writes no status in this long: reported lost
 _KILLED = 128 + signal.SIGKILL
 
 
@@ -131,6 +147,9 @@ class _Attempt:
     #: A held successor: (command, env, the open log fds) until it starts or is dropped.
     held: tuple[Any, dict[str, str], tuple[int, int]] | None = None
     after: str = ""
+    usage: Usage | None = None
+    #: Adopted from a dead shim: the keeper that reaps it and journals its status.
+    keeper: Keeper | None = None
 
     def __post_init__(self) -> None:
         self.id_json = json.dumps(self.attempt_id)
@@ -149,9 +168,13 @@ class _Attempt:
         return self.final
 
     def exited(self, at: float, code: int, out_of_memory: bool = False) -> str:
-        """Record the final ``X`` event; return it."""
-        flag = ",1" if out_of_memory else ""
-        self.final = f'["X",{at!r},{self.id_json},{code}{flag}]'
+        """Record the final ``X`` event (with ``usage`` when known); return it."""
+        if self.usage is not None:
+            u = self.usage
+            tail = f",{int(out_of_memory)},{u.cpu_s!r},{u.max_rss_kib}"
+        else:
+            tail = ",1" if out_of_memory else ""
+        self.final = f'["X",{at!r},{self.id_json},{code}{tail}]'
         return self.final
 
 
@@ -165,6 +188,7 @@ class Shim:
         idle_exit_s: float,
         hold_started_s: float,
         memory_sample_s: float = 0.1,
+        keeper: Keeper | None = None,
     ) -> None:
         self.layout = layout
         self.listener = listener
@@ -187,12 +211,19 @@ class Shim:
         self.seq = 0
         self.idle_since: float | None = None
         self.shutdown_requested = False
-        #: What earlier shims of this run recorded, read once before this one appends.
-        self.earlier: dict[str, LaunchRecord] = read_journal(layout.journal)
+        #: What earlier shims of this run recorded, read before this one appends; read again
+        #: (``update``) only to find statuses their keepers write for attempts adopted here.
+        self.journal = JournalReader(layout.journal)
+        self.journal.update()
+        self.earlier: dict[str, LaunchRecord] = self.journal.records
+        self.awaiting: dict[str, tuple[_Attempt, float]] = {}  # adopted, ended, no status yet
         self.journal_fd = os.open(
-            layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            layout.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
         )
-        os.write(self.journal_fd, journal_boot_line(self.boot, os.getpid()))
+        self.journal_later: list[bytes] = []  # lines that may wait for the next write
+        self._journal(
+            _newline_if_torn(self.journal_fd) + journal_boot_line(self.boot, os.getpid(), keeper)
+        )
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -218,7 +249,10 @@ class Shim:
         # driver never connects must leave too, not wait for a first client forever.
         self.idle_since = time.monotonic()
         while True:
-            self.poller.wait(self._timeout())
+            timeout = self._timeout()
+            if self.journal_later and (timeout is None or timeout > 0.05):
+                self._journal(b"")  # about to sleep: what waited for company goes now
+            self.poller.wait(timeout)
             self._fire_timers()
             self._flush()
             if self._should_exit():
@@ -235,7 +269,7 @@ class Shim:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _should_exit(self) -> bool:
-        if self.children or self.kill_pending or self.clients or self.waiting:
+        if self.children or self.kill_pending or self.clients or self.waiting or self.awaiting:
             self.idle_since = None
             return False
         now = time.monotonic()
@@ -247,6 +281,7 @@ class Shim:
         return not self.clients
 
     def _close(self) -> None:
+        self._journal(b"")
         self.poller.unregister(self.listener.fileno())
         self.listener.close()
         for path in (self.layout.socket, self.layout.pid):
@@ -365,8 +400,11 @@ class Shim:
             self._launch(client, attempt_id, attempt_dir, command, env, memory_limit)
         except Exception as exc:  # whatever it was, the orchestrator must hear of this attempt
             _log(f"{attempt_id}: launch failed:\n{traceback.format_exc()}")
-            if attempt_id not in self.attempts:
+            rec = self.attempts.get(attempt_id)
+            if rec is None:
                 self._refuse(client, attempt_id, attempt_dir, f"cannot start: {exc!r}")
+            elif rec.final is None and not rec.pid and rec.held is None:
+                self._send(client, rec.end("F", time.time(), f"cannot start: {exc!r}"))
 
     def _op_kill(self, client: Client, msg: list[Any]) -> None:
         rec = self.attempts.get(msg[1])
@@ -425,13 +463,21 @@ class Shim:
         env: dict[str, str],
         logs: tuple[int, int] | Refused,
     ) -> None:
-        """Spawn the attempt (its logs open already); report it started, or how it ended."""
-        attempt_id, client = rec.attempt_id, rec.owner
-        result = (
-            logs
-            if isinstance(logs, Refused)
-            else spawn_with_logs(rec.attempt_dir, command, env, logs)
-        )
+        """Spawn the attempt (its logs open already); report it started, or how it ended.
+
+        The ``I`` line goes to the journal first: should this shim die inside the spawn, its
+        keeper finds the new process among the orphans and journals it (see ``_keeper``).
+        """
+        client = rec.owner
+        if isinstance(logs, Refused):
+            result: Spawned | Refused = logs
+        else:
+            self._journal(journal_intent_line(rec.id_json, boottime()))
+            try:
+                result = spawn_with_logs(rec.attempt_dir, command, env, logs)
+            except Exception as exc:  # whatever it is, the orchestrator must hear of it
+                _log(f"{rec.attempt_id}: spawn failed:\n{traceback.format_exc()}")
+                result = Refused(f"cannot start: {exc}", None, time.time())
         if isinstance(result, Spawned):
             rec.pid, rec.spawned_boottime, rec.started_at = (
                 result.pid,
@@ -440,11 +486,9 @@ class Shim:
             )
             rec.child = True
             self.children[result.pid] = rec
-            line = journal_launch_line(rec.id_json, result.pid, result.spawned_boottime, result.at)
-            try:
-                os.write(self.journal_fd, line)
-            except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
-                _log(f"{attempt_id}: cannot write the journal: {exc}")
+            self._journal(
+                journal_launch_line(rec.id_json, result.pid, result.spawned_boottime, result.at)
+            )
             if rec.memory_limit > 0:
                 self._limit(rec)
             self._send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
@@ -453,8 +497,29 @@ class Shim:
             self._send(client, rec.exited(result.at, result.exit_code))
             self._start_successors(rec)
         else:
+            if not isinstance(logs, Refused):
+                self._journal(journal_not_started_line(rec.id_json))
             self._send(client, rec.end("F", result.at, result.message))
             self._start_successors(rec)
+
+    def _journal(self, line: bytes, later: bool = False) -> None:
+        """Append to the journal in one write, with the lines that were left to wait.
+
+        ``later``: the line may wait for the next write (usage figures, which only a crash
+        of this shim in between can lose). Everything else goes now, in order.
+        """
+        if later:
+            self.journal_later.append(line)
+            return
+        if self.journal_later:
+            line = b"".join(self.journal_later) + line
+            self.journal_later.clear()
+        if not line:
+            return
+        try:
+            os.write(self.journal_fd, line)
+        except OSError as exc:  # only a recovery without this shim suffers
+            _log(f"cannot write the journal: {exc}")
 
     # ------------------------------------------------------------------ successors
     def _hold(
@@ -476,10 +541,7 @@ class Shim:
             return
         rec.held, rec.after = (command, env, logs), pred.attempt_id
         self.waiting.setdefault(pred.attempt_id, []).append(rec)
-        try:
-            os.write(self.journal_fd, journal_queued_line(rec.id_json))
-        except OSError as exc:
-            _log(f"{attempt_id}: cannot write the journal: {exc}")
+        self._journal(journal_queued_line(rec.id_json))
 
     def _start_successors(self, pred: _Attempt) -> None:
         """``pred`` ended: start what waited for it (it has sent its own final event)."""
@@ -521,10 +583,7 @@ class Shim:
     def _write_status(
         self, rec: _Attempt, code: int, at: float, out_of_memory: bool = False
     ) -> None:
-        try:
-            os.write(self.journal_fd, journal_exit_line(rec.id_json, code, at, out_of_memory))
-        except OSError as exc:
-            _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
+        self._journal(journal_exit_line(rec.id_json, code, at, out_of_memory))
 
     # ------------------------------------------------------------------ reaping
     def _on_wakeup(self, mask: int) -> None:
@@ -533,60 +592,77 @@ class Shim:
         self._reap()
 
     def _reap(self) -> None:
+        """Journal each ended child's status, *then* reap it.
+
+        In that order, a shim killed in between leaves a child that is ended but not reaped,
+        with its status written: the keeper, which inherits it, reaps it and owes nothing.
+        Reaped first, its status would die with the shim. ``waitid(WNOWAIT)`` tells the
+        status without reaping; only macOS lacks it, and there the status follows the reap.
+        """
         while True:
-            pid = -1
-            if self.kill_pending and _HAS_WAITID:
-                pid = self._peek_exited()
-                if pid == 0:
+            if not _HAS_WAITID:
+                if not self._reap_without_waitid():
                     return
+                continue
             try:
-                pid, status = os.waitpid(pid, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
-            self._on_child_exit(pid, status)
+            pid = info.si_pid
+            rec = self.children.get(pid)
+            if rec is None:  # a task's orphan, inherited as subreaper: nobody's attempt
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                continue
+            code = exit_code(info.si_code, info.si_status)
+            at = time.time()
+            oom = self._ending(rec, code)
+            self._write_status(rec, code, at, oom)
+            _, _, ru = os.wait4(pid, os.WNOHANG)
+            self._ended(rec, code, at, oom, ru)
 
-    def _peek_exited(self) -> int:
-        """The pid of an ended child, not reaped yet: 0 if none.
-
-        While a SIGKILL is due for its group, the group is killed *before* the leader is
-        reaped. The unreaped leader keeps its pid (and so the group id) from being reused, so
-        the SIGKILL cannot hit a stranger that got the same number.
-        """
+    def _reap_without_waitid(self) -> bool:
         try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return 0
-        if info is None or info.si_pid == 0:
-            return 0
-        rec = self.children.get(info.si_pid)
-        if rec is not None and rec.kill_at is not None:
+            return False
+        if pid == 0:
+            return False
+        rec = self.children.get(pid)
+        if rec is not None:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            at = time.time()
+            oom = self._ending(rec, code)
+            if rec.kill_at is not None:  # reaped: its group id may be reused any time now
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                self._clear_kill(rec)
+            self._write_status(rec, code, at, oom)
+            self._ended(rec, code, at, oom, ru)
+        return True
+
+    def _ending(self, rec: _Attempt, code: int) -> bool:
+        """The leader ended, not reaped yet: kill what is left of a group being killed (its
+        unreaped leader keeps the group id from being reused); whether memory killed it."""
+        if rec.kill_at is not None and _HAS_WAITID:
             self._signal_group(rec, signal.SIGKILL)
             self._clear_kill(rec)
-        return info.si_pid
-
-    def _on_child_exit(self, pid: int, status: int) -> None:
-        rec = self.children.pop(pid, None)
-        if rec is None:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        if code < 0:
-            code = 128 - code
-        at = time.time()
         if rec.memory_limit:
-            self.limited.pop(pid, None)
+            self.limited.pop(rec.pid, None)
         # Our SIGKILL, not its own end just before it: the leader's code says which came first.
-        oom = rec.killed_for_memory and code == _KILLED
-        if rec.kill_at is not None:  # only without waitid (see _peek_exited): kill what is left
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            self._clear_kill(rec)
+        return rec.killed_for_memory and code == _KILLED
+
+    def _ended(self, rec: _Attempt, code: int, at: float, oom: bool, ru: Any) -> None:
+        """Reaped, its status journaled: tell its owner, start what waited for it."""
+        self.children.pop(rec.pid, None)
+        rec.usage = usage_of(ru)
+        self._journal(journal_usage_line(rec.id_json, rec.usage), later=True)
         self._send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
         if rec.attempt_id in self.waiting:
-            self._start_successors(rec)  # first: the place is free, and an idle place is waste
-        # Still before the event leaves: whoever hears of it finds it in the journal.
-        self._write_status(rec, code, at, oom)
+            self._start_successors(rec)
 
     # ------------------------------------------------------------------ signals and timers
     def _signal_group(self, rec: _Attempt, sig: int) -> bool:
@@ -616,6 +692,8 @@ class Shim:
             _, _, key = heapq.heappop(self.timers)
             if key == _MEMORY_TIMER:
                 self._sample_memory()
+            elif key == _STATUS_TIMER:
+                self._look_for_statuses()
             elif key:
                 self._fire_kill(key, now)
             else:
@@ -682,27 +760,30 @@ class Shim:
         return self.attempts.get(attempt_id) or self._from_disk(attempt_id, attempt_dir)
 
     def _from_disk(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
-        """What an earlier shim left behind about an attempt this shim never ran (or ``None``)."""
+        """What an earlier shim left behind about an attempt this shim never ran (or ``None``:
+        never launched, so the client may submit it)."""
         launch = self.earlier.get(attempt_id)
-        if launch is None:
-            return None  # never launched
+        if launch is None or launch.not_started:
+            return None
         status = launch.status or read_exit_status_file(attempt_dir)
         rec = _Attempt(attempt_id, attempt_dir)
+        self.attempts[attempt_id] = rec
         if status is not None:
+            rec.usage = launch.usage
             _exited_as(rec, status)
+        elif launch.queued:  # held by a shim that died: it never ran, and never will
+            rec.end("D", time.time(), _DROPPED_UNWATCHED)
+        elif launch.unresolved:
+            rec.end("L", time.time(), _LOST_UNRESOLVED)
         else:
-            if launch.queued:  # held by a shim that died: it never ran, and never will
-                rec.end("D", time.time(), _DROPPED_UNWATCHED)
-                self.attempts[attempt_id] = rec
-                return rec
             rec.pid, rec.spawned_boottime = launch.pid, launch.spawned_boottime
-            rec.started_at = launch.at
+            rec.started_at, rec.keeper = launch.at, launch.keeper
             if launch.is_alive(self.boot):
                 self._adopt(rec)
-            else:
-                reason = _LOST_REBOOT if launch.boot_id != self.boot else _LOST_UNWATCHED
-                rec.end("L", time.time(), reason)
-        self.attempts[attempt_id] = rec
+            elif launch.boot_id != self.boot:
+                rec.end("L", time.time(), _LOST_REBOOT)
+            else:  # it ended: its keeper may be writing its status right now
+                self._await_status(rec)
         return rec
 
     def _adopt(self, rec: _Attempt) -> None:
@@ -726,9 +807,34 @@ class Shim:
             rec.pidfd = -1
         self.polled.discard(rec)
         self._clear_kill(rec)
-        # Its parent was a dead shim, and only a parent learns the code: no status can follow.
-        self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
-        self._start_successors(rec)
+        self._await_status(rec)
+
+    def _await_status(self, rec: _Attempt) -> None:
+        """An adopted attempt ended. Its parent, the dead shim's keeper, learned its status
+        and journals it: look for it until it is there, or until that keeper is gone."""
+        if rec.final is not None:
+            return
+        self.awaiting[rec.attempt_id] = (rec, time.monotonic() + _STATUS_WAIT_S)
+        self._look_for_statuses()
+
+    def _look_for_statuses(self) -> None:
+        self.journal.update()
+        now = time.monotonic()
+        for aid, (rec, deadline) in list(self.awaiting.items()):
+            found = self.journal.records.get(aid)
+            status = found.status if found is not None else None
+            keeper_alive = rec.keeper is not None and rec.keeper.is_alive()
+            if status is None and keeper_alive and now < deadline:
+                continue
+            del self.awaiting[aid]
+            if status is not None:
+                rec.usage = found.usage if found is not None else None
+                self._send(rec.owner, _exited_as(rec, status))
+            else:
+                self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
+            self._start_successors(rec)
+        if self.awaiting:
+            self._add_timer(now + _STATUS_POLL_S, _STATUS_TIMER)
 
     def _poll_adopted(self) -> None:
         for rec in list(self.polled):
@@ -790,6 +896,13 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _newline_if_torn(fd: int) -> bytes:
+    """A newline if the journal ends inside a line (a writer died mid-write): the next line
+    must not be glued to the torn one, or a reader would lose both."""
+    size = os.fstat(fd).st_size
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+
+
 def _write_small(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -819,10 +932,25 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork() != 0:
         os._exit(0)
     os.chdir("/")
+    keeper = os.getpid()
+    become_subreaper()  # before the shim exists: it hands its orphans to us if it dies
+    shim = os.fork()
+    if shim != 0:
+        listener.close()
+        keep(shim, layout.journal, lock_fd)
+    become_subreaper()  # a task's orphans come to us while we live, never to the keeper
+    start_ticks = proc_start_ticks(keeper) if os.getppid() == keeper else None
     _write_small(layout.pid, f"{os.getpid()}\n")
     _write_small(layout.endpoint, layout.socket + "\n")
-    _log(f"listening on {layout.socket}")
-    Shim(layout, listener, args.idle_exit_s, args.hold_started_s, args.memory_sample_s).run()
+    _log(f"listening on {layout.socket} (keeper {keeper})")
+    Shim(
+        layout,
+        listener,
+        args.idle_exit_s,
+        args.hold_started_s,
+        args.memory_sample_s,
+        Keeper(keeper, start_ticks) if start_ticks is not None else None,
+    ).run()
     return 0
 
 

@@ -81,6 +81,7 @@ _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not 
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
 _REPLY_TIMEOUT_S = 120.0
+_RESTART_PAUSE_S = 0.02  # between tries to start a shim while another holds the lock
 
 
 class _Connection:
@@ -153,6 +154,9 @@ class LocalExecutor:
         self._pending: list[Event] = []
         self._known: set[str] = set()  # submitted or recovered here: submit again is a no-op
         self._live: dict[str, str] = {}  # attempt id -> attempt dir, until its final event
+        #: What we sent to submit attempts the shim has not reported started (or ended) yet:
+        #: sent again if the shim dies first and its journal shows it never spawned them.
+        self._unconfirmed: dict[str, list[Any]] = {}
         self._kills: dict[str, float] = {}  # attempt id -> monotonic time its SIGKILL is due
         self._requests = 0
         self._starter: subprocess.Popen[bytes] | None = None  # a shim starter ``prepare`` began
@@ -198,6 +202,7 @@ class LocalExecutor:
         self._send(msg)
         self._known.add(job.attempt_id)
         self._live[job.attempt_id] = attempt_dir
+        self._unconfirmed[job.attempt_id] = msg
 
     def kill(self, attempt_id: str, grace_s: float) -> None:
         """SIGTERM the attempt's process group now, SIGKILL after ``grace_s`` (the shim's timer)."""
@@ -329,15 +334,25 @@ class LocalExecutor:
         """Translate one shim message to an event, forgetting attempts that have ended."""
         kind = msg[0]
         if kind == "S":
+            self._unconfirmed.pop(msg[2], None)
             return AttemptStarted(at=msg[1], attempt_id=msg[2], handle=str(msg[3]))
         if kind not in ("X", "L", "F", "D"):
             return None  # a reply nobody waits for any more
         self._live.pop(msg[2], None)
         self._kills.pop(msg[2], None)
+        self._unconfirmed.pop(msg[2], None)
         if kind == "X":
             oom = len(msg) > 4 and bool(msg[4])
+            cpu_s, rss = (
+                (float(msg[5]), round(int(msg[6]) / 1024, 1)) if len(msg) > 6 else (None, None)
+            )
             return AttemptExited(
-                at=msg[1], attempt_id=msg[2], exit_code=int(msg[3]), out_of_memory=oom
+                at=msg[1],
+                attempt_id=msg[2],
+                exit_code=int(msg[3]),
+                out_of_memory=oom,
+                cpu_s=cpu_s,
+                max_rss_mib=rss,
             )
         if kind == "L":
             return AttemptLost(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
@@ -351,23 +366,35 @@ class LocalExecutor:
             self._conn = None
 
     def _heal(self) -> None:
-        """After the shim died under us: reconnect, learn what became of our attempts, re-kill."""
+        """After the shim died under us: reconnect, learn what became of our attempts, send
+        again what the dead shim never spawned (its journal says so), re-kill."""
         outstanding = dict(self._live)
         events = self._recover(outstanding)
         self._pending += events
         reported = {getattr(e, "attempt_id", "") for e in events}
         now = time.time()
+        conn = self._connect()
         for aid in outstanding.keys() - reported:
+            msg = self._unconfirmed.get(aid)
+            if msg is not None:  # never spawned (or a successor still held): send it again
+                conn.queue(msg)
+                continue
             self._live.pop(aid, None)
             self._kills.pop(aid, None)
             self._pending.append(AttemptLost(at=now, attempt_id=aid, reason=_LOST_UNCONFIRMED))
-        conn = self._connect()
         for aid, due in list(self._kills.items()):
             if aid in self._live:
                 conn.send(["kill", aid, max(0.0, due - time.monotonic())])
 
     # ------------------------------------------------------------------ connecting
     def _connect(self) -> _Connection:
+        """Connect to the run's shim, starting one if none listens.
+
+        A starter that another holds the lock against (a shim starting or leaving, or the
+        keeper of a dead one finishing its journal) is tried again shortly; so is one that
+        was killed or failed (a kill during its start-up is no reason to give up): until
+        ``start_timeout_s``, after which ``ExecutorUnavailable`` names the last failure.
+        """
         if self._conn is not None:
             return self._conn
         deadline = time.monotonic() + self.start_timeout_s
@@ -377,12 +404,19 @@ class LocalExecutor:
                 self._conn = conn
                 return conn
             code = self._start_shim()
-            if code not in (0, _EXIT_ALREADY_RUNNING) or time.monotonic() > deadline:
+            if code not in (0, _EXIT_ALREADY_RUNNING) and time.monotonic() > deadline:
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                 raise ExecutorUnavailable(
-                    f"cannot start the local shim (exit code {code}); see {self.layout.log}"
+                    f"cannot start the local shim ({how}, for {self.start_timeout_s:g} s); "
+                    f"see {self.layout.log}"
                 )
-            if code == _EXIT_ALREADY_RUNNING:
-                time.sleep(0.02)  # another shim holds the lock: starting up, or just exiting
+            if time.monotonic() > deadline:
+                raise ExecutorUnavailable(
+                    f"the local shim did not answer within {self.start_timeout_s:g} s; "
+                    f"see {self.layout.log}"
+                )
+            if code != 0:
+                time.sleep(_RESTART_PAUSE_S)
 
     def _try_connect(self) -> _Connection | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
