@@ -13,7 +13,8 @@ Two families, kept apart on purpose:
       ├── RunExists          `run --name` of a name that is taken
       ├── RunIncompatible    the run's log was written in a format this version can't replay
       ├── RunLocked          another orchestrator drives that run
-      └── CapacityError      a task fits on no pool the run can use
+      ├── CapacityError      a task fits on no pool the run can use
+      └── StoreUnavailable   the event log cannot be written now (disk full, locked, I/O error)
 
 * **Task errors** are not exceptions at all: they are data, carried by events
   and matched by retriers. Their names follow Step Functions so that an ASL
@@ -84,6 +85,12 @@ class RunLocked(StormproofError):
 
 class CapacityError(StormproofError):
     """A task asks for more than any instance of any usable pool has."""
+
+
+class StoreUnavailable(StormproofError):
+    """The event log cannot be written (or read) right now: its disk is full, another process
+    holds its lock, an I/O error. Not the run's fault, and nothing is lost: a driver stops the
+    run (resumable) instead of failing it, and ``resume`` carries on once the cause is gone."""
 
 
 def unreadable(err: OSError, what: str = "file") -> str:

@@ -14,6 +14,7 @@ handlers are in place.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from types import FrameType
@@ -32,8 +33,6 @@ def main() -> None:
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     name = signal.Signals(signum).name
-    try:
+    with contextlib.suppress(OSError, ValueError):  # no stderr to say it on
         print(f"stormproof: stopped by {name}; nothing was lost", file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # no stderr to say it on
-        pass
     raise SystemExit(EXIT_STOPPED)

@@ -47,6 +47,7 @@ option, ``STORMPROOF_MEMORY_LIMIT=off`` in the orchestrator's environment.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -81,7 +82,11 @@ _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not 
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
 _REPLY_TIMEOUT_S = 120.0
-_RESTART_PAUSE_S = 0.02  # between tries to start a shim while another holds the lock
+_RESTART_PAUSE_S = 0.02
+#: Errors creating an attempt's files that are the disk's fault, not the attempt's.
+_DISK_FAULTS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+)  # between tries to start a shim while another holds the lock
 
 
 class _Connection:
@@ -181,6 +186,11 @@ class LocalExecutor:
         try:
             create_attempt(attempt_dir)  # here, not in the shim: see the module docstring
         except OSError as exc:
+            if exc.errno in _DISK_FAULTS:  # the machine's fault, not the attempt's: stop
+                raise ExecutorUnavailable(
+                    f"cannot create {attempt_dir} for attempt {job.attempt_id}: "
+                    f"{exc.strerror or exc}; free space on that disk (or fix it)"
+                ) from exc
             self._known.add(job.attempt_id)
             self._pending.append(
                 AttemptSubmitFailed(

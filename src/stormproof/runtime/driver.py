@@ -9,7 +9,12 @@ and the executor. One loop:
 4. only then carry the actions out (launch, kill, start a timer).
 
 Because step 3 comes before step 4, a crash at any point leaves a log that
-says at least as much as what was done. Resume replays the log through a
+says at least as much as what was done. For the same reason a fault of the
+machine rather than of the run stops it, resumable, instead of failing it: the
+event log cannot be written (``StoreUnavailable``: disk full, locked), the
+executor cannot be reached (``ExecutorUnavailable``), or the checkpoint store
+is gone (``Checkpointing.fault``). What the log says was decided and was not
+carried out is carried out by ``resume``. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
@@ -61,7 +66,8 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
-from stormproof.executors.base import AttemptJob, Executor
+from stormproof.errors import StoreUnavailable
+from stormproof.executors.base import AttemptJob, Executor, ExecutorUnavailable
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
@@ -108,6 +114,7 @@ class Driver:
     fleet: Fleet | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    _store_failed: bool = False  # the log cannot be written: write nothing more
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
@@ -139,24 +146,48 @@ class Driver:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
-            if first is None:
-                pending: list[Event] = [RunStarted(now)]
-            else:
+            if first is not None:
                 self._replay(history)
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
-                self._relaunch_pending()
-                pending = [*self._recover(now), RunResumed(now)]
-            pending += initial
             with self._signals():
                 try:
-                    return self._loop(pending)
+                    if first is None:
+                        pending: list[Event] = [RunStarted(now)]
+                    else:
+                        self._relaunch_pending()
+                        pending = [*self._recover(now), RunResumed(now)]
+                    return self._loop([*pending, *initial])
+                except ExecutorUnavailable as exc:
+                    return self._stopped_by_fault(f"the {self.ctx.executor} executor failed: {exc}")
+                except StoreUnavailable as exc:
+                    self._store_failed = True
+                    return self._stopped_by_fault(f"the event log cannot be written: {exc}")
                 finally:
-                    self._drain_checkpoints()
-                    self.store.flush()
-                    self.executor.close(final=self.core.final is not None)
+                    self._finish()
+
+    def _stopped_by_fault(self, reason: str) -> DriveResult:
+        """A fault of the machine, not of the run: record the stop if the log still takes it,
+        carry nothing out (``resume`` does what was decided), and say how to go on."""
+        if not self._store_failed:
+            try:
+                self._process([StopRequested(self.clock(), reason)], act=False)
+            except StoreUnavailable:
+                self._store_failed = True
+        return DriveResult("stopped", len(self.core.attempts), reason)
+
+    def _finish(self) -> None:
+        """Whatever ended the drive: log what saves in flight produced, let the executor go."""
+        try:
+            if not self._store_failed:
+                self._drain_checkpoints()
+                self.store.flush()
+        except (StoreUnavailable, ExecutorUnavailable):
+            pass  # already on the way out: the journal and the checkpoint dirs keep the rest
+        finally:
+            self.executor.close(final=self.core.final is not None)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
@@ -168,6 +199,9 @@ class Driver:
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
             now = self.clock()
+            fault = self.checkpointing.fault if self.checkpointing is not None else None
+            if fault is not None and self._stop is None:
+                self._stop = fault
             if self._stop is not None:
                 self._process([StopRequested(now, self._stop)])
                 live = len(self.core.attempts)
@@ -205,7 +239,7 @@ class Driver:
             self.executor.submit(job)
         return kept + done
 
-    def _process(self, events: Sequence[Event]) -> None:
+    def _process(self, events: Sequence[Event], act: bool = True) -> None:
         rows: list[Row] = []
         decided: list[Decision] = []
         for event in events:
@@ -217,6 +251,8 @@ class Driver:
         self.store.flush()  # outbox first: nothing is done that the log does not already say
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
+        if not act:
+            return
         for d in decided:
             if d.is_action:
                 self._act(d)

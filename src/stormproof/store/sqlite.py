@@ -58,6 +58,7 @@ The rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fcntl
 import functools
@@ -75,7 +76,13 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
+from stormproof.errors import (
+    RunExists,
+    RunLocked,
+    RunNotFound,
+    StoreUnavailable,
+    StormproofError,
+)
 from stormproof.store.base import Row, RowCategory, RunInfo
 
 Synchronous = Literal["normal", "group", "full"]
@@ -246,7 +253,8 @@ class SQLiteEventLog:
         if self.synchronous == "group":
             self._unsynced = True
             if time.monotonic() - self._last_fsync >= GROUP_FSYNC_S:
-                self._fsync_wal()
+                with self._errors():
+                    self._fsync_wal()
 
     def _fsync_wal(self) -> None:
         """fsync the WAL file: an fsync of any descriptor of a file makes all of it durable."""
@@ -368,7 +376,8 @@ class SQLiteEventLog:
         """Close the connection. Unflushed rows are dropped: ``close`` is not a flush."""
         self._buffer.clear()
         if self._unsynced:
-            self._fsync_wal()
+            with contextlib.suppress(OSError):  # nothing to hand the failure to any more
+                self._fsync_wal()
         self._db.close()
 
     def __enter__(self) -> SQLiteEventLog:
@@ -734,7 +743,26 @@ def _translated(path: Path) -> Iterator[None]:
     except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
         raise
     except sqlite3.DatabaseError as exc:
-        raise StormproofError(f"stormproof database {path}: {exc}; {_fix_for(exc)}") from exc
+        cls = StoreUnavailable if _for_now(exc) else StormproofError
+        raise cls(f"stormproof database {path}: {exc}; {_fix_for(exc)}") from exc
+    except OSError as exc:  # our own fsync of the WAL: the disk failed what SQLite wrote
+        raise StoreUnavailable(
+            f"stormproof database {path}: {exc.strerror or exc}; check the disk, then "
+            "try again (`stormproof resume RUN` for a run)"
+        ) from exc
+
+
+#: SQLite's primary result codes of failures that pass: busy, locked, I/O error, disk full.
+_FOR_NOW_CODES: Final = frozenset({5, 6, 10, 13})
+
+
+def _for_now(exc: sqlite3.DatabaseError) -> bool:
+    """A failure of the moment (the disk, another process), not of the file or of us."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _FOR_NOW_CODES
+    message = str(exc).lower()
+    return any(word in message for word in ("locked", "busy", "full", "disk i/o"))
 
 
 def _fix_for(exc: sqlite3.DatabaseError) -> str:
@@ -745,6 +773,11 @@ def _fix_for(exc: sqlite3.DatabaseError) -> str:
         return "another process holds it for writing; try again in a moment"
     if "full" in message:
         return "free some disk space, then try again (`stormproof resume RUN` for a run)"
+    if "disk i/o" in message:
+        return (
+            "the disk failed a write (full, over a quota or file size limit, or failing): "
+            "fix it, then try again (`stormproof resume RUN` for a run)"
+        )
     if "unable to open" in message or "readonly" in message or "read-only" in message:
         return "check that its directory exists and is writable, or choose another --home"
     return "check the disk and the file's permissions"
