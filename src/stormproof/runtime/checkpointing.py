@@ -86,6 +86,7 @@ class Checkpointing:
     _last_cold: float = 0.0
     #: Why the store cannot be used now (unreachable, full); the driver stops the run on it.
     fault: str | None = None
+    _closed: bool = False
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stormproof-ckpt")
@@ -246,6 +247,9 @@ class Checkpointing:
         return ckpt
 
     def prune(self, task_id: str, keep: tuple[int, ...]) -> None:
+        if self._closed:  # decided while the driver drains (its last events): prune now
+            self._prune(task_id, keep)
+            return
         self._pool.submit(self._prune, task_id, keep)
 
     def _prune(self, task_id: str, keep: tuple[int, ...]) -> None:
@@ -273,6 +277,7 @@ class Checkpointing:
             self.store.warnings.clear()
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
 
     @staticmethod
