@@ -49,6 +49,7 @@ from stormproof.core.decisions import (
     WithdrawAttempt,
 )
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptPreempted,
@@ -392,6 +393,11 @@ class Driver:
                     self.executor.withdraw(att.id)
                 else:
                     self.executor.kill(att.id, 0.0)
+            elif att.state is AttemptState.PLACED:
+                # never started, and a kill was decided meanwhile (an interruption of its
+                # instance, a cancel): it ends without having run, using no budget
+                why = "it never started: the executor never heard of it before it was stopped"
+                events.append(AttemptDropped(now, att.id, why))
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
