@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 from pathlib import Path
 
 from stormproof.core.events import AttemptExited, AttemptStarted
+from stormproof.executors._files import Layout, journal_exit_line
+from stormproof.executors._shim import Shim, _Attempt
 from stormproof.executors.base import AttemptJob
 from tests.executors._harness import (
     Harness,
@@ -147,3 +150,30 @@ def test_keeper_and_shim_both_killed_is_lost_not_rerun(harness: Harness, tmp_pat
     lost = finals(events)["k/1"]
     assert type(lost).__name__ == "AttemptLost"
     assert runs(side) == ["k"]
+
+
+def test_a_status_written_by_a_keeper_that_leaves_at_once_is_still_found(tmp_path: Path) -> None:
+    # The dead shim's keeper journals the last status it owes and exits: a new shim that saw
+    # no status yet, then saw the keeper gone, must read the journal once more, not give up.
+    # (Found by the chaos suite, seed 101, as a lost attempt whose exit code was journaled.)
+    layout = Layout(str(tmp_path / "state"))
+    os.makedirs(layout.state_dir)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "s.sock"))
+    shim = Shim(layout, listener, 5.0, 0.0)
+
+    class LeavingKeeper:
+        """Writes the status as it is asked whether it lives, then is gone."""
+
+        def is_alive(self) -> bool:
+            with open(layout.journal, "ab") as journal:
+                journal.write(journal_exit_line('"a/1"', 7, 1.0))
+            return False
+
+    rec = _Attempt("a/1", str(tmp_path / "a"))
+    rec.keeper = LeavingKeeper()  # type: ignore[assignment]
+    shim._await_status(rec)
+    assert rec.final is not None and rec.final.startswith('["X"') and ',"a/1",7' in rec.final
+    for sock in (listener, shim.wake_r, shim.wake_w):
+        sock.close()
+    os.close(shim.journal_fd)

@@ -2,17 +2,27 @@
 
 Why a separate process: attempts must outlive the orchestrator, and their exit codes must not
 be lost when it dies. Only a process's parent can learn its exit code, so the parent must not
-be the orchestrator. A shell wrapper per attempt (``sh -c '...; echo $? > status'``) costs
-about one extra process per attempt, which is too much: 10,000 short tasks must run within
-1.5x of ``xargs -P 2``. So one small Python process per run does it for all of them. It spawns
-each attempt as its own child (in a new session), reaps it, appends its exit status to the
-run's journal, and pushes events to the connected orchestrator over a unix socket. If the
-orchestrator dies, the shim goes on reaping, writing statuses and firing SIGKILL-after-grace
-timers. A new orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new
-shim answers ``recover`` from the journal (see ``_files``), which it reads once as it starts:
-ended attempts have an ``X`` line, running ones are found by pid + start time and watched
-through a pidfd. When one of those ends, its code is unknowable (its parent was the dead
-shim), so it is reported lost.
+be the orchestrator. A wrapper process per attempt (``sh -c '...; echo $? > status'``) would
+double what a short attempt costs (a process is ~0.65 ms of CPU to start and end here), which
+is too much: 10,000 short tasks must run within 1.5x of ``xargs -P 2``. So one small Python
+process per run does it for all of them. It spawns each attempt as its own child (in a new
+session), reaps it, appends its exit status to the run's journal, and pushes events to the
+connected orchestrator over a unix socket. If the orchestrator dies, the shim goes on
+reaping, writing statuses and firing SIGKILL-after-grace timers. A new orchestrator
+reconnects to it and asks ``recover``.
+
+If the shim dies, its *keeper* (``_keeper``: its parent, which does nothing else) inherits
+its children, journals how each ends, and finishes what the shim left half-written. Two
+orders make that complete. An exit status is journaled *before* its attempt is reaped
+(``waitid(WNOWAIT)`` first), so a shim killed in between leaves an unreaped child whose status
+is written. A spawn is announced (an ``I`` line) *before* it happens, so a shim killed inside
+it (``posix_spawn`` sleeps until the child has called ``exec``: most of the shim's time) leaves
+a line that sends the keeper looking for the new process among its orphans. The keeper holds
+the shim's lock until it has done so: the next shim reads a complete journal. That next shim
+answers ``recover`` from the journal (see ``_files``), which it reads as it starts: ended
+attempts have an ``X`` line, running ones are found by pid + start time and watched through a
+pidfd; when one of those ends, the next shim finds the status its keeper journaled (it reads
+the journal's tail until it is there, or until that keeper is gone: then it is lost).
 
 The orchestrator makes each attempt's directories and logs before it submits it
 (``_files.create_attempt``): the shim runs every attempt of the run, one after the other, so
@@ -46,19 +56,21 @@ Protocol: one JSON array per line, each way.
                                                    answered by ["R", request_no, [event, ...]]
                      ["shutdown"]
     shim -> client   ["S", at, attempt_id, pid]               started
-                     ["X", at, attempt_id, exit_code(, 1)]    exited (128+N for signal N);
-                                                   the 1 says it was killed for its memory
+                     ["X", at, attempt_id, exit_code(, oom(, cpu_s, max_rss_kib))]
+                                                   exited (128+N for signal N); oom 1: killed
+                                                   for its memory; then its usage (wait4)
                      ["L", at, attempt_id, reason]            lost
                      ["F", at, attempt_id, message]           could not be submitted
                      ["D", at, attempt_id, reason]            a held successor dropped unstarted
 
 Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its
 logs are opened and a ``Q`` line goes to the journal, but it starts only when the
-predecessor ends (its exit status written, its event queued, then the spawn: both events go
-out in one flush). A predecessor that already ended, or that this shim does not know, lets it
-start at once. A held successor that is killed or dropped (``drop``), or whose predecessor
-was dropped, ends ``D`` without having run; so does one whose shim died while holding it (the
-next shim finds its ``Q`` line without a launch after it).
+predecessor ends (its exit status journaled and its event queued, then the spawn, announced
+by its ``I`` line first: both events go out in one flush). A predecessor that already
+ended, or that this shim does not know, lets it start at once. A held successor that is
+killed or dropped (``drop``), or whose predecessor was dropped, ends ``D`` without having run;
+so does one whose shim died while holding it (the next shim finds its ``Q`` line and no
+``I`` after it; with an ``I``, the keeper says what became of it).
 
 An attempt's events go only to the client that submitted or recovered it last, so a
 reconnecting orchestrator gets each fact once: from ``recover``, or later as an event.
@@ -818,13 +830,18 @@ class Shim:
         self._look_for_statuses()
 
     def _look_for_statuses(self) -> None:
+        # Whether each keeper lives is asked *before* the journal is read: a keeper writes
+        # what it owes, then exits, so one gone before the read has written all it will.
+        alive = {
+            aid: rec.keeper is not None and rec.keeper.is_alive()
+            for aid, (rec, _) in self.awaiting.items()
+        }
         self.journal.update()
         now = time.monotonic()
         for aid, (rec, deadline) in list(self.awaiting.items()):
             found = self.journal.records.get(aid)
             status = found.status if found is not None else None
-            keeper_alive = rec.keeper is not None and rec.keeper.is_alive()
-            if status is None and keeper_alive and now < deadline:
+            if status is None and alive.get(aid, False) and now < deadline:
                 continue
             del self.awaiting[aid]
             if status is not None:

@@ -21,16 +21,22 @@ Crash story, and why each piece exists:
   SIGKILL-after-grace timers. The next ``LocalExecutor`` on the same ``run_dir`` reconnects
   (the socket path is derived from ``run_dir``) and ``recover`` gets the shim's own table:
   still running, ended with a code, or never launched.
-* The shim dies too: the next executor starts a new shim, which answers ``recover`` from the
-  journal: an exit status line means ended; a launch line whose pid and start time still match
-  means running, and it is watched until it ends (then lost, since its code died with its
-  parent); anything else that was launched is lost.
+* The shim dies too (or alone): its keeper, the shim's parent, inherits the attempts and
+  journals their exit statuses as they end, and completes the journal of a spawn the shim
+  died in (``_keeper``). The next executor starts a new shim, which answers ``recover`` from
+  the journal: an exit status line means ended; a launch line whose pid and start time still
+  match means running, and it is watched until it ends (then its status is the one the keeper
+  journaled). Only if the keeper died too is such an attempt lost.
 * The shim dies while this executor is connected: ``poll`` notices the closed socket,
-  starts a new shim, recovers every attempt still outstanding, and sends again the kills
-  still due. Attempts the dead shim never confirmed are reported lost, never launched twice.
+  starts a new shim, recovers every attempt still outstanding, sends again what the dead
+  shim never spawned (its journal says so: the submit was never read, or the keeper found
+  that the spawn made nothing), and sends again the kills still due. Nothing is launched
+  twice, and nothing that ran is reported lost.
 
-``ExecutorUnavailable`` is raised only when no shim can be started or reached at all.
-Everything that goes wrong with one attempt arrives as an event.
+``ExecutorUnavailable`` is raised only when no shim can be started or reached at all (for
+``start_timeout_s``: a starter killed during its start-up is started again), or when the disk
+refuses an attempt's files (full, failing): the machine's fault, so the driver stops the run
+instead of failing the attempt. Everything that goes wrong with one attempt arrives as an event.
 
 Memory limits. An attempt is limited only when its environment sets
 ``STORMPROOF_MEMORY_LIMIT_MIB`` (``ENV_MEMORY_LIMIT_MIB``; the runtime sets it for tasks that
