@@ -232,7 +232,7 @@ class Run:
         """
         rng = self.rng
         # "both" needs a shim up (an orchestrator kill without one): weighed up a little
-        kind = rng.choices(("orchestrator", "both", "signal"), (0.28, 0.42, 0.30))[0]
+        kind = rng.choices(("orchestrator", "both", "signal"), (0.27, 0.43, 0.30))[0]
         early = rng.random() < 0.33
         delay = rng.uniform(0.0, 0.6) if early else rng.uniform(0.05, 2.0)
         events: list[tuple[float, Callable[[], None]]] = []
@@ -314,8 +314,10 @@ class Run:
             self.count("orchestrator")
 
     def kill_both(self, proc: subprocess.Popen[bytes]) -> None:
-        shim = self.shim_pid()
-        if shim is None:  # no shim up (start-up): the orchestrator alone, counted as such
+        """The shim and the orchestrator at once; during start-up, the shim as it starts (its
+        starter, or a shim not listening yet). With no shim at all, an orchestrator kill."""
+        shim = self.shim_pid() or self.starting_shim(proc)
+        if shim is None:
             self.kill_orchestrator(proc)
             return
         hit_shim = _signal(shim, signal.SIGKILL)
@@ -345,14 +347,25 @@ class Run:
             self.count("shim")
 
     def kill_starter(self, proc: subprocess.Popen[bytes]) -> None:
-        """Kill the shim as it starts: the orchestrator's child running the shim module."""
+        """Kill the shim as it starts (its starter), as soon as it shows up."""
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline and proc.poll() is None:
-            for pid in _processes_of(str(self.state_dir)):
-                if _parent(pid) == proc.pid and _signal(pid, signal.SIGKILL):
-                    self.count("shim")
-                    return
+            pid = self.starting_shim(proc)
+            if pid is not None and _signal(pid, signal.SIGKILL):
+                self.count("shim")
+                return
             time.sleep(0.003)
+
+    def starting_shim(self, proc: subprocess.Popen[bytes]) -> int | None:
+        """The shim's starter (the orchestrator's child running the shim module), if any.
+
+        Never a process further down: between a listing and a kill, the starter's child may
+        become a keeper, and a keeper's death is not what these kinds promise to survive.
+        """
+        for pid in _processes_of(str(self.state_dir)):
+            if _parent(pid) == proc.pid:
+                return pid
+        return None
 
     def shim_pid(self) -> int | None:
         with contextlib.suppress(OSError, ValueError, IndexError):  # IndexError: being written
