@@ -16,8 +16,9 @@ import socket
 from pathlib import Path
 
 from stormproof.core.events import AttemptExited, AttemptStarted
+from stormproof.executors._attempt import AttemptRecord
 from stormproof.executors._files import Layout, journal_exit_line
-from stormproof.executors._shim import Shim, _Attempt
+from stormproof.executors._shim import Shim
 from stormproof.executors.base import AttemptJob
 from tests.executors._harness import (
     Harness,
@@ -170,9 +171,9 @@ def test_a_status_written_by_a_keeper_that_leaves_at_once_is_still_found(tmp_pat
                 journal.write(journal_exit_line('"a/1"', 7, 1.0))
             return False
 
-    rec = _Attempt("a/1", str(tmp_path / "a"))
+    rec = AttemptRecord("a/1", str(tmp_path / "a"))
     rec.keeper = LeavingKeeper()  # type: ignore[assignment]
-    shim._await_status(rec)
+    shim.adoption._await_status(rec)
     assert rec.final is not None and rec.final.startswith('["X"') and ',"a/1",7' in rec.final
     for sock in (listener, shim.wake_r, shim.wake_w):
         sock.close()

@@ -24,6 +24,9 @@ attempts have an ``X`` line, running ones are found by pid + start time and watc
 pidfd; when one of those ends, the next shim finds the status its keeper journaled (it reads
 the journal's tail until it is there, or until that keeper is gone: then it is lost).
 
+What the shim knows of each attempt is an ``_attempt.AttemptRecord``; what earlier shims of
+the run left behind (read, adopted, awaited) is ``_adoption``'s.
+
 The orchestrator makes each attempt's directories and logs before it submits it
 (``_files.create_attempt``): the shim runs every attempt of the run, one after the other, so
 what it does per attempt bounds the run's throughput, and creating files is costly on most
@@ -82,7 +85,6 @@ import argparse
 import contextlib
 import fcntl
 import heapq
-import json
 import os
 import signal
 import socket
@@ -91,18 +93,15 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from stormproof.executors._adoption import POLL_TIMER, STATUS_TIMER, Adoption
+from stormproof.executors._attempt import AttemptRecord
 from stormproof.executors._files import (
-    ExitStatus,
-    JournalReader,
     Keeper,
-    LaunchRecord,
     Layout,
-    Usage,
     boot_id,
     boottime,
     is_our_process,
@@ -114,7 +113,6 @@ from stormproof.executors._files import (
     journal_queued_line,
     journal_usage_line,
     proc_start_ticks,
-    read_exit_status_file,
     usage_of,
 )
 from stormproof.executors._keeper import become_subreaper, exit_code, keep
@@ -125,69 +123,9 @@ from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
 PROTOCOL_VERSION = 2  # 2: the client makes attempt dirs and logs; statuses in the journal
 #: Exit code of ``main`` when another live shim already holds the run's lock.
 EXIT_ALREADY_RUNNING = 3
-_ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
-_LOST_UNWATCHED = (
-    "its process ended while neither its shim nor that shim's keeper was alive, so its exit "
-    "status is unknown"
-)
-_LOST_REBOOT = "the machine restarted while it ran"
-_LOST_UNRESOLVED = "its shim died as it started it, and which process it became is unclear"
-_DROPPED_UNWATCHED = "its shim died while it waited for its predecessor"
 _HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _reap)
 _MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
-_STATUS_TIMER = "\0status"  # the timer key of looking for statuses a keeper writes
-_STATUS_POLL_S = 0.01
-_STATUS_WAIT_S = 30.0  # a live keeper that writes no status in this long: reported lost
 _KILLED = 128 + signal.SIGKILL
-
-
-@dataclass(eq=False, slots=True)
-class _Attempt:
-    attempt_id: str
-    attempt_dir: str
-    owner: Client | None = None
-    pid: int = 0
-    spawned_boottime: float = 0.0
-    started_at: float = 0.0
-    child: bool = False  # our child (we reap it, we know its code) or adopted (liveness only)
-    final: str | None = None  # the event that ended it, as JSON text
-    kill_at: float | None = None  # monotonic time of the pending SIGKILL
-    pidfd: int = -1
-    id_json: str = ""  # the attempt id JSON-encoded once: events are built by formatting
-    memory_limit: int = 0  # bytes for the whole session; 0: none
-    killed_for_memory: bool = False
-    #: A held successor: (command, env, the open log fds) until it starts or is dropped.
-    held: tuple[Any, dict[str, str], tuple[int, int]] | None = None
-    after: str = ""
-    usage: Usage | None = None
-    #: Adopted from a dead shim: the keeper that reaps it and journals its status.
-    keeper: Keeper | None = None
-
-    def __post_init__(self) -> None:
-        self.id_json = json.dumps(self.attempt_id)
-
-    def state_event(self) -> str | None:
-        """Its news for a (re)connecting client: ``None`` while it is held (nothing yet)."""
-        if self.final is not None:
-            return self.final
-        if self.held is not None:
-            return None
-        return f'["S",{self.started_at!r},{self.id_json},{self.pid}]'
-
-    def end(self, kind: str, at: float, message: str) -> str:
-        """Record the final event (``L`` lost or ``F`` failed, with a message); return it."""
-        self.final = f'["{kind}",{at!r},{self.id_json},{json.dumps(message)}]'
-        return self.final
-
-    def exited(self, at: float, code: int, out_of_memory: bool = False) -> str:
-        """Record the final ``X`` event (with ``usage`` when known); return it."""
-        if self.usage is not None:
-            u = self.usage
-            tail = f",{int(out_of_memory)},{u.cpu_s!r},{u.max_rss_kib}"
-        else:
-            tail = ",1" if out_of_memory else ""
-        self.final = f'["X",{at!r},{self.id_json},{code}{tail}]'
-        return self.final
 
 
 class Shim:
@@ -208,27 +146,21 @@ class Shim:
         self.hold_started_s = hold_started_s
         self.memory_sample_s = memory_sample_s
         self.memory = MemorySampler()
-        self.limited: dict[int, _Attempt] = {}  # leader pid (= session id) -> limited child
+        self.limited: dict[int, AttemptRecord] = {}  # leader pid (= session id) -> limited child
         self.sampling = False  # a memory sample is due on the timer heap
         self.boot = boot_id()
         self.poller = Poller()
         self.clients: set[Client] = set()
         self.dirty: set[Client] = set()
-        self.attempts: dict[str, _Attempt] = {}
-        self.children: dict[int, _Attempt] = {}
-        self.polled: set[_Attempt] = set()  # adopted processes without a pidfd
+        self.attempts: dict[str, AttemptRecord] = {}
+        self.children: dict[int, AttemptRecord] = {}
         self.kill_pending: set[str] = set()
-        self.waiting: dict[str, list[_Attempt]] = {}  # predecessor id -> its held successors
+        self.waiting: dict[str, list[AttemptRecord]] = {}  # predecessor id -> its held successors
         self.timers: list[tuple[float, int, str]] = []  # (monotonic, seq, attempt id or "")
         self.seq = 0
         self.idle_since: float | None = None
         self.shutdown_requested = False
-        #: What earlier shims of this run recorded, read before this one appends; read again
-        #: (``update``) only to find statuses their keepers write for attempts adopted here.
-        self.journal = JournalReader(layout.journal)
-        self.journal.update()
-        self.earlier: dict[str, LaunchRecord] = self.journal.records
-        self.awaiting: dict[str, tuple[_Attempt, float]] = {}  # adopted, ended, no status yet
+        self.adoption = Adoption(layout.journal, self.boot, self)
         self.journal_fd = os.open(
             layout.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
         )
@@ -281,7 +213,13 @@ class Shim:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _should_exit(self) -> bool:
-        if self.children or self.kill_pending or self.clients or self.waiting or self.awaiting:
+        if (
+            self.children
+            or self.kill_pending
+            or self.clients
+            or self.waiting
+            or self.adoption.awaiting
+        ):
             self.idle_since = None
             return False
         now = time.monotonic()
@@ -349,7 +287,7 @@ class Shim:
         self.dirty.discard(client)
         client.close(self.poller)
 
-    def _send(self, client: Client | None, message: str, hold: bool = False) -> None:
+    def send(self, client: Client | None, message: str, hold: bool = False) -> None:
         """Queue one message (JSON text); it is flushed when the loop is about to wait.
 
         ``hold``: a "started" event may wait up to ``hold_started_s`` for company. A short
@@ -373,7 +311,7 @@ class Shim:
     # ------------------------------------------------------------------ requests
     def _op_hello(self, client: Client, msg: list[Any]) -> None:
         client.env = {str(k): str(v) for k, v in msg[2].items()}
-        self._send(client, f'["H",{PROTOCOL_VERSION},{os.getpid()}]')
+        self.send(client, f'["H",{PROTOCOL_VERSION},{os.getpid()}]')
 
     def _op_shutdown(self, client: Client, msg: list[Any]) -> None:
         self.shutdown_requested = True
@@ -387,21 +325,21 @@ class Shim:
                 state = rec.state_event()
                 if state is not None:  # a held one says nothing: the client submits it again
                     events.append(state)
-        self._send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
+        self.send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
 
     def _op_submit(self, client: Client, msg: list[Any]) -> None:
         attempt_id, attempt_dir, command, env = msg[1:5]
         memory_limit = int(msg[5]) if len(msg) > 5 else 0
         after = str(msg[6]) if len(msg) > 6 else ""
         rec = self.attempts.get(attempt_id)
-        if rec is None and attempt_id in self.earlier:
-            rec = self._from_disk(attempt_id, attempt_dir)
+        if rec is None and attempt_id in self.adoption.earlier:
+            rec = self.adoption.from_disk(attempt_id, attempt_dir)
         if rec is not None:  # launched already: adopt it instead of launching it twice
             if rec.owner is not client:
                 rec.owner = client
                 state = rec.state_event()
                 if state is not None:
-                    self._send(client, state)
+                    self.send(client, state)
             return
         try:
             env = {**client.env, **env}
@@ -416,7 +354,7 @@ class Shim:
             if rec is None:
                 self._refuse(client, attempt_id, attempt_dir, f"cannot start: {exc!r}")
             elif rec.final is None and not rec.pid and rec.held is None:
-                self._send(client, rec.end("F", time.time(), f"cannot start: {exc!r}"))
+                self.send(client, rec.end("F", time.time(), f"cannot start: {exc!r}"))
 
     def _op_kill(self, client: Client, msg: list[Any]) -> None:
         rec = self.attempts.get(msg[1])
@@ -433,7 +371,7 @@ class Shim:
         if rec.kill_at is None or due < rec.kill_at:
             rec.kill_at = due
             self.kill_pending.add(rec.attempt_id)
-            self._add_timer(due, rec.attempt_id)
+            self.add_timer(due, rec.attempt_id)
 
     def _op_drop(self, client: Client, msg: list[Any]) -> None:
         """The driver stops: no held successor may start with nobody watching."""
@@ -463,14 +401,14 @@ class Shim:
         env: dict[str, str],
         memory_limit: int = 0,
     ) -> None:
-        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
         logs = open_logs(attempt_dir)
         self._start(rec, command, env, logs)
 
     def _start(
         self,
-        rec: _Attempt,
+        rec: AttemptRecord,
         command: Any,
         env: dict[str, str],
         logs: tuple[int, int] | Refused,
@@ -503,16 +441,16 @@ class Shim:
             )
             if rec.memory_limit > 0:
                 self._limit(rec)
-            self._send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
+            self.send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126
             self._write_status(rec, result.exit_code, result.at)
-            self._send(client, rec.exited(result.at, result.exit_code))
-            self._start_successors(rec)
+            self.send(client, rec.exited(result.at, result.exit_code))
+            self.start_successors(rec)
         else:
             if not isinstance(logs, Refused):
                 self._journal(journal_not_started_line(rec.id_json))
-            self._send(client, rec.end("F", result.at, result.message))
-            self._start_successors(rec)
+            self.send(client, rec.end("F", result.at, result.message))
+            self.start_successors(rec)
 
     def _journal(self, line: bytes, later: bool = False) -> None:
         """Append to the journal in one write, with the lines that were left to wait.
@@ -542,20 +480,20 @@ class Shim:
         command: Any,
         env: dict[str, str],
         memory_limit: int,
-        pred: _Attempt,
+        pred: AttemptRecord,
     ) -> None:
         """Keep a successor until ``pred`` ends; everything but the spawn is done now."""
         logs = open_logs(attempt_dir)
-        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
         if isinstance(logs, Refused):
-            self._send(client, rec.end("F", logs.at, logs.message))
+            self.send(client, rec.end("F", logs.at, logs.message))
             return
         rec.held, rec.after = (command, env, logs), pred.attempt_id
         self.waiting.setdefault(pred.attempt_id, []).append(rec)
         self._journal(journal_queued_line(rec.id_json))
 
-    def _start_successors(self, pred: _Attempt) -> None:
+    def start_successors(self, pred: AttemptRecord) -> None:
         """``pred`` ended: start what waited for it (it has sent its own final event)."""
         for rec in self.waiting.pop(pred.attempt_id, ()):
             if rec.held is None:
@@ -567,9 +505,9 @@ class Shim:
             except Exception as exc:  # the orchestrator must hear of this attempt
                 _log(f"{rec.attempt_id}: launch failed:\n{traceback.format_exc()}")
                 if rec.final is None and not rec.pid:
-                    self._send(rec.owner, rec.end("F", time.time(), f"cannot start: {exc!r}"))
+                    self.send(rec.owner, rec.end("F", time.time(), f"cannot start: {exc!r}"))
 
-    def _drop_held(self, rec: _Attempt, reason: str) -> None:
+    def _drop_held(self, rec: AttemptRecord, reason: str) -> None:
         """A held successor ends without having run; so does what waited behind it."""
         if rec.held is None:
             return
@@ -583,17 +521,17 @@ class Shim:
             held.remove(rec)
             if not held:
                 del self.waiting[rec.after]
-        self._send(rec.owner, rec.end("D", time.time(), reason))
+        self.send(rec.owner, rec.end("D", time.time(), reason))
         for behind in list(self.waiting.pop(rec.attempt_id, ())):
             self._drop_held(behind, f"{rec.attempt_id}, which it waited for, was dropped")
 
     def _refuse(self, client: Client, attempt_id: str, attempt_dir: str, message: str) -> None:
-        rec = _Attempt(attempt_id, attempt_dir, owner=client)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client)
         self.attempts[attempt_id] = rec
-        self._send(client, rec.end("F", time.time(), message))
+        self.send(client, rec.end("F", time.time(), message))
 
     def _write_status(
-        self, rec: _Attempt, code: int, at: float, out_of_memory: bool = False
+        self, rec: AttemptRecord, code: int, at: float, out_of_memory: bool = False
     ) -> None:
         self._journal(journal_exit_line(rec.id_json, code, at, out_of_memory))
 
@@ -651,33 +589,33 @@ class Shim:
             if rec.kill_at is not None:  # reaped: its group id may be reused any time now
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                self._clear_kill(rec)
+                self.clear_kill(rec)
             self._write_status(rec, code, at, oom)
             self._ended(rec, code, at, oom, ru)
         return True
 
-    def _ending(self, rec: _Attempt, code: int) -> bool:
+    def _ending(self, rec: AttemptRecord, code: int) -> bool:
         """The leader ended, not reaped yet: kill what is left of a group being killed (its
         unreaped leader keeps the group id from being reused); whether memory killed it."""
         if rec.kill_at is not None and _HAS_WAITID:
             self._signal_group(rec, signal.SIGKILL)
-            self._clear_kill(rec)
+            self.clear_kill(rec)
         if rec.memory_limit:
             self.limited.pop(rec.pid, None)
         # Our SIGKILL, not its own end just before it: the leader's code says which came first.
         return rec.killed_for_memory and code == _KILLED
 
-    def _ended(self, rec: _Attempt, code: int, at: float, oom: bool, ru: Any) -> None:
+    def _ended(self, rec: AttemptRecord, code: int, at: float, oom: bool, ru: Any) -> None:
         """Reaped, its status journaled: tell its owner, start what waited for it."""
         self.children.pop(rec.pid, None)
         rec.usage = usage_of(ru)
         self._journal(journal_usage_line(rec.id_json, rec.usage), later=True)
-        self._send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
+        self.send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
         if rec.attempt_id in self.waiting:
-            self._start_successors(rec)
+            self.start_successors(rec)
 
     # ------------------------------------------------------------------ signals and timers
-    def _signal_group(self, rec: _Attempt, sig: int) -> bool:
+    def _signal_group(self, rec: AttemptRecord, sig: int) -> bool:
         """Signal the attempt's process group; ``False`` if the attempt is not alive any more."""
         if not rec.child and not is_our_process(rec.pid, rec.spawned_boottime):
             return False  # adopted, and the pid now belongs to someone else (or nobody)
@@ -690,11 +628,11 @@ class Shim:
             return False
         return True
 
-    def _clear_kill(self, rec: _Attempt) -> None:
+    def clear_kill(self, rec: AttemptRecord) -> None:
         rec.kill_at = None
         self.kill_pending.discard(rec.attempt_id)
 
-    def _add_timer(self, due: float, key: str) -> None:
+    def add_timer(self, due: float, key: str) -> None:
         self.seq += 1
         heapq.heappush(self.timers, (due, self.seq, key))
 
@@ -704,22 +642,22 @@ class Shim:
             _, _, key = heapq.heappop(self.timers)
             if key == _MEMORY_TIMER:
                 self._sample_memory()
-            elif key == _STATUS_TIMER:
-                self._look_for_statuses()
-            elif key:
-                self._fire_kill(key, now)
+            elif key == STATUS_TIMER:
+                self.adoption.look_for_statuses()
+            elif key == POLL_TIMER:
+                self.adoption.poll_adopted()
             else:
-                self._poll_adopted()
+                self._fire_kill(key, now)
 
     def _fire_kill(self, attempt_id: str, now: float) -> None:
         rec = self.attempts.get(attempt_id)
         if rec is None or rec.kill_at is None or rec.kill_at > now:
             return  # ended meanwhile, or an earlier kill superseded this timer
-        self._clear_kill(rec)
+        self.clear_kill(rec)
         self._signal_group(rec, signal.SIGKILL)
 
     # ------------------------------------------------------------------ memory
-    def _limit(self, rec: _Attempt) -> None:
+    def _limit(self, rec: AttemptRecord) -> None:
         """Start watching a child's memory; samples run while any limited child does."""
         if not self.memory.available:
             _log(f"{rec.attempt_id}: its memory limit cannot be enforced here (no /proc)")
@@ -728,7 +666,7 @@ class Shim:
         self.memory.watch(rec.pid)
         if not self.sampling:
             self.sampling = True
-            self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+            self.add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
 
     def _sample_memory(self) -> None:
         self.sampling = False
@@ -741,9 +679,9 @@ class Shim:
             if session is not None and session.leader_alive and session.rss > rec.memory_limit:
                 self._check_memory(rec, session)
         self.sampling = True
-        self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+        self.add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
 
-    def _check_memory(self, rec: _Attempt, session: SessionUsage) -> None:
+    def _check_memory(self, rec: AttemptRecord, session: SessionUsage) -> None:
         """Over the limit by RSS: kill if the proportional size (shared pages split) agrees."""
         used = self.memory.proportional(pid for pid, _ in session.members)
         if used is None:
@@ -751,7 +689,7 @@ class Shim:
         if used > rec.memory_limit:
             self._kill_for_memory(rec, session, used)
 
-    def _kill_for_memory(self, rec: _Attempt, session: SessionUsage, used: int) -> None:
+    def _kill_for_memory(self, rec: AttemptRecord, session: SessionUsage, used: int) -> None:
         """SIGKILL the whole session: its group at once, then members that left the group."""
         del self.limited[rec.pid]
         rec.killed_for_memory = True
@@ -768,101 +706,8 @@ class Shim:
         _append_note(rec.attempt_dir + "/stderr.log", f"stormproof: {note}\n")
 
     # ------------------------------------------------------------------ recovery
-    def _known(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
-        return self.attempts.get(attempt_id) or self._from_disk(attempt_id, attempt_dir)
-
-    def _from_disk(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
-        """What an earlier shim left behind about an attempt this shim never ran (or ``None``:
-        never launched, so the client may submit it)."""
-        launch = self.earlier.get(attempt_id)
-        if launch is None or launch.not_started:
-            return None
-        status = launch.status or read_exit_status_file(attempt_dir)
-        rec = _Attempt(attempt_id, attempt_dir)
-        self.attempts[attempt_id] = rec
-        if status is not None:
-            rec.usage = launch.usage
-            _exited_as(rec, status)
-        elif launch.queued:  # held by a shim that died: it never ran, and never will
-            rec.end("D", time.time(), _DROPPED_UNWATCHED)
-        elif launch.unresolved:
-            rec.end("L", time.time(), _LOST_UNRESOLVED)
-        else:
-            rec.pid, rec.spawned_boottime = launch.pid, launch.spawned_boottime
-            rec.started_at, rec.keeper = launch.at, launch.keeper
-            if launch.is_alive(self.boot):
-                self._adopt(rec)
-            elif launch.boot_id != self.boot:
-                rec.end("L", time.time(), _LOST_REBOOT)
-            else:  # it ended: its keeper may be writing its status right now
-                self._await_status(rec)
-        return rec
-
-    def _adopt(self, rec: _Attempt) -> None:
-        """Watch a running process that is not our child: we learn when, not how, it ends."""
-        try:
-            rec.pidfd = os.pidfd_open(rec.pid)
-        except (OSError, AttributeError):
-            self.polled.add(rec)
-            if len(self.polled) == 1:
-                self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
-            return
-        if not is_our_process(rec.pid, rec.spawned_boottime):  # ended before the pidfd opened
-            self._adopted_ended(rec)
-            return
-        self.poller.register(rec.pidfd, READ, lambda m: self._adopted_ended(rec))
-
-    def _adopted_ended(self, rec: _Attempt) -> None:
-        if rec.pidfd >= 0:
-            self.poller.unregister(rec.pidfd)
-            os.close(rec.pidfd)
-            rec.pidfd = -1
-        self.polled.discard(rec)
-        self._clear_kill(rec)
-        self._await_status(rec)
-
-    def _await_status(self, rec: _Attempt) -> None:
-        """An adopted attempt ended. Its parent, the dead shim's keeper, learned its status
-        and journals it: look for it until it is there, or until that keeper is gone."""
-        if rec.final is not None:
-            return
-        self.awaiting[rec.attempt_id] = (rec, time.monotonic() + _STATUS_WAIT_S)
-        self._look_for_statuses()
-
-    def _look_for_statuses(self) -> None:
-        # Whether each keeper lives is asked *before* the journal is read: a keeper writes
-        # what it owes, then exits, so one gone before the read has written all it will.
-        alive = {
-            aid: rec.keeper is not None and rec.keeper.is_alive()
-            for aid, (rec, _) in self.awaiting.items()
-        }
-        self.journal.update()
-        now = time.monotonic()
-        for aid, (rec, deadline) in list(self.awaiting.items()):
-            found = self.journal.records.get(aid)
-            status = found.status if found is not None else None
-            if status is None and alive.get(aid, False) and now < deadline:
-                continue
-            del self.awaiting[aid]
-            if status is not None:
-                rec.usage = found.usage if found is not None else None
-                self._send(rec.owner, _exited_as(rec, status))
-            else:
-                self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
-            self._start_successors(rec)
-        if self.awaiting:
-            self._add_timer(now + _STATUS_POLL_S, _STATUS_TIMER)
-
-    def _poll_adopted(self) -> None:
-        for rec in list(self.polled):
-            if not is_our_process(rec.pid, rec.spawned_boottime):
-                self._adopted_ended(rec)
-        if self.polled:
-            self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
-
-
-def _exited_as(rec: _Attempt, status: ExitStatus) -> str:
-    return rec.exited(status.at, status.code, status.out_of_memory)
+    def _known(self, attempt_id: str, attempt_dir: str) -> AttemptRecord | None:
+        return self.attempts.get(attempt_id) or self.adoption.from_disk(attempt_id, attempt_dir)
 
 
 def _append_note(path: str, text: str) -> None:
