@@ -46,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.chaos.invariants import newest_checkpoints, violations
+from tests.chaos.workflows import Settings, config, workflow
+
 KINDS = ("orchestrator", "shim", "both", "signal")
 #: A drive that appends nothing to its log for this long while tasks of < 1 s run is stuck.
 STALL_S = 20.0
@@ -79,85 +82,6 @@ class Tally:
         self.checkpoints_checked += other.checkpoints_checked
         self.violations += other.violations
         self.states.update(other.states)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How hard to push: kills per run (orchestrator-side deaths), tasks per run."""
-
-    kills_per_run: tuple[int, int] = (6, 12)
-    tasks_per_run: tuple[int, int] = (30, 50)
-    shim_kills_per_cycle: tuple[int, int] = (0, 2)
-
-
-# ---------------------------------------------------------------------- the workflow
-def task_script(task: str, effects: Path, nap_s: float, fail: str, checkpoint: bool) -> str:
-    """A short task: lines to ``effects`` as it starts and ends; maybe a checkpoint."""
-    code = {"never": "0", "first": '$([ "$STORMPROOF_ATTEMPT" = 1 ] && echo 3 || echo 0)'}
-    lines = [f'e={effects}; a="$STORMPROOF_ATTEMPT_ID"', 'echo "start $a" >> "$e"']
-    if checkpoint:
-        lines += [
-            'c="$STORMPROOF_CHECKPOINT_DIR"',
-            'if [ "$STORMPROOF_RESTORED" = 1 ]; then',
-            f'  if [ "$(cat "$c/state")" = "{task} ok" ]; then r=ok; else r=BAD; fi',
-            '  echo "restored $a $r" >> "$e"',
-            "fi",
-            f"sleep {nap_s / 2}",
-            f'echo "{task} ok" > "$c/state"',
-            'rm -f "$c/.commit-result"; : > "$c/.commit.tmp" && mv "$c/.commit.tmp" "$c/.commit"',
-            'n=0; while [ -e "$c/.commit" ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n+1)); done',
-        ]
-    lines += [
-        f"sleep {nap_s / 2 if checkpoint else nap_s}",
-        f"c={code.get(fail, '4')}",
-        'echo "end $a $c" >> "$e"',
-        'exit "$c"',
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def workflow(rng: random.Random, name: str, effects: Path, settings: Settings) -> dict[str, Any]:
-    n = rng.randint(*settings.tasks_per_run)
-    tasks = []
-    for i in range(n):
-        earlier = list(range(max(0, i - 8), i))
-        deps = rng.sample(earlier, min(len(earlier), rng.choice((0, 1, 1, 2))))
-        checkpoint = rng.random() < 0.25
-        fail = rng.choices(("never", "first", "always"), (0.85, 0.13, 0.02))[0]
-        nap = rng.choice((0.0, 0.05, 0.1, 0.3, 0.6, 1.0))
-        tasks.append(
-            {
-                "id": f"t{i}",
-                "command": task_script(f"t{i}", effects, nap, fail, checkpoint),
-                "depends_on": [f"t{d}" for d in sorted(deps)],
-                "vcpus": 1,
-                "memory": 256,
-                "checkpoint_enabled": checkpoint,
-            }
-        )
-    return {
-        "name": name,
-        "global_config": {
-            "max_retry_attempts": 2,
-            "retry_interval": "0.1s",
-            "on_failure": "continue",
-            "kill_grace": "0.3s",
-        },
-        "tasks": tasks,
-    }
-
-
-def config(rng: random.Random) -> str:
-    rate = rng.choice((0, 300, 900))  # interruptions per instance-hour on spot
-    spot_rate = f", interruption_rate: {rate}" if rate else ""
-    return (
-        "pools:\n"
-        "  - {name: spot, market: spot, instance: chaos.s, vcpus: 1, memory: 1024, price: 0.03,"
-        f" count: 2, notice: 0.3s{spot_rate}}}\n"
-        "  - {name: od, market: on_demand, instance: chaos.o, vcpus: 2, memory: 1024,"
-        " price: 0.1, count: 1}\n"
-        f"policy: {{successors: {rng.choice((0, 1, 3))}}}\n"
-    )
 
 
 # ---------------------------------------------------------------------- one run
@@ -463,22 +387,13 @@ class Run:
     # ------------------------------------------------------------------ invariants
     def check_checkpoints(self) -> None:
         """With no orchestrator running: the newest commit of each unfinished task restores."""
-        newest: dict[str, int] = {}
-        finished: set[str] = set()
-        for _, kind, data in self.rows():
-            if kind == "CheckpointCommitted":
-                task = str(data["attempt_id"]).rsplit("/", 1)[0]
-                newest[task] = max(newest.get(task, 0), int(data["seq"]))
-            elif kind == "TaskEnded":
-                finished.add(str(data["task_id"]))
+        newest = newest_checkpoints(self.rows())
         if not newest:
             return
         from stormproof.checkpoints.open import open_checkpoint_store
 
         store = open_checkpoint_store(str(self.home / "checkpoints"), self.home)
         for task, seq in sorted(newest.items()):
-            if task in finished:
-                continue
             with tempfile.TemporaryDirectory(dir=self.dir) as dest:
                 try:
                     store.restore(self.name, task, seq, Path(dest) / "c")
@@ -492,82 +407,8 @@ class Run:
 
     def check_invariants(self) -> None:
         effects = self.effects.read_text().splitlines() if self.effects.exists() else []
-        starts = Counter(line.split()[1] for line in effects if line.startswith("start "))
-        ends = {
-            line.split()[1]: int(line.split()[2]) for line in effects if line.startswith("end ")
-        }
-        for line in effects:
-            if line.startswith("restored ") and line.split()[2] != "ok":
-                self.violation(f"a restore found damaged content: {line}")
-        for attempt, n in starts.items():
-            if n > 1:
-                self.violation(f"attempt {attempt} ran {n} times")
-        finals: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        killed: set[str] = set()
-        succeeded: Counter[str] = Counter()
-        for cat, kind, data in self.rows():
-            if cat == "event" and kind in (
-                "AttemptExited",
-                "AttemptLost",
-                "AttemptDropped",
-                "AttemptSubmitFailed",
-                "AttemptPreempted",
-            ):
-                finals.setdefault(str(data["attempt_id"]), []).append((kind, data))
-            elif kind == "KillAttempt":
-                killed.add(str(data["attempt_id"]))
-            elif kind == "CheckpointCorrupt":
-                self.violation(f"a checkpoint was reported corrupt: {data}")
-            elif kind == "TaskEnded" and data.get("state") == "succeeded":
-                succeeded[str(data["task_id"])] += 1
-        for attempt, ended in finals.items():
-            if len(ended) > 1:
-                self.violation(f"attempt {attempt} ended {len(ended)} times: {ended}")
-            kind, data = ended[0]
-            if kind == "AttemptLost":
-                self.violation(f"attempt {attempt} was lost: {data.get('reason')}")
-            if kind == "AttemptDropped" and attempt in starts:
-                self.violation(f"attempt {attempt} was reported dropped, but it ran")
-        for attempt, code in ends.items():
-            ended = finals.get(attempt)
-            if not ended:
-                self.violation(f"attempt {attempt} ended (code {code}) and the log never heard")
-                continue
-            kind, data = ended[0]
-            logged = data.get("exit_code")
-            if kind != "AttemptExited" or (
-                logged != code and not _killed_after(logged, attempt, killed)
-            ):
-                self.violation(f"attempt {attempt} ended with {code}; the log says {kind} {logged}")
-        for task, n in succeeded.items():
-            if n > 1:
-                self.violation(f"task {task} counted as succeeded {n} times")
-        self.check_no_rerun_after_success(starts, ends, finals)
-
-    def check_no_rerun_after_success(
-        self,
-        starts: Counter[str],
-        ends: dict[str, int],
-        finals: dict[str, list[tuple[str, dict[str, Any]]]],
-    ) -> None:
-        by_task: dict[str, list[int]] = {}
-        for attempt in starts:
-            task, number = attempt.rsplit("/", 1)
-            by_task.setdefault(task, []).append(int(number))
-        for task, numbers in by_task.items():
-            done = [
-                n
-                for n in numbers
-                if ends.get(f"{task}/{n}") == 0
-                and finals.get(f"{task}/{n}", [("", {})])[0][1].get("exit_code") == 0
-            ]
-            if done and max(numbers) > min(done):
-                self.violation(f"task {task} ran again after attempt {min(done)} succeeded")
-
-
-def _killed_after(logged: Any, attempt: str, killed: set[str]) -> bool:
-    """A code of 128+N for an attempt we decided to kill: killed after its end line."""
-    return isinstance(logged, int) and logged > 128 and attempt in killed
+        for what in violations(effects, self.rows()):
+            self.violation(what)
 
 
 # ---------------------------------------------------------------------- processes
@@ -644,10 +485,13 @@ def _parent(pid: int) -> int:
 
 
 # ---------------------------------------------------------------------- many runs
+_DEFAULT = Settings()
+
+
 def chaos(
     seeds: Iterable[int],
     root: Path,
-    settings: Settings = Settings(),
+    settings: Settings = _DEFAULT,
     lanes: int = 2,
     enough: Callable[[Tally], bool] | None = None,
     report: Callable[[Tally, Tally], None] | None = None,
