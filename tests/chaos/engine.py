@@ -241,6 +241,10 @@ class Run:
         """The shim and the orchestrator at once; during start-up, the shim as it starts (its
         starter, or a shim not listening yet). With no shim at all, an orchestrator kill."""
         shim = self.shim_pid() or self.starting_shim(proc)
+        deadline = time.monotonic() + 1.0  # one killed just before may be starting again
+        while shim is None and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.005)
+            shim = self.shim_pid() or self.starting_shim(proc)
         if shim is None:
             self.kill_orchestrator(proc)
             return
