@@ -41,7 +41,9 @@ def test_a_stop_at_any_moment_exits_130_without_a_traceback_and_loses_nothing(
     code = proc.wait(timeout=30)
     assert proc.stderr is not None
     err = proc.stderr.read()
-    assert code == 130, err
+    # 130; or, in the interpreter's first milliseconds, before any of its code ran, the
+    # signal's own default action, which a shell reports as 128+N (130 for SIGINT) too
+    assert code in (130, -signum), err
     assert "Traceback" not in err and "Aborted" not in err, err
     runs = [r["name"] for r in json.loads(cli("status", "--json").stdout)]
     if "n1" in runs:  # stored before the stop: it carries on to the end
