@@ -88,11 +88,9 @@ _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not 
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
 _REPLY_TIMEOUT_S = 120.0
-_RESTART_PAUSE_S = 0.02
+_RESTART_PAUSE_S = 0.02  # between tries to start a shim while another holds the lock
 #: Errors creating an attempt's files that are the disk's fault, not the attempt's.
-_DISK_FAULTS = frozenset(
-    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
-)  # between tries to start a shim while another holds the lock
+_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
 class _Connection:
