@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -75,10 +76,10 @@ def test_the_design_example_loads(tmp_path: Path) -> None:
     assert config.checkpoints == "s3://bucket/prefix"
     assert config.policy.deadline == 36 * 3600
     assert config.policy.fallback_after_interruptions == 2
-    assert config.alerts[0] == {"on": "workflow_failed", "notify": "slack://hooks/x"}
-    assert config.alerts[1] == {
-        "on": "interruption_rate", "above": 5, "per": "10m", "notify": "mailto://ops@example.org"
-    }  # fmt: skip
+    failed, rate = config.alerts
+    assert (failed.on, failed.notify) == ("workflow_failed", ["slack://hooks/x"])
+    assert (rate.on, rate.above, rate.per) == ("interruption_rate", 5, 600)
+    assert rate.notify == ["mailto://ops@example.org"]
     assert config.container_runtime == "apptainer"
     spot, on_demand = config.pool_defs()
     assert spot == PoolDef("spot-c5", Market.SPOT, Resources(4, 8192, 0), 4, 0.068, "c5.xlarge")
@@ -361,3 +362,175 @@ def test_a_pool_with_an_interruption_source_takes_no_successors(tmp_path: Path) 
     )
     steady, rated = load_config(None, tmp_path, {}).pool_defs()
     assert not steady.interruptible and rated.interruptible
+
+
+def test_max_jobs_is_an_error_where_the_environment_chooses_the_local_executor(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "executor: slurm\npools:\n  - {name: a, market: spot, max_jobs: 5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_EXECUTOR": "local"})
+    assert str(info.value) == "\n".join(
+        [
+            "stormproof.yaml: 3 problems",
+            "  - stormproof.yaml:3: pools[0].vcpus: required field is missing: "
+            "give the vCPUs of one instance, like 4",
+            "  - stormproof.yaml:3: pools[0].memory: required field is missing: "
+            "give the MiB of memory of one instance, like 8192",
+            "  - stormproof.yaml:3: pools[0].max_jobs: does nothing on executor 'local', which "
+            "places attempts on the pool's instances itself; remove max_jobs (it bounds the "
+            "jobs a batch system holds, for an executor that delegates placement, like slurm)",
+        ]
+    )
+    # the same file is fine for the executor it names, and its pools become delegated there
+    config = load_config(None, tmp_path, {})
+    (pool,) = config.for_executor(
+        "slurm",
+        True,
+        lambda ps: tuple(replace(p, capacity=Resources(8, 4096), count=3) for p in ps),
+    ).pool_defs()
+    assert (pool.delegated, pool.max_jobs, pool.count, pool.capacity.vcpus) == (True, 5, 3, 8)
+
+
+def test_fleet_with_a_batch_system_is_config_that_does_nothing(tmp_path: Path) -> None:
+    text = (
+        "pools:\n  - {name: a, market: spot, vcpus: 4, memory: 512}\nfleet: {target_capacity: 2}\n"
+    )
+    write(tmp_path, text)
+    config = load_config(None, tmp_path, {})
+    with pytest.raises(ConfigError) as info:
+        config.for_executor("slurm", True, lambda pools: pools)
+    assert str(info.value).startswith(
+        "stormproof.yaml:3: fleet: does nothing on executor 'slurm', whose batch system places"
+    )
+
+
+def test_price_per_is_instance_hour_or_vcpu_hour(tmp_path: Path) -> None:
+    text = "pools:\n  - {name: a, market: spot, vcpus: 4, memory: 512, price_per: cpu_hour}\n"
+    assert error(tmp_path, text) == (
+        "stormproof.yaml:2: pools[0].price_per: 'cpu_hour' is not one of instance_hour, "
+        "vcpu_hour (did you mean 'vcpu_hour'?)"
+    )
+
+
+def test_a_postgresql_store_takes_a_lease_duration(tmp_path: Path) -> None:
+    write(tmp_path, "store: postgresql://db/sp\nlease: 1m\n")
+    assert load_config(None, tmp_path, {}).lease == 60.0
+    write(tmp_path, "store: postgres://db/sp\n")
+    assert load_config(None, tmp_path, {}).lease is None  # the store's default (30 s)
+
+
+def test_a_lease_that_does_nothing_or_cannot_work_is_an_error(tmp_path: Path) -> None:
+    assert error(tmp_path, "store: sqlite\nlease: 30s\n") == (
+        "stormproof.yaml:2: lease: only a PostgreSQL store's lease lapses; store 'sqlite' holds "
+        "a run by a lock that ends with its orchestrator and never lapses, so remove lease (or "
+        "use store: postgresql://…)"
+    )
+    assert error(tmp_path, "store: postgresql://db/sp\nlease: 0.5s\n") == (
+        "stormproof.yaml:2: lease: a lease lasts from 1 s to 1 day, like 30s: its holder renews "
+        "it every third of it"
+    )
+    write(tmp_path, "store: postgresql://db/sp\nlease: 30s\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_STORE": "sqlite"})
+    assert str(info.value).startswith(f"{tmp_path / 'stormproof.yaml'}: lease: only a PostgreSQL")
+
+
+def test_alert_rules_load_with_their_settings_and_are_recorded_resolved(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "pools:\n"
+        "  - {name: spot, market: spot, vcpus: 1, memory: 512}\n"
+        "policy: {deadline: 2h}\n"
+        "alerts:\n"
+        "  - {on: task_failed, notify: json://127.0.0.1:9/x}\n"
+        "  - {on: breaker_open, pool: spot, notify: [json://a/b, 'mailto://u:p@h']}\n"
+        "  - {on: cost_above, above: 12.5, notify: json://a/b}\n"
+        "  - {on: deadline_at_risk, every: 30s, notify: json://a/b}\n",
+    )
+    config = load_config(None, tmp_path, {})
+    rules = config.alert_rules()
+    assert [r["on"] for r in rules] == [
+        "task_failed",
+        "breaker_open",
+        "cost_above",
+        "deadline_at_risk",
+    ]
+    assert rules[1]["notify"] == ["json://a/b", "mailto://u:p@h"] and rules[1]["pool"] == "spot"
+    assert rules[2]["above"] == 12.5
+    assert (rules[3]["deadline_s"], rules[3]["every_s"]) == (7200, 30)
+
+
+@pytest.mark.parametrize(
+    ("alert", "message"),
+    [
+        ("{on: task_faild, notify: json://a/b}", "alerts[0].on: 'task_faild' is not one of"),
+        ("{on: task_faild, notify: json://a/b}", "(did you mean 'task_failed'?)"),
+        ("{on: task_failed}", "alerts[0].notify: required field is missing"),
+        ("{on: task_failed, notify: slack}", "'slack' is not an apprise URL"),
+        ("{on: task_failed, notify: []}", "expected an apprise URL"),
+        (
+            "{on: task_failed, above: 3, notify: json://a/b}",
+            "alerts[0].above: task_failed does not use above",
+        ),
+        (
+            "{on: interruption_rate, above: 5, notify: json://a/b}",
+            "interruption_rate needs per: a duration",
+        ),
+        ("{on: interruption_rate, per: 10m, notify: json://a/b}", "interruption_rate needs above"),
+        (
+            "{on: breaker_open, pool: spto, notify: json://a/b}",
+            "no pool is named 'spto' (did you mean 'spot'?)",
+        ),
+        ("{on: deadline_at_risk, notify: json://a/b}", "deadline_at_risk needs a deadline"),
+        (
+            "{on: cost_above, above: 1, notifyy: json://a/b}",
+            "alerts[0].notifyy: unknown field (did you mean 'notify'?)",
+        ),
+    ],
+)
+def test_bad_alert_rules_are_errors_with_file_line_and_fix(
+    tmp_path: Path, alert: str, message: str
+) -> None:
+    text = (
+        "pools:\n  - {name: spot, market: spot, vcpus: 1, memory: 512}\nalerts:\n  - "
+        + alert
+        + "\n"
+    )
+    problem = error(tmp_path, text)
+    assert message in problem
+    assert "stormproof.yaml:4: alerts[0]" in problem
+
+
+def test_settings_that_would_do_nothing_are_refused_each_with_its_line(tmp_path: Path) -> None:
+    text = (
+        "container_network: none\n"
+        "container_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold_after: 7d}\n"
+        "pools:\n"
+        "  - {name: s, market: spot, vcpus: 2, memory: 512, time_scale: 60, trace_offset: 1h}\n"
+    )
+    message = error(tmp_path, text)
+    assert "5 problems" in message
+    assert "stormproof.yaml:1: container_network: does nothing without `container:`" in message
+    assert "stormproof.yaml:2: container_options: does nothing without `container:`" in message
+    assert "stormproof.yaml:3: checkpoint_tiers.cold_after: does nothing without" in message
+    assert "stormproof.yaml:5: pools[0].time_scale: does nothing without interruption_rate" in (
+        message
+    )
+    assert "stormproof.yaml:5: pools[0].trace_offset: does nothing without trace" in message
+
+
+def test_the_same_settings_load_where_they_act(tmp_path: Path) -> None:
+    (tmp_path / "stormproof.yaml").write_text(
+        "container: podman\ncontainer_network: none\ncontainer_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold: /tmp/cold, cold_after: 7d}\n"
+        "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, interruption_rate: 0.1,"
+        " time_scale: 60}\n"
+    )
+    config = load_config(None, tmp_path, {})
+    assert config.container_settings() == {
+        "runtime": "podman",
+        "network": "none",
+        "options": ["--pull=never"],
+    }

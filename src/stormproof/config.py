@@ -38,13 +38,21 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from stormproof.core.capacity import diversify
-from stormproof.core.defs import BreakerRule, Market, PoolDef, Resources
+from stormproof.core.defs import (
+    DEFAULT_MAX_JOBS,
+    BreakerRule,
+    Market,
+    PoolDef,
+    PricePer,
+    Resources,
+)
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
 from stormproof.spec.validate import RANGE_WORDS
@@ -108,19 +116,35 @@ class PoolConfig(_Strict):
 
     On the local executor a pool is simulated capacity on this machine; on
     Slurm a partition; on AWS a spot or on-demand EC2 capacity.
+
+    A pool is *modelled* (the core places on its instances) or *delegated* (a
+    batch system places: every pool is, when the executor says it delegates
+    placement). A delegated pool's ``vcpus``/``memory`` are one node's and
+    ``count`` its nodes; the executor may fill them from the batch system
+    (``executors.base.describe_pools``), so they may be left out there.
     """
 
     name: str = Field(pattern=POOL_NAME_PATTERN)
     market: Annotated[Market, BeforeValidator(_one_of("spot", "on_demand"))]
     #: Instance type name, for the people reading the plan and for cloud backends.
     instance: str = Field(default="local", min_length=1)
-    vcpus: float = Field(gt=0, description="vCPUs of one instance")
-    memory: int = Field(gt=0, description="MiB of one instance")
+    #: Required on a modelled pool; a delegated pool's executor may tell them.
+    vcpus: float | None = Field(default=None, gt=0, description="vCPUs of one instance")
+    memory: int | None = Field(default=None, gt=0, description="MiB of one instance")
     gpus: int = Field(default=0, ge=0)
     price: float = Field(default=0.0, ge=0, description="USD per instance-hour")
-    #: Instances at the start; with ``fleet.target_capacity`` the fleet decides it for spot pools.
+    #: What ``price`` is per: an instance (node) hour, or a vCPU-hour (``core.defs.PricePer``).
+    price_per: Annotated[str, BeforeValidator(_one_of(*(p.value for p in PricePer)))] = (
+        PricePer.INSTANCE_HOUR.value
+    )
+    #: Instances at the start (1 when not given); with ``fleet.target_capacity`` the fleet
+    #: decides it for spot pools; a delegated pool's nodes (its executor may tell them).
     # bounded: the core keeps every instance, and a typo of a few zeros must not hang plan/run
-    count: int = Field(default=1, ge=1, le=MAX_INSTANCES)
+    count: int | None = Field(default=None, ge=1, le=MAX_INSTANCES)
+    #: Delegated pools only: at most this many of a run's attempts placed or running there at
+    #: once (default ``core.defs.DEFAULT_MAX_JOBS``); the batch system queues what its nodes
+    #: cannot run yet.
+    max_jobs: int | None = Field(default=None, ge=1, le=MAX_INSTANCES)
     #: Capacity units one instance counts for (AWS Spot Fleet's ``WeightedCapacity``): what
     #: ``fleet.target_capacity`` is spread in, and how placements spread under ``diversified``.
     weight: float = Field(default=1.0, gt=0)
@@ -136,16 +160,23 @@ class PoolConfig(_Strict):
     #: Where in the trace the run starts (a duration into it); default: its beginning.
     trace_offset: Annotated[float, BeforeValidator(parse_duration)] = 0.0
 
-    def to_def(self) -> PoolDef:
+    def to_def(self, delegated: bool = False) -> PoolDef:
+        """The core's pool. A field left to a delegated pool's executor is 0 until it tells."""
+        default_count = 0 if delegated else 1
         return PoolDef(
             name=self.name,
             market=self.market,
-            capacity=Resources(vcpus=self.vcpus, memory_mib=self.memory, gpus=self.gpus),
-            count=self.count,
+            capacity=Resources(
+                vcpus=self.vcpus or 0.0, memory_mib=self.memory or 0, gpus=self.gpus
+            ),
+            count=default_count if self.count is None else self.count,
             price_usd_per_h=self.price,
             instance_type=self.instance,
             weight=self.weight,
             interruptible=bool(self.interruption_rate) or self.trace is not None,
+            delegated=delegated,
+            max_jobs=DEFAULT_MAX_JOBS if self.max_jobs is None else self.max_jobs,
+            price_per=PricePer(self.price_per),
         )
 
 
@@ -202,8 +233,8 @@ class PolicyConfig(_Strict):
     #: Successor placement: when every place is taken, queue up to this many ready tasks
     #: behind one running attempt (same instance, at most its size), started the moment it
     #: ends; only on on-demand pools without an interruption source. More than one queue
-    #: behind an attempt only while attempts run shorter than a second (``core.machine``,
-    #: rule 5). ``None``: 3 on the local executor (where it saves a round trip per task), 0 on
+    #: behind an attempt only while attempts run shorter than a second (``core.successors``,
+    #: rule 3). ``None``: 3 on the local executor (where it saves a round trip per task), 0 on
     #: others; 0 turns it off.
     successors: int | None = Field(default=None, ge=0, le=8)
     breaker: Annotated[BreakerConfig, BeforeValidator(_empty_mapping)] = Field(
@@ -243,11 +274,72 @@ class CheckpointTiersConfig(_Strict):
     cold_after: Annotated[float | None, BeforeValidator(_optional_duration)] = None
 
 
+#: The alert rules (``alerts[].on``) and the settings each takes besides ``on`` and ``notify``:
+#: (required, optional). Evaluated by ``monitor.alerts.rules``.
+ALERT_SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "workflow_failed": ((), ()),
+    "workflow_succeeded": ((), ()),
+    "task_failed": ((), ()),
+    "interruption_rate": (("above", "per"), ("pool",)),
+    "breaker_open": ((), ("pool",)),
+    "cost_above": (("above",), ()),
+    "deadline_at_risk": ((), ("deadline", "every")),
+}
+_NOTIFY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://\S+$")
+
+
+def _notify_urls(value: Any) -> Any:
+    """``notify:`` is one apprise URL or a list of them."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise ValueError(
+            "expected an apprise URL like json://host/path or slack://…, or a list of them"
+        )
+    for url in urls:
+        if not isinstance(url, str) or not _NOTIFY_URL.match(url.strip()):
+            raise ValueError(
+                f"{url!r} is not an apprise URL: give one like json://host:port/path, "
+                "slack://token/#channel or mailto://user:password@host"
+            )
+    return [u.strip() for u in urls]
+
+
+class AlertConfig(_Strict):
+    """One alert rule: when ``on`` happens in a run, tell ``notify`` (apprise URLs)."""
+
+    on: Annotated[str, BeforeValidator(_one_of(*ALERT_SETTINGS))]
+    notify: Annotated[list[str], BeforeValidator(_notify_urls)]
+    #: interruption_rate: more than this many per ``per``; cost_above: USD.
+    above: float | None = Field(default=None, ge=0)
+    per: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    #: Only this pool's interruptions or breaker.
+    pool: str | None = None
+    #: deadline_at_risk: seconds from the run's start (default: ``policy.deadline``).
+    deadline: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+    #: deadline_at_risk: how often the remaining work is estimated (default 60 s).
+    every: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+
+    def to_rule(self, policy_deadline: float | None) -> dict[str, Any]:
+        """What a run records of the rule (``monitor.alerts.rules.AlertRule``)."""
+        return {
+            "on": self.on,
+            "notify": list(self.notify),
+            "above": self.above,
+            "per_s": self.per,
+            "pool": self.pool,
+            "deadline_s": self.deadline if self.deadline is not None else policy_deadline,
+            "every_s": self.every if self.every is not None else 60.0,
+        }
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
     executor: str = Field(default="local", min_length=1)
     store: str = Field(default="sqlite", min_length=1)
+    #: How long a PostgreSQL store's driver lease lasts unless renewed (default 30 s): how long
+    #: a standby waits after the orchestrator died. SQLite's lease is a lock that never lapses.
+    lease: Annotated[float | None, BeforeValidator(_optional_duration)] = None
     home: str | None = None
     checkpoints: str | None = None
     checkpoint_tiers: Annotated[CheckpointTiersConfig, BeforeValidator(_empty_mapping)] = Field(
@@ -259,15 +351,26 @@ class Config(_Strict):
     policy: Annotated[PolicyConfig, BeforeValidator(_empty_mapping)] = Field(
         default_factory=PolicyConfig
     )
-    #: Alert rules, kept as written; ``monitor`` validates them when it loads them.
-    alerts: Annotated[list[dict[str, Any]], BeforeValidator(_empty_list)] = Field(
-        default_factory=list
-    )
+    #: Alert rules (``monitor.alerts``): evaluated from each run's events, sent through apprise.
+    alerts: Annotated[list[AlertConfig], BeforeValidator(_empty_list)] = Field(default_factory=list)
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+    #: The network containers join (``--network``): ``host`` (the default: what MPI and most
+    #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
+    container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    #: More arguments for the runtime's ``run`` (apptainer: ``exec``), before the image, like
+    #: ``[--ulimit, nofile=1024:1024]`` where a site's sandbox forbids raising limits.
+    container_options: Annotated[list[str], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
 
     _source: Path | None = PrivateAttr(default=None)
+    #: The file's YAML tree and name as given, so checks made after loading name the line.
+    _root: yaml.Node | None = PrivateAttr(default=None)
+    _shown: str = PrivateAttr(default=CONFIG_FILE_NAME)
+    #: The pools as the executor sees them (``for_executor``), once resolved.
+    _pools: tuple[PoolDef, ...] | None = PrivateAttr(default=None)
 
     @field_validator("pools")
     @classmethod
@@ -281,6 +384,44 @@ class Config(_Strict):
                 )
             first[pool.name] = i
         return pools
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_long_enough(cls, lease: float | None) -> float | None:
+        if lease is not None and not 1 <= lease <= 86400:
+            raise ValueError(
+                "a lease lasts from 1 s to 1 day, like 30s: its holder renews it every third of it"
+            )
+        return lease
+
+    @model_validator(mode="after")
+    def _lease_needs_an_expiring_store(self) -> Config:
+        if self.lease is not None and not _expiring_lease(self.store):
+            problem = _problem(("lease",), self.lease, _LEASE_DOES_NOTHING.format(self.store))
+            raise ValidationError.from_exception_data("Config", [problem])
+        return self
+
+    @model_validator(mode="after")
+    def _every_setting_acts(self) -> Config:
+        """A setting this version would not act on is an error naming it (DESIGN: config that
+        does nothing is an error), never silently accepted."""
+        problems = _inert_settings(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+    @model_validator(mode="after")
+    def _local_pools_are_modelled(self, info: ValidationInfo) -> Config:
+        """On the local executor (known here to model its pools) a pool needs its shape, and
+        ``max_jobs`` does nothing. Other executors are checked once known (``for_executor``)."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor != "local":
+            return self
+        problems = _modelled_problems(self.pools, executor)
+        if problems:
+            details = [_problem(loc, value, text) for loc, value, text in problems]
+            raise ValidationError.from_exception_data("Config", details)
+        return self
 
     @model_validator(mode="after")
     def _fleet_decides_spot_counts(self) -> Config:
@@ -314,6 +455,20 @@ class Config(_Strict):
             raise ValidationError.from_exception_data("Config", problems)
         return self
 
+    @model_validator(mode="after")
+    def _alert_settings_fit_their_rules(self) -> Config:
+        problems: list[InitErrorDetails] = []
+        pools = [p.name for p in self.pools] or ["local"]
+        for i, alert in enumerate(self.alerts):
+            problems += _alert_problems(i, alert, pools, self.policy.deadline)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+    def alert_rules(self) -> list[dict[str, Any]]:
+        """The alert rules as a run records them (a resume keeps the run's own)."""
+        return [a.to_rule(self.policy.deadline) for a in self.alerts]
+
     @property
     def source(self) -> Path | None:
         """The file this configuration was read from; ``None`` when it is all defaults."""
@@ -324,6 +479,14 @@ class Config(_Strict):
         """The container runtime, or ``None`` when commands run directly on the host."""
         return None if self.container == "none" else self.container
 
+    def container_settings(self) -> dict[str, Any]:
+        """What a run records of its container runtime (``runtime.containers``)."""
+        return {
+            "runtime": self.container_runtime,
+            "network": self.container_network,
+            "options": list(self.container_options),
+        }
+
     def home_dir(self, cwd: Path) -> Path:
         """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""
         return cwd / (self.home or ".stormproof")
@@ -331,8 +494,11 @@ class Config(_Strict):
     def pool_defs(self) -> tuple[PoolDef, ...]:
         """The configured pools, or this machine as one on-demand pool when none are.
 
-        With ``fleet``, each spot pool's count is its share of the target capacity.
+        With ``fleet``, each spot pool's count is its share of the target capacity. Once
+        resolved for the executor (``for_executor``), the pools as it sees them.
         """
+        if self._pools is not None:
+            return self._pools
         if not self.pools:
             return (local_pool(),)
         pools = tuple(pool.to_def() for pool in self.pools)
@@ -343,6 +509,190 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+    def for_executor(
+        self,
+        executor: str,
+        delegated: bool,
+        describe: Callable[[tuple[PoolDef, ...]], tuple[PoolDef, ...]],
+    ) -> Config:
+        """This configuration with its pools as ``executor`` sees them.
+
+        With an executor that delegates placement every pool is delegated, and
+        ``describe`` (the executor's ``describe_pools``) may fill what the file left out
+        (one node's shape, the node count) from the batch system. Config that does
+        nothing on this executor is an error that names its line: ``max_jobs`` on a
+        modelled pool, ``fleet`` with a batch system; so is a pool whose shape nobody gave.
+        """
+        if not delegated:
+            modelled = _modelled_problems(self.pools, executor)
+            if modelled:
+                raise ConfigError(self._render([(loc, text) for loc, _, text in modelled]))
+            resolved = self.model_copy()
+            resolved._pools = self.pool_defs()
+            return resolved
+        if self.fleet is not None:
+            message = (
+                f"does nothing on executor {executor!r}, whose batch system places attempts "
+                "on its own nodes; remove fleet (a pool's count is its number of nodes)"
+            )
+            raise ConfigError(self._render([(("fleet",), message)]))
+        configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
+            dataclasses.replace(local_pool(), delegated=True),
+        )
+        pools = tuple(describe(configured))
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for i, pool in enumerate(pools):
+            for key, known in (
+                ("vcpus", pool.capacity.vcpus > 0),
+                ("memory", pool.capacity.memory_mib > 0),
+                ("count", pool.count > 0),
+            ):
+                if not known:
+                    message = (
+                        f"executor {executor!r} could not tell the {_NODE_WORDS[key]} of pool "
+                        f"{pool.name!r}: give {key}, like {_NODE_EXAMPLES[key]}"
+                    )
+                    problems.append((("pools", i, key) if self.pools else ("pools",), message))
+        if problems:
+            raise ConfigError(self._render(problems))
+        resolved = self.model_copy()
+        resolved._pools = pools
+        return resolved
+
+    def _render(self, problems: Sequence[tuple[tuple[int | str, ...], str]]) -> str:
+        """Problems found after loading, in the loader's words (file, line, place, fix)."""
+        messages = []
+        for loc, text in problems:
+            line = _line_of(self._root, loc)
+            place = _place(loc)
+            messages.append(f"{f':{line}: ' if line else ': '}{place}: {text}")
+        return _render(self._shown, messages)
+
+
+_NODE_WORDS = {"vcpus": "vCPUs per node", "memory": "memory per node (MiB)", "count": "nodes"}
+_NODE_EXAMPLES = {"vcpus": "4", "memory": "8192", "count": "16"}
+
+
+_Problem = tuple[tuple[int | str, ...], Any, str]  # where, the value there, what to do
+
+
+def _modelled_problems(pools: Sequence[PoolConfig], executor: str) -> list[_Problem]:
+    """What a modelled pool lacks or has in vain: its shape is needed, ``max_jobs`` does nothing."""
+    problems: list[_Problem] = []
+    for i, pool in enumerate(pools):
+        for key, value in (("vcpus", pool.vcpus), ("memory", pool.memory)):
+            if value is None:
+                text = f"required field is missing: give {_EXAMPLES[key]}"
+                problems.append((("pools", i, key), None, text))
+        if pool.max_jobs is not None:
+            text = (
+                f"does nothing on executor {executor!r}, which places attempts on the pool's "
+                "instances itself; remove max_jobs (it bounds the jobs a batch system holds, "
+                "for an executor that delegates placement, like slurm)"
+            )
+            problems.append((("pools", i, "max_jobs"), pool.max_jobs, text))
+    return problems
+
+
+def _inert_settings(config: Config) -> list[InitErrorDetails]:
+    """Settings given that nothing would read, given what else is (or is not) set."""
+    out: list[InitErrorDetails] = []
+    if config.container == "none":
+        for key in ("container_network", "container_options"):
+            if key in config.model_fields_set:
+                value = getattr(config, key)
+                why = "does nothing without `container:` (apptainer, docker or podman)"
+                out.append(_problem((key,), value, f"{why}; set container, or remove {key}"))
+    for i, pool in enumerate(config.pools):
+        source = bool(pool.interruption_rate) or pool.trace is not None
+        if "time_scale" in pool.model_fields_set and not source:
+            out.append(
+                _problem(
+                    ("pools", i, "time_scale"),
+                    pool.time_scale,
+                    "does nothing without interruption_rate or trace (it scales their time); "
+                    "add one, or remove time_scale",
+                )
+            )
+        if "trace_offset" in pool.model_fields_set and pool.trace is None:
+            out.append(
+                _problem(
+                    ("pools", i, "trace_offset"),
+                    pool.trace_offset,
+                    "does nothing without trace (it says where in the trace the run starts); "
+                    "add trace, or remove trace_offset",
+                )
+            )
+    tiers = config.checkpoint_tiers
+    if (tiers.cold is None) != (tiers.cold_after is None):
+        key, other = ("cold", "cold_after") if tiers.cold is not None else ("cold_after", "cold")
+        out.append(
+            _problem(
+                ("checkpoint_tiers", key),
+                getattr(tiers, key),
+                f"does nothing without checkpoint_tiers.{other} (checkpoints move to cold after "
+                f"cold_after); set {other}, or remove {key}",
+            )
+        )
+    return out
+
+
+_LEASE_DOES_NOTHING = (
+    "only a PostgreSQL store's lease lapses; store {!r} holds a run by a lock that ends with "
+    "its orchestrator and never lapses, so remove lease (or use store: postgresql://…)"
+)
+
+
+def _expiring_lease(store: str) -> bool:
+    """Whether ``store`` is one whose driver lease lapses unless renewed (``lease:`` applies)."""
+    return store.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
+
+
+def _alert_problems(
+    i: int, alert: AlertConfig, pools: list[str], deadline: float | None
+) -> list[InitErrorDetails]:
+    """Settings a rule needs and does not have, or has and would ignore (config that does
+    nothing is an error)."""
+    required, optional = ALERT_SETTINGS[alert.on]
+    out = []
+    for key in ("above", "per", "pool", "deadline", "every"):
+        value = getattr(alert, key)
+        if value is None and key in required:
+            example = {"above": "a number, like 5", "per": "a duration, like 10m"}[key]
+            out.append(_problem(("alerts", i, key), None, f"{alert.on} needs {key}: {example}"))
+        elif value is not None and key not in required + optional:
+            takes = ", ".join(required + optional) or "nothing but notify"
+            out.append(
+                _problem(
+                    ("alerts", i, key),
+                    value,
+                    f"{alert.on} does not use {key} (it takes {takes}); remove it",
+                )
+            )
+    if alert.pool is not None and alert.pool not in pools:
+        hint = _suggest(alert.pool, pools)
+        out.append(
+            _problem(
+                ("alerts", i, "pool"),
+                alert.pool,
+                f"no pool is named {alert.pool!r}{hint}; pools: {', '.join(pools)}",
+            )
+        )
+    if alert.on == "deadline_at_risk" and alert.deadline is None and deadline is None:
+        out.append(
+            _problem(
+                ("alerts", i, "on"),
+                alert.on,
+                "deadline_at_risk needs a deadline: set policy.deadline, or deadline: on the "
+                "rule (like 36h)",
+            )
+        )
+    if alert.per is not None and alert.per <= 0:
+        out.append(_problem(("alerts", i, "per"), alert.per, "per must be more than 0 seconds"))
+    if alert.every is not None and alert.every < 1:
+        out.append(_problem(("alerts", i, "every"), alert.every, "every must be at least 1s"))
+    return out
 
 
 def _problem(loc: tuple[int | str, ...], value: Any, message: str) -> InitErrorDetails:
@@ -395,12 +745,12 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
         shown = CONFIG_FILE_NAME
         if not file.is_file():
             return _with_env(Config(), environ)
-    config = _parse_file(file, shown)
+    config = _parse_file(file, shown, environ)
     config._source = file
     return _with_env(config, environ)
 
 
-def _parse_file(file: Path, shown: str) -> Config:
+def _parse_file(file: Path, shown: str, environ: Mapping[str, str]) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -421,11 +771,15 @@ def _parse_file(file: Path, shown: str) -> Config:
         raise ConfigError(
             f"{shown}: expected settings like `executor: local` at the top level, got {_kind(data)}"
         )
+    # the executor the environment will choose decides which pool checks apply
+    context = {"executor": environ.get(ENV_EXECUTOR, "").strip()}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data, context=context)
     except ValidationError as err:
         messages = [_message(e, root) for e in err.errors()]
         raise ConfigError(_render(shown, messages)) from None
+    config._root, config._shown = root, shown
+    return config
 
 
 class _Loader(yaml.SafeLoader):
@@ -478,8 +832,12 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         update["policy"] = config.policy.model_copy(update={"max_parallel": max_parallel})
     if not update:
         return config
+    if config.lease is not None and not _expiring_lease(update.get("store", config.store)):
+        where = f"{config.source}: " if config.source is not None else ""
+        raise ConfigError(f"{where}lease: " + _LEASE_DOES_NOTHING.format(update["store"]))
     result = config.model_copy(update=update)
     result._source = config._source
+    result._root, result._shown = config._root, config._shown
     return result
 
 
@@ -491,6 +849,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy",): tuple(PolicyConfig.model_fields),
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
+    ("alerts",): tuple(AlertConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {
@@ -499,6 +858,7 @@ _EXAMPLES: dict[str, str] = {
     "vcpus": "the vCPUs of one instance, like 4",
     "memory": "the MiB of memory of one instance, like 8192",
     "price": "USD per instance-hour, like 0.068",
+    "max_jobs": "the jobs at most outstanding in the pool, like 100",
     "count": "how many instances, like 4",
     "target_capacity": "capacity units on spot, like 8",
 }

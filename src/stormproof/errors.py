@@ -12,9 +12,11 @@ Two families, kept apart on purpose:
       ├── RunNotFound        no run of that name in this home
       ├── RunExists          `run --name` of a name that is taken
       ├── RunIncompatible    the run's log was written in a format this version can't replay
-      ├── RunLocked          another orchestrator drives that run
-      ├── CapacityError      a task fits on no pool the run can use
-      └── StoreUnavailable   the event log cannot be written now (disk full, locked, I/O error)
+      ├── RunLocked          another orchestrator drives that run (it says who, and until when)
+      ├── LeaseLost          another orchestrator took the run over from this one
+      ├── StoreFault         the event store failed for now (unreachable, full, locked): a run
+      │                      stops resumably, and `resume` carries on once the fault is gone
+      └── CapacityError      a task fits on no pool the run can use
 
 * **Task errors** are not exceptions at all: they are data, carried by events
   and matched by retriers. Their names follow Step Functions so that an ASL
@@ -80,17 +82,31 @@ class RunIncompatible(StormproofError):
 
 
 class RunLocked(StormproofError):
-    """Another orchestrator process is driving this run right now."""
+    """Another orchestrator process is driving this run right now.
+
+    ``holder`` says who, for a caller that waits for the run instead of giving up
+    (``stormproof.store.base.LeaseHolder``; ``None`` when the store cannot tell).
+    """
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(StormproofError):
+    """This orchestrator's lease on a run was taken over by another one: it must stop at once,
+    acting on nothing more (the fencing token it holds is no longer the run's)."""
+
+
+class StoreFault(StormproofError):
+    """The event store cannot do its work right now: the server is unreachable or went away,
+    the disk is full, the database is locked. Nothing durable is lost; a run stops and can be
+    resumed once the fault is gone. (A damaged or foreign database is a plain
+    ``StormproofError``: waiting does not mend it.)"""
 
 
 class CapacityError(StormproofError):
     """A task asks for more than any instance of any usable pool has."""
-
-
-class StoreUnavailable(StormproofError):
-    """The event log cannot be written (or read) right now: its disk is full, another process
-    holds its lock, an I/O error. Not the run's fault, and nothing is lost: a driver stops the
-    run (resumable) instead of failing it, and ``resume`` carries on once the cause is gone."""
 
 
 def unreadable(err: OSError, what: str = "file") -> str:

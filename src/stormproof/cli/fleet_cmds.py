@@ -22,7 +22,7 @@ from stormproof.runtime.home import check_run_name
 from stormproof.runtime.runs import load_context
 from stormproof.spec.model import parse_duration
 
-from .render import run_view
+from .render import jobs_line, run_view
 from .session import Session, common, out, session
 
 
@@ -65,11 +65,18 @@ def fleet(
             ctx = load_context(s.store, name)
             pools = [p.name for p in ctx.pools]
             wanted = [_scale_arg(text) for text in scales]
+            delegated = {p.name for p in ctx.pools if p.delegated}
             for pool, _count in wanted:
                 if pool not in pools:
                     raise StormproofError(
                         f"--scale {pool}=…: run {name!r} has no pool {pool!r}"
                         f"{_hint(pool, pools)}; its pools: {', '.join(pools)}"
+                    )
+                if pool in delegated:
+                    raise StormproofError(
+                        f"--scale {pool}=…: pool {pool!r} of run {name!r} is placed by the "
+                        f"{ctx.executor} batch system, whose nodes stormproof does not launch; "
+                        "size it there (or bound the run's jobs in it with pools[].max_jobs)"
                     )
             _require_driven(s, name, "scale")
             for pool, count in wanted:
@@ -107,6 +114,9 @@ def fleet(
         out.print(table)
         for pool, b in sorted(view.breakers.items()):
             out.print(f"breaker {escape(pool)}: {b['state']} — {escape(b['reason'])}")
+        line = jobs_line(view)
+        if line:
+            out.print(line)
 
 
 @click.command()

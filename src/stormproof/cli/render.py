@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -15,11 +16,17 @@ from rich.table import Table
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
-from stormproof.plan.graph import Dag
-from stormproof.runtime.runs import RunContext
-from stormproof.runtime.view import RunView, attempt_cost, cost_json, empty_view
-from stormproof.store.base import Row
+from stormproof.runtime.view import (
+    RunView,
+    attempt_cost,
+    cost_json,
+    run_summary_json,
+    shown_state,
+    view_for_run,
+)
+from stormproof.store.base import Row, RunInfo
 
+from .history_text import about_task, iso_time, row_details
 from .session import Session
 
 STATE_STYLE = {
@@ -50,16 +57,10 @@ def _took(start: float | None, end: float | None) -> str:
     return f"{(end or time.time()) - start:.1f}s"
 
 
-def run_view(s: Session, name: str) -> RunView:
-    info = s.store.get_run(name)
-    ctx = RunContext.from_meta(name, info.meta)
-    dag = Dag.from_spec(ctx.spec)
-    stages: list[list[str]] = [[] for _ in range(max(dag.level, default=0) + 1)]
-    for i, tid in enumerate(dag.ids):
-        stages[dag.level[i]].append(tid)
-    view = empty_view(name, info.meta, stages).apply(s.store.read(name))
-    if view.state == "stopped" and s.store.is_driven(name):
-        view.state = "running"
+def run_view(s: Session, name: str, info: RunInfo | None = None) -> RunView:
+    info = info if info is not None else s.store.get_run(name)
+    view = view_for_run(info).apply(s.store.read(name))
+    view.state = shown_state(view, s.store.is_driven(name))
     return view
 
 
@@ -67,26 +68,17 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
     runs = s.store.list_runs()
     rows = []
     for info in runs:
-        view = run_view(s, info.name)
+        view = run_view(s, info.name, info)
         c = view.counts()
         rows.append((info, view, c))
     if as_json:
-        data = [
-            {
-                "name": i.name,
-                "workflow": i.workflow_name,
-                "created": i.created_at,
-                "state": v.state,
-                "counts": c,
-            }
-            for i, v, c in rows
-        ]
-        print(json.dumps(data, indent=2))
+        now = time.time()
+        print(json.dumps([run_summary_json(i, v, now) for i, v, _ in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
+        console.print(f"no runs in {s.store_place} yet; start one with `stormproof run FILE`")
         return
-    t = Table(title=f"runs in {escape(str(s.home.root))}", title_justify="left")
+    t = Table(title=f"runs in {escape(s.store_place)}", title_justify="left")
     for col in ("name", "workflow", "state", "created", "tasks"):
         t.add_column(col)
     for info, view, c in rows:
@@ -118,12 +110,17 @@ def run_table(view: RunView) -> Table:
     if view.instances:
         t.add_column("where", no_wrap=True)
     t.add_column("took", justify="right", no_wrap=True)
+    t.add_column("cpu · peak", justify="right", no_wrap=True)
     t.add_column("error / why", overflow="fold", ratio=1, min_width=12)
     for task in view.tasks.values():
         last = task.attempts[-1] if task.attempts else None
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
+        if task.state == "backoff" and task.retry_at is not None:
+            detail = (
+                f"{retry_words(task.retry_at)}; {detail}" if detail else retry_words(task.retry_at)
+            )
         used = task.budgets()
         tries = str(sum(1 for a in task.attempts if a.state != "dropped"))  # never started
         if used["interruptions"]:
@@ -143,9 +140,31 @@ def run_table(view: RunView) -> Table:
             cells.append(
                 escape(where) + (" [dim]od[/]" if last and last.market == "on_demand" else "")
             )
-        cells += ["-" if last is None else _took(last.started, last.ended), escape(detail)]
+        cells += ["-" if last is None else _took(last.started, last.ended)]
+        cells += ["-" if last is None else usage_text(last.cpu_s, last.max_rss_mib)]
+        cells += [escape(detail)]
         t.add_row(*cells)
     return t
+
+
+def retry_words(at: float, now: float | None = None) -> str:
+    """``retries at 14:05:07 (in 42s)``: when a task in backoff is tried again."""
+    left = at - (time.time() if now is None else now)
+    when = datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    return f"retries at {when} (in {left:.0f}s)" if left > 0 else f"retries now (due {when})"
+
+
+def usage_text(cpu_s: float | None, max_rss_mib: float | None) -> str:
+    """An attempt's CPU time and peak memory, "—" for what its backend did not measure."""
+    cpu = "—" if cpu_s is None else f"{cpu_s:.1f}s"
+    peak = "—" if max_rss_mib is None else f"{max_rss_mib:.0f}MiB"
+    return f"{cpu} · {peak}"
+
+
+def resources_line(view: RunView) -> str:
+    """The run's CPU seconds (every measured attempt) and its largest peak memory."""
+    r = view.resources()
+    return f"cpu {usage_text(r['cpu_s'], r['max_rss_mib'])} (peak of one attempt)"
 
 
 def cost_text(c: Cost) -> str:
@@ -170,15 +189,29 @@ def breaker_line(view: RunView) -> str | None:
     return "breakers: " + ", ".join(parts)
 
 
+def jobs_line(view: RunView) -> str | None:
+    """Delegated pools: the run's jobs placed or running in each, of its ``max_jobs``."""
+    if not view.delegated:
+        return None
+    parts = [f"{escape(p)} {view.outstanding(p)}/{n}" for p, n in sorted(view.delegated.items())]
+    return "jobs (the batch system picks the nodes): " + ", ".join(parts)
+
+
 def render_run(view: RunView, console: Console) -> None:
     console.print(run_table(view))
     console.print(cost_line(view, time.time()))
-    line = breaker_line(view)
-    if line:
-        console.print(line)
+    console.print(resources_line(view))
+    for line in (breaker_line(view), jobs_line(view)):
+        if line:
+            console.print(line)
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:
+    if not console.is_terminal:  # a log file or a CI job: a line per change, no redraws
+        from .follow import watch_lines
+
+        watch_lines(s, name, console)
+        return
     view = run_view(s, name)
     try:
         with Live(run_table(view), console=console, refresh_per_second=2) as live:
@@ -207,6 +240,7 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
             "category": r.category,
             "kind": r.kind,
             "at": r.at,
+            "time": iso_time(r.at),
             "cause": r.cause,
             "data": r.data,
         }
@@ -223,38 +257,46 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
-    rows = list(s.store.read(name))
+def render_history(
+    s: Session, name: str, console: Console, as_json: bool, task: str | None = None
+) -> None:
+    rows: Iterable[Row] = s.store.read(name)
+    if task is not None:
+        check_task(s, name, task)
+        rows = about_task(rows, task)
+    rows = list(rows)
     if as_json:
         print(json.dumps(history_json(rows), indent=2))
         return
-    start = rows[0].at if rows else 0.0
-    t = Table(title=f"history of {escape(name)}", title_justify="left")
-    for col in ("#", "t+", "", "kind", "details"):
-        t.add_column(col, overflow="fold")
+    title = f"history of {escape(name)}" + (f", task {escape(task)}" if task else "")
+    t = Table(title=title, title_justify="left")
+    for col in ("#", "time", "", "kind", "details"):
+        t.add_column(col, overflow="fold", no_wrap=col == "time")
     for r in rows:
-        details = {
-            k: v for k, v in r.data.items() if k not in ("at", "reason") and v not in (None, "")
-        }
-        text = " ".join(f"{k}={v}" for k, v in details.items())
-        if r.data.get("reason"):
-            text += f"  — {r.data['reason']}"
         marker = "→" if r.category == "event" else "  ↳"
-        t.add_row(str(r.seq), f"{r.at - start:8.2f}s", marker, r.kind, escape(text))
+        t.add_row(str(r.seq), iso_time(r.at), marker, r.kind, escape(row_details(r)))
     console.print(t)
 
 
-def print_logs(
-    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
-) -> None:
-    info = s.store.get_run(name)
-    ids = [t["id"] for t in info.meta["spec"]["tasks"]]
-    if task not in ids:
+def check_task(s: Session, name: str, task: str) -> None:
+    """``RunNotFound``/``StormproofError`` unless the run has (or had) the task."""
+    from stormproof.runtime.runs import load_context
+
+    ids = [t.id for t in load_context(s.store, name).spec.tasks]
+    if task not in ids and task not in {
+        t["id"] for t in s.store.get_run(name).meta["spec"]["tasks"]
+    }:
         import difflib
 
         close = difflib.get_close_matches(task, ids, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
+
+
+def print_logs(
+    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
+) -> None:
+    check_task(s, name, task)
     numbers = s.home.attempt_numbers(name, task)
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")

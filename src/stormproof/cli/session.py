@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,9 +25,9 @@ from rich.markup import escape
 
 from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
-from stormproof.executors.base import Executor
+from stormproof.executors.base import Executor, delegates_placement, describe_pools
 from stormproof.runtime.home import Home
-from stormproof.store.base import EventLog
+from stormproof.store.base import EventLog, LeaseHolder
 
 F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, soft_wrap=True)
@@ -37,7 +38,13 @@ if TYPE_CHECKING:
     from stormproof.checkpoints.tiers import TieredStore
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
-_BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
+_BUILTIN_STORES = {
+    "sqlite": "stormproof.store.sqlite:SQLiteEventLog",
+    "postgresql": "stormproof.store.postgres:PostgresEventLog",
+    "postgres": "stormproof.store.postgres:PostgresEventLog",  # libpq takes both schemes
+}
+#: What to install for a built-in backend whose optional dependency is missing.
+_EXTRAS = {"postgresql": "stormproof[postgres]", "postgres": "stormproof[postgres]"}
 
 
 def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
@@ -54,6 +61,17 @@ def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
         f"{what} {name!r} is not installed{hint}; available: {', '.join(names)}. "
         f"Set `{what}:` in stormproof.yaml or STORMPROOF_{what.upper()}."
     )
+
+
+def _load_store(kind: str) -> Any:
+    try:
+        return _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+    except ModuleNotFoundError as exc:
+        package = _EXTRAS.get(kind, exc.name or "its dependencies")
+        raise ConfigError(
+            f"store {kind!r} needs the Python package {exc.name!r}, which is not installed: "
+            f"pip install '{package}'"
+        ) from None
 
 
 @dataclass
@@ -76,13 +94,46 @@ class Session:
             kind = self.config.store
             if "://" in kind:
                 kind = kind.split("://", 1)[0].split("+", 1)[0]
-            cls = _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+            cls = _load_store(kind)
             self.home.root.mkdir(parents=True, exist_ok=True)
-            self._store = cls(self.home.db_path) if kind == "sqlite" else cls(self.config.store)
+            if kind == "sqlite":
+                self._store = cls(self.home.db_path)
+            elif self.config.lease is not None:
+                self._store = cls(self.config.store, lease_s=self.config.lease)
+            else:
+                self._store = cls(self.config.store)
         return self._store
 
+    def executor_class(self, name: str) -> type:
+        """The executor registered as ``name`` (``ConfigError`` listing those that are)."""
+        cls: type = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
+        return cls
+
+    def executor_options(self, config: Config | None = None) -> dict[str, Any]:
+        """What the configured executor is built with (a run records it): its own section
+        of stormproof.yaml, for executors that have one; the local executor has none."""
+        return {}
+
+    def placing_config(self, config: Config | None = None) -> Config:
+        """``config`` (default: the session's) with its pools as its executor sees them:
+        all delegated when the executor's batch system places (``describe_pools`` may fill
+        their node shape and count); config that does nothing there is an error now."""
+        config = config if config is not None else self.config
+        cls = self.executor_class(config.executor)
+        options = self.executor_options(config)
+        return config.for_executor(
+            config.executor,
+            delegates_placement(cls),
+            lambda pools: describe_pools(cls, pools, options),
+        )
+
+    @property
+    def store_place(self) -> str:
+        """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""
+        return str(getattr(self.store, "server", self.home.root))
+
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
-        cls = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
+        cls = self.executor_class(name)
         run_dir = self.home.run_dir(run)
         run_dir.mkdir(parents=True, exist_ok=True)
         executor: Executor = cls(run_dir, options)
@@ -107,10 +158,16 @@ class Session:
         }
 
     def pool_sources(self) -> list[dict[str, Any]]:
-        """What interrupts each pool, as a run records it; a bad trace file is an error now."""
+        """What interrupts each pool, as a run records it; a bad trace file is an error now.
+
+        Nothing, when a batch system places (its pools' ``interruption_rate`` and ``trace``
+        tell ``plan`` and ``simulate`` what to expect; a real run gets the real thing).
+        """
         from stormproof.capacity.local import PoolSource
         from stormproof.traces import find_trace, load_trace
 
+        if delegates_placement(self.executor_class(self.config.executor)):
+            return []
         base = self.config.source.parent if self.config.source is not None else self.cwd
         out = []
         for i, pool in enumerate(self.config.pools):
@@ -181,3 +238,17 @@ def session(home: str | None, config_path: str | None) -> Iterator[Session]:
     finally:
         if s is not None:
             s.close()
+
+
+def say_lease_wait(run: str) -> Callable[[LeaseHolder], None]:
+    """What an orchestrator that waits for a run's lease prints, each time the holder changes."""
+
+    def say(holder: LeaseHolder) -> None:
+        who = holder.describe(socket.gethostname())
+        err.print(
+            f"run {run} is being driven by {who} ({holder.lapse()}); "
+            "waiting to take it over (Ctrl-C to leave)…",
+            markup=False,
+        )
+
+    return say

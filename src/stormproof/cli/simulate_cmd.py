@@ -17,7 +17,8 @@ from rich.table import Table
 
 from stormproof.config import load_config
 from stormproof.errors import StormproofError
-from stormproof.spec.model import parse_duration
+from stormproof.plan.estimate import human_duration
+from stormproof.spec.model import ASSUMED_RUNTIME_S, parse_duration
 
 from .session import common, out, session
 
@@ -85,6 +86,9 @@ def simulate(
         if pools_file:
             config = load_config(Path(pools_file), s.cwd, {})
             base = Path(pools_file).resolve().parent
+            if "executor" not in config.model_fields_set:  # the file's pools, run's executor
+                config = config.model_copy(update={"executor": s.config.executor})
+        config = s.placing_config(config)
         refuse_if_unplaceable(spec, config)
         if policy_name:
             config = config.model_copy(
@@ -163,6 +167,7 @@ def _render(summary: dict[str, Any], name: str, took: float) -> None:
     if summary["tasks_without_runtime"]:
         missing = summary["tasks_without_runtime"]
         out.print(
-            f"[yellow]{len(missing)} task(s) have no estimated_runtime and were taken as 60s:[/] "
+            f"[yellow]{len(missing)} task(s) have no estimated_runtime and were assumed to take "
+            f"{human_duration(ASSUMED_RUNTIME_S)} (the recipe's 30 minutes per stage):[/] "
             + escape(", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
         )

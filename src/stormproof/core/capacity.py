@@ -14,6 +14,18 @@ slot on each of N *different* instances of one pool, all or nothing (a gang).
 Which pools a task may use and in what order is the caller's business
 (``pool_order``): spot first by strategy, on-demand after.
 
+A *delegated* pool (``PoolDef.delegated``: a Slurm partition, a Batch queue)
+has no instances the core launches or places on: the batch system picks the
+node. It takes an attempt while fewer than ``max_jobs`` of the run's attempts
+are outstanding there and the attempt's per-node need fits the node shape
+(``capacity``) with ``nodes <= count``; a ``Placement`` there names no
+instance. The nodes attempts are reported to run on (``AttemptStarted.nodes``)
+become instances of the pool, ``up`` (named as the batch system names them),
+so notices and losses can name them; their resources are not tracked and
+nothing is placed on them. A node stays known until it is lost or the run
+ends (an idle one is kept: ``fleet`` shows where the run has been), and one
+the batch system runs an attempt on again is ``up`` again, whatever befell it.
+
 A pool's ``weight`` is what one of its instances counts for (AWS Spot Fleet's
 ``WeightedCapacity``): ``diversify`` spreads a fleet's target capacity over
 the spot pools in those units, and the ``diversified`` strategy spreads
@@ -29,7 +41,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from stormproof.core.defs import Market, PoolDef, Resources, SpotStrategy
+from stormproof.core.defs import Market, PoolDef, PricePer, Resources, SpotStrategy
 from stormproof.core.record import record
 
 
@@ -106,6 +118,15 @@ def share(need: Resources, of: Resources) -> float:
     return min(1.0, part)
 
 
+def hourly_price(pool: PoolDef, need: Resources, nodes: int) -> float:
+    """What an attempt of ``nodes`` x ``need`` costs per hour on ``pool``, by its
+    ``price_per``: its share of each node's shape at the instance price, or its vCPUs at
+    the vCPU price (``plan``, the core and ``simulate`` all bill by this)."""
+    if pool.price_per is PricePer.VCPU_HOUR:
+        return pool.price_usd_per_h * need.vcpus * nodes
+    return pool.price_usd_per_h * share(need, pool.capacity) * nodes
+
+
 class Capacity:
     """The run's instances and what is placed on them."""
 
@@ -113,7 +134,10 @@ class Capacity:
         self.pools = pools
         self.by_name = {p.name: p for p in pools}
         self.instances: dict[str, Instance] = {}
-        self.target: dict[str, int] = {p.name: p.count for p in pools}
+        #: Instances wanted per modelled pool (a delegated pool's nodes are not ours: 0).
+        self.target: dict[str, int] = {p.name: 0 if p.delegated else p.count for p in pools}
+        #: Attempts placed or running per delegated pool (at most its ``max_jobs``).
+        self.outstanding: dict[str, int] = {p.name: 0 for p in pools if p.delegated}
         self.placements: dict[str, int] = {p.name: 0 for p in pools}
         self._by_pool: dict[str, list[Instance]] = {p.name: [] for p in pools}
         self._next: dict[str, int] = {p.name: 0 for p in pools}
@@ -168,11 +192,14 @@ class Capacity:
         if strategy is SpotStrategy.LOWEST_PRICE:
             return (per_vcpu,)
         if strategy is SpotStrategy.CAPACITY_OPTIMIZED:
-            free = sum(1 for i in self._by_pool[pool.name] if i.alive and not i.attempts)
+            if pool.delegated:  # what is free there is the batch system's to know: job slots
+                free = pool.max_jobs - self.outstanding[pool.name]
+            else:
+                free = sum(1 for i in self._by_pool[pool.name] if i.alive and not i.attempts)
             return (faults.get(pool.name, 0), -free)
         if strategy is SpotStrategy.PRICE_CAPACITY_OPTIMIZED:
             return (faults.get(pool.name, 0), per_vcpu)
-        units = pool.weight * self.target[pool.name]
+        units = pool.weight * (pool.count if pool.delegated else self.target[pool.name])
         return (self.placements[pool.name] / units if units > 0 else math.inf,)
 
     def could_ever_fit(self, need: Resources, nodes: int, spot: bool) -> bool:
@@ -184,6 +211,8 @@ class Capacity:
         )
 
     def find_in(self, pool: PoolDef, need: Resources, nodes: int) -> Placement | None:
+        if pool.delegated:
+            return self._room_in(pool, need, nodes)
         chosen: list[Instance] = []
         up = InstanceState.UP
         vcpus, memory, gpus = need.vcpus - 1e-9, need.memory_mib, need.gpus
@@ -198,6 +227,47 @@ class Capacity:
                 if len(chosen) == nodes:
                     return Placement(pool, tuple(chosen))
         return None
+
+    def _room_in(self, pool: PoolDef, need: Resources, nodes: int) -> Placement | None:
+        """A delegated pool takes the attempt if it has a job slot and the shape could hold it."""
+        if self.outstanding[pool.name] >= pool.max_jobs:
+            return None
+        if nodes > pool.count or not need.fits_in(pool.capacity):
+            return None
+        return Placement(pool, ())
+
+    def submitted(self, pool: PoolDef) -> None:
+        """An attempt was placed on a delegated pool: one job slot fewer."""
+        self.outstanding[pool.name] += 1
+        self.placements[pool.name] += 1
+
+    def settled(self, pool: str, attempt_id: str, node_ids: tuple[str, ...]) -> None:
+        """An attempt on a delegated pool ended: its job slot is free, its nodes forget it."""
+        self.outstanding[pool] -= 1
+        for nid in node_ids:
+            node = self.instances.get(nid)
+            if node is not None:
+                node.attempts.discard(attempt_id)
+
+    def node(self, pool: PoolDef, node_id: str) -> tuple[Instance, bool] | None:
+        """The node ``node_id`` of a delegated pool, up; and whether it was not up before
+        (new, or gone or draining before the batch system ran an attempt there again).
+        None if the name is an instance of a modelled pool's."""
+        inst = self.instances.get(node_id)
+        if inst is not None and not inst.pool.delegated:
+            return None
+        if inst is None:
+            cap = pool.capacity
+            inst = Instance(node_id, pool, cap.vcpus, cap.memory_mib, cap.gpus, InstanceState.UP)
+            self.instances[node_id] = inst
+            self._by_pool[pool.name].append(inst)
+            return inst, True
+        if inst.state is InstanceState.UP:
+            return inst, False
+        if inst not in self._by_pool[inst.pool.name]:
+            self._by_pool[inst.pool.name].append(inst)
+        inst.state = InstanceState.UP
+        return inst, True
 
     def take(self, attempt_id: str, need: Resources, instance_ids: tuple[str, ...]) -> None:
         for iid in instance_ids:
@@ -218,8 +288,17 @@ class Capacity:
                 inst.free_gpus += need.gpus
 
     def check(self, usage: dict[str, Resources]) -> None:
-        """Invariant: every instance's free + used == its capacity, and nothing is negative."""
+        """Invariant: every instance's free + used == its capacity, and nothing is negative;
+        no delegated pool has more than ``max_jobs`` attempts outstanding."""
+        for pool in self.pools:
+            if pool.delegated and not 0 <= self.outstanding[pool.name] <= pool.max_jobs:
+                n = self.outstanding[pool.name]
+                raise AssertionError(
+                    f"{n} attempts outstanding in {pool.name}, max {pool.max_jobs}"
+                )
         for inst in self.instances.values():
+            if inst.pool.delegated:
+                continue  # a node's resources are the batch system's business
             used = usage.get(inst.id, Resources(0, 0, 0))
             free = inst.free
             total = free.plus(used)

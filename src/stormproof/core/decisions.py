@@ -167,7 +167,8 @@ class AttemptEnded(Decision):
     budget: str | None = None
     reason: str = ""
     pool: str = ""
-    #: Seconds the attempt held its instances (launch decided to end), and what that cost.
+    #: Seconds the attempt held its instances (launch decided to end; on a delegated pool,
+    #: started to end: a job waiting in the batch system's queue holds nothing), and their cost.
     seconds: float = 0.0
     cost_usd: float = 0.0
     #: The same seconds at the on-demand price of the same shape (equal to cost on on-demand).

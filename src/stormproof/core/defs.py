@@ -114,9 +114,35 @@ class TaskDef:
     at_risk_s: float = 0.0
 
 
+class PricePer(str, Enum):
+    """What a pool's ``price`` is counted per (``pools[].price_per``)."""
+
+    #: Per instance (or node) hour: an attempt pays its share of the shape (its largest
+    #: dimension), times its nodes. What a cloud bills.
+    INSTANCE_HOUR = "instance_hour"
+    #: Per vCPU-hour: an attempt pays its vCPUs times its nodes. What a cluster's accounting
+    #: (Slurm's billing of CPU-hours) charges.
+    VCPU_HOUR = "vcpu_hour"
+
+
+#: Attempts outstanding (placed or running) at once in a delegated pool when the config sets
+#: no ``max_jobs``: a batch system queues what exceeds its nodes, so this bounds what one run
+#: keeps in its queue, like Nextflow's ``executor.queueSize`` (100).
+DEFAULT_MAX_JOBS = 100
+
+
 @dataclass(frozen=True, slots=True)
 class PoolDef:
-    """A kind of capacity: ``count`` identical instances of one shape, at one price."""
+    """A kind of capacity: ``count`` identical instances of one shape, at one price.
+
+    A *modelled* pool (``delegated`` false: the local fleet, EC2 instances stormproof
+    launches) has instances whose free resources the core tracks and places on. A
+    *delegated* pool (a Slurm partition, a Batch queue, Dask workers) is placed by the
+    batch system: ``capacity`` is one node's shape (the most a job may ask per node),
+    ``count`` its number of nodes (for ``plan``, ``simulate`` and "could this task ever
+    fit"), and the core only bounds the attempts outstanding there (``max_jobs``) and
+    learns the nodes an attempt runs on when it starts (DELEGATED.md).
+    """
 
     name: str
     market: Market
@@ -129,6 +155,11 @@ class PoolDef:
     #: An interruption source (a rate or a trace) may take its instances away: no successors
     #: are queued there (spot pools never take them either).
     interruptible: bool = False
+    #: Placed by a batch system, not by the core (see above).
+    delegated: bool = False
+    #: Delegated pools: at most this many of the run's attempts placed or running there.
+    max_jobs: int = DEFAULT_MAX_JOBS
+    price_per: PricePer = PricePer.INSTANCE_HOUR
 
 
 class SpotPolicy(str, Enum):
@@ -204,7 +235,7 @@ class RunOptions:
     #: attempt of at least its size on an uninterruptible on-demand instance, to start the
     #: moment that one ends (the executor starts it, no round trip). At most this many queued
     #: behind one running attempt (more than one only while attempts are short); 0: off.
-    #: See rule 5 of ``core.machine``.
+    #: See ``core.successors``.
     successors: int = 0
     #: A queued successor that could run on free capacity is withdrawn (and placed afresh)
     #: once its predecessor has held the place this long: a long attempt must not keep it.

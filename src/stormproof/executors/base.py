@@ -15,6 +15,29 @@ Designed for batch schedulers first, local processes second:
 
 Backends register under the ``stormproof.executors`` entry point group; the
 class is called as ``cls(run_dir, options)``.
+
+Batch backends (Slurm, AWS Batch, Dask) place attempts themselves; two optional
+class-level hooks say so, read with ``getattr`` so an executor without them
+keeps the defaults (the local executor does):
+
+``delegates_placement: ClassVar[bool] = False``
+    True: every configured pool becomes *delegated* (``core.defs.PoolDef``): the
+    core chooses the pool and the market and bounds the attempts outstanding in it
+    (``max_jobs``); the backend picks the node and reports it in
+    ``AttemptStarted.nodes``. ``LaunchAttempt.instances`` (``AttemptJob.instances``)
+    is then empty, and no ``LaunchInstance`` is ever decided for those pools.
+
+``describe_pools(cls, pools, options) -> tuple[PoolDef, ...]`` (a classmethod)
+    Called by ``plan``, ``run`` and ``simulate`` before anything is compiled, with
+    the configured pools (already delegated when the class delegates) and the
+    executor's options. Return them with what the batch system knows filled in:
+    a pool the file gave no ``vcpus``/``memory``/``count`` has 0 there, to be set to
+    one node's shape (the most a job may ask per node; ``dataclasses.replace(pool,
+    capacity=Resources(...), count=...)``) and the number of nodes. Leave what the
+    file gave as it is; raise ``errors.ConfigError`` naming the pool and the fix
+    for a pool the system does not have (an unknown partition). A field still 0
+    afterwards is reported to the user as one to give in stormproof.yaml. Called
+    once per command, and never on resume: a run keeps the pools it started with.
 """
 
 from __future__ import annotations
@@ -24,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from stormproof.core.defs import PoolDef
 from stormproof.core.events import Event
 
 
@@ -116,3 +140,19 @@ class Executor(Protocol):
 
 def executor_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(options or {})
+
+
+def delegates_placement(executor_class: type) -> bool:
+    """Whether the executor's batch system places attempts (see the module's docstring)."""
+    return bool(getattr(executor_class, "delegates_placement", False))
+
+
+def describe_pools(
+    executor_class: type, pools: tuple[PoolDef, ...], options: Mapping[str, Any]
+) -> tuple[PoolDef, ...]:
+    """The pools as the executor's system describes them (unchanged without the hook)."""
+    hook = getattr(executor_class, "describe_pools", None)
+    if hook is None:
+        return pools
+    described: tuple[PoolDef, ...] = tuple(hook(pools, options))
+    return described

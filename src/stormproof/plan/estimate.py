@@ -19,8 +19,11 @@ Rules:
   gpus)`` of an instance pays that fraction of the instance's price, because
   the scheduler packs several tasks onto one instance and the dominant
   resource is what makes the rest of it unusable to others. So
-  ``cost = runtime_h x nodes x share x price``. A run's real bill (whole
-  instances, idle gaps, interruptions) can only be higher.
+  ``cost = runtime_h x nodes x share x price``; a pool priced per vCPU-hour
+  (``price_per: vcpu_hour``, a cluster's accounting) bills
+  ``runtime_h x nodes x vcpus x price`` (``core.capacity.hourly_price``, what
+  the core bills too). A run's real bill (whole instances, idle gaps,
+  interruptions) can only be higher.
 * **Duration** is the critical path with unbounded capacity, raised to what
   the total work needs on the pools' total vCPUs (and under ``max_parallel``)
   when that is longer. It is a *lower bound* when tasks lack
@@ -41,7 +44,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from stormproof.core.defs import Market, PoolDef
+from stormproof.core.capacity import hourly_price
+from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.plan.graph import Dag, gc_paused
 from stormproof.spec.model import WorkflowSpec
 
@@ -73,6 +77,8 @@ class Estimate:
     tasks_without_runtime: int
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    #: What each of ``tasks_without_runtime`` was taken to last (None: none is missing).
+    assumed_runtime_s: float | None = None
 
     def pool_name(self, task_index: int) -> str | None:
         i = self.pool_of[task_index]
@@ -208,8 +214,11 @@ def estimate(
             vcpu_hours=priced.vcpu_s / 3600.0,
             duration_s=duration_s,
             critical_path_s=cp_s,
-            lower_bound=bool(dag.missing_runtime or tight or problems),
+            lower_bound=bool(
+                (dag.missing_runtime and not dag.assumed_runtime_s) or tight or problems
+            ),
             tasks_without_runtime=dag.missing_runtime,
+            assumed_runtime_s=dag.assumed_runtime_s if dag.missing_runtime else None,
             problems=tuple(problems),
             notes=tuple(notes),
         )
@@ -279,14 +288,14 @@ def _price_shape(pools: Sequence[PoolDef], shape: Shape) -> tuple[int, float, fl
     if placed < 0:
         return -1, 0.0, -1.0
     pool = pools[placed]
-    rate = nodes * instance_share(pool, shape) * pool.price_usd_per_h
+    need = Resources(shape[0], shape[1], shape[2])
+    rate = hourly_price(pool, need, nodes)
     if pool.market is Market.ON_DEMAND:
         return placed, rate, rate
     od = _first_on_demand(pools, shape)
     if od < 0:
         return placed, rate, -1.0
-    od_pool = pools[od]
-    return placed, rate, nodes * instance_share(od_pool, shape) * od_pool.price_usd_per_h
+    return placed, rate, hourly_price(pools[od], need, nodes)
 
 
 def _duration(

@@ -11,7 +11,7 @@ and the executor. One loop:
 Because step 3 comes before step 4, a crash at any point leaves a log that
 says at least as much as what was done. For the same reason a fault of the
 machine rather than of the run stops it, resumable, instead of failing it: the
-event log cannot be written (``StoreUnavailable``: disk full, locked), the
+event log cannot be written (``StoreFault``: disk full, locked), the
 executor cannot be reached (``ExecutorUnavailable``), or the checkpoint store
 is gone (``Checkpointing.fault``). What the log says was decided and was not
 carried out is carried out by ``resume``. Resume replays the log through a
@@ -19,10 +19,17 @@ fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
 answered.
+
+The run is driven under its lease (``runtime/lease.py``): the driver waits for
+it, renews it, and after each flush makes sure it still holds the run before it
+acts. If the event store fails (its server gone, its disk full) the run stops
+resumably; if another orchestrator took the run over, this one stops at once,
+acting on nothing more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import signal
@@ -30,8 +37,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stormproof.capacity.base import Fleet, InstanceView
 from stormproof.capacity.local import LocalFleet, PoolSource, build_sources
@@ -67,14 +75,22 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
-from stormproof.errors import StoreUnavailable
+from stormproof.errors import LeaseLost, StoreFault
 from stormproof.executors.base import AttemptJob, Executor, ExecutorUnavailable
+from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
+from stormproof.runtime.redrive import begin, segment_rows
+from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
+from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
+
+if TYPE_CHECKING:
+    from stormproof.monitor.alerts.hook import RunAlerts
 
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
 IDLE_WAKE_S = 0.25
@@ -113,12 +129,27 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
+    on_lease_wait: OnWait | None = None
+    #: The run's alert rules (``monitor.alerts``), when it has any.
+    alerts: RunAlerts | None = None
+    #: A redrive to begin (``runtime.redrive``): the ``RunRedriven`` row's data, written under
+    #: the lease if the log still ends at ``redrive_after_seq``, as planned.
+    redrive: dict[str, Any] | None = None
+    redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
-    _store_failed: bool = False  # the log cannot be written: write nothing more
+    _lease: LeaseKeeper | None = None
+    #: The event store failed or the lease was lost: nothing more may be written or decided.
+    _store_failed: bool = False
+    #: Another orchestrator may drive the run now (the lease was lost, or may have lapsed
+    #: while the store was unreachable): nothing more may be sent anywhere, not even what the
+    #: executor still has queued. The caller must not close the executor either, and should
+    #: leave at once, as a ``kill -9`` would (which every part of a run survives).
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
-        self.tasks = compile_tasks(self.ctx.spec)
+        self.tasks = compile_tasks(self.ctx.spec, default_runtime_s=self.ctx.default_runtime_s)
         ctx = self.ctx
         self.core = Workflow(
             self.tasks,
@@ -128,6 +159,11 @@ class Driver:
         self._markets = {p.name: p.market.value for p in self.core.options.pools}
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
+        self._results = TaskResults.for_run(self.store, self.ctx, self.home)
+        runtime = self.ctx.container.get("runtime")
+        self._container: tuple[str, str] | None = (
+            None if not runtime else (str(runtime), str(self.ctx.container.get("network", "host")))
+        )
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -138,68 +174,99 @@ class Driver:
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
-        with self.store.driver_lease(self.ctx.name):
+        with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
+            self._lease = lease
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            if self.redrive is not None:
+                self._begin_redrive()
             history = list(self.store.read(self.ctx.name))
+            segment = segment_rows(history, self.ctx)  # a redrive's replay starts at its row
             now = self.clock()
-            first = next((r for r in history if r.category == "event"), None)
+            first = next((r for r in segment if r.category == "event"), None)
             if self.fleet is None:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
-            if first is not None:
-                self._replay(history)
+            pending: list[Event] = []
+            if first is None:
+                pending = [self._start(now)]
+                if self.alerts is not None and history:  # a redrive: the segments before it
+                    self.alerts.replay(history)
+            else:
+                self._replay(segment)
+                lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
+                if self.alerts is not None:  # alerts raised but never delivered: again
+                    self.alerts.replay(history)
                 if self.core.final is not None:
+                    self._close_alerts()
                     return DriveResult(self.core.final)
             with self._signals():
                 try:
-                    if first is None:
-                        pending: list[Event] = [RunStarted(now)]
-                    else:
+                    if first is not None:  # in here: an executor that is gone stops the run
                         self._relaunch_pending()
                         pending = [*self._recover(now), RunResumed(now)]
                     return self._loop([*pending, *initial])
                 except ExecutorUnavailable as exc:
                     return self._stopped_by_fault(f"the {self.ctx.executor} executor failed: {exc}")
-                except StoreUnavailable as exc:
+                except StoreFault as exc:
                     self._store_failed = True
-                    return self._stopped_by_fault(f"the event log cannot be written: {exc}")
+                    self.abandoned = not lease.surely_held()
+                    return DriveResult("stopped", len(self.core.attempts), str(exc))
+                except LeaseLost:
+                    self._store_failed = self.abandoned = True
+                    raise
                 finally:
                     self._finish()
 
     def _stopped_by_fault(self, reason: str) -> DriveResult:
         """A fault of the machine, not of the run: record the stop if the log still takes it,
         carry nothing out (``resume`` does what was decided), and say how to go on."""
-        if not self._store_failed:
-            try:
-                self._process([StopRequested(self.clock(), reason)], act=False)
-            except StoreUnavailable:
-                self._store_failed = True
+        try:
+            self._process([StopRequested(self.clock(), reason)], act=False)
+        except StoreFault:
+            self._store_failed = True
         return DriveResult("stopped", len(self.core.attempts), reason)
 
     def _finish(self) -> None:
-        """Whatever ended the drive: log what saves in flight produced, let the executor go."""
-        try:
-            if not self._store_failed:
+        """Log what checkpoint saves in flight produced and the alerts' last words, then let
+        the executor go; with the store failed, write and decide nothing more; abandoned,
+        touch nothing at all."""
+        if self.abandoned:
+            return
+        if not self._store_failed:
+            try:
                 self._drain_checkpoints()
+                self._close_alerts()
                 self.store.flush()
-        except (StoreUnavailable, ExecutorUnavailable):
-            pass  # already on the way out: the journal and the checkpoint dirs keep the rest
-        finally:
-            self.executor.close(final=self.core.final is not None)
+            except StoreFault:
+                self._store_failed = True
+                self.abandoned = self._lease is not None and not self._lease.surely_held()
+                if self.abandoned:
+                    return
+            except ExecutorUnavailable:
+                pass  # on the way out already: the journal and the checkpoint dirs keep the rest
+        if self._store_failed and self.checkpointing is not None:
+            self.checkpointing.close()
+        final = self.core.final is not None and not self._store_failed
+        self.executor.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
         last_requests = 0.0
+        assert self._lease is not None
+        keep_lease = self._lease.keep
         while True:
+            keep_lease()
             if pending:
                 self._process(pending)
                 pending = []
                 if self.core.final is not None:
                     return DriveResult(self.core.final)
             now = self.clock()
+            if self.alerts is not None:
+                self._note(self.alerts.poll(now))
             fault = self.checkpointing.fault if self.checkpointing is not None else None
             if fault is not None and self._stop is None:
                 self._stop = fault
@@ -248,10 +315,16 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self.store.append(self.ctx.name, rows)
+        self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._lease is not None:
+            self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
+        if self.alerts is not None:
+            self.alerts.after_flush()
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
+        if self._results is not None:
+            self._results.record(decided, events[-1].at)
         if not act:
             return
         for d in decided:
@@ -259,6 +332,26 @@ class Driver:
                 self._act(d)
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
+
+    def _append(self, rows: list[Row]) -> None:
+        """Append rows, and the alerts they raise in the same transaction (outbox)."""
+        numbered = self.store.append(self.ctx.name, rows)
+        if self.alerts is not None:
+            raised = self.alerts.observe(numbered)
+            if raised:
+                self.store.append(self.ctx.name, raised)
+
+    def _note(self, rows: list[Row]) -> None:
+        """Log what happened beside the core (alert deliveries, deadline estimates)."""
+        if rows:
+            self._append(rows)
+            self.store.flush()
+            if self.alerts is not None:
+                self.alerts.after_flush()
+
+    def _close_alerts(self) -> None:
+        if self.alerts is not None:
+            self._note(self.alerts.close(self.core.final is not None, self.clock()))
 
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
@@ -334,6 +427,29 @@ class Driver:
                 pool, count = str(data.get("pool")), int(data.get("count", 0))
                 events.append(FleetScaleRequested(now, pool, count))
         return events
+
+    # ------------------------------------------------------------------ start, redrive
+    def _start(self, now: float) -> RunStarted:
+        """The segment's first event: what it keeps and carries (``RunContext.start``), once
+        the outputs it reuses from earlier runs are in its data dir (again after a crash)."""
+        start = self.ctx.start
+        copy_reused(start, self.home.data_dir(self.ctx.name), self.ctx.name)
+        return RunStarted(
+            now,
+            tuple(start.get("kept", ())),
+            tuple(start.get("kept_why", ())),
+            tuple(
+                (t, int(n), tuple(seqs), int(top)) for t, n, seqs, top in start.get("carried", ())
+            ),
+        )
+
+    def _begin_redrive(self) -> None:
+        """Write the ``RunRedriven`` row under the lease (``redrive.begin``)."""
+        seq = begin(
+            self.store, self.ctx.name, self.redrive or {}, self.redrive_after_seq, self.clock()
+        )
+        self.ctx = dataclasses.replace(self.ctx, segment_seq=seq)
+        self.redrive = None
 
     # ------------------------------------------------------------------ resume
     def _replay(self, history: Sequence[Row]) -> None:
@@ -438,6 +554,8 @@ class Driver:
             command = expand(spec.command, values)
         else:
             command = [expand(part, values) for part in spec.command]
+        if self._container is not None and spec.container_image:
+            command = self._in_container(command, spec, attempt_dir, env, memory)
         return AttemptJob(
             run=self.ctx.name,
             attempt_id=f"{spec.id}/{number}",
@@ -455,6 +573,33 @@ class Driver:
             pool=pool,
             market=self._markets.get(pool, ""),
             timeout_s=self.tasks[i].timeout_s,
+        )
+
+    def _in_container(
+        self,
+        command: list[str] | str,
+        spec: TaskSpec,
+        attempt_dir: Path,
+        env: dict[str, str],
+        memory: int,
+    ) -> list[str]:
+        """The command line that runs the attempt in the task's image (``runtime.containers``)."""
+        assert self._container is not None
+        runtime, network = self._container
+        return containers.wrap(
+            command,
+            runtime=runtime,
+            image=spec.container_image or "",
+            network=network,
+            name=f"stormproof-{self.ctx.name}-{spec.id}-{env['STORMPROOF_ATTEMPT']}",
+            env_names=env,
+            workdir=attempt_dir / "work",
+            binds=(attempt_dir, self.home.data_dir(self.ctx.name)),
+            read_only=(Path(self.ctx.workflow_dir),),
+            gpus=spec.gpus,
+            memory_mib=memory if "memory" in spec.model_fields_set else None,
+            image_dir=Path(self.ctx.workflow_dir),
+            options=self.ctx.container.get("options") or (),
         )
 
     # ------------------------------------------------------------------ helpers

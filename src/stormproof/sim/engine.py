@@ -14,7 +14,13 @@ out the core's decisions with a model instead of processes:
   within the notice (if its checkpoint cost fits) and exit 143; a kill for
   any other reason ends it at once;
 * instances are interrupted at the pool's rate (exponential times), or follow
-  a spot trace from a random point, and refused launches follow the trace.
+  a spot trace from a random point, and refused launches follow the trace;
+* a delegated pool (a Slurm partition) is a batch system (``sim.batch``):
+  ``count`` nodes of its shape, a job starts on the first node(s) with room
+  (``AttemptStarted.nodes``) or waits; a spot one preempts what runs on a node
+  at its rate per node-hour, or on the nodes its trace takes away: the jobs
+  there commit a checkpoint within the notice (if they keep one and it fits)
+  and end ``AttemptPreempted``, as under Slurm's GraceTime.
 
 Nothing here decides anything the core decides: placement, retries,
 budgets, breakers, fallback and cost are all the core's, which is why a
@@ -44,10 +50,12 @@ from stormproof.core.decisions import (
     StartTimer,
     WithdrawAttempt,
 )
-from stormproof.core.defs import RunOptions, TaskDef
+from stormproof.core.defs import Resources, RunOptions, TaskDef
 from stormproof.core.events import (
     AttemptDropped,
     AttemptExited,
+    AttemptLost,
+    AttemptPreempted,
     AttemptStarted,
     CheckpointCommitted,
     CheckpointRestored,
@@ -59,6 +67,7 @@ from stormproof.core.events import (
     TimerFired,
 )
 from stormproof.core.machine import Cost, Workflow
+from stormproof.sim.batch import BatchSystem
 from stormproof.traces import Trace
 
 #: Exit code of an attempt that ended on SIGTERM (128 + 15), as the local executor reports it.
@@ -148,6 +157,8 @@ class Simulation:
         self.draws = [_runtime_draw(m) for m in self.models]
         self.pools = {p.name: p for p in pools}
         self.max_time_s = max_time_s
+        #: Pools a batch system places on (``sim.batch``).
+        self.delegated = frozenset(p.name for p in options.pools if p.delegated)
 
     def run(
         self, rng: random.Random, record: bool = False, inject: Sequence[Event] = ()
@@ -187,12 +198,21 @@ class _Run:
         self.granted: dict[str, tuple[float, int]] = {}
         #: Successors waiting for their predecessor to end, by predecessor id (like the shim).
         self.held: dict[str, LaunchAttempt] = {}
+        self.batch = BatchSystem(sim.options.pools) if sim.delegated else None
 
     # ------------------------------------------------------------------ loop
     def go(self) -> SimResult:
+        if self.batch is not None:  # the nodes a trace has at the start, before any job
+            for name in self.trace_origin:
+                if name in self.sim.delegated:
+                    self.batch.set_available(name, self._available(name, 0.0))
         self.feed(RunStarted(0.0))
         for name in self.trace_origin:
             self._trace_change(name)
+        if self.batch is not None:
+            for name, nodes in self.batch.nodes.items():
+                for k in range(len(nodes)):
+                    self._arm_preemption(name, k, 0.0)
         # locals: this loop runs a few thousand times per simulated run
         heap, pop, core, feed = self.heap, heapq.heappop, self.core, self.feed
         timers, max_time_s = core.timers, self.sim.max_time_s
@@ -222,7 +242,7 @@ class _Run:
         heapq.heappush(self.heap, (at, next(self.seq), item))
 
     def feed(self, event: Event) -> None:
-        if isinstance(event, AttemptExited):
+        if isinstance(event, (AttemptExited, AttemptPreempted)):
             live = self.live.get(event.attempt_id)
             if live is None or event.at != live.exit_at:
                 return  # superseded by a later plan for the same attempt
@@ -260,10 +280,13 @@ class _Run:
             self._checkpoint(d.attempt_id, now, self.sim.models[live.task])
 
     def _instance_changed(self, d: InstanceChanged, now: float) -> None:
-        if d.state == "up":
+        if d.state == "up" and d.pool not in self.sim.delegated:  # a node: the batch's rate
             self._arm_rate(d.instance_id, d.pool, now)
 
     def _attempt_ended(self, d: AttemptEnded, now: float) -> None:
+        if self.batch is not None and d.pool in self.sim.delegated:
+            for launch, nodes in self.batch.end(d.attempt_id):  # what its room lets start
+                self._run(launch, now, nodes)
         live = self.ended.pop(d.attempt_id, None) or self.live.pop(d.attempt_id, None)
         if live is not None and self.record:
             self.records.append(
@@ -285,17 +308,31 @@ class _Run:
         ):
             self.held[d.after] = d
             return
+        if self.batch is not None and d.pool in self.sim.delegated:
+            task = self.sim.tasks[self.core.index[d.task_id]]
+            need = Resources(task.resources.vcpus, d.memory_mib, task.resources.gpus)
+            nodes = self.batch.submit(d, need, task.nodes)
+            if nodes is not None:
+                self._run(d, now, nodes)
+            return  # else it waits for room
+        self._run(d, now)
+
+    def _run(self, d: LaunchAttempt, now: float, nodes: tuple[str, ...] = ()) -> None:
+        """The attempt starts now (on ``nodes``, when the batch system picked them)."""
         i = self.core.index[d.task_id]
         model = self.sim.models[i]
         restoring = bool(d.restore_from) and self.saved[i] > 0
         start = now + (model.restart_s if restoring else 0.0)
         done = self.saved[i] if restoring else 0.0
-        live = _Live(i, start, done, -1.0, math.inf, 0, now, d.pool, d.market, d.instances)
+        where = nodes or d.instances
+        live = _Live(i, start, done, -1.0, math.inf, 0, now, d.pool, d.market, where)
         self.live[d.attempt_id] = live
+        if nodes:  # the core learns where it runs, and bills from now
+            self.push(now, AttemptStarted(now, d.attempt_id, "sim", nodes))
         if restoring:
             self.push(start, CheckpointRestored(start, d.attempt_id, d.restore_from[0]))
         task = self.sim.tasks[i]
-        if restoring or task.timeout_s is not None or task.checkpoint_interval_s:
+        if not nodes and (restoring or task.timeout_s is not None or task.checkpoint_interval_s):
             self.push(start, AttemptStarted(start, d.attempt_id, "sim"))
         self._plan_exit(d.attempt_id, live, start + self.work[i] - live.done_before, 0)
 
@@ -308,19 +345,27 @@ class _Run:
             if held.attempt_id == d.attempt_id:  # never started: dropped, like the shim does
                 self._drop(pred, now, "killed while it waited for its predecessor")
                 return
+        if self.batch is not None and self.batch.waits(d.attempt_id):
+            self.push(now, AttemptLost(now, d.attempt_id, "cancelled while it waited"))
+            return
         live = self.live.get(d.attempt_id)
         if live is None:
             return
-        model = self.sim.models[live.task]
-        task = self.sim.tasks[live.task]
-        end = now
-        if d.grace_s > 0 and task.checkpoint_enabled:
-            if now < live.pause_until:  # already writing one: finish it if there is time
-                end = live.pause_until if live.pause_until <= now + d.grace_s else now
-            elif model.checkpoint_cost_s <= d.grace_s:
-                end = self._checkpoint(d.attempt_id, now, model) or now
+        end = self._commit_within(d.attempt_id, live, now, d.grace_s)
         if end < live.exit_at:
             self._plan_exit(d.attempt_id, live, end, SIGTERM_EXIT)
+
+    def _commit_within(self, attempt_id: str, live: _Live, now: float, grace_s: float) -> float:
+        """When an attempt told to stop with ``grace_s`` ends: after the checkpoint it can
+        still commit in that time (a task that keeps them), else now."""
+        model = self.sim.models[live.task]
+        if grace_s <= 0 or not self.sim.tasks[live.task].checkpoint_enabled:
+            return now
+        if now < live.pause_until:  # already writing one: finish it if there is time
+            return live.pause_until if live.pause_until <= now + grace_s else now
+        if model.checkpoint_cost_s <= grace_s:
+            return self._checkpoint(attempt_id, now, model) or now
+        return now
 
     def _drop(self, pred: str, now: float, why: str) -> None:
         held = self.held.pop(pred)
@@ -357,6 +402,10 @@ class _Run:
             name = item[1]
             assert isinstance(name, str)
             self._trace_change(name)
+        elif head == "preempt":
+            pool, k = item[1], item[2]
+            assert isinstance(pool, str) and isinstance(k, int)
+            self._preempt_node(pool, k)
 
     # ------------------------------------------------------------------ capacity
     def _arm_rate(self, instance_id: str, pool: str, now: float) -> None:
@@ -385,12 +434,54 @@ class _Run:
         else:
             self.push(now, InstanceLaunchFailed(now, d.instance_id, "the trace has no capacity"))
 
+    def _arm_preemption(self, pool: str, k: int, now: float) -> None:
+        """Node ``k`` of a delegated spot pool is preempted at the pool's rate per node-hour."""
+        model = self.sim.pools.get(pool)
+        if model is None or not model.rate_per_h:
+            return
+        self.push(now + self.rng.expovariate(model.rate_per_h / 3600.0), ("preempt", pool, k))
+
+    def _preempt_node(self, pool: str, k: int) -> None:
+        assert self.batch is not None
+        if k < self.batch.available[pool]:  # a node the trace took away has nothing to take
+            self.notices += 1
+            for attempt_id in self.batch.on_node(pool, k):
+                self._preempt(attempt_id, self.sim.pools[pool].notice_s)
+        self._arm_preemption(pool, k, self.now)
+
+    def _preempt(self, attempt_id: str, notice_s: float) -> None:
+        """The batch system preempts the job: SIGTERM, a checkpoint within the notice if
+        it keeps them, then ``AttemptPreempted`` (unless it finishes first)."""
+        live = self.live.get(attempt_id)
+        if live is None or live.exit_code < 0:
+            return  # gone, or already on its way out of a preemption
+        end = self._commit_within(attempt_id, live, self.now, notice_s)
+        if end < live.exit_at:
+            live.exit_at, live.exit_code = end, -1
+            self.push(end, AttemptPreempted(end, attempt_id, "preempted by the batch system"))
+
     def _trace_change(self, pool: str) -> None:
+        if self.batch is not None and pool in self.sim.delegated:
+            self._trace_nodes(pool)
+            return
         model = self.sim.pools[pool]
         ups = [i for i in self.core.capacity.members(pool) if i.state is InstanceState.UP]
         excess = len(ups) - self._available(pool, self.now)
         for inst in reversed(ups[len(ups) - max(0, excess) :]):
             self.push(self.now, InterruptionNotice(self.now, inst.id, model.notice_s, "trace"))
+        self._next_trace_change(pool, self.now)
+
+    def _trace_nodes(self, pool: str) -> None:
+        """A delegated pool's trace says how many of its nodes are there now: jobs on the
+        others are preempted, waiting jobs start on those that came back."""
+        assert self.batch is not None
+        before = self.batch.available[pool]
+        gone, started = self.batch.set_available(pool, self._available(pool, self.now))
+        self.notices += max(0, before - self.batch.available[pool])
+        for attempt_id in gone:
+            self._preempt(attempt_id, self.sim.pools[pool].notice_s)
+        for launch, nodes in started:
+            self._run(launch, self.now, nodes)
         self._next_trace_change(pool, self.now)
 
     def _next_trace_change(self, pool: str, now: float) -> None:

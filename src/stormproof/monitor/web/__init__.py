@@ -1,0 +1,1 @@
+"""``stormproof serve``: the dashboard's pages, the JSON API behind them, and ``/metrics``."""
