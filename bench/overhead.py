@@ -13,11 +13,12 @@ of it: ``xargs`` and the commands; the orchestrator, the shim, its keeper and th
 the shim and keeper adopted and reaped by this script) and that ratio, which a busy machine
 (other work on the same cores) disturbs far less than the wall time; and what creating one
 directory costs on the runs' disk just before (the executor makes five files and directories
-per attempt: task, attempt and work dirs and two logs; ``xargs`` none). The runs' homes are kept until
-every case has run: deleting tens of thousands of files on an ext4 without a journal slows
-the next minutes' file creation there (see ``inode_cost_us``), which would tax each run for
-its predecessor's cleanup. Anything else that deleted many files on that disk shortly before
-(a test suite's temporary directories) does the same: the mkdir column shows it. Target
+per attempt: task, attempt and work dirs and two logs; ``xargs`` none). The runs' homes are
+kept until every case has run: deleting tens of thousands of files on an ext4 without a
+journal slows the next minutes' file creation there (see ``inode_cost_us``), which would tax
+each run for its predecessor's cleanup. Anything else that deleted many files on that disk
+shortly before (a test suite's temporary directories) does the same: the mkdir column shows
+it. Target
 (issue 3): ratio ≤ 1.5 at 10,000 tasks. The 1000genome DAG (902 tasks, WfInstances) is read
 from ``../shared/data`` and skipped with a note when that directory is absent.
 
