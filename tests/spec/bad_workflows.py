@@ -193,6 +193,11 @@ CASES: list[tuple[str, str, str]] = [
             "      - error_equals: [Task.Failed]\n"
         ),
     ),
+    (
+        "checkpoint_settings_without_checkpointing",
+        "workflow.yaml",
+        _tasks("  - id: prep\n    command: [run]\n    checkpoint_interval: 10m\n"),
+    ),
     # --- the top level and global_config
     ("missing_name", "workflow.yaml", "tasks:\n  - id: prep\n    command: [run]\n"),
     ("missing_tasks", "workflow.yaml", "name: demo\n"),
@@ -258,6 +263,14 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("binary_garbage", "workflow.yaml", _raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")),
     ("not_utf8", "workflow.yaml", _raw(b"name: caf\xe9\ntasks: []\n")),
+    # --- what no program can be given (exec takes C strings): a run used to hang on it
+    ("nul_in_command", "workflow.yaml", _tasks('  - {id: a, command: ["ech\\0o", x]}\n')),
+    (
+        "nul_in_environment",
+        "workflow.json",
+        '{"name": "n", "tasks": [{"id": "a", "command": "true", '
+        '"environment": {"X": "a\\u0000b"}}]}',
+    ),
 ]
 
 EXPECTED: dict[str, str] = {
@@ -300,6 +313,10 @@ EXPECTED: dict[str, str] = {
     "asl_error_equals": "unknown field 'ErrorEquals' (did you mean 'error_equals'?)",
     "bad_retry_error_name": "unknown error name 'Task.Timout' (did you mean 'Task.Timeout'?)",
     "retry_and_retry_attempts": "has both retry and retry_attempts",
+    "checkpoint_settings_without_checkpointing": (
+        "tasks[0] (prep): sets checkpoint_interval but not checkpoint_enabled: true, so it "
+        "does nothing (add checkpoint_enabled: true, or remove it)"
+    ),
     "missing_name": "top level: missing field 'name'",
     "missing_tasks": "top level: missing field 'tasks'",
     "empty_tasks": "tasks: the list is empty (add at least one task)",
@@ -324,4 +341,6 @@ EXPECTED: dict[str, str] = {
     "duplicate_yaml_key": "line 6: tasks[0] (prep): key 'vcpus' appears twice",
     "binary_garbage": "this is a binary file, not a workflow",
     "not_utf8": "line 1: the file is not UTF-8 text (byte 0xe9",
+    "nul_in_command": "line 3: tasks[0] (a).command: holds a NUL byte",
+    "nul_in_environment": "tasks[0] (a).environment: X: holds a NUL byte (\\0)",
 }

@@ -92,6 +92,9 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+#: No program can receive a NUL byte (exec takes C strings): refused here, not at launch.
+_NUL = "holds a NUL byte (\\0), which no program can be given: remove it"
+
 EnvValue = Annotated[
     str,
     BeforeValidator(_env_value),
@@ -302,6 +305,8 @@ class TaskSpec(Strict):
             raise ValueError(
                 "is empty (give a list like [python, run.py], or a string to run with sh -c)"
             )
+        if "\0" in (command if isinstance(command, str) else "".join(command)):
+            raise ValueError(_NUL)
         return command
 
     @field_validator("environment")
@@ -313,6 +318,9 @@ class TaskSpec(Strict):
                 f"variable name {bad!r} is not valid (use letters, digits and underscores, "
                 "not starting with a digit)"
             )
+        for name, value in env.items():
+            if "\0" in value:
+                raise ValueError(f"{name}: {_NUL}")
         return env
 
     @field_validator("inputs")
@@ -353,9 +361,35 @@ class TaskSpec(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _checkpoint_settings_need_checkpointing(self) -> TaskSpec:
+        # A checkpoint setting on a task that does not checkpoint would do nothing: the
+        # driver neither asks it to checkpoint nor keeps or prunes anything for it.
+        if self.checkpoint_enabled:
+            return self
+        inert = [k for k in _CHECKPOINT_SETTINGS if k in self.model_fields_set]
+        if inert:
+            raise ValueError(
+                f"sets {', '.join(inert)} but not checkpoint_enabled: true, so "
+                f"{'it does' if len(inert) == 1 else 'they do'} nothing (add "
+                "checkpoint_enabled: true, or remove "
+                f"{'it' if len(inert) == 1 else 'them'})"
+            )
+        return self
+
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+
+#: The task settings that act only on a task with ``checkpoint_enabled: true``.
+_CHECKPOINT_SETTINGS = (
+    "checkpoint_interval",
+    "checkpoint_cost",
+    "checkpoint_signal",
+    "keep_checkpoints",
+    "keep_checkpoints_on_success",
+)
 
 
 class WorkflowSpec(Strict):
