@@ -554,3 +554,7 @@ pools: [{name: edge, market: spot}, {name: spot, market: spot}]
     assert "pools.edge.name_prefix does nothing with local" in error(tmp_path, local)
     unmarked = text.replace("{name_prefix: edge-}", "{name_prefix: edge-, resource: null}")
     assert "name_prefix needs a resource to give its workers" in error(tmp_path, unmarked)
+    typo = text.replace("{name_prefix: edge-}", "{name_prefx: edge-}")
+    assert "dask.pools.edge.name_prefx: unknown field (did you mean 'name_prefix'?)" in error(
+        tmp_path, typo
+    )

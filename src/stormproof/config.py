@@ -1143,6 +1143,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("alerts",): tuple(AlertConfig.model_fields),
     ("dask",): tuple(DaskConfig.model_fields),
     ("dask", "local"): tuple(DaskLocalConfig.model_fields),
+    ("dask", "pools", "*"): tuple(DaskPoolConfig.model_fields),  # * : any pool's name
 }
 
 _EXAMPLES: dict[str, str] = {
@@ -1179,7 +1180,7 @@ def _explain(error: Any, loc: tuple[int | str, ...]) -> str:
     field = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
         parent = tuple(p for p in loc[:-1] if isinstance(p, str))
-        known = _FIELDS.get(parent, ())
+        known = _FIELDS.get(parent) or _FIELDS.get((*parent[:-1], "*"), ())
         hint = _suggest(field, known) or f" (known fields: {', '.join(known)})"
         return f"unknown field{hint}"
     if kind == "missing":
