@@ -107,6 +107,20 @@ def _optional_duration(value: Any) -> Any:
     return None if value is None else parse_duration(value)
 
 
+def _instance_types(value: Any) -> Any:
+    """``[c5.large, c5.xlarge]`` (weight 1 each) or ``{c5.large: 1, c5.xlarge: 2}``."""
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        if len(set(value)) != len(value):
+            raise ValueError(f"an instance type is listed twice in {value!r}")
+        return dict.fromkeys(value, 1.0)
+    raise ValueError(
+        "expected a list of EC2 instance types like [c5.large, c5.xlarge], or a mapping of "
+        "type to weight like {c5.large: 1, c5.xlarge: 2}"
+    )
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -159,6 +173,11 @@ class PoolConfig(_Strict):
     time_scale: float = Field(default=1.0, gt=0)
     #: Where in the trace the run starts (a duration into it); default: its beginning.
     trace_offset: Annotated[float, BeforeValidator(parse_duration)] = 0.0
+    #: AWS only: the EC2 instance types of the pool's compute environment (or fleet), as a
+    #: list, or a mapping of type to weight (capacity units, like Spot Fleet's).
+    instance_types: Annotated[dict[str, float] | None, BeforeValidator(_instance_types)] = None
+    #: ``executor: aws_batch`` only: the compute environment's ``maxvCpus``.
+    max_vcpus: int | None = Field(default=None, ge=1, le=MAX_INSTANCES * 64)
 
     def to_def(self, delegated: bool = False) -> PoolDef:
         """The core's pool. A field left to a delegated pool's executor is 0 until it tells."""
@@ -332,6 +351,64 @@ class AlertConfig(_Strict):
         }
 
 
+#: Executors and capacity backends that read ``aws:`` and ``pools[].instance_types``.
+AWS_EXECUTORS = ("aws_batch",)
+#: Batch's spot allocation strategies, by stormproof's words for them (``spot_strategy``).
+BATCH_SPOT_STRATEGIES = {
+    "price_capacity_optimized": "SPOT_PRICE_CAPACITY_OPTIMIZED",
+    "capacity_optimized": "SPOT_CAPACITY_OPTIMIZED",
+    "lowest_price": "BEST_FIT",
+    "best_fit_progressive": "BEST_FIT_PROGRESSIVE",
+}
+
+
+class AwsConfig(_Strict):
+    """``aws:``: the AWS resources stormproof uses and how it watches them (``docs/aws.md``).
+
+    ``stormproof aws setup`` creates them from this section and the pools; ``executor:
+    aws_batch`` and ``capacity: aws`` use them; ``stormproof aws teardown`` removes what
+    carries the ``project`` tag and nothing else.
+    """
+
+    #: Prefix of every resource name and the value of its ``stormproof:project`` tag.
+    project: str = Field(default="stormproof", pattern=r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
+    #: Default: the usual AWS settings (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile).
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    #: The S3 bucket for attempts' exit status (and checkpoints, unless ``checkpoints:`` says).
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    #: The image of tasks without ``container_image``; it must have stormproof installed.
+    image: str | None = Field(default=None, min_length=1)
+    #: Subnets (one per availability zone) and security groups of the compute environments.
+    subnets: Annotated[list[str], BeforeValidator(_empty_list)] = Field(default_factory=list)
+    security_groups: Annotated[list[str], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
+    #: How Batch picks instances in a spot compute environment.
+    spot_strategy: Annotated[str, BeforeValidator(_one_of(*BATCH_SPOT_STRATEGIES))] = (
+        "price_capacity_optimized"
+    )
+    #: The shortest pause between two looks at the jobs; it grows while nothing changes.
+    poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 5.0
+    max_poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    #: ``SubmitJob`` calls in flight at once.
+    submit_parallel: int = Field(default=8, ge=1, le=64)
+    #: Batch's own timeout is a task's ``timeout`` plus this (the core's kill comes first).
+    timeout_margin: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    #: Read EC2's interruption warnings from the SQS queue ``aws setup`` subscribes to them.
+    interruption_queue: bool = True
+
+    @model_validator(mode="after")
+    def _intervals(self) -> AwsConfig:
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0 seconds, like 5s")
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval:g}s) is shorter than poll_interval "
+                f"({self.poll_interval:g}s); make it at least as long"
+            )
+        return self
+
+
 class Config(_Strict):
     """The whole configuration; every field has a default so that no file is needed."""
 
@@ -353,6 +430,8 @@ class Config(_Strict):
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+    #: ``executor: aws_batch`` only (an error with another executor).
+    aws: AwsConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
     #: The file's YAML tree and name as given, so checks made after loading name the line.
@@ -385,6 +464,27 @@ class Config(_Strict):
         if problems:
             details = [_problem(loc, value, text) for loc, value, text in problems]
             raise ValidationError.from_exception_data("Config", details)
+        return self
+
+    @model_validator(mode="after")
+    def _aws_settings_need_aws(self, info: ValidationInfo) -> Config:
+        """``aws:``, ``pools[].instance_types`` and ``max_vcpus`` do nothing elsewhere: errors."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor in AWS_EXECUTORS:
+            return self
+        problems: list[InitErrorDetails] = []
+        text = (
+            f"only used with executor: aws_batch (this configuration runs on {executor!r}); "
+            "set executor: aws_batch, or remove it"
+        )
+        if self.aws is not None:
+            problems.append(_problem(("aws",), None, text))
+        for i, pool in enumerate(self.pools):
+            for key in ("instance_types", "max_vcpus"):
+                if getattr(pool, key) is not None:
+                    problems.append(_problem(("pools", i, key), getattr(pool, key), text))
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
         return self
 
     @model_validator(mode="after")
@@ -465,6 +565,14 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+    def executor_options(self) -> dict[str, Any]:
+        """What a run records for its executor: ``aws:`` and the pools' instance types."""
+        if self.executor not in AWS_EXECUTORS:
+            return {}
+        from stormproof.aws.settings import aws_options
+
+        return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints)
 
     def for_executor(
         self,
@@ -749,6 +857,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
     ("alerts",): tuple(AlertConfig.model_fields),
+    ("aws",): tuple(AwsConfig.model_fields),
 }
 
 _EXAMPLES: dict[str, str] = {

@@ -45,6 +45,8 @@ def _escape(text: str) -> str:
 #: ``run`` of a big workflow should not pay for the importers' and tables' imports.
 LAZY_COMMANDS = {
     "alerts": "stormproof.cli.monitor_cmds:alerts",
+    "aws": "stormproof.cli.aws_cmds:aws",
+    "exec": "stormproof.cli.exec_cmd:exec_",
     "report": "stormproof.cli.monitor_cmds:report",
     "serve": "stormproof.cli.monitor_cmds:serve",
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",

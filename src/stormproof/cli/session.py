@@ -88,8 +88,9 @@ class Session:
 
     def executor_options(self, config: Config | None = None) -> dict[str, Any]:
         """What the configured executor is built with (a run records it): its own section
-        of stormproof.yaml, for executors that have one; the local executor has none."""
-        return {}
+        of stormproof.yaml, for executors that have one (``aws:``); the local executor has
+        none."""
+        return (config if config is not None else self.config).executor_options()
 
     def placing_config(self, config: Config | None = None) -> Config:
         """``config`` (default: the session's) with its pools as its executor sees them:
