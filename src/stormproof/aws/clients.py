@@ -34,9 +34,7 @@ def boto3_module() -> Any:
     try:
         import boto3
     except ImportError:
-        raise ConfigError(
-            f"the AWS backends need boto3, which is not installed: {EXTRA}"
-        ) from None
+        raise ConfigError(f"the AWS backends need boto3, which is not installed: {EXTRA}") from None
     return boto3
 
 

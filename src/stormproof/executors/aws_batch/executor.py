@@ -141,7 +141,9 @@ class AwsBatchExecutor:
         except Exception as exc:
             raise explain(exc, "GetCallerIdentity", "your AWS credentials") from None
         self._count("GetCallerIdentity")
-        self._job_role_arn = f"arn:aws:iam::{account}:role/{names.role(self.options.project, 'job')}"
+        self._job_role_arn = (
+            f"arn:aws:iam::{account}:role/{names.role(self.options.project, 'job')}"
+        )
         if not self.options.bucket:
             raise ConfigError(
                 "executor aws_batch needs an S3 bucket for the attempts' exit status: set "
@@ -258,11 +260,19 @@ class AwsBatchExecutor:
                     "one of them (an image with stormproof installed)"
                 )
             definition = self._definition(image, job.nodes)
-            request = requests.submit_request(job, self.options, definition, self.options.checkpoints)
+            request = requests.submit_request(
+                job, self.options, definition, self.options.checkpoints
+            )
             response = self._call_patiently("SubmitJob", tracked.name, request)
         except Exception as exc:
-            message = str(exc) if isinstance(exc, (AwsError, ConfigError)) else str(
-                explain(exc, "SubmitJob", f"job {tracked.name} in {self.options.queue(job.pool)}")
+            message = (
+                str(exc)
+                if isinstance(exc, (AwsError, ConfigError))
+                else str(
+                    explain(
+                        exc, "SubmitJob", f"job {tracked.name} in {self.options.queue(job.pool)}"
+                    )
+                )
             )
             with self._lock:
                 tracked.done = True
@@ -324,7 +334,9 @@ class AwsBatchExecutor:
             self.aws.client("batch").terminate_job(jobId=tracked.job_id, reason=reason)
             self._count("TerminateJob")
         except Exception as exc:  # it may have ended meanwhile: the next look tells
-            self._warn_once(f"terminate {tracked.name}", str(explain(exc, "TerminateJob", tracked.name)))
+            self._warn_once(
+                f"terminate {tracked.name}", str(explain(exc, "TerminateJob", tracked.name))
+            )
         self._interval = self.options.poll_interval_s
         self._next_look = min(self._next_look, time.monotonic() + self._interval)
 
@@ -381,7 +393,9 @@ class AwsBatchExecutor:
                 tracked = by_id.get(desc.get("jobId"))
                 if tracked is not None:
                     described.append((tracked, desc))
-        self._learn_hosts([d for t, d in described if d.get("status") == "RUNNING" and not t.started])
+        self._learn_hosts(
+            [d for t, d in described if d.get("status") == "RUNNING" and not t.started]
+        )
         now = time.time()
         for tracked, desc in described:
             events += self._update(tracked, desc, now)
@@ -464,7 +478,9 @@ class AwsBatchExecutor:
         for cluster, arns in by_cluster.items():
             for chunk in requests.chunks(sorted(set(arns))):
                 try:
-                    found = ecs.describe_container_instances(cluster=cluster, containerInstances=chunk)
+                    found = ecs.describe_container_instances(
+                        cluster=cluster, containerInstances=chunk
+                    )
                     self._count("DescribeContainerInstances")
                 except Exception as exc:
                     self._warn_once("ecs", str(explain(exc, "DescribeContainerInstances", cluster)))

@@ -30,9 +30,7 @@ MIN_TIMEOUT_S = 60
 _LOCAL_PATHS = (protocol.ENV_CHECKPOINT_DIR,)
 
 
-def agent_command(
-    job: AttemptJob, options: AwsOptions, checkpoints: str | None
-) -> list[str]:
+def agent_command(job: AttemptJob, options: AwsOptions, checkpoints: str | None) -> list[str]:
     """``stormproof exec …`` around the task's command."""
     cmd = ["stormproof", "exec", "--run", job.run, "--attempt", job.attempt_id]
     where = options.status_location(job.run, job.attempt_id)

@@ -1,0 +1,83 @@
+"""Fixtures for the AWS tests: moto's server, the IMDS stand-in, the emulated Batch hosts,
+and a project set up in moto by ``stormproof aws setup``'s own code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
+
+from ._imds import ImdsStandIn
+from ._moto import BatchHosts, Moto, moto_server
+
+PROJECT = "sptest"
+
+
+@pytest.fixture(scope="session")
+def moto_session() -> Iterator[Moto]:
+    with moto_server() as moto:
+        yield moto
+
+
+@pytest.fixture
+def moto(moto_session: Moto) -> Moto:
+    """moto with a clean state for this test."""
+    moto_session.reset()
+    return moto_session
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsStandIn]:
+    stand_in = ImdsStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+def aws_env(moto: Moto, seaweed: Seaweed | None) -> dict[str, str]:
+    """The environment of every process of a test: AWS APIs in moto, S3 in SeaweedFS."""
+    env = moto.env()
+    if seaweed is not None:
+        env.update(
+            AWS_ACCESS_KEY_ID=KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET,
+            AWS_ENDPOINT_URL_S3=seaweed.endpoint,
+        )
+    return env
+
+
+def config_text(
+    checkpoints: bool = True, extra_pools: str = "", poll: str = "0.2s", bucket: str = BUCKET
+) -> str:
+    """A stormproof.yaml for executor aws_batch with the issue's pool shapes."""
+    ckpt = f"checkpoints: s3://{bucket}/ckpt\n" if checkpoints else ""
+    return (
+        "executor: aws_batch\n"
+        f"{ckpt}"
+        "aws:\n"
+        f"  project: {PROJECT}\n"
+        f"  bucket: {bucket}\n"
+        "  image: example.org/stormproof:latest\n"
+        f"  poll_interval: {poll}\n"
+        "  max_poll_interval: 1s\n"
+        "pools:\n"
+        "  - {name: spot, market: spot, instance_types: [c5.large, c5.xlarge], max_vcpus: 16}\n"
+        "  - {name: ondemand, market: on_demand, instance_types: [c5.xlarge], max_vcpus: 16}\n"
+        f"{extra_pools}"
+    )
+
+
+@pytest.fixture
+def hosts(
+    moto: Moto, imds: ImdsStandIn, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[BatchHosts]:
+    seaweed = request.getfixturevalue("seaweed")
+    env = {k: v for k, v in __import__("os").environ.items() if k.startswith(("PATH", "HOME",
+                                                                                "LANG", "PYTHON",
+                                                                                "VIRTUAL_ENV"))}  # fmt: skip
+    env.update(aws_env(moto, seaweed))
+    h = BatchHosts(moto, tmp_path / "hosts", env, imds, stop_timeout_s=5.0)
+    yield h
+    h.close()
