@@ -44,6 +44,8 @@ from stormproof.checkpoints import protocol
 UPLOAD_MARGIN_S = 15.0
 #: What a notice without a usable time gives the command (EC2's notices are 2 minutes).
 DEFAULT_NOTICE_S = 120.0
+#: How often the checkpoint directory is looked at for a commit (a task waits on it).
+COMMIT_CHECK_S = 0.1
 #: What SIGTERM to the agent gives (ECS kills the container 30 s after it by default).
 TERM_GRACE_S = 25.0
 STOPPED_EXIT = 143
@@ -80,6 +82,7 @@ class Agent:
         self._store: Any = None
         self._next_seq = 0
         self._ckpt_dir: Path | None = None
+        self._s3_client: Any = None
         self._imds = Imds(self.settings.imds_endpoint) if self.settings.use_imds else None
 
     # ------------------------------------------------------------------ the run
@@ -91,18 +94,21 @@ class Agent:
         self._write_status("running")
         self._start()
         assert self._proc is not None
+        next_watch = 0.0
         while True:
             code = self._proc.poll()
             self._upload_commits()
             if code is not None:
                 break
-            self._watch()
+            if time.monotonic() >= next_watch or self._term.is_set():
+                next_watch = time.monotonic() + self.settings.poll_s
+                self._watch()
             if self._stop_at is not None and time.time() >= self._stop_at:
                 self._kill_group(signal.SIGKILL)
                 self._proc.wait()
                 code = self._proc.returncode
                 break
-            self._term.wait(min(self.settings.poll_s, self._left()))
+            self._term.wait(min(COMMIT_CHECK_S, self._left()))
         self._upload_commits()
         exit_code = _exit_code(code)
         if self._notice is not None:
@@ -235,13 +241,9 @@ class Agent:
         if error:
             status["error"] = error
         bucket, _, key = url.removeprefix("s3://").partition("/")
-        from stormproof.aws.clients import Aws
-
         for pause in (0.5, 2.0, 5.0, None):
             try:
-                s3 = Aws(os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                         or "us-east-1").client("s3")  # fmt: skip
-                s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(status).encode())
+                self._s3().put_object(Bucket=bucket, Key=key, Body=json.dumps(status).encode())
                 return
             except Exception as exc:
                 if pause is None:
@@ -249,6 +251,15 @@ class Agent:
                           file=sys.stderr)  # fmt: skip
                     return
                 time.sleep(pause)
+
+
+    def _s3(self) -> Any:
+        if self._s3_client is None:
+            from stormproof.aws.clients import Aws
+
+            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            self._s3_client = Aws(region or "us-east-1").client("s3")
+        return self._s3_client
 
 
 def _exit_code(returncode: int | None) -> int:

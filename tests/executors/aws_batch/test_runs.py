@@ -74,3 +74,66 @@ def test_a_workflow_runs_on_batch_end_to_end(project: Project, hosts: BatchHosts
     names = [j.job_name for j in batch_jobs().values()]
     assert sorted(n.split("--")[1] for n in names) == ["a", "b"]
     print(project.history("small")[:3])
+
+
+COUNTER = Path(__file__).resolve().parents[3] / "examples" / "checkpointing" / "counter.py"
+
+
+def counter_workflow(project: Project, count_to: int = 40, every: int = 5) -> None:
+    project.cwd.joinpath("wf.yaml").write_text(
+        "name: counter\n"
+        "tasks:\n"
+        f"  - id: count\n"
+        f"    command: [{sys.executable}, {COUNTER}]\n"
+        f"    environment: {{COUNT_TO: {count_to}, CHECKPOINT_EVERY: {every}, "
+        "STEP_SECONDS: 0.1}\n"
+        "    checkpoint_enabled: true\n"
+        "    timeout: 5m\n"
+    )
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def output_of(hosts: BatchHosts, job_name_part: str) -> str:
+    texts = []
+    for job_id, job in batch_jobs().items():
+        if job_name_part in job.job_name:
+            log = hosts.workdir / job_id / "output.log"
+            texts.append(log.read_text() if log.exists() else "")
+    return "\n".join(texts)
+
+
+def test_a_spot_reclaim_mid_job_uploads_the_checkpoint_and_the_retry_restores_it(
+    project: Project, hosts: BatchHosts
+) -> None:
+    counter_workflow(project)
+    proc = project.start("run", "wf.yaml", "--name", "c", "-q")
+    wait_for(lambda: "checkpoint 1 at step" in output_of(hosts, "count--1"), 60, "a checkpoint")
+    host = wait_for(lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]),
+                    10, "the host")  # fmt: skip
+    hosts.reclaim(host, notice_s=20.0)  # the agent stops the counter, which commits at once
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    first = output_of(hosts, "count--1")
+    second = output_of(hosts, "count--2")
+    stopped_at = int(first.rsplit("checkpoint ", 1)[1].split(" at step ")[1].split()[0])
+    assert f"resumed from step {stopped_at}" in second
+    assert "done: counted to 40" in second
+    rows = project.history("c")
+    ended = [r["data"] for r in rows if r["kind"] == "AttemptEnded"]
+    assert [(e["attempt_id"], e.get("error")) for e in ended] == [
+        ("count/1", "Capacity.Interrupted"), ("count/2", None)]  # fmt: skip
+    assert any(r["kind"] == "AttemptPreempted" for r in rows)
+    committed = [r["data"]["seq"] for r in rows if r["kind"] == "CheckpointCommitted"
+                 and r["data"]["attempt_id"] == "count/1"]  # fmt: skip
+    restored = [r["data"]["seq"] for r in rows if r["kind"] == "CheckpointRestored"]
+    assert restored == [max(committed)]  # the one the agent uploaded within the notice
+    assert not [r for r in rows if r["kind"] == "CheckpointCorrupt"]
+

@@ -35,7 +35,9 @@ from typing import Any, ClassVar
 
 from stormproof.aws import instance_types, names
 from stormproof.aws.clients import Aws, AwsError, error_code, explain, is_throttled
+from stormproof.aws.interruptions import SqsInterruptions
 from stormproof.aws.settings import AwsOptions
+from stormproof.capacity.base import InstanceView
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.core.events import (
     AttemptExited,
@@ -67,6 +69,7 @@ class _Tracked:
     killed: bool = False
     kill_pending: bool = False
     reported_seqs: set[int] = field(default_factory=set)
+    host: str = ""
 
 
 class AwsBatchExecutor:
@@ -91,6 +94,7 @@ class AwsBatchExecutor:
         self._interval = self.options.poll_interval_s
         self._next_look = 0.0
         self._warned: set[str] = set()
+        self._interruptions: SqsInterruptions | None = None
 
     # ------------------------------------------------------------------ pools
     @classmethod
@@ -151,6 +155,14 @@ class AwsBatchExecutor:
                 "`stormproof aws setup` creates it"
             )
         self._check_queues()
+        if self.options.interruption_queue:
+            self._interruptions = SqsInterruptions(
+                aws.client("sqs"),
+                names.interruption_queue(self.options.project),
+                tuple(self.options.pools),
+                every_s=min(self.options.poll_interval_s, 5.0),
+                count=self._count,
+            )
         self._submitter = ThreadPoolExecutor(
             self.options.submit_parallel, thread_name_prefix="stormproof-batch"
         )
@@ -208,6 +220,7 @@ class AwsBatchExecutor:
     def poll(self, timeout_s: float) -> list[Event]:
         if self._look_due():
             self._look()
+        self._read_warnings()
         news = self._take()
         if news:
             return news
@@ -407,6 +420,7 @@ class AwsBatchExecutor:
         if status in ("RUNNING", *states.ENDED) and not tracked.started and desc.get("startedAt"):
             tracked.started = True
             host = self._hosts.get(_container_instance(desc) or "", "")
+            tracked.host = host
             handle = f"{tracked.name}:{tracked.job_id}"
             out.append(AttemptStarted(now, attempt_id, handle, (host,) if host else ()))
         if status not in states.ENDED:
@@ -509,6 +523,21 @@ class AwsBatchExecutor:
             if not token:
                 return out
 
+    def _read_warnings(self) -> None:
+        """EventBridge's interruption warnings for the hosts of this run's jobs."""
+        source = self._interruptions
+        if source is None:
+            return
+        try:
+            self._push(source.poll(time.time(), _HostsView(self)))
+        except Exception as exc:
+            self._warn_once(
+                "sqs",
+                f"{explain(exc, 'ReceiveMessage', source.queue_name)}; interruption warnings "
+                "are not read (the agents on the hosts still see them)",
+            )
+            self._interruptions = None
+
     # ------------------------------------------------------------------ helpers
     def _push(self, events: list[Event]) -> None:
         if events:
@@ -528,6 +557,17 @@ class AwsBatchExecutor:
         if key not in self._warned:
             self._warned.add(key)
             print(f"stormproof: {message}", file=sys.stderr)
+
+
+class _HostsView:
+    """The hosts of the run's running jobs, as an interruption source sees a fleet."""
+
+    def __init__(self, executor: AwsBatchExecutor) -> None:
+        with executor._lock:
+            self._live = [t for t in executor._tracked.values() if t.host and not t.done]
+
+    def live(self, pool: str) -> list[InstanceView]:
+        return [InstanceView(t.host, pool, "up") for t in self._live if t.job.pool == pool]
 
 
 def job_image(job: AttemptJob, options: AwsOptions) -> str | None:
