@@ -73,6 +73,8 @@ class Moto:
             "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
+            # boto's credential chain must never ask the real instance metadata address
+            "AWS_EC2_METADATA_DISABLED": "true",
         }
 
 
@@ -162,6 +164,8 @@ class BatchHosts:
         self.hosts: dict[str, list[_Host]] = {}
         self.running: dict[str, _Running] = {}
         self.started: list[str] = []  # job names in the order they started
+        #: Images the hosts can pull; any other fails the job as Batch does (None: all).
+        self.pullable: set[str] | None = None
         self.paused = False
         self._ec2 = moto.client("ec2")
         self._ecs = moto.client("ecs")
@@ -259,6 +263,15 @@ class BatchHosts:
         if host is None:
             return  # every host is full: the job waits, RUNNABLE
         details = job._container_details()
+        image = job.job_definition.container_properties.get("image", "")
+        if self.pullable is not None and image not in self.pullable:
+            why = f"CannotPullContainerError: pull image manifest has been retried 5 time(s): {image}: not found"
+            job.status = "FAILED"
+            job.job_stopped_reason = "Task failed to start"
+            job._start_attempt()
+            job.latest_attempt["container"]["reason"] = why
+            job._mark_stopped(success=False)
+            return
         env = dict(self.env)
         env.update({e["name"]: e["value"] for e in details["environment"]})
         env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] = self.imds.endpoint(host.instance_id)

@@ -3,8 +3,14 @@ and a project set up in moto by ``stormproof aws setup``'s own code."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,10 +80,52 @@ def hosts(
     moto: Moto, imds: ImdsStandIn, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[BatchHosts]:
     seaweed = request.getfixturevalue("seaweed")
-    env = {k: v for k, v in __import__("os").environ.items() if k.startswith(("PATH", "HOME",
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PATH", "HOME",
                                                                                 "LANG", "PYTHON",
                                                                                 "VIRTUAL_ENV"))}  # fmt: skip
     env.update(aws_env(moto, seaweed))
     h = BatchHosts(moto, tmp_path / "hosts", env, imds, stop_timeout_s=5.0)
     yield h
     h.close()
+
+
+@dataclass
+class Project:
+    cwd: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]]
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
+                              env=self.env, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)  # fmt: skip
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
+                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def history(self, run: str) -> list[dict[str, Any]]:
+        proc = self("history", run, "--json")
+        return json.loads(proc.stdout) if proc.returncode == 0 else []
+
+
+@pytest.fixture
+def project(
+    moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path
+) -> Iterator[Project]:
+    """A scratch directory with stormproof.yaml for aws_batch, set up by `stormproof aws setup`."""
+    env = dict(os.environ)
+    env.pop("STORMPROOF_HOME", None)
+    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1")
+    (tmp_path / "stormproof.yaml").write_text(config_text())
+    p = Project(tmp_path, env, [])
+    setup = p("aws", "setup")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    yield p
+    for proc in p.procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

@@ -1,4 +1,4 @@
-from tests.aws.fixtures import hosts, imds, moto, moto_session
+from tests.aws.fixtures import hosts, imds, moto, moto_session, project
 from tests.checkpoints.conftest import seaweed
 
-__all__ = ["hosts", "imds", "moto", "moto_session", "seaweed"]
+__all__ = ["hosts", "imds", "moto", "moto_session", "project", "seaweed"]

@@ -4,62 +4,17 @@ process, SeaweedFS as the real S3 for checkpoints and exit status."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.aws._moto import BatchHosts, Moto, batch_jobs
-from tests.aws.fixtures import aws_env, config_text
-from tests.checkpoints._seaweed import Seaweed
+from tests.aws._moto import BatchHosts, batch_jobs
+from tests.aws.fixtures import Project
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Project:
-    cwd: Path
-    env: dict[str, str]
-    procs: list[subprocess.Popen[str]]
-
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
-                              env=self.env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def history(self, run: str) -> list[dict[str, Any]]:
-        proc = self("history", run, "--json")
-        return json.loads(proc.stdout) if proc.returncode == 0 else []
-
-
-@pytest.fixture
-def project(moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path) -> Iterator[Project]:
-    env = dict(os.environ)
-    env.pop("STORMPROOF_HOME", None)
-    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1")
-    (tmp_path / "stormproof.yaml").write_text(config_text())
-    p = Project(tmp_path, env, [])
-    setup = p("aws", "setup")
-    assert setup.returncode == 0, setup.stdout + setup.stderr
-    yield p
-    for proc in p.procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def test_a_workflow_runs_on_batch_end_to_end(project: Project, hosts: BatchHosts) -> None:
@@ -137,3 +92,28 @@ def test_a_spot_reclaim_mid_job_uploads_the_checkpoint_and_the_retry_restores_it
     assert restored == [max(committed)]  # the one the agent uploaded within the notice
     assert not [r for r in rows if r["kind"] == "CheckpointCorrupt"]
 
+
+
+def test_kill_9_of_the_orchestrator_then_resume_adopts_every_batch_job_and_submits_none_twice(
+    project: Project, hosts: BatchHosts
+) -> None:
+    project.cwd.joinpath("wf.yaml").write_text(
+        "name: fan\n"
+        "tasks:\n"
+        "  - {id: a, command: [sleep, '1']}\n"
+        "  - {id: b, command: [sleep, '3']}\n"
+        "  - {id: c, command: [sleep, '3']}\n"
+        "  - {id: d, command: ['true'], depends_on: [a, b, c]}\n"
+    )
+    proc = project.start("run", "wf.yaml", "--name", "fan", "-q")
+    wait_for(lambda: len(hosts.running_names()) == 3, 60, "three jobs running")
+    proc.kill()  # kill -9: no goodbye in the log
+    proc.wait()
+    wait_for(lambda: len(hosts.running_names()) < 3, 30, "a job ending while no one watches")
+    resumed = project("resume", "fan", "-q")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    submitted = sorted(j.job_name.split("--")[1] for j in batch_jobs().values())
+    assert submitted == ["a", "b", "c", "d"]  # each attempt once, none submitted again
+    rows = project.history("fan")
+    ended = sorted(r["data"]["attempt_id"] for r in rows if r["kind"] == "AttemptEnded")
+    assert ended == ["a/1", "b/1", "c/1", "d/1"]
