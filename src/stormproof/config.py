@@ -396,6 +396,9 @@ class AwsConfig(_Strict):
     timeout_margin: Annotated[float, BeforeValidator(parse_duration)] = 60.0
     #: Read EC2's interruption warnings from the SQS queue ``aws setup`` subscribes to them.
     interruption_queue: bool = True
+    #: Price pools that give no ``price`` from AWS (spot price history, the pricing API),
+    #: cached for a day; a configured ``price`` always wins.
+    prices: bool = True
 
     @model_validator(mode="after")
     def _intervals(self) -> AwsConfig:

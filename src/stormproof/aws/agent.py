@@ -243,7 +243,8 @@ class Agent:
         bucket, _, key = url.removeprefix("s3://").partition("/")
         for pause in (0.5, 2.0, 5.0, None):
             try:
-                self._s3().put_object(Bucket=bucket, Key=key, Body=json.dumps(status).encode())
+                s3 = self._s3()
+                s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(status).encode())
                 return
             except Exception as exc:
                 if pause is None:

@@ -78,6 +78,21 @@ class Aws:
             self._clients[service] = self._session.client(service, config=config)
         return self._clients[service]
 
+    def pricing_client(self) -> Any:
+        """The pricing API, which answers from us-east-1 only (for every region's prices)."""
+        if "pricing" not in self._clients:
+            from botocore.config import Config
+
+            from stormproof.aws.prices import PRICING_REGION
+
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=15
+            )
+            self._clients["pricing"] = self._session.client(
+                "pricing", region_name=PRICING_REGION, config=config
+            )
+        return self._clients["pricing"]
+
     def has_credentials(self) -> bool:
         return self._session.get_credentials() is not None
 

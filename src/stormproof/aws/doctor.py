@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stormproof.aws import iam, names
+from stormproof.aws import iam as policies
+from stormproof.aws import names
 from stormproof.aws.clients import Aws, AwsError, error_code, explain
 from stormproof.aws.settings import AwsOptions
 
@@ -63,7 +64,7 @@ def principal_arn(caller_arn: str) -> str:
 
 
 def _policy(aws: Aws, opts: AwsOptions, identity: dict[str, Any]) -> Check:
-    wanted = sorted(a for a in iam.ACTIONS["orchestrator"])
+    wanted = sorted(a for a in policies.ACTIONS["orchestrator"])
     try:
         result = aws.client("iam").simulate_principal_policy(
             PolicySourceArn=principal_arn(identity["Arn"]), ActionNames=wanted
@@ -142,7 +143,7 @@ def _quotas(aws: Aws, opts: AwsOptions) -> list[Check]:
         if not need.get(market):
             continue
         try:
-            quota = aws.client("servicequotas").get_service_quota(
+            quota = aws.client("service-quotas").get_service_quota(
                 ServiceCode="ec2", QuotaCode=code
             )["Quota"]["Value"]
         except Exception as exc:

@@ -20,6 +20,26 @@ from typing import Any
 from stormproof.aws import names
 from stormproof.aws.settings import AwsOptions
 
+#: API operations whose IAM action has another name.
+ACTION_OF = {
+    "s3:ListObjectsV2": "s3:ListBucket",
+    "s3:DeleteObjects": "s3:DeleteObject",
+    "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+}
+#: Actions a call needs besides its own: passing a role to the service, tagging what it
+#: creates (the project's tag is on everything).
+IMPLIED = {
+    "batch:SubmitJob": ("batch:TagResource",),
+    "batch:RegisterJobDefinition": ("batch:TagResource", "iam:PassRole"),
+    "batch:CreateComputeEnvironment": ("batch:TagResource", "iam:PassRole"),
+    "batch:CreateJobQueue": ("batch:TagResource",),
+    "ec2:CreateFleet": ("ec2:CreateTags", "ec2:RunInstances", "iam:PassRole"),
+    "sqs:CreateQueue": ("sqs:TagQueue",),
+    "events:PutRule": ("events:TagResource",),
+    "iam:CreateRole": ("iam:TagRole",),
+    "iam:CreatePolicy": ("iam:TagPolicy",),
+    "iam:CreateInstanceProfile": ("iam:TagInstanceProfile",),
+}
 #: s3fs makes these on the checkpoint store (save, list, restore, prune).
 CHECKPOINT_STORE_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket")
 
@@ -45,7 +65,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "iam:PassRole",
         "pricing:GetProducts",
         "s3:GetObject",
-        "sqs:DeleteMessageBatch",
+        "sqs:DeleteMessage",
         "sqs:GetQueueUrl",
         "sqs:ReceiveMessage",
         "sts:GetCallerIdentity",
@@ -77,6 +97,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "events:PutRule",
         "events:PutTargets",
         "events:RemoveTargets",
+        "events:TagResource",
         "iam:AddRoleToInstanceProfile",
         "iam:AttachRolePolicy",
         "iam:CreateInstanceProfile",
@@ -87,7 +108,6 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "iam:DeleteRole",
         "iam:DeleteRolePolicy",
         "iam:DetachRolePolicy",
-        "iam:GetRole",
         "iam:ListAttachedRolePolicies",
         "iam:ListInstanceProfiles",
         "iam:ListPolicies",
@@ -97,6 +117,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "iam:PutRolePolicy",
         "iam:RemoveRoleFromInstanceProfile",
         "iam:SimulatePrincipalPolicy",
+        "iam:TagInstanceProfile",
+        "iam:TagPolicy",
+        "iam:TagRole",
         "s3:CreateBucket",
         "s3:DeleteBucket",
         "s3:DeleteObject",
@@ -106,10 +129,10 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "servicequotas:GetServiceQuota",
         "sqs:CreateQueue",
         "sqs:DeleteQueue",
-        "sqs:GetQueueAttributes",
         "sqs:GetQueueUrl",
         "sqs:ListQueueTags",
         "sqs:ListQueues",
+        "sqs:TagQueue",
         "sts:GetCallerIdentity",
     ),
 }
@@ -157,7 +180,7 @@ def orchestrator_policy(opts: AwsOptions, account: str, region: str) -> dict[str
         _allow("PassTheJobAndInstanceRoles", ["iam:PassRole"], [job_role, instance_role]),
         _allow(
             "ReadInterruptionWarnings",
-            ["sqs:ReceiveMessage", "sqs:DeleteMessageBatch", "sqs:GetQueueUrl"],
+            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl"],
             [sqs],
         ),
         _allow(

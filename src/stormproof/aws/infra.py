@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stormproof.aws import iam, names
+from stormproof.aws import iam as policies
+from stormproof.aws import names
 from stormproof.aws.clients import Aws, error_code, explain
 from stormproof.aws.settings import AwsOptions
 from stormproof.config import BATCH_SPOT_STRATEGIES
@@ -124,7 +125,7 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
                 {
                     "RoleName": role,
                     "Path": path,
-                    "AssumeRolePolicyDocument": iam.trust(service),
+                    "AssumeRolePolicyDocument": policies.trust(service),
                     "Tags": _tag_list(opts),
                 },
                 exists,
@@ -140,7 +141,7 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
             {
                 "RoleName": names.role(project, "job"),
                 "PolicyName": "checkpoints-and-status",
-                "PolicyDocument": json.dumps(iam.job_policy(opts)),
+                "PolicyDocument": json.dumps(policies.job_policy(opts)),
             },
         )
     )
@@ -165,7 +166,7 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
                 "PolicyName": names.role(project, "orchestrator"),
                 "Path": path,
                 "PolicyDocument": json.dumps(
-                    iam.orchestrator_policy(opts, ctx.account, ctx.region)
+                    policies.orchestrator_policy(opts, ctx.account, ctx.region)
                 ),  # fmt: skip
                 "Description": "What `stormproof run` calls (stormproof aws setup)",
                 "Tags": _tag_list(opts),

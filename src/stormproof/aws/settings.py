@@ -33,6 +33,7 @@ class AwsOptions:
     submit_parallel: int = 8
     timeout_margin_s: float = 60.0
     interruption_queue: bool = True
+    prices: bool = True
     #: The checkpoint store's URL, when it is set (the agent uploads there).
     checkpoints: str | None = None
     #: Per pool: its market, instance types with weights, and compute environment maxvCpus.
@@ -95,6 +96,7 @@ def aws_options(
         submit_parallel=aws.submit_parallel,
         timeout_margin_s=aws.timeout_margin,
         interruption_queue=aws.interruption_queue,
+        prices=aws.prices,
         checkpoints=checkpoints,
         pools=per_pool,
     ).to_dict()

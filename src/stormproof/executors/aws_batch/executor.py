@@ -115,11 +115,16 @@ class AwsBatchExecutor:
             max_vcpus = side.get("max_vcpus")
             if not count and max_vcpus and vcpus:
                 count = max(1, int(max_vcpus // vcpus))
+            node_type = _largest_type(types)
+            price = pool.price_usd_per_h
+            if not price and opts.prices and node_type:
+                price = _aws_price(opts, pool.market.value, node_type)
             out.append(
                 dataclasses.replace(
                     pool,
                     capacity=Resources(vcpus, memory, cap.gpus),
                     count=count,
+                    price_usd_per_h=price,
                     instance_type=pool.instance_type
                     if pool.instance_type != "local"
                     else ",".join(types) or "local",
@@ -557,6 +562,26 @@ class AwsBatchExecutor:
         if key not in self._warned:
             self._warned.add(key)
             print(f"stormproof: {message}", file=sys.stderr)
+
+
+def _largest_type(types: list[str]) -> str | None:
+    shapes = [(instance_types.shape(t), t) for t in types]
+    known = [(s.vcpus, s.memory_mib, t) for s, t in shapes if s is not None]
+    return max(known)[2] if known else (types[0] if types else None)
+
+
+def _aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
+    """AWS's price for one node of a pool that gives none; 0 (said once) if AWS cannot tell."""
+    from stormproof.aws import prices
+
+    try:
+        aws = Aws(opts.region)
+        found = prices.price(aws, prices.PriceCache(prices.cache_path()), market, instance_type)
+    except Exception as exc:
+        print(f"stormproof: no AWS price for {market} {instance_type} ({exc}); give the pool a "
+              "price: in stormproof.yaml", file=sys.stderr)  # fmt: skip
+        return 0.0
+    return found or 0.0
 
 
 class _HostsView:
