@@ -329,15 +329,10 @@ def apply(aws: Aws, calls: Iterable[Call], say: Callable[[str], None], wait_s: f
 
 
 def _already(exc: Exception, call: Call) -> bool:
-    code = error_code(exc)
-    if code in call.done_if:
+    if error_code(exc) in call.done_if:
         return True
-    message = str(exc).lower()
-    return (
-        code == "ClientException"
-        and "ClientException:exists" in call.done_if
-        and ("already exists" in message or "object already exists" in message)
-    )
+    # Batch says "Object already exists" (ClientException; moto: InvalidParameterValue)
+    return "ClientException:exists" in call.done_if and "already exists" in str(exc).lower()
 
 
 def _wait(aws: Aws, call: Call, timeout_s: float) -> None:

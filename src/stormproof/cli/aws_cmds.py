@@ -141,7 +141,7 @@ def policy(principal: str, account: str, home: str | None, config_path: str | No
 
     with session(home, config_path) as s:
         opts = _options(s)
-        region = opts.region or "<region>"
+        region = _region(opts) or "<region>"
         if principal == "orchestrator":
             doc = iam.orchestrator_policy(opts, account, region)
         elif principal == "job":
@@ -149,6 +149,13 @@ def policy(principal: str, account: str, home: str | None, config_path: str | No
         else:
             doc = iam.setup_policy(opts, account)
         click.echo(json.dumps(doc, indent=2))
+
+
+def _region(opts: AwsOptions) -> str | None:
+    """The region without asking AWS: the configuration's, else the usual variables."""
+    import os
+
+    return opts.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
 def _translated(fn, what: str):  # type: ignore[no-untyped-def]
