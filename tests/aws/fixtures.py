@@ -67,6 +67,7 @@ def config_text(
         f"  bucket: {bucket}\n"
         "  image: example.org/stormproof:latest\n"
         f"  poll_interval: {poll}\n"
+        "  prices: false\n"
         "  max_poll_interval: 1s\n"
         "pools:\n"
         "  - {name: spot, market: spot, instance_types: [c5.large, c5.xlarge], max_vcpus: 16}\n"
@@ -119,7 +120,7 @@ def project(
     """A scratch directory with stormproof.yaml for aws_batch, set up by `stormproof aws setup`."""
     env = dict(os.environ)
     env.pop("STORMPROOF_HOME", None)
-    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1")
+    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
     (tmp_path / "stormproof.yaml").write_text(config_text())
     p = Project(tmp_path, env, [])
     setup = p("aws", "setup")

@@ -5,6 +5,7 @@ process, SeaweedFS as the real S3 for checkpoints and exit status."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 import time
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,31 @@ def test_kill_9_of_the_orchestrator_then_resume_adopts_every_batch_job_and_submi
     rows = project.history("fan")
     ended = sorted(r["data"]["attempt_id"] for r in rows if r["kind"] == "AttemptEnded")
     assert ended == ["a/1", "b/1", "c/1", "d/1"]
+
+
+def test_an_eventbridge_warning_through_sqs_interrupts_the_attempts_on_that_host(
+    project: Project, hosts: BatchHosts, moto: Any
+) -> None:
+    from tests.aws.fixtures import PROJECT
+    from tests.aws.test_interruptions import recorded
+
+    project.cwd.joinpath("wf.yaml").write_text(
+        "name: warned\n"
+        "tasks:\n"
+        "  - id: a\n"
+        "    command: sh -c 'test -e $STORMPROOF_DATA_DIR/once || "
+        "{ touch $STORMPROOF_DATA_DIR/once; sleep 60; }'\n"
+    )
+    proc = project.start("run", "wf.yaml", "--name", "warned", "-q")
+    host = wait_for(lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]),
+                    60, "the job running")  # fmt: skip
+    sqs = moto.client("sqs")
+    url = sqs.get_queue_url(QueueName=f"{PROJECT}-interruptions")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=recorded("spot-warning.json", host, time.time()))
+    assert proc.wait(timeout=90) == 0, proc.stderr.read() if proc.stderr else ""
+    rows = project.history("warned")
+    (notice,) = [r["data"] for r in rows if r["kind"] == "InterruptionNotice"]
+    assert notice["instance_id"] == host and notice["source"] == "eventbridge:spot-warning"
+    ended = [r["data"] for r in rows if r["kind"] == "AttemptEnded"]
+    assert [(e["attempt_id"], e.get("error")) for e in ended] == [
+        ("a/1", "Capacity.Interrupted"), ("a/2", None)]  # fmt: skip

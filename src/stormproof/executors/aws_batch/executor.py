@@ -578,7 +578,8 @@ def _aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
         aws = Aws(opts.region)
         found = prices.price(aws, prices.PriceCache(prices.cache_path()), market, instance_type)
     except Exception as exc:
-        print(f"stormproof: no AWS price for {market} {instance_type} ({exc}); give the pool a "
+        why = str(exc).splitlines()[0][:160]
+        print(f"stormproof: no AWS price for {market} {instance_type} ({why}); give the pool a "
               "price: in stormproof.yaml", file=sys.stderr)  # fmt: skip
         return 0.0
     return found or 0.0
