@@ -371,7 +371,7 @@ class AwsConfig(_Strict):
     """
 
     #: Prefix of every resource name and the value of its ``stormproof:project`` tag.
-    project: str = Field(default="stormproof", pattern=r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$")
+    project: str = "stormproof"
     #: Default: the usual AWS settings (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile).
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     #: The S3 bucket for attempts' exit status (and checkpoints, unless ``checkpoints:`` says).
@@ -399,6 +399,16 @@ class AwsConfig(_Strict):
     #: Price pools that give no ``price`` from AWS (spot price history, the pricing API),
     #: cached for a day; a configured ``price`` always wins.
     prices: bool = True
+
+    @field_validator("project")
+    @classmethod
+    def _project_name(cls, project: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$", project):
+            raise ValueError(
+                f"{project!r} must be 2 to 32 lowercase letters, digits and '-' (it starts every "
+                "resource name, and S3 and Batch names allow no more), like my-lab"
+            )
+        return project
 
     @model_validator(mode="after")
     def _intervals(self) -> AwsConfig:
@@ -544,6 +554,8 @@ class Config(_Strict):
     @property
     def container_runtime(self) -> str | None:
         """The container runtime, or ``None`` when commands run directly on the host."""
+        if self.executor in AWS_EXECUTORS:
+            return "aws_batch"  # Batch runs every attempt in a container
         return None if self.container == "none" else self.container
 
     def home_dir(self, cwd: Path) -> Path:

@@ -119,8 +119,10 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     if any(t.checkpoint_enabled for t in spec.tasks):
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
     config = s.placing_config()
+    spec, notes = s.workflow_for_executor(spec, config)
     with _frozen_after():
         report = build_plan(spec, config, config.container_runtime)
+        report = report.with_notes(notes)
     _outlive(spec, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -177,6 +179,7 @@ def run(
             return
         spec = _load_spec(file)
         config = s.placing_config()
+        spec, _notes = s.workflow_for_executor(spec, config)
         refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 

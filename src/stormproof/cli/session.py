@@ -35,6 +35,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 if TYPE_CHECKING:
     from stormproof.checkpoints.fsspec_store import FsspecStore
     from stormproof.checkpoints.tiers import TieredStore
+    from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
 _BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
@@ -104,6 +105,19 @@ class Session:
             delegates_placement(cls),
             lambda pools: describe_pools(cls, pools, options),
         )
+
+    def workflow_for_executor(
+        self, spec: WorkflowSpec, config: Config | None = None
+    ) -> tuple[WorkflowSpec, list[str]]:
+        """The workflow as the executor can run it, and what it changed (for ``plan``): an
+        executor's optional ``adapt_workflow`` (AWS Batch runs multi-node jobs on on-demand
+        only). Without the hook, the workflow as it is."""
+        cls = self.executor_class((config if config is not None else self.config).executor)
+        hook = getattr(cls, "adapt_workflow", None)
+        if hook is None:
+            return spec, []
+        adapted, notes = hook(spec)
+        return adapted, list(notes)
 
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = self.executor_class(name)

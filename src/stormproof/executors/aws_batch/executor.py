@@ -50,6 +50,7 @@ from stormproof.errors import ConfigError
 from stormproof.executors.aws_batch import jobs as requests
 from stormproof.executors.aws_batch import states
 from stormproof.executors.base import AttemptJob
+from stormproof.spec.model import WorkflowSpec
 
 #: Exit code of an attempt cancelled before Batch had it (128 + SIGTERM).
 CANCELLED_EXIT = 143
@@ -131,6 +132,25 @@ class AwsBatchExecutor:
                 )
             )
         return tuple(out)
+
+    @classmethod
+    def adapt_workflow(cls, spec: WorkflowSpec) -> tuple[WorkflowSpec, list[str]]:
+        """Tasks with ``nodes > 1`` become multi-node parallel jobs, which Batch runs on
+        on-demand compute environments only: such tasks go to on-demand pools (the plan
+        says so)."""
+        multi = [t.id for t in spec.tasks if t.nodes > 1 and t.spot_enabled]
+        if not multi:
+            return spec, []
+        tasks = [
+            t.model_copy(update={"spot_enabled": False}) if t.id in multi else t
+            for t in spec.tasks
+        ]
+        shown = ", ".join(multi[:5]) + (f" and {len(multi) - 5} more" if len(multi) > 5 else "")
+        note = (
+            f"{shown}: nodes > 1 runs as an AWS Batch multi-node parallel job, which Batch runs "
+            "on on-demand compute environments only: placed on on-demand pools"
+        )
+        return spec.model_copy(update={"tasks": tasks}), [note]
 
     # ------------------------------------------------------------------ the seam
     @property
