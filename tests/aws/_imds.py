@@ -54,9 +54,7 @@ class ImdsStandIn:
                     self._answer(200, instance)
                 elif rest == "spot/instance-action" and instance in stand_in.actions:
                     self._answer(200, json.dumps(stand_in.actions[instance]))
-                elif (
-                    rest == "events/recommendations/rebalance" and instance in stand_in.rebalances
-                ):
+                elif rest == "events/recommendations/rebalance" and instance in stand_in.rebalances:
                     self._answer(200, json.dumps(stand_in.rebalances[instance]))
                 else:
                     self._answer(404, "Not Found")

@@ -153,8 +153,15 @@ class _Running:
 class BatchHosts:
     """The EC2 hosts of moto's compute environments: see the module's docstring."""
 
-    def __init__(self, moto: Moto, workdir: Path, env: dict[str, str], imds: Any,
-                 slots: int = 4, stop_timeout_s: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        moto: Moto,
+        workdir: Path,
+        env: dict[str, str],
+        imds: Any,
+        slots: int = 4,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
         self.moto = moto
         self.workdir = workdir
         self.env = env
@@ -265,7 +272,7 @@ class BatchHosts:
         details = job._container_details()
         image = job.job_definition.container_properties.get("image", "")
         if self.pullable is not None and image not in self.pullable:
-            why = f"CannotPullContainerError: pull image manifest has been retried 5 time(s): {image}: not found"
+            why = f"CannotPullContainerError: pull image manifest: {image}: not found"
             job.status = "FAILED"
             job.job_stopped_reason = "Task failed to start"
             job._start_attempt()
@@ -283,8 +290,14 @@ class BatchHosts:
         job.latest_attempt["container"]["containerInstanceArn"] = host.container_instance_arn
         out = open(cwd / "output.log", "wb")  # noqa: SIM115 - closed with the process
         try:
-            proc = subprocess.Popen(details["command"], env=env, cwd=cwd, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                details["command"],
+                env=env,
+                cwd=cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         except OSError:
             proc = None
         finally:
@@ -293,11 +306,16 @@ class BatchHosts:
         self.running[job.job_id] = _Running(job, host, proc, time.monotonic())
         self.started.append(job.job_name)
         if proc is None:
-            self._end(job.job_id, None, "CannotStartContainerError: no such command",
-                      container_reason="CannotStartContainerError: no such command")  # fmt: skip
+            self._end(
+                job.job_id,
+                None,
+                "CannotStartContainerError: no such command",
+                container_reason="CannotStartContainerError: no such command",
+            )
 
-    def _end(self, job_id: str, code: int | None, reason: str | None,
-             container_reason: str | None = None) -> None:  # fmt: skip
+    def _end(
+        self, job_id: str, code: int | None, reason: str | None, container_reason: str | None = None
+    ) -> None:
         run = self.running.pop(job_id)
         run.host.jobs.discard(job_id)
         job = run.job
@@ -321,11 +339,18 @@ class BatchHosts:
                 return host
         described = self._batch.describe_compute_environments(computeEnvironments=[environment])
         cluster = described["computeEnvironments"][0]["ecsClusterArn"]
-        reservation = self._ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
-                                              InstanceType="c5.large")  # fmt: skip
+        reservation = self._ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="c5.large"
+        )
         instance_id = reservation["Instances"][0]["InstanceId"]
-        document = json.dumps({"instanceId": instance_id, "region": REGION,
-                               "availabilityZone": f"{REGION}a", "instanceType": "c5.large"})  # fmt: skip
+        document = json.dumps(
+            {
+                "instanceId": instance_id,
+                "region": REGION,
+                "availabilityZone": f"{REGION}a",
+                "instanceType": "c5.large",
+            }
+        )
         registered = self._ecs.register_container_instance(
             cluster=cluster, instanceIdentityDocument=document
         )["containerInstance"]

@@ -81,9 +81,11 @@ def hosts(
     moto: Moto, imds: ImdsStandIn, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[BatchHosts]:
     seaweed = request.getfixturevalue("seaweed")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("PATH", "HOME",
-                                                                                "LANG", "PYTHON",
-                                                                                "VIRTUAL_ENV"))}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("PATH", "HOME", "LANG", "PYTHON", "VIRTUAL_ENV"))
+    }
     env.update(aws_env(moto, seaweed))
     h = BatchHosts(moto, tmp_path / "hosts", env, imds, stop_timeout_s=5.0)
     yield h
@@ -97,14 +99,26 @@ class Project:
     procs: list[subprocess.Popen[str]]
 
     def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
-                              env=self.env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([sys.executable, "-m", "stormproof", *args], cwd=self.cwd,
-                                env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.procs.append(proc)
         return proc
 
@@ -114,9 +128,7 @@ class Project:
 
 
 @pytest.fixture
-def project(
-    moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path
-) -> Iterator[Project]:
+def project(moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path) -> Iterator[Project]:
     """A scratch directory with stormproof.yaml for aws_batch, set up by `stormproof aws setup`."""
     env = dict(os.environ)
     env.pop("STORMPROOF_HOME", None)

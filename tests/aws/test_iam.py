@@ -23,8 +23,12 @@ SERVICES = {"batch", "ec2", "ecs", "s3", "sqs", "events", "iam", "sts", "service
 PREFIX = {"service-quotas": "servicequotas"}
 NOT_CALLS = {"client", "pricing_client", "get_paginator", "close", "meta", "can_paginate"}
 PRINCIPALS = {
-    "orchestrator": ("executors/aws_batch/executor.py", "aws/interruptions.py",
-                     "aws/prices.py", "capacity/aws.py"),  # fmt: skip
+    "orchestrator": (
+        "executors/aws_batch/executor.py",
+        "aws/interruptions.py",
+        "aws/prices.py",
+        "capacity/aws.py",
+    ),
     "job": ("aws/agent.py",),
     "setup": ("aws/infra.py", "aws/teardown.py", "aws/doctor.py"),
 }

@@ -21,9 +21,15 @@ def _cli(cwd: Path, moto: Moto, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.pop("STORMPROOF_HOME", None)
     env.update(moto.env(), XDG_CACHE_HOME=str(cwd / "cache"))
-    return subprocess.run([sys.executable, "-m", "stormproof", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stormproof", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
@@ -41,24 +47,38 @@ def tagged(moto: Moto) -> dict[str, list[str]]:
         return all((tags or {}).get(k) == v for k, v in mine.items())
 
     found: dict[str, list[str]] = {
-        "queues": [q["jobQueueName"] for q in batch.describe_job_queues()["jobQueues"]
-                   if has(q.get("tags"))],
-        "environments": [e["computeEnvironmentName"]
-                         for e in batch.describe_compute_environments()["computeEnvironments"]
-                         if has(e.get("tags"))],
-        "definitions": [d["jobDefinitionName"] for d in
-                        batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]
-                        if has(d.get("tags"))],
+        "queues": [
+            q["jobQueueName"]
+            for q in batch.describe_job_queues()["jobQueues"]
+            if has(q.get("tags"))
+        ],
+        "environments": [
+            e["computeEnvironmentName"]
+            for e in batch.describe_compute_environments()["computeEnvironments"]
+            if has(e.get("tags"))
+        ],
+        "definitions": [
+            d["jobDefinitionName"]
+            for d in batch.describe_job_definitions(status="ACTIVE")["jobDefinitions"]
+            if has(d.get("tags"))
+        ],
         "roles": [r["RoleName"] for r in iam.list_roles(PathPrefix=f"/{PROJECT}/")["Roles"]],
-        "profiles": [p["InstanceProfileName"] for p in
-                     iam.list_instance_profiles(PathPrefix=f"/{PROJECT}/")["InstanceProfiles"]],
-        "policies": [p["PolicyName"] for p in
-                     iam.list_policies(Scope="Local", PathPrefix=f"/{PROJECT}/")["Policies"]],
-        "sqs": [u for u in sqs.list_queues(QueueNamePrefix=PROJECT).get("QueueUrls", [])
-                if has(sqs.list_queue_tags(QueueUrl=u).get("Tags"))],
+        "profiles": [
+            p["InstanceProfileName"]
+            for p in iam.list_instance_profiles(PathPrefix=f"/{PROJECT}/")["InstanceProfiles"]
+        ],
+        "policies": [
+            p["PolicyName"]
+            for p in iam.list_policies(Scope="Local", PathPrefix=f"/{PROJECT}/")["Policies"]
+        ],
+        "sqs": [
+            u
+            for u in sqs.list_queues(QueueNamePrefix=PROJECT).get("QueueUrls", [])
+            if has(sqs.list_queue_tags(QueueUrl=u).get("Tags"))
+        ],
         "rules": [r["Name"] for r in events.list_rules(NamePrefix=PROJECT)["Rules"]],
         "buckets": [b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"] == BUCKET],
-    }  # fmt: skip
+    }
     return {k: v for k, v in found.items() if v}
 
 
@@ -76,7 +96,8 @@ def test_setup_then_teardown_leaves_no_tagged_resource_and_nothing_else_is_touch
     assert made["policies"] == [f"{PROJECT}-orchestrator"] and made["buckets"] == [BUCKET]
     assert sorted(made["rules"]) == [f"{PROJECT}-rebalance", f"{PROJECT}-spot-warning"]
     spot = moto.client("batch").describe_compute_environments(
-        computeEnvironments=[f"{PROJECT}-spot-ce"])["computeEnvironments"][0]  # fmt: skip
+        computeEnvironments=[f"{PROJECT}-spot-ce"]
+    )["computeEnvironments"][0]
     resources = spot["computeResources"]
     assert resources["type"] == "SPOT" and resources["maxvCpus"] == 16
     assert resources["allocationStrategy"] == "SPOT_PRICE_CAPACITY_OPTIMIZED"
@@ -88,7 +109,7 @@ def test_setup_then_teardown_leaves_no_tagged_resource_and_nothing_else_is_touch
 
     dry = _cli(cwd, moto, "aws", "teardown", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert f"batch delete_job_queue" in dry.stdout and tagged(moto) == made  # removed nothing
+    assert "batch delete_job_queue" in dry.stdout and tagged(moto) == made  # removed nothing
     down = _cli(cwd, moto, "aws", "teardown")
     assert down.returncode == 0, down.stdout + down.stderr
     assert tagged(moto) == {}

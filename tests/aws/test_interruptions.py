@@ -53,8 +53,9 @@ def test_warnings_for_this_run_become_notices_and_others_stay_in_the_queue(moto:
     sqs.send_message(QueueUrl=url, MessageBody=recorded("spot-warning.json", "i-theirs", now))
     sqs.send_message(QueueUrl=url, MessageBody="garbage")
     calls: list[str] = []
-    source = SqsInterruptions(sqs, "p-interruptions", ("spot", "ondemand"), every_s=0,
-                              count=calls.append)  # fmt: skip
+    source = SqsInterruptions(
+        sqs, "p-interruptions", ("spot", "ondemand"), every_s=0, count=calls.append
+    )
     events: list[Any] = []
     for _ in range(3):
         events += source.poll(now, Fleet(["i-ours1", "i-ours2"]))

@@ -24,6 +24,7 @@ It exits with the command's exit code (143 when stopped on a notice).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -136,16 +137,19 @@ class Agent:
         if self._notice is not None:
             return
         if self._term.is_set():
-            self._stop("SIGTERM to the agent (TerminateJob or the container stopping)",
-                       TERM_GRACE_S)  # fmt: skip
+            self._stop(
+                "SIGTERM to the agent (TerminateJob or the container stopping)", TERM_GRACE_S
+            )
             return
         action = self._ask_imds("spot/instance-action")
         if action is not None:
             data = _json(action)
             left = seconds_until(str(data.get("time", "")), time.time())
             grace = (left if left is not None else DEFAULT_NOTICE_S) - UPLOAD_MARGIN_S
-            self._stop(f"spot instance-action {data.get('action', '?')} at {data.get('time')}",
-                       max(grace, 5.0))  # fmt: skip
+            self._stop(
+                f"spot instance-action {data.get('action', '?')} at {data.get('time')}",
+                max(grace, 5.0),
+            )
             return
         if not self._rebalance_seen and self._ask_imds("events/recommendations/rebalance"):
             self._rebalance_seen = True
@@ -154,8 +158,10 @@ class Agent:
     def _stop(self, why: str, grace_s: float) -> None:
         self._notice = why
         self._stop_at = time.time() + grace_s
-        print(f"stormproof exec: {why}: SIGTERM to the task, {grace_s:.0f}s to checkpoint",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"stormproof exec: {why}: SIGTERM to the task, {grace_s:.0f}s to checkpoint",
+            file=sys.stderr,
+        )
         self._kill_group(signal.SIGTERM)
 
     def _ask_checkpoint(self, reason: str) -> None:
@@ -164,10 +170,8 @@ class Agent:
         protocol.request_checkpoint(self._ckpt_dir, reason)
         name = self.env.get(protocol.ENV_CHECKPOINT_SIGNAL, "SIGUSR1")
         if name != protocol.NO_SIGNAL:
-            try:
+            with contextlib.suppress(ValueError):
                 self._kill_group(protocol.parse_signal(name))
-            except ValueError:
-                pass
 
     def _ask_imds(self, path: str) -> str | None:
         if self._imds is None:
@@ -180,10 +184,8 @@ class Agent:
     def _kill_group(self, sig: int) -> None:
         if self._proc is None or self._proc.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
     # ------------------------------------------------------------------ checkpoints
     def _prepare_checkpoints(self) -> None:
@@ -248,11 +250,12 @@ class Agent:
                 return
             except Exception as exc:
                 if pause is None:
-                    print(f"stormproof exec: could not write the status to {url}: {exc}",
-                          file=sys.stderr)  # fmt: skip
+                    print(
+                        f"stormproof exec: could not write the status to {url}: {exc}",
+                        file=sys.stderr,
+                    )
                     return
                 time.sleep(pause)
-
 
     def _s3(self) -> Any:
         if self._s3_client is None:

@@ -72,8 +72,11 @@ def _policy(aws: Aws, opts: AwsOptions, identity: dict[str, Any]) -> Check:
     except Exception as exc:
         why = explain(exc, "SimulatePrincipalPolicy", principal_arn(identity["Arn"]))
         return Check("policy", None, f"could not be checked ({why})")
-    denied = [r["EvalActionName"] for r in result.get("EvaluationResults", [])
-              if r.get("EvalDecision") != "allowed"]  # fmt: skip
+    denied = [
+        r["EvalActionName"]
+        for r in result.get("EvaluationResults", [])
+        if r.get("EvalDecision") != "allowed"
+    ]
     if denied:
         return Check(
             "policy",

@@ -157,7 +157,7 @@ def orchestrator_policy(opts: AwsOptions, account: str, region: str) -> dict[str
             "SubmitToTheProjectQueues",
             ["batch:SubmitJob", "batch:TagResource"],
             [*queues, definitions, jobs],
-        ),  # fmt: skip
+        ),
         _allow("RegisterTheProjectJobDefinitions", ["batch:RegisterJobDefinition"], [definitions]),
         _allow("WatchAndStopJobs", ["batch:TerminateJob"], [jobs]),
         _allow(
@@ -207,8 +207,9 @@ def job_policy(opts: AwsOptions) -> dict[str, Any]:
     if opts.checkpoints and opts.checkpoints.startswith("s3://"):
         other = opts.checkpoints[len("s3://") :].split("/", 1)[0]
         if other != bucket:
-            statements += _bucket_statements(other, ["s3:GetObject", "s3:PutObject",
-                                                     "s3:DeleteObject"])  # fmt: skip
+            statements += _bucket_statements(
+                other, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+            )
     return {"Version": "2012-10-17", "Statement": statements}
 
 

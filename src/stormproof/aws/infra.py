@@ -100,7 +100,7 @@ def _bucket(opts: AwsOptions, ctx: Context) -> list[Call]:
         Call("s3", "create_bucket", params, ("BucketAlreadyOwnedByYou",)),
         Call(
             "s3", "put_bucket_tagging", {"Bucket": bucket, "Tagging": {"TagSet": _tag_list(opts)}}
-        ),  # fmt: skip
+        ),
     ]
 
 
@@ -132,8 +132,11 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
             )
         )
         if managed:
-            calls.append(Call("iam", "attach_role_policy",
-                              {"RoleName": role, "PolicyArn": _MANAGED + managed}))  # fmt: skip
+            calls.append(
+                Call(
+                    "iam", "attach_role_policy", {"RoleName": role, "PolicyArn": _MANAGED + managed}
+                )
+            )
     calls.append(
         Call(
             "iam",
@@ -152,13 +155,13 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
             "create_instance_profile",
             {"InstanceProfileName": profile, "Path": path, "Tags": _tag_list(opts)},
             exists,
-        ),  # fmt: skip
+        ),
         Call(
             "iam",
             "add_role_to_instance_profile",
             {"InstanceProfileName": profile, "RoleName": profile},
             ("LimitExceeded",),
-        ),  # fmt: skip
+        ),
         Call(
             "iam",
             "create_policy",
@@ -167,7 +170,7 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
                 "Path": path,
                 "PolicyDocument": json.dumps(
                     policies.orchestrator_policy(opts, ctx.account, ctx.region)
-                ),  # fmt: skip
+                ),
                 "Description": "What `stormproof run` calls (stormproof aws setup)",
                 "Tags": _tag_list(opts),
             },
@@ -281,7 +284,7 @@ def _interruptions(opts: AwsOptions, ctx: Context) -> list[Call]:
                 "events",
                 "put_targets",
                 {"Rule": rule, "Targets": [{"Id": "interruption-queue", "Arn": queue_arn}]},
-            )  # fmt: skip
+            )
         )
     return calls
 

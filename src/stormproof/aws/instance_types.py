@@ -26,10 +26,7 @@ def shape(instance_type: str) -> Resources | None:
     match = _TYPE.match(instance_type)
     if match is None:
         return None
-    if match["size"] == "large":
-        vcpus = 2
-    else:
-        vcpus = 4 * int(match["n"] or 1)
+    vcpus = 2 if match["size"] == "large" else 4 * int(match["n"] or 1)
     nominal_mib = vcpus * _GIB_PER_VCPU[match["family"]] * 1024
     usable = int(nominal_mib * (1 - ECS_RESERVED_FRACTION)) // 256 * 256
     return Resources(float(vcpus), usable)

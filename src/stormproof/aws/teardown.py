@@ -17,9 +17,14 @@ from stormproof.aws.clients import Aws, error_code, explain
 from stormproof.aws.infra import Call, _op_name, _subject
 from stormproof.aws.settings import AwsOptions
 
-_GONE = ("NoSuchEntity", "NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue",
-         "ResourceNotFoundException", "InvalidInstanceID.NotFound",
-         "InvalidLaunchTemplateId.NotFound")  # fmt: skip
+_GONE = (
+    "NoSuchEntity",
+    "NoSuchBucket",
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "ResourceNotFoundException",
+    "InvalidInstanceID.NotFound",
+    "InvalidLaunchTemplateId.NotFound",
+)
 
 
 def teardown_plan(aws: Aws, opts: AwsOptions, keep_bucket: bool) -> list[Call]:
@@ -45,8 +50,9 @@ def _tagged(tags: Any, mine: dict[str, str]) -> bool:
 def _instances(aws: Aws, project: str) -> list[Call]:
     ec2 = aws.client("ec2")
     tag = [{"Name": f"tag:{names.TAG_KEY}", "Values": [project]}]
-    live = [{"Name": "instance-state-name", "Values": ["pending", "running", "stopping",
-                                                       "stopped"]}]  # fmt: skip
+    live = [
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}
+    ]
     ids = [
         i["InstanceId"]
         for r in ec2.describe_instances(Filters=tag + live).get("Reservations", [])
@@ -54,17 +60,29 @@ def _instances(aws: Aws, project: str) -> list[Call]:
     ]
     calls = [Call("ec2", "terminate_instances", {"InstanceIds": ids}, _GONE)] if ids else []
     for template in ec2.describe_launch_templates(Filters=tag).get("LaunchTemplates", []):
-        calls.append(Call("ec2", "delete_launch_template",
-                          {"LaunchTemplateId": template["LaunchTemplateId"]}, _GONE))  # fmt: skip
+        calls.append(
+            Call(
+                "ec2",
+                "delete_launch_template",
+                {"LaunchTemplateId": template["LaunchTemplateId"]},
+                _GONE,
+            )
+        )
     return calls
 
 
 def _batch(aws: Aws, mine: dict[str, str]) -> list[Call]:
     batch = aws.client("batch")
-    queues = [q for q in batch.describe_job_queues().get("jobQueues", [])
-              if _tagged(q.get("tags"), mine) and q.get("status") != "DELETED"]  # fmt: skip
-    envs = [e for e in batch.describe_compute_environments().get("computeEnvironments", [])
-            if _tagged(e.get("tags"), mine) and e.get("status") != "DELETED"]  # fmt: skip
+    queues = [
+        q
+        for q in batch.describe_job_queues().get("jobQueues", [])
+        if _tagged(q.get("tags"), mine) and q.get("status") != "DELETED"
+    ]
+    envs = [
+        e
+        for e in batch.describe_compute_environments().get("computeEnvironments", [])
+        if _tagged(e.get("tags"), mine) and e.get("status") != "DELETED"
+    ]
     definitions = [
         d
         for d in batch.describe_job_definitions(status="ACTIVE").get("jobDefinitions", [])
@@ -73,19 +91,32 @@ def _batch(aws: Aws, mine: dict[str, str]) -> list[Call]:
     calls: list[Call] = []
     for q in queues:
         name = q["jobQueueName"]
-        calls.append(Call("batch", "update_job_queue", {"jobQueue": name, "state": "DISABLED"},
-                          wait=f"queue {name} settled"))  # fmt: skip
-        calls.append(Call("batch", "delete_job_queue", {"jobQueue": name},
-                          wait=f"queue {name} gone"))  # fmt: skip
+        calls.append(
+            Call(
+                "batch",
+                "update_job_queue",
+                {"jobQueue": name, "state": "DISABLED"},
+                wait=f"queue {name} settled",
+            )
+        )
+        calls.append(
+            Call("batch", "delete_job_queue", {"jobQueue": name}, wait=f"queue {name} gone")
+        )
     for e in envs:
         name = e["computeEnvironmentName"]
-        calls.append(Call("batch", "update_compute_environment",
-                          {"computeEnvironment": name, "state": "DISABLED"},
-                          wait=f"compute environment {name} settled"))  # fmt: skip
+        calls.append(
+            Call(
+                "batch",
+                "update_compute_environment",
+                {"computeEnvironment": name, "state": "DISABLED"},
+                wait=f"compute environment {name} settled",
+            )
+        )
         calls.append(Call("batch", "delete_compute_environment", {"computeEnvironment": name}))
     for d in definitions:
-        calls.append(Call("batch", "deregister_job_definition",
-                          {"jobDefinition": d["jobDefinitionArn"]}))  # fmt: skip
+        calls.append(
+            Call("batch", "deregister_job_definition", {"jobDefinition": d["jobDefinitionArn"]})
+        )
     return calls
 
 
@@ -98,8 +129,13 @@ def _interruptions(aws: Aws, project: str, mine: dict[str, str]) -> list[Call]:
             continue
         targets = events.list_targets_by_rule(Rule=rule["Name"]).get("Targets", [])
         if targets:
-            calls.append(Call("events", "remove_targets",
-                              {"Rule": rule["Name"], "Ids": [t["Id"] for t in targets]}))  # fmt: skip
+            calls.append(
+                Call(
+                    "events",
+                    "remove_targets",
+                    {"Rule": rule["Name"], "Ids": [t["Id"] for t in targets]},
+                )
+            )
         calls.append(Call("events", "delete_rule", {"Name": rule["Name"]}, _GONE))
     for url in sqs.list_queues(QueueNamePrefix=project).get("QueueUrls", []):
         if _tagged(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}), mine):
@@ -114,18 +150,35 @@ def _iam(aws: Aws, project: str) -> list[Call]:
     for profile in iam.list_instance_profiles(PathPrefix=path).get("InstanceProfiles", []):
         name = profile["InstanceProfileName"]
         for role in profile.get("Roles", []):
-            calls.append(Call("iam", "remove_role_from_instance_profile",
-                              {"InstanceProfileName": name, "RoleName": role["RoleName"]},
-                              _GONE))  # fmt: skip
+            calls.append(
+                Call(
+                    "iam",
+                    "remove_role_from_instance_profile",
+                    {"InstanceProfileName": name, "RoleName": role["RoleName"]},
+                    _GONE,
+                )
+            )
         calls.append(Call("iam", "delete_instance_profile", {"InstanceProfileName": name}, _GONE))
     for role in iam.list_roles(PathPrefix=path).get("Roles", []):
         name = role["RoleName"]
         for policy in iam.list_attached_role_policies(RoleName=name).get("AttachedPolicies", []):
-            calls.append(Call("iam", "detach_role_policy",
-                              {"RoleName": name, "PolicyArn": policy["PolicyArn"]}, _GONE))  # fmt: skip
+            calls.append(
+                Call(
+                    "iam",
+                    "detach_role_policy",
+                    {"RoleName": name, "PolicyArn": policy["PolicyArn"]},
+                    _GONE,
+                )
+            )
         for policy_name in iam.list_role_policies(RoleName=name).get("PolicyNames", []):
-            calls.append(Call("iam", "delete_role_policy",
-                              {"RoleName": name, "PolicyName": policy_name}, _GONE))  # fmt: skip
+            calls.append(
+                Call(
+                    "iam",
+                    "delete_role_policy",
+                    {"RoleName": name, "PolicyName": policy_name},
+                    _GONE,
+                )
+            )
         calls.append(Call("iam", "delete_role", {"RoleName": name}, _GONE))
     for policy in iam.list_policies(Scope="Local", PathPrefix=path).get("Policies", []):
         calls.append(Call("iam", "delete_policy", {"PolicyArn": policy["Arn"]}, _GONE))
@@ -151,8 +204,13 @@ def _bucket(aws: Aws, bucket: str, mine: dict[str, str]) -> list[Call]:
         page = s3.list_objects_v2(**kwargs)
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            calls.append(Call("s3", "delete_objects",
-                              {"Bucket": bucket, "Delete": {"Objects": keys, "Quiet": True}}))  # fmt: skip
+            calls.append(
+                Call(
+                    "s3",
+                    "delete_objects",
+                    {"Bucket": bucket, "Delete": {"Objects": keys, "Quiet": True}},
+                )
+            )
         token = page.get("NextContinuationToken")
         if not token:
             break

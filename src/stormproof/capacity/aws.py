@@ -103,10 +103,13 @@ class Ec2Fleet:
         side = self.options.pools.get(pool, {})
         spot = side.get("market") == "spot"
         types: dict[str, float] = dict(side.get("instance_types") or {})
-        subnets = list(self.options.subnets) or [None]
+        subnets: list[str | None] = [*self.options.subnets] or [None]
         overrides = [
-            {k: v for k, v in {"InstanceType": t, "WeightedCapacity": w, "SubnetId": s}.items()
-             if v is not None}  # fmt: skip
+            {
+                k: v
+                for k, v in {"InstanceType": t, "WeightedCapacity": w, "SubnetId": s}.items()
+                if v is not None
+            }
             for t, w in types.items()
             for s in subnets
         ]
@@ -148,8 +151,8 @@ class Ec2Fleet:
         try:
             response = self.ec2.create_fleet(**self.fleet_request(instance_id, pool))
         except Exception as exc:
-            why = explain(exc, "CreateFleet", f"{instance_id} in pool {pool}")
-            return InstanceLaunchFailed(now, instance_id, str(why))
+            error = explain(exc, "CreateFleet", f"{instance_id} in pool {pool}")
+            return InstanceLaunchFailed(now, instance_id, str(error))
         launched = [i for group in response.get("Instances", []) for i in group["InstanceIds"]]
         if not launched:
             errors = response.get("Errors", [])
@@ -172,8 +175,10 @@ class Ec2Fleet:
             for status in found.get("InstanceStatuses", []):
                 core = watched[status["InstanceId"]]
                 state = status.get("InstanceState", {}).get("Name", "")
-                checks = (status.get("InstanceStatus", {}).get("Status"),
-                          status.get("SystemStatus", {}).get("Status"))  # fmt: skip
+                checks = (
+                    status.get("InstanceStatus", {}).get("Status"),
+                    status.get("SystemStatus", {}).get("Status"),
+                )
                 if state in _GONE_STATES:
                     why = f"EC2 instance {status['InstanceId']} is {state}"
                 elif "impaired" in checks:
@@ -183,5 +188,3 @@ class Ec2Fleet:
                 self._terminated.add(core)
                 out.append(InstanceLost(now, core, why))
         return out
-
-

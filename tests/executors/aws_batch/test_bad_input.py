@@ -24,9 +24,15 @@ WF = "name: one\ntasks:\n  - {id: a, command: ['true']}\n"
 
 
 def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stormproof", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stormproof", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _bare_env(moto: Moto) -> dict[str, str]:
@@ -42,8 +48,9 @@ def test_no_credentials_is_one_line_naming_the_fix(moto: Moto, tmp_path: Path) -
     env = _bare_env(moto)
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         env.pop(key)
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-               AWS_CONFIG_FILE=str(tmp_path / "none"))  # fmt: skip
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none")
+    )
     proc = _cli(tmp_path, env, "run", "wf.yaml", "--name", "r")
     assert proc.returncode == 2, proc.stderr
     assert "no AWS credentials found" in proc.stderr and "AWS_PROFILE" in proc.stderr
@@ -103,7 +110,8 @@ def test_an_image_that_does_not_exist_fails_the_task_with_a_message_naming_it(
 ) -> None:
     hosts.pullable = {"example.org/stormproof:latest"}
     project.cwd.joinpath("wf.yaml").write_text(
-        "name: img\ntasks:\n  - {id: a, command: ['true'], container_image: 'lab/nope:1', retry_attempts: 0}\n"
+        "name: img\ntasks:\n"
+        "  - {id: a, command: ['true'], container_image: 'lab/nope:1', retry_attempts: 0}\n"
     )
     proc = project("run", "wf.yaml", "--name", "img", "-q")
     assert proc.returncode == 1, proc.stderr

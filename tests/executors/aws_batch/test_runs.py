@@ -5,7 +5,6 @@ process, SeaweedFS as the real S3 for checkpoints and exit status."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 import time
 from pathlib import Path
 from typing import Any
@@ -73,8 +72,9 @@ def test_a_spot_reclaim_mid_job_uploads_the_checkpoint_and_the_retry_restores_it
     counter_workflow(project)
     proc = project.start("run", "wf.yaml", "--name", "c", "-q")
     wait_for(lambda: "checkpoint 1 at step" in output_of(hosts, "count--1"), 60, "a checkpoint")
-    host = wait_for(lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]),
-                    10, "the host")  # fmt: skip
+    host = wait_for(
+        lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]), 10, "the host"
+    )
     hosts.reclaim(host, notice_s=20.0)  # the agent stops the counter, which commits at once
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
     first = output_of(hosts, "count--1")
@@ -85,14 +85,18 @@ def test_a_spot_reclaim_mid_job_uploads_the_checkpoint_and_the_retry_restores_it
     rows = project.history("c")
     ended = [r["data"] for r in rows if r["kind"] == "AttemptEnded"]
     assert [(e["attempt_id"], e.get("error")) for e in ended] == [
-        ("count/1", "Capacity.Interrupted"), ("count/2", None)]  # fmt: skip
+        ("count/1", "Capacity.Interrupted"),
+        ("count/2", None),
+    ]
     assert any(r["kind"] == "AttemptPreempted" for r in rows)
-    committed = [r["data"]["seq"] for r in rows if r["kind"] == "CheckpointCommitted"
-                 and r["data"]["attempt_id"] == "count/1"]  # fmt: skip
+    committed = [
+        r["data"]["seq"]
+        for r in rows
+        if r["kind"] == "CheckpointCommitted" and r["data"]["attempt_id"] == "count/1"
+    ]
     restored = [r["data"]["seq"] for r in rows if r["kind"] == "CheckpointRestored"]
     assert restored == [max(committed)]  # the one the agent uploaded within the notice
     assert not [r for r in rows if r["kind"] == "CheckpointCorrupt"]
-
 
 
 def test_kill_9_of_the_orchestrator_then_resume_adopts_every_batch_job_and_submits_none_twice(
@@ -134,8 +138,11 @@ def test_an_eventbridge_warning_through_sqs_interrupts_the_attempts_on_that_host
         "{ touch $STORMPROOF_DATA_DIR/once; sleep 60; }'\n"
     )
     proc = project.start("run", "wf.yaml", "--name", "warned", "-q")
-    host = wait_for(lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]),
-                    60, "the job running")  # fmt: skip
+    host = wait_for(
+        lambda: hosts.running_names() and hosts.host_of(hosts.running_names()[0]),
+        60,
+        "the job running",
+    )
     sqs = moto.client("sqs")
     url = sqs.get_queue_url(QueueName=f"{PROJECT}-interruptions")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=recorded("spot-warning.json", host, time.time()))
@@ -145,4 +152,6 @@ def test_an_eventbridge_warning_through_sqs_interrupts_the_attempts_on_that_host
     assert notice["instance_id"] == host and notice["source"] == "eventbridge:spot-warning"
     ended = [r["data"] for r in rows if r["kind"] == "AttemptEnded"]
     assert [(e["attempt_id"], e.get("error")) for e in ended] == [
-        ("a/1", "Capacity.Interrupted"), ("a/2", None)]  # fmt: skip
+        ("a/1", "Capacity.Interrupted"),
+        ("a/2", None),
+    ]

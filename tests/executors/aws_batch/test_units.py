@@ -28,19 +28,28 @@ from stormproof.executors.base import AttemptJob
 from tests.aws.fixtures import config_text
 
 
-def job(status: str, reason: str = "", exit_code: int | None = None,
-        container_reason: str = "") -> dict[str, Any]:  # fmt: skip
+def job(
+    status: str, reason: str = "", exit_code: int | None = None, container_reason: str = ""
+) -> dict[str, Any]:
     container: dict[str, Any] = {}
     if exit_code is not None:
         container["exitCode"] = exit_code
     if container_reason:
         container["reason"] = container_reason
-    return {"status": status, "statusReason": reason, "attempts": [{"container": container}],
-            "startedAt": 1}  # fmt: skip
+    return {
+        "status": status,
+        "statusReason": reason,
+        "attempts": [{"container": container}],
+        "startedAt": 1,
+    }
 
 
-def end(desc: dict[str, Any], spot: bool = True, killed: bool = False,
-        agent: dict[str, Any] | None = None) -> Any:  # fmt: skip
+def end(
+    desc: dict[str, Any],
+    spot: bool = True,
+    killed: bool = False,
+    agent: dict[str, Any] | None = None,
+) -> Any:
     return ended(1.0, "t/1", desc, spot=spot, killed=killed, image="img:1", agent=agent)
 
 
@@ -49,16 +58,23 @@ def test_batch_status_reasons_become_the_cores_events() -> None:
     assert end(job("FAILED", "Essential container in task exited", 3)) == AttemptExited(
         1.0, "t/1", 3
     )
-    oom = end(job("FAILED", "Essential container in task exited", 137,
-                  "OutOfMemoryError: Container killed due to memory usage"))  # fmt: skip
+    oom = end(
+        job(
+            "FAILED",
+            "Essential container in task exited",
+            137,
+            "OutOfMemoryError: Container killed due to memory usage",
+        )
+    )
     assert isinstance(oom, AttemptExited) and oom.out_of_memory and not oom.timed_out
     timeout = end(job("FAILED", "Job attempt duration exceeded timeout"))
     assert isinstance(timeout, AttemptExited) and timeout.timed_out
     gone = job("FAILED", "Host EC2 (instance i-0abc123) terminated.")
     assert isinstance(end(gone, spot=True), AttemptPreempted)
     assert isinstance(end(gone, spot=False), AttemptLost)
-    pull = end(job("FAILED", "Task failed to start", None,
-                   "CannotPullContainerError: pull access denied"))  # fmt: skip
+    pull = end(
+        job("FAILED", "Task failed to start", None, "CannotPullContainerError: pull access denied")
+    )
     assert isinstance(pull, AttemptSubmitFailed) and "image 'img:1'" in pull.message
     assert isinstance(end(job("FAILED", "Cancelled by the operator")), AttemptLost)
     ours = end(job("FAILED", "stormproof: killed (grace 30s)"), killed=True)
@@ -86,9 +102,17 @@ def test_job_names_are_batch_safe_unique_and_stable() -> None:
 
 
 def _job(**kw: Any) -> AttemptJob:
-    base: dict[str, Any] = dict(run="r", attempt_id="t/1", task_id="t", number=1,
-                                command=["python3", "x.py"], env={"A": "1"},
-                                attempt_dir=Path("/tmp/r/t/1"), pool="spot", market="spot")  # fmt: skip
+    base: dict[str, Any] = dict(
+        run="r",
+        attempt_id="t/1",
+        task_id="t",
+        number=1,
+        command=["python3", "x.py"],
+        env={"A": "1"},
+        attempt_dir=Path("/tmp/r/t/1"),
+        pool="spot",
+        market="spot",
+    )
     base.update(kw)
     return AttemptJob(**base)
 
@@ -97,12 +121,17 @@ def test_a_submit_request_carries_resources_timeout_env_and_no_batch_retries() -
     opts = AwsOptions(project="p", bucket="b", timeout_margin_s=60.0)
     env = {"A": "1", "STORMPROOF_CHECKPOINT_DIR": "/orchestrator/path"}
     request = requests.submit_request(
-        _job(vcpus=0.5, memory_mib=3000, gpus=1, timeout_s=30.0, env=env), opts, "def-arn",
-        "s3://b/ckpt")  # fmt: skip
+        _job(vcpus=0.5, memory_mib=3000, gpus=1, timeout_s=30.0, env=env),
+        opts,
+        "def-arn",
+        "s3://b/ckpt",
+    )
     overrides = request["containerOverrides"]
     assert overrides["resourceRequirements"] == [
-        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "3000"},
-        {"type": "GPU", "value": "1"}]  # fmt: skip
+        {"type": "VCPU", "value": "1"},
+        {"type": "MEMORY", "value": "3000"},
+        {"type": "GPU", "value": "1"},
+    ]
     assert overrides["environment"] == [{"name": "A", "value": "1"}]  # no orchestrator paths
     assert overrides["command"][:2] == ["stormproof", "exec"]
     assert overrides["command"][-3:] == ["--", "python3", "x.py"]
@@ -118,9 +147,16 @@ def test_a_submit_request_carries_resources_timeout_env_and_no_batch_retries() -
 
 
 def test_pools_take_their_node_from_the_largest_instance_type_and_count_from_max_vcpus() -> None:
-    opts = AwsOptions(pools={"spot": {"market": "spot", "instance_types": {"c5.large": 1,
-                                                                           "c5.xlarge": 2},
-                                      "max_vcpus": 16}}, prices=False)  # fmt: skip
+    opts = AwsOptions(
+        pools={
+            "spot": {
+                "market": "spot",
+                "instance_types": {"c5.large": 1, "c5.xlarge": 2},
+                "max_vcpus": 16,
+            }
+        },
+        prices=False,
+    )
     pool = PoolDef("spot", Market.SPOT, Resources(0, 0), 0, delegated=True)
     (described,) = AwsBatchExecutor.describe_pools((pool,), opts.to_dict())
     assert described.capacity.vcpus == 4 and 7000 < described.capacity.memory_mib < 8192
@@ -131,13 +167,22 @@ def _plan(tmp_path: Path, workflow: str) -> subprocess.CompletedProcess[str]:
     (tmp_path / "stormproof.yaml").write_text(config_text())
     (tmp_path / "wf.yaml").write_text(workflow)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return subprocess.run([sys.executable, "-m", "stormproof", "plan", "wf.yaml", "--json"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stormproof", "plan", "wf.yaml", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_plan_puts_multi_node_tasks_on_on_demand_and_says_why(tmp_path: Path) -> None:
-    proc = _plan(tmp_path, "name: w\ntasks:\n  - {id: wide, command: ['true'], nodes: 2}\n"
-                           "  - {id: one, command: ['true']}\n")  # fmt: skip
+    proc = _plan(
+        tmp_path,
+        "name: w\ntasks:\n  - {id: wide, command: ['true'], nodes: 2}\n"
+        "  - {id: one, command: ['true']}\n",
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert any("multi-node parallel job" in n and "on-demand" in n for n in report["notes"])
@@ -149,16 +194,23 @@ def test_plan_puts_multi_node_tasks_on_on_demand_and_says_why(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("pools:\n  - {name: s, market: spot, vcpus: 2, memory: 4096,"
-         " instance_types: [c5.large]}\n", "pools[0].instance_types: only used with executor: aws_batch"),
+        (
+            "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 4096,"
+            " instance_types: [c5.large]}\n",
+            "pools[0].instance_types: only used with executor: aws_batch",
+        ),
         ("aws: {project: proj}\n", "aws: only used with executor: aws_batch"),
         ("executor: aws_batch\naws: {spot_strategy: cheapest}\n", "is not one of"),
-        ("executor: aws_batch\naws: {project: Bad_Name}\n",
-         "aws.project: 'Bad_Name' must be 2 to 32 lowercase letters, digits and '-'"),
-        ("executor: aws_batch\npools:\n  - {name: s, market: spot, instance_types: 3}\n",
-         "expected a list of EC2 instance types"),
+        (
+            "executor: aws_batch\naws: {project: Bad_Name}\n",
+            "aws.project: 'Bad_Name' must be 2 to 32 lowercase letters, digits and '-'",
+        ),
+        (
+            "executor: aws_batch\npools:\n  - {name: s, market: spot, instance_types: 3}\n",
+            "expected a list of EC2 instance types",
+        ),
     ],
-)  # fmt: skip
+)
 def test_aws_settings_in_the_wrong_place_are_errors_with_their_line(
     tmp_path: Path, text: str, message: str
 ) -> None:

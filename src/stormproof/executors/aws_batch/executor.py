@@ -40,7 +40,6 @@ from stormproof.aws.settings import AwsOptions
 from stormproof.capacity.base import InstanceView
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.core.events import (
-    AttemptExited,
     AttemptStarted,
     AttemptSubmitFailed,
     CheckpointCommitted,
@@ -142,8 +141,7 @@ class AwsBatchExecutor:
         if not multi:
             return spec, []
         tasks = [
-            t.model_copy(update={"spot_enabled": False}) if t.id in multi else t
-            for t in spec.tasks
+            t.model_copy(update={"spot_enabled": False}) if t.id in multi else t for t in spec.tasks
         ]
         shown = ", ".join(multi[:5]) + (f" and {len(multi) - 5} more" if len(multi) > 5 else "")
         note = (
@@ -422,8 +420,11 @@ class AwsBatchExecutor:
             try:
                 response = batch.describe_jobs(jobs=chunk)
             except Exception as exc:
-                if error_code(exc) in ("AccessDeniedException", "UnrecognizedClientException",
-                                       "ExpiredTokenException"):  # fmt: skip
+                if error_code(exc) in (
+                    "AccessDeniedException",
+                    "UnrecognizedClientException",
+                    "ExpiredTokenException",
+                ):
                     raise explain(exc, "DescribeJobs", "the run's jobs") from None
                 raise
             self._count("DescribeJobs")
@@ -513,7 +514,9 @@ class AwsBatchExecutor:
                 cluster = _cluster_of(arn)
                 if cluster:
                     by_cluster.setdefault(cluster, []).append(arn)
-        ecs = self.aws.client("ecs") if by_cluster else None
+        if not by_cluster:
+            return
+        ecs = self.aws.client("ecs")
         for cluster, arns in by_cluster.items():
             for chunk in requests.chunks(sorted(set(arns))):
                 try:
@@ -599,8 +602,11 @@ def _aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
         found = prices.price(aws, prices.PriceCache(prices.cache_path()), market, instance_type)
     except Exception as exc:
         why = str(exc).splitlines()[0][:160]
-        print(f"stormproof: no AWS price for {market} {instance_type} ({why}); give the pool a "
-              "price: in stormproof.yaml", file=sys.stderr)  # fmt: skip
+        print(
+            f"stormproof: no AWS price for {market} {instance_type} ({why}); give the pool a "
+            "price: in stormproof.yaml",
+            file=sys.stderr,
+        )
         return 0.0
     return found or 0.0
 

@@ -12,7 +12,7 @@ SUCCEEDED                                              ``AttemptExited(0)``
 FAILED after stormproof's own ``TerminateJob``         ``AttemptExited`` (the core killed it)
 FAILED, ``OutOfMemoryError: Container killed…``        ``AttemptExited(out_of_memory=True)``
 FAILED, ``Job attempt duration exceeded timeout``      ``AttemptExited(timed_out=True)``
-FAILED, the agent's status: stopped on a notice        ``AttemptPreempted`` (``Capacity.Interrupted``)
+FAILED, the agent's status: stopped on a notice        ``AttemptPreempted`` (Capacity.Interrupted)
 FAILED, the agent's status: the command's exit code    ``AttemptExited(code)`` (settled once, by it)
 FAILED, ``Host EC2 (instance i-…) terminated.``        spot pool: ``AttemptPreempted``;
                                                        on-demand: ``AttemptLost`` (``Node.Lost``)
