@@ -57,8 +57,9 @@ def test_spot_prices_are_the_median_over_zones_and_cached_with_their_date(
 
 
 def test_on_demand_prices_come_from_the_pricing_api() -> None:
-    pricing = boto3.client("pricing", region_name="us-east-1", aws_access_key_id="k",
-                           aws_secret_access_key="s")  # fmt: skip
+    pricing = boto3.client(
+        "pricing", region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s"
+    )
     with Stubber(pricing) as stub:
         stub.add_response(
             "get_products",
@@ -67,13 +68,18 @@ def test_on_demand_prices_come_from_the_pricing_api() -> None:
                 "ServiceCode": "AmazonEC2",
                 "Filters": [
                     {"Type": "TERM_MATCH", "Field": f, "Value": v}
-                    for f, v in (("instanceType", "c5.xlarge"), ("regionCode", "us-east-1"),
-                                 ("operatingSystem", "Linux"), ("tenancy", "Shared"),
-                                 ("preInstalledSw", "NA"), ("capacitystatus", "Used"))
+                    for f, v in (
+                        ("instanceType", "c5.xlarge"),
+                        ("regionCode", "us-east-1"),
+                        ("operatingSystem", "Linux"),
+                        ("tenancy", "Shared"),
+                        ("preInstalledSw", "NA"),
+                        ("capacitystatus", "Used"),
+                    )
                 ],
                 "MaxResults": 10,
             },
-        )  # fmt: skip
+        )
         assert prices.on_demand_price(pricing, "us-east-1", "c5.xlarge") == 0.17
 
 
@@ -81,8 +87,11 @@ def test_a_configured_price_wins_and_a_missing_one_is_asked_of_aws(
     aws: Aws, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    options = {"pools": {"spot": {"market": "spot", "instance_types": {"c5.large": 1.0}}},
-               "region": "us-east-1", "prices": True}  # fmt: skip
+    options = {
+        "pools": {"spot": {"market": "spot", "instance_types": {"c5.large": 1.0}}},
+        "region": "us-east-1",
+        "prices": True,
+    }
     priced = PoolDef("spot", Market.SPOT, Resources(0, 0), 1, 0.034, delegated=True)
     unpriced = PoolDef("spot", Market.SPOT, Resources(0, 0), 1, 0.0, delegated=True)
     (kept,) = AwsBatchExecutor.describe_pools((priced,), options)

@@ -37,8 +37,7 @@ def make_fleet(moto: Moto, run: str = "r") -> Ec2Fleet:
     default = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
     subnets = tuple(sorted(s["SubnetId"] for s in default["Subnets"])[:2])
     options = AwsOptions(project="sptest", subnets=subnets, pools=POOLS)
-    return Ec2Fleet(ec2, options, run, {"spot": "sptest-spot", "od": "sptest-od"},
-                    health_every_s=0)  # fmt: skip
+    return Ec2Fleet(ec2, options, run, {"spot": "sptest-spot", "od": "sptest-od"}, health_every_s=0)
 
 
 def states(moto: Moto, ids: list[str]) -> list[str]:
@@ -50,15 +49,19 @@ def test_launch_adopt_health_and_teardown(moto: Moto) -> None:
     moto.reset()
     ec2 = moto.client("ec2")
     for name in ("sptest-spot", "sptest-od"):
-        ec2.create_launch_template(LaunchTemplateName=name,
-                                   LaunchTemplateData={"ImageId": "ami-12c6146b"})  # fmt: skip
+        ec2.create_launch_template(
+            LaunchTemplateName=name, LaunchTemplateData={"ImageId": "ami-12c6146b"}
+        )
     fleet = make_fleet(moto)
     fleet.launch("spot-0", "spot")
     fleet.launch("spot-1", "spot")
     fleet.launch("od-0", "od")
     events = fleet.poll(100.0, NoFleet())
     assert {(type(e), e.instance_id) for e in events} == {
-        (InstanceUp, "spot-0"), (InstanceUp, "spot-1"), (InstanceUp, "od-0")}  # fmt: skip
+        (InstanceUp, "spot-0"),
+        (InstanceUp, "spot-1"),
+        (InstanceUp, "od-0"),
+    }
     ids = dict(fleet.ec2_ids)
     tags = ec2.describe_instances(InstanceIds=[ids["spot-0"]])["Reservations"][0]["Instances"][0]
     assert {t["Key"]: t["Value"] for t in tags["Tags"]}[INSTANCE_TAG_KEY] == "spot-0"
@@ -89,8 +92,12 @@ def test_the_fleet_request_spreads_over_types_and_zones_with_the_core_id_as_toke
     assert request["ClientToken"] == "stormproof-r/spot-3"
     assert request["TargetCapacitySpecification"]["DefaultTargetCapacityType"] == "spot"
     assert request["SpotOptions"]["AllocationStrategy"] == "price-capacity-optimized"
-    assert make_fleet(moto).fleet_request("od-0", "od")["TargetCapacitySpecification"][
-        "DefaultTargetCapacityType"] == "on-demand"  # fmt: skip
+    assert (
+        make_fleet(moto).fleet_request("od-0", "od")["TargetCapacitySpecification"][
+            "DefaultTargetCapacityType"
+        ]
+        == "on-demand"
+    )
 
 
 def test_a_refused_launch_is_launch_failed_with_the_reason(moto: Moto) -> None:
