@@ -4,6 +4,7 @@ process, SeaweedFS as the real S3 for checkpoints and exit status."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,18 +18,31 @@ from tests.aws.fixtures import Project
 pytestmark = pytest.mark.slow
 
 
-def test_a_workflow_runs_on_batch_end_to_end(project: Project, hosts: BatchHosts) -> None:
-    project.cwd.joinpath("wf.yaml").write_text(
-        "name: small\n"
-        "tasks:\n"
-        "  - {id: a, command: [sh, -c, 'echo hello > $STORMPROOF_DATA_DIR/a.txt']}\n"
-        "  - {id: b, command: [sh, -c, 'cat $STORMPROOF_DATA_DIR/a.txt'], depends_on: [a]}\n"
-    )
-    run = project("run", "wf.yaml", "--name", "small", "-q")
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+def test_the_molecular_dynamics_example_runs_on_batch_end_to_end(
+    project: Project, hosts: BatchHosts
+) -> None:
+    shutil.copytree(EXAMPLES, project.cwd / "examples")
+    run = project("run", "examples/molecular-dynamics.yaml", "--name", "md", "-q", timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    names = [j.job_name for j in batch_jobs().values()]
-    assert sorted(n.split("--")[1] for n in names) == ["a", "b"]
-    print(project.history("small")[:3])
+    jobs = {j.job_name: j for j in batch_jobs().values()}
+    stages = ["data-preprocessing", "equilibration", "production-run", "analysis"]
+    assert sorted(n.split("--")[1] for n in jobs) == sorted(stages)  # one job per stage
+    for job in jobs.values():
+        command = job._container_details()["command"]
+        assert command[:2] == ["stormproof", "exec"] and job.status == "SUCCEEDED"
+        env = {e["name"]: e["value"] for e in job._container_details()["environment"]}
+        assert env["STORMPROOF_RUN"] == "md" and "STORMPROOF_CHECKPOINT_DIR" not in env
+    rows = project.history("md")
+    started = {r["data"]["attempt_id"]: r["data"] for r in rows if r["kind"] == "AttemptStarted"}
+    for stage in stages:  # the job's name and id are in the log, and the EC2 host it ran on
+        name, _, job_id = started[f"{stage}/1"]["handle"].partition(":")
+        assert jobs[name].job_id == job_id and started[f"{stage}/1"]["nodes"][0].startswith("i-")
+    assert any(r["kind"] == "CheckpointCommitted" for r in rows)  # uploaded by the agents
+    data = project.cwd / ".stormproof" / "runs" / "md" / "data"
+    assert (data / "results").is_dir() and (data / "production.log").exists()
 
 
 COUNTER = Path(__file__).resolve().parents[3] / "examples" / "checkpointing" / "counter.py"
@@ -155,3 +169,24 @@ def test_an_eventbridge_warning_through_sqs_interrupts_the_attempts_on_that_host
         ("a/1", "Capacity.Interrupted"),
         ("a/2", None),
     ]
+
+
+def test_cancel_terminates_every_job_of_the_run(project: Project, hosts: BatchHosts) -> None:
+    project.cwd.joinpath("wf.yaml").write_text(
+        "name: long\n"
+        "tasks:\n"
+        "  - {id: a, command: [sleep, '60']}\n"
+        "  - {id: b, command: [sleep, '60']}\n"
+        "  - {id: c, command: ['true'], depends_on: [a, b]}\n"
+    )
+    started = project("run", "wf.yaml", "--name", "long", "--detach")
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: len(hosts.running_names()) == 2, 60, "two jobs running")
+    cancel = project("cancel", "long")
+    assert cancel.returncode == 1, cancel.stdout + cancel.stderr  # 1: the run was cancelled
+    wait_for(lambda: not hosts.running_names(), 30, "every job gone")
+    jobs = list(batch_jobs().values())
+    assert sorted(j.job_name.split("--")[1] for j in jobs) == ["a", "b"]
+    assert all(
+        j.status == "FAILED" and j.job_stopped_reason.startswith("stormproof:") for j in jobs
+    )
