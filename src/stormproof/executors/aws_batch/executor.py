@@ -232,7 +232,11 @@ class AwsBatchExecutor:
             if tracked.job_id is None:
                 tracked.kill_pending = True  # its SubmitJob is still in flight
                 return
-        self._terminate(tracked, f"{states.OUR_REASON_PREFIX} killed (grace {grace_s:g}s)")
+        reason = f"{states.OUR_REASON_PREFIX} killed (grace {grace_s:g}s)"
+        if self._submitter is not None:  # off the driver's loop: a cancel may stop thousands
+            self._submitter.submit(self._terminate, tracked, reason)
+        else:
+            self._terminate(tracked, reason)
 
     def withdraw(self, attempt_id: str) -> None:
         return None  # no successors on a batch system
