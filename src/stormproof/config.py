@@ -427,6 +427,9 @@ class Config(_Strict):
 
     executor: str = Field(default="local", min_length=1)
     store: str = Field(default="sqlite", min_length=1)
+    #: How long a PostgreSQL store's driver lease lasts unless renewed (default 30 s): how long
+    #: a standby waits after the orchestrator died. SQLite's lease is a lock that never lapses.
+    lease: Annotated[float | None, BeforeValidator(_optional_duration)] = None
     home: str | None = None
     checkpoints: str | None = None
     checkpoint_tiers: Annotated[CheckpointTiersConfig, BeforeValidator(_empty_mapping)] = Field(
@@ -445,6 +448,14 @@ class Config(_Strict):
     ] = "none"
     #: ``executor: aws_batch`` only (an error with another executor).
     aws: AwsConfig | None = None
+    #: The network containers join (``--network``): ``host`` (the default: what MPI and most
+    #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
+    container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    #: More arguments for the runtime's ``run`` (apptainer: ``exec``), before the image, like
+    #: ``[--ulimit, nofile=1024:1024]`` where a site's sandbox forbids raising limits.
+    container_options: Annotated[list[str], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
 
     _source: Path | None = PrivateAttr(default=None)
     #: The file's YAML tree and name as given, so checks made after loading name the line.
@@ -465,6 +476,31 @@ class Config(_Strict):
                 )
             first[pool.name] = i
         return pools
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_long_enough(cls, lease: float | None) -> float | None:
+        if lease is not None and not 1 <= lease <= 86400:
+            raise ValueError(
+                "a lease lasts from 1 s to 1 day, like 30s: its holder renews it every third of it"
+            )
+        return lease
+
+    @model_validator(mode="after")
+    def _lease_needs_an_expiring_store(self) -> Config:
+        if self.lease is not None and not _expiring_lease(self.store):
+            problem = _problem(("lease",), self.lease, _LEASE_DOES_NOTHING.format(self.store))
+            raise ValidationError.from_exception_data("Config", [problem])
+        return self
+
+    @model_validator(mode="after")
+    def _every_setting_acts(self) -> Config:
+        """A setting this version would not act on is an error naming it (DESIGN: config that
+        does nothing is an error), never silently accepted."""
+        problems = _inert_settings(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
     @model_validator(mode="after")
     def _local_pools_are_modelled(self, info: ValidationInfo) -> Config:
@@ -554,9 +590,20 @@ class Config(_Strict):
     @property
     def container_runtime(self) -> str | None:
         """The container runtime, or ``None`` when commands run directly on the host."""
-        if self.executor in AWS_EXECUTORS:
-            return "aws_batch"  # Batch runs every attempt in a container
         return None if self.container == "none" else self.container
+
+    @property
+    def executor_runs_images(self) -> bool:
+        """Whether the executor runs every attempt in its image itself (AWS Batch)."""
+        return self.executor in AWS_EXECUTORS
+
+    def container_settings(self) -> dict[str, Any]:
+        """What a run records of its container runtime (``runtime.containers``)."""
+        return {
+            "runtime": self.container_runtime,
+            "network": self.container_network,
+            "options": list(self.container_options),
+        }
 
     def home_dir(self, cwd: Path) -> Path:
         """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""
@@ -672,6 +719,60 @@ def _modelled_problems(pools: Sequence[PoolConfig], executor: str) -> list[_Prob
             )
             problems.append((("pools", i, "max_jobs"), pool.max_jobs, text))
     return problems
+
+
+def _inert_settings(config: Config) -> list[InitErrorDetails]:
+    """Settings given that nothing would read, given what else is (or is not) set."""
+    out: list[InitErrorDetails] = []
+    if config.container == "none":
+        for key in ("container_network", "container_options"):
+            if key in config.model_fields_set:
+                value = getattr(config, key)
+                why = "does nothing without `container:` (apptainer, docker or podman)"
+                out.append(_problem((key,), value, f"{why}; set container, or remove {key}"))
+    for i, pool in enumerate(config.pools):
+        source = bool(pool.interruption_rate) or pool.trace is not None
+        if "time_scale" in pool.model_fields_set and not source:
+            out.append(
+                _problem(
+                    ("pools", i, "time_scale"),
+                    pool.time_scale,
+                    "does nothing without interruption_rate or trace (it scales their time); "
+                    "add one, or remove time_scale",
+                )
+            )
+        if "trace_offset" in pool.model_fields_set and pool.trace is None:
+            out.append(
+                _problem(
+                    ("pools", i, "trace_offset"),
+                    pool.trace_offset,
+                    "does nothing without trace (it says where in the trace the run starts); "
+                    "add trace, or remove trace_offset",
+                )
+            )
+    tiers = config.checkpoint_tiers
+    if (tiers.cold is None) != (tiers.cold_after is None):
+        key, other = ("cold", "cold_after") if tiers.cold is not None else ("cold_after", "cold")
+        out.append(
+            _problem(
+                ("checkpoint_tiers", key),
+                getattr(tiers, key),
+                f"does nothing without checkpoint_tiers.{other} (checkpoints move to cold after "
+                f"cold_after); set {other}, or remove {key}",
+            )
+        )
+    return out
+
+
+_LEASE_DOES_NOTHING = (
+    "only a PostgreSQL store's lease lapses; store {!r} holds a run by a lock that ends with "
+    "its orchestrator and never lapses, so remove lease (or use store: postgresql://…)"
+)
+
+
+def _expiring_lease(store: str) -> bool:
+    """Whether ``store`` is one whose driver lease lapses unless renewed (``lease:`` applies)."""
+    return store.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def _alert_problems(
@@ -857,6 +958,9 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         update["policy"] = config.policy.model_copy(update={"max_parallel": max_parallel})
     if not update:
         return config
+    if config.lease is not None and not _expiring_lease(update.get("store", config.store)):
+        where = f"{config.source}: " if config.source is not None else ""
+        raise ConfigError(f"{where}lease: " + _LEASE_DOES_NOTHING.format(update["store"]))
     result = config.model_copy(update=update)
     result._source = config._source
     result._root, result._shown = config._root, config._shown

@@ -13,6 +13,7 @@ from stormproof.config import local_pool
 from stormproof.core.decisions import Decision, LaunchAttempt, LaunchInstance
 from stormproof.core.events import AttemptExited, AttemptStarted, Event
 from stormproof.core.machine import Workflow
+from stormproof.errors import LeaseLost
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
@@ -374,3 +375,44 @@ def test_a_resumed_run_shows_its_progress_from_where_its_history_left_it(
     assert [c["running"] for c in seen] == [0, 1, 0], "b was running when it stopped"
     assert progress.attempts == 3 and "b/1" not in progress.running
     assert [c["succeeded"] for c in progress.counts] == [1, 1, 1]
+
+
+def test_a_driver_taken_over_stops_at_its_next_flush_and_touches_nothing_more(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    """Another orchestrator takes the run's lease while this one drives it (its lock broken
+    behind its back): the next flush is refused with LeaseLost, nothing after it is logged or
+    launched, and the executor is not even closed (its queued messages must not go out)."""
+    ctx = make_run(store, tmp_path)
+    other = SQLiteEventLog(home.db_path)
+    taken: list[object] = []
+
+    class Closing(FakeExecutor):
+        closed = False
+
+        def close(self, final: bool = False) -> None:
+            self.closed = True
+
+    class TakeOverAfterFirstLaunch:
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            if not taken and any(isinstance(d, LaunchAttempt) for d in decisions):
+                (home.root / "locks" / "r.lock").unlink()  # the lock, broken behind its back
+                lease = other.driver_lease("r")
+                lease.__enter__()
+                taken.append(lease)
+
+        def tick(self, now: float) -> None:
+            return None
+
+        def resumed(self, core: Workflow) -> None:
+            return None
+
+    ex = Closing()
+    driver = Driver(home, store, ctx, ex, reporter=TakeOverAfterFirstLaunch())
+    with pytest.raises(LeaseLost, match="this one stops now and acts on nothing more"):
+        driver.drive()
+    assert list(ex.jobs) == ["a/1"]  # launched before the takeover; b never
+    assert driver.abandoned and not ex.closed
+    kinds = [r.kind for r in other.read("r")]
+    assert kinds[-1] == "LaunchAttempt"  # a's start and exit were never logged by the old holder
+    other.close()

@@ -76,8 +76,8 @@ def opened(
 
 
 def _recorded_settings(s: Session, run: str | None) -> dict[str, Any] | None:
-    if run is None or not s.home.db_path.exists():
-        return None
+    if run is None or (s.config.store == "sqlite" and not s.home.db_path.exists()):
+        return None  # no runs recorded here yet: do not make a database just to find none
     try:
         recorded = s.store.get_run(run).meta.get("checkpoints")
     except RunNotFound:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from stormproof.runtime.view import (
 )
 from stormproof.store.base import Row, RunInfo
 
+from .history_text import about_task, iso_time, row_details
 from .session import Session
 
 STATE_STYLE = {
@@ -74,9 +76,9 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
         print(json.dumps([run_summary_json(i, v, now) for i, v, _ in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
+        console.print(f"no runs in {s.store_place} yet; start one with `stormproof run FILE`")
         return
-    t = Table(title=f"runs in {escape(str(s.home.root))}", title_justify="left")
+    t = Table(title=f"runs in {escape(s.store_place)}", title_justify="left")
     for col in ("name", "workflow", "state", "created", "tasks"):
         t.add_column(col)
     for info, view, c in rows:
@@ -115,6 +117,10 @@ def run_table(view: RunView) -> Table:
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
+        if task.state == "backoff" and task.retry_at is not None:
+            detail = (
+                f"{retry_words(task.retry_at)}; {detail}" if detail else retry_words(task.retry_at)
+            )
         used = task.budgets()
         tries = str(sum(1 for a in task.attempts if a.state != "dropped"))  # never started
         if used["interruptions"]:
@@ -139,6 +145,13 @@ def run_table(view: RunView) -> Table:
         cells += [escape(detail)]
         t.add_row(*cells)
     return t
+
+
+def retry_words(at: float, now: float | None = None) -> str:
+    """``retries at 14:05:07 (in 42s)``: when a task in backoff is tried again."""
+    left = at - (time.time() if now is None else now)
+    when = datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    return f"retries at {when} (in {left:.0f}s)" if left > 0 else f"retries now (due {when})"
 
 
 def usage_text(cpu_s: float | None, max_rss_mib: float | None) -> str:
@@ -194,6 +207,11 @@ def render_run(view: RunView, console: Console) -> None:
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:
+    if not console.is_terminal:  # a log file or a CI job: a line per change, no redraws
+        from .follow import watch_lines
+
+        watch_lines(s, name, console)
+        return
     view = run_view(s, name)
     try:
         with Live(run_table(view), console=console, refresh_per_second=2) as live:
@@ -222,6 +240,7 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
             "category": r.category,
             "kind": r.kind,
             "at": r.at,
+            "time": iso_time(r.at),
             "cause": r.cause,
             "data": r.data,
         }
@@ -238,38 +257,46 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
-def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
-    rows = list(s.store.read(name))
+def render_history(
+    s: Session, name: str, console: Console, as_json: bool, task: str | None = None
+) -> None:
+    rows: Iterable[Row] = s.store.read(name)
+    if task is not None:
+        check_task(s, name, task)
+        rows = about_task(rows, task)
+    rows = list(rows)
     if as_json:
         print(json.dumps(history_json(rows), indent=2))
         return
-    start = rows[0].at if rows else 0.0
-    t = Table(title=f"history of {escape(name)}", title_justify="left")
-    for col in ("#", "t+", "", "kind", "details"):
-        t.add_column(col, overflow="fold")
+    title = f"history of {escape(name)}" + (f", task {escape(task)}" if task else "")
+    t = Table(title=title, title_justify="left")
+    for col in ("#", "time", "", "kind", "details"):
+        t.add_column(col, overflow="fold", no_wrap=col == "time")
     for r in rows:
-        details = {
-            k: v for k, v in r.data.items() if k not in ("at", "reason") and v not in (None, "")
-        }
-        text = " ".join(f"{k}={v}" for k, v in details.items())
-        if r.data.get("reason"):
-            text += f"  — {r.data['reason']}"
         marker = "→" if r.category == "event" else "  ↳"
-        t.add_row(str(r.seq), f"{r.at - start:8.2f}s", marker, r.kind, escape(text))
+        t.add_row(str(r.seq), iso_time(r.at), marker, r.kind, escape(row_details(r)))
     console.print(t)
 
 
-def print_logs(
-    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
-) -> None:
-    info = s.store.get_run(name)
-    ids = [t["id"] for t in info.meta["spec"]["tasks"]]
-    if task not in ids:
+def check_task(s: Session, name: str, task: str) -> None:
+    """``RunNotFound``/``StormproofError`` unless the run has (or had) the task."""
+    from stormproof.runtime.runs import load_context
+
+    ids = [t.id for t in load_context(s.store, name).spec.tasks]
+    if task not in ids and task not in {
+        t["id"] for t in s.store.get_run(name).meta["spec"]["tasks"]
+    }:
         import difflib
 
         close = difflib.get_close_matches(task, ids, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
+
+
+def print_logs(
+    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
+) -> None:
+    check_task(s, name, task)
     numbers = s.home.attempt_numbers(name, task)
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")

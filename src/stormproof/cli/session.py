@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
 from stormproof.executors.base import Executor, delegates_placement, describe_pools
 from stormproof.runtime.home import Home
-from stormproof.store.base import EventLog
+from stormproof.store.base import EventLog, LeaseHolder
 
 F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, soft_wrap=True)
@@ -38,7 +39,13 @@ if TYPE_CHECKING:
     from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
-_BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
+_BUILTIN_STORES = {
+    "sqlite": "stormproof.store.sqlite:SQLiteEventLog",
+    "postgresql": "stormproof.store.postgres:PostgresEventLog",
+    "postgres": "stormproof.store.postgres:PostgresEventLog",  # libpq takes both schemes
+}
+#: What to install for a built-in backend whose optional dependency is missing.
+_EXTRAS = {"postgresql": "stormproof[postgres]", "postgres": "stormproof[postgres]"}
 
 
 def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
@@ -55,6 +62,17 @@ def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
         f"{what} {name!r} is not installed{hint}; available: {', '.join(names)}. "
         f"Set `{what}:` in stormproof.yaml or STORMPROOF_{what.upper()}."
     )
+
+
+def _load_store(kind: str) -> Any:
+    try:
+        return _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+    except ModuleNotFoundError as exc:
+        package = _EXTRAS.get(kind, exc.name or "its dependencies")
+        raise ConfigError(
+            f"store {kind!r} needs the Python package {exc.name!r}, which is not installed: "
+            f"pip install '{package}'"
+        ) from None
 
 
 @dataclass
@@ -77,9 +95,14 @@ class Session:
             kind = self.config.store
             if "://" in kind:
                 kind = kind.split("://", 1)[0].split("+", 1)[0]
-            cls = _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+            cls = _load_store(kind)
             self.home.root.mkdir(parents=True, exist_ok=True)
-            self._store = cls(self.home.db_path) if kind == "sqlite" else cls(self.config.store)
+            if kind == "sqlite":
+                self._store = cls(self.home.db_path)
+            elif self.config.lease is not None:
+                self._store = cls(self.config.store, lease_s=self.config.lease)
+            else:
+                self._store = cls(self.config.store)
         return self._store
 
     def executor_class(self, name: str) -> type:
@@ -118,6 +141,10 @@ class Session:
             return spec, []
         adapted, notes = hook(spec)
         return adapted, list(notes)
+    @property
+    def store_place(self) -> str:
+        """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""
+        return str(getattr(self.store, "server", self.home.root))
 
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = self.executor_class(name)
@@ -225,3 +252,17 @@ def session(home: str | None, config_path: str | None) -> Iterator[Session]:
     finally:
         if s is not None:
             s.close()
+
+
+def say_lease_wait(run: str) -> Callable[[LeaseHolder], None]:
+    """What an orchestrator that waits for a run's lease prints, each time the holder changes."""
+
+    def say(holder: LeaseHolder) -> None:
+        who = holder.describe(socket.gethostname())
+        err.print(
+            f"run {run} is being driven by {who} ({holder.lapse()}); "
+            "waiting to take it over (Ctrl-C to leave)…",
+            markup=False,
+        )
+
+    return say

@@ -14,10 +14,17 @@ fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
 answered.
+
+The run is driven under its lease (``runtime/lease.py``): the driver waits for
+it, renews it, and after each flush makes sure it still holds the run before it
+acts. If the event store fails (its server gone, its disk full) the run stops
+resumably; if another orchestrator took the run over, this one stops at once,
+acting on nothing more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import signal
@@ -25,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,12 +69,18 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
+from stormproof.errors import LeaseLost, StoreFault
 from stormproof.executors.base import AttemptJob, Executor
+from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
+from stormproof.runtime.redrive import begin, segment_rows
+from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
+from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
 
 if TYPE_CHECKING:
@@ -109,13 +123,27 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
+    on_lease_wait: OnWait | None = None
     #: The run's alert rules (``monitor.alerts``), when it has any.
     alerts: RunAlerts | None = None
+    #: A redrive to begin (``runtime.redrive``): the ``RunRedriven`` row's data, written under
+    #: the lease if the log still ends at ``redrive_after_seq``, as planned.
+    redrive: dict[str, Any] | None = None
+    redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    _lease: LeaseKeeper | None = None
+    #: The event store failed or the lease was lost: nothing more may be written or decided.
+    _store_failed: bool = False
+    #: Another orchestrator may drive the run now (the lease was lost, or may have lapsed
+    #: while the store was unreachable): nothing more may be sent anywhere, not even what the
+    #: executor still has queued. The caller must not close the executor either, and should
+    #: leave at once, as a ``kill -9`` would (which every part of a run survives).
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
-        self.tasks = compile_tasks(self.ctx.spec)
+        self.tasks = compile_tasks(self.ctx.spec, default_runtime_s=self.ctx.default_runtime_s)
         ctx = self.ctx
         self.core = Workflow(
             self.tasks,
@@ -125,6 +153,11 @@ class Driver:
         self._markets = {p.name: p.market.value for p in self.core.options.pools}
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
+        self._results = TaskResults.for_run(self.store, self.ctx, self.home)
+        runtime = self.ctx.container.get("runtime")
+        self._container: tuple[str, str] | None = (
+            None if not runtime else (str(runtime), str(self.ctx.container.get("network", "host")))
+        )
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -135,19 +168,26 @@ class Driver:
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
-        with self.store.driver_lease(self.ctx.name):
+        with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
+            self._lease = lease
             self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            if self.redrive is not None:
+                self._begin_redrive()
             history = list(self.store.read(self.ctx.name))
+            segment = segment_rows(history, self.ctx)  # a redrive's replay starts at its row
             now = self.clock()
-            first = next((r for r in history if r.category == "event"), None)
+            first = next((r for r in segment if r.category == "event"), None)
             if self.fleet is None:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
             if first is None:
-                pending: list[Event] = [RunStarted(now)]
+                pending: list[Event] = [self._start(now)]
+                if self.alerts is not None and history:  # a redrive: the segments before it
+                    self.alerts.replay(history)
             else:
-                self._replay(history)
+                self._replay(segment)
+                lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.alerts is not None:  # alerts raised but never delivered: again
@@ -161,16 +201,39 @@ class Driver:
             with self._signals():
                 try:
                     return self._loop(pending)
+                except StoreFault as exc:
+                    self._store_failed = True
+                    self.abandoned = not lease.surely_held()
+                    return DriveResult("stopped", len(self.core.attempts), str(exc))
+                except LeaseLost:
+                    self._store_failed = self.abandoned = True
+                    raise
                 finally:
-                    self._drain_checkpoints()
-                    self._close_alerts()
-                    self.store.flush()
-                    self.executor.close(final=self.core.final is not None)
+                    self._finish()
+
+    def _finish(self) -> None:
+        """Log what checkpoint saves in flight produced and the alerts' last words, then let
+        the executor go; with the store failed, write and decide nothing more; abandoned,
+        touch nothing at all."""
+        if self.abandoned:
+            return
+        if self._store_failed:
+            if self.checkpointing is not None:
+                self.checkpointing.close()
+        else:
+            self._drain_checkpoints()
+            self._close_alerts()
+            self.store.flush()
+        final = self.core.final is not None and not self._store_failed
+        self.executor.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
         last_requests = 0.0
+        assert self._lease is not None
+        keep_lease = self._lease.keep
         while True:
+            keep_lease()
             if pending:
                 self._process(pending)
                 pending = []
@@ -226,10 +289,14 @@ class Driver:
             decided.extend(decisions)
         self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._lease is not None:
+            self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
         if self.alerts is not None:
             self.alerts.after_flush()
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
+        if self._results is not None:
+            self._results.record(decided, events[-1].at)
         for d in decided:
             if d.is_action:
                 self._act(d)
@@ -331,6 +398,29 @@ class Driver:
                 events.append(FleetScaleRequested(now, pool, count))
         return events
 
+    # ------------------------------------------------------------------ start, redrive
+    def _start(self, now: float) -> RunStarted:
+        """The segment's first event: what it keeps and carries (``RunContext.start``), once
+        the outputs it reuses from earlier runs are in its data dir (again after a crash)."""
+        start = self.ctx.start
+        copy_reused(start, self.home.data_dir(self.ctx.name), self.ctx.name)
+        return RunStarted(
+            now,
+            tuple(start.get("kept", ())),
+            tuple(start.get("kept_why", ())),
+            tuple(
+                (t, int(n), tuple(seqs), int(top)) for t, n, seqs, top in start.get("carried", ())
+            ),
+        )
+
+    def _begin_redrive(self) -> None:
+        """Write the ``RunRedriven`` row under the lease (``redrive.begin``)."""
+        seq = begin(
+            self.store, self.ctx.name, self.redrive or {}, self.redrive_after_seq, self.clock()
+        )
+        self.ctx = dataclasses.replace(self.ctx, segment_seq=seq)
+        self.redrive = None
+
     # ------------------------------------------------------------------ resume
     def _replay(self, history: Sequence[Row]) -> None:
         for row in history:
@@ -429,6 +519,8 @@ class Driver:
             command = expand(spec.command, values)
         else:
             command = [expand(part, values) for part in spec.command]
+        if self._container is not None and spec.container_image:
+            command = self._in_container(command, spec, attempt_dir, env, memory)
         return AttemptJob(
             run=self.ctx.name,
             attempt_id=f"{spec.id}/{number}",
@@ -447,6 +539,33 @@ class Driver:
             market=self._markets.get(pool, ""),
             timeout_s=self.tasks[i].timeout_s,
             image=spec.container_image,
+        )
+
+    def _in_container(
+        self,
+        command: list[str] | str,
+        spec: TaskSpec,
+        attempt_dir: Path,
+        env: dict[str, str],
+        memory: int,
+    ) -> list[str]:
+        """The command line that runs the attempt in the task's image (``runtime.containers``)."""
+        assert self._container is not None
+        runtime, network = self._container
+        return containers.wrap(
+            command,
+            runtime=runtime,
+            image=spec.container_image or "",
+            network=network,
+            name=f"stormproof-{self.ctx.name}-{spec.id}-{env['STORMPROOF_ATTEMPT']}",
+            env_names=env,
+            workdir=attempt_dir / "work",
+            binds=(attempt_dir, self.home.data_dir(self.ctx.name)),
+            read_only=(Path(self.ctx.workflow_dir),),
+            gpus=spec.gpus,
+            memory_mib=memory if "memory" in spec.model_fields_set else None,
+            image_dir=Path(self.ctx.workflow_dir),
+            options=self.ctx.container.get("options") or (),
         )
 
     # ------------------------------------------------------------------ helpers

@@ -110,6 +110,8 @@ class TaskView:
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
     ready_at: float | None = None
+    #: When a task in backoff is retried (its retry timer is due), epoch seconds.
+    retry_at: float | None = None
 
     def cost(self, now: float) -> Cost:
         total = Cost()
@@ -131,6 +133,7 @@ class TaskView:
             "stage": self.stage + 1,
             "state": self.state,
             "error": self.error,
+            "retry_at": self.retry_at,
             "budgets_used": self.budgets(),
             "cost": cost_json(self.cost(now)),
             "attempts": [a.to_json(now) for a in self.attempts],
@@ -412,13 +415,15 @@ def _breaker(v: RunView, row: Row) -> None:
 
 def _task_ready(v: RunView, row: Row) -> None:
     task = v.tasks[row.data["task_id"]]
-    task.state = "ready"
+    task.state, task.retry_at = "ready", None
     task.ready_at = row.at
 
 
 def _task_retrying(v: RunView, row: Row) -> None:
     task = v.tasks[row.data["task_id"]]
-    task.state = "backoff" if row.data.get("delay_s", 0) > 0 else "ready"
+    delay = float(row.data.get("delay_s", 0))
+    task.state = "backoff" if delay > 0 else "ready"
+    task.retry_at = row.at + delay if delay > 0 else None
     task.reason = row.data.get("reason", "")
     if task.state == "ready":
         task.ready_at = row.at
@@ -426,7 +431,7 @@ def _task_retrying(v: RunView, row: Row) -> None:
 
 def _task_ended(v: RunView, row: Row) -> None:
     task = v.tasks[row.data["task_id"]]
-    task.state = row.data["state"]
+    task.state, task.retry_at = row.data["state"], None
     task.error = row.data.get("error")
     task.reason = row.data.get("reason", "")
 
@@ -434,6 +439,23 @@ def _task_ended(v: RunView, row: Row) -> None:
 def _run_finished(v: RunView, row: Row) -> None:
     v.state = row.data["state"]
     v.ended = row.at
+
+
+def _redriven(v: RunView, row: Row) -> None:
+    """A redrive (``runtime.redrive``): the run now has the new workflow's tasks, in its
+    order and stages; a task it had keeps its attempts, and waits again until told."""
+    v.state, v.ended = "stopped", None
+    v._by_attempt.clear()
+    names = {t["id"]: t.get("name") or t["id"] for t in row.data["spec"]["tasks"]}
+    tasks: dict[str, TaskView] = {}
+    for level, ids in enumerate(row.data.get("stages") or stages_of(row.data["spec"]["tasks"])):
+        for tid in ids:
+            task = v.tasks.get(tid) or TaskView(tid, names[tid], level)
+            task.name, task.stage = names[tid], level
+            task.state, task.error, task.reason, task.retry_at = "waiting", None, "", None
+            task.ready_at = None
+            tasks[tid] = task
+    v.tasks = {tid: tasks[tid] for tid in names}
 
 
 _HANDLERS = {
@@ -446,6 +468,7 @@ _HANDLERS = {
     "TaskRetrying": _task_retrying,
     "TaskEnded": _task_ended,
     "RunFinished": _run_finished,
+    "RunRedriven": _redriven,
     "CheckpointRestored": _restored,
     "InstanceChanged": _instance,
     "InterruptionNotice": _notice,

@@ -8,11 +8,27 @@ the driver flushes before it acts on a batch's decisions (outbox, then act).
 The store also owns the two bits of shared state around a run: the *driver
 lease* (one orchestrator per run) and the *request inbox* (``cancel`` from
 another process). Backends register under ``stormproof.stores``.
+
+Beside the log, a store keeps an **index of task results** across runs (``put_results``,
+``find_results``, ``last_results``): a succeeded task that declares ``outputs``, by its
+fingerprint (``runtime.fingerprint``). ``run --reuse`` looks every task of a new run up by
+fingerprint there — one indexed lookup per plan, never a replay of earlier runs — and
+reuses what matches. The index only ever says less than the log (a result is put after the
+success it comes from is flushed), so losing a put loses a reuse, never adds a wrong one.
+``delete_run`` forgets a run, its results included (``stormproof clean``).
+The lease carries a **fencing token**, a number that grows every time the lease
+changes hands. The store checks it on every ``flush`` (and ``take_requests``)
+of a run whose lease this instance holds, in the same transaction as the write:
+an orchestrator whose lease was taken over gets ``LeaseLost`` at its next flush,
+before it can act on anything it decided, so no decision is carried out twice.
+How long a lease lasts is the backend's: SQLite's is a file lock that ends only
+with its holder's process (``duration_s is None``), PostgreSQL's expires unless
+renewed (``runtime/lease.py`` renews it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -33,11 +49,70 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """Who drives a run, as ``RunLocked`` tells an orchestrator that waits for it."""
+
+    pid: int | None
+    host: str
+    token: int  # the holder's fencing token; 0 when the store does not know it
+    #: Seconds until the lease lapses unless renewed (by the store's clock); ``None``: it
+    #: lasts as long as the holder's process.
+    expires_in_s: float | None
+
+    def describe(self, this_host: str = "") -> str:
+        """``pid 123 on host node-2`` (the host left out when it is ``this_host``)."""
+        who = f"pid {self.pid}" if self.pid is not None else "a process"
+        if self.host and self.host != this_host:
+            who += f" on host {self.host}"
+        return who
+
+    def lapse(self) -> str:
+        """``its lease lapses in 27 s unless renewed``, or ``until it exits``."""
+        if self.expires_in_s is None:
+            return "until it exits"
+        return f"its lease lapses in {max(0.0, self.expires_in_s):.0f} s unless renewed"
+
+
+class Lease(Protocol):
+    """A run's driver lease as its holder sees it."""
+
+    @property
+    def token(self) -> int:
+        """The fencing token: every append of the run is checked against it."""
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the lease lasts after a renewal; ``None`` if it never lapses while its
+        holder lives (then ``renew`` only checks that it is still held)."""
+
+    def renew(self) -> None:
+        """Extend the lease by ``duration_s`` from now; ``LeaseLost`` if another holder has it,
+        ``StoreFault`` if the store cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunInfo:
     name: str
     created_at: float
     workflow_name: str
     meta: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A task that succeeded in a run, indexed by its fingerprint (``runtime.reuse``)."""
+
+    fingerprint: str
+    run: str
+    task_id: str
+    workflow: str  # the workflow's ``name``
+    at: float  # when it succeeded (or was kept)
+    #: JSON-ready: the run's data dir and each declared output's size and mtime then.
+    data: dict[str, Any]
+    #: JSON-ready: the task's definition (``runtime.fingerprint``), to say what changed since.
+    #: Only ``last_results`` returns it (``None`` from ``find_results``: a lookup of every task
+    #: of a big workflow has no use for it).
+    definition: dict[str, Any] | None = None
 
 
 class EventLog(Protocol):
@@ -65,13 +140,30 @@ class EventLog(Protocol):
     def take_requests(self, run: str) -> list[str]:
         """Pop the run's pending requests, oldest first."""
 
-    def driver_lease(self, run: str) -> AbstractContextManager[None]:
-        """Hold the run exclusively; ``RunLocked`` at once if another process holds it.
+    def driver_lease(self, run: str) -> AbstractContextManager[Lease]:
+        """Hold the run exclusively; ``RunLocked`` (saying who holds it) at once if another
+        process does. Waiting for it is the caller's (``runtime/lease.py``).
 
-        Released when the block ends *or the process dies* (kill -9 included).
+        Released when the block ends; when the process dies (kill -9 included) at once
+        (SQLite) or when the lease lapses (PostgreSQL).
         """
 
     def is_driven(self, run: str) -> bool:
         """Whether some process holds the run's driver lease right now."""
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        """Index succeeded tasks; durable when it returns. A run's newer result for a task
+        replaces its older one."""
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        """The newest result of each of ``fingerprints`` that has one, by an index lookup."""
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        """The newest result of each of ``task_ids`` in workflows named ``workflow``, whatever
+        its fingerprint: what a task that matches nothing is compared with, to say why."""
+
+    def delete_run(self, name: str) -> None:
+        """Forget the run: its record, rows, requests and results. ``RunNotFound`` if none.
+        The caller holds its driver lease, so that no orchestrator drives it meanwhile."""
 
     def close(self) -> None: ...

@@ -35,25 +35,26 @@ The rules this module keeps:
   That is safe because only the holder of the run's driver lease appends; a
   second writer without the lease is caught at ``flush`` by the primary key
   and reported, never interleaved.
-* **Causes** (``Row.cause``) link a decision to the event that caused it. In
-  one ``append`` call rows come as ``[event, its decisions…, event, its
-  decisions…]``, and a cause may be given three ways:
-
-  - ``None`` on a decision: the nearest preceding event *of the same call*;
-  - a negative number ``-k``: the row ``k`` places earlier in the same call
-    (``-1`` is the row just before);
-  - a positive number: an absolute seq, earlier than the row's own.
-
-  Events keep ``cause=None`` unless one is given. ``append`` returns the rows
-  with their final ``seq`` and ``cause``.
+* **Causes** (``Row.cause``) link a decision to the event that caused it; ``append``
+  resolves them as ``store/rows.py`` says, the same for every backend, and returns
+  the rows with their final ``seq`` and ``cause``.
 * **The driver lease is an ``flock``** on ``<db dir>/locks/<run>.lock``: the
   kernel releases it when the holder exits or is killed, so a crashed driver
   never leaves a stale lease, and there is no expiry to tune. The lock file's
   descriptor is not inherited by exec'd children, so an attempt that outlives
   the orchestrator (local attempts do, by design) does not keep the lease. A
   child made by a bare ``os.fork()`` (no exec) *would* share it: don't.
-* **Every sqlite3 failure becomes a ``StormproofError``** naming the file and
-  the fix: a damaged or foreign file must not end in a traceback.
+* **The lease also has a fencing token** (table ``leases``), raised by one each
+  time the lock is taken. A flush of a run whose lease this instance holds
+  inserts its rows only if the run's token is still the one it got, in the same
+  statement; otherwise ``LeaseLost``. The lock makes a second holder impossible
+  while the first lives, so the token matters only when the lock was broken
+  behind the holder's back (its lock file deleted, a home on a network
+  filesystem whose locks do not work): then the first holder stops at its next
+  flush instead of writing beside the second. It costs a lookup per flush.
+* **Every sqlite3 failure becomes a ``StoreFault`` or ``StormproofError``**
+  (``store/errors.py``) naming the file and the fix: a damaged or foreign file
+  must not end in a traceback.
 """
 
 from __future__ import annotations
@@ -61,22 +62,29 @@ from __future__ import annotations
 import difflib
 import fcntl
 import functools
-import json
-import math
 import os
-import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
-import orjson
-
-from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
-from stormproof.store.base import Row, RowCategory, RunInfo
+from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.store import sqlite_results
+from stormproof.store._lockfile import acquire, read_holder, write_holder
+from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo, TaskResult
+from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_errors
+from stormproof.store.rows import (
+    check_run_name,
+    dumps_json,
+    dumps_row,
+    either,
+    number_rows,
+    row_from,
+    run_info_from,
+)
 
 Synchronous = Literal["normal", "group", "full"]
 
@@ -86,18 +94,14 @@ DEFAULT_SYNCHRONOUS: Final[Synchronous] = "group"
 GROUP_FSYNC_S: Final = 0.1
 DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
-# ``is_driven`` probes the lock by taking it shared for a few microseconds; a
-# driver that starts at that very moment retries for this long instead of
-# reporting a lock that no driver holds.
-_PROBE_GRACE_S: Final = 0.25
-_PROBE_RETRY_S: Final = 0.002
 _READ_BATCH: Final = 512
-_INF: Final = math.inf
-_DAMAGED: Final = (
-    "the file is damaged or is not a stormproof database: move it away (a new one "
-    "is created) or restore it from a backup; `sqlite3 FILE .recover` may save its rows"
-)
 
+#: The fencing tokens; made on first use in files older than the token (same schema version:
+#: an older stormproof ignores the table).
+_CREATE_LEASES: Final = """CREATE TABLE IF NOT EXISTS leases (
+        run   TEXT PRIMARY KEY,
+        token INTEGER NOT NULL
+    )"""
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS store_info (
         key   TEXT PRIMARY KEY,
@@ -126,6 +130,7 @@ _SCHEMA: Final = (
         at   REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, id)",
+    _CREATE_LEASES,
     "INSERT OR IGNORE INTO store_info (key, value) VALUES ('schema_version', '1')",
 )
 
@@ -135,6 +140,9 @@ _INSERT_ROW: Final = (
 #: Most rows one ``flush`` writes with a single INSERT: 7 values each stays under 999, the
 #: variable limit of SQLite before 3.32; bigger buffers go through ``executemany``.
 _ONE_STATEMENT_ROWS: Final = 128
+#: The same, fenced: inserts nothing unless the run's token is still the holder's (two last
+#: parameters: the run, the token).
+_FENCE: Final = " WHERE (SELECT token FROM leases WHERE run = ?) = ?"
 _SELECT_ROWS: Final = (
     "SELECT seq, category, kind, at, cause, data FROM rows WHERE run = ? AND seq > ? ORDER BY seq"
 )
@@ -166,7 +174,10 @@ class SQLiteEventLog:
         self.synchronous: Synchronous = synchronous
         self._lock_dir = self.path.parent / "locks"
         self._buffer: list[_Pending] = []
+        self._buffered_runs: set[str] = set()
         self._last_seq: dict[str, int] = {}
+        #: The fencing token of each run whose lease this instance holds.
+        self._tokens: dict[str, int] = {}
         _make_parent(self.path)
         self._db = _open(self.path, synchronous, busy_timeout_s)
         self._last_fsync = time.monotonic()
@@ -176,12 +187,12 @@ class SQLiteEventLog:
 
     def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
         """Record a new run; committed at once so that ``status`` sees it immediately."""
-        _check_run_name(name)
+        check_run_name(name)
         with self._errors():
             try:
                 self._db.execute(
                     "INSERT INTO runs (name, created_at, workflow_name, meta) VALUES (?, ?, ?, ?)",
-                    (name, at, workflow_name, _dumps(meta)),
+                    (name, at, workflow_name, dumps_json(meta)),
                 )
             except sqlite3.IntegrityError:
                 raise RunExists(
@@ -197,7 +208,7 @@ class SQLiteEventLog:
             ).fetchone()
         if found is None:
             raise self._run_not_found(name)
-        return _run_info(found)
+        return run_info_from(found, SQLITE_DAMAGED)
 
     def list_runs(self) -> list[RunInfo]:
         """Newest first; ``rowid`` breaks ties between runs created in the same instant."""
@@ -206,7 +217,7 @@ class SQLiteEventLog:
                 "SELECT name, created_at, workflow_name, meta FROM runs"
                 " ORDER BY created_at DESC, rowid DESC"
             ).fetchall()
-        return [_run_info(r) for r in found]
+        return [run_info_from(r, SQLITE_DAMAGED) for r in found]
 
     # -- rows -----------------------------------------------------------------
 
@@ -219,34 +230,54 @@ class SQLiteEventLog:
             return []
         numbered = number_rows(rows, self._last_seq_of(run) + 1)
         pending = [
-            (run, r.seq, r.category, r.kind, r.at, r.cause, _dumps_row(r.data)) for r in numbered
+            (run, r.seq, r.category, r.kind, r.at, r.cause, dumps_row(r.data)) for r in numbered
         ]
         self._buffer.extend(pending)
+        self._buffered_runs.add(run)
         self._last_seq[run] = numbered[-1].seq
         return numbered
 
     def flush(self) -> None:
-        """Commit every buffered row in one transaction; on failure the buffer is kept."""
+        """Commit every buffered row in one transaction; on failure the buffer is kept.
+
+        A run whose lease this instance holds is fenced in the same transaction:
+        ``LeaseLost`` (and nothing written) if its token has moved on.
+        """
         if not self._buffer:
             return
         buffer = self._buffer
+        runs = self._buffered_runs
+        fenced = [run for run in runs if run in self._tokens]
         with self._errors():
             try:
-                if len(buffer) <= _ONE_STATEMENT_ROWS:
+                if len(buffer) <= _ONE_STATEMENT_ROWS and (not fenced or len(runs) == 1):
                     # one statement is one transaction: no BEGIN and COMMIT round trips
                     # (a flush per driver loop iteration; this saves a fifth of its time)
-                    params = [value for row in buffer for value in row]
-                    self._db.execute(_insert_rows(len(buffer)), params)
+                    self._insert_at_once(buffer, fenced[0] if fenced else None)
                 else:
                     with self._transaction():
+                        for run in fenced:
+                            self._check_token(run)
                         self._db.executemany(_INSERT_ROW, buffer)
             except sqlite3.IntegrityError as exc:
                 raise self._collision(exc) from exc
         self._buffer.clear()
+        self._buffered_runs.clear()
         if self.synchronous == "group":
             self._unsynced = True
             if time.monotonic() - self._last_fsync >= GROUP_FSYNC_S:
                 self._fsync_wal()
+
+    def _insert_at_once(self, buffer: list[_Pending], fenced_run: str | None) -> None:
+        params = [value for row in buffer for value in row]
+        if fenced_run is None:
+            self._db.execute(_insert_rows(len(buffer)), params)
+            return
+        token = self._tokens[fenced_run]
+        statement = _insert_rows(len(buffer), fenced=True)
+        cursor = self._db.execute(statement, [*params, fenced_run, token])
+        if cursor.rowcount == 0:
+            raise self._lease_lost(fenced_run)
 
     def _fsync_wal(self) -> None:
         """fsync the WAL file: an fsync of any descriptor of a file makes all of it durable."""
@@ -282,7 +313,7 @@ class SQLiteEventLog:
                     batch = cursor.fetchmany(_READ_BATCH)
                 if not batch:
                     return
-                yield from (_row(r) for r in batch)
+                yield from (row_from(r, SQLITE_DAMAGED) for r in batch)
         finally:
             cursor.close()
 
@@ -312,6 +343,8 @@ class SQLiteEventLog:
             if not waiting[0]:
                 return []
             with self._transaction():
+                if run in self._tokens:
+                    self._check_token(run)  # a lease taken over must not swallow a request
                 taken = self._db.execute(
                     "SELECT id, kind FROM requests WHERE run = ? ORDER BY id", (run,)
                 ).fetchall()
@@ -324,24 +357,60 @@ class SQLiteEventLog:
 
     # -- driver lease -----------------------------------------------------------
 
-    def driver_lease(self, run: str) -> AbstractContextManager[None]:
+    def driver_lease(self, run: str) -> AbstractContextManager[Lease]:
         """Hold the run exclusively until the block ends or this process dies."""
         return self._lease(self._lock_path(run), run)
 
     @contextmanager
-    def _lease(self, lock_path: Path, run: str) -> Iterator[None]:
+    def _lease(self, lock_path: Path, run: str) -> Iterator[Lease]:
         self._lock_dir.mkdir(exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _acquire(fd, run)
+            acquire(fd, run)
             try:
-                _write_holder(fd)
-                yield
+                token = self._next_token(run)
+                write_holder(fd, token)
+                self._tokens[run] = token
+                yield _LockLease(self, run, token)
             finally:
+                self._tokens.pop(run, None)
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _next_token(self, run: str) -> int:
+        """Raise the run's fencing token by one, under the lock: the new holder's token."""
+        with self._errors(), self._transaction():
+            self._db.execute(_CREATE_LEASES)
+            (token,) = self._db.execute(
+                "INSERT INTO leases (run, token) VALUES (?, 1)"
+                " ON CONFLICT (run) DO UPDATE SET token = token + 1 RETURNING token",
+                (run,),
+            ).fetchone()
+        return int(token)
+
+    def _check_token(self, run: str) -> None:
+        """``LeaseLost`` unless the run's token is still ours (called within a transaction)."""
+        found = self._db.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
+        if found is None or int(found[0]) != self._tokens[run]:
+            raise self._lease_lost(run)
+
+    def _lease_lost(self, run: str) -> LeaseLost:
+        found = self._db.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
+        try:
+            holder = read_holder(self._lock_path(run))
+        except OSError:
+            holder = LeaseHolder(None, "", 0, None)
+        if found is not None:
+            holder = LeaseHolder(holder.pid, holder.host, int(found[0]), None)
+        return lease_lost(
+            run,
+            self._tokens.get(run, 0),
+            holder,
+            "its lock was broken behind its back (was its lock file deleted, or is the home "
+            "on a network filesystem whose locks do not work?)",
+        )
 
     def is_driven(self, run: str) -> bool:
         """Probe the lease with a shared lock, so probes never exclude each other."""
@@ -360,7 +429,29 @@ class SQLiteEventLog:
             os.close(fd)
 
     def _lock_path(self, run: str) -> Path:
-        return self._lock_dir / f"{_check_run_name(run)}.lock"
+        return self._lock_dir / f"{check_run_name(run)}.lock"
+
+    # -- results across runs (``store/sqlite_results.py``) -------------------------
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        with self._errors():
+            sqlite_results.put(self._db, results)
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.find(self._db, fingerprints)
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.last(self._db, workflow, task_ids)
+
+    def delete_run(self, name: str) -> None:
+        with self._errors():
+            gone = sqlite_results.delete_run(self._db, name)
+        if not gone:
+            raise self._run_not_found(name)
+        self._last_seq.pop(name, None)
+        self._lock_path(name).unlink(missing_ok=True)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -414,14 +505,14 @@ class SQLiteEventLog:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with _translated(self.path):
+        with sqlite_errors(self.path):
             yield
 
     def _run_not_found(self, name: str) -> RunNotFound:
         with self._errors():
             names = [str(r[0]) for r in self._db.execute("SELECT name FROM runs")]
         close = difflib.get_close_matches(name, names, n=3)
-        hint = f" (did you mean {_either(close)}?)" if close else ""
+        hint = f" (did you mean {either(close)}?)" if close else ""
         return RunNotFound(
             f"no run named {name!r} in {self.path.parent.resolve()}{hint}; "
             "`stormproof status` lists runs"
@@ -431,7 +522,7 @@ class SQLiteEventLog:
         runs = sorted({p[0] for p in self._buffer})
         first = runs[0] if runs else "?"
         return StormproofError(
-            f"{self.path}: rows of run {_either(runs)} collide with rows already stored "
+            f"{self.path}: rows of run {either(runs)} collide with rows already stored "
             f"({exc}): another process appended to the run without holding its driver lease; "
             f"stop the other orchestrator, then `stormproof resume {first}`"
         )
@@ -440,184 +531,31 @@ class SQLiteEventLog:
 # -- pure helpers ---------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=_ONE_STATEMENT_ROWS)
-def _insert_rows(count: int) -> str:
-    return _INSERT_ROW.replace("(?, ?, ?, ?, ?, ?, ?)", ", ".join(["(?,?,?,?,?,?,?)"] * count))
+@functools.lru_cache(maxsize=2 * _ONE_STATEMENT_ROWS)
+def _insert_rows(count: int, fenced: bool = False) -> str:
+    values = "VALUES " + ", ".join(["(?,?,?,?,?,?,?)"] * count)
+    if fenced:
+        values = f"SELECT * FROM ({values}){_FENCE}"
+    return _INSERT_ROW.replace("VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
 
-def number_rows(rows: Sequence[Row], first_seq: int) -> list[Row]:
-    """Give ``rows`` the seqs ``first_seq, first_seq + 1, …`` and resolve their causes.
-
-    Pure, so the rules about causes can be tested without a database.
-    """
-    numbered: list[Row] = []
-    last_event: int | None = None
-    seq = first_seq
-    for index, row in enumerate(rows):
-        category, cause = row.category, row.cause
-        if row.seq != 0 or (category != "event" and category != "decision"):
-            _check_row(row, index)  # raises
-        if cause is None and category == "event":
-            last_event = seq
-        elif cause is None and last_event is not None:
-            cause = last_event  # the driver's rows: a decision after its event
-        else:
-            cause = _resolve_cause(rows, index, first_seq, last_event)
-            if category == "event":
-                last_event = seq
-        numbered.append(Row(seq, category, row.kind, row.at, cause, row.data))
-        seq += 1
-    return numbered
+# -- the lease: a lock file and a token -------------------------------------------------
 
 
-def _check_row(row: Row, index: int) -> None:
-    if row.category not in ("event", "decision"):
-        raise ValueError(f"rows[{index}]: category must be 'event' or 'decision'")
-    if row.seq != 0:
-        raise ValueError(f"rows[{index}]: seq is assigned by append; pass 0, not {row.seq}")
+class _LockLease:
+    """The lease as its holder sees it: held until the lock is released, never lapsing."""
 
+    duration_s: float | None = None
 
-def _resolve_cause(
-    rows: Sequence[Row], index: int, first_seq: int, last_event: int | None
-) -> int | None:
-    row = rows[index]
-    seq = first_seq + index
-    if row.cause is None:
-        if row.category == "event":
-            return None
-        if last_event is None:
-            raise ValueError(
-                f"rows[{index}]: decision {row.kind!r} has no cause and no event precedes it "
-                "in this append; append an event with its decisions, or give the cause's seq"
-            )
-        return last_event
-    if row.cause < 0:
-        target = index + row.cause
-        if target < 0:
-            raise ValueError(
-                f"rows[{index}]: cause {row.cause} points before the start of this append"
-            )
-        _check_cause_category(row, index, rows[target].category)
-        return first_seq + target
-    if not 0 < row.cause < seq:
-        raise ValueError(
-            f"rows[{index}]: cause {row.cause} must be an earlier seq (this row gets {seq})"
-        )
-    if row.cause >= first_seq:
-        _check_cause_category(row, index, rows[row.cause - first_seq].category)
-    return row.cause
+    def __init__(self, log: SQLiteEventLog, run: str, token: int) -> None:
+        self._log = log
+        self.run = run
+        self.token = token
 
-
-def _check_cause_category(row: Row, index: int, cause_category: RowCategory) -> None:
-    if row.category == "decision" and cause_category != "event":
-        raise ValueError(f"rows[{index}]: decision {row.kind!r} must be caused by an event")
-
-
-def _check_run_name(name: str) -> str:
-    """Run names become file names: refuse what could leave the locks directory."""
-    if not name or "/" in name or "\0" in name or name.startswith("."):
-        raise StormproofError(
-            f"run name {name!r} is not allowed: it must not be empty, contain '/' or start with '.'"
-        )
-    return name
-
-
-def _either(names: Sequence[str]) -> str:
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
-
-
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dumps_row(value: dict[str, Any]) -> str:
-    """One row's data as JSON text, with ``orjson`` (a tenth of ``json.dumps``'s time; the
-    driver writes a row per event and per decision). orjson writes NaN and infinities as
-    ``null``, so a row holding one (none of the core's do today) goes through ``json``, which
-    keeps them; so does anything orjson refuses (non-str keys, huge ints)."""
-    for v in value.values():
-        t = v.__class__
-        if (t is float and not -_INF < v < _INF) or (
-            (t is tuple or t is list or t is dict) and not _finite(v)
-        ):
-            return _dumps(value)
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _dumps(value)
-
-
-def _finite(value: Any) -> bool:
-    t = value.__class__
-    if t is float:
-        return bool(-_INF < value < _INF)
-    if t is dict:
-        return all(_finite(v) for v in value.values())
-    if t is tuple or t is list:
-        return all(_finite(v) for v in value)
-    return True
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise StormproofError(f"a stored JSON object is damaged ({exc}); {_DAMAGED}") from exc
-    if not isinstance(value, dict):
-        raise StormproofError(f"a stored JSON object is a {type(value).__name__}; {_DAMAGED}")
-    return value
-
-
-def _row(r: tuple[Any, ...]) -> Row:
-    seq, category, kind, at, cause, data = r
-    return Row(
-        int(seq),
-        category,
-        str(kind),
-        float(at),
-        None if cause is None else int(cause),
-        _loads(data),
-    )
-
-
-def _run_info(r: tuple[Any, ...]) -> RunInfo:
-    name, created_at, workflow_name, meta = r
-    return RunInfo(str(name), float(created_at), str(workflow_name), _loads(meta))
-
-
-# -- the lock file ----------------------------------------------------------------
-
-
-def _acquire(fd: int, run: str) -> None:
-    """Take the lease or raise ``RunLocked``; waits only out a concurrent ``is_driven`` probe."""
-    deadline = time.monotonic() + _PROBE_GRACE_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise RunLocked(
-                    f"run {run!r} is being driven by another stormproof process "
-                    f"({_holder(fd)}); wait for it, or stop it first"
-                ) from None
-            time.sleep(_PROBE_RETRY_S)
-
-
-def _write_holder(fd: int) -> None:
-    """Say who holds the lease, for the other side's ``RunLocked`` message."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-
-
-def _holder(fd: int) -> str:
-    words = os.pread(fd, 512, 0).decode(errors="replace").split()
-    if not words:
-        return "pid unknown"
-    if len(words) > 1 and words[1] != socket.gethostname():
-        return f"pid {words[0]} on host {words[1]}"
-    return f"pid {words[0]}"
+    def renew(self) -> None:
+        """Nothing to extend (the lock lasts as long as this process); check the token."""
+        with self._log._errors():
+            self._log._check_token(self.run)
 
 
 # -- opening the database -----------------------------------------------------------
@@ -639,7 +577,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
     ``isolation_level=None``: transactions are explicit (``_transaction``),
     never opened behind our back by the sqlite3 module.
     """
-    with _translated(path):
+    with sqlite_errors(path):
         db = sqlite3.connect(
             path,
             timeout=busy_timeout_s,
@@ -648,7 +586,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             cached_statements=_ONE_STATEMENT_ROWS + 64,
         )
     try:
-        with _translated(path):
+        with sqlite_errors(path):
             tables = _table_names(db)
             _use_wal(db, busy_timeout_s)
             level = "NORMAL" if synchronous == "group" else synchronous.upper()
@@ -657,6 +595,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             if "store_info" not in tables:
                 _create_schema(db, path, tables)
             _check_version(db, path)
+            sqlite_results.ensure_schema(db)
     except BaseException:
         db.close()
         raise
@@ -720,31 +659,3 @@ def _check_version(db: sqlite3.Connection, path: Path) -> None:
             f"{path} has no stormproof schema version; the file is damaged: move it away, "
             "or choose another --home or STORMPROOF_HOME"
         )
-
-
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """Turn sqlite3's failures into a ``StormproofError`` that names the file and the fix.
-
-    Programming errors (closed connection, wrong parameters) and integrity
-    errors, which callers handle themselves, pass through untouched.
-    """
-    try:
-        yield
-    except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
-        raise
-    except sqlite3.DatabaseError as exc:
-        raise StormproofError(f"stormproof database {path}: {exc}; {_fix_for(exc)}") from exc
-
-
-def _fix_for(exc: sqlite3.DatabaseError) -> str:
-    message = str(exc).lower()
-    if "not a database" in message or "malformed" in message or "corrupt" in message:
-        return _DAMAGED
-    if "locked" in message or "busy" in message:
-        return "another process holds it for writing; try again in a moment"
-    if "full" in message:
-        return "free some disk space, then try again (`stormproof resume RUN` for a run)"
-    if "unable to open" in message or "readonly" in message or "read-only" in message:
-        return "check that its directory exists and is writable, or choose another --home"
-    return "check the disk and the file's permissions"
