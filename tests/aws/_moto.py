@@ -21,6 +21,7 @@ The moto state is reset before every test; the server lives for the session.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -123,6 +124,19 @@ def moto_server() -> Iterator[Moto]:
         server.stop()
         simple.BatchSimpleBackend._mark_job_as_finished = original  # type: ignore[method-assign]
         iam_models.aws_managed_policies_data = original_policies
+
+
+_SHARED: list[Moto] = []
+
+
+def shared_moto() -> Moto:
+    """One moto server for the whole test process (it takes seconds to start), stopped at
+    exit; each test resets its state (``Moto.reset``)."""
+    if not _SHARED:
+        running = moto_server()
+        _SHARED.append(running.__enter__())
+        atexit.register(running.__exit__, None, None, None)
+    return _SHARED[0]
 
 
 def batch_jobs() -> dict[str, Any]:

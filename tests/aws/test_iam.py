@@ -9,6 +9,7 @@ IAM action through botocore's own service models.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import boto3
@@ -67,13 +68,17 @@ def calls_in(path: Path) -> set[tuple[str, str]]:
     return found
 
 
+@functools.cache
+def api_names(service: str) -> dict[str, str]:
+    """boto3's method name -> the API operation, from botocore's model of ``service``."""
+    client = boto3.session.Session().client(service, region_name="us-east-1")
+    return dict(client.meta.method_to_api_mapping)
+
+
 def iam_actions(calls: set[tuple[str, str]]) -> set[str]:
-    clients = {}
     out: set[str] = set()
     for service, method in calls:
-        if service not in clients:
-            clients[service] = boto3.session.Session().client(service, region_name="us-east-1")
-        mapping = clients[service].meta.method_to_api_mapping
+        mapping = api_names(service)
         assert method in mapping, f"{service}.{method} is not a boto3 call"
         action = f"{PREFIX.get(service, service)}:{mapping[method]}"
         action = iam.ACTION_OF.get(action, action)

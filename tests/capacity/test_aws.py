@@ -5,14 +5,12 @@ terminates every instance it launched."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from stormproof.aws.settings import AwsOptions
 from stormproof.capacity.aws import INSTANCE_TAG_KEY, Ec2Fleet
 from stormproof.core.events import InstanceLost, InstanceUp
-from tests.aws._moto import Moto, moto_server
+from tests.aws._moto import Moto, shared_moto
 
 POOLS = {
     "spot": {"market": "spot", "instance_types": {"c5.large": 1.0, "c5.xlarge": 2.0}},
@@ -20,10 +18,11 @@ POOLS = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[Moto]:
-    with moto_server() as m:
-        yield m
+@pytest.fixture
+def moto() -> Moto:
+    m = shared_moto()
+    m.reset()
+    return m
 
 
 class NoFleet:
@@ -46,7 +45,6 @@ def states(moto: Moto, ids: list[str]) -> list[str]:
 
 
 def test_launch_adopt_health_and_teardown(moto: Moto) -> None:
-    moto.reset()
     ec2 = moto.client("ec2")
     for name in ("sptest-spot", "sptest-od"):
         ec2.create_launch_template(
@@ -101,7 +99,7 @@ def test_the_fleet_request_spreads_over_types_and_zones_with_the_core_id_as_toke
 
 
 def test_a_refused_launch_is_launch_failed_with_the_reason(moto: Moto) -> None:
-    moto.reset()  # no launch template: EC2 refuses
+    # no launch template: EC2 refuses
     fleet = make_fleet(moto)
     fleet.launch("spot-9", "spot")
     (event,) = fleet.poll(1.0, NoFleet())

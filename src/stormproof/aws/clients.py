@@ -69,7 +69,7 @@ class Aws:
             from botocore.config import Config
 
             config = Config(
-                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                 connect_timeout=10,
                 read_timeout=60,
                 user_agent_extra="stormproof",
@@ -86,7 +86,7 @@ class Aws:
             from stormproof.aws.prices import PRICING_REGION
 
             config = Config(
-                retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=15
+                retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=15
             )
             self._clients["pricing"] = self._session.client(
                 "pricing", region_name=PRICING_REGION, config=config
@@ -123,6 +123,13 @@ _THROTTLED = (
     "SlowDown",
     "RequestThrottled",
 )
+
+
+def _tries(exc: BaseException) -> int:
+    """How many times botocore tried the call (its retries and the first)."""
+    response = getattr(exc, "response", None) or {}
+    retries = response.get("ResponseMetadata", {}).get("RetryAttempts")
+    return int(retries) + 1 if retries is not None else MAX_ATTEMPTS
 
 
 def error_code(exc: BaseException) -> str:
@@ -164,7 +171,7 @@ def explain(exc: BaseException, operation: str, resource: str) -> AwsError:
         )
     if code in _THROTTLED:
         return AwsError(
-            f"{what}: AWS still throttled the call after {MAX_ATTEMPTS} tries with backoff "
+            f"{what}: AWS still throttled the call after {_tries(exc)} tries with backoff "
             f"({code}); raise aws.poll_interval or lower aws.submit_parallel, or ask AWS for "
             "a higher rate limit"
         )

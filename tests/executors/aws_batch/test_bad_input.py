@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from stormproof.aws.clients import MAX_ATTEMPTS, Aws, AwsError, boto3_module, explain
+from stormproof.aws import clients
+from stormproof.aws.clients import Aws, AwsError, boto3_module, explain
 from stormproof.errors import ConfigError
 from tests.aws._moto import BatchHosts, Moto
 from tests.aws.fixtures import PROJECT, Project, config_text
@@ -157,12 +159,15 @@ def test_a_throttled_api_is_retried_with_backoff_then_named(
     monkeypatch.setenv("AWS_ENDPOINT_URL", throttling_api)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.setattr(clients, "MAX_ATTEMPTS", 3)  # 8 in use: backoff up to 20 s a try
     batch = Aws("us-east-1").client("batch")
+    started = time.monotonic()
     with pytest.raises(Exception) as caught:
         batch.describe_jobs(jobs=["job-1"])
-    assert _Throttling.requests == MAX_ATTEMPTS  # botocore's standard mode: 1 + 7 retries
+    assert _Throttling.requests == 3  # botocore's standard mode: the call and 2 retries
+    assert time.monotonic() - started > 0.05  # with a (jittered) backoff between them
     message = str(explain(caught.value, "DescribeJobs", "job-1"))
-    assert message.startswith("DescribeJobs on job-1: AWS still throttled the call after 8 tries")
+    assert message.startswith("DescribeJobs on job-1: AWS still throttled the call after 3 tries")
     assert isinstance(explain(caught.value, "DescribeJobs", "job-1"), AwsError)
 
 
