@@ -85,9 +85,8 @@ class Aws:
 
             from stormproof.aws.prices import PRICING_REGION
 
-            config = Config(
-                retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=15
-            )
+            retries = {"mode": "standard", "total_max_attempts": 3}
+            config = Config(retries=retries, connect_timeout=5, read_timeout=15)
             self._clients["pricing"] = self._session.client(
                 "pricing", region_name=PRICING_REGION, config=config
             )

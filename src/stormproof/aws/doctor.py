@@ -101,7 +101,7 @@ def _bucket(aws: Aws, opts: AwsOptions) -> Check:
 
 
 def _batch(aws: Aws, opts: AwsOptions) -> list[Check]:
-    from stormproof.executors.aws_batch.executor import _queue_problems
+    from stormproof.executors.aws_batch.pools import queue_problems
 
     pools = list(opts.pools)
     queues = [opts.queue(p) for p in pools]
@@ -116,7 +116,7 @@ def _batch(aws: Aws, opts: AwsOptions) -> list[Check]:
         return [Check("batch", False, str(explain(exc, "DescribeJobQueues", ", ".join(queues))))]
     out = []
     for pool, queue, env in zip(pools, queues, envs, strict=True):
-        problems = _queue_problems([pool], [queue], [env], found_queues, found_envs)
+        problems = queue_problems([pool], [queue], [env], found_queues, found_envs)
         detail = "; ".join(problems) if problems else f"{env} VALID, {queue} ENABLED"
         out.append(Check(f"pool {pool}", not problems, detail))
     return out

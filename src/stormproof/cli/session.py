@@ -141,6 +141,7 @@ class Session:
             return spec, []
         adapted, notes = hook(spec)
         return adapted, list(notes)
+
     @property
     def store_place(self) -> str:
         """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""

@@ -21,7 +21,6 @@ EventBridge interruption warning for it reaches the attempts there).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import threading
@@ -33,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from stormproof.aws import instance_types, names
+from stormproof.aws import names
 from stormproof.aws.clients import Aws, AwsError, error_code, explain, is_throttled
 from stormproof.aws.interruptions import SqsInterruptions
 from stormproof.aws.settings import AwsOptions
 from stormproof.capacity.base import InstanceView
-from stormproof.core.defs import Market, PoolDef, Resources
+from stormproof.core.defs import Market, PoolDef
 from stormproof.core.events import (
     AttemptStarted,
     AttemptSubmitFailed,
@@ -48,6 +47,7 @@ from stormproof.core.events import (
 from stormproof.errors import ConfigError
 from stormproof.executors.aws_batch import jobs as requests
 from stormproof.executors.aws_batch import states
+from stormproof.executors.aws_batch.pools import describe, multi_node_on_demand, queue_problems
 from stormproof.executors.base import AttemptJob
 from stormproof.spec.model import WorkflowSpec
 
@@ -101,54 +101,14 @@ class AwsBatchExecutor:
     def describe_pools(
         cls, pools: tuple[PoolDef, ...], options: Mapping[str, Any]
     ) -> tuple[PoolDef, ...]:
-        """One node is the pool's largest instance type; its nodes, ``max_vcpus`` of them."""
-        opts = AwsOptions.from_dict(options)
-        out = []
-        for pool in pools:
-            side = opts.pools.get(pool.name, {})
-            types = list(side.get("instance_types") or {})
-            shape, _unknown = instance_types.largest(types)
-            cap = pool.capacity
-            vcpus = cap.vcpus or (shape.vcpus if shape else 0.0)
-            memory = cap.memory_mib or (shape.memory_mib if shape else 0)
-            count = pool.count
-            max_vcpus = side.get("max_vcpus")
-            if not count and max_vcpus and vcpus:
-                count = max(1, int(max_vcpus // vcpus))
-            node_type = _largest_type(types)
-            price = pool.price_usd_per_h
-            if not price and opts.prices and node_type:
-                price = _aws_price(opts, pool.market.value, node_type)
-            out.append(
-                dataclasses.replace(
-                    pool,
-                    capacity=Resources(vcpus, memory, cap.gpus),
-                    count=count,
-                    price_usd_per_h=price,
-                    instance_type=pool.instance_type
-                    if pool.instance_type != "local"
-                    else ",".join(types) or "local",
-                )
-            )
-        return tuple(out)
+        """One node is the pool's largest instance type; its nodes, ``max_vcpus`` of them;
+        its price, AWS's when the file gives none (``pools.describe``)."""
+        return describe(pools, options)
 
     @classmethod
     def adapt_workflow(cls, spec: WorkflowSpec) -> tuple[WorkflowSpec, list[str]]:
-        """Tasks with ``nodes > 1`` become multi-node parallel jobs, which Batch runs on
-        on-demand compute environments only: such tasks go to on-demand pools (the plan
-        says so)."""
-        multi = [t.id for t in spec.tasks if t.nodes > 1 and t.spot_enabled]
-        if not multi:
-            return spec, []
-        tasks = [
-            t.model_copy(update={"spot_enabled": False}) if t.id in multi else t for t in spec.tasks
-        ]
-        shown = ", ".join(multi[:5]) + (f" and {len(multi) - 5} more" if len(multi) > 5 else "")
-        note = (
-            f"{shown}: nodes > 1 runs as an AWS Batch multi-node parallel job, which Batch runs "
-            "on on-demand compute environments only: placed on on-demand pools"
-        )
-        return spec.model_copy(update={"tasks": tasks}), [note]
+        """Multi-node tasks go to on-demand pools (``pools.multi_node_on_demand``)."""
+        return multi_node_on_demand(spec)
 
     # ------------------------------------------------------------------ the seam
     @property
@@ -204,7 +164,7 @@ class AwsBatchExecutor:
             raise explain(exc, "DescribeJobQueues", ", ".join(queues)) from None
         self._count("DescribeJobQueues")
         self._count("DescribeComputeEnvironments")
-        problems = _queue_problems(pools, queues, envs, found_queues, found_envs)
+        problems = queue_problems(pools, queues, envs, found_queues, found_envs)
         if problems:
             lines = "\n".join(f"  - {p}" for p in problems)
             raise AwsError(f"the run's AWS Batch resources are not ready:\n{lines}")
@@ -591,30 +551,6 @@ class AwsBatchExecutor:
             print(f"stormproof: {message}", file=sys.stderr)
 
 
-def _largest_type(types: list[str]) -> str | None:
-    shapes = [(instance_types.shape(t), t) for t in types]
-    known = [(s.vcpus, s.memory_mib, t) for s, t in shapes if s is not None]
-    return max(known)[2] if known else (types[0] if types else None)
-
-
-def _aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
-    """AWS's price for one node of a pool that gives none; 0 (said once) if AWS cannot tell."""
-    from stormproof.aws import prices
-
-    try:
-        aws = Aws(opts.region)
-        found = prices.price(aws, prices.PriceCache(prices.cache_path()), market, instance_type)
-    except Exception as exc:
-        why = str(exc).splitlines()[0][:160]
-        print(
-            f"stormproof: no AWS price for {market} {instance_type} ({why}); give the pool a "
-            "price: in stormproof.yaml",
-            file=sys.stderr,
-        )
-        return 0.0
-    return found or 0.0
-
-
 class _HostsView:
     """The hosts of the run's running jobs, as an interruption source sees a fleet."""
 
@@ -653,40 +589,3 @@ def _cluster_of(container_instance_arn: str) -> str | None:
     resource = container_instance_arn.split(":", 5)[-1]
     parts = resource.split("/")
     return parts[1] if len(parts) == 3 else None
-
-
-def _queue_problems(
-    pools: list[str],
-    queues: list[str],
-    envs: list[str],
-    found_queues: list[dict[str, Any]],
-    found_envs: list[dict[str, Any]],
-) -> list[str]:
-    by_queue = {q["jobQueueName"]: q for q in found_queues}
-    by_env = {e["computeEnvironmentName"]: e for e in found_envs}
-    problems = []
-    for pool, queue, env in zip(pools, queues, envs, strict=True):
-        q = by_queue.get(queue)
-        if q is None:
-            problems.append(
-                f"pool {pool!r}: job queue {queue!r} does not exist; run `stormproof aws setup`"
-            )
-        elif q.get("state") != "ENABLED" or q.get("status") == "INVALID":
-            problems.append(
-                f"pool {pool!r}: job queue {queue!r} is {q.get('state')}/{q.get('status')} "
-                f"({q.get('statusReason', 'no reason given')}); enable it or run "
-                "`stormproof aws setup` again"
-            )
-        e = by_env.get(env)
-        if e is None:
-            problems.append(
-                f"pool {pool!r}: compute environment {env!r} does not exist; run "
-                "`stormproof aws setup`"
-            )
-        elif e.get("status") == "INVALID":
-            problems.append(
-                f"pool {pool!r}: compute environment {env!r} is INVALID: "
-                f"{e.get('statusReason', 'no reason given')}; fix its role, subnets or instance "
-                "types (aws: and pools[] in stormproof.yaml) and run `stormproof aws setup` again"
-            )
-    return problems
