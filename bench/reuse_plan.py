@@ -22,6 +22,7 @@ Prints the best of ``--repeat`` wall times, and each as a ratio to the baseline.
 
     python bench/reuse_plan.py                       # 10,000 tasks
     python bench/reuse_plan.py --tasks 2000 --repeat 5 --dir /dev/shm
+    STORMPROOF_STORE=postgresql://… python bench/reuse_plan.py   # the same on PostgreSQL
 """
 
 from __future__ import annotations

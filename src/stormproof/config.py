@@ -61,12 +61,45 @@ CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
 POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONTAINER_RUNTIMES = ("none", "apptainer", "docker", "podman")
+#: A Slurm partition name as ``sbatch --partition`` takes it (no commas: one partition).
+PARTITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: ``sbatch`` options the Slurm executor sets itself; ``slurm.sbatch_args`` may not.
+SBATCH_OWN = (
+    "--job-name",
+    "-J",
+    "--comment",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--open-mode",
+    "--requeue",
+    "--no-requeue",
+    "--chdir",
+    "-D",
+    "--parsable",
+    "--array",
+    "-a",
+    "--wrap",
+    "--partition",
+    "-p",
+)
 #: Most instances one pool (or a fleet's target, in units) may ask for.
 MAX_INSTANCES = 100_000
 ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
 ENV_STORE = "STORMPROOF_STORE"
 ENV_HOME = "STORMPROOF_HOME"
 ENV_MAX_PARALLEL = "STORMPROOF_MAX_PARALLEL"
+
+
+class SettingError(ConfigError):
+    """What an executor found wrong with one setting after loading (a batch system's answer:
+    no such partition, an account refused); ``Config.for_executor`` adds its file and line."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(f"{_place(loc)}: {problem}")
+        self.loc = loc
+        self.problem = problem
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -178,6 +211,8 @@ class PoolConfig(_Strict):
     instance_types: Annotated[dict[str, float] | None, BeforeValidator(_instance_types)] = None
     #: ``executor: aws_batch`` only: the compute environment's ``maxvCpus``.
     max_vcpus: int | None = Field(default=None, ge=1, le=MAX_INSTANCES * 64)
+    #: ``executor: slurm``: the partition this pool submits to (default: the pool's name).
+    partition: str | None = Field(default=None, pattern=PARTITION_PATTERN)
 
     def to_def(self, delegated: bool = False) -> PoolDef:
         """The core's pool. A field left to a delegated pool's executor is 0 until it tells."""
@@ -291,6 +326,82 @@ class CheckpointTiersConfig(_Strict):
     hot: str | None = None
     cold: str | None = None
     cold_after: Annotated[float | None, BeforeValidator(_optional_duration)] = None
+
+
+def _arg_list(value: Any) -> Any:
+    """``"--constraint=a --exclusive"`` or a list: both are argument lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            return shlex.split(value)
+        except ValueError as err:
+            raise ValueError(f"cannot split {value!r} into arguments: {err}") from None
+    return value
+
+
+class SlurmConfig(_Strict):
+    """``slurm:``: how ``executor: slurm`` submits and watches jobs (``docs/slurm.md``)."""
+
+    account: str | None = Field(default=None, min_length=1)
+    qos: str | None = Field(default=None, min_length=1)
+    #: Added to every ``sbatch`` call, e.g. ``[--constraint=skylake]``.
+    sbatch_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: Added to the ``srun`` that runs each command, e.g. ``[--mpi=pmix]``.
+    srun_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: The first (and shortest) pause between two ``squeue`` calls; it grows while nothing
+    #: happens, up to ``max_poll_interval``.
+    poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 2.0
+    max_poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 30.0
+    #: ``sbatch`` calls in flight at once.
+    submit_parallel: int = Field(default=8, ge=1, le=64)
+    #: Slurm's time limit is a task's ``timeout`` plus this (or 10 % of it, if more).
+    time_margin: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    #: The cluster's slurm.conf (default: ``$SLURM_CONF``, else Slurm's own default).
+    slurm_conf: str | None = Field(default=None, min_length=1)
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _not_ours(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            # --name=value, -xvalue, -x value: the option's name either way
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if name in SBATCH_OWN:
+                raise ValueError(
+                    f"{arg!r}: stormproof sets {name} itself (the job's name is the attempt id, "
+                    "its output goes to the attempt's logs, the partition is the pool's); "
+                    "remove it"
+                )
+        return args
+
+    @model_validator(mode="after")
+    def _intervals(self) -> SlurmConfig:
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0 seconds, like 2s")
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval:g}s) is shorter than poll_interval "
+                f"({self.poll_interval:g}s); make it at least as long"
+            )
+        return self
+
+    def executor_options(self, pools: Sequence[PoolConfig], base: Path) -> dict[str, Any]:
+        """What a run records for the Slurm executor (``executors.slurm.options``)."""
+        conf = self.slurm_conf
+        return {
+            "partitions": {p.name: p.partition or p.name for p in pools},
+            "account": self.account,
+            "qos": self.qos,
+            "sbatch_args": list(self.sbatch_args),
+            "srun_args": list(self.srun_args),
+            "poll_interval_s": self.poll_interval,
+            "max_poll_interval_s": self.max_poll_interval,
+            "submit_parallel": self.submit_parallel,
+            "time_margin_s": self.time_margin,
+            "slurm_conf": str((base / conf).resolve()) if conf else None,
+        }
 
 
 #: The alert rules (``alerts[].on``) and the settings each takes besides ``on`` and ``notify``:
@@ -448,6 +559,8 @@ class Config(_Strict):
     ] = "none"
     #: ``executor: aws_batch`` only (an error with another executor).
     aws: AwsConfig | None = None
+    #: ``executor: slurm`` only (an error with another executor).
+    slurm: SlurmConfig | None = None
     #: The network containers join (``--network``): ``host`` (the default: what MPI and most
     #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
     container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -532,6 +645,30 @@ class Config(_Strict):
             for key in ("instance_types", "max_vcpus"):
                 if getattr(pool, key) is not None:
                     problems.append(_problem(("pools", i, key), getattr(pool, key), text))
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
+    @model_validator(mode="after")
+    def _slurm_settings_need_slurm(self, info: ValidationInfo) -> Config:
+        """``slurm:`` and ``pools[].partition`` do nothing on another executor: errors."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor == "slurm":
+            return self
+        problems: list[InitErrorDetails] = []
+        if self.slurm is not None:
+            text = (
+                f"only used with executor: slurm (this configuration runs on {executor!r}); "
+                "set executor: slurm, or remove the slurm section"
+            )
+            problems.append(_problem(("slurm",), None, text))
+        for i, pool in enumerate(self.pools):
+            if pool.partition is not None:
+                text = (
+                    f"only used with executor: slurm (this configuration runs on "
+                    f"{executor!r}); remove it, or set executor: slurm"
+                )
+                problems.append(_problem(("pools", i, "partition"), pool.partition, text))
         if problems:
             raise ValidationError.from_exception_data("Config", problems)
         return self
@@ -629,12 +766,22 @@ class Config(_Strict):
         )
 
     def executor_options(self) -> dict[str, Any]:
-        """What a run records for its executor: ``aws:`` and the pools' instance types."""
-        if self.executor not in AWS_EXECUTORS:
-            return {}
-        from stormproof.aws.settings import aws_options
+        """What a run records for its executor: ``slurm:`` and the pools' partitions, or
+        ``aws:`` and the pools' instance types."""
+        if self.executor in AWS_EXECUTORS:
+            from stormproof.aws.settings import aws_options
 
-        return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints)
+            return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints)
+        if self.executor != "slurm":
+            return {}
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
+
+    def place(self, loc: tuple[int | str, ...]) -> str:
+        """``stormproof.yaml:7: pools[1].partition``: where a setting is written, for problems
+        found after loading (what a cluster answered about it)."""
+        line = _line_of(self._root, loc)
+        return f"{self._shown}:{line}: {_place(loc)}" if line else f"{self._shown}: {_place(loc)}"
 
     def for_executor(
         self,
@@ -666,7 +813,10 @@ class Config(_Strict):
         configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
             dataclasses.replace(local_pool(), delegated=True),
         )
-        pools = tuple(describe(configured))
+        try:
+            pools = tuple(describe(configured))
+        except SettingError as err:  # the batch system's answer about one setting: its line
+            raise ConfigError(self._render([(err.loc, err.problem)])) from None
         problems: list[tuple[tuple[int | str, ...], str]] = []
         for i, pool in enumerate(pools):
             for key, known in (
@@ -975,6 +1125,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy",): tuple(PolicyConfig.model_fields),
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
+    ("slurm",): tuple(SlurmConfig.model_fields),
     ("alerts",): tuple(AlertConfig.model_fields),
     ("aws",): tuple(AwsConfig.model_fields),
 }

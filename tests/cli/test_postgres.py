@@ -1,6 +1,7 @@
 """Real runs on the PostgreSQL event store, through the real CLI, against a real server.
 
-Two real orchestrator processes on one run (one killed with -9, or stopped with
+A run reused from by ``run --reuse`` and deleted by ``clean``; two real orchestrator
+processes on one run (one killed with -9, or stopped with
 SIGSTOP until the other took its lease over), the server stopped in the middle of
 a run and started again, and the errors a user meets (server down, wrong
 password, no such database) as one clear line and exit 2.
@@ -28,6 +29,7 @@ from tests.store._postgres import (
 )
 
 from .conftest import Cli, read_line, wait_for
+from .test_rerun_real import plan_json, reuse_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +137,23 @@ def test_an_orchestrator_whose_lease_was_taken_over_stops_without_acting(pg_cli:
     assert "Traceback" not in stderr
     assert second.wait(timeout=60) == 0, second.communicate()
     each_once(pg_cli, "s1", n)
+
+
+def test_run_reuse_finds_earlier_results_in_postgresql_and_clean_forgets_them(
+    pg_cli: Cli,
+) -> None:
+    wf = reuse_workflow(pg_cli)
+    assert pg_cli("run", "wf.yaml", "--name", "r0", "-q").returncode == 0
+    wf.write_text(wf.read_text().replace("cat p", "cat  p"))  # sim's command changes
+    proc = pg_cli("run", "wf.yaml", "--reuse", "--name", "r1", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(effects(pg_cli, "r1")) == ["note", "plot", "sim"]  # prep, side reused
+    cleaned = pg_cli("clean", "r0")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+    plan = plan_json(pg_cli, "run", "wf.yaml", "--reuse")
+    assert {t["task"]: t["from_run"] for t in plan["tasks"] if t["verdict"] == "reused"} == {
+        "prep": "r1", "sim": "r1", "plot": "r1", "side": "r1"
+    }  # fmt: skip
 
 
 @pytest.fixture

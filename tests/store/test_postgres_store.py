@@ -35,6 +35,7 @@ def test_the_tables_live_in_the_schema_the_url_names(postgres: PostgresServer) -
         "stormproof_info",
         "stormproof_leases",
         "stormproof_requests",
+        "stormproof_results",
         "stormproof_rows",
         "stormproof_runs",
     ]

@@ -197,6 +197,7 @@ def run(
         spec = _load_spec(file)
         config = s.placing_config()
         spec, _notes = s.workflow_for_executor(spec, config)
+        s.check_workflow(spec, config)
         refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 

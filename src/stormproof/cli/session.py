@@ -112,8 +112,8 @@ class Session:
 
     def executor_options(self, config: Config | None = None) -> dict[str, Any]:
         """What the configured executor is built with (a run records it): its own section
-        of stormproof.yaml, for executors that have one (``aws:``); the local executor has
-        none."""
+        of stormproof.yaml, for executors that have one (``slurm:``, ``aws:``); the local
+        executor has none."""
         return (config if config is not None else self.config).executor_options()
 
     def placing_config(self, config: Config | None = None) -> Config:
@@ -153,6 +153,14 @@ class Session:
         run_dir.mkdir(parents=True, exist_ok=True)
         executor: Executor = cls(run_dir, options)
         return executor
+
+    def check_workflow(self, spec: WorkflowSpec, config: Config) -> None:
+        """What only the executor's system can refuse in a workflow before a run starts (a
+        task past every Slurm partition's time limit): its optional ``check_workflow``."""
+        cls = self.executor_class(config.executor)
+        check = getattr(cls, "check_workflow", None)
+        if check is not None:
+            check(spec, config.pool_defs(), self.executor_options(config))
 
     def checkpoint_settings(self) -> dict[str, Any]:
         """The checkpoint tiers as a run records them: absolute paths, so resume finds them."""

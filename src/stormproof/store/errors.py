@@ -35,6 +35,11 @@ SQLITE_DAMAGED: Final = (
     "the file is damaged or is not a stormproof database: move it away (a new one "
     "is created) or restore it from a backup; `sqlite3 FILE .recover` may save its rows"
 )
+#: What to do about stormproof_* tables that hold something stormproof did not write.
+POSTGRES_DAMAGED: Final = (
+    "the stormproof_* tables hold something stormproof did not write: restore them from a "
+    "backup, or use another database or schema"
+)
 URL_FORM: Final = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
 #: Where a PostgreSQL URL is set, for the fixes that say "change it".
 STORE_SETTING: Final = "`store:` in stormproof.yaml (or STORMPROOF_STORE)"

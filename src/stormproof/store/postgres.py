@@ -43,7 +43,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -54,8 +54,10 @@ from psycopg import errors as pg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from stormproof.errors import ConfigError, LeaseLost, RunExists, RunNotFound, StormproofError
-from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo
+from stormproof.store import postgres_results
+from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo, TaskResult
 from stormproof.store.errors import (
+    POSTGRES_DAMAGED,
     STORE_SETTING,
     URL_FORM,
     lease_lost,
@@ -82,10 +84,6 @@ _CONNECTION_DEFAULTS: Final = {
     "application_name": "stormproof",
 }
 _READ_BATCH: Final = 2000
-_DAMAGED: Final = (
-    "the stormproof_* tables hold something stormproof did not write: restore them from a "
-    "backup, or use another database or schema"
-)
 #: Key of the advisory lock that makes concurrent first openers create the tables once.
 _SCHEMA_LOCK: Final = 0x5707_3970_0F00
 _SCHEMA: Final = (
@@ -117,8 +115,9 @@ _SCHEMA: Final = (
         at   double precision NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS stormproof_requests_by_run ON stormproof_requests (run, id)",
+    # no foreign key: a lease row outlives a deleted run, its token with it (``delete_run``)
     """CREATE TABLE IF NOT EXISTS stormproof_leases (
-        run         text PRIMARY KEY REFERENCES stormproof_runs (name),
+        run         text PRIMARY KEY,
         token       bigint NOT NULL,
         holder_pid  integer,
         holder_host text,
@@ -126,6 +125,21 @@ _SCHEMA: Final = (
     )""",
     "INSERT INTO stormproof_info (key, value) VALUES ('schema_version', '1')"
     " ON CONFLICT (key) DO NOTHING",
+    *postgres_results.SCHEMA,
+)
+#: Every table of ``_SCHEMA``: a database that lacks one (made by an older stormproof, same
+#: schema version) gets it when opened. An older stormproof ignores the tables it does not know.
+_TABLES: Final = (
+    "stormproof_info",
+    "stormproof_runs",
+    "stormproof_rows",
+    "stormproof_requests",
+    "stormproof_leases",
+    "stormproof_results",
+)
+#: What a database from before ``delete_run`` needs: its lease rows referred to their runs.
+_UPGRADES: Final = (
+    "ALTER TABLE stormproof_leases DROP CONSTRAINT IF EXISTS stormproof_leases_run_fkey",
 )
 
 _INSERT_ROWS: Final = (
@@ -225,7 +239,7 @@ class PostgresEventLog:
             ).fetchone()
         if found is None:
             raise self._run_not_found(name)
-        return run_info_from(found, _DAMAGED)
+        return run_info_from(found, POSTGRES_DAMAGED)
 
     def list_runs(self) -> list[RunInfo]:
         """Newest first; creation order breaks ties between runs created in the same instant."""
@@ -234,7 +248,7 @@ class PostgresEventLog:
                 "SELECT name, created_at, workflow_name, meta FROM stormproof_runs"
                 " ORDER BY created_at DESC, created_order DESC"
             ).fetchall()
-        return [run_info_from(r, _DAMAGED) for r in found]
+        return [run_info_from(r, POSTGRES_DAMAGED) for r in found]
 
     # -- rows -----------------------------------------------------------------
 
@@ -279,11 +293,7 @@ class PostgresEventLog:
         time, so the pages together are the log as the last one saw it: whole
         flushes, no gaps. ``RunNotFound`` is raised here, not on the first ``next``.
         """
-        with self._errors():
-            known = self._db.execute(
-                "SELECT 1 FROM stormproof_runs WHERE name = %s", (run,)
-            ).fetchone()
-        if known is None:
+        if not self._run_exists(run):
             raise self._run_not_found(run)
         return self._pages(run, after_seq)
 
@@ -291,7 +301,7 @@ class PostgresEventLog:
         while True:
             with self._errors():
                 page = self._db.execute(_SELECT_ROWS, (run, after_seq, _READ_BATCH)).fetchall()
-            yield from (row_from(r, _DAMAGED) for r in page)
+            yield from (row_from(r, POSTGRES_DAMAGED) for r in page)
             if len(page) < _READ_BATCH:
                 return
             after_seq = int(page[-1][0])
@@ -403,6 +413,39 @@ class PostgresEventLog:
             f"from the database, for longer than the lease's {self.lease_s:g} s?)",
         )
 
+    # -- results across runs (``store/postgres_results.py``) -----------------------
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        """All or nothing: ``RunNotFound`` (and nothing put) if a result's run is not there."""
+        try:
+            with self._errors():
+                postgres_results.put(self._db, results)
+        except pg.ForeignKeyViolation:
+            gone = [run for run in sorted({r.run for r in results}) if not self._run_exists(run)]
+            raise self._run_not_found(gone[0] if gone else results[0].run) from None
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return postgres_results.find(self._db, fingerprints)
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return postgres_results.last(self._db, workflow, task_ids)
+
+    def delete_run(self, name: str) -> None:
+        """Forget the run in one statement; fenced when this instance holds its lease (as
+        the caller should): a lease taken over meanwhile deletes nothing (``LeaseLost``)."""
+        token = self._tokens.get(name)
+        with self._errors():
+            gone = postgres_results.delete_run(self._db, name, token)
+        if not gone:
+            if token is not None and self._run_exists(name):
+                with self._errors():
+                    raise self._lease_lost(name, token)
+            raise self._run_not_found(name)
+        self._pending.pop(name, None)
+        self._last_seq.pop(name, None)
+
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
@@ -440,6 +483,13 @@ class PostgresEventLog:
             conn.close()
             raise
         return conn
+
+    def _run_exists(self, run: str) -> bool:
+        with self._errors():
+            found = self._db.execute(
+                "SELECT 1 FROM stormproof_runs WHERE name = %s", (run,)
+            ).fetchone()
+        return found is not None
 
     def _last_seq_of(self, run: str) -> int:
         if run in self._last_seq:
@@ -530,13 +580,23 @@ def _without_password(url: str) -> str:
 
 
 def _ensure_schema(conn: psycopg.Connection[tuple[Any, ...]], server: str) -> None:
-    """Create the tables if this database has none; refuse a newer schema."""
-    found = conn.execute("SELECT to_regclass('stormproof_info') IS NOT NULL").fetchone()
-    if not (found and found[0]):
+    """Refuse a newer or damaged schema; create the tables this database lacks (all of them
+    the first time, those added since for a database made by an older stormproof)."""
+    info, missing = conn.execute(
+        "SELECT to_regclass('stormproof_info') IS NOT NULL,"
+        " count(*) FILTER (WHERE to_regclass(t) IS NULL) FROM unnest(%s::text[]) AS t",
+        (list(_TABLES),),
+    ).fetchone() or (False, len(_TABLES))
+    if info:
+        _check_version(conn, server)
+    if missing:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *(_UPGRADES if info else ())):
                 conn.execute(statement)
+
+
+def _check_version(conn: psycopg.Connection[tuple[Any, ...]], server: str) -> None:
     version_row = conn.execute(
         "SELECT value FROM stormproof_info WHERE key = 'schema_version'"
     ).fetchone()
@@ -547,4 +607,6 @@ def _ensure_schema(conn: psycopg.Connection[tuple[Any, ...]], server: str) -> No
             f"reads up to {SCHEMA_VERSION}); upgrade with `pip install -U stormproof`"
         )
     if version < 1:
-        raise StormproofError(f"{server}: stormproof_info has no schema version; {_DAMAGED}")
+        raise StormproofError(
+            f"{server}: stormproof_info has no schema version; {POSTGRES_DAMAGED}"
+        )

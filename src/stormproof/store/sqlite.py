@@ -434,8 +434,14 @@ class SQLiteEventLog:
     # -- results across runs (``store/sqlite_results.py``) -------------------------
 
     def put_results(self, results: Sequence[TaskResult]) -> None:
+        """All or nothing: ``RunNotFound`` (and nothing put) if a result's run is not there."""
         with self._errors():
-            sqlite_results.put(self._db, results)
+            try:
+                sqlite_results.put(self._db, results)
+            except sqlite3.IntegrityError:  # the foreign key: a run deleted meanwhile
+                runs = sorted({r.run for r in results})
+                gone = [run for run in runs if not self._run_exists(run)]
+                raise self._run_not_found(gone[0] if gone else runs[0]) from None
 
     def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
         with self._errors():
@@ -446,8 +452,10 @@ class SQLiteEventLog:
             return sqlite_results.last(self._db, workflow, task_ids)
 
     def delete_run(self, name: str) -> None:
+        """Fenced when this instance holds the run's lease: ``LeaseLost`` if it was broken."""
+        fence = functools.partial(self._check_token, name) if name in self._tokens else None
         with self._errors():
-            gone = sqlite_results.delete_run(self._db, name)
+            gone = sqlite_results.delete_run(self._db, name, fence)
         if not gone:
             raise self._run_not_found(name)
         self._last_seq.pop(name, None)
@@ -474,6 +482,9 @@ class SQLiteEventLog:
         self.close()
 
     # -- helpers --------------------------------------------------------------
+
+    def _run_exists(self, run: str) -> bool:
+        return self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is not None
 
     def _last_seq_of(self, run: str) -> int:
         """The run's last durable or buffered seq: one query per run, then memory."""

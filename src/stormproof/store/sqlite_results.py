@@ -9,7 +9,7 @@ predates the table gets it the first time it is opened by a version that knows i
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Final
 
 import orjson
@@ -108,10 +108,13 @@ def last(db: sqlite3.Connection, workflow: str, task_ids: Collection[str]) -> di
     return found
 
 
-def delete_run(db: sqlite3.Connection, name: str) -> bool:
-    """Delete the run and everything of it in one transaction; False if there was none."""
+def delete_run(db: sqlite3.Connection, name: str, check: Callable[[], None] | None = None) -> bool:
+    """Delete the run and everything of it in one transaction; False if there was none.
+    ``check``, called first within the transaction, may refuse by raising (the lease's fence)."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        if check is not None:
+            check()
         for table in ("results", "requests", "rows"):
             db.execute(f"DELETE FROM {table} WHERE run = ?", (name,))
         gone = db.execute("DELETE FROM runs WHERE name = ?", (name,)).rowcount
