@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from stormproof.capacity.local import LocalFleet
 from stormproof.config import local_pool
-from stormproof.core.decisions import Decision, LaunchAttempt, LaunchInstance
+from stormproof.core.decisions import Decision, KillAttempt, LaunchAttempt, LaunchInstance
 from stormproof.core.events import AttemptExited, AttemptStarted, Event
 from stormproof.core.machine import Workflow
 from stormproof.errors import LeaseLost
@@ -172,6 +173,39 @@ def test_resume_relaunches_a_decided_launch_the_executor_never_heard_of(
     ex = Recovering({})
     assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
     assert list(ex.jobs) == ["b/1", "c/1"]  # same attempt id, no new attempt number
+
+
+def test_resume_drops_a_launch_the_executor_never_heard_of_that_was_to_be_killed(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    # b/1 was decided and logged, then its instance was interrupted (a kill decided), and the
+    # orchestrator died before the executor heard of b/1: it never ran, so it is dropped (no
+    # budget used), not lost (which would count an interruption it never had).
+    ctx = make_run(store, tmp_path)
+
+    class Deaf(FakeExecutor):
+        def submit(self, job: AttemptJob) -> None:
+            if job.attempt_id != "b/1":
+                super().submit(job)
+
+    class InterruptThenStop(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            assert self.driver is not None
+            for d in decisions:
+                if isinstance(d, LaunchAttempt) and d.attempt_id == "b/1":
+                    request = json.dumps({"instance": d.instances[0], "notice_s": 0})
+                    store.post_request("r", f"interrupt:{request}", now)
+                if isinstance(d, KillAttempt) and d.attempt_id == "b/1":
+                    self.driver.request_stop("test")
+
+    first = Driver(home, store, ctx, Deaf(), InterruptThenStop("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    first.drive()
+    ex = Recovering({})
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    ended = {r.data["attempt_id"]: r.data for r in store.read("r") if r.kind == "AttemptEnded"}
+    assert ended["b/1"]["state"] == "dropped"
+    assert "b/1" not in ex.jobs and "b/2" in ex.jobs
 
 
 def test_resume_counts_a_vanished_running_attempt_as_lost_and_retries_it(

@@ -258,6 +258,14 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("binary_garbage", "workflow.yaml", _raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")),
     ("not_utf8", "workflow.yaml", _raw(b"name: caf\xe9\ntasks: []\n")),
+    # --- what no program can be given (exec takes C strings): a run used to hang on it
+    ("nul_in_command", "workflow.yaml", _tasks('  - {id: a, command: ["ech\\0o", x]}\n')),
+    (
+        "nul_in_environment",
+        "workflow.json",
+        '{"name": "n", "tasks": [{"id": "a", "command": "true", '
+        '"environment": {"X": "a\\u0000b"}}]}',
+    ),
 ]
 
 EXPECTED: dict[str, str] = {
@@ -324,4 +332,6 @@ EXPECTED: dict[str, str] = {
     "duplicate_yaml_key": "line 6: tasks[0] (prep): key 'vcpus' appears twice",
     "binary_garbage": "this is a binary file, not a workflow",
     "not_utf8": "line 1: the file is not UTF-8 text (byte 0xe9",
+    "nul_in_command": "line 3: tasks[0] (a).command: holds a NUL byte",
+    "nul_in_environment": "tasks[0] (a).environment: X: holds a NUL byte (\\0)",
 }

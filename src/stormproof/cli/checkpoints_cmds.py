@@ -250,8 +250,11 @@ def show(
         else:
             for c in checks:
                 _print_verification(c, store.url)
-        if not any(c.ok for c in checks):
-            sys.exit(1)
+            good = next((c for c in checks if c.ok), None)
+            if good is not None and not all(c.ok for c in checks):
+                out.print(f"  a restore uses the {good.tier} copy, which verifies")
+        if not all(c.ok for c in checks):
+            sys.exit(1)  # a damaged copy is news, even where another one verifies
 
 
 def _verification_json(c: Verification) -> dict[str, Any]:

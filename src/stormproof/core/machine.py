@@ -273,7 +273,7 @@ class Workflow:
                 fleet.remove_instance(self, inst, f"the run {final}", out)
         if final == "succeeded":
             for i, seqs in self.checkpoints.items():
-                if seqs and not self.tasks[i].keep_checkpoints_on_success:
+                if (seqs or i in self.corrupt) and not self.tasks[i].keep_checkpoints_on_success:
                     out.append(PruneCheckpoints(self.tasks[i].id, (), "the workflow succeeded"))
         out.append(RunFinished(final, f"all {len(self.tasks)} tasks ended"))
 

@@ -9,7 +9,12 @@ and the executor. One loop:
 4. only then carry the actions out (launch, kill, start a timer).
 
 Because step 3 comes before step 4, a crash at any point leaves a log that
-says at least as much as what was done. Resume replays the log through a
+says at least as much as what was done. For the same reason a fault of the
+machine rather than of the run stops it, resumable, instead of failing it: the
+event log cannot be written (``StoreFault``: disk full, locked), the
+executor cannot be reached (``ExecutorUnavailable``), or the checkpoint store
+is gone (``Checkpointing.fault``). What the log says was decided and was not
+carried out is carried out by ``resume``. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
@@ -52,6 +57,7 @@ from stormproof.core.decisions import (
     WithdrawAttempt,
 )
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptPreempted,
@@ -70,7 +76,7 @@ from stormproof.core.events import (
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
 from stormproof.errors import LeaseLost, StoreFault
-from stormproof.executors.base import AttemptJob, Executor
+from stormproof.executors.base import AttemptJob, Executor, ExecutorUnavailable
 from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
@@ -181,8 +187,9 @@ class Driver:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
+            pending: list[Event] = []
             if first is None:
-                pending: list[Event] = [self._start(now)]
+                pending = [self._start(now)]
                 if self.alerts is not None and history:  # a redrive: the segments before it
                     self.alerts.replay(history)
             else:
@@ -195,12 +202,14 @@ class Driver:
                 if self.core.final is not None:
                     self._close_alerts()
                     return DriveResult(self.core.final)
-                self._relaunch_pending()
-                pending = [*self._recover(now), RunResumed(now)]
-            pending += initial
             with self._signals():
                 try:
-                    return self._loop(pending)
+                    if first is not None:  # in here: an executor that is gone stops the run
+                        self._relaunch_pending()
+                        pending = [*self._recover(now), RunResumed(now)]
+                    return self._loop([*pending, *initial])
+                except ExecutorUnavailable as exc:
+                    return self._stopped_by_fault(f"the {self.ctx.executor} executor failed: {exc}")
                 except StoreFault as exc:
                     self._store_failed = True
                     self.abandoned = not lease.surely_held()
@@ -211,19 +220,35 @@ class Driver:
                 finally:
                     self._finish()
 
+    def _stopped_by_fault(self, reason: str) -> DriveResult:
+        """A fault of the machine, not of the run: record the stop if the log still takes it,
+        carry nothing out (``resume`` does what was decided), and say how to go on."""
+        try:
+            self._process([StopRequested(self.clock(), reason)], act=False)
+        except StoreFault:
+            self._store_failed = True
+        return DriveResult("stopped", len(self.core.attempts), reason)
+
     def _finish(self) -> None:
         """Log what checkpoint saves in flight produced and the alerts' last words, then let
         the executor go; with the store failed, write and decide nothing more; abandoned,
         touch nothing at all."""
         if self.abandoned:
             return
-        if self._store_failed:
-            if self.checkpointing is not None:
-                self.checkpointing.close()
-        else:
-            self._drain_checkpoints()
-            self._close_alerts()
-            self.store.flush()
+        if not self._store_failed:
+            try:
+                self._drain_checkpoints()
+                self._close_alerts()
+                self.store.flush()
+            except StoreFault:
+                self._store_failed = True
+                self.abandoned = self._lease is not None and not self._lease.surely_held()
+                if self.abandoned:
+                    return
+            except ExecutorUnavailable:
+                pass  # on the way out already: the journal and the checkpoint dirs keep the rest
+        if self._store_failed and self.checkpointing is not None:
+            self.checkpointing.close()
         final = self.core.final is not None and not self._store_failed
         self.executor.close(final=final)
 
@@ -242,6 +267,9 @@ class Driver:
             now = self.clock()
             if self.alerts is not None:
                 self._note(self.alerts.poll(now))
+            fault = self.checkpointing.fault if self.checkpointing is not None else None
+            if fault is not None and self._stop is None:
+                self._stop = fault
             if self._stop is not None:
                 self._process([StopRequested(now, self._stop)])
                 live = len(self.core.attempts)
@@ -279,7 +307,7 @@ class Driver:
             self.executor.submit(job)
         return kept + done
 
-    def _process(self, events: Sequence[Event]) -> None:
+    def _process(self, events: Sequence[Event], act: bool = True) -> None:
         rows: list[Row] = []
         decided: list[Decision] = []
         for event in events:
@@ -297,6 +325,8 @@ class Driver:
             self.checkpointing.after_flush()
         if self._results is not None:
             self._results.record(decided, events[-1].at)
+        if not act:
+            return
         for d in decided:
             if d.is_action:
                 self._act(d)
@@ -479,6 +509,11 @@ class Driver:
                     self.executor.withdraw(att.id)
                 else:
                     self.executor.kill(att.id, 0.0)
+            elif att.state is AttemptState.PLACED:
+                # never started, and a kill was decided meanwhile (an interruption of its
+                # instance, a cancel): it ends without having run, using no budget
+                why = "it never started: the executor never heard of it before it was stopped"
+                events.append(AttemptDropped(now, att.id, why))
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events

@@ -92,6 +92,9 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+#: No program can receive a NUL byte (exec takes C strings): refused here, not at launch.
+_NUL = "holds a NUL byte (\\0), which no program can be given: remove it"
+
 EnvValue = Annotated[
     str,
     BeforeValidator(_env_value),
@@ -302,6 +305,8 @@ class TaskSpec(Strict):
             raise ValueError(
                 "is empty (give a list like [python, run.py], or a string to run with sh -c)"
             )
+        if "\0" in (command if isinstance(command, str) else "".join(command)):
+            raise ValueError(_NUL)
         return command
 
     @field_validator("environment")
@@ -313,6 +318,9 @@ class TaskSpec(Strict):
                 f"variable name {bad!r} is not valid (use letters, digits and underscores, "
                 "not starting with a digit)"
             )
+        for name, value in env.items():
+            if "\0" in value:
+                raise ValueError(f"{name}: {_NUL}")
         return env
 
     @field_validator("inputs")

@@ -82,6 +82,11 @@ def sqlite_errors(path: Path) -> Iterator[None]:
         raise
     except sqlite3.DatabaseError as exc:
         raise sqlite_error(exc, path) from exc
+    except OSError as exc:  # the store's own fsync of the WAL: the disk failed what was written
+        raise StoreFault(
+            f"stormproof database {path}: {exc.strerror or exc}; check the disk, then try "
+            "again (`stormproof resume RUN` for a run)"
+        ) from exc
 
 
 def sqlite_error(exc: sqlite3.DatabaseError, path: Path) -> StormproofError:

@@ -59,6 +59,7 @@ The rules this module keeps:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fcntl
 import functools
@@ -266,7 +267,8 @@ class SQLiteEventLog:
         if self.synchronous == "group":
             self._unsynced = True
             if time.monotonic() - self._last_fsync >= GROUP_FSYNC_S:
-                self._fsync_wal()
+                with self._errors():
+                    self._fsync_wal()
 
     def _insert_at_once(self, buffer: list[_Pending], fenced_run: str | None) -> None:
         params = [value for row in buffer for value in row]
@@ -467,7 +469,8 @@ class SQLiteEventLog:
         """Close the connection. Unflushed rows are dropped: ``close`` is not a flush."""
         self._buffer.clear()
         if self._unsynced:
-            self._fsync_wal()
+            with contextlib.suppress(OSError):  # nothing to hand the failure to any more
+                self._fsync_wal()
         self._db.close()
 
     def __enter__(self) -> SQLiteEventLog:
