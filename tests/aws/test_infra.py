@@ -156,3 +156,35 @@ def test_aws_commands_need_the_aws_executor(tmp_path: Path, moto: Moto) -> None:
     proc = _cli(tmp_path, moto, "aws", "setup", "--dry-run")
     assert proc.returncode == 2
     assert "set executor: aws_batch" in proc.stderr
+
+
+def test_credentials_and_region_come_from_a_named_profile_in_the_shared_files(
+    cwd: Path, moto: Moto
+) -> None:
+    (cwd / "credentials").write_text(
+        "[lab]\naws_access_key_id = test\naws_secret_access_key = test\n"
+    )
+    (cwd / "config").write_text("[profile lab]\nregion = eu-west-1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("STORMPROOF_HOME", None)
+    env.update(
+        AWS_ENDPOINT_URL=moto.endpoint,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_SHARED_CREDENTIALS_FILE=str(cwd / "credentials"),
+        AWS_CONFIG_FILE=str(cwd / "config"),
+        AWS_PROFILE="lab",
+        XDG_CACHE_HOME=str(cwd / "cache"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "stormproof", "aws", "doctor"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = proc.stdout.splitlines()
+    assert any("region" in ln and "eu-west-1" in ln for ln in lines), proc.stdout + proc.stderr
+    assert any("credentials" in ln and "123456789012" in ln for ln in lines), proc.stdout
+    assert "Traceback" not in proc.stderr
