@@ -5,6 +5,9 @@ answer), a cache with the date, and a configured price that always wins."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import boto3
@@ -16,6 +19,7 @@ from stormproof.aws.clients import Aws
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.executors.aws_batch import AwsBatchExecutor
 from tests.aws._moto import Moto
+from tests.aws.fixtures import config_text
 
 #: One product of the EC2 price list, as GetProducts returns it (trimmed to what is read).
 RECORDED_PRODUCT = {
@@ -100,3 +104,53 @@ def test_a_configured_price_wins_and_a_missing_one_is_asked_of_aws(
     assert asked.price_usd_per_h == pytest.approx(0.00001)
     assert prices.cache_path() == tmp_path / "stormproof" / "aws-prices.json"
     assert prices.cache_path().exists()
+
+
+def _cli(cwd: Path, moto: Moto, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("STORMPROOF_HOME", None)
+    env.update(moto.env(), XDG_CACHE_HOME=str(cwd / "cache"))
+    return subprocess.run(
+        [sys.executable, "-m", "stormproof", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_plan_and_simulate_cost_a_spot_pool_at_the_price_aws_gives(
+    moto: Moto, tmp_path: Path, asked: bool
+) -> None:
+    config = config_text(checkpoints=False).replace(
+        "  prices: false\n", f"  prices: {str(asked).lower()}\n"
+    )
+    config = config.replace(  # a configured price wins
+        "{name: ondemand, market: on_demand,", "{name: ondemand, market: on_demand, price: 0.17,"
+    )
+    (tmp_path / "stormproof.yaml").write_text(config)
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n  - {id: a, command: ['true'], vcpus: 2, memory: 3000,"
+        " estimated_runtime: 3600}\n"
+    )
+    plan = _cli(tmp_path, moto, "plan", "wf.yaml", "--json")
+    assert plan.returncode == 0, plan.stderr
+    report = json.loads(plan.stdout)
+    assert report["tasks"]["a"]["pool"] == "spot"
+    spot_cost = report["tasks"]["a"]["cost_usd"]
+    simulated = _cli(
+        tmp_path, moto, "simulate", "wf.yaml", "--runs", "5", "--workers", "1", "--json"
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    if asked:  # moto's fixed spot price, for the pool's largest type, cached with its date
+        assert 0 < spot_cost <= 0.00001
+        assert "us-east-1/spot/c5.xlarge" in json.loads(
+            (tmp_path / "cache" / "stormproof" / "aws-prices.json").read_text()
+        )
+    else:  # prices: false, no price: configured: the pool costs nothing
+        assert spot_cost == 0
+    saved = json.loads(simulated.stdout)["saved_fraction"]  # against the configured 0.17/h
+    assert (saved < 1.0) is asked, saved
