@@ -90,9 +90,18 @@ def _keep_runnable(self: Any, include_start_attempt: bool, job: Any) -> None:
     job.status = "RUNNABLE"
 
 
+def _describe_jobs(self: Any, jobs: list[str] | None) -> list[dict[str, Any]]:
+    """moto's DescribeJobs over a snapshot of its jobs: moto walks the live dict unlocked, so
+    a SubmitJob served by another thread meanwhile failed the call (an emulator race)."""
+    wanted = set(jobs or ())
+    held = list(self._jobs.items())
+    return [j.describe() for k, j in held if not wanted or k in wanted or j.arn in wanted]
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[Moto]:
     try:
+        from moto.batch.models import BatchBackend
         from moto.batch_simple import models as simple
         from moto.server import ThreadedMotoServer
     except ImportError:
@@ -113,6 +122,8 @@ def moto_server() -> Iterator[Moto]:
     default_user_config["iam"] = {"load_aws_managed_policies": True}
     original = simple.BatchSimpleBackend._mark_job_as_finished
     simple.BatchSimpleBackend._mark_job_as_finished = _keep_runnable  # type: ignore[method-assign]
+    original_describe = BatchBackend.describe_jobs
+    BatchBackend.describe_jobs = _describe_jobs  # type: ignore[method-assign]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -123,6 +134,7 @@ def moto_server() -> Iterator[Moto]:
     finally:
         server.stop()
         simple.BatchSimpleBackend._mark_job_as_finished = original  # type: ignore[method-assign]
+        BatchBackend.describe_jobs = original_describe  # type: ignore[method-assign]
         iam_models.aws_managed_policies_data = original_policies
 
 

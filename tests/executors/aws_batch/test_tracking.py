@@ -97,8 +97,7 @@ def _runnable(moto: Moto) -> list[str]:
 
 
 def _wait_submitted(moto: Moto, n: int) -> None:
-    """Until Batch holds ``n`` jobs (not polling meanwhile: moto's DescribeJobs walks its jobs
-    unlocked and fails when a SubmitJob adds one during the walk)."""
+    """Until Batch holds ``n`` jobs, without polling (no look before every job is live)."""
     deadline = time.monotonic() + 60
     while len(_runnable(moto)) < n:
         assert time.monotonic() < deadline, "the submits did not finish"
