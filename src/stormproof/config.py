@@ -477,7 +477,7 @@ class AwsConfig(_Strict):
     """``aws:``: the AWS resources stormproof uses and how it watches them (``docs/aws.md``).
 
     ``stormproof aws setup`` creates them from this section and the pools; ``executor:
-    aws_batch`` and ``capacity: aws`` use them; ``stormproof aws teardown`` removes what
+    aws_batch`` and the EC2 Fleet backend use them; ``stormproof aws teardown`` removes what
     carries the ``project`` tag and nothing else.
     """
 
