@@ -21,10 +21,6 @@ from stormproof.errors import SpecError
 from stormproof.spec.model import WorkflowSpec
 from stormproof.spec.problems import MAX_MESSAGES, Problem, render_problems
 
-# ``config.py`` imports this from here (it was defined here before the split); its home is now
-# ``pydantic_errors``. Kept importable until config.py imports it from there.
-from stormproof.spec.pydantic_errors import RANGE_WORDS as RANGE_WORDS
-
 #: Bounds the cost of ``did you mean`` over huge id sets (candidates compared in total).
 _SUGGESTION_BUDGET = 200_000
 
