@@ -55,7 +55,7 @@ from stormproof.core.defs import (
 )
 from stormproof.errors import ConfigError
 from stormproof.spec.model import parse_duration
-from stormproof.spec.validate import RANGE_WORDS
+from stormproof.spec.pydantic_errors import RANGE_WORDS
 
 CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
