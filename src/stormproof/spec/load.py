@@ -36,16 +36,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from stormproof.errors import SpecError, unreadable
 from stormproof.spec.model import WorkflowSpec
-from stormproof.spec.validate import (
-    Loc,
-    Problem,
-    check_spec,
-    graph_inputs_from_data,
-    graph_problems,
-    problems_from_pydantic,
-    render_problems,
-    task_ids_in,
-)
+from stormproof.spec.problems import Loc, Problem, render_problems, task_ids_in
+from stormproof.spec.pydantic_errors import problems_from_pydantic
+from stormproof.spec.validate import check_spec, graph_inputs_from_data, graph_problems
 
 Format = Literal["json", "yaml"]
 LineOf = Callable[[Loc], int | None]
