@@ -85,15 +85,26 @@ start = time.process_time()
 while time.process_time() - start < 0.3:
     pass
 """
+#: Starts a worker from a process that peaked at 600 MiB: the worker's own ``ru_maxrss``
+#: carries that across its exec (as under a large launcher, or a long pytest session).
+BIG_PARENT = (
+    "import os, sys; block = b'x' * (600 << 20); del block; "
+    "os.execv(sys.executable, [sys.executable, '-m', 'distributed.cli.dask_worker', "
+    "*sys.argv[1:]])"
+)
 
 
 def test_an_attempt_reports_its_cpu_time_and_its_peak_memory_above_the_workers(
     dask_cluster: DaskCluster, tmp_path: Path
 ) -> None:
+    marked = {"vcpus": 2, "memory": 2048, "pool-big": 1}
+    dask_cluster.start_worker("big-1", marked, argv=[sys.executable, "-c", BIG_PARENT])
+    opts = options(dask_cluster)
+    opts["pools"]["big"] = {"resource": "pool-big"}
     run_dir = tmp_path / "run"
-    hungry = job(run_dir, "hungry", [sys.executable, "-c", HUNGRY])
-    small = job(run_dir, "small", ["true"])
-    with executor(run_dir, options(dask_cluster)) as ex:
+    hungry = job(run_dir, "hungry", [sys.executable, "-c", HUNGRY], pool="big")
+    small = job(run_dir, "small", ["true"], pool="big")
+    with executor(run_dir, opts) as ex:
         ends = finals(run_to_end(ex, [hungry, small]))
     big, tiny = ends["hungry/1"], ends["small/1"]
     assert isinstance(big, AttemptExited) and big.exit_code == 0

@@ -321,8 +321,7 @@ def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
         os.close(out)
         os.close(err)
     proc.returncode = 0  # reaped by _wait (wait4, for its resource usage), never by Popen
-    inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return _Running(spec, proc.pid, time.time(), inherited_rss_kib=inherited)
+    return _Running(spec, proc.pid, time.time(), inherited_rss_kib=_own_peak_rss_kib())
 
 
 def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
@@ -455,6 +454,18 @@ def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
     if code < 0:
         code = 128 - code
     return code, usage
+
+
+def _own_peak_rss_kib() -> int:
+    """This process's own peak resident set, KiB: ``VmHWM``, its memory's high-water mark.
+    Not ``getrusage(RUSAGE_SELF)``, which also carries the peak of whatever process started the
+    worker (a large launcher's, say) across the worker's own ``exec``: a child inherits only
+    the worker's memory's mark."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _peak_rss_mib(max_rss_kib: int, inherited_kib: int) -> float | None:
