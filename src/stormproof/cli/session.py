@@ -61,14 +61,18 @@ class Session:
     cwd: Path
     config: Config
     home: Home
+    #: A command that only reads (``status``, ``history``, ``logs``): the home is not
+    #: created, and one that cannot be written is read as it is.
+    read_only: bool = False
     _store: EventLog | None = None
+    _writable: bool = True
 
     @classmethod
-    def open(cls, home: str | None, config_path: str | None) -> Session:
+    def open(cls, home: str | None, config_path: str | None, read_only: bool = False) -> Session:
         cwd = Path.cwd()
         config = load_config(Path(config_path) if config_path else None, cwd, os.environ)
         root = Path(home) if home else config.home_dir(cwd)
-        return cls(cwd, config, Home(root.resolve()))
+        return cls(cwd, config, Home(root.resolve()), read_only)
 
     @property
     def store(self) -> EventLog:
@@ -77,14 +81,23 @@ class Session:
             if "://" in kind:
                 kind = kind.split("://", 1)[0].split("+", 1)[0]
             cls = _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
-            self.home.root.mkdir(parents=True, exist_ok=True)
-            self._store = cls(self.home.db_path) if kind == "sqlite" else cls(self.config.store)
+            if kind != "sqlite":
+                self._store = cls(self.config.store)
+            else:
+                self._writable = self.home.check(write=not self.read_only)
+                self._store = cls(self.home.db_path, read_only=not self._writable)
         return self._store
+
+    @property
+    def writable(self) -> bool:
+        """Whether the store was opened for writing (a read-only home is read as it is)."""
+        _ = self.store
+        return self._writable
 
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = _load("stormproof.executors", name, _BUILTIN_EXECUTORS, "executor")
-        run_dir = self.home.run_dir(run)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.home.check(write=True)
+        run_dir = self.home.make_run_dir(run)
         executor: Executor = cls(run_dir, options)
         return executor
 
@@ -169,11 +182,13 @@ def common(fn: F) -> F:
 
 
 @contextmanager
-def session(home: str | None, config_path: str | None) -> Iterator[Session]:
+def session(
+    home: str | None, config_path: str | None, read_only: bool = False
+) -> Iterator[Session]:
     """Open what a command needs; turn every user error into one message and exit 2."""
     s: Session | None = None
     try:
-        s = Session.open(home, config_path)
+        s = Session.open(home, config_path, read_only)
         yield s
     except StormproofError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)

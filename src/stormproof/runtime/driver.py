@@ -67,6 +67,7 @@ from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.runs import RunContext
+from stormproof.runtime.view_store import ViewKeeper
 from stormproof.store.base import EventLog, Row
 
 #: How often the loop wakes up with nothing to do, to read requests and refresh progress.
@@ -108,6 +109,8 @@ class Driver:
     fleet: Fleet | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    #: The run's status view, folded as rows are appended and kept in the store.
+    _keeper: ViewKeeper | None = None
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
@@ -131,8 +134,10 @@ class Driver:
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
         with self.store.driver_lease(self.ctx.name):
-            self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            self.home.check_run_tree(self.ctx.name)  # a link planted there is refused
+            self.home.make_inside(self.home.data_dir(self.ctx.name))
             history = list(self.store.read(self.ctx.name))
+            self._keeper = ViewKeeper(self.store, self.ctx, history)
             now = self.clock()
             first = next((r for r in history if r.category == "event"), None)
             if self.fleet is None:
@@ -156,6 +161,7 @@ class Driver:
                 finally:
                     self._drain_checkpoints()
                     self.store.flush()
+                    self._keeper.save()
                     self.executor.close(final=self.core.final is not None)
 
     # ------------------------------------------------------------------ the loop
@@ -213,8 +219,10 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self.store.append(self.ctx.name, rows)
+        numbered = self.store.append(self.ctx.name, rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._keeper is not None:
+            self._keeper.apply(numbered)
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         for d in decided:

@@ -3,11 +3,17 @@
 The core's notes (``TaskReady``, ``AttemptEnded``, ``TaskEnded``, …) already
 say every conclusion, so this fold is a plain projection: it never decides
 anything, and it needs no replay of the core.
+
+The fold is incremental and need not hold every task: the run's totals (counts per state
+and per stage, money settled, interruptions, the fleet) are kept as counters, so a view
+restored from its stored summary (``from_summary``) with only the tasks a few new rows
+touch (``add_task``, or ``loader`` on demand) folds those rows as exactly as a fold from
+the start would. ``runtime/view_store.py`` keeps such a view in the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +73,23 @@ class AttemptView:
         seconds = max(0.0, now - self.launched)
         return Cost(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
 
+    def to_record(self) -> dict[str, Any]:
+        """Everything, for ``from_record``: what the store keeps of the attempt."""
+        record = {k: v for k, v in self.__dict__.items() if k != "final_cost"}
+        if self.final_cost is not None:
+            c = self.final_cost
+            record["final_cost"] = [c.spent, c.on_demand_equivalent, c.wasted, c.wasted_s]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AttemptView:
+        fields = dict(record)
+        final = fields.pop("final_cost", None)
+        att = cls(**fields)
+        if final is not None:
+            att.final_cost = Cost(*final)
+        return att
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "number": self.number,
@@ -95,6 +118,28 @@ class TaskView:
     error: str | None = None
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
+    position: int = 0  # in the workflow file: the order tasks are listed in
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "stage": self.stage,
+            "state": self.state,
+            "error": self.error,
+            "reason": self.reason,
+            "position": self.position,
+            "attempts": [a.to_record() for a in self.attempts],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TaskView:
+        fields = dict(record)
+        attempts = [AttemptView.from_record(a) for a in fields.pop("attempts", [])]
+        return cls(**fields, attempts=attempts)
+
+    def live_attempts(self) -> list[AttemptView]:
+        return [a for a in self.attempts if a.final_cost is None]
 
     def cost(self, now: float) -> Cost:
         total = Cost()
@@ -149,6 +194,8 @@ class RunView:
     state: str = "stopped"
     started: float | None = None
     ended: float | None = None
+    #: The tasks this view holds: all of them after a fold from the start, else those
+    #: loaded (``add_task``, ``loader``); the totals below always cover every task.
     tasks: dict[str, TaskView] = field(default_factory=dict)
     instances: dict[str, InstanceView] = field(default_factory=dict)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -156,7 +203,49 @@ class RunView:
     instance_notices: int = 0
     last_seq: int = 0
     last_at: float = 0.0
+    #: Tasks per state, and per stage (0-based) and state, over every task of the run.
+    state_counts: dict[str, int] = field(default_factory=dict)
+    stage_counts: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: Money of ended attempts, and attempts taken away (``Capacity.Interrupted``, ``Node.Lost``).
+    settled: Cost = field(default_factory=Cost)
+    taken_away: int = 0
+    #: Tasks with an attempt not yet ended (their cost grows with time).
+    live: set[str] = field(default_factory=set)
+    #: Tasks changed since ``dirty`` was last cleared (what a save must write).
+    dirty: set[str] = field(default_factory=set)
+    #: Where a task not held is found (a stored view); ``None``: every task is held.
+    loader: Callable[[str], TaskView | None] | None = None
     _by_attempt: dict[str, AttemptView] = field(default_factory=dict)
+
+    def add_task(self, task: TaskView, counted: bool = False) -> None:
+        """Hold ``task``; ``counted``: it is in the totals already (loaded from a summary)."""
+        self.tasks[task.id] = task
+        if not counted:
+            self._count(task, 1)
+        for att in task.live_attempts():
+            self._by_attempt[f"{task.id}/{att.number}"] = att
+
+    def task(self, task_id: str) -> TaskView:
+        found = self.tasks.get(task_id)
+        if found is None and self.loader is not None:
+            found = self.loader(task_id)
+            if found is not None:
+                self.add_task(found, counted=True)
+        if found is None:
+            raise KeyError(task_id)
+        return found
+
+    def set_state(self, task: TaskView, state: str) -> None:
+        if task.state != state:
+            self._count(task, -1)
+            task.state = state
+            self._count(task, 1)
+        self.dirty.add(task.id)
+
+    def _count(self, task: TaskView, n: int) -> None:
+        self.state_counts[task.state] = self.state_counts.get(task.state, 0) + n
+        stage = self.stage_counts.setdefault(task.stage, {})
+        stage[task.state] = stage.get(task.state, 0) + n
 
     def apply(self, rows: Iterable[Row]) -> RunView:
         for row in rows:
@@ -168,27 +257,76 @@ class RunView:
         return self
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks.values():
-            out[t.state] = out.get(t.state, 0) + 1
-        return out
+        return {state: n for state, n in self.state_counts.items() if n}
+
+    def stages(self) -> list[dict[str, int]]:
+        """Tasks per state in each stage, first stage first."""
+        last = max(self.stage_counts, default=-1)
+        return [
+            {k: n for k, n in self.stage_counts.get(i, {}).items() if n} for i in range(last + 1)
+        ]
+
+    def total(self) -> int:
+        return sum(self.state_counts.values())
 
     def interruptions(self) -> int:
         """Attempts taken away (``Capacity.Interrupted``, ``Node.Lost``): what cost work.
 
         Not the notices: a notice to an idle instance interrupts nothing.
         """
-        return sum(t.budgets()["interruptions"] for t in self.tasks.values())
+        return self.taken_away
 
     def cost(self, now: float) -> Cost:
         total = Cost()
-        for t in self.tasks.values():
-            total.add(t.cost(now))
+        total.add(self.settled)
+        for task_id in self.live:
+            for att in self.task(task_id).live_attempts():
+                total.add(att.cost(now))
         return total
 
-    def to_json(self, now: float | None = None) -> dict[str, Any]:
-        """``now`` prices attempts still running (default: the last thing the log says)."""
+    def summary(self) -> dict[str, Any]:
+        """The run without its tasks, for ``from_summary``: what the store keeps of it."""
+        s = self.settled
+        return {
+            "workflow": self.workflow,
+            "state": self.state,
+            "started": self.started,
+            "ended": self.ended,
+            "instances": [i.__dict__ for i in self.instances.values()],
+            "breakers": self.breakers,
+            "instance_notices": self.instance_notices,
+            "last_seq": self.last_seq,
+            "last_at": self.last_at,
+            "state_counts": self.state_counts,
+            "stage_counts": {str(k): v for k, v in self.stage_counts.items()},
+            "settled": [s.spent, s.on_demand_equivalent, s.wasted, s.wasted_s],
+            "taken_away": self.taken_away,
+            "live": sorted(self.live),
+        }
+
+    @classmethod
+    def from_summary(cls, name: str, summary: dict[str, Any]) -> RunView:
+        """A view of every total, holding no task yet (``add_task`` or ``loader`` them)."""
+        view = cls(name=name, workflow=summary["workflow"], state=summary["state"])
+        view.started, view.ended = summary["started"], summary["ended"]
+        view.instances = {i["id"]: InstanceView(**i) for i in summary["instances"]}
+        view.breakers = dict(summary["breakers"])
+        view.instance_notices = int(summary["instance_notices"])
+        view.last_seq, view.last_at = int(summary["last_seq"]), float(summary["last_at"])
+        view.state_counts = dict(summary["state_counts"])
+        view.stage_counts = {int(k): dict(v) for k, v in summary["stage_counts"].items()}
+        view.settled = Cost(*summary["settled"])
+        view.taken_away = int(summary["taken_away"])
+        view.live = set(summary["live"])
+        return view
+
+    def to_json(
+        self, now: float | None = None, tasks: Iterable[TaskView] | None = None
+    ) -> dict[str, Any]:
+        """``now`` prices attempts still running (default: the last thing the log says);
+        ``tasks`` are the ones listed (default: every task held)."""
         at = self.ended if self.ended is not None else (now or self.last_at)
+        listed = self.tasks.values() if tasks is None else tasks
         return {
             "name": self.name,
             "workflow": self.workflow,
@@ -196,12 +334,13 @@ class RunView:
             "started": self.started,
             "ended": self.ended,
             "counts": self.counts(),
+            "stages": [{"stage": i + 1, "counts": c} for i, c in enumerate(self.stages())],
             "cost": cost_json(self.cost(at)),
             "interruptions": self.interruptions(),
             "instance_notices": self.instance_notices,
             "breakers": dict(self.breakers),
             "fleet": [i.to_json() for i in self.instances.values()],
-            "tasks": {tid: t.to_json(at) for tid, t in self.tasks.items()},
+            "tasks": {t.id: t.to_json(at) for t in listed},
         }
 
 
@@ -212,7 +351,7 @@ def _run_started(v: RunView, row: Row) -> None:
 
 def _launch(v: RunView, row: Row) -> None:
     d = row.data
-    task = v.tasks[d["task_id"]]
+    task = v.task(d["task_id"])
     att = AttemptView(
         int(d["number"]),
         pool=d.get("pool"),
@@ -224,7 +363,8 @@ def _launch(v: RunView, row: Row) -> None:
         reason=d.get("reason", ""),
     )
     task.attempts.append(att)
-    task.state = "running"
+    v.set_state(task, "running")
+    v.live.add(task.id)
     v._by_attempt[d["attempt_id"]] = att
     for iid in att.instances:
         inst = v.instances.get(iid)
@@ -232,9 +372,21 @@ def _launch(v: RunView, row: Row) -> None:
             inst.attempts.append(d["attempt_id"])
 
 
+def _attempt(v: RunView, attempt_id: str) -> AttemptView | None:
+    """A live attempt, its task loaded if this view does not hold it yet."""
+    att = v._by_attempt.get(attempt_id)
+    if att is None and v.loader is not None:
+        task_id = attempt_id.rpartition("/")[0]
+        if task_id not in v.tasks and task_id in v.live:
+            v.task(task_id)
+            att = v._by_attempt.get(attempt_id)
+    return att
+
+
 def _started(v: RunView, row: Row) -> None:
-    att = v._by_attempt.get(row.data["attempt_id"])
+    att = _attempt(v, row.data["attempt_id"])
     if att is not None and att.state == "placed":
+        v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
         att.state = "running"
         att.started = row.at
         if not att.instances and row.data.get("nodes"):
@@ -243,9 +395,12 @@ def _started(v: RunView, row: Row) -> None:
 
 def _attempt_ended(v: RunView, row: Row) -> None:
     d = row.data
+    _attempt(v, d["attempt_id"])
     att = v._by_attempt.pop(d["attempt_id"], None)
     if att is None:
         return
+    task = v.task(d["attempt_id"].rpartition("/")[0])
+    v.dirty.add(task.id)
     att.state = d["state"]
     att.error = d.get("error")
     att.exit_code = d.get("exit_code")
@@ -253,6 +408,11 @@ def _attempt_ended(v: RunView, row: Row) -> None:
     att.reason = d.get("reason", "")
     att.ended = row.at
     att.final_cost = attempt_cost(d)
+    v.settled.add(att.final_cost)
+    if att.budget == "interruptions":
+        v.taken_away += 1
+    if not task.live_attempts():
+        v.live.discard(task.id)
     for iid in att.instances:
         inst = v.instances.get(iid)
         if inst is not None and d["attempt_id"] in inst.attempts:
@@ -260,8 +420,9 @@ def _attempt_ended(v: RunView, row: Row) -> None:
 
 
 def _restored(v: RunView, row: Row) -> None:
-    att = v._by_attempt.get(row.data["attempt_id"])
+    att = _attempt(v, row.data["attempt_id"])
     if att is not None and row.data.get("seq"):
+        v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
         att.restored_from = int(row.data["seq"])
 
 
@@ -295,18 +456,18 @@ def _breaker(v: RunView, row: Row) -> None:
 
 
 def _task_ready(v: RunView, row: Row) -> None:
-    v.tasks[row.data["task_id"]].state = "ready"
+    v.set_state(v.task(row.data["task_id"]), "ready")
 
 
 def _task_retrying(v: RunView, row: Row) -> None:
-    task = v.tasks[row.data["task_id"]]
-    task.state = "backoff" if row.data.get("delay_s", 0) > 0 else "ready"
+    task = v.task(row.data["task_id"])
+    v.set_state(task, "backoff" if row.data.get("delay_s", 0) > 0 else "ready")
     task.reason = row.data.get("reason", "")
 
 
 def _task_ended(v: RunView, row: Row) -> None:
-    task = v.tasks[row.data["task_id"]]
-    task.state = row.data["state"]
+    task = v.task(row.data["task_id"])
+    v.set_state(task, row.data["state"])
     task.error = row.data.get("error")
     task.reason = row.data.get("reason", "")
 
@@ -339,9 +500,9 @@ def empty_view(name: str, meta: dict[str, Any], stages: list[list[str]]) -> RunV
     view = RunView(name=name, workflow=spec["name"])
     # Every pool has a breaker from the start: closed until its first BreakerChanged.
     view.breakers = {p["name"]: closed_breaker() for p in meta.get("pools", [])}
-    for level, ids in enumerate(stages):
-        for tid in ids:
-            view.tasks[tid] = TaskView(tid, names[tid], level)
+    level_of = {tid: level for level, ids in enumerate(stages) for tid in ids}
     # keep file order, which is what people wrote
-    view.tasks = {t["id"]: view.tasks[t["id"]] for t in spec["tasks"]}
+    for position, t in enumerate(spec["tasks"]):
+        tid = t["id"]
+        view.add_task(TaskView(tid, names[tid], level_of[tid], position=position))
     return view
