@@ -196,10 +196,9 @@ def render_run(view: RunView, page: Page, query: TaskQuery | None, console: Cons
     more than ``WHOLE_UP_TO`` tasks lists only its failed ones).
     """
     console.print(run_table(view, page.tasks) if page.tasks else run_title(view))
-    stages = view.stages()
-    if len(stages) > 1 and view.total() > WHOLE_UP_TO:
-        for i, counts in enumerate(stages, start=1):
-            console.print(f"  stage {i}: {_counts_text(counts)}")
+    if view.total() > WHOLE_UP_TO:
+        for stage_line in stage_lines(view):
+            console.print(stage_line)
     shown = len(page.tasks)
     if query is None and shown < view.total():
         failed = view.counts().get("failed", 0)
@@ -218,6 +217,23 @@ def render_run(view: RunView, page: Page, query: TaskQuery | None, console: Cons
     line = breaker_line(view)
     if line:
         console.print(line)
+
+
+#: Stages listed one per line; beyond, only the stages not all succeeded are.
+_STAGE_LINES = 12
+
+
+def stage_lines(view: RunView) -> list[str]:
+    """``stage 3: 40 succeeded, 2 failed`` per stage (the unfinished ones when there are many)."""
+    stages = list(enumerate(view.stages(), start=1))
+    if len(stages) > _STAGE_LINES:
+        open_ = [(i, c) for i, c in stages if set(c) - {"succeeded"}]
+        done = len(stages) - len(open_)
+        lines = [f"  stage {i}: {_counts_text(c)}" for i, c in open_[:_STAGE_LINES]]
+        if len(open_) > _STAGE_LINES:
+            lines.append(f"  … {len(open_) - _STAGE_LINES} more stages not all succeeded")
+        return [f"  {len(stages)} stages, {done} all succeeded (`--stage N` lists one)", *lines]
+    return [f"  stage {i}: {_counts_text(c)}" for i, c in stages]
 
 
 def default_query(view: RunView) -> TaskQuery:

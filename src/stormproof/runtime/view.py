@@ -492,17 +492,3 @@ _HANDLERS = {
     "InstanceLost": _notice,
     "BreakerChanged": _breaker,
 }
-
-
-def empty_view(name: str, meta: dict[str, Any], stages: list[list[str]]) -> RunView:
-    spec = meta["spec"]
-    names = {t["id"]: t.get("name") or t["id"] for t in spec["tasks"]}
-    view = RunView(name=name, workflow=spec["name"])
-    # Every pool has a breaker from the start: closed until its first BreakerChanged.
-    view.breakers = {p["name"]: closed_breaker() for p in meta.get("pools", [])}
-    level_of = {tid: level for level, ids in enumerate(stages) for tid in ids}
-    # keep file order, which is what people wrote
-    for position, t in enumerate(spec["tasks"]):
-        tid = t["id"]
-        view.add_task(TaskView(tid, names[tid], level_of[tid], position=position))
-    return view

@@ -25,11 +25,12 @@ from typing import Any
 
 from stormproof.plan.graph import Dag
 from stormproof.runtime.runs import RunContext
-from stormproof.runtime.view import RunView, TaskView, empty_view
+from stormproof.runtime.view import RunView, TaskView, closed_breaker
+from stormproof.spec.model import WorkflowSpec
 from stormproof.store.base import EventLog, Row, TaskRecord
 
 #: How often a driver saves its view: what a reader folds at most while a run runs.
-SAVE_EVERY_S = 1.0
+SAVE_EVERY_S = 2.0
 #: A reader that had to fold more rows than this saves the view it made (if it can write).
 SAVE_AFTER_ROWS = 2_000
 #: Ids per query when loading the tasks some rows touch (SQLite's parameter limit).
@@ -61,14 +62,14 @@ def record_of(task: TaskView) -> TaskRecord:
     return TaskRecord(task.id, task.position, task.stage, task.state, task.to_record())
 
 
-def view_from_log(store: EventLog, name: str, meta: dict[str, Any]) -> RunView:
-    """The fold from the start: every task, every row (slow for big runs; see the module)."""
-    spec = RunContext.from_meta(name, meta).spec
+def initial_view(name: str, spec: WorkflowSpec, pools: Iterable[str]) -> RunView:
+    """The view of a run before its first row: every task waiting, in its stage."""
     dag = Dag.from_spec(spec)
-    stages: list[list[str]] = [[] for _ in range(max(dag.level, default=0) + 1)]
-    for i, tid in enumerate(dag.ids):
-        stages[dag.level[i]].append(tid)
-    return empty_view(name, meta, stages)
+    view = RunView(name=name, workflow=spec.name)
+    view.breakers = {pool: closed_breaker() for pool in pools}
+    for i, task in enumerate(spec.tasks):
+        view.add_task(TaskView(task.id, task.display_name, dag.level[i], position=i))
+    return view
 
 
 class ViewKeeper:
@@ -76,7 +77,8 @@ class ViewKeeper:
 
     def __init__(self, store: EventLog, ctx: RunContext, history: Sequence[Row]) -> None:
         self.store = store
-        self.view = view_from_log(store, ctx.name, ctx.to_meta()).apply(history)
+        pools = (p.name for p in ctx.pools)
+        self.view = initial_view(ctx.name, ctx.spec, pools).apply(history)
         stored = store.load_view(ctx.name, limit=0)
         if stored is None or stored.upto_seq < self.view.last_seq:
             self.view.dirty = set(self.view.tasks)
@@ -147,8 +149,8 @@ def _merged_page(
 def _folded_from_start(
     store: EventLog, name: str, query: TaskQuery, writable: bool
 ) -> tuple[RunView, Page]:
-    info = store.get_run(name)
-    view = view_from_log(store, name, info.meta).apply(store.read(name))
+    ctx = RunContext.from_meta(name, store.get_run(name).meta)
+    view = initial_view(name, ctx.spec, (p.name for p in ctx.pools)).apply(store.read(name))
     if writable:
         store.save_view(
             name, view.last_seq, view.summary(), [record_of(t) for t in view.tasks.values()]

@@ -146,8 +146,8 @@ _VIEW_SCHEMA: Final = (
         PRIMARY KEY (run, position)
     ) WITHOUT ROWID""",
     "CREATE UNIQUE INDEX IF NOT EXISTS task_views_by_id ON task_views (run, task_id)",
+    # by state: `status` of a big run lists its failed tasks; a stage is read by a scan
     "CREATE INDEX IF NOT EXISTS task_views_by_state ON task_views (run, state, position)",
-    "CREATE INDEX IF NOT EXISTS task_views_by_stage ON task_views (run, stage, position)",
 )
 
 _INSERT_ROW: Final = (
