@@ -30,7 +30,7 @@ from stormproof.spec.model import WorkflowSpec
 from stormproof.store.base import EventLog, Row, TaskRecord
 
 #: How often a driver saves its view: what a reader folds at most while a run runs.
-SAVE_EVERY_S = 2.0
+SAVE_EVERY_S = 5.0
 #: A reader that had to fold more rows than this saves the view it made (if it can write).
 SAVE_AFTER_ROWS = 2_000
 #: Ids per query when loading the tasks some rows touch (SQLite's parameter limit).
