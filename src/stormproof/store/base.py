@@ -63,7 +63,7 @@ class StoredView:
     upto_seq: int  # the view covers the run's rows up to this seq
     summary: dict[str, Any]  # opaque (``RunView.summary``)
     tasks: list[TaskRecord]  # those asked for, in position order
-    matching: int  # how many tasks match the filters, before offset and limit
+    matching: int  # how many tasks match the filters, before offset and limit (0 if limit=0)
 
 
 class EventLog(Protocol):

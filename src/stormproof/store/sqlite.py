@@ -145,8 +145,10 @@ _VIEW_SCHEMA: Final = (
         data     TEXT    NOT NULL,
         PRIMARY KEY (run, position)
     ) WITHOUT ROWID""",
-    # No secondary index: each would cost every save (the driver's, during the run), while
-    # a filter by state, stage or ids scans one run's records, ~0.1 s at 100,000 tasks.
+    # One secondary index, by state: a big run's `status` lists its failed tasks. Another
+    # would cost every save (the driver's, during the run); a filter by stage or ids scans
+    # one run's records instead.
+    "CREATE INDEX IF NOT EXISTS task_views_by_state ON task_views (run, state, position)",
 )
 
 _INSERT_ROW: Final = (
@@ -437,11 +439,13 @@ class SQLiteEventLog:
             if found is None:
                 self.get_run(run)  # RunNotFound if there is no such run at all
                 return None
-            matching = int(
-                self._db.execute(
-                    f"SELECT count(*) FROM task_views WHERE {where}", params
-                ).fetchone()[0]
-            )
+            matching = 0
+            if limit != 0:  # a caller that wants no task wants no count either
+                matching = int(
+                    self._db.execute(
+                        f"SELECT count(*) FROM task_views WHERE {where}", params
+                    ).fetchone()[0]
+                )
             records: list[TaskRecord] = []
             if limit != 0:
                 cursor = self._db.execute(
