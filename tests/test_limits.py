@@ -190,3 +190,11 @@ def test_an_import_with_a_duplicate_key_or_from_a_device_is_refused(tmp_path: Pa
     assert code == 2 and "line 2: key 'name' appears twice in one object" in output
     code, output = invoke(tmp_path, "import", "wfformat", "/dev/zero", "-o", "out.yaml")
     assert code == 2 and "is a character device" in output
+
+
+def test_a_path_with_a_nul_byte_is_refused(tmp_path: Path) -> None:
+    """Found by the fuzz test: ``plan '\\x00'`` was a ValueError traceback."""
+    code, output = invoke(tmp_path, "plan", "wf\x00.yaml")
+    assert code == 2 and "a path cannot hold a NUL byte" in output
+    code, output = invoke(tmp_path, "status", "--home", "h\x00")
+    assert code == 2 and "a path cannot hold a NUL byte" in output

@@ -102,6 +102,8 @@ def read_bounded(path: str | Path, what: str, max_bytes: int, raise_hint: bool =
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as err:
         raise InputRefused(source, [unreadable(err, what)]) from None
+    except ValueError:  # a NUL byte in the path: no file can be named so
+        raise InputRefused(repr(source), ["a path cannot hold a NUL byte"]) from None
     try:
         info = os.fstat(fd)
         kind = stat.S_IFMT(info.st_mode)

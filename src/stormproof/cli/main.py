@@ -27,7 +27,7 @@ from stormproof.runtime.home import check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import Session, common, err, out, session
+from .session import FilePath, Session, common, err, out, session
 from .status_cmd import task_filters
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def _frozen_after() -> Iterator[None]:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
 @common
 def plan(file: str, as_json: bool, home: str | None, config_path: str | None) -> None:
@@ -146,7 +146,7 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run / resume
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--name", help="Run name (default: <workflow>-<date>-<time>).")
 @click.option("--dry-run", is_flag=True, help="Validate and plan only, like `stormproof plan`.")
 @click.option("--detach", is_flag=True, help="Run in the background; watch with `status --watch`.")
@@ -339,7 +339,7 @@ def history(name: str, as_json: bool, home: str | None, config_path: str | None)
     from .render import render_history
 
     with session(home, config_path, read_only=True) as s:
-        s.store.get_run(check_run_name(name))
+        check_run_name(name)  # the run's record holds the whole workflow: not loaded here
         render_history(s, name, out, as_json)
 
 

@@ -25,7 +25,7 @@ from rich.markup import escape
 from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
 from stormproof.executors.base import Executor
-from stormproof.runtime.home import Home
+from stormproof.runtime.home import Home, HomeUnusable
 from stormproof.store.base import EventLog
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +72,8 @@ class Session:
         cwd = Path.cwd()
         config = load_config(Path(config_path) if config_path else None, cwd, os.environ)
         root = Path(home) if home else config.home_dir(cwd)
+        if "\0" in str(root):
+            raise HomeUnusable(f"stormproof home {str(root)!r}: a path cannot hold a NUL byte")
         return cls(cwd, config, Home(root.resolve()), read_only)
 
     @property
@@ -163,6 +165,16 @@ class Session:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+class FilePath(click.Path):
+    """``click.Path`` that refuses a NUL byte as bad usage (click's own lets a ``ValueError``
+    out of ``os.stat``; found by the fuzz test)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            self.fail(f"{value!r}: a path cannot hold a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def common(fn: F) -> F:

@@ -84,6 +84,8 @@ class Home:
         cannot be written is reported as such (``False``), to be read as it is.
         """
         root = self.root
+        if "\0" in str(root):
+            raise HomeUnusable(f"stormproof home {str(root)!r}: a path cannot hold a NUL byte")
         try:
             info = os.stat(root)
         except FileNotFoundError:
