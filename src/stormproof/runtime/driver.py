@@ -67,6 +67,7 @@ from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.runs import RunContext
+from stormproof.runtime.view_store import ViewKeeper
 from stormproof.store.base import EventLog, Row
 
 if TYPE_CHECKING:
@@ -113,6 +114,8 @@ class Driver:
     alerts: RunAlerts | None = None
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    #: The run's status view, folded as rows are appended and kept in the store.
+    _keeper: ViewKeeper | None = None
 
     def __post_init__(self) -> None:
         self.tasks = compile_tasks(self.ctx.spec)
@@ -136,8 +139,12 @@ class Driver:
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
         with self.store.driver_lease(self.ctx.name):
-            self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            self.home.check_run_tree(self.ctx.name)  # a link planted there is refused
+            self.home.make_inside(self.home.data_dir(self.ctx.name))
             history = list(self.store.read(self.ctx.name))
+            keeper = self._keeper = ViewKeeper(
+                self.store, self.store.get_run(self.ctx.name), history
+            )
             now = self.clock()
             first = next((r for r in history if r.category == "event"), None)
             if self.fleet is None:
@@ -154,6 +161,7 @@ class Driver:
                     self.alerts.replay(history)
                 if self.core.final is not None:
                     self._close_alerts()
+                    keeper.save()
                     return DriveResult(self.core.final)
                 self._relaunch_pending()
                 pending = [*self._recover(now), RunResumed(now)]
@@ -165,6 +173,7 @@ class Driver:
                     self._drain_checkpoints()
                     self._close_alerts()
                     self.store.flush()
+                    keeper.save()
                     self.executor.close(final=self.core.final is not None)
 
     # ------------------------------------------------------------------ the loop
@@ -224,10 +233,8 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self._append(rows)
-        self.store.flush()  # outbox first: nothing is done that the log does not already say
-        if self.alerts is not None:
-            self.alerts.after_flush()
+        # outbox first: nothing is done that the log does not already say
+        self._flushed(self._append(rows))
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         for d in decided:
@@ -236,21 +243,27 @@ class Driver:
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
 
-    def _append(self, rows: list[Row]) -> None:
+    def _append(self, rows: list[Row]) -> list[Row]:
         """Append rows, and the alerts they raise in the same transaction (outbox)."""
         numbered = self.store.append(self.ctx.name, rows)
         if self.alerts is not None:
             raised = self.alerts.observe(numbered)
             if raised:
-                self.store.append(self.ctx.name, raised)
+                numbered += self.store.append(self.ctx.name, raised)
+        return numbered
+
+    def _flushed(self, rows: list[Row]) -> None:
+        """Make appended rows durable, then show them to what follows the log."""
+        self.store.flush()
+        if self._keeper is not None:
+            self._keeper.apply(rows)
+        if self.alerts is not None:
+            self.alerts.after_flush()
 
     def _note(self, rows: list[Row]) -> None:
         """Log what happened beside the core (alert deliveries, deadline estimates)."""
         if rows:
-            self._append(rows)
-            self.store.flush()
-            if self.alerts is not None:
-                self.alerts.after_flush()
+            self._flushed(self._append(rows))
 
     def _close_alerts(self) -> None:
         if self.alerts is not None:

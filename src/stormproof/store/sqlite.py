@@ -76,7 +76,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
-from stormproof.store.base import Row, RowCategory, RunInfo
+from stormproof.store.base import Row, RowCategory, RunInfo, StoredView, TaskRecord
 
 Synchronous = Literal["normal", "group", "full"]
 
@@ -128,6 +128,28 @@ _SCHEMA: Final = (
     "CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, id)",
     "INSERT OR IGNORE INTO store_info (key, value) VALUES ('schema_version', '1')",
 )
+#: The runs' views (``EventLog.save_view``): added to files of schema 1 as they are opened
+#: for writing; a reader of a file without them folds the log instead.
+_VIEW_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS views (
+        run      TEXT PRIMARY KEY REFERENCES runs(name),
+        upto_seq INTEGER NOT NULL,
+        summary  TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS task_views (
+        run      TEXT    NOT NULL REFERENCES runs(name),
+        position INTEGER NOT NULL,
+        task_id  TEXT    NOT NULL,
+        stage    INTEGER NOT NULL,
+        state    TEXT    NOT NULL,
+        data     TEXT    NOT NULL,
+        PRIMARY KEY (run, position)
+    ) WITHOUT ROWID""",
+    # One secondary index, by state: a big run's `status` lists its failed tasks. Another
+    # would cost every save (the driver's, during the run); a filter by stage or ids scans
+    # one run's records instead.
+    "CREATE INDEX IF NOT EXISTS task_views_by_state ON task_views (run, state, position)",
+)
 
 _INSERT_ROW: Final = (
     "INSERT INTO rows (run, seq, category, kind, at, cause, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -157,7 +179,11 @@ class SQLiteEventLog:
         *,
         synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: for a home that cannot be written; nothing is created (no file: no
+        runs), and the file is opened read-only, or as immutable when even SQLite's
+        shared-memory index of the WAL cannot be made (a read-only file system)."""
         if synchronous not in ("normal", "group", "full"):
             raise ValueError(
                 f"synchronous must be 'normal', 'group' or 'full', not {synchronous!r}"
@@ -167,8 +193,11 @@ class SQLiteEventLog:
         self._lock_dir = self.path.parent / "locks"
         self._buffer: list[_Pending] = []
         self._last_seq: dict[str, int] = {}
-        _make_parent(self.path)
-        self._db = _open(self.path, synchronous, busy_timeout_s)
+        if read_only:
+            self._db = _open_read_only(self.path, busy_timeout_s)
+        else:
+            _make_parent(self.path)
+            self._db = _open(self.path, synchronous, busy_timeout_s)
         self._last_fsync = time.monotonic()
         self._unsynced = False
 
@@ -362,6 +391,87 @@ class SQLiteEventLog:
     def _lock_path(self, run: str) -> Path:
         return self._lock_dir / f"{_check_run_name(run)}.lock"
 
+    # -- views ----------------------------------------------------------------
+
+    def save_view(
+        self, run: str, upto_seq: int, summary: dict[str, Any], tasks: Sequence[TaskRecord]
+    ) -> bool:
+        """Upsert the task records and replace the summary, unless a newer view is stored."""
+        # orjson straight: a view holds no NaN or infinity (``_dumps_row`` checks for the log)
+        dumps = orjson.dumps
+        rows = [(run, t.position, t.task_id, t.stage, t.state, dumps(t.data)) for t in tasks]
+        with self._errors(), self._transaction():
+            stored = self._db.execute("SELECT upto_seq FROM views WHERE run = ?", (run,)).fetchone()
+            if stored is not None and int(stored[0]) > upto_seq:
+                return False
+            self._db.executemany(
+                "INSERT OR REPLACE INTO task_views (run, position, task_id, stage, state, data)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO views (run, upto_seq, summary) VALUES (?, ?, ?)",
+                (run, upto_seq, _dumps_row(summary)),
+            )
+        return True
+
+    def load_view(
+        self,
+        run: str,
+        *,
+        states: Sequence[str] | None = None,
+        stage: int | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> StoredView | None:
+        """The summary, and one page of the tasks that match, read in one snapshot."""
+        where, params = _task_filter(run, states, stage, ids)
+        with self._errors(), self._read_snapshot():
+            try:
+                found = self._db.execute(
+                    "SELECT upto_seq, summary FROM views WHERE run = ?", (run,)
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                found = None  # a file of an older version, opened read-only
+            if found is None:
+                self.get_run(run)  # RunNotFound if there is no such run at all
+                return None
+            matching = 0
+            if limit != 0:  # a caller that wants no task wants no count either
+                matching = int(
+                    self._db.execute(
+                        f"SELECT count(*) FROM task_views WHERE {where}", params
+                    ).fetchone()[0]
+                )
+            records: list[TaskRecord] = []
+            if limit != 0:
+                cursor = self._db.execute(
+                    "SELECT task_id, position, stage, state, data FROM task_views"
+                    f" WHERE {where} ORDER BY position LIMIT ? OFFSET ?",
+                    (*params, -1 if limit is None else limit, offset),
+                )
+                records = [
+                    TaskRecord(str(t), int(p), int(g), str(st), _loads_view(d))
+                    for t, p, g, st, d in cursor
+                ]
+        return StoredView(int(found[0]), _loads(found[1]), records, matching)
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """Several SELECTs that see one state of the file (a driver may commit meanwhile)."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
@@ -438,6 +548,24 @@ class SQLiteEventLog:
 
 
 # -- pure helpers ---------------------------------------------------------------
+
+
+def _task_filter(
+    run: str, states: Sequence[str] | None, stage: int | None, ids: Sequence[str] | None
+) -> tuple[str, list[Any]]:
+    """The WHERE clause of a view's task query, with its parameters."""
+    where: list[str] = ["run = ?"]
+    params: list[Any] = [run]
+    if states is not None:
+        where.append(f"state IN ({', '.join('?' * len(states))})" if states else "0")
+        params += list(states)
+    if stage is not None:
+        where.append("stage = ?")
+        params.append(stage)
+    if ids is not None:
+        where.append(f"task_id IN ({', '.join('?' * len(ids))})" if ids else "0")
+        params += list(ids)
+    return " AND ".join(where), params
 
 
 @functools.lru_cache(maxsize=_ONE_STATEMENT_ROWS)
@@ -569,6 +697,16 @@ def _loads(text: str) -> dict[str, Any]:
     return value
 
 
+def _loads_view(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StormproofError(f"a stored view is damaged ({exc}); {_DAMAGED}") from exc
+    if not isinstance(value, dict):
+        raise StormproofError(f"a stored view is a {type(value).__name__}; {_DAMAGED}")
+    return value
+
+
 def _row(r: tuple[Any, ...]) -> Row:
     seq, category, kind, at, cause, data = r
     return Row(
@@ -657,10 +795,47 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             if "store_info" not in tables:
                 _create_schema(db, path, tables)
             _check_version(db, path)
+            if "task_views" not in tables:
+                for statement in _VIEW_SCHEMA:
+                    db.execute(statement)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """The file, read-only; an empty in-memory store if there is none (a home with no runs).
+
+    ``mode=ro`` still reads the WAL through its ``-shm`` index, which it must be able to
+    open or create; where it cannot (a read-only mount, a directory without write
+    permission and no ``-shm`` left) the file is opened ``immutable``: no locks and no WAL,
+    right for a home nobody can write into. Committed rows still in a WAL that could not
+    be checkpointed are then not seen: SQLite cannot read them without the index.
+    """
+    if not path.exists():
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        for statement in (*_SCHEMA, *_VIEW_SCHEMA):
+            db.execute(statement)
+        return db
+    last: sqlite3.DatabaseError | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        uri = f"{path.resolve().as_uri()}?{query}"
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            tables = _table_names(db)
+            if "store_info" not in tables:
+                raise StormproofError(f"{path} is not a stormproof database; {_DAMAGED}")
+            _check_version(db, path)
+            return db
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            last = exc
+        except BaseException:
+            db.close()
+            raise
+    assert last is not None
+    raise StormproofError(f"stormproof database {path}: {last}; {_fix_for(last)}") from last
 
 
 def _use_wal(db: sqlite3.Connection, busy_timeout_s: float) -> None:
