@@ -9,17 +9,31 @@ from pathlib import Path
 
 import pytest
 
+from stormproof.cli.render import jobs_line
 from stormproof.config import local_pool
+from stormproof.core.decisions import LaunchAttempt, LaunchInstance
+from stormproof.core.defs import Market, PoolDef, Resources, RunOptions
+from stormproof.core.events import (
+    AttemptExited,
+    AttemptStarted,
+    Event,
+    InstanceUp,
+    InterruptionNotice,
+    RunStarted,
+)
+from stormproof.core.machine import Workflow
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
 from stormproof.runtime.home import Home
-from stormproof.runtime.runs import RunContext, new_context
+from stormproof.runtime.runs import RunContext, new_context, pool_to_dict
 from stormproof.runtime.view import RunView
 from stormproof.runtime.view_query import TaskQuery
-from stormproof.runtime.view_store import read_view, record_of, view_for_run
+from stormproof.runtime.view_store import read_view, record_of, view_for_run, whole_view
 from stormproof.spec.model import WorkflowSpec
-from stormproof.store.base import TaskRecord
+from stormproof.store.base import Row, TaskRecord
 from stormproof.store.sqlite import SQLiteEventLog
+
+from ..core.builders import dag
 
 
 def _spec(n: int) -> WorkflowSpec:
@@ -145,3 +159,126 @@ def test_save_view_keeps_the_newer_view(tmp_path: Path) -> None:
     assert stored is not None and stored.summary == {"n": 10}
     assert stored.tasks == [task]
     assert store.load_view("r", states=["waiting"]).matching == 0  # type: ignore[union-attr]
+
+
+# -- the dashboard's fields through the stored view ---------------------------------------
+
+SPOT = PoolDef("spot", Market.SPOT, Resources(4, 8192), 2, price_usd_per_h=0.36)
+OD = PoolDef("od", Market.ON_DEMAND, Resources(4, 8192), 1, price_usd_per_h=0.72)
+BATCH = PoolDef("batch", Market.SPOT, Resources(4, 8192), 2, price_usd_per_h=0.2, delegated=True)
+
+
+JOBS = "jobs (the batch system picks the nodes):"
+
+
+def _log_of_a_measured_run() -> list[Row]:
+    """A run of the real core, its rows as the driver logs them: attempts that exit with
+    their CPU time and peak memory, one taken away by an interruption notice, a notice to an
+    idle instance, a task placed on a delegated pool, and the instances' comings and goings."""
+    deps = {f"t{i}": ([f"t{i - 2}"] if i >= 2 else []) for i in range(8)}
+    tasks = dag(deps, vcpus=2, memory=4096)
+    wf = Workflow(tasks, RunOptions(pools=(SPOT, OD, BATCH)))
+    log: list[Row] = []
+    events: list[Event] = [RunStarted(100.0)]
+    launches: list[LaunchAttempt] = []
+    clock = 100.0
+    noticed: set[str] = set()
+
+    def feed(event: Event) -> None:
+        out = wf.handle(event)
+        seq = len(log) + 1
+        log.append(Row(seq, "event", event.kind, event.at, None, event.to_dict()))
+        log.extend(
+            Row(seq + k, "decision", d.kind, event.at, seq, d.to_dict())
+            for k, d in enumerate(out, 1)
+        )
+        for d in out:
+            if isinstance(d, LaunchInstance):
+                events.append(InstanceUp(event.at, d.instance_id))
+            elif isinstance(d, LaunchAttempt):
+                launches.append(d)
+
+    while events or launches:
+        if events:
+            feed(events.pop(0))
+            continue
+        launch = launches.pop(0)
+        clock += 1.0
+        nodes = ("node-1",) if launch.pool == "batch" else ()
+        feed(AttemptStarted(clock, launch.attempt_id, "pid", nodes))
+        if launch.instances and launch.instances[0] not in noticed:
+            (where,) = launch.instances
+            noticed.add(where)
+            idle = next(i for i in ("spot-0", "spot-1") if i != where)
+            if idle not in noticed:
+                noticed.add(idle)
+                feed(InterruptionNotice(clock + 0.1, idle, 120, "trace"))
+            feed(InterruptionNotice(clock + 0.2, where, 120, "trace"))
+            feed(AttemptExited(clock + 0.5, launch.attempt_id, 143, cpu_s=0.25))
+            continue
+        rss = 10.0 * clock
+        feed(AttemptExited(clock + 0.5, launch.attempt_id, 0, cpu_s=1.5, max_rss_mib=rss))
+    return log
+
+
+def _measured_store(tmp_path: Path) -> tuple[SQLiteEventLog, list[Row]]:
+    rows = _log_of_a_measured_run()
+    spec = {
+        "name": "w",
+        "tasks": [
+            {"id": f"t{i}", **({"depends_on": [f"t{i - 2}"]} if i >= 2 else {})} for i in range(8)
+        ],
+    }
+    pools = [pool_to_dict(p) for p in (SPOT, OD, BATCH)]
+    store = SQLiteEventLog(tmp_path / "stormproof.db")
+    store.create_run("r", "w", {"spec": spec, "pools": pools}, 0.0)
+    store.append("r", [Row(0, r.category, r.kind, r.at, None, r.data) for r in rows])
+    store.flush()
+    return store, rows
+
+
+def test_every_field_of_the_dashboard_survives_the_stored_views_round_trip(
+    tmp_path: Path,
+) -> None:
+    """CPU time, peak memory, queue and launch times per attempt, and the run's resources,
+    notices, running attempts and delegated jobs: a view saved at any point, read back and
+    brought up to date, shows what the fold of the whole log shows (status and dashboard)."""
+    store, rows = _measured_store(tmp_path)
+    info = store.get_run("r")
+    full = view_for_run(info).apply(rows)
+    data = full.to_json(full.last_at)
+    assert full.counts() == {"succeeded": 8}, "the run must end for the fold to be complete"
+    assert data["resources"]["attempts_measured"] == 9 and data["resources"]["max_rss_mib"]
+    assert len(data["notices"]) == 2 and full.interruptions() == 1
+    attempts = [a for t in data["tasks"].values() for a in t["attempts"]]
+    assert all(100 <= a["queued"] <= a["launched"] <= a["started"] for a in attempts)
+    assert {a["pool"] for a in attempts} == {"spot", "batch"}
+    assert all(a["instances"] == ["node-1"] for a in attempts if a["pool"] == "batch")
+    live_at: dict[int, int] = {}
+    for cut in range(0, len(rows) + 1):
+        early = view_for_run(info).apply(rows[:cut])
+        live_at[cut] = early.running_attempts()
+        with store._transaction():
+            store._db.execute("DELETE FROM views")
+            store._db.execute("DELETE FROM task_views")
+        store.save_view(
+            "r", early.last_seq, early.summary(), [record_of(t) for t in early.tasks.values()]
+        )
+        # the round trip alone (no rows after it): the early view as it was
+        saved = whole_view(store, info, writable=False) if cut == len(rows) else None
+        if saved is not None:
+            assert saved.to_json(full.last_at) == data
+        # a reader of a page (status), and the dashboard's whole view, each brought up to date
+        view, page = read_view(store, "r", TaskQuery(), writable=False)
+        assert view.to_json(full.last_at, page.tasks) == data, cut
+        assert whole_view(store, info, writable=False).to_json(full.last_at) == data, cut
+        # what is live at the cut is counted from the stored summary alone
+        partial, _ = read_view(store, "r", TaskQuery(limit=0), writable=False)
+        if cut and cut < len(rows):
+            stored = RunView.from_summary("r", early.summary())
+            live_batch = sum(1 for a in early._by_attempt.values() if a.pool == "batch")
+            assert stored.running_attempts() == live_at[cut]
+            assert jobs_line(stored) == jobs_line(early) == f"{JOBS} batch {live_batch}/100"
+            assert stored.resources() == early.resources() and stored.notices == early.notices
+        assert partial.running_attempts() == 0 and partial.outstanding("batch") == 0
+    assert max(live_at.values()) >= 1, "some cut must fall while an attempt runs"
