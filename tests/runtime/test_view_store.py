@@ -22,13 +22,20 @@ from stormproof.core.events import (
     RunStarted,
 )
 from stormproof.core.machine import Workflow
+from stormproof.errors import RunNotFound
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext, new_context, pool_to_dict
-from stormproof.runtime.view import RunView
+from stormproof.runtime.view import AttemptView, RunView
 from stormproof.runtime.view_query import TaskQuery
-from stormproof.runtime.view_store import read_view, record_of, view_for_run, whole_view
+from stormproof.runtime.view_store import (
+    ViewKeeper,
+    read_view,
+    record_of,
+    view_for_run,
+    whole_view,
+)
 from stormproof.spec.model import WorkflowSpec
 from stormproof.store.base import Row, TaskRecord
 from stormproof.store.sqlite import SQLiteEventLog
@@ -149,9 +156,60 @@ def test_a_reader_that_folds_many_rows_saves_the_view_when_it_can(
     assert stored is not None and stored.matching == len(stored.tasks) == 40
 
 
+def test_a_resumed_driver_writes_only_the_tasks_the_rows_after_the_stored_view_touched(
+    finished: tuple[SQLiteEventLog, RunContext],
+) -> None:
+    """After a kill -9 the stored view lags the log. The driver that resumes writes nothing
+    when it starts; its first save rewrites exactly the tasks the rows after the stored view
+    are about (and the summary), which brings the stored view to the whole fold."""
+    store, _ = finished
+    info = store.get_run("r")
+    rows = list(store.read("r"))
+    full = view_for_run(info).apply(rows)
+    cut = len(rows) // 2
+    early = view_for_run(info).apply(rows[:cut])
+    with store._transaction():
+        store._db.execute("DELETE FROM views")
+        store._db.execute("DELETE FROM task_views")
+    store.save_view(
+        "r", early.last_seq, early.summary(), [record_of(t) for t in early.tasks.values()]
+    )
+    keeper = ViewKeeper(store, info, rows)
+    assert store.load_view("r", limit=0).upto_seq == early.last_seq  # type: ignore[union-attr]
+    touched = {
+        str(r.data.get("task_id") or r.data["attempt_id"].rpartition("/")[0])
+        for r in rows[cut:]
+        if "task_id" in r.data or "attempt_id" in r.data
+    }
+    assert keeper.view.dirty == touched and 0 < len(touched) < len(full.tasks)
+    keeper.save()
+    stored = store.load_view("r")
+    assert stored is not None and stored.upto_seq == full.last_seq
+    assert stored.summary == full.summary()
+    assert [r.data for r in stored.tasks] == [t.to_record() for t in full.tasks.values()]
+
+
+def test_an_attempts_record_leaves_out_the_fields_at_their_defaults() -> None:
+    """The driver writes a record per task: what a default says is not written again."""
+    record = AttemptView(3, pool="spot", instances=["i-1"], launched=5.0).to_record()
+    assert record == {
+        "number": 3,
+        "pool": "spot",
+        "instances": ["i-1"],
+        "launched": 5.0,
+        "final_cost": None,
+    }
+    back = AttemptView.from_record(record)
+    assert back == AttemptView(3, pool="spot", instances=["i-1"], launched=5.0)
+    assert back.instances is not record["instances"]
+
+
 def test_save_view_keeps_the_newer_view(tmp_path: Path) -> None:
     store = SQLiteEventLog(tmp_path / "db")
+    with pytest.raises(RunNotFound):
+        store.load_view("r")
     store.create_run("r", "w", {}, 0.0)
+    assert store.load_view("r") is None
     task = TaskRecord("a", 0, 0, "running", {"x": 1})
     assert store.save_view("r", 10, {"n": 10}, [task])
     assert not store.save_view("r", 9, {"n": 9}, [TaskRecord("a", 0, 0, "waiting", {})])

@@ -5,12 +5,14 @@ in a second. So the fold is done once, where the rows are made:
 
 * **the driver** keeps the run's ``RunView`` (``ViewKeeper``, on rows it holds in memory
   anyway) and saves the tasks that changed, with the run's summary, every ``SAVE_EVERY_S``
-  and when it leaves;
+  and when it leaves: each task's record is written about once per change it has between
+  two saves, and nothing is written at start (what it costs: ``bench/README.md``);
 * **a reader** (``read_view``) loads the stored summary and the page of tasks it shows, and
   folds the rows written since the view was saved (a few seconds' worth while a run runs,
   more after a kill -9), loading only the tasks those rows touch. With no stored view at
-  all (a run from before views, or one whose driver died before its first save) it folds
-  the log from the start, and saves the result when the home is writable;
+  all (a run from before views, one younger than its first save, or one whose driver died
+  before it) it folds the log from the start, and saves the result when the home is
+  writable;
 * **the dashboard** (``whole_view``) loads the stored view with every task once, folds the
   rows after it, and from then on only the rows appended since.
 
@@ -21,7 +23,7 @@ The log stays the truth: a stored view is a cache that ``upto_seq`` ties to the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from stormproof.runtime.view import VIEW_FORMAT, RunView, TaskView, closed_breaker
@@ -87,18 +89,26 @@ def stages_of(tasks: list[dict[str, Any]]) -> list[list[str]]:
 
 
 class ViewKeeper:
-    """The driver's side: the view folded as rows are appended, saved every so often."""
+    """The driver's side: the view folded as rows are appended, saved every ``SAVE_EVERY_S``
+    and when the driver leaves (``save``).
 
-    def __init__(self, store: EventLog, info: RunInfo, history: Iterable[Row]) -> None:
+    A save writes the summary and only the tasks changed since the last one. So nothing is
+    saved when the driver starts: a new run's tasks are all written by its first save (a
+    reader folds the few rows before it from the start), and a resumed run's stored view
+    lacks only the tasks the rows after it touch (after a kill -9), which are marked changed.
+    """
+
+    def __init__(self, store: EventLog, info: RunInfo, history: Sequence[Row]) -> None:
         self.store = store
         self.view = view_for_run(info).apply(history)
         stored = store.load_view(info.name, limit=0)
-        if not _usable(stored) or stored.upto_seq < self.view.last_seq:  # type: ignore[union-attr]
-            self.view.dirty = set(self.view.tasks)
+        if _usable(stored) and stored.upto_seq <= self.view.last_seq:  # type: ignore[union-attr]
+            after = stored.upto_seq  # type: ignore[union-attr]
+            changed = _touched(r for r in history if r.seq > after)
+            self.view.dirty = changed & self.view.tasks.keys()
         else:
-            self.view.dirty.clear()
-        self._saved_at = 0.0
-        self.save()
+            self.view.dirty = set(self.view.tasks)
+        self._saved_at = time.monotonic()
 
     def apply(self, rows: Iterable[Row]) -> None:
         self.view.apply(rows)

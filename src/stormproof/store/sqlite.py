@@ -437,7 +437,9 @@ class SQLiteEventLog:
                     raise
                 found = None  # a file of an older version, opened read-only
             if found is None:
-                self.get_run(run)  # RunNotFound if there is no such run at all
+                exists = self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone()
+                if exists is None:  # not the run's record: its metadata holds the whole workflow
+                    raise self._run_not_found(run)
                 return None
             matching = 0
             if limit != 0:  # a caller that wants no task wants no count either
