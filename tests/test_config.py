@@ -413,6 +413,29 @@ def test_price_per_is_instance_hour_or_vcpu_hour(tmp_path: Path) -> None:
     )
 
 
+def test_a_postgresql_store_takes_a_lease_duration(tmp_path: Path) -> None:
+    write(tmp_path, "store: postgresql://db/sp\nlease: 1m\n")
+    assert load_config(None, tmp_path, {}).lease == 60.0
+    write(tmp_path, "store: postgres://db/sp\n")
+    assert load_config(None, tmp_path, {}).lease is None  # the store's default (30 s)
+
+
+def test_a_lease_that_does_nothing_or_cannot_work_is_an_error(tmp_path: Path) -> None:
+    assert error(tmp_path, "store: sqlite\nlease: 30s\n") == (
+        "stormproof.yaml:2: lease: only a PostgreSQL store's lease lapses; store 'sqlite' holds "
+        "a run by a lock that ends with its orchestrator and never lapses, so remove lease (or "
+        "use store: postgresql://…)"
+    )
+    assert error(tmp_path, "store: postgresql://db/sp\nlease: 0.5s\n") == (
+        "stormproof.yaml:2: lease: a lease lasts from 1 s to 1 day, like 30s: its holder renews "
+        "it every third of it"
+    )
+    write(tmp_path, "store: postgresql://db/sp\nlease: 30s\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(None, tmp_path, {"STORMPROOF_STORE": "sqlite"})
+    assert str(info.value).startswith(f"{tmp_path / 'stormproof.yaml'}: lease: only a PostgreSQL")
+
+
 def test_alert_rules_load_with_their_settings_and_are_recorded_resolved(tmp_path: Path) -> None:
     write(
         tmp_path,
@@ -477,3 +500,37 @@ def test_bad_alert_rules_are_errors_with_file_line_and_fix(
     problem = error(tmp_path, text)
     assert message in problem
     assert "stormproof.yaml:4: alerts[0]" in problem
+
+
+def test_settings_that_would_do_nothing_are_refused_each_with_its_line(tmp_path: Path) -> None:
+    text = (
+        "container_network: none\n"
+        "container_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold_after: 7d}\n"
+        "pools:\n"
+        "  - {name: s, market: spot, vcpus: 2, memory: 512, time_scale: 60, trace_offset: 1h}\n"
+    )
+    message = error(tmp_path, text)
+    assert "5 problems" in message
+    assert "stormproof.yaml:1: container_network: does nothing without `container:`" in message
+    assert "stormproof.yaml:2: container_options: does nothing without `container:`" in message
+    assert "stormproof.yaml:3: checkpoint_tiers.cold_after: does nothing without" in message
+    assert "stormproof.yaml:5: pools[0].time_scale: does nothing without interruption_rate" in (
+        message
+    )
+    assert "stormproof.yaml:5: pools[0].trace_offset: does nothing without trace" in message
+
+
+def test_the_same_settings_load_where_they_act(tmp_path: Path) -> None:
+    (tmp_path / "stormproof.yaml").write_text(
+        "container: podman\ncontainer_network: none\ncontainer_options: [--pull=never]\n"
+        "checkpoint_tiers: {cold: /tmp/cold, cold_after: 7d}\n"
+        "pools:\n  - {name: s, market: spot, vcpus: 2, memory: 512, interruption_rate: 0.1,"
+        " time_scale: 60}\n"
+    )
+    config = load_config(None, tmp_path, {})
+    assert config.container_settings() == {
+        "runtime": "podman",
+        "network": "none",
+        "options": ["--pull=never"],
+    }

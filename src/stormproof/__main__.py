@@ -1,4 +1,4 @@
-from stormproof.cli.main import main
+from stormproof.cli.entry import main
 
 if __name__ == "__main__":
     main()

@@ -61,12 +61,45 @@ CONFIG_FILE_NAME = "stormproof.yaml"
 #: Pool names appear in file names, metric labels and the event log: a safe alphabet.
 POOL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONTAINER_RUNTIMES = ("none", "apptainer", "docker", "podman")
+#: A Slurm partition name as ``sbatch --partition`` takes it (no commas: one partition).
+PARTITION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: ``sbatch`` options the Slurm executor sets itself; ``slurm.sbatch_args`` may not.
+SBATCH_OWN = (
+    "--job-name",
+    "-J",
+    "--comment",
+    "--output",
+    "-o",
+    "--error",
+    "-e",
+    "--open-mode",
+    "--requeue",
+    "--no-requeue",
+    "--chdir",
+    "-D",
+    "--parsable",
+    "--array",
+    "-a",
+    "--wrap",
+    "--partition",
+    "-p",
+)
 #: Most instances one pool (or a fleet's target, in units) may ask for.
 MAX_INSTANCES = 100_000
 ENV_EXECUTOR = "STORMPROOF_EXECUTOR"
 ENV_STORE = "STORMPROOF_STORE"
 ENV_HOME = "STORMPROOF_HOME"
 ENV_MAX_PARALLEL = "STORMPROOF_MAX_PARALLEL"
+
+
+class SettingError(ConfigError):
+    """What an executor found wrong with one setting after loading (a batch system's answer:
+    no such partition, an account refused); ``Config.for_executor`` adds its file and line."""
+
+    def __init__(self, loc: tuple[int | str, ...], problem: str) -> None:
+        super().__init__(f"{_place(loc)}: {problem}")
+        self.loc = loc
+        self.problem = problem
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -159,6 +192,8 @@ class PoolConfig(_Strict):
     time_scale: float = Field(default=1.0, gt=0)
     #: Where in the trace the run starts (a duration into it); default: its beginning.
     trace_offset: Annotated[float, BeforeValidator(parse_duration)] = 0.0
+    #: ``executor: slurm``: the partition this pool submits to (default: the pool's name).
+    partition: str | None = Field(default=None, pattern=PARTITION_PATTERN)
 
     def to_def(self, delegated: bool = False) -> PoolDef:
         """The core's pool. A field left to a delegated pool's executor is 0 until it tells."""
@@ -274,6 +309,82 @@ class CheckpointTiersConfig(_Strict):
     cold_after: Annotated[float | None, BeforeValidator(_optional_duration)] = None
 
 
+def _arg_list(value: Any) -> Any:
+    """``"--constraint=a --exclusive"`` or a list: both are argument lists."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            return shlex.split(value)
+        except ValueError as err:
+            raise ValueError(f"cannot split {value!r} into arguments: {err}") from None
+    return value
+
+
+class SlurmConfig(_Strict):
+    """``slurm:``: how ``executor: slurm`` submits and watches jobs (``docs/slurm.md``)."""
+
+    account: str | None = Field(default=None, min_length=1)
+    qos: str | None = Field(default=None, min_length=1)
+    #: Added to every ``sbatch`` call, e.g. ``[--constraint=skylake]``.
+    sbatch_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: Added to the ``srun`` that runs each command, e.g. ``[--mpi=pmix]``.
+    srun_args: Annotated[list[str], BeforeValidator(_arg_list)] = Field(default_factory=list)
+    #: The first (and shortest) pause between two ``squeue`` calls; it grows while nothing
+    #: happens, up to ``max_poll_interval``.
+    poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 2.0
+    max_poll_interval: Annotated[float, BeforeValidator(parse_duration)] = 30.0
+    #: ``sbatch`` calls in flight at once.
+    submit_parallel: int = Field(default=8, ge=1, le=64)
+    #: Slurm's time limit is a task's ``timeout`` plus this (or 10 % of it, if more).
+    time_margin: Annotated[float, BeforeValidator(parse_duration)] = 60.0
+    #: The cluster's slurm.conf (default: ``$SLURM_CONF``, else Slurm's own default).
+    slurm_conf: str | None = Field(default=None, min_length=1)
+
+    @field_validator("sbatch_args")
+    @classmethod
+    def _not_ours(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            # --name=value, -xvalue, -x value: the option's name either way
+            name = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if name in SBATCH_OWN:
+                raise ValueError(
+                    f"{arg!r}: stormproof sets {name} itself (the job's name is the attempt id, "
+                    "its output goes to the attempt's logs, the partition is the pool's); "
+                    "remove it"
+                )
+        return args
+
+    @model_validator(mode="after")
+    def _intervals(self) -> SlurmConfig:
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be more than 0 seconds, like 2s")
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError(
+                f"max_poll_interval ({self.max_poll_interval:g}s) is shorter than poll_interval "
+                f"({self.poll_interval:g}s); make it at least as long"
+            )
+        return self
+
+    def executor_options(self, pools: Sequence[PoolConfig], base: Path) -> dict[str, Any]:
+        """What a run records for the Slurm executor (``executors.slurm.options``)."""
+        conf = self.slurm_conf
+        return {
+            "partitions": {p.name: p.partition or p.name for p in pools},
+            "account": self.account,
+            "qos": self.qos,
+            "sbatch_args": list(self.sbatch_args),
+            "srun_args": list(self.srun_args),
+            "poll_interval_s": self.poll_interval,
+            "max_poll_interval_s": self.max_poll_interval,
+            "submit_parallel": self.submit_parallel,
+            "time_margin_s": self.time_margin,
+            "slurm_conf": str((base / conf).resolve()) if conf else None,
+        }
+
+
 #: The alert rules (``alerts[].on``) and the settings each takes besides ``on`` and ``notify``:
 #: (required, optional). Evaluated by ``monitor.alerts.rules``.
 ALERT_SETTINGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -337,6 +448,9 @@ class Config(_Strict):
 
     executor: str = Field(default="local", min_length=1)
     store: str = Field(default="sqlite", min_length=1)
+    #: How long a PostgreSQL store's driver lease lasts unless renewed (default 30 s): how long
+    #: a standby waits after the orchestrator died. SQLite's lease is a lock that never lapses.
+    lease: Annotated[float | None, BeforeValidator(_optional_duration)] = None
     home: str | None = None
     checkpoints: str | None = None
     checkpoint_tiers: Annotated[CheckpointTiersConfig, BeforeValidator(_empty_mapping)] = Field(
@@ -353,6 +467,16 @@ class Config(_Strict):
     container: Annotated[
         Literal["none", "apptainer", "docker", "podman"], BeforeValidator(_container)
     ] = "none"
+    #: ``executor: slurm`` only (an error with another executor).
+    slurm: SlurmConfig | None = None
+    #: The network containers join (``--network``): ``host`` (the default: what MPI and most
+    #: HPC codes expect, and apptainer's own default), ``none``, or one the runtime knows.
+    container_network: str = Field(default="host", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    #: More arguments for the runtime's ``run`` (apptainer: ``exec``), before the image, like
+    #: ``[--ulimit, nofile=1024:1024]`` where a site's sandbox forbids raising limits.
+    container_options: Annotated[list[str], BeforeValidator(_empty_list)] = Field(
+        default_factory=list
+    )
 
     _source: Path | None = PrivateAttr(default=None)
     #: The file's YAML tree and name as given, so checks made after loading name the line.
@@ -374,6 +498,31 @@ class Config(_Strict):
             first[pool.name] = i
         return pools
 
+    @field_validator("lease")
+    @classmethod
+    def _lease_long_enough(cls, lease: float | None) -> float | None:
+        if lease is not None and not 1 <= lease <= 86400:
+            raise ValueError(
+                "a lease lasts from 1 s to 1 day, like 30s: its holder renews it every third of it"
+            )
+        return lease
+
+    @model_validator(mode="after")
+    def _lease_needs_an_expiring_store(self) -> Config:
+        if self.lease is not None and not _expiring_lease(self.store):
+            problem = _problem(("lease",), self.lease, _LEASE_DOES_NOTHING.format(self.store))
+            raise ValidationError.from_exception_data("Config", [problem])
+        return self
+
+    @model_validator(mode="after")
+    def _every_setting_acts(self) -> Config:
+        """A setting this version would not act on is an error naming it (DESIGN: config that
+        does nothing is an error), never silently accepted."""
+        problems = _inert_settings(self)
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
+
     @model_validator(mode="after")
     def _local_pools_are_modelled(self, info: ValidationInfo) -> Config:
         """On the local executor (known here to model its pools) a pool needs its shape, and
@@ -385,6 +534,30 @@ class Config(_Strict):
         if problems:
             details = [_problem(loc, value, text) for loc, value, text in problems]
             raise ValidationError.from_exception_data("Config", details)
+        return self
+
+    @model_validator(mode="after")
+    def _slurm_settings_need_slurm(self, info: ValidationInfo) -> Config:
+        """``slurm:`` and ``pools[].partition`` do nothing on another executor: errors."""
+        executor = (info.context or {}).get("executor") or self.executor
+        if executor == "slurm":
+            return self
+        problems: list[InitErrorDetails] = []
+        if self.slurm is not None:
+            text = (
+                f"only used with executor: slurm (this configuration runs on {executor!r}); "
+                "set executor: slurm, or remove the slurm section"
+            )
+            problems.append(_problem(("slurm",), None, text))
+        for i, pool in enumerate(self.pools):
+            if pool.partition is not None:
+                text = (
+                    f"only used with executor: slurm (this configuration runs on "
+                    f"{executor!r}); remove it, or set executor: slurm"
+                )
+                problems.append(_problem(("pools", i, "partition"), pool.partition, text))
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
         return self
 
     @model_validator(mode="after")
@@ -443,6 +616,14 @@ class Config(_Strict):
         """The container runtime, or ``None`` when commands run directly on the host."""
         return None if self.container == "none" else self.container
 
+    def container_settings(self) -> dict[str, Any]:
+        """What a run records of its container runtime (``runtime.containers``)."""
+        return {
+            "runtime": self.container_runtime,
+            "network": self.container_network,
+            "options": list(self.container_options),
+        }
+
     def home_dir(self, cwd: Path) -> Path:
         """Where runs, the SQLite log and local checkpoints live (default ``./.stormproof``)."""
         return cwd / (self.home or ".stormproof")
@@ -465,6 +646,19 @@ class Config(_Strict):
         return tuple(
             dataclasses.replace(p, count=counts[p.name]) if p.name in counts else p for p in pools
         )
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the run records for its executor: ``slurm:`` and the pools' partitions."""
+        if self.executor != "slurm":
+            return {}
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (self.slurm or SlurmConfig()).executor_options(self.pools, base)
+
+    def place(self, loc: tuple[int | str, ...]) -> str:
+        """``stormproof.yaml:7: pools[1].partition``: where a setting is written, for problems
+        found after loading (what a cluster answered about it)."""
+        line = _line_of(self._root, loc)
+        return f"{self._shown}:{line}: {_place(loc)}" if line else f"{self._shown}: {_place(loc)}"
 
     def for_executor(
         self,
@@ -496,7 +690,10 @@ class Config(_Strict):
         configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
             dataclasses.replace(local_pool(), delegated=True),
         )
-        pools = tuple(describe(configured))
+        try:
+            pools = tuple(describe(configured))
+        except SettingError as err:  # the batch system's answer about one setting: its line
+            raise ConfigError(self._render([(err.loc, err.problem)])) from None
         problems: list[tuple[tuple[int | str, ...], str]] = []
         for i, pool in enumerate(pools):
             for key, known in (
@@ -549,6 +746,60 @@ def _modelled_problems(pools: Sequence[PoolConfig], executor: str) -> list[_Prob
             )
             problems.append((("pools", i, "max_jobs"), pool.max_jobs, text))
     return problems
+
+
+def _inert_settings(config: Config) -> list[InitErrorDetails]:
+    """Settings given that nothing would read, given what else is (or is not) set."""
+    out: list[InitErrorDetails] = []
+    if config.container == "none":
+        for key in ("container_network", "container_options"):
+            if key in config.model_fields_set:
+                value = getattr(config, key)
+                why = "does nothing without `container:` (apptainer, docker or podman)"
+                out.append(_problem((key,), value, f"{why}; set container, or remove {key}"))
+    for i, pool in enumerate(config.pools):
+        source = bool(pool.interruption_rate) or pool.trace is not None
+        if "time_scale" in pool.model_fields_set and not source:
+            out.append(
+                _problem(
+                    ("pools", i, "time_scale"),
+                    pool.time_scale,
+                    "does nothing without interruption_rate or trace (it scales their time); "
+                    "add one, or remove time_scale",
+                )
+            )
+        if "trace_offset" in pool.model_fields_set and pool.trace is None:
+            out.append(
+                _problem(
+                    ("pools", i, "trace_offset"),
+                    pool.trace_offset,
+                    "does nothing without trace (it says where in the trace the run starts); "
+                    "add trace, or remove trace_offset",
+                )
+            )
+    tiers = config.checkpoint_tiers
+    if (tiers.cold is None) != (tiers.cold_after is None):
+        key, other = ("cold", "cold_after") if tiers.cold is not None else ("cold_after", "cold")
+        out.append(
+            _problem(
+                ("checkpoint_tiers", key),
+                getattr(tiers, key),
+                f"does nothing without checkpoint_tiers.{other} (checkpoints move to cold after "
+                f"cold_after); set {other}, or remove {key}",
+            )
+        )
+    return out
+
+
+_LEASE_DOES_NOTHING = (
+    "only a PostgreSQL store's lease lapses; store {!r} holds a run by a lock that ends with "
+    "its orchestrator and never lapses, so remove lease (or use store: postgresql://…)"
+)
+
+
+def _expiring_lease(store: str) -> bool:
+    """Whether ``store`` is one whose driver lease lapses unless renewed (``lease:`` applies)."""
+    return store.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres")
 
 
 def _alert_problems(
@@ -744,6 +995,9 @@ def _with_env(config: Config, environ: Mapping[str, str]) -> Config:
         update["policy"] = config.policy.model_copy(update={"max_parallel": max_parallel})
     if not update:
         return config
+    if config.lease is not None and not _expiring_lease(update.get("store", config.store)):
+        where = f"{config.source}: " if config.source is not None else ""
+        raise ConfigError(f"{where}lease: " + _LEASE_DOES_NOTHING.format(update["store"]))
     result = config.model_copy(update=update)
     result._source = config._source
     result._root, result._shown = config._root, config._shown
@@ -758,6 +1012,7 @@ _FIELDS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("policy",): tuple(PolicyConfig.model_fields),
     ("policy", "breaker"): tuple(BreakerConfig.model_fields),
     ("fleet",): tuple(FleetConfig.model_fields),
+    ("slurm",): tuple(SlurmConfig.model_fields),
     ("alerts",): tuple(AlertConfig.model_fields),
 }
 

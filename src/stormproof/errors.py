@@ -14,7 +14,10 @@ Two families, kept apart on purpose:
       ├── RunNotFound        no run of that name in this home
       ├── RunExists          `run --name` of a name that is taken
       ├── RunIncompatible    the run's log was written in a format this version can't replay
-      ├── RunLocked          another orchestrator drives that run
+      ├── RunLocked          another orchestrator drives that run (it says who, and until when)
+      ├── LeaseLost          another orchestrator took the run over from this one
+      ├── StoreFault         the event store failed for now (unreachable, full, locked): a run
+      │                      stops resumably, and `resume` carries on once the fault is gone
       └── CapacityError      a task fits on no pool the run can use
 
 * **Task errors** are not exceptions at all: they are data, carried by events
@@ -85,7 +88,27 @@ class RunIncompatible(StormproofError):
 
 
 class RunLocked(StormproofError):
-    """Another orchestrator process is driving this run right now."""
+    """Another orchestrator process is driving this run right now.
+
+    ``holder`` says who, for a caller that waits for the run instead of giving up
+    (``stormproof.store.base.LeaseHolder``; ``None`` when the store cannot tell).
+    """
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
+class LeaseLost(StormproofError):
+    """This orchestrator's lease on a run was taken over by another one: it must stop at once,
+    acting on nothing more (the fencing token it holds is no longer the run's)."""
+
+
+class StoreFault(StormproofError):
+    """The event store cannot do its work right now: the server is unreachable or went away,
+    the disk is full, the database is locked. Nothing durable is lost; a run stops and can be
+    resumed once the fault is gone. (A damaged or foreign database is a plain
+    ``StormproofError``: waiting does not mend it.)"""
 
 
 class CapacityError(StormproofError):

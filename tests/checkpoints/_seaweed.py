@@ -102,9 +102,12 @@ class Seaweed:
                     sock.unlink()
 
 
-def start(weed: str, data: Path, timeout_s: float = 60.0) -> Seaweed:
+def start(
+    weed: str, data: Path, timeout_s: float = 60.0, ports: dict[str, int] | None = None
+) -> Seaweed:
+    """Start a server on free ports, or on ``ports`` (a restart of one killed, same data)."""
     data.mkdir(parents=True, exist_ok=True)
-    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+    ports = ports or dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     cmd = [
         weed,
         "mini",

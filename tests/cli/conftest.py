@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -75,6 +76,16 @@ def wait_for(check: Callable[[], bool], timeout: float = 30, what: str = "condit
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def read_line(pipe: IO[str] | None, timeout_s: float = 30) -> str:
+    """The next line a running command writes to ``pipe`` (its stdout or stderr), waiting at
+    most ``timeout_s``; fails the test if none comes."""
+    assert pipe is not None
+    ready, _, _ = select.select([pipe], [], [], timeout_s)
+    if not ready:
+        raise AssertionError(f"nothing written within {timeout_s}s")
+    return pipe.readline().rstrip("\n")
 
 
 @pytest.fixture

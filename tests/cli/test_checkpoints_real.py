@@ -165,3 +165,29 @@ def test_no_valid_checkpoint_starts_fresh_and_says_so(cli: Cli) -> None:
     assert [r["data"]["seq"] for r in rows if r["kind"] == "CheckpointRestored"] == [0]
     assert steps_of(cli, "f", "2") == list(range(30))
     assert "starting fresh" in cli("logs", "f", "count", "--stream", "stdout").stdout
+
+
+ONE_COMMIT = """
+name: one
+tasks:
+  - id: t
+    checkpoint_enabled: true
+    keep_checkpoints_on_success: true
+    command: |
+      c="$STORMPROOF_CHECKPOINT_DIR"; echo hello > "$c/state"
+      : > "$c/.commit.tmp" && mv "$c/.commit.tmp" "$c/.commit"
+      while [ -e "$c/.commit" ]; do sleep 0.02; done
+"""
+
+
+def test_show_of_a_damaged_copy_exits_1_even_when_another_tier_verifies(cli: Cli) -> None:
+    hot = cli.cwd / "hot"
+    cli.write("stormproof.yaml", f"checkpoint_tiers:\n  hot: {hot}\n")
+    cli.write("wf.yaml", ONE_COMMIT)
+    assert cli("run", "wf.yaml", "--name", "h1").returncode == 0
+    assert cli("checkpoints", "show", "h1", "t").returncode == 0
+    (hot / "h1" / "t" / "00000001" / "state").write_text("HELLO\n")  # same size, other bytes
+    shown = cli("checkpoints", "show", "h1", "t")
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    assert "does not verify: file state: sha256 mismatch" in shown.stdout
+    assert "a restore uses the warm copy" in shown.stdout

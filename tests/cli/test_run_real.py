@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Cli, wait_for
+from .conftest import Cli, read_line, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -177,18 +177,26 @@ def test_kill_9_of_the_orchestrator_then_resume_runs_each_task_once(cli: Cli) ->
     assert all(len(t["attempts"]) == 1 for t in st["tasks"].values())
 
 
-def test_a_second_driver_of_the_same_run_is_refused(cli: Cli) -> None:
+def test_a_second_driver_of_the_same_run_waits_saying_who_holds_it(cli: Cli) -> None:
     cli.write("wf.yaml", "name: long\ntasks:\n  - {id: nap, command: [sleep, '20']}\n")
     proc = cli.start("run", "wf.yaml", "--name", "l1")
     wait_for(lambda: (cli.data_dir / "l1" / "tasks" / "nap").exists(), what="launch")
-    second = cli("resume", "l1")
-    assert second.returncode == 2
-    assert "another stormproof process" in second.stderr
-    assert "Traceback" not in second.stderr
+    second = cli.start("resume", "l1")
+    said = read_line(second.stderr, timeout_s=20)
+    assert said == (
+        f"run l1 is being driven by pid {proc.pid} (until it exits); "
+        "waiting to take it over (Ctrl-C to leave)…"
+    )
+    assert second.poll() is None
     cancel = cli("cancel", "l1")
     assert cancel.returncode == 1, cancel.stdout + cancel.stderr
     assert proc.wait(timeout=30) == 1
     assert cli.status("l1")["state"] == "cancelled"
+    # the first let go: the second takes the run over, finds it ended, and says so
+    assert second.wait(timeout=30) == 1
+    out, rest = second.communicate()
+    assert "run l1 cancelled" in out
+    assert "Traceback" not in rest
 
 
 def test_detach_then_watch_status_until_done(cli: Cli) -> None:
@@ -228,4 +236,6 @@ def test_run_name_taken_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
     assert cli("run", "wf.yaml", "--name", "dup").returncode == 0
     again = cli("run", "wf.yaml", "--name", "dup")
     assert again.returncode == 2
-    assert "resume dup" in again.stderr and "Traceback" not in again.stderr
+    # a finished run has nothing to resume: say what can be done with it instead
+    assert "run 'dup' exists and succeeded; pick another --name" in again.stderr
+    assert "Traceback" not in again.stderr

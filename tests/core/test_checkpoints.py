@@ -63,6 +63,15 @@ def test_only_the_last_k_are_kept_while_running_and_all_go_on_success() -> None:
     assert of(out, PruneCheckpoints) == [PruneCheckpoints("md", (), "the workflow succeeded")]
 
 
+def test_a_success_prunes_checkpoints_even_when_every_one_of_them_was_corrupt() -> None:
+    wf = workflow(dag({"md": []}, overrides={"md": CKPT}))
+    begin(wf)
+    wf.handle(CheckpointCommitted(1, "md/1", 1))
+    wf.handle(CheckpointCorrupt(2, "md", 1, "state.bin: sha256 mismatch"))  # the only one
+    out = wf.handle(AttemptExited(9, "md/1", 0))
+    assert of(out, PruneCheckpoints) == [PruneCheckpoints("md", (), "the workflow succeeded")]
+
+
 def test_keep_on_success_keeps_them() -> None:
     wf = workflow(dag({"md": []}, overrides={"md": {**CKPT, "keep_checkpoints_on_success": True}}))
     begin(wf)

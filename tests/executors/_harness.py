@@ -88,6 +88,14 @@ class Harness:
                     attempts.append((int(item[2]), float(item[3])))
         return shims, attempts
 
+    def keepers(self) -> list[int]:
+        """Pids of the keepers of every shim started for this run."""
+        with contextlib.suppress(FileNotFoundError):
+            lines = Path(self.layout.journal).read_text().splitlines()
+            items = [json.loads(line) for line in lines]
+            return [int(i[3]) for i in items if i[0] == "B" and len(i) > 3 and i[3]]
+        return []
+
     def status(self, job: AttemptJob) -> ExitStatus | None:
         """The exit status the run's journal holds for ``job``, if any (as a recovery reads it)."""
         record = read_journal(self.layout.journal).get(job.attempt_id)
@@ -97,6 +105,7 @@ class Harness:
         for ex in self.executors:
             ex.close()
         shims, attempts = self.journal()
+        shims += self.keepers()
         for pid in shims:
             if is_shim(pid):
                 with contextlib.suppress(ProcessLookupError):
@@ -119,6 +128,16 @@ def kill_shim(harness: Harness) -> None:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid)
+
+
+def keeper_pid(harness: Harness) -> int | None:
+    """The keeper of the run's current shim (from the shim's line in the journal), if alive."""
+    shim = harness.shim_pid()
+    for line in reversed(Path(harness.layout.journal).read_text().splitlines()):
+        item = json.loads(line)
+        if item[0] == "B" and int(item[2]) == shim and len(item) > 3:
+            return int(item[3]) if is_shim(int(item[3])) else None
+    return None
 
 
 def group_exists(pgid: int) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -146,6 +149,58 @@ def test_an_empty_command_is_a_submit_failure(harness: Harness) -> None:
     ex = harness.executor()
     events = run_to_end(ex, [harness.job("empty", [])])
     assert isinstance(finals(events)["empty/1"], AttemptSubmitFailed)
+
+
+def test_a_command_no_program_can_receive_is_a_submit_failure_not_a_hang(
+    harness: Harness,
+) -> None:
+    # A NUL byte cannot be passed to exec: the shim must say so, whatever fails inside it.
+    ex = harness.executor()
+    events = run_to_end(ex, [harness.job("nul", ["ech\x00o", "x"])], timeout_s=5.0)
+    failed = finals(events)["nul/1"]
+    assert isinstance(failed, AttemptSubmitFailed) and "null byte" in failed.message
+    after = run_to_end(ex, [harness.job("after", ["true"])])  # the shim carries on
+    assert exit_code(after, "after/1") == 0
+
+
+def test_an_exit_carries_the_cpu_time_and_peak_memory_of_the_attempt(harness: Harness) -> None:
+    # 64 MiB touched by a child of the command, and ~0.3 s of CPU: wait4 counts both.
+    burn = (
+        "import time; b = bytearray(64 << 20); t = time.process_time()\n"
+        "while time.process_time() - t < 0.3: pass"
+    )
+    job = harness.job("burn", f"{PYTHON} -c '{burn}'; true")
+    events = run_to_end(harness.executor(), [job])
+    exited = finals(events)["burn/1"]
+    assert isinstance(exited, AttemptExited) and exited.exit_code == 0
+    assert exited.cpu_s is not None and 0.25 <= exited.cpu_s < 30
+    assert exited.max_rss_mib is not None and 64 <= exited.max_rss_mib < 1024
+
+
+def test_a_shim_starter_killed_as_it_starts_is_started_again(harness: Harness) -> None:
+    killed: list[int] = []
+    stop = threading.Event()
+    mark = str(harness.layout.state_dir).encode()
+
+    def kill_first_starter() -> None:
+        while not stop.is_set() and not killed:
+            for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+                with contextlib.suppress(OSError):
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"stormproof.executors._shim" in cmdline and mark in cmdline:
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        break
+
+    watcher = threading.Thread(target=kill_first_starter)
+    watcher.start()
+    try:
+        events = run_to_end(harness.executor(), [harness.job("a", ["true"])], timeout_s=20.0)
+    finally:
+        stop.set()
+        watcher.join()
+    assert len(killed) == 1
+    assert exit_code(events, "a/1") == 0
 
 
 def test_submit_is_idempotent(harness: Harness) -> None:

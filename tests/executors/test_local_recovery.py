@@ -24,6 +24,7 @@ from tests.executors._harness import (
     Harness,
     collect,
     finals,
+    keeper_pid,
     kill_shim,
     run_to_end,
     wait_for,
@@ -131,26 +132,45 @@ def test_ended_while_no_orchestrator_was_there(
     assert ex.poll(0.2) == []
 
 
-def test_shim_and_attempt_killed_is_lost(harness: Harness, orchestrators: Procs) -> None:
+def test_shim_killed_then_attempt_killed_reports_the_signal(
+    harness: Harness, orchestrators: Procs
+) -> None:
     job = harness.job("c", "sleep 30")
     pids = crash_after_start(harness, orchestrators, [job])
     kill_shim(harness)
     os.killpg(pids["c/1"], signal.SIGKILL)
     assert wait_gone(pids["c/1"])
-    lost = by_id(harness.executor().recover([job]))["c/1"]
+    wait_for(lambda: harness.status(job) is not None)  # the keeper reaped it
+    exited = by_id(harness.executor().recover([job]))["c/1"]
+    assert isinstance(exited, AttemptExited) and exited.exit_code == 128 + signal.SIGKILL
+
+
+def test_shim_and_its_keeper_killed_then_attempt_killed_is_lost(
+    harness: Harness, orchestrators: Procs
+) -> None:
+    job = harness.job("c1", "sleep 30")
+    pids = crash_after_start(harness, orchestrators, [job])
+    keeper = keeper_pid(harness)
+    assert keeper is not None
+    os.kill(keeper, signal.SIGKILL)
+    kill_shim(harness)
+    os.killpg(pids["c1/1"], signal.SIGKILL)
+    assert wait_gone(pids["c1/1"])
+    lost = by_id(harness.executor().recover([job]))["c1/1"]
     assert isinstance(lost, AttemptLost) and "exit status is unknown" in lost.reason
 
 
-def test_shim_killed_attempt_running_is_adopted_then_lost(
+def test_shim_killed_attempt_running_is_adopted_then_reports_its_exit_code(
     harness: Harness, orchestrators: Procs
 ) -> None:
-    job = harness.job("c2", "sleep 0.8; exit 0")
+    job = harness.job("c2", "sleep 0.8; exit 6")
     crash_after_start(harness, orchestrators, [job])
     kill_shim(harness)
     ex = harness.executor()
     assert isinstance(by_id(ex.recover([job]))["c2/1"], AttemptStarted)
     events = collect(ex, lambda evs: "c2/1" in finals(evs))
-    assert [type(e) for e in events] == [AttemptLost]  # its parent died: the code died with it
+    assert [type(e) for e in events] == [AttemptExited]  # its keeper learned the code
+    assert isinstance(events[0], AttemptExited) and events[0].exit_code == 6
 
 
 def test_never_submitted_gets_nothing_and_can_then_be_submitted(
@@ -197,8 +217,8 @@ def test_a_submit_to_a_new_shim_never_runs_what_a_dead_one_launched(
     if ended:
         assert [type(e) for e in events] == [AttemptExited]
         assert isinstance(events[0], AttemptExited) and events[0].exit_code == 0
-    else:  # adopted, then lost: only its dead parent could have learned its code
-        assert [type(e) for e in events] == [AttemptStarted, AttemptLost]
+    else:  # adopted, then its exit code, which the dead shim's keeper learned
+        assert [type(e) for e in events] == [AttemptStarted, AttemptExited]
         assert isinstance(events[0], AttemptStarted) and events[0].handle == str(pids["r/1"])
     assert wait_gone(pids["r/1"], 5.0)
     assert (job.work_dir / "side-effect.txt").read_text() == "done\n"  # it ran once
@@ -248,8 +268,8 @@ def test_shim_killed_under_a_connected_executor_heals(harness: Harness) -> None:
     collect(ex, lambda evs: bool(evs))
     kill_shim(harness)
     events = collect(ex, lambda evs: "h/1" in finals(evs))
-    assert isinstance(finals(events)["h/1"], AttemptLost)
+    healed = finals(events)["h/1"]
+    assert isinstance(healed, AttemptExited) and healed.exit_code == 0
     after = run_to_end(ex, [harness.job("after", "exit 4")])  # a new shim took over
-    assert finals(after)["after/1"] == AttemptExited(
-        at=finals(after)["after/1"].at, attempt_id="after/1", exit_code=4
-    )
+    ended = finals(after)["after/1"]
+    assert isinstance(ended, AttemptExited) and ended.exit_code == 4

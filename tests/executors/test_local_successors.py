@@ -56,10 +56,12 @@ def test_a_successor_starts_as_its_predecessor_exits(harness: Harness) -> None:
     assert isinstance(p_exit, AttemptExited) and p_exit.exit_code == 0
     assert s_start is not None and s_start.at >= p_exit.at
     assert s_start.at - p_exit.at < 0.5  # the shim spawned it, no round trip
-    assert ended["s/1"] == AttemptExited(ended["s/1"].at, "s/1", 3)
+    s_exit = ended["s/1"]
+    assert isinstance(s_exit, AttemptExited) and s_exit.exit_code == 3
     order = [e.attempt_id for e in events if e.attempt_id in ("p/1", "s/1")]  # type: ignore[attr-defined]
     assert order.index("s/1") > order.index("p/1")
-    assert journal_kinds(harness, "s/1") == ["Q", "L", "X"]
+    # held, about to spawn, spawned, ended (its usage line "R" may still wait for company)
+    assert [k for k in journal_kinds(harness, "s/1") if k != "R"] == ["Q", "I", "L", "X"]
 
 
 def test_a_successor_of_an_ended_or_unknown_attempt_starts_at_once(harness: Harness) -> None:
@@ -123,6 +125,7 @@ def test_withdraw_drops_a_held_successor_but_never_touches_a_started_one(
     ex.submit(third)
     ex.withdraw("t/1")  # still held behind s/1: dropped
     events += collect(ex, lambda evs: {"s/1", "t/1"} <= finals(evs).keys())
-    assert finals(events)["s/1"] == AttemptExited(finals(events)["s/1"].at, "s/1", 0)
+    s_exit = finals(events)["s/1"]
+    assert isinstance(s_exit, AttemptExited) and s_exit.exit_code == 0
     assert isinstance(finals(events)["t/1"], AttemptDropped)
     assert (second.work_dir / "ran").exists() and not (third.work_dir / "ran").exists()

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from stormproof.config import Config, load_config
 from stormproof.plan.report import DETAIL_LIMIT, PlanReport, build_plan, render_plan
-from stormproof.spec.model import WorkflowSpec
+from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 from tests.recipe_sample import RECIPE_SAMPLE
 
 from .builders import diamond, task, workflow
@@ -20,6 +20,11 @@ pools:
   - {name: spot-c5,  market: spot,      vcpus: 4, memory: 8192, price: 0.068, count: 4}
   - {name: ondemand, market: on_demand, vcpus: 4, memory: 8192, price: 0.17,  count: 2}
 policy: {fallback_after_interruptions: 2, deadline: 36h}
+"""
+#: Room for the recipe's sample (8 nodes x 16 vCPUs).
+BIG_POOLS_YAML = """
+pools:
+  - {name: big, market: on_demand, vcpus: 16, memory: 65536, price: 1.0, count: 8}
 """
 
 
@@ -52,6 +57,8 @@ def test_json_shape_and_numbers(tmp_path: Path) -> None:
         "earliest_start_s": 10.0,
         "earliest_finish_s": 15.0,
         "estimated_runtime_s": 5.0,
+        "runtime_s": 5.0,
+        "runtime_assumed": False,
         "pool": "spot-c5",
         # 1 vCPU / 1024 MiB of a 4 vCPU / 8192 MiB instance: a quarter of $0.068/h for 5 s
         "cost_usd": round(5 / 3600 * 0.25 * 0.068, 6),
@@ -76,10 +83,46 @@ def test_recipe_sample_default_pool(tmp_path: Path) -> None:
     container_notes = [n for n in data["notes"] if "container_image" in n]
     assert container_notes == [
         "container_image is set on 4 tasks but no container runtime is configured: commands "
-        "run directly on the host (set `container:` in stormproof.yaml)"
+        "run directly on the host (set `container:` in stormproof.yaml to apptainer, docker or "
+        "podman)"
     ]
     assert any("no pools are configured" in n for n in data["notes"])
     assert any("4 of 4 tasks have no estimated_runtime" in n for n in data["notes"])
+
+
+def test_a_task_without_estimated_runtime_is_assumed_the_recipe_s_30_minutes_and_says_so(
+    tmp_path: Path,
+) -> None:
+    spec = WorkflowSpec.model_validate(RECIPE_SAMPLE)
+    report = build_plan(spec, config(tmp_path, BIG_POOLS_YAML), None)
+    data = report.to_json()
+    assert data["problems"] == []
+    task = data["tasks"]["production-run"]
+    assert (task["estimated_runtime_s"], task["runtime_s"], task["runtime_assumed"]) == (
+        None,
+        1800.0,
+        True,
+    )
+    est = data["estimate"]
+    assert est["duration_s"] == 4 * 1800.0  # four stages in a chain, 30 minutes each
+    assert est["cost_usd"] > 0 and est["lower_bound"] is False
+    assert est["assumed_runtime_s"] == 1800.0
+    text = rendered(report)
+    assert text.count("30m 00s assumed") == 4  # per task
+    assert "assumes 30m 00s for each of 4 tasks without estimated_runtime" in text
+    assert "the plan assumes 30m 00s each (the recipe's own assumption" in text
+
+
+def test_plan_and_simulate_assume_the_same_runtime(tmp_path: Path) -> None:
+    from stormproof.runtime.compile import compile_tasks
+    from stormproof.sim.build import build
+
+    spec = WorkflowSpec.model_validate(RECIPE_SAMPLE)
+    built = build(spec, config(tmp_path, BIG_POOLS_YAML), tmp_path, {})
+    assert [m.runtime_s for m in built.sim.models] == [ASSUMED_RUNTIME_S] * 4
+    assert {t.estimated_s for t in compile_tasks(spec)} == {ASSUMED_RUNTIME_S}
+    plan = build_plan(spec, config(tmp_path, BIG_POOLS_YAML), None).to_json()
+    assert {t["runtime_s"] for t in plan["tasks"].values()} == {ASSUMED_RUNTIME_S}
 
 
 def test_no_container_note_with_a_runtime(tmp_path: Path) -> None:

@@ -65,3 +65,21 @@ def test_an_end_that_arrives_after_the_save_finished_is_still_delivered_after_th
     assert protocol.pending_commit(tmp_path / "attempt-1" / "checkpoint") is None
     assert store.seqs == [1]
     ckpt.close()
+
+
+def test_a_prune_decided_while_the_driver_drains_still_happens(tmp_path: Path) -> None:
+    # The driver closes the worker pool, then logs and acts on what the last saves produced:
+    # a PruneCheckpoints among those decisions used to raise RuntimeError (pool shut down).
+    class PruningStore:
+        def __init__(self) -> None:
+            self.deleted: list[tuple[str, str | None, int | None]] = []
+
+        def delete(self, run: str, task: str | None = None, seq: int | None = None) -> int:
+            self.deleted.append((run, task, seq))
+            return 1
+
+    store = PruningStore()
+    ckpt = Checkpointing(store, "r", lambda task: 1)  # type: ignore[arg-type]
+    ckpt.close()
+    ckpt.prune("t", ())
+    assert store.deleted == [("r", "t", None)]

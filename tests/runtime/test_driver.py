@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,9 +11,10 @@ import pytest
 
 from stormproof.capacity.local import LocalFleet
 from stormproof.config import local_pool
-from stormproof.core.decisions import Decision, LaunchAttempt, LaunchInstance
+from stormproof.core.decisions import Decision, KillAttempt, LaunchAttempt, LaunchInstance
 from stormproof.core.events import AttemptExited, AttemptStarted, Event
 from stormproof.core.machine import Workflow
+from stormproof.errors import LeaseLost
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
@@ -171,6 +173,39 @@ def test_resume_relaunches_a_decided_launch_the_executor_never_heard_of(
     ex = Recovering({})
     assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
     assert list(ex.jobs) == ["b/1", "c/1"]  # same attempt id, no new attempt number
+
+
+def test_resume_drops_a_launch_the_executor_never_heard_of_that_was_to_be_killed(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    # b/1 was decided and logged, then its instance was interrupted (a kill decided), and the
+    # orchestrator died before the executor heard of b/1: it never ran, so it is dropped (no
+    # budget used), not lost (which would count an interruption it never had).
+    ctx = make_run(store, tmp_path)
+
+    class Deaf(FakeExecutor):
+        def submit(self, job: AttemptJob) -> None:
+            if job.attempt_id != "b/1":
+                super().submit(job)
+
+    class InterruptThenStop(StopAt):
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            assert self.driver is not None
+            for d in decisions:
+                if isinstance(d, LaunchAttempt) and d.attempt_id == "b/1":
+                    request = json.dumps({"instance": d.instances[0], "notice_s": 0})
+                    store.post_request("r", f"interrupt:{request}", now)
+                if isinstance(d, KillAttempt) and d.attempt_id == "b/1":
+                    self.driver.request_stop("test")
+
+    first = Driver(home, store, ctx, Deaf(), InterruptThenStop("b/1"))
+    first.reporter.driver = first  # type: ignore[union-attr]
+    first.drive()
+    ex = Recovering({})
+    assert Driver(home, store, load_context(store, "r"), ex).drive().state == "succeeded"
+    ended = {r.data["attempt_id"]: r.data for r in store.read("r") if r.kind == "AttemptEnded"}
+    assert ended["b/1"]["state"] == "dropped"
+    assert "b/1" not in ex.jobs and "b/2" in ex.jobs
 
 
 def test_resume_counts_a_vanished_running_attempt_as_lost_and_retries_it(
@@ -374,3 +409,44 @@ def test_a_resumed_run_shows_its_progress_from_where_its_history_left_it(
     assert [c["running"] for c in seen] == [0, 1, 0], "b was running when it stopped"
     assert progress.attempts == 3 and "b/1" not in progress.running
     assert [c["succeeded"] for c in progress.counts] == [1, 1, 1]
+
+
+def test_a_driver_taken_over_stops_at_its_next_flush_and_touches_nothing_more(
+    home: Home, store: SQLiteEventLog, tmp_path: Path
+) -> None:
+    """Another orchestrator takes the run's lease while this one drives it (its lock broken
+    behind its back): the next flush is refused with LeaseLost, nothing after it is logged or
+    launched, and the executor is not even closed (its queued messages must not go out)."""
+    ctx = make_run(store, tmp_path)
+    other = SQLiteEventLog(home.db_path)
+    taken: list[object] = []
+
+    class Closing(FakeExecutor):
+        closed = False
+
+        def close(self, final: bool = False) -> None:
+            self.closed = True
+
+    class TakeOverAfterFirstLaunch:
+        def on_decisions(self, decisions: Sequence[Decision], now: float) -> None:
+            if not taken and any(isinstance(d, LaunchAttempt) for d in decisions):
+                (home.root / "locks" / "r.lock").unlink()  # the lock, broken behind its back
+                lease = other.driver_lease("r")
+                lease.__enter__()
+                taken.append(lease)
+
+        def tick(self, now: float) -> None:
+            return None
+
+        def resumed(self, core: Workflow) -> None:
+            return None
+
+    ex = Closing()
+    driver = Driver(home, store, ctx, ex, reporter=TakeOverAfterFirstLaunch())
+    with pytest.raises(LeaseLost, match="this one stops now and acts on nothing more"):
+        driver.drive()
+    assert list(ex.jobs) == ["a/1"]  # launched before the takeover; b never
+    assert driver.abandoned and not ex.closed
+    kinds = [r.kind for r in other.read("r")]
+    assert kinds[-1] == "LaunchAttempt"  # a's start and exit were never logged by the old holder
+    other.close()

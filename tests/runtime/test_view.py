@@ -154,7 +154,7 @@ def test_stages_from_the_recorded_spec_are_the_plans_stages() -> None:
     from pathlib import Path
 
     from stormproof.plan.graph import Dag
-    from stormproof.runtime.view_store import stages_of
+    from stormproof.runtime.view import stages_of
     from stormproof.spec.load import load_workflow
 
     examples = Path(__file__).resolve().parents[2] / "examples"
@@ -177,3 +177,31 @@ def test_stages_from_the_recorded_spec_are_the_plans_stages() -> None:
     assert stages_of(tasks) == [["a", "e"], ["b"], ["c"], ["d"]]
     chain = [{"id": f"t{i}", "depends_on": [f"t{i + 1}"]} for i in range(5000)] + [{"id": "t5000"}]
     assert len(stages_of(chain)) == 5001
+
+
+def test_a_redrive_reshapes_the_tasks_and_keeps_each_one_s_attempts() -> None:
+    view = RunView(name="r", workflow="w")
+    for tid, stage in (("a", 0), ("b", 1), ("gone", 1)):
+        view.tasks[tid] = TaskView(tid, tid, stage)
+
+    def note(seq: int, kind: str, **data: object) -> Row:
+        return Row(seq, "decision", kind, float(seq), None, dict(data))
+
+    view.apply(
+        [
+            note(1, "LaunchAttempt", task_id="b", attempt_id="b/1", number=1),
+            note(2, "AttemptEnded", attempt_id="b/1", state="failed", error="Task.Failed"),
+            note(3, "TaskEnded", task_id="b", state="failed", error="Task.Failed"),
+            note(4, "RunFinished", state="failed"),
+        ]
+    )
+    spec = {"tasks": [{"id": "a", "command": "x"}, {"id": "new", "command": "y"},
+                      {"id": "b", "command": "z", "name": "B"}]}  # fmt: skip
+    stages = [["a", "new"], ["b"]]
+    view.apply([Row(5, "event", "RunRedriven", 5.0, None, {"spec": spec, "stages": stages})])
+    assert list(view.tasks) == ["a", "new", "b"]  # the new file's order; "gone" is gone
+    assert (view.state, view.ended) == ("stopped", None)
+    b = view.tasks["b"]
+    assert (b.state, b.error, b.name, [a.number for a in b.attempts]) == ("waiting", None, "B", [1])
+    view.apply([note(6, "LaunchAttempt", task_id="b", attempt_id="b/2", number=2)])
+    assert [a.number for a in view.tasks["b"].attempts] == [1, 2]

@@ -306,6 +306,14 @@ CASES: list[tuple[str, str, str]] = [
         '{"name": "demo",\n "tasks": [{"id": "a", "command": ' + "[" * 40 + "]" * 40 + "}]}",
     ),
     ("not_utf8", "workflow.yaml", _raw(b"name: caf\xe9\ntasks: []\n")),
+    # --- what no program can be given (exec takes C strings): a run used to hang on it
+    ("nul_in_command", "workflow.yaml", _tasks('  - {id: a, command: ["ech\\0o", x]}\n')),
+    (
+        "nul_in_environment",
+        "workflow.json",
+        '{"name": "n", "tasks": [{"id": "a", "command": "true", '
+        '"environment": {"X": "a\\u0000b"}}]}',
+    ),
 ]
 
 EXPECTED: dict[str, str] = {
@@ -387,4 +395,6 @@ EXPECTED: dict[str, str] = {
     "duplicate_json_key": "line 3: key 'vcpus' appears twice in one object",
     "deep_yaml": "line 4, column 43: the document nests more than 32 levels deep, the limit",
     "deep_json": "line 2: the document nests more than 32 levels deep, the limit",
+    "nul_in_command": "line 3: tasks[0] (a).command: holds a NUL byte",
+    "nul_in_environment": "tasks[0] (a).environment: X: holds a NUL byte (\\0)",
 }

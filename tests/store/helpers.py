@@ -1,4 +1,4 @@
-"""Row builders, and real child processes that use the store, for the store tests."""
+"""Row builders, opening either store, and real child processes that use it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stormproof.store.base import Row
+from stormproof.store.base import EventLog, Row
 
 
 def event(kind: str = "E", at: float = 1.0, **data: Any) -> Row:
@@ -23,15 +23,29 @@ def decision(kind: str = "D", cause: int | None = None, at: float = 1.0, **data:
     return Row(0, "decision", kind, at, cause, dict(data))
 
 
-# Every child script starts with this: ``log`` is the store at argv[1], ``say``
-# tells the test how far the child got.
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def open_store(where: str, synchronous: str = "group", lease_s: float = 30.0) -> EventLog:
+    """The store at ``where``: a PostgreSQL URL, or the path of an SQLite file."""
+    if where.startswith("postgresql://"):
+        from stormproof.store.postgres import PostgresEventLog
+
+        return PostgresEventLog(where, lease_s=lease_s)
+    from stormproof.store.sqlite import SQLiteEventLog
+
+    return SQLiteEventLog(Path(where), synchronous=synchronous)  # type: ignore[arg-type]
+
+
+# Every child script starts with this: ``log`` is the store at argv[1] (a path or a URL),
+# ``say`` tells the test how far the child got.
 PRELUDE = """
 import os, subprocess, sys, time
 from pathlib import Path
 from stormproof.store.base import Row
-from stormproof.store.sqlite import SQLiteEventLog
+from tests.store.helpers import open_store
 
-log = SQLiteEventLog(Path(sys.argv[1]), synchronous=sys.argv[2])
+log = open_store(sys.argv[1], sys.argv[2], float(sys.argv[3]))
 
 def say(message):
     print(message, flush=True)
@@ -47,10 +61,14 @@ def decision(kind="D", **data):
 class Child:
     """A Python process running ``script`` against the store at ``db``; killed for real."""
 
-    def __init__(self, script: str, db: Path, synchronous: str = "full") -> None:
+    def __init__(
+        self, script: str, db: Path | str, synchronous: str = "full", lease_s: float = 30.0
+    ) -> None:
         code = PRELUDE + textwrap.dedent(script)
+        path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(db), synchronous],
+            [sys.executable, "-c", code, str(db), synchronous, str(lease_s)],
+            env={**os.environ, "PYTHONPATH": path},  # for ``tests.store.helpers``
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )

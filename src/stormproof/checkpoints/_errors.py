@@ -75,6 +75,28 @@ def _local(url: str, err: BaseException) -> str:
     return f"checkpoints: cannot write to {where} ({reason}): {_FIX.removeprefix('or ')}"
 
 
+#: A local store that cannot take a write now: full, over quota, failing, remounted read-only.
+_DISK_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def store_unreachable(err: BaseException) -> bool:
+    """Whether ``err`` says the store is gone or cannot take writes for now (the server down,
+    the network cut, the disk full), rather than something wrong with one checkpoint: a run
+    then stops and resumes later instead of losing the checkpoint or starting afresh."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    if names & _NO_CONNECTION or _refused(err):
+        return True
+    cur: BaseException | None = err
+    while cur is not None:
+        if isinstance(cur, OSError) and cur.errno in _DISK_FAULTS:
+            return True
+        if {c.__name__ for c in type(cur).__mro__} & _NO_CONNECTION:
+            return True
+        # ``raise ... from None`` (a task's own file that could not be read) ends the chain
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return False
+
+
 def _endpoint(fs: AbstractFileSystem) -> str:
     found: Any = getattr(fs, "endpoint_url", None)
     if not found:

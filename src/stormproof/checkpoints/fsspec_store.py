@@ -10,7 +10,8 @@ Crash safety comes from the order of writes, not from locks:
 
 * ``save``: clear any leftover of the same ``seq`` (manifest first), write the
   files, make them durable (local: one ``syncfs``), then the manifest (local:
-  temp file, fsync, rename; object stores: one PUT, which is atomic).
+  temp file, fsync, rename; object stores: one PUT, which is atomic). A save that
+  fails anywhere, its manifest included, removes what it wrote.
 * ``delete``/``prune``: manifests first, then the files, so an interrupted
   delete leaves "incomplete", never "valid with files missing".
 * ``restore``: into a fresh directory beside ``dest``, hashing while copying;
@@ -152,25 +153,33 @@ class FsspecStore:
         with self._translated(f"save checkpoint {self._where(run, task, seq)}"):
             self._remove_seq(base)
             save = self._save_local if self._local else self._save_remote
-            try:
+            with self._all_or_nothing(base):
                 digests = save(files, base)
-            except BaseException:
-                with contextlib.suppress(Exception):  # no manifest: harmless if this fails too
-                    self._remove_seq(base)
-                raise
-            manifest = Manifest(
-                run,
-                task,
-                attempt,
-                seq,
-                float(now),
-                tuple(
-                    ManifestFile(f.rel, d.size, d.sha256)
-                    for f, d in zip(files, digests, strict=True)
-                ),
-            )
-            self._write_manifest(base, manifest.dumps())
+                manifest = Manifest(
+                    run,
+                    task,
+                    attempt,
+                    seq,
+                    float(now),
+                    tuple(
+                        ManifestFile(f.rel, d.size, d.sha256)
+                        for f, d in zip(files, digests, strict=True)
+                    ),
+                )
+                self._write_manifest(base, manifest.dumps())
         return manifest
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self, base: str) -> Iterator[None]:
+        """A save or copy that fails, even at its manifest (a full disk), leaves nothing of
+        itself behind, manifest first. (A killed one cannot clean up: what it left has no
+        manifest, is never restored, and goes with the next save of its seq or a prune.)"""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # no manifest: harmless if this fails too
+                self._remove_seq(base)
+            raise
 
     def _save_local(self, files: Sequence[SourceFile], base: str) -> Digests:
         root = Path(base)
@@ -431,21 +440,21 @@ class FsspecStore:
             if sized:
                 raise CheckpointCorrupt("; ".join(sized))
             self._remove_seq(base)
-            digests = self._map(
-                lambda f: self._transfer(other, f"{src}/{f.path}", f.size, f"{base}/{f.path}"),
-                manifest.files,
-            )
-            bad = [
-                f"file {f.path}: sha256 mismatch"
-                for f, d in zip(manifest.files, digests, strict=True)
-                if d.sha256 != f.sha256
-            ]
-            if bad:
-                self._remove_seq(base)
-                raise CheckpointCorrupt("; ".join(bad))
-            if self._local and self.durable:
-                _copy.sync_filesystem(Path(base))
-            self._write_manifest(base, manifest.dumps())
+            with self._all_or_nothing(base):
+                digests = self._map(
+                    lambda f: self._transfer(other, f"{src}/{f.path}", f.size, f"{base}/{f.path}"),
+                    manifest.files,
+                )
+                bad = [
+                    f"file {f.path}: sha256 mismatch"
+                    for f, d in zip(manifest.files, digests, strict=True)
+                    if d.sha256 != f.sha256
+                ]
+                if bad:
+                    raise CheckpointCorrupt("; ".join(bad))
+                if self._local and self.durable:
+                    _copy.sync_filesystem(Path(base))
+                self._write_manifest(base, manifest.dumps())
         return manifest
 
     def _transfer(self, other: FsspecStore, src: str, size: int, dest: str) -> _copy.Digest:

@@ -76,8 +76,8 @@ def opened(
 
 
 def _recorded_settings(s: Session, run: str | None) -> dict[str, Any] | None:
-    if run is None or not s.home.db_path.exists():
-        return None
+    if run is None or (s.config.store == "sqlite" and not s.home.db_path.exists()):
+        return None  # no runs recorded here yet: do not make a database just to find none
     try:
         recorded = s.store.get_run(run).meta.get("checkpoints")
     except RunNotFound:
@@ -250,8 +250,11 @@ def show(
         else:
             for c in checks:
                 _print_verification(c, store.url)
-        if not any(c.ok for c in checks):
-            sys.exit(1)
+            good = next((c for c in checks if c.ok), None)
+            if good is not None and not all(c.ok for c in checks):
+                out.print(f"  a restore uses the {good.tier} copy, which verifies")
+        if not all(c.ok for c in checks):
+            sys.exit(1)  # a damaged copy is news, even where another one verifies
 
 
 def _verification_json(c: Verification) -> dict[str, Any]:

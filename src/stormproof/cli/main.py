@@ -6,6 +6,7 @@ or usage · 130 stopped by Ctrl-C (the run can be resumed).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -22,12 +23,12 @@ import click
 
 from stormproof import __version__
 from stormproof.config import Config
-from stormproof.errors import CapacityError, StormproofError
-from stormproof.runtime.home import check_run_name, default_run_name
+from stormproof.errors import CapacityError, LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.runtime.home import Home, check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import FilePath, Session, common, err, out, session
+from .session import FilePath, Session, common, err, out, say_lease_wait, session
 from .status_cmd import task_filters
 
 if TYPE_CHECKING:
@@ -49,9 +50,11 @@ LAZY_COMMANDS = {
     "report": "stormproof.cli.monitor_cmds:report",
     "serve": "stormproof.cli.monitor_cmds:serve",
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
+    "clean": "stormproof.cli.clean_cmd:clean",
     "checkpoints": "stormproof.cli.checkpoints_cmds:checkpoints",
     "fleet": "stormproof.cli.fleet_cmds:fleet",
     "interrupt": "stormproof.cli.fleet_cmds:interrupt",
+    "redrive": "stormproof.cli.rerun_cmds:redrive",
     "import": "stormproof.cli.import_cmd:import_",
     "simulate": "stormproof.cli.simulate_cmd:simulate",
 }
@@ -157,6 +160,10 @@ def schema() -> None:
 @click.option("--max-parallel", type=click.IntRange(min=1), help="At most N attempts at once.")
 @click.option("--seed", type=int, help="Seed for retry jitter (default: random, recorded).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@click.option("--reuse", is_flag=True, help="Reuse tasks whose results earlier runs have.")
+@click.option("--redrive", is_flag=True, help="If run --name exists, redrive it with FILE.")
+@click.option("--plan", "plan_only", is_flag=True, help="With --reuse/--redrive: verdicts only.")
+@click.option("--json", "as_json", is_flag=True, help="With --plan: the verdicts as JSON.")
 @common
 def run(
     file: str,
@@ -166,6 +173,10 @@ def run(
     max_parallel: int | None,
     seed: int | None,
     quiet: bool,
+    reuse: bool,
+    redrive: bool,
+    plan_only: bool,
+    as_json: bool,
     home: str | None,
     config_path: str | None,
 ) -> None:
@@ -174,12 +185,39 @@ def run(
         if dry_run:
             _show_plan(s, file, as_json=False)
             return
+        _check_rerun_options(reuse, redrive, plan_only, as_json, name, detach)
+        if redrive and name and _run_exists(s, check_run_name(name)):
+            from .rerun_cmds import redrive_run
+
+            redrive_run(s, name, file, plan_only, as_json, quiet, detach)
+            return
         spec = _load_spec(file)
         config = s.placing_config()
+        s.check_workflow(spec, config)
         refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
 
+        from .rerun_cmds import reuse_plan, show_reuse
+
+        start: dict[str, Any] = {}
+        if reuse:
+            rerun, hashes = reuse_plan(s, spec, file)
+            if plan_only or not quiet:
+                show_reuse(rerun, file, as_json)
+            if plan_only:
+                return
+            start = rerun.start
+        else:
+            from stormproof.runtime.fingerprint import hash_inputs
+
+            hashes = hash_inputs(spec, Path(file).resolve().parent, file)
         run_name = check_run_name(name) if name else default_run_name(spec.name)
+        if _run_exists(s, run_name):
+            raise RunExists(_exists_message(s, run_name))
+        from stormproof.runtime.containers import host_notes
+
+        for note in host_notes(spec, s.config.container_runtime):  # said once, as the run begins
+            err.print(f"[yellow]note:[/] {_escape(note)}")
         ctx = new_context(
             run_name,
             spec,
@@ -193,6 +231,9 @@ def run(
             policy=policy_dict(s.config.policy, s.config.executor),
             sources=s.pool_sources(),
             alerts=s.config.alert_rules(),
+            input_hashes=hashes,
+            container=s.config.container_settings(),
+            start=start,
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -201,6 +242,58 @@ def run(
             _detach(s, run_name)
             return
         _drive_and_exit(s, ctx, quiet)
+
+
+def _check_rerun_options(
+    reuse: bool, redrive: bool, plan_only: bool, as_json: bool, name: str | None, detach: bool
+) -> None:
+    if redrive and reuse:
+        raise click.UsageError(
+            "--redrive and --reuse do not go together: a redrive keeps what "
+            "its own run did; --reuse is for a new run"
+        )
+    if redrive and not name:
+        raise click.UsageError("--redrive needs --name: the run to redrive (or to start)")
+    if plan_only and not (reuse or redrive):
+        raise click.UsageError(
+            "--plan goes with --reuse or --redrive; for a dry run of the "
+            "workflow itself use `stormproof plan FILE`"
+        )
+    if as_json and not plan_only:
+        raise click.UsageError("--json goes with --plan")
+    if detach and (reuse or redrive) and plan_only:
+        raise click.UsageError("--detach has nothing to run with --plan")
+
+
+def _run_exists(s: Session, name: str) -> bool:
+    try:
+        s.store.get_run(name)
+    except RunNotFound:
+        return False
+    return True
+
+
+def _exists_message(s: Session, name: str) -> str:
+    """What to do with a run name that is taken, by what that run is now."""
+    from .render import run_view
+
+    state = run_view(s, name).state
+    if state in ("failed", "cancelled"):
+        return (
+            f"run {name!r} exists and {state}; run it again after a fix with "
+            f"`stormproof redrive {name} FILE` (or add --redrive), or pick another --name"
+        )
+    if state == "succeeded":
+        return (
+            f"run {name!r} exists and succeeded; pick another --name (add --reuse to reuse its "
+            f"results), or rerun what changed with `stormproof redrive {name} FILE`"
+        )
+    if state == "running":
+        return f"run {name!r} exists and is running now; pick another --name"
+    return (
+        f"run {name!r} exists and stopped before it finished; continue it with "
+        f"`stormproof resume {name}`, or pick another --name"
+    )
 
 
 def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
@@ -255,7 +348,13 @@ def drive_detached(name: str, home: str | None, config_path: str | None) -> None
         _drive_and_exit(s, load_context(s.store, name), quiet=True)
 
 
-def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ()) -> None:
+def _drive_and_exit(
+    s: Session,
+    ctx: RunContext,
+    quiet: bool,
+    initial: Any = (),
+    redrive: tuple[dict[str, Any], int] | None = None,
+) -> None:
     from stormproof.runtime.driver import Driver  # not on the path of plan, status, …
 
     from .progress import LiveProgress, NullProgress
@@ -263,8 +362,12 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
     ctx.check_replayable()
     executor = s.executor(ctx.executor, ctx.name, ctx.executor_options)
     executor.prepare()  # the shim starts while the driver compiles the workflow
+    driver: Driver | None = None
     try:
         driver = Driver(s.home, s.store, ctx, executor)
+        if redrive is not None:
+            driver.redrive, driver.redrive_after_seq = redrive
+        driver.on_lease_wait = say_lease_wait(ctx.name)
         _outlive(ctx, driver)
         if any(t.checkpoint_enabled for t in ctx.spec.tasks):
             from stormproof.runtime.checkpointing import Checkpointing
@@ -280,17 +383,23 @@ def _drive_and_exit(s: Session, ctx: RunContext, quiet: bool, initial: Any = ())
             driver.alerts = RunAlerts(ctx)
         with reporter:
             result = driver.drive(initial)
+    except LeaseLost as exc:
+        err.print(f"[bold red]error:[/] {_escape(str(exc))}")
+        _leave_now(exc.exit_code)
     finally:
-        executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
-    _say_result(ctx, result, quiet)
+        if driver is None or not driver.abandoned:
+            executor.close()  # a no-op after drive's own; else (refused, locked) reaps the starter
+    _say_result(ctx, result, quiet, s.home)
     if not quiet and result.state != "stopped":
         from .render import cost_text
 
         out.print("  " + cost_text(driver.core.cost))
+    if driver.abandoned:
+        _leave_now(EXIT.get(result.state, 1))
     sys.exit(EXIT.get(result.state, 1))
 
 
-def _say_result(ctx: RunContext, result: DriveResult, quiet: bool) -> None:
+def _say_result(ctx: RunContext, result: DriveResult, quiet: bool, home: Home) -> None:
     name = ctx.name
     if result.state == "stopped":
         err.print(f"run {_escape(name)} stopped: {_escape(result.reason)}")
@@ -307,6 +416,15 @@ def _say_result(ctx: RunContext, result: DriveResult, quiet: bool) -> None:
         out.print(f"run [bold]{_escape(name)}[/] [{style}]{result.state}[/]")
         if result.state != "succeeded":
             out.print(f"  details: stormproof status {name}   ·   stormproof history {name}")
+            out.print(
+                f"  after a fix, run it again keeping what succeeded: stormproof redrive {name}"
+            )
+    if not quiet:
+        out.print(f"  results: {_escape(str(home.data_dir(name)))}")
+        out.print(
+            f"  logs:    stormproof logs {name} TASK   "
+            f"(files under {_escape(str(home.tasks_dir(name)))})"
+        )
 
 
 # ---------------------------------------------------------------------- status & co
@@ -344,14 +462,17 @@ def status(
 @cli.command()
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Every event and decision as JSON.")
+@click.option("--task", "task", metavar="ID", help="Only what concerns task ID.")
 @common
-def history(name: str, as_json: bool, home: str | None, config_path: str | None) -> None:
+def history(
+    name: str, as_json: bool, task: str | None, home: str | None, config_path: str | None
+) -> None:
     """The run's event log: every event and the decisions it caused, in order."""
     from .render import render_history
 
     with session(home, config_path, read_only=True) as s:
         check_run_name(name)  # the run's record holds the whole workflow: not loaded here
-        render_history(s, name, out, as_json)
+        render_history(s, name, out, as_json, task)
 
 
 @cli.command()
@@ -361,12 +482,16 @@ def history(name: str, as_json: bool, home: str | None, config_path: str | None)
     "--attempt", "number", type=click.IntRange(min=1), help="Attempt number (default: last)."
 )
 @click.option("--stream", type=click.Choice(["both", "stdout", "stderr"]), default="both")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Print output as it comes, until the attempt ends."
+)
 @common
 def logs(
     name: str,
     task: str,
     number: int | None,
     stream: str,
+    follow: bool,
     home: str | None,
     config_path: str | None,
 ) -> None:
@@ -374,6 +499,13 @@ def logs(
     from .render import print_logs
 
     with session(home, config_path, read_only=True) as s:
+        if follow:
+            from .follow import follow_logs
+            from .render import check_task
+
+            check_task(s, check_run_name(name), task)
+            follow_logs(s, name, task, number, stream, out)
+            return
         print_logs(s, check_run_name(name), task, number, stream, out)
 
 
@@ -405,6 +537,8 @@ def _wait_finished(s: Session, name: str, timeout_s: float) -> None:
         if view.state in ("succeeded", "failed", "cancelled"):
             out.print(f"run {_escape(name)} {view.state}")
             sys.exit(EXIT[view.state])
+        if not s.store.is_driven(name):  # its driver died (its lease lapsed): cancel it here;
+            _drive_and_exit(s, load_context(s.store, name), quiet=True)  # the request waits
         time.sleep(0.3)
     raise StormproofError(
         f"run {name!r} did not finish cancelling within {timeout_s:.0f} s; "
@@ -430,6 +564,16 @@ _KEPT: list[object] = []
 
 def _outlive(*objects: object) -> None:
     _KEPT.extend(objects)
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Leave at once, as ``kill -9`` would, once the output is out: another orchestrator may
+    drive the run now, so nothing still queued here (launches for the executor, checkpoint
+    saves in flight) may go out."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _leave(code: str | int | None) -> NoReturn:

@@ -24,6 +24,7 @@ from stormproof.runtime.view_query import Page, TaskQuery, run_summary_json, sho
 from stormproof.runtime.view_store import read_view
 from stormproof.store.base import Row
 
+from .history_text import about_task, iso_time, row_details
 from .session import Session
 
 STATE_STYLE = {
@@ -84,9 +85,9 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
         print(json.dumps([run_summary_json(i, v, now) for i, v, _ in rows], indent=2))
         return
     if not rows:
-        console.print(f"no runs in {s.home.root} yet; start one with `stormproof run FILE`")
+        console.print(f"no runs in {s.store_place} yet; start one with `stormproof run FILE`")
         return
-    t = Table(title=f"runs in {escape(str(s.home.root))}", title_justify="left")
+    t = Table(title=f"runs in {escape(s.store_place)}", title_justify="left")
     for col in ("name", "workflow", "state", "created", "tasks"):
         t.add_column(col)
     for info, view, c in rows:
@@ -135,6 +136,10 @@ def run_table(
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
             detail = f"{detail}: {task.reason}" if detail else task.reason
+        if task.state == "backoff" and task.retry_at is not None:
+            detail = (
+                f"{retry_words(task.retry_at)}; {detail}" if detail else retry_words(task.retry_at)
+            )
         used = task.budgets()
         tries = str(sum(1 for a in task.attempts if a.state != "dropped"))  # never started
         if used["interruptions"]:
@@ -159,6 +164,13 @@ def run_table(
         cells += [escape(detail)]
         t.add_row(*cells)
     return t
+
+
+def retry_words(at: float, now: float | None = None) -> str:
+    """``retries at 14:05:07 (in 42s)``: when a task in backoff is tried again."""
+    left = at - (time.time() if now is None else now)
+    when = datetime.fromtimestamp(at).strftime("%H:%M:%S")
+    return f"retries at {when} (in {left:.0f}s)" if left > 0 else f"retries now (due {when})"
 
 
 def usage_text(cpu_s: float | None, max_rss_mib: float | None) -> str:
@@ -260,6 +272,12 @@ def default_query(view: RunView) -> TaskQuery:
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:
+    if not console.is_terminal:  # a log file or a CI job: a line per change, no redraws
+        from .follow import watch_lines
+
+        watch_lines(s, name, console)
+        return
+
     def table() -> tuple[Table, RunView]:
         view = run_view(s, name)
         return run_table(view, run_page(s, name, default_query(view))[1].tasks), view
@@ -292,6 +310,7 @@ def history_json(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
             "category": r.category,
             "kind": r.kind,
             "at": r.at,
+            "time": iso_time(r.at),
             "cause": r.cause,
             "data": r.data,
         }
@@ -311,22 +330,26 @@ def history_json(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
 _HISTORY_CHUNK = 500
 
 
-def render_history(s: Session, name: str, console: Console, as_json: bool) -> None:
-    rows = s.store.read(name)
+def render_history(
+    s: Session, name: str, console: Console, as_json: bool, task: str | None = None
+) -> None:
+    rows: Iterable[Row] = s.store.read(name)
+    if task is not None:
+        check_task(s, name, task)
+        rows = about_task(rows, task)
     if as_json:
         _stream_json_list(history_json(rows))
         return
-    start: float | None = None
+    title = f"history of {escape(name)}" + (f", task {escape(task)}" if task else "")
     chunk: list[Row] = []
     first = True
     for row in rows:
-        start = row.at if start is None else start
         chunk.append(row)
         if len(chunk) == _HISTORY_CHUNK:
-            console.print(_history_table(name, chunk, start, first))
+            console.print(_history_table(title, chunk, first))
             chunk, first = [], False
     if chunk or first:
-        console.print(_history_table(name, chunk, start or 0.0, first))
+        console.print(_history_table(title, chunk, first))
 
 
 def _stream_json_list(items: Iterable[dict[str, Any]]) -> None:
@@ -341,37 +364,35 @@ def _stream_json_list(items: Iterable[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
-def _history_table(name: str, rows: list[Row], start: float, first: bool) -> Table:
-    t = Table(
-        title=f"history of {escape(name)}" if first else None,
-        title_justify="left",
-        show_header=first,
-    )
-    for col in ("#", "t+", "", "kind", "details"):
-        t.add_column(col, overflow="fold")
+def _history_table(title: str, rows: list[Row], first: bool) -> Table:
+    t = Table(title=title if first else None, title_justify="left", show_header=first)
+    for col in ("#", "time", "", "kind", "details"):
+        t.add_column(col, overflow="fold", no_wrap=col == "time")
     for r in rows:
-        details = {
-            k: v for k, v in r.data.items() if k not in ("at", "reason") and v not in (None, "")
-        }
-        text = " ".join(f"{k}={v}" for k, v in details.items())
-        if r.data.get("reason"):
-            text += f"  — {r.data['reason']}"
         marker = "→" if r.category == "event" else "  ↳"
-        t.add_row(str(r.seq), f"{r.at - start:8.2f}s", marker, r.kind, escape(text))
+        t.add_row(str(r.seq), iso_time(r.at), marker, r.kind, escape(row_details(r)))
     return t
 
 
-def print_logs(
-    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
-) -> None:
-    info = s.store.get_run(name)
-    ids = [t["id"] for t in info.meta["spec"]["tasks"]]
-    if task not in ids:
+def check_task(s: Session, name: str, task: str) -> None:
+    """``RunNotFound``/``StormproofError`` unless the run has (or had) the task."""
+    from stormproof.runtime.runs import load_context
+
+    ids = [t.id for t in load_context(s.store, name).spec.tasks]
+    if task not in ids and task not in {
+        t["id"] for t in s.store.get_run(name).meta["spec"]["tasks"]
+    }:
         import difflib
 
         close = difflib.get_close_matches(task, ids, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StormproofError(f"run {name!r} has no task {task!r}{hint}")
+
+
+def print_logs(
+    s: Session, name: str, task: str, number: int | None, stream: str, console: Console
+) -> None:
+    check_task(s, name, task)
     numbers = s.home.attempt_numbers(name, task)
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
 from stormproof.executors.base import Executor, delegates_placement, describe_pools
 from stormproof.runtime.home import Home, HomeUnusable
-from stormproof.store.base import EventLog
+from stormproof.store.base import EventLog, LeaseHolder
 
 F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, soft_wrap=True)
@@ -35,9 +36,16 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 if TYPE_CHECKING:
     from stormproof.checkpoints.fsspec_store import FsspecStore
     from stormproof.checkpoints.tiers import TieredStore
+    from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
-_BUILTIN_STORES = {"sqlite": "stormproof.store.sqlite:SQLiteEventLog"}
+_BUILTIN_STORES = {
+    "sqlite": "stormproof.store.sqlite:SQLiteEventLog",
+    "postgresql": "stormproof.store.postgres:PostgresEventLog",
+    "postgres": "stormproof.store.postgres:PostgresEventLog",  # libpq takes both schemes
+}
+#: What to install for a built-in backend whose optional dependency is missing.
+_EXTRAS = {"postgresql": "stormproof[postgres]", "postgres": "stormproof[postgres]"}
 
 
 def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
@@ -54,6 +62,17 @@ def _load(group: str, name: str, builtin: dict[str, str], what: str) -> Any:
         f"{what} {name!r} is not installed{hint}; available: {', '.join(names)}. "
         f"Set `{what}:` in stormproof.yaml or STORMPROOF_{what.upper()}."
     )
+
+
+def _load_store(kind: str) -> Any:
+    try:
+        return _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
+    except ModuleNotFoundError as exc:
+        package = _EXTRAS.get(kind, exc.name or "its dependencies")
+        raise ConfigError(
+            f"store {kind!r} needs the Python package {exc.name!r}, which is not installed: "
+            f"pip install '{package}'"
+        ) from None
 
 
 @dataclass
@@ -82,12 +101,17 @@ class Session:
             kind = self.config.store
             if "://" in kind:
                 kind = kind.split("://", 1)[0].split("+", 1)[0]
-            cls = _load("stormproof.stores", kind, _BUILTIN_STORES, "store")
-            if kind != "sqlite":
-                self._store = cls(self.config.store)
-            else:
+            cls = _load_store(kind)
+            if kind == "sqlite":
                 self._writable = self.home.check(write=not self.read_only)
                 self._store = cls(self.home.db_path, read_only=not self._writable)
+            else:
+                if not self.read_only:
+                    self.home.check(write=True)
+                if self.config.lease is not None:
+                    self._store = cls(self.config.store, lease_s=self.config.lease)
+                else:
+                    self._store = cls(self.config.store)
         return self._store
 
     def executor_class(self, name: str) -> type:
@@ -97,8 +121,9 @@ class Session:
 
     def executor_options(self, config: Config | None = None) -> dict[str, Any]:
         """What the configured executor is built with (a run records it): its own section
-        of stormproof.yaml, for executors that have one; the local executor has none."""
-        return {}
+        of stormproof.yaml, for executors that have one (``slurm:``); the local executor has
+        none."""
+        return (config if config is not None else self.config).executor_options()
 
     def placing_config(self, config: Config | None = None) -> Config:
         """``config`` (default: the session's) with its pools as its executor sees them:
@@ -119,12 +144,25 @@ class Session:
         _ = self.store
         return self._writable
 
+    @property
+    def store_place(self) -> str:
+        """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""
+        return str(getattr(self.store, "server", self.home.root))
+
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = self.executor_class(name)
         self.home.check(write=True)
         run_dir = self.home.make_run_dir(run)
         executor: Executor = cls(run_dir, options)
         return executor
+
+    def check_workflow(self, spec: WorkflowSpec, config: Config) -> None:
+        """What only the executor's system can refuse in a workflow before a run starts (a
+        task past every Slurm partition's time limit): its optional ``check_workflow``."""
+        cls = self.executor_class(config.executor)
+        check = getattr(cls, "check_workflow", None)
+        if check is not None:
+            check(spec, config.pool_defs(), self.executor_options(config))
 
     def checkpoint_settings(self) -> dict[str, Any]:
         """The checkpoint tiers as a run records them: absolute paths, so resume finds them."""
@@ -237,3 +275,17 @@ def session(
     finally:
         if s is not None:
             s.close()
+
+
+def say_lease_wait(run: str) -> Callable[[LeaseHolder], None]:
+    """What an orchestrator that waits for a run's lease prints, each time the holder changes."""
+
+    def say(holder: LeaseHolder) -> None:
+        who = holder.describe(socket.gethostname())
+        err.print(
+            f"run {run} is being driven by {who} ({holder.lapse()}); "
+            "waiting to take it over (Ctrl-C to leave)…",
+            markup=False,
+        )
+
+    return say

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from stormproof.config import load_config
 from stormproof.errors import StormproofError
-from stormproof.spec.model import parse_duration
+from stormproof.plan.estimate import human_duration
+from stormproof.spec.model import ASSUMED_RUNTIME_S, parse_duration
 
 from .session import FilePath, common, out, session
 
@@ -166,6 +167,7 @@ def _render(summary: dict[str, Any], name: str, took: float) -> None:
     if summary["tasks_without_runtime"]:
         missing = summary["tasks_without_runtime"]
         out.print(
-            f"[yellow]{len(missing)} task(s) have no estimated_runtime and were taken as 60s:[/] "
+            f"[yellow]{len(missing)} task(s) have no estimated_runtime and were assumed to take "
+            f"{human_duration(ASSUMED_RUNTIME_S)} (the recipe's 30 minutes per stage):[/] "
             + escape(", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
         )

@@ -15,7 +15,8 @@ Rules:
    (``PruneCheckpoints`` names those kept). A new attempt restores the newest
    first (``placement.launch`` hands them over, newest first).
 4. A new checkpoint's seq comes after every seq ever seen for the task, corrupt
-   ones included, so no seq is ever written twice.
+   ones included, so no seq is ever written twice — before a redrive too
+   (``RunStarted.carried``: the checkpoints a task carries over, and its highest seq).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from stormproof.core.events import (
     CheckpointCorrupt,
     CheckpointRestored,
     Event,
+    RunStarted,
 )
 from stormproof.core.states import AttemptState
 
@@ -137,6 +139,19 @@ def on_corrupt(wf: Workflow, event: CheckpointCorrupt, out: list[Decision]) -> N
         seqs.remove(event.seq)
 
 
+def carry(wf: Workflow, event: RunStarted) -> None:
+    """What tasks that ran before a redrive carry over: committed checkpoints to restore,
+    and the highest seq they used (rule 4)."""
+    for task_id, _made, seqs, top in event.carried:
+        i = wf.index.get(task_id)
+        if i is None:
+            continue
+        if seqs and wf.tasks[i].checkpoint_enabled:
+            wf.checkpoints[i] = sorted(seqs)
+        if top:
+            wf._seq_floor[i] = top
+
+
 def next_seq(wf: Workflow, i: int) -> int:
     """The seq the next checkpoint of task ``i`` gets: after every seq ever seen (rule 4)."""
     seqs = wf.checkpoints.get(i)
@@ -144,4 +159,6 @@ def next_seq(wf: Workflow, i: int) -> int:
     corrupt = wf.corrupt.get(i)
     if corrupt:
         top = max(top, max(corrupt))
+    if wf._seq_floor:
+        top = max(top, wf._seq_floor.get(i, 0))
     return top + 1

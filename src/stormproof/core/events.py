@@ -26,9 +26,23 @@ class Event:
 
 @record
 class RunStarted(Event):
-    """The driver started the run for the first time."""
+    """The driver started the run: for the first time, or again after a redrive (which begins a
+    new segment of the same history; see ``runtime.redrive``).
+
+    ``kept`` tasks end succeeded at once and never run: they succeeded before the redrive, or
+    in an earlier run whose outputs this one reuses; ``kept_why`` says why, one text per kept
+    task, in the same order. Every parent of a kept task is kept.
+
+    ``carried`` are the tasks that ran before a redrive and run again, each as ``(task id,
+    attempts made, committed checkpoint seqs its next attempt may restore (oldest first; none
+    when its definition changed), highest checkpoint seq it ever used)``: attempt numbers and
+    checkpoint seqs continue after those, so no attempt id or checkpoint is used twice.
+    """
 
     kind: ClassVar[str] = "RunStarted"
+    kept: tuple[str, ...] = ()
+    kept_why: tuple[str, ...] = ()
+    carried: tuple[tuple[str, int, tuple[int, ...], int], ...] = ()
 
 
 @record
@@ -245,7 +259,12 @@ def event_from_dict(kind: str, data: dict[str, Any]) -> Event:
     """Rebuild an event from what a store saved; unknown keys are ignored (forward compatible)."""
     cls = EVENT_TYPES[kind]
     names = field_names(cls)
-    values = {k: v for k, v in data.items() if k in names}
-    if "nodes" in values:
-        values["nodes"] = tuple(values["nodes"])
+    values: dict[str, Any] = {
+        k: _tuples(v) if v.__class__ is list else v for k, v in data.items() if k in names
+    }
     return cls(**values)
+
+
+def _tuples(value: list[Any]) -> tuple[Any, ...]:
+    """JSON gives back lists where an event had tuples (``nodes``, ``kept``, ``carried``)."""
+    return tuple(_tuples(v) if v.__class__ is list else v for v in value)

@@ -164,6 +164,8 @@ class Workflow:
         self.checkpoints: dict[int, list[int]] = {}
         self.corrupt: dict[int, set[int]] = {}
         self._every_why: dict[int, str] = {}
+        #: Highest seq per task index used before a redrive (``checkpoints.carry``).
+        self._seq_floor: dict[int, int] = {}
 
     # ------------------------------------------------------------------ the door
     def handle(self, event: Event) -> list[Decision]:
@@ -216,15 +218,20 @@ class Workflow:
         return checkpoints.next_seq(self, i)
 
     # ------------------------------------------------------------------ the run
-    def _on_run_started(self, event: Event, out: list[Decision]) -> None:
+    def _on_run_started(self, event: RunStarted, out: list[Decision]) -> None:
         if self.started:
             return
         self.started = True
         self.run_start = event.at
+        if event.kept or event.carried:  # a redrive, or a run that reuses earlier results
+            outcomes.keep(self, event, out)
+            checkpoints.carry(self, event)
         fleet.create_fleet(self, out)
+        waiting, waiting_on = TaskState.WAITING, self.waiting_on
         for t in self.tasks:
-            if not t.parents:
-                placement.make_ready(self, t.index, event, out, "no dependencies")
+            if waiting_on[t.index] == 0 and self.state[t.index] is waiting:
+                why = "parents kept" if t.parents else "no dependencies"
+                placement.make_ready(self, t.index, event, out, why)
 
     def _on_resumed(self, event: RunResumed, out: list[Decision]) -> None:
         self._changed = True
@@ -266,7 +273,7 @@ class Workflow:
                 fleet.remove_instance(self, inst, f"the run {final}", out)
         if final == "succeeded":
             for i, seqs in self.checkpoints.items():
-                if seqs and not self.tasks[i].keep_checkpoints_on_success:
+                if (seqs or i in self.corrupt) and not self.tasks[i].keep_checkpoints_on_success:
                     out.append(PruneCheckpoints(self.tasks[i].id, (), "the workflow succeeded"))
         out.append(RunFinished(final, f"all {len(self.tasks)} tasks ended"))
 

@@ -21,7 +21,11 @@ Rules:
    cancelled.
 4. A queued successor that ends without having run is ``dropped``: its task is
    ready again at no cost to any budget.
-5. Every attempt that held a place is billed per second (rounded up) at its
+5. A run may start with tasks *kept*: they succeeded before a redrive, or in an earlier
+   run whose outputs it reuses (``RunStarted.kept``). They end succeeded at once, without
+   an attempt, and count for their children like any success; their parents must be kept
+   too. Tasks *carried* over a redrive number their attempts after those they made before.
+6. Every attempt that held a place is billed per second (rounded up) at its
    price (``placement`` rule 6) from its launch, or on a delegated pool from
    its start (a job waiting in the batch system's queue holds nothing); an
    interruption wastes the work since the last commit, a restore the time it
@@ -64,6 +68,7 @@ from stormproof.core.events import (
     AttemptPreempted,
     AttemptSubmitFailed,
     Event,
+    RunStarted,
 )
 from stormproof.core.states import AttemptState, RunMode, TaskState
 
@@ -165,6 +170,30 @@ def on_retry_due(wf: Workflow, key: str, event: Event, out: list[Decision]) -> N
 
 
 # ---------------------------------------------------------------------- tasks
+def keep(wf: Workflow, event: RunStarted, out: list[Decision]) -> None:
+    """End the kept tasks succeeded before anything is placed (rule 5); the caller makes
+    ready what then waits on nothing."""
+    index, state, waiting_on = wf.index, wf.state, wf.waiting_on
+    whys = event.kept_why
+    for k, task_id in enumerate(event.kept):
+        i = index[task_id]
+        task = wf.tasks[i]
+        for p in task.parents:
+            if state[p] is not _SUCCEEDED:  # the caller's bug, with the evidence
+                raise AssertionError(
+                    f"task {task_id!r} is kept but its parent {wf.tasks[p].id!r} is not "
+                    f"(kept: {', '.join(event.kept)})"
+                )
+        wf._move(i, _SUCCEEDED, event)
+        for c in task.children:
+            waiting_on[c] -= 1
+        if wf._narrate:
+            out.append(TaskEnded(task_id, "succeeded", None, whys[k] if k < len(whys) else "kept"))
+    for task_id, made, _seqs, _top in event.carried:
+        if task_id in index:
+            wf.attempts_made[index[task_id]] = made
+
+
 def succeed(wf: Workflow, i: int, event: Event, out: list[Decision]) -> None:
     wf._move(i, _SUCCEEDED, event)
     task = wf.tasks[i]

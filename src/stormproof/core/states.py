@@ -55,6 +55,7 @@ _T = TaskState
 TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
     {
         (_T.WAITING, _T.READY),
+        (_T.WAITING, _T.SUCCEEDED),  # kept: it succeeded before a redrive, or is reused
         (_T.WAITING, _T.SKIPPED),
         (_T.WAITING, _T.CANCELLED),
         (_T.READY, _T.RUNNING),

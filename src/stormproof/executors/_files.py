@@ -4,16 +4,29 @@ The orchestrator, and even the shim, may be ``kill -9``ed at any moment, so ever
 later orchestrator needs to learn what became of an attempt is on disk, in one append-only
 file per run, ``<run_dir>/local-executor/journal``, one JSON line per fact:
 
-* ``["B", boot_id, shim_pid]`` when a shim starts;
+* ``["B", boot_id, shim_pid, keeper_pid, keeper_start_ticks]`` when a shim starts (the
+  keeper is the shim's parent: ``_keeper``);
+* ``["I", attempt_id, boottime]`` just *before* a spawn, with the ``CLOCK_BOOTTIME`` reading
+  taken then: "this attempt may be starting". A shim killed inside the spawn leaves this
+  line and no ``L`` after it; its keeper then finds the process and writes the ``L`` line
+  for it, or an ``N`` line if there is none;
 * ``["L", attempt_id, pid, spawned_boottime, at]`` right after a spawn, with the
   ``CLOCK_BOOTTIME`` reading taken just after the spawn returned;
+* ``["N", attempt_id]``: the spawn announced by its ``I`` line started nothing;
 * ``["Q", attempt_id]`` when a successor is held for its predecessor;
 * ``["X", attempt_id, code, at]`` (``..., at, 1]`` when the shim killed it for using more
-  than its memory) once the attempt was reaped, before anyone hears of its end. The verdict
-  is in the same line as the code, so a recovery never sees one without the other.
+  than its memory) once the attempt has ended, *before* it is reaped: until it is reaped its
+  pid is not reused, and whoever reaps it after a crash of the shim (the keeper) sees that
+  the status is written already. The verdict is in the same line as the code, so a recovery
+  never sees one without the other. The keeper's ``X`` lines carry the CPU seconds and peak
+  memory too (``..., at, oom, cpu_s, max_rss_kib]``): it reaps before it writes;
+* ``["R", attempt_id, cpu_s, max_rss_kib]``: what the reaped attempt used (from ``wait4``);
+  the shim writes these with its next line, so one lost with the shim costs only the figures.
 
 Each line is one ``write()`` to an ``O_APPEND`` descriptor. A reader skips a torn last
-line, so a half-written status reads as "no status yet", never as a wrong code.
+line, so a half-written status reads as "no status yet", never as a wrong code. Lines of
+one shim *generation* (from its ``B`` line on) and the keeper's lines about it are told
+apart by the keeper named in the ``B`` line: a launch remembers whose keeper reaps it.
 
 Why one journal and not a file per attempt (a pid file, an ``exit_status`` file, as earlier
 versions wrote): creating a file is the main per-attempt cost of the local executor, and
@@ -246,21 +259,59 @@ def is_our_process(pid: int, spawned_boottime: float) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Keeper:
+    """The keeper of one shim generation: a pid and its start time, so reuse is never confused."""
+
+    pid: int
+    start_ticks: int
+
+    def is_alive(self) -> bool:
+        return self.pid > 0 and proc_start_ticks(self.pid) == self.start_ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What an attempt used, from ``wait4``: CPU seconds (user + system) and peak RSS in KiB."""
+
+    cpu_s: float
+    max_rss_kib: int
+
+    @property
+    def max_rss_mib(self) -> float:
+        return round(self.max_rss_kib / 1024, 1)
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchRecord:
-    """One line of the journal: which process an attempt became, and when."""
+    """What the journal says of one attempt: which process it became, when, and how it ended."""
 
     attempt_id: str
-    pid: int
+    pid: int  # 0 while it was not (known to be) spawned
     spawned_boottime: float
     boot_id: str
     at: float
-    #: Set once the attempt was reaped (an ``X`` line); a refused spawn (127, 126) has only this.
+    #: Set once it ended (an ``X`` line); a refused spawn (127, 126) has only this.
     status: ExitStatus | None = None
+    usage: Usage | None = None
+    #: A successor its shim held (a ``Q`` line).
+    held: bool = False
+    #: Its shim was about to spawn it (an ``I`` line, at this ``CLOCK_BOOTTIME`` reading) ...
+    intended: bool = False
+    intent_boottime: float = 0.0
+    #: ... and that spawn started nothing (an ``N`` line).
+    not_started: bool = False
+    #: The keeper of the shim generation that spawned it (``None`` in journals of old versions).
+    keeper: Keeper | None = None
 
     @property
     def queued(self) -> bool:
-        """A successor its shim held and never started (a ``Q`` line, no ``L`` after it)."""
-        return self.pid == 0
+        """A successor its shim held and never started (a ``Q`` line, nothing after it)."""
+        return self.held and not self.intended and self.pid == 0
+
+    @property
+    def unresolved(self) -> bool:
+        """Its shim died inside its spawn and nobody could tell what the spawn made."""
+        return self.intended and self.pid == 0 and self.status is None and not self.not_started
 
     def is_alive(self, current_boot_id: str) -> bool:
         if self.boot_id != current_boot_id or self.pid == 0:
@@ -268,8 +319,14 @@ class LaunchRecord:
         return is_our_process(self.pid, self.spawned_boottime)
 
 
-def journal_boot_line(boot: str, shim_pid: int) -> bytes:
-    return _line(["B", boot, shim_pid])
+def journal_boot_line(boot: str, shim_pid: int, keeper: Keeper | None = None) -> bytes:
+    keeper = keeper or Keeper(0, 0)
+    return _line(["B", boot, shim_pid, keeper.pid, keeper.start_ticks])
+
+
+def journal_intent_line(id_json: str, boottime_s: float) -> bytes:
+    """Written before the spawn: the attempt may exist from here on (``id_json``: JSON text)."""
+    return f'["I",{id_json},{boottime_s!r}]\n'.encode()
 
 
 def journal_launch_line(id_json: str, pid: int, spawned_boottime: float, at: float) -> bytes:
@@ -277,47 +334,116 @@ def journal_launch_line(id_json: str, pid: int, spawned_boottime: float, at: flo
     return f'["L",{id_json},{pid},{spawned_boottime!r},{at!r}]\n'.encode()
 
 
+def journal_not_started_line(id_json: str) -> bytes:
+    return f'["N",{id_json}]\n'.encode()
+
+
 def journal_queued_line(id_json: str) -> bytes:
     """A successor held until its predecessor ends: if no ``L`` line follows, it never ran."""
     return f'["Q",{id_json}]\n'.encode()
 
 
-def journal_exit_line(id_json: str, code: int, at: float, out_of_memory: bool = False) -> bytes:
-    """The attempt was reaped with ``code`` (128+N for signal N) at ``at``."""
+def journal_exit_line(
+    id_json: str, code: int, at: float, out_of_memory: bool = False, usage: Usage | None = None
+) -> bytes:
+    """The attempt ended with ``code`` (128+N for signal N) at ``at``."""
+    if usage is not None:
+        return (
+            f'["X",{id_json},{code},{at!r},{int(out_of_memory)},'
+            f"{usage.cpu_s!r},{usage.max_rss_kib}]\n".encode()
+        )
     flag = ",1" if out_of_memory else ""
     return f'["X",{id_json},{code},{at!r}{flag}]\n'.encode()
+
+
+def journal_usage_line(id_json: str, usage: Usage) -> bytes:
+    return f'["R",{id_json},{usage.cpu_s!r},{usage.max_rss_kib}]\n'.encode()
+
+
+def usage_of(ru: Any) -> Usage:
+    """A ``resource.struct_rusage`` (from ``os.wait4``) as a ``Usage``."""
+    return Usage(round(ru.ru_utime + ru.ru_stime, 6), int(ru.ru_maxrss))
 
 
 def _line(item: list[Any]) -> bytes:
     return json.dumps(item, separators=(",", ":")).encode() + b"\n"
 
 
+class JournalReader:
+    """Reads a run's journal into one ``LaunchRecord`` per attempt id, and later what was
+    appended since (``update``): the keeper of a dead shim writes exit statuses after a new
+    shim has read the journal. Only whole lines are read; a torn last one waits."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.records: dict[str, LaunchRecord] = {}
+        self.offset = 0
+        self._boot = "unknown"
+        self._keeper: Keeper | None = None
+        self._shim = 0
+        #: (shim pid, its keeper) of every generation, in order.
+        self.generations: list[tuple[int, Keeper | None]] = []
+
+    def update(self) -> list[str]:
+        """Read what was appended since the last call; the ids of the records it changed."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        changed = []
+        for raw in data[:end].splitlines():
+            aid = self._apply(raw)
+            if aid:
+                changed.append(aid)
+        return changed
+
+    def _apply(self, raw: bytes) -> str:
+        try:
+            item = json.loads(raw)
+            kind = item[0]
+            if kind == "B":
+                self._boot, self._shim = str(item[1]), int(item[2])
+                self._keeper = Keeper(int(item[3]), int(item[4])) if len(item) > 4 else None
+                self.generations.append((self._shim, self._keeper))
+                return ""
+            aid = str(item[1])
+            rec = self.records.get(aid) or LaunchRecord(
+                aid, 0, 0.0, self._boot, 0.0, keeper=self._keeper
+            )
+            if kind == "L":
+                rec = replace(rec, pid=int(item[2]), spawned_boottime=float(item[3]))
+                rec = replace(rec, boot_id=self._boot, at=float(item[4]), keeper=self._keeper)
+            elif kind == "I":
+                rec = replace(rec, intended=True, intent_boottime=float(item[2]))
+                rec = replace(rec, keeper=self._keeper, boot_id=self._boot)
+            elif kind == "N":
+                rec = replace(rec, not_started=True)
+            elif kind == "Q":
+                rec = replace(rec, held=True, keeper=self._keeper, boot_id=self._boot)
+            elif kind == "X":
+                if rec.status is not None:
+                    return ""  # the first word on how it ended stands
+                oom = len(item) > 4 and bool(item[4])
+                rec = replace(rec, status=ExitStatus(int(item[2]), float(item[3]), oom))
+                if len(item) > 6:
+                    rec = replace(rec, usage=Usage(float(item[5]), int(item[6])))
+            elif kind == "R":
+                rec = replace(rec, usage=Usage(float(item[2]), int(item[3])))
+            else:
+                return ""
+        except (ValueError, IndexError, TypeError, KeyError):
+            return ""
+        self.records[aid] = rec
+        return aid
+
+
 def read_journal(path: str) -> dict[str, LaunchRecord]:
     """What the journal remembers of each attempt id (its launch, or the hold of a successor,
     and how it ended); torn lines are skipped."""
-    records: dict[str, LaunchRecord] = {}
-    boot = "unknown"
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return records
-    for raw in lines:
-        try:
-            item = json.loads(raw)
-            if item[0] == "B":
-                boot = str(item[1])
-            elif item[0] == "L":
-                aid = str(item[1])
-                records[aid] = LaunchRecord(aid, int(item[2]), float(item[3]), boot, float(item[4]))
-            elif item[0] == "Q":  # held, not launched (yet): pid 0
-                aid = str(item[1])
-                records[aid] = LaunchRecord(aid, 0, 0.0, boot, 0.0)
-            elif item[0] == "X":
-                aid = str(item[1])
-                status = ExitStatus(int(item[2]), float(item[3]), len(item) > 4 and bool(item[4]))
-                launch = records.get(aid) or LaunchRecord(aid, 0, 0.0, boot, 0.0)
-                records[aid] = replace(launch, status=status)
-        except (ValueError, IndexError, TypeError, KeyError):
-            continue
-    return records
+    reader = JournalReader(path)
+    reader.update()
+    return reader.records

@@ -2,17 +2,30 @@
 
 Why a separate process: attempts must outlive the orchestrator, and their exit codes must not
 be lost when it dies. Only a process's parent can learn its exit code, so the parent must not
-be the orchestrator. A shell wrapper per attempt (``sh -c '...; echo $? > status'``) costs
-about one extra process per attempt, which is too much: 10,000 short tasks must run within
-1.5x of ``xargs -P 2``. So one small Python process per run does it for all of them. It spawns
-each attempt as its own child (in a new session), reaps it, appends its exit status to the
-run's journal, and pushes events to the connected orchestrator over a unix socket. If the
-orchestrator dies, the shim goes on reaping, writing statuses and firing SIGKILL-after-grace
-timers. A new orchestrator reconnects to it and asks ``recover``. If the shim dies too, a new
-shim answers ``recover`` from the journal (see ``_files``), which it reads once as it starts:
-ended attempts have an ``X`` line, running ones are found by pid + start time and watched
-through a pidfd. When one of those ends, its code is unknowable (its parent was the dead
-shim), so it is reported lost.
+be the orchestrator. A wrapper process per attempt (``sh -c '...; echo $? > status'``) would
+double what a short attempt costs (a process is ~0.65 ms of CPU to start and end here), which
+is too much: 10,000 short tasks must run within 1.5x of ``xargs -P 2``. So one small Python
+process per run does it for all of them. It spawns each attempt as its own child (in a new
+session), reaps it, appends its exit status to the run's journal, and pushes events to the
+connected orchestrator over a unix socket. If the orchestrator dies, the shim goes on
+reaping, writing statuses and firing SIGKILL-after-grace timers. A new orchestrator
+reconnects to it and asks ``recover``.
+
+If the shim dies, its *keeper* (``_keeper``: its parent, which does nothing else) inherits
+its children, journals how each ends, and finishes what the shim left half-written. Two
+orders make that complete. An exit status is journaled *before* its attempt is reaped
+(``waitid(WNOWAIT)`` first), so a shim killed in between leaves an unreaped child whose status
+is written. A spawn is announced (an ``I`` line) *before* it happens, so a shim killed inside
+it (``posix_spawn`` sleeps until the child has called ``exec``: most of the shim's time) leaves
+a line that sends the keeper looking for the new process among its orphans. The keeper holds
+the shim's lock until it has done so: the next shim reads a complete journal. That next shim
+answers ``recover`` from the journal (see ``_files``), which it reads as it starts: ended
+attempts have an ``X`` line, running ones are found by pid + start time and watched through a
+pidfd; when one of those ends, the next shim finds the status its keeper journaled (it reads
+the journal's tail until it is there, or until that keeper is gone: then it is lost).
+
+What the shim knows of each attempt is an ``_attempt.AttemptRecord``; what earlier shims of
+the run left behind (read, adopted, awaited) is ``_adoption``'s.
 
 The orchestrator makes each attempt's directories and logs before it submits it
 (``_files.create_attempt``): the shim runs every attempt of the run, one after the other, so
@@ -46,19 +59,21 @@ Protocol: one JSON array per line, each way.
                                                    answered by ["R", request_no, [event, ...]]
                      ["shutdown"]
     shim -> client   ["S", at, attempt_id, pid]               started
-                     ["X", at, attempt_id, exit_code(, 1)]    exited (128+N for signal N);
-                                                   the 1 says it was killed for its memory
+                     ["X", at, attempt_id, exit_code(, oom(, cpu_s, max_rss_kib))]
+                                                   exited (128+N for signal N); oom 1: killed
+                                                   for its memory; then its usage (wait4)
                      ["L", at, attempt_id, reason]            lost
                      ["F", at, attempt_id, message]           could not be submitted
                      ["D", at, attempt_id, reason]            a held successor dropped unstarted
 
 Successors: a submit with ``after`` whose predecessor is still alive here is *held*: its
 logs are opened and a ``Q`` line goes to the journal, but it starts only when the
-predecessor ends (its exit status written, its event queued, then the spawn: both events go
-out in one flush). A predecessor that already ended, or that this shim does not know, lets it
-start at once. A held successor that is killed or dropped (``drop``), or whose predecessor
-was dropped, ends ``D`` without having run; so does one whose shim died while holding it (the
-next shim finds its ``Q`` line without a launch after it).
+predecessor ends (its exit status journaled and its event queued, then the spawn, announced
+by its ``I`` line first: both events go out in one flush). A predecessor that already
+ended, or that this shim does not know, lets it start at once. A held successor that is
+killed or dropped (``drop``), or whose predecessor was dropped, ends ``D`` without having run;
+so does one whose shim died while holding it (the next shim finds its ``Q`` line and no
+``I`` after it; with an ``I``, the keeper says what became of it).
 
 An attempt's events go only to the client that submitted or recovered it last, so a
 reconnecting orchestrator gets each fact once: from ``recover``, or later as an event.
@@ -70,7 +85,6 @@ import argparse
 import contextlib
 import fcntl
 import heapq
-import json
 import os
 import signal
 import socket
@@ -79,24 +93,29 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from stormproof.executors._adoption import POLL_TIMER, STATUS_TIMER, Adoption
+from stormproof.executors._attempt import AttemptRecord
 from stormproof.executors._files import (
-    ExitStatus,
-    LaunchRecord,
+    Keeper,
     Layout,
     boot_id,
+    boottime,
     is_our_process,
     journal_boot_line,
     journal_exit_line,
+    journal_intent_line,
     journal_launch_line,
+    journal_not_started_line,
     journal_queued_line,
-    read_exit_status_file,
-    read_journal,
+    journal_usage_line,
+    proc_start_ticks,
+    usage_of,
 )
+from stormproof.executors._keeper import become_subreaper, exit_code, keep
 from stormproof.executors._memory import MemorySampler, SessionUsage
 from stormproof.executors._spawn import Refused, Spawned, open_logs, spawn_with_logs
 from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
@@ -104,55 +123,9 @@ from stormproof.executors._wire import READ, READABLE, WRITE, Client, Poller
 PROTOCOL_VERSION = 2  # 2: the client makes attempt dirs and logs; statuses in the journal
 #: Exit code of ``main`` when another live shim already holds the run's lock.
 EXIT_ALREADY_RUNNING = 3
-_ADOPTED_POLL_S = 1.0  # liveness polling of adopted processes, only where pidfd_open is missing
-_LOST_UNWATCHED = "its process ended while no shim was its parent, so its exit status is unknown"
-_LOST_REBOOT = "the machine restarted while it ran"
-_DROPPED_UNWATCHED = "its shim died while it waited for its predecessor"
-_HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _on_child_exit)
+_HAS_WAITID = hasattr(os, "waitid")  # not on macOS (see _reap)
 _MEMORY_TIMER = "\0memory"  # the timer key of memory sampling (attempt ids hold no NUL)
 _KILLED = 128 + signal.SIGKILL
-
-
-@dataclass(eq=False, slots=True)
-class _Attempt:
-    attempt_id: str
-    attempt_dir: str
-    owner: Client | None = None
-    pid: int = 0
-    spawned_boottime: float = 0.0
-    started_at: float = 0.0
-    child: bool = False  # our child (we reap it, we know its code) or adopted (liveness only)
-    final: str | None = None  # the event that ended it, as JSON text
-    kill_at: float | None = None  # monotonic time of the pending SIGKILL
-    pidfd: int = -1
-    id_json: str = ""  # the attempt id JSON-encoded once: events are built by formatting
-    memory_limit: int = 0  # bytes for the whole session; 0: none
-    killed_for_memory: bool = False
-    #: A held successor: (command, env, the open log fds) until it starts or is dropped.
-    held: tuple[Any, dict[str, str], tuple[int, int]] | None = None
-    after: str = ""
-
-    def __post_init__(self) -> None:
-        self.id_json = json.dumps(self.attempt_id)
-
-    def state_event(self) -> str | None:
-        """Its news for a (re)connecting client: ``None`` while it is held (nothing yet)."""
-        if self.final is not None:
-            return self.final
-        if self.held is not None:
-            return None
-        return f'["S",{self.started_at!r},{self.id_json},{self.pid}]'
-
-    def end(self, kind: str, at: float, message: str) -> str:
-        """Record the final event (``L`` lost or ``F`` failed, with a message); return it."""
-        self.final = f'["{kind}",{at!r},{self.id_json},{json.dumps(message)}]'
-        return self.final
-
-    def exited(self, at: float, code: int, out_of_memory: bool = False) -> str:
-        """Record the final ``X`` event; return it."""
-        flag = ",1" if out_of_memory else ""
-        self.final = f'["X",{at!r},{self.id_json},{code}{flag}]'
-        return self.final
 
 
 class Shim:
@@ -165,6 +138,7 @@ class Shim:
         idle_exit_s: float,
         hold_started_s: float,
         memory_sample_s: float = 0.1,
+        keeper: Keeper | None = None,
     ) -> None:
         self.layout = layout
         self.listener = listener
@@ -172,27 +146,28 @@ class Shim:
         self.hold_started_s = hold_started_s
         self.memory_sample_s = memory_sample_s
         self.memory = MemorySampler()
-        self.limited: dict[int, _Attempt] = {}  # leader pid (= session id) -> limited child
+        self.limited: dict[int, AttemptRecord] = {}  # leader pid (= session id) -> limited child
         self.sampling = False  # a memory sample is due on the timer heap
         self.boot = boot_id()
         self.poller = Poller()
         self.clients: set[Client] = set()
         self.dirty: set[Client] = set()
-        self.attempts: dict[str, _Attempt] = {}
-        self.children: dict[int, _Attempt] = {}
-        self.polled: set[_Attempt] = set()  # adopted processes without a pidfd
+        self.attempts: dict[str, AttemptRecord] = {}
+        self.children: dict[int, AttemptRecord] = {}
         self.kill_pending: set[str] = set()
-        self.waiting: dict[str, list[_Attempt]] = {}  # predecessor id -> its held successors
+        self.waiting: dict[str, list[AttemptRecord]] = {}  # predecessor id -> its held successors
         self.timers: list[tuple[float, int, str]] = []  # (monotonic, seq, attempt id or "")
         self.seq = 0
         self.idle_since: float | None = None
         self.shutdown_requested = False
-        #: What earlier shims of this run recorded, read once before this one appends.
-        self.earlier: dict[str, LaunchRecord] = read_journal(layout.journal)
+        self.adoption = Adoption(layout.journal, self.boot, self)
         self.journal_fd = os.open(
-            layout.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            layout.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
         )
-        os.write(self.journal_fd, journal_boot_line(self.boot, os.getpid()))
+        self.journal_later: list[bytes] = []  # lines that may wait for the next write
+        self._journal(
+            _newline_if_torn(self.journal_fd) + journal_boot_line(self.boot, os.getpid(), keeper)
+        )
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -218,7 +193,10 @@ class Shim:
         # driver never connects must leave too, not wait for a first client forever.
         self.idle_since = time.monotonic()
         while True:
-            self.poller.wait(self._timeout())
+            timeout = self._timeout()
+            if self.journal_later and (timeout is None or timeout > 0.05):
+                self._journal(b"")  # about to sleep: what waited for company goes now
+            self.poller.wait(timeout)
             self._fire_timers()
             self._flush()
             if self._should_exit():
@@ -235,7 +213,13 @@ class Shim:
         return max(0.0, min(deadlines) - time.monotonic())
 
     def _should_exit(self) -> bool:
-        if self.children or self.kill_pending or self.clients or self.waiting:
+        if (
+            self.children
+            or self.kill_pending
+            or self.clients
+            or self.waiting
+            or self.adoption.awaiting
+        ):
             self.idle_since = None
             return False
         now = time.monotonic()
@@ -247,6 +231,7 @@ class Shim:
         return not self.clients
 
     def _close(self) -> None:
+        self._journal(b"")
         self.poller.unregister(self.listener.fileno())
         self.listener.close()
         for path in (self.layout.socket, self.layout.pid):
@@ -302,7 +287,7 @@ class Shim:
         self.dirty.discard(client)
         client.close(self.poller)
 
-    def _send(self, client: Client | None, message: str, hold: bool = False) -> None:
+    def send(self, client: Client | None, message: str, hold: bool = False) -> None:
         """Queue one message (JSON text); it is flushed when the loop is about to wait.
 
         ``hold``: a "started" event may wait up to ``hold_started_s`` for company. A short
@@ -326,7 +311,7 @@ class Shim:
     # ------------------------------------------------------------------ requests
     def _op_hello(self, client: Client, msg: list[Any]) -> None:
         client.env = {str(k): str(v) for k, v in msg[2].items()}
-        self._send(client, f'["H",{PROTOCOL_VERSION},{os.getpid()}]')
+        self.send(client, f'["H",{PROTOCOL_VERSION},{os.getpid()}]')
 
     def _op_shutdown(self, client: Client, msg: list[Any]) -> None:
         self.shutdown_requested = True
@@ -340,21 +325,21 @@ class Shim:
                 state = rec.state_event()
                 if state is not None:  # a held one says nothing: the client submits it again
                     events.append(state)
-        self._send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
+        self.send(client, f'["R",{int(msg[1])},[{",".join(events)}]]')
 
     def _op_submit(self, client: Client, msg: list[Any]) -> None:
         attempt_id, attempt_dir, command, env = msg[1:5]
         memory_limit = int(msg[5]) if len(msg) > 5 else 0
         after = str(msg[6]) if len(msg) > 6 else ""
         rec = self.attempts.get(attempt_id)
-        if rec is None and attempt_id in self.earlier:
-            rec = self._from_disk(attempt_id, attempt_dir)
+        if rec is None and attempt_id in self.adoption.earlier:
+            rec = self.adoption.from_disk(attempt_id, attempt_dir)
         if rec is not None:  # launched already: adopt it instead of launching it twice
             if rec.owner is not client:
                 rec.owner = client
                 state = rec.state_event()
                 if state is not None:
-                    self._send(client, state)
+                    self.send(client, state)
             return
         try:
             env = {**client.env, **env}
@@ -365,8 +350,11 @@ class Shim:
             self._launch(client, attempt_id, attempt_dir, command, env, memory_limit)
         except Exception as exc:  # whatever it was, the orchestrator must hear of this attempt
             _log(f"{attempt_id}: launch failed:\n{traceback.format_exc()}")
-            if attempt_id not in self.attempts:
+            rec = self.attempts.get(attempt_id)
+            if rec is None:
                 self._refuse(client, attempt_id, attempt_dir, f"cannot start: {exc!r}")
+            elif rec.final is None and not rec.pid and rec.held is None:
+                self.send(client, rec.end("F", time.time(), f"cannot start: {exc!r}"))
 
     def _op_kill(self, client: Client, msg: list[Any]) -> None:
         rec = self.attempts.get(msg[1])
@@ -383,7 +371,7 @@ class Shim:
         if rec.kill_at is None or due < rec.kill_at:
             rec.kill_at = due
             self.kill_pending.add(rec.attempt_id)
-            self._add_timer(due, rec.attempt_id)
+            self.add_timer(due, rec.attempt_id)
 
     def _op_drop(self, client: Client, msg: list[Any]) -> None:
         """The driver stops: no held successor may start with nobody watching."""
@@ -413,25 +401,33 @@ class Shim:
         env: dict[str, str],
         memory_limit: int = 0,
     ) -> None:
-        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
         logs = open_logs(attempt_dir)
         self._start(rec, command, env, logs)
 
     def _start(
         self,
-        rec: _Attempt,
+        rec: AttemptRecord,
         command: Any,
         env: dict[str, str],
         logs: tuple[int, int] | Refused,
     ) -> None:
-        """Spawn the attempt (its logs open already); report it started, or how it ended."""
-        attempt_id, client = rec.attempt_id, rec.owner
-        result = (
-            logs
-            if isinstance(logs, Refused)
-            else spawn_with_logs(rec.attempt_dir, command, env, logs)
-        )
+        """Spawn the attempt (its logs open already); report it started, or how it ended.
+
+        The ``I`` line goes to the journal first: should this shim die inside the spawn, its
+        keeper finds the new process among the orphans and journals it (see ``_keeper``).
+        """
+        client = rec.owner
+        if isinstance(logs, Refused):
+            result: Spawned | Refused = logs
+        else:
+            self._journal(journal_intent_line(rec.id_json, boottime()))
+            try:
+                result = spawn_with_logs(rec.attempt_dir, command, env, logs)
+            except Exception as exc:  # whatever it is, the orchestrator must hear of it
+                _log(f"{rec.attempt_id}: spawn failed:\n{traceback.format_exc()}")
+                result = Refused(f"cannot start: {exc}", None, time.time())
         if isinstance(result, Spawned):
             rec.pid, rec.spawned_boottime, rec.started_at = (
                 result.pid,
@@ -440,21 +436,40 @@ class Shim:
             )
             rec.child = True
             self.children[result.pid] = rec
-            line = journal_launch_line(rec.id_json, result.pid, result.spawned_boottime, result.at)
-            try:
-                os.write(self.journal_fd, line)
-            except OSError as exc:  # it runs anyway; only a recovery without this shim suffers
-                _log(f"{attempt_id}: cannot write the journal: {exc}")
+            self._journal(
+                journal_launch_line(rec.id_json, result.pid, result.spawned_boottime, result.at)
+            )
             if rec.memory_limit > 0:
                 self._limit(rec)
-            self._send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
+            self.send(client, f'["S",{rec.started_at!r},{rec.id_json},{rec.pid}]', hold=True)
         elif result.exit_code is not None:  # what a shell would do: 127 / 126
             self._write_status(rec, result.exit_code, result.at)
-            self._send(client, rec.exited(result.at, result.exit_code))
-            self._start_successors(rec)
+            self.send(client, rec.exited(result.at, result.exit_code))
+            self.start_successors(rec)
         else:
-            self._send(client, rec.end("F", result.at, result.message))
-            self._start_successors(rec)
+            if not isinstance(logs, Refused):
+                self._journal(journal_not_started_line(rec.id_json))
+            self.send(client, rec.end("F", result.at, result.message))
+            self.start_successors(rec)
+
+    def _journal(self, line: bytes, later: bool = False) -> None:
+        """Append to the journal in one write, with the lines that were left to wait.
+
+        ``later``: the line may wait for the next write (usage figures, which only a crash
+        of this shim in between can lose). Everything else goes now, in order.
+        """
+        if later:
+            self.journal_later.append(line)
+            return
+        if self.journal_later:
+            line = b"".join(self.journal_later) + line
+            self.journal_later.clear()
+        if not line:
+            return
+        try:
+            os.write(self.journal_fd, line)
+        except OSError as exc:  # only a recovery without this shim suffers
+            _log(f"cannot write the journal: {exc}")
 
     # ------------------------------------------------------------------ successors
     def _hold(
@@ -465,23 +480,20 @@ class Shim:
         command: Any,
         env: dict[str, str],
         memory_limit: int,
-        pred: _Attempt,
+        pred: AttemptRecord,
     ) -> None:
         """Keep a successor until ``pred`` ends; everything but the spawn is done now."""
         logs = open_logs(attempt_dir)
-        rec = _Attempt(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client, memory_limit=memory_limit)
         self.attempts[attempt_id] = rec
         if isinstance(logs, Refused):
-            self._send(client, rec.end("F", logs.at, logs.message))
+            self.send(client, rec.end("F", logs.at, logs.message))
             return
         rec.held, rec.after = (command, env, logs), pred.attempt_id
         self.waiting.setdefault(pred.attempt_id, []).append(rec)
-        try:
-            os.write(self.journal_fd, journal_queued_line(rec.id_json))
-        except OSError as exc:
-            _log(f"{attempt_id}: cannot write the journal: {exc}")
+        self._journal(journal_queued_line(rec.id_json))
 
-    def _start_successors(self, pred: _Attempt) -> None:
+    def start_successors(self, pred: AttemptRecord) -> None:
         """``pred`` ended: start what waited for it (it has sent its own final event)."""
         for rec in self.waiting.pop(pred.attempt_id, ()):
             if rec.held is None:
@@ -493,9 +505,9 @@ class Shim:
             except Exception as exc:  # the orchestrator must hear of this attempt
                 _log(f"{rec.attempt_id}: launch failed:\n{traceback.format_exc()}")
                 if rec.final is None and not rec.pid:
-                    self._send(rec.owner, rec.end("F", time.time(), f"cannot start: {exc!r}"))
+                    self.send(rec.owner, rec.end("F", time.time(), f"cannot start: {exc!r}"))
 
-    def _drop_held(self, rec: _Attempt, reason: str) -> None:
+    def _drop_held(self, rec: AttemptRecord, reason: str) -> None:
         """A held successor ends without having run; so does what waited behind it."""
         if rec.held is None:
             return
@@ -509,22 +521,19 @@ class Shim:
             held.remove(rec)
             if not held:
                 del self.waiting[rec.after]
-        self._send(rec.owner, rec.end("D", time.time(), reason))
+        self.send(rec.owner, rec.end("D", time.time(), reason))
         for behind in list(self.waiting.pop(rec.attempt_id, ())):
             self._drop_held(behind, f"{rec.attempt_id}, which it waited for, was dropped")
 
     def _refuse(self, client: Client, attempt_id: str, attempt_dir: str, message: str) -> None:
-        rec = _Attempt(attempt_id, attempt_dir, owner=client)
+        rec = AttemptRecord(attempt_id, attempt_dir, owner=client)
         self.attempts[attempt_id] = rec
-        self._send(client, rec.end("F", time.time(), message))
+        self.send(client, rec.end("F", time.time(), message))
 
     def _write_status(
-        self, rec: _Attempt, code: int, at: float, out_of_memory: bool = False
+        self, rec: AttemptRecord, code: int, at: float, out_of_memory: bool = False
     ) -> None:
-        try:
-            os.write(self.journal_fd, journal_exit_line(rec.id_json, code, at, out_of_memory))
-        except OSError as exc:
-            _log(f"{rec.attempt_id}: cannot write its exit status {code}: {exc}")
+        self._journal(journal_exit_line(rec.id_json, code, at, out_of_memory))
 
     # ------------------------------------------------------------------ reaping
     def _on_wakeup(self, mask: int) -> None:
@@ -533,63 +542,80 @@ class Shim:
         self._reap()
 
     def _reap(self) -> None:
+        """Journal each ended child's status, *then* reap it.
+
+        In that order, a shim killed in between leaves a child that is ended but not reaped,
+        with its status written: the keeper, which inherits it, reaps it and owes nothing.
+        Reaped first, its status would die with the shim. ``waitid(WNOWAIT)`` tells the
+        status without reaping; only macOS lacks it, and there the status follows the reap.
+        """
         while True:
-            pid = -1
-            if self.kill_pending and _HAS_WAITID:
-                pid = self._peek_exited()
-                if pid == 0:
+            if not _HAS_WAITID:
+                if not self._reap_without_waitid():
                     return
+                continue
             try:
-                pid, status = os.waitpid(pid, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
-            self._on_child_exit(pid, status)
+            pid = info.si_pid
+            rec = self.children.get(pid)
+            if rec is None:  # a task's orphan, inherited as subreaper: nobody's attempt
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                continue
+            code = exit_code(info.si_code, info.si_status)
+            at = time.time()
+            oom = self._ending(rec, code)
+            self._write_status(rec, code, at, oom)
+            _, _, ru = os.wait4(pid, os.WNOHANG)
+            self._ended(rec, code, at, oom, ru)
 
-    def _peek_exited(self) -> int:
-        """The pid of an ended child, not reaped yet: 0 if none.
-
-        While a SIGKILL is due for its group, the group is killed *before* the leader is
-        reaped. The unreaped leader keeps its pid (and so the group id) from being reused, so
-        the SIGKILL cannot hit a stranger that got the same number.
-        """
+    def _reap_without_waitid(self) -> bool:
         try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            pid, status, ru = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
-            return 0
-        if info is None or info.si_pid == 0:
-            return 0
-        rec = self.children.get(info.si_pid)
-        if rec is not None and rec.kill_at is not None:
-            self._signal_group(rec, signal.SIGKILL)
-            self._clear_kill(rec)
-        return info.si_pid
+            return False
+        if pid == 0:
+            return False
+        rec = self.children.get(pid)
+        if rec is not None:
+            code = os.waitstatus_to_exitcode(status)
+            code = 128 - code if code < 0 else code
+            at = time.time()
+            oom = self._ending(rec, code)
+            if rec.kill_at is not None:  # reaped: its group id may be reused any time now
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+                self.clear_kill(rec)
+            self._write_status(rec, code, at, oom)
+            self._ended(rec, code, at, oom, ru)
+        return True
 
-    def _on_child_exit(self, pid: int, status: int) -> None:
-        rec = self.children.pop(pid, None)
-        if rec is None:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        if code < 0:
-            code = 128 - code
-        at = time.time()
+    def _ending(self, rec: AttemptRecord, code: int) -> bool:
+        """The leader ended, not reaped yet: kill what is left of a group being killed (its
+        unreaped leader keeps the group id from being reused); whether memory killed it."""
+        if rec.kill_at is not None and _HAS_WAITID:
+            self._signal_group(rec, signal.SIGKILL)
+            self.clear_kill(rec)
         if rec.memory_limit:
-            self.limited.pop(pid, None)
+            self.limited.pop(rec.pid, None)
         # Our SIGKILL, not its own end just before it: the leader's code says which came first.
-        oom = rec.killed_for_memory and code == _KILLED
-        if rec.kill_at is not None:  # only without waitid (see _peek_exited): kill what is left
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
-            self._clear_kill(rec)
-        self._send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
+        return rec.killed_for_memory and code == _KILLED
+
+    def _ended(self, rec: AttemptRecord, code: int, at: float, oom: bool, ru: Any) -> None:
+        """Reaped, its status journaled: tell its owner, start what waited for it."""
+        self.children.pop(rec.pid, None)
+        rec.usage = usage_of(ru)
+        self._journal(journal_usage_line(rec.id_json, rec.usage), later=True)
+        self.send(rec.owner, rec.exited(at, code, oom))  # queued: it leaves when the loop waits
         if rec.attempt_id in self.waiting:
-            self._start_successors(rec)  # first: the place is free, and an idle place is waste
-        # Still before the event leaves: whoever hears of it finds it in the journal.
-        self._write_status(rec, code, at, oom)
+            self.start_successors(rec)
 
     # ------------------------------------------------------------------ signals and timers
-    def _signal_group(self, rec: _Attempt, sig: int) -> bool:
+    def _signal_group(self, rec: AttemptRecord, sig: int) -> bool:
         """Signal the attempt's process group; ``False`` if the attempt is not alive any more."""
         if not rec.child and not is_our_process(rec.pid, rec.spawned_boottime):
             return False  # adopted, and the pid now belongs to someone else (or nobody)
@@ -602,11 +628,11 @@ class Shim:
             return False
         return True
 
-    def _clear_kill(self, rec: _Attempt) -> None:
+    def clear_kill(self, rec: AttemptRecord) -> None:
         rec.kill_at = None
         self.kill_pending.discard(rec.attempt_id)
 
-    def _add_timer(self, due: float, key: str) -> None:
+    def add_timer(self, due: float, key: str) -> None:
         self.seq += 1
         heapq.heappush(self.timers, (due, self.seq, key))
 
@@ -616,20 +642,22 @@ class Shim:
             _, _, key = heapq.heappop(self.timers)
             if key == _MEMORY_TIMER:
                 self._sample_memory()
-            elif key:
-                self._fire_kill(key, now)
+            elif key == STATUS_TIMER:
+                self.adoption.look_for_statuses()
+            elif key == POLL_TIMER:
+                self.adoption.poll_adopted()
             else:
-                self._poll_adopted()
+                self._fire_kill(key, now)
 
     def _fire_kill(self, attempt_id: str, now: float) -> None:
         rec = self.attempts.get(attempt_id)
         if rec is None or rec.kill_at is None or rec.kill_at > now:
             return  # ended meanwhile, or an earlier kill superseded this timer
-        self._clear_kill(rec)
+        self.clear_kill(rec)
         self._signal_group(rec, signal.SIGKILL)
 
     # ------------------------------------------------------------------ memory
-    def _limit(self, rec: _Attempt) -> None:
+    def _limit(self, rec: AttemptRecord) -> None:
         """Start watching a child's memory; samples run while any limited child does."""
         if not self.memory.available:
             _log(f"{rec.attempt_id}: its memory limit cannot be enforced here (no /proc)")
@@ -638,7 +666,7 @@ class Shim:
         self.memory.watch(rec.pid)
         if not self.sampling:
             self.sampling = True
-            self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+            self.add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
 
     def _sample_memory(self) -> None:
         self.sampling = False
@@ -651,9 +679,9 @@ class Shim:
             if session is not None and session.leader_alive and session.rss > rec.memory_limit:
                 self._check_memory(rec, session)
         self.sampling = True
-        self._add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
+        self.add_timer(time.monotonic() + self.memory_sample_s, _MEMORY_TIMER)
 
-    def _check_memory(self, rec: _Attempt, session: SessionUsage) -> None:
+    def _check_memory(self, rec: AttemptRecord, session: SessionUsage) -> None:
         """Over the limit by RSS: kill if the proportional size (shared pages split) agrees."""
         used = self.memory.proportional(pid for pid, _ in session.members)
         if used is None:
@@ -661,7 +689,7 @@ class Shim:
         if used > rec.memory_limit:
             self._kill_for_memory(rec, session, used)
 
-    def _kill_for_memory(self, rec: _Attempt, session: SessionUsage, used: int) -> None:
+    def _kill_for_memory(self, rec: AttemptRecord, session: SessionUsage, used: int) -> None:
         """SIGKILL the whole session: its group at once, then members that left the group."""
         del self.limited[rec.pid]
         rec.killed_for_memory = True
@@ -678,68 +706,8 @@ class Shim:
         _append_note(rec.attempt_dir + "/stderr.log", f"stormproof: {note}\n")
 
     # ------------------------------------------------------------------ recovery
-    def _known(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
-        return self.attempts.get(attempt_id) or self._from_disk(attempt_id, attempt_dir)
-
-    def _from_disk(self, attempt_id: str, attempt_dir: str) -> _Attempt | None:
-        """What an earlier shim left behind about an attempt this shim never ran (or ``None``)."""
-        launch = self.earlier.get(attempt_id)
-        if launch is None:
-            return None  # never launched
-        status = launch.status or read_exit_status_file(attempt_dir)
-        rec = _Attempt(attempt_id, attempt_dir)
-        if status is not None:
-            _exited_as(rec, status)
-        else:
-            if launch.queued:  # held by a shim that died: it never ran, and never will
-                rec.end("D", time.time(), _DROPPED_UNWATCHED)
-                self.attempts[attempt_id] = rec
-                return rec
-            rec.pid, rec.spawned_boottime = launch.pid, launch.spawned_boottime
-            rec.started_at = launch.at
-            if launch.is_alive(self.boot):
-                self._adopt(rec)
-            else:
-                reason = _LOST_REBOOT if launch.boot_id != self.boot else _LOST_UNWATCHED
-                rec.end("L", time.time(), reason)
-        self.attempts[attempt_id] = rec
-        return rec
-
-    def _adopt(self, rec: _Attempt) -> None:
-        """Watch a running process that is not our child: we learn when, not how, it ends."""
-        try:
-            rec.pidfd = os.pidfd_open(rec.pid)
-        except (OSError, AttributeError):
-            self.polled.add(rec)
-            if len(self.polled) == 1:
-                self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
-            return
-        if not is_our_process(rec.pid, rec.spawned_boottime):  # ended before the pidfd opened
-            self._adopted_ended(rec)
-            return
-        self.poller.register(rec.pidfd, READ, lambda m: self._adopted_ended(rec))
-
-    def _adopted_ended(self, rec: _Attempt) -> None:
-        if rec.pidfd >= 0:
-            self.poller.unregister(rec.pidfd)
-            os.close(rec.pidfd)
-            rec.pidfd = -1
-        self.polled.discard(rec)
-        self._clear_kill(rec)
-        # Its parent was a dead shim, and only a parent learns the code: no status can follow.
-        self._send(rec.owner, rec.end("L", time.time(), _LOST_UNWATCHED))
-        self._start_successors(rec)
-
-    def _poll_adopted(self) -> None:
-        for rec in list(self.polled):
-            if not is_our_process(rec.pid, rec.spawned_boottime):
-                self._adopted_ended(rec)
-        if self.polled:
-            self._add_timer(time.monotonic() + _ADOPTED_POLL_S, "")
-
-
-def _exited_as(rec: _Attempt, status: ExitStatus) -> str:
-    return rec.exited(status.at, status.code, status.out_of_memory)
+    def _known(self, attempt_id: str, attempt_dir: str) -> AttemptRecord | None:
+        return self.attempts.get(attempt_id) or self.adoption.from_disk(attempt_id, attempt_dir)
 
 
 def _append_note(path: str, text: str) -> None:
@@ -790,6 +758,13 @@ def _listen(path: str) -> socket.socket:
     return sock
 
 
+def _newline_if_torn(fd: int) -> bytes:
+    """A newline if the journal ends inside a line (a writer died mid-write): the next line
+    must not be glued to the torn one, or a reader would lose both."""
+    size = os.fstat(fd).st_size
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+
+
 def _write_small(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -819,10 +794,25 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork() != 0:
         os._exit(0)
     os.chdir("/")
+    keeper = os.getpid()
+    become_subreaper()  # before the shim exists: it hands its orphans to us if it dies
+    shim = os.fork()
+    if shim != 0:
+        listener.close()
+        keep(shim, layout.journal, lock_fd)
+    become_subreaper()  # a task's orphans come to us while we live, never to the keeper
+    start_ticks = proc_start_ticks(keeper) if os.getppid() == keeper else None
     _write_small(layout.pid, f"{os.getpid()}\n")
     _write_small(layout.endpoint, layout.socket + "\n")
-    _log(f"listening on {layout.socket}")
-    Shim(layout, listener, args.idle_exit_s, args.hold_started_s, args.memory_sample_s).run()
+    _log(f"listening on {layout.socket} (keeper {keeper})")
+    Shim(
+        layout,
+        listener,
+        args.idle_exit_s,
+        args.hold_started_s,
+        args.memory_sample_s,
+        Keeper(keeper, start_ticks) if start_ticks is not None else None,
+    ).run()
     return 0
 
 

@@ -21,16 +21,22 @@ Crash story, and why each piece exists:
   SIGKILL-after-grace timers. The next ``LocalExecutor`` on the same ``run_dir`` reconnects
   (the socket path is derived from ``run_dir``) and ``recover`` gets the shim's own table:
   still running, ended with a code, or never launched.
-* The shim dies too: the next executor starts a new shim, which answers ``recover`` from the
-  journal: an exit status line means ended; a launch line whose pid and start time still match
-  means running, and it is watched until it ends (then lost, since its code died with its
-  parent); anything else that was launched is lost.
+* The shim dies too (or alone): its keeper, the shim's parent, inherits the attempts and
+  journals their exit statuses as they end, and completes the journal of a spawn the shim
+  died in (``_keeper``). The next executor starts a new shim, which answers ``recover`` from
+  the journal: an exit status line means ended; a launch line whose pid and start time still
+  match means running, and it is watched until it ends (then its status is the one the keeper
+  journaled). Only if the keeper died too is such an attempt lost.
 * The shim dies while this executor is connected: ``poll`` notices the closed socket,
-  starts a new shim, recovers every attempt still outstanding, and sends again the kills
-  still due. Attempts the dead shim never confirmed are reported lost, never launched twice.
+  starts a new shim, recovers every attempt still outstanding, sends again what the dead
+  shim never spawned (its journal says so: the submit was never read, or the keeper found
+  that the spawn made nothing), and sends again the kills still due. Nothing is launched
+  twice, and nothing that ran is reported lost.
 
-``ExecutorUnavailable`` is raised only when no shim can be started or reached at all.
-Everything that goes wrong with one attempt arrives as an event.
+``ExecutorUnavailable`` is raised only when no shim can be started or reached at all (for
+``start_timeout_s``: a starter killed during its start-up is started again), or when the disk
+refuses an attempt's files (full, failing): the machine's fault, so the driver stops the run
+instead of failing the attempt. Everything that goes wrong with one attempt arrives as an event.
 
 Memory limits. An attempt is limited only when its environment sets
 ``STORMPROOF_MEMORY_LIMIT_MIB`` (``ENV_MEMORY_LIMIT_MIB``; the runtime sets it for tasks that
@@ -47,6 +53,7 @@ option, ``STORMPROOF_MEMORY_LIMIT=off`` in the orchestrator's environment.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import socket
@@ -81,6 +88,9 @@ _EXIT_ALREADY_RUNNING = 3  # _shim.EXIT_ALREADY_RUNNING; the shim module is not 
 _MAX_RECONNECTS = 3
 _LOST_UNCONFIRMED = "the local shim died before it confirmed the launch"
 _REPLY_TIMEOUT_S = 120.0
+_RESTART_PAUSE_S = 0.02  # between tries to start a shim while another holds the lock
+#: Errors creating an attempt's files that are the disk's fault, not the attempt's.
+_DISK_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
 class _Connection:
@@ -153,6 +163,9 @@ class LocalExecutor:
         self._pending: list[Event] = []
         self._known: set[str] = set()  # submitted or recovered here: submit again is a no-op
         self._live: dict[str, str] = {}  # attempt id -> attempt dir, until its final event
+        #: What we sent to submit attempts the shim has not reported started (or ended) yet:
+        #: sent again if the shim dies first and its journal shows it never spawned them.
+        self._unconfirmed: dict[str, list[Any]] = {}
         self._kills: dict[str, float] = {}  # attempt id -> monotonic time its SIGKILL is due
         self._requests = 0
         self._starter: subprocess.Popen[bytes] | None = None  # a shim starter ``prepare`` began
@@ -177,6 +190,11 @@ class LocalExecutor:
         try:
             create_attempt(attempt_dir)  # here, not in the shim: see the module docstring
         except OSError as exc:
+            if exc.errno in _DISK_FAULTS:  # the machine's fault, not the attempt's: stop
+                raise ExecutorUnavailable(
+                    f"cannot create {attempt_dir} for attempt {job.attempt_id}: "
+                    f"{exc.strerror or exc}; free space on that disk (or fix it)"
+                ) from exc
             self._known.add(job.attempt_id)
             self._pending.append(
                 AttemptSubmitFailed(
@@ -198,6 +216,7 @@ class LocalExecutor:
         self._send(msg)
         self._known.add(job.attempt_id)
         self._live[job.attempt_id] = attempt_dir
+        self._unconfirmed[job.attempt_id] = msg
 
     def kill(self, attempt_id: str, grace_s: float) -> None:
         """SIGTERM the attempt's process group now, SIGKILL after ``grace_s`` (the shim's timer)."""
@@ -329,15 +348,25 @@ class LocalExecutor:
         """Translate one shim message to an event, forgetting attempts that have ended."""
         kind = msg[0]
         if kind == "S":
+            self._unconfirmed.pop(msg[2], None)
             return AttemptStarted(at=msg[1], attempt_id=msg[2], handle=str(msg[3]))
         if kind not in ("X", "L", "F", "D"):
             return None  # a reply nobody waits for any more
         self._live.pop(msg[2], None)
         self._kills.pop(msg[2], None)
+        self._unconfirmed.pop(msg[2], None)
         if kind == "X":
             oom = len(msg) > 4 and bool(msg[4])
+            cpu_s, rss = (
+                (float(msg[5]), round(int(msg[6]) / 1024, 1)) if len(msg) > 6 else (None, None)
+            )
             return AttemptExited(
-                at=msg[1], attempt_id=msg[2], exit_code=int(msg[3]), out_of_memory=oom
+                at=msg[1],
+                attempt_id=msg[2],
+                exit_code=int(msg[3]),
+                out_of_memory=oom,
+                cpu_s=cpu_s,
+                max_rss_mib=rss,
             )
         if kind == "L":
             return AttemptLost(at=msg[1], attempt_id=msg[2], reason=str(msg[3]))
@@ -351,23 +380,35 @@ class LocalExecutor:
             self._conn = None
 
     def _heal(self) -> None:
-        """After the shim died under us: reconnect, learn what became of our attempts, re-kill."""
+        """After the shim died under us: reconnect, learn what became of our attempts, send
+        again what the dead shim never spawned (its journal says so), re-kill."""
         outstanding = dict(self._live)
         events = self._recover(outstanding)
         self._pending += events
         reported = {getattr(e, "attempt_id", "") for e in events}
         now = time.time()
+        conn = self._connect()
         for aid in outstanding.keys() - reported:
+            msg = self._unconfirmed.get(aid)
+            if msg is not None:  # never spawned (or a successor still held): send it again
+                conn.queue(msg)
+                continue
             self._live.pop(aid, None)
             self._kills.pop(aid, None)
             self._pending.append(AttemptLost(at=now, attempt_id=aid, reason=_LOST_UNCONFIRMED))
-        conn = self._connect()
         for aid, due in list(self._kills.items()):
             if aid in self._live:
                 conn.send(["kill", aid, max(0.0, due - time.monotonic())])
 
     # ------------------------------------------------------------------ connecting
     def _connect(self) -> _Connection:
+        """Connect to the run's shim, starting one if none listens.
+
+        A starter that another holds the lock against (a shim starting or leaving, or the
+        keeper of a dead one finishing its journal) is tried again shortly; so is one that
+        was killed or failed (a kill during its start-up is no reason to give up): until
+        ``start_timeout_s``, after which ``ExecutorUnavailable`` names the last failure.
+        """
         if self._conn is not None:
             return self._conn
         deadline = time.monotonic() + self.start_timeout_s
@@ -377,12 +418,19 @@ class LocalExecutor:
                 self._conn = conn
                 return conn
             code = self._start_shim()
-            if code not in (0, _EXIT_ALREADY_RUNNING) or time.monotonic() > deadline:
+            if code not in (0, _EXIT_ALREADY_RUNNING) and time.monotonic() > deadline:
+                how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
                 raise ExecutorUnavailable(
-                    f"cannot start the local shim (exit code {code}); see {self.layout.log}"
+                    f"cannot start the local shim ({how}, for {self.start_timeout_s:g} s); "
+                    f"see {self.layout.log}"
                 )
-            if code == _EXIT_ALREADY_RUNNING:
-                time.sleep(0.02)  # another shim holds the lock: starting up, or just exiting
+            if time.monotonic() > deadline:
+                raise ExecutorUnavailable(
+                    f"the local shim did not answer within {self.start_timeout_s:g} s; "
+                    f"see {self.layout.log}"
+                )
+            if code != 0:
+                time.sleep(_RESTART_PAUSE_S)
 
     def _try_connect(self) -> _Connection | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -77,6 +77,8 @@ class Estimate:
     tasks_without_runtime: int
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    #: What each of ``tasks_without_runtime`` was taken to last (None: none is missing).
+    assumed_runtime_s: float | None = None
 
     def pool_name(self, task_index: int) -> str | None:
         i = self.pool_of[task_index]
@@ -212,8 +214,11 @@ def estimate(
             vcpu_hours=priced.vcpu_s / 3600.0,
             duration_s=duration_s,
             critical_path_s=cp_s,
-            lower_bound=bool(dag.missing_runtime or tight or problems),
+            lower_bound=bool(
+                (dag.missing_runtime and not dag.assumed_runtime_s) or tight or problems
+            ),
             tasks_without_runtime=dag.missing_runtime,
+            assumed_runtime_s=dag.assumed_runtime_s if dag.missing_runtime else None,
             problems=tuple(problems),
             notes=tuple(notes),
         )

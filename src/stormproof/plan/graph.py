@@ -23,7 +23,7 @@ Rules of this module:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stormproof.spec.load import gc_paused
 from stormproof.spec.model import WorkflowSpec
@@ -49,9 +49,13 @@ class Dag:
     missing_runtime: int
     order: tuple[int, ...]
     level: tuple[int, ...]
+    #: What each task without ``estimated_runtime`` counts as (0: nothing is assumed).
+    assumed_runtime_s: float = 0.0
 
     @classmethod
-    def from_spec(cls, spec: WorkflowSpec) -> Dag:
+    def from_spec(cls, spec: WorkflowSpec, default_runtime_s: float = 0.0) -> Dag:
+        """``default_runtime_s`` stands for a missing ``estimated_runtime`` (``plan`` passes
+        ``ASSUMED_RUNTIME_S``; the graph questions' own default is 0)."""
         with gc_paused():
             tasks = spec.tasks
             index = {task.id: i for i, task in enumerate(tasks)}
@@ -66,8 +70,9 @@ class Dag:
                 ) from None
             runtimes = [task.estimated_runtime for task in tasks]
             missing = runtimes.count(None)
-            runtime_s = tuple([0.0 if r is None else float(r) for r in runtimes])
-            return cls._build(tuple(index), parents, runtime_s, missing)
+            runtime_s = tuple([default_runtime_s if r is None else float(r) for r in runtimes])
+            dag = cls._build(tuple(index), parents, runtime_s, missing)
+            return dag if not missing else replace(dag, assumed_runtime_s=default_runtime_s)
 
     @classmethod
     def from_edges(

@@ -27,7 +27,7 @@ from rich.text import Text
 from stormproof.config import Config
 from stormproof.plan.estimate import Estimate, estimate, fmt_number, human_duration
 from stormproof.plan.graph import Dag, gc_paused
-from stormproof.spec.model import WorkflowSpec
+from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 
 #: Above this many tasks the plan shows a row per stage instead of a row per task.
 DETAIL_LIMIT = 200
@@ -77,6 +77,8 @@ class PlanReport:
                 "earliest_start_s": self.start_s[i],
                 "earliest_finish_s": self.finish_s[i],
                 "estimated_runtime_s": tasks[i].estimated_runtime,
+                "runtime_s": dag.runtime_s[i],
+                "runtime_assumed": tasks[i].estimated_runtime is None,
                 "pool": est.pool_name(i),
                 "cost_usd": round(est.cost_usd[i], 6),
             }
@@ -96,6 +98,7 @@ class PlanReport:
                 "vcpu_hours": est.vcpu_hours,
                 "lower_bound": est.lower_bound,
                 "tasks_without_runtime": est.tasks_without_runtime,
+                "assumed_runtime_s": est.assumed_runtime_s,
             },
             "problems": list(self.problems),
             "notes": list(self.notes),
@@ -115,7 +118,7 @@ def build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None
 
 
 def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None) -> PlanReport:
-    dag = Dag.from_spec(spec)
+    dag = Dag.from_spec(spec, default_runtime_s=ASSUMED_RUNTIME_S)
     start, finish = dag.earliest()
     pools = config.pool_defs()
     limits = [m for m in (config.policy.max_parallel, spec.global_config.max_parallel) if m]
@@ -178,18 +181,13 @@ def _notes(
     notes: list[str] = []
     if dag.missing_runtime:
         notes.append(
-            f"{dag.missing_runtime:,} of {len(dag):,} tasks have no estimated_runtime: they "
-            "count as 0 s, so the duration and cost are lower bounds (give each task "
-            "estimated_runtime, like 2h)"
+            f"{dag.missing_runtime:,} of {len(dag):,} tasks have no estimated_runtime: the plan "
+            f"assumes {human_duration(dag.assumed_runtime_s)} each (the recipe's own assumption, "
+            "30 minutes per stage), marked 'assumed' (give each task estimated_runtime, like 2h)"
         )
-    if container_runtime in (None, "none"):
-        images = sum(1 for task in spec.tasks if task.container_image)
-        if images:
-            notes.append(
-                f"container_image is set on {images:,} task{'s' if images != 1 else ''} but no "
-                "container runtime is configured: commands run directly on the host (set "
-                "`container:` in stormproof.yaml)"
-            )
+    from stormproof.runtime.containers import host_notes
+
+    notes += host_notes(spec, None if container_runtime in (None, "none") else container_runtime)
     delegated = [p for p in config.pool_defs() if p.delegated]
     if delegated:
         shown = ", ".join(
@@ -287,7 +285,9 @@ def _task_cells(report: PlanReport, i: int) -> list[Text]:
         Text(task.name or ""),
         Text(f"{fmt_number(task.vcpus)}×{task.nodes}"),
         Text(fmt_number(task.memory)),
-        Text("—" if runtime is None else human_duration(runtime)),
+        Text(human_duration(report.dag.runtime_s[i]) + " assumed", style="yellow")
+        if runtime is None
+        else Text(human_duration(runtime)),
         Text(human_duration(report.start_s[i])),
         Text(human_duration(report.finish_s[i])),
         Text(pool, style="green") if pool else Text("no fit", style="red"),
@@ -343,8 +343,14 @@ def _render_totals(report: PlanReport, console: Console) -> None:
             " → ".join(path),
         )
     )
-    bound = " (lower bound)" if est.lower_bound else ""
-    cost_bound = " (lower bound)" if est.tasks_without_runtime or est.problems else ""
+    assumed = []
+    if est.assumed_runtime_s is not None:
+        assumed.append(
+            f"assumes {human_duration(est.assumed_runtime_s)} for each of "
+            f"{est.tasks_without_runtime:,} tasks without estimated_runtime"
+        )
+    bound = _qualified(["lower bound"] if est.lower_bound else [], assumed)
+    cost_bound = _qualified(["lower bound"] if est.problems else [], assumed)
     saving = ""
     if est.on_demand_cost_usd > est.total_cost_usd > 0 or (
         est.on_demand_cost_usd > 0 and est.total_cost_usd == 0
@@ -356,6 +362,11 @@ def _render_totals(report: PlanReport, console: Console) -> None:
         Text.assemble(("Cost      ", "bold"), fmt_usd(est.total_cost_usd), cost_bound, saving)
     )
     console.print(Text.assemble(("vCPU-hours ", "bold"), fmt_number(round(est.vcpu_hours, 1))))
+
+
+def _qualified(*parts: list[str]) -> str:
+    words = [w for part in parts for w in part]
+    return f" ({'; '.join(words)})" if words else ""
 
 
 def fmt_usd(value: float) -> str:

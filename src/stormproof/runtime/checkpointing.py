@@ -16,7 +16,12 @@ other event before anything depends on them:
   retry the exit causes can restore that very checkpoint;
 * a launch with ``restore_from`` restores the newest candidate that verifies
   before the attempt is submitted; each one skipped is a ``CheckpointCorrupt``
-  event, and ``CheckpointRestored`` says what the attempt starts from.
+  event, and ``CheckpointRestored`` says what the attempt starts from;
+* the store gone (the server down, the network cut, its disk full) is not a
+  failed checkpoint: ``fault`` says why, the driver stops the run, and
+  nothing is lost. A commit being saved stays pending (its marker stays, the
+  task waits), an attempt whose end was held stays unreported, a launch
+  waiting for its restore is not submitted: ``resume`` does each again.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class _Done:
     after_commit: Callable[[], None] | None = None  # tell the task, once the log has it
     job: AttemptJob | None = None  # restored, ready to submit
     saved: _Live | None = None  # the attempt whose save ended (held end may go now)
+    fault: str | None = None  # the store is unreachable: the run must stop
 
 
 @dataclass
@@ -78,6 +84,9 @@ class Checkpointing:
     _pending: int = 0
     _last_scan: float = 0.0
     _last_cold: float = 0.0
+    #: Why the store cannot be used now (unreachable, full); the driver stops the run on it.
+    fault: str | None = None
+    _closed: bool = False
 
     def __post_init__(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stormproof-ckpt")
@@ -111,7 +120,12 @@ class Checkpointing:
             now = time.time()
             events += [CheckpointCorrupt(now, job.task_id, seq, why) for seq, why in skipped]
             seq = manifest.seq if manifest is not None else 0
-        except Exception as exc:  # the store failed: start fresh rather than not at all
+        except Exception as exc:
+            if _unreachable(exc):  # wait for the store rather than throw its progress away
+                why = f"the checkpoint store is unreachable ({exc}): {job.attempt_id} waits"
+                self._results.put(_Done([], fault=why))
+                return
+            # the store failed otherwise: start fresh rather than not at all
             _warn(f"{job.attempt_id}: could not restore a checkpoint ({exc}); starting fresh")
             seq = 0
         ckpt.mkdir(parents=True, exist_ok=True)
@@ -163,6 +177,11 @@ class Checkpointing:
             manifest = self.store.save(self.run, job.task_id, job.number, seq, ckpt, time.time())
         except Exception as exc:
             error = f"checkpoint {seq} of {job.attempt_id} was not saved: {exc}"
+            if _unreachable(exc):  # keep the commit pending: resume saves it again
+                self._results.put(
+                    _Done([], saved=live, fault=f"the checkpoint store is unreachable: {error}")
+                )
+                return
             _warn(error)
 
             def failed() -> None:
@@ -196,6 +215,11 @@ class Checkpointing:
             if done.job is not None:
                 self._live[done.job.attempt_id] = _Live(done.job)
                 jobs.append(done.job)
+            if done.fault is not None:
+                self.fault = self.fault or done.fault
+                if done.saved is not None:  # not saved: not saving either, but nothing resumes
+                    done.saved.saving = True  # ... a save now (its end, if held, stays held)
+                continue
             if done.saved is not None:
                 done.saved.saving = False
                 held = self._held.pop(done.saved.job.attempt_id, None)
@@ -223,6 +247,9 @@ class Checkpointing:
         return ckpt
 
     def prune(self, task_id: str, keep: tuple[int, ...]) -> None:
+        if self._closed:  # decided while the driver drains (its last events): prune now
+            self._prune(task_id, keep)
+            return
         self._pool.submit(self._prune, task_id, keep)
 
     def _prune(self, task_id: str, keep: tuple[int, ...]) -> None:
@@ -250,11 +277,18 @@ class Checkpointing:
             self.store.warnings.clear()
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=True)
 
     @staticmethod
     def _dir(job: AttemptJob) -> Path:
         return job.attempt_dir / "checkpoint"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    from stormproof.checkpoints._errors import store_unreachable  # fsspec: only when it failed
+
+    return store_unreachable(exc)
 
 
 def _warn(message: str) -> None:

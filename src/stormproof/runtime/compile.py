@@ -30,7 +30,7 @@ from stormproof.core.defs import (
     TaskDef,
 )
 from stormproof.plan.graph import Dag
-from stormproof.spec.model import GlobalConfig, TaskSpec, WorkflowSpec
+from stormproof.spec.model import ASSUMED_RUNTIME_S, GlobalConfig, TaskSpec, WorkflowSpec
 
 
 def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
@@ -55,11 +55,18 @@ def retry_rules(task: TaskSpec, cfg: GlobalConfig) -> tuple[RetryRule, ...]:
 _ON_FAILURE = {o.value: o for o in OnFailure}  # an Enum call per task adds up at 100,000
 
 
-def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
-    """The core's view of every task, in file order, with upward rank as priority."""
+def compile_tasks(
+    spec: WorkflowSpec, dag: Dag | None = None, default_runtime_s: float | None = None
+) -> list[TaskDef]:
+    """The core's view of every task, in file order, with upward rank as priority.
+
+    ``default_runtime_s`` is what a task without ``estimated_runtime`` is taken to last (a
+    run's own, ``RunContext.default_runtime_s``; else ``DEFAULT_RUNTIME_S``).
+    """
     dag = dag if dag is not None else Dag.from_spec(spec)
     cfg = spec.global_config
-    rank = _rank_with_checkpoints(dag, spec)
+    default = DEFAULT_RUNTIME_S if default_runtime_s is None else default_runtime_s
+    rank = _rank_with_checkpoints(dag, spec, default)
     out = []
     for i, t in enumerate(spec.tasks):
         out.append(
@@ -97,21 +104,22 @@ def compile_tasks(spec: WorkflowSpec, dag: Dag | None = None) -> list[TaskDef]:
                 memory_escalation=(
                     cfg.memory_escalation if t.memory_escalation is None else t.memory_escalation
                 ),
-                estimated_s=_runtime(t),
+                estimated_s=_runtime(t, default),
                 kind=t.type,
-                at_risk_s=_at_risk(t, cfg),
+                at_risk_s=_at_risk(t, cfg, default),
             )
         )
     return out
 
 
-#: What the core and the simulator assume a task without ``estimated_runtime`` takes: a
-#: deadline policy that took it as 0 s would leave it no time at all.
-DEFAULT_RUNTIME_S = 60.0
+#: What the core and the simulator assume a task without ``estimated_runtime`` takes: the one
+#: default ``plan`` uses too (a deadline policy that took it as 0 s would leave it no time).
+#: Runs started before it was 30 minutes recorded none and keep 60 s (``RunContext``).
+DEFAULT_RUNTIME_S = ASSUMED_RUNTIME_S
 
 
-def _runtime(t: TaskSpec) -> float:
-    return DEFAULT_RUNTIME_S if t.estimated_runtime is None else t.estimated_runtime
+def _runtime(t: TaskSpec, default: float = DEFAULT_RUNTIME_S) -> float:
+    return default if t.estimated_runtime is None else t.estimated_runtime
 
 
 def _interval(t: TaskSpec, cfg: GlobalConfig) -> float | None:
@@ -130,14 +138,14 @@ def checkpoint_overhead(runtime: float, interval: float | None, delta: float) ->
     return delta * math.ceil(runtime / max(interval - delta, 1e-9))
 
 
-def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec) -> list[float]:
+def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec, default: float) -> list[float]:
     """Upward rank with each task's checkpoint pauses added: what on-demand really takes.
 
     Deadline policies derive a task's latest start from it, so it must not
     under-estimate; the order of the ready queue barely changes.
     """
     cfg = spec.global_config
-    runtimes = [_runtime(t) for t in spec.tasks]
+    runtimes = [_runtime(t, default) for t in spec.tasks]
     own = [
         r + checkpoint_overhead(r, _interval(t, cfg), t.checkpoint_cost or 0.0)
         for r, t in zip(runtimes, spec.tasks, strict=True)
@@ -149,9 +157,9 @@ def _rank_with_checkpoints(dag: Dag, spec: WorkflowSpec) -> list[float]:
     return rank
 
 
-def _at_risk(t: TaskSpec, cfg: GlobalConfig) -> float:
+def _at_risk(t: TaskSpec, cfg: GlobalConfig, default: float) -> float:
     """What one interruption can cost the task at worst: lost work plus the restart."""
-    runtime = _runtime(t)
+    runtime = _runtime(t, default)
     interval = _interval(t, cfg)
     delta = t.checkpoint_cost or 0.0
     if interval:

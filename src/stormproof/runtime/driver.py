@@ -9,15 +9,27 @@ and the executor. One loop:
 4. only then carry the actions out (launch, kill, start a timer).
 
 Because step 3 comes before step 4, a crash at any point leaves a log that
-says at least as much as what was done. Resume replays the log through a
+says at least as much as what was done. For the same reason a fault of the
+machine rather than of the run stops it, resumable, instead of failing it: the
+event log cannot be written (``StoreFault``: disk full, locked), the
+executor cannot be reached (``ExecutorUnavailable``), or the checkpoint store
+is gone (``Checkpointing.fault``). What the log says was decided and was not
+carried out is carried out by ``resume``. Resume replays the log through a
 fresh core (deterministic), asks the executor what became of every attempt
 that was live, adopts what still runs and relaunches only what never started;
 likewise it asks the fleet again only for instances whose launch was never
 answered.
+
+The run is driven under its lease (``runtime/lease.py``): the driver waits for
+it, renews it, and after each flush makes sure it still holds the run before it
+acts. If the event store fails (its server gone, its disk full) the run stops
+resumably; if another orchestrator took the run over, this one stops at once,
+acting on nothing more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import signal
@@ -25,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +57,7 @@ from stormproof.core.decisions import (
     WithdrawAttempt,
 )
 from stormproof.core.events import (
+    AttemptDropped,
     AttemptExited,
     AttemptLost,
     AttemptPreempted,
@@ -61,13 +75,19 @@ from stormproof.core.events import (
 )
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
-from stormproof.executors.base import AttemptJob, Executor
+from stormproof.errors import LeaseLost, StoreFault
+from stormproof.executors.base import AttemptJob, Executor, ExecutorUnavailable
+from stormproof.runtime import containers
 from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.compile import compile_tasks, expand, run_options
 from stormproof.runtime.home import Home
 from stormproof.runtime.home import attempt_dir as attempt_path
+from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
+from stormproof.runtime.redrive import begin, segment_rows
+from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
 from stormproof.runtime.view_store import ViewKeeper
+from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
 
 if TYPE_CHECKING:
@@ -110,15 +130,29 @@ class Driver:
     clock: Callable[[], float] = time.time
     #: Where instances come from; default: the local fleet with the run's recorded sources.
     fleet: Fleet | None = None
+    #: Told who drives the run while this driver waits for it; ``None``: ``RunLocked`` at once.
+    on_lease_wait: OnWait | None = None
     #: The run's alert rules (``monitor.alerts``), when it has any.
     alerts: RunAlerts | None = None
+    #: A redrive to begin (``runtime.redrive``): the ``RunRedriven`` row's data, written under
+    #: the lease if the log still ends at ``redrive_after_seq``, as planned.
+    redrive: dict[str, Any] | None = None
+    redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
     #: The run's status view, folded as rows are appended and kept in the store.
     _keeper: ViewKeeper | None = None
+    _lease: LeaseKeeper | None = None
+    #: The event store failed or the lease was lost: nothing more may be written or decided.
+    _store_failed: bool = False
+    #: Another orchestrator may drive the run now (the lease was lost, or may have lapsed
+    #: while the store was unreachable): nothing more may be sent anywhere, not even what the
+    #: executor still has queued. The caller must not close the executor either, and should
+    #: leave at once, as a ``kill -9`` would (which every part of a run survives).
+    abandoned: bool = False
 
     def __post_init__(self) -> None:
-        self.tasks = compile_tasks(self.ctx.spec)
+        self.tasks = compile_tasks(self.ctx.spec, default_runtime_s=self.ctx.default_runtime_s)
         ctx = self.ctx
         self.core = Workflow(
             self.tasks,
@@ -128,6 +162,11 @@ class Driver:
         self._markets = {p.name: p.market.value for p in self.core.options.pools}
         self._specs = self.ctx.spec.tasks
         self._tasks_dir = self.home.tasks_dir(self.ctx.name)
+        self._results = TaskResults.for_run(self.store, self.ctx, self.home)
+        runtime = self.ctx.container.get("runtime")
+        self._container: tuple[str, str] | None = (
+            None if not runtime else (str(runtime), str(self.ctx.container.get("network", "host")))
+        )
         self._values_base = {
             "STORMPROOF_RUN": self.ctx.name,
             "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
@@ -138,23 +177,31 @@ class Driver:
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
-        with self.store.driver_lease(self.ctx.name):
+        with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
+            self._lease = lease
             self.home.check_run_tree(self.ctx.name)  # a link planted there is refused
             self.home.make_inside(self.home.data_dir(self.ctx.name))
+            if self.redrive is not None:
+                self._begin_redrive()
             history = list(self.store.read(self.ctx.name))
+            segment = segment_rows(history, self.ctx)  # a redrive's replay starts at its row
             keeper = self._keeper = ViewKeeper(
                 self.store, self.store.get_run(self.ctx.name), history
             )
             now = self.clock()
-            first = next((r for r in history if r.category == "event"), None)
+            first = next((r for r in segment if r.category == "event"), None)
             if self.fleet is None:
                 sources = [PoolSource.from_dict(d) for d in self.ctx.sources]
                 origin = now if first is None else first.at
                 self.fleet = LocalFleet(build_sources(sources, origin, self.ctx.seed))
+            pending: list[Event] = []
             if first is None:
-                pending: list[Event] = [RunStarted(now)]
+                pending = [self._start(now)]
+                if self.alerts is not None and history:  # a redrive: the segments before it
+                    self.alerts.replay(history)
             else:
-                self._replay(history)
+                self._replay(segment)
+                lease.keep()  # a long replay must not let the lease lapse
                 if self.reporter is not None:  # a resumed run's progress starts where it was
                     self.reporter.resumed(self.core)
                 if self.alerts is not None:  # alerts raised but never delivered: again
@@ -163,23 +210,69 @@ class Driver:
                     self._close_alerts()
                     keeper.save()
                     return DriveResult(self.core.final)
-                self._relaunch_pending()
-                pending = [*self._recover(now), RunResumed(now)]
-            pending += initial
             with self._signals():
                 try:
-                    return self._loop(pending)
+                    if first is not None:  # in here: an executor that is gone stops the run
+                        self._relaunch_pending()
+                        pending = [*self._recover(now), RunResumed(now)]
+                    return self._loop([*pending, *initial])
+                except ExecutorUnavailable as exc:
+                    return self._stopped_by_fault(f"the {self.ctx.executor} executor failed: {exc}")
+                except StoreFault as exc:
+                    self._store_failed = True
+                    self.abandoned = not lease.surely_held()
+                    return DriveResult("stopped", len(self.core.attempts), str(exc))
+                except LeaseLost:
+                    self._store_failed = self.abandoned = True
+                    raise
                 finally:
-                    self._drain_checkpoints()
-                    self._close_alerts()
-                    self.store.flush()
-                    keeper.save()
-                    self.executor.close(final=self.core.final is not None)
+                    self._finish()
+
+    def _stopped_by_fault(self, reason: str) -> DriveResult:
+        """A fault of the machine, not of the run: record the stop if the log still takes it,
+        carry nothing out (``resume`` does what was decided), and say how to go on."""
+        try:
+            self._process([StopRequested(self.clock(), reason)], act=False)
+        except StoreFault:
+            self._store_failed = True
+        return DriveResult("stopped", len(self.core.attempts), reason)
+
+    def _save_view(self) -> None:
+        """The view as the log now ends (a cache: a store that fails here loses nothing)."""
+        if self._keeper is not None:
+            self._keeper.save()
+
+    def _finish(self) -> None:
+        """Log what checkpoint saves in flight produced and the alerts' last words, then let
+        the executor go; with the store failed, write and decide nothing more; abandoned,
+        touch nothing at all."""
+        if self.abandoned:
+            return
+        if not self._store_failed:
+            try:
+                self._drain_checkpoints()
+                self._close_alerts()
+                self.store.flush()
+                self._save_view()
+            except StoreFault:
+                self._store_failed = True
+                self.abandoned = self._lease is not None and not self._lease.surely_held()
+                if self.abandoned:
+                    return
+            except ExecutorUnavailable:
+                pass  # on the way out already: the journal and the checkpoint dirs keep the rest
+        if self._store_failed and self.checkpointing is not None:
+            self.checkpointing.close()
+        final = self.core.final is not None and not self._store_failed
+        self.executor.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:
         last_requests = 0.0
+        assert self._lease is not None
+        keep_lease = self._lease.keep
         while True:
+            keep_lease()
             if pending:
                 self._process(pending)
                 pending = []
@@ -188,6 +281,9 @@ class Driver:
             now = self.clock()
             if self.alerts is not None:
                 self._note(self.alerts.poll(now))
+            fault = self.checkpointing.fault if self.checkpointing is not None else None
+            if fault is not None and self._stop is None:
+                self._stop = fault
             if self._stop is not None:
                 self._process([StopRequested(now, self._stop)])
                 live = len(self.core.attempts)
@@ -225,7 +321,7 @@ class Driver:
             self.executor.submit(job)
         return kept + done
 
-    def _process(self, events: Sequence[Event]) -> None:
+    def _process(self, events: Sequence[Event], act: bool = True) -> None:
         rows: list[Row] = []
         decided: list[Decision] = []
         for event in events:
@@ -233,10 +329,17 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        # outbox first: nothing is done that the log does not already say
-        self._flushed(self._append(rows))
+        numbered = self._append(rows)
+        self.store.flush()  # outbox first: nothing is done that the log does not already say
+        if self._lease is not None:
+            self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
+        self._after_flush(numbered)
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
+        if self._results is not None:
+            self._results.record(decided, events[-1].at)
+        if not act:
+            return
         for d in decided:
             if d.is_action:
                 self._act(d)
@@ -255,6 +358,10 @@ class Driver:
     def _flushed(self, rows: list[Row]) -> None:
         """Make appended rows durable, then show them to what follows the log."""
         self.store.flush()
+        self._after_flush(rows)
+
+    def _after_flush(self, rows: list[Row]) -> None:
+        """Show durable rows to what follows the log: the view, the alerts."""
         if self._keeper is not None:
             self._keeper.apply(rows)
         if self.alerts is not None:
@@ -344,6 +451,29 @@ class Driver:
                 events.append(FleetScaleRequested(now, pool, count))
         return events
 
+    # ------------------------------------------------------------------ start, redrive
+    def _start(self, now: float) -> RunStarted:
+        """The segment's first event: what it keeps and carries (``RunContext.start``), once
+        the outputs it reuses from earlier runs are in its data dir (again after a crash)."""
+        start = self.ctx.start
+        copy_reused(start, self.home.data_dir(self.ctx.name), self.ctx.name)
+        return RunStarted(
+            now,
+            tuple(start.get("kept", ())),
+            tuple(start.get("kept_why", ())),
+            tuple(
+                (t, int(n), tuple(seqs), int(top)) for t, n, seqs, top in start.get("carried", ())
+            ),
+        )
+
+    def _begin_redrive(self) -> None:
+        """Write the ``RunRedriven`` row under the lease (``redrive.begin``)."""
+        seq = begin(
+            self.store, self.ctx.name, self.redrive or {}, self.redrive_after_seq, self.clock()
+        )
+        self.ctx = dataclasses.replace(self.ctx, segment_seq=seq)
+        self.redrive = None
+
     # ------------------------------------------------------------------ resume
     def _replay(self, history: Sequence[Row]) -> None:
         for row in history:
@@ -402,6 +532,11 @@ class Driver:
                     self.executor.withdraw(att.id)
                 else:
                     self.executor.kill(att.id, 0.0)
+            elif att.state is AttemptState.PLACED:
+                # never started, and a kill was decided meanwhile (an interruption of its
+                # instance, a cancel): it ends without having run, using no budget
+                why = "it never started: the executor never heard of it before it was stopped"
+                events.append(AttemptDropped(now, att.id, why))
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
@@ -442,6 +577,8 @@ class Driver:
             command = expand(spec.command, values)
         else:
             command = [expand(part, values) for part in spec.command]
+        if self._container is not None and spec.container_image:
+            command = self._in_container(command, spec, attempt_dir, env, memory)
         return AttemptJob(
             run=self.ctx.name,
             attempt_id=f"{spec.id}/{number}",
@@ -459,6 +596,33 @@ class Driver:
             pool=pool,
             market=self._markets.get(pool, ""),
             timeout_s=self.tasks[i].timeout_s,
+        )
+
+    def _in_container(
+        self,
+        command: list[str] | str,
+        spec: TaskSpec,
+        attempt_dir: Path,
+        env: dict[str, str],
+        memory: int,
+    ) -> list[str]:
+        """The command line that runs the attempt in the task's image (``runtime.containers``)."""
+        assert self._container is not None
+        runtime, network = self._container
+        return containers.wrap(
+            command,
+            runtime=runtime,
+            image=spec.container_image or "",
+            network=network,
+            name=f"stormproof-{self.ctx.name}-{spec.id}-{env['STORMPROOF_ATTEMPT']}",
+            env_names=env,
+            workdir=attempt_dir / "work",
+            binds=(attempt_dir, self.home.data_dir(self.ctx.name)),
+            read_only=(Path(self.ctx.workflow_dir),),
+            gpus=spec.gpus,
+            memory_mib=memory if "memory" in spec.model_fields_set else None,
+            image_dir=Path(self.ctx.workflow_dir),
+            options=self.ctx.container.get("options") or (),
         )
 
     # ------------------------------------------------------------------ helpers

@@ -16,7 +16,7 @@ from typing import Any
 from stormproof import __version__
 from stormproof.core.defs import DEFAULT_MAX_JOBS, Market, PoolDef, PricePer, Resources
 from stormproof.errors import RunIncompatible
-from stormproof.spec.model import WorkflowSpec
+from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 from stormproof.store.base import EventLog
 
 #: What a run's event log means to the core. ``resume`` replays the log through today's core
@@ -48,6 +48,23 @@ class RunContext:
     #: Alert rules as ``stormproof.yaml`` had them when the run began (``Config.alert_rules``):
     #: a resume evaluates the same rules, so an alert fires once per cause.
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    #: The content hash of each declared input when the run (or its redrive) began, by path
+    #: as written: the tasks' fingerprints are computed from these (``runtime.fingerprint``).
+    input_hashes: dict[str, str] = field(default_factory=dict)
+    #: The container runtime commands run in: {"runtime": None | "apptainer" | "docker" |
+    #: "podman", "network": …} (``runtime.containers``), fixed when the run is created.
+    container: dict[str, Any] = field(default_factory=dict)
+    #: How the run (or its current segment, after a redrive) starts: the tasks it keeps,
+    #: with why, the tasks it carries over a redrive, and the outputs it copies from the
+    #: runs it reuses before it starts (``runtime.reuse``). Empty: a plain start.
+    start: dict[str, Any] = field(default_factory=dict)
+    #: Seconds a task without ``estimated_runtime`` is assumed to take (priorities, deadline
+    #: policies); recorded so that a resume decides as the run did.
+    default_runtime_s: float = 60.0
+    #: Which segment of its history the run is in: 0 until its first redrive, then the
+    #: number of redrives; ``segment_seq`` is the seq of the row that began it (0: none).
+    segment: int = 0
+    segment_seq: int = 0
     #: The format of the run's event log, and the stormproof version that started the run.
     log_format: int = LOG_FORMAT
     written_by: str = __version__
@@ -68,6 +85,10 @@ class RunContext:
             "policy": self.policy,
             "sources": self.sources,
             "alerts": self.alerts,
+            "input_hashes": self.input_hashes,
+            "container": self.container,
+            "start": self.start,
+            "default_runtime_s": self.default_runtime_s,
         }
 
     @classmethod
@@ -86,6 +107,11 @@ class RunContext:
             policy=dict(meta.get("policy") or {}),
             sources=list(meta.get("sources") or []),
             alerts=list(meta.get("alerts") or []),
+            input_hashes=dict(meta.get("input_hashes") or {}),
+            container=dict(meta.get("container") or {}),
+            start=dict(meta.get("start") or {}),
+            # Runs from before the key existed assumed a minute (compile.DEFAULT_RUNTIME_S then).
+            default_runtime_s=float(meta.get("default_runtime_s", 60.0)),
             # Runs from before the key existed wrote format 1.
             log_format=int(meta.get("log_format", 1)),
             written_by=str(meta.get("version", "unknown")),
@@ -152,6 +178,10 @@ def new_context(
     sources: list[dict[str, Any]] | None = None,
     executor_options: dict[str, Any] | None = None,
     alerts: list[dict[str, Any]] | None = None,
+    input_hashes: dict[str, str] | None = None,
+    container: dict[str, Any] | None = None,
+    start: dict[str, Any] | None = None,
+    default_runtime_s: float = ASSUMED_RUNTIME_S,
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -167,9 +197,17 @@ def new_context(
         policy=dict(policy or {}),
         sources=list(sources or []),
         alerts=list(alerts or []),
+        input_hashes=dict(input_hashes or {}),
+        container=dict(container or {}),
+        start=dict(start or {}),
+        default_runtime_s=default_runtime_s,
     )
 
 
 def load_context(store: EventLog, name: str) -> RunContext:
+    """The run as it is now: after a redrive, its current segment's workflow and start
+    (``runtime.redrive``)."""
+    from stormproof.runtime.redrive import current_context
+
     info = store.get_run(name)
-    return RunContext.from_meta(name, info.meta)
+    return current_context(RunContext.from_meta(name, info.meta), store.read(name))

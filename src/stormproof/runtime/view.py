@@ -150,6 +150,8 @@ class TaskView:
     position: int = 0  # in the workflow file: the order tasks are listed in
     #: When the task last became ready (its next attempt's ``queued``).
     ready_at: float | None = None
+    #: When a task in backoff is retried (its retry timer is due), epoch seconds.
+    retry_at: float | None = None
 
     def to_record(self) -> dict[str, Any]:
         """Every field, for ``from_record``: what the store keeps of the task."""
@@ -188,6 +190,7 @@ class TaskView:
             "stage": self.stage + 1,
             "state": self.state,
             "error": self.error,
+            "retry_at": self.retry_at,
             "budgets_used": self.budgets(),
             "cost": cost_json(self.cost(now)),
             "attempts": [a.to_json(now) for a in self.attempts],
@@ -250,8 +253,12 @@ class RunView:
     live: set[str] = field(default_factory=set)
     #: Tasks changed since ``dirty`` was last cleared (what a save must write).
     dirty: set[str] = field(default_factory=set)
+    #: The tasks were reshaped (a redrive): a save writes them all and drops any other.
+    reshaped: bool = False
     #: Where a task not held is found (a stored view); ``None``: every task is held.
     loader: Callable[[str], TaskView | None] | None = None
+    #: Where every task not held is found, for a redrive, which reshapes them all.
+    load_rest: Callable[[], Iterable[TaskView]] | None = None
     _by_attempt: dict[str, AttemptView] = field(default_factory=dict)
 
     def add_task(self, task: TaskView, counted: bool = False) -> None:
@@ -271,6 +278,14 @@ class RunView:
         if found is None:
             raise KeyError(task_id)
         return found
+
+    def hold_all(self) -> None:
+        """Load every task not held yet: from then on the view holds the whole run."""
+        if self.load_rest is not None:
+            for task in self.load_rest():
+                if task.id not in self.tasks:
+                    self.add_task(task, counted=True)
+        self.loader = self.load_rest = None
 
     def set_state(self, task: TaskView, state: str) -> None:
         if task.state != state:
@@ -426,7 +441,7 @@ def _launch(v: RunView, row: Row) -> None:
     att = AttemptView(
         int(d["number"]),
         pool=d.get("pool"),
-        market=d.get("market"),
+        market=d.get("market") or None,
         instances=list(d.get("instances") or []),
         launched=row.at,
         usd_per_h=float(d.get("usd_per_h", 0.0)),
@@ -568,12 +583,15 @@ def _breaker(v: RunView, row: Row) -> None:
 def _task_ready(v: RunView, row: Row) -> None:
     task = v.task(row.data["task_id"])
     v.set_state(task, "ready")
+    task.retry_at = None
     task.ready_at = row.at
 
 
 def _task_retrying(v: RunView, row: Row) -> None:
     task = v.task(row.data["task_id"])
-    v.set_state(task, "backoff" if row.data.get("delay_s", 0) > 0 else "ready")
+    delay = float(row.data.get("delay_s", 0))
+    v.set_state(task, "backoff" if delay > 0 else "ready")
+    task.retry_at = row.at + delay if delay > 0 else None
     task.reason = row.data.get("reason", "")
     if task.state == "ready":
         task.ready_at = row.at
@@ -582,6 +600,7 @@ def _task_retrying(v: RunView, row: Row) -> None:
 def _task_ended(v: RunView, row: Row) -> None:
     task = v.task(row.data["task_id"])
     v.set_state(task, row.data["state"])
+    task.retry_at = None
     task.error = row.data.get("error")
     task.reason = row.data.get("reason", "")
 
@@ -589,6 +608,71 @@ def _task_ended(v: RunView, row: Row) -> None:
 def _run_finished(v: RunView, row: Row) -> None:
     v.state = row.data["state"]
     v.ended = row.at
+
+
+def _redriven(v: RunView, row: Row) -> None:
+    """A redrive (``runtime.redrive``): the run now has the new workflow's tasks, in its
+    order and stages; a task it had keeps its attempts, and waits again until told.
+
+    A redrive is refused while attempts still run, so none is live here. What earlier
+    attempts cost stays in the run's money (``settled``), a task the new workflow dropped
+    included: it was spent (``history``'s ``RunFinished`` counts it too).
+    """
+    v.hold_all()
+    v.state, v.ended = "stopped", None
+    v._by_attempt.clear()
+    v.live.clear()
+    v.running.clear()
+    spec = row.data["spec"]["tasks"]
+    names = {t["id"]: t.get("name") or t["id"] for t in spec}
+    level = {
+        tid: i for i, ids in enumerate(row.data.get("stages") or stages_of(spec)) for tid in ids
+    }
+    tasks: dict[str, TaskView] = {}
+    for position, tid in enumerate(names):
+        task = v.tasks.get(tid) or TaskView(tid, names[tid], level[tid])
+        task.name, task.stage, task.position = names[tid], level[tid], position
+        task.state, task.error, task.reason, task.retry_at = "waiting", None, "", None
+        task.ready_at = None
+        tasks[tid] = task
+    v.tasks = tasks
+    v.state_counts, v.stage_counts = {}, {}
+    for task in tasks.values():
+        v._count(task, 1)
+    v.dirty = set(tasks)
+    v.reshaped = True
+
+
+def stages_of(tasks: list[dict[str, Any]]) -> list[list[str]]:
+    """Task ids by stage (a task's is one more than its deepest dependency's), in file order
+    within each. The stages come straight from a recorded spec's ids and ``depends_on``
+    (validated, and acyclic, when the run was created): no second validation of a
+    100,000-task spec."""
+    level = levels_of(tasks)
+    stages: list[list[str]] = [[] for _ in range(max(level.values(), default=0) + 1)]
+    for t in tasks:
+        stages[level[t["id"]]].append(t["id"])
+    return stages
+
+
+def levels_of(tasks: list[dict[str, Any]]) -> dict[str, int]:
+    """Each task's stage (0-based): one more than its deepest dependency's."""
+    deps = {t["id"]: t.get("depends_on") or [] for t in tasks}
+    level: dict[str, int] = {}
+    for tid in deps:
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            if top in level:
+                stack.pop()
+                continue
+            waiting = [d for d in deps[top] if d not in level]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            level[top] = 1 + max((level[d] for d in deps[top]), default=-1)
+            stack.pop()
+    return level
 
 
 _HANDLERS = {
@@ -601,6 +685,7 @@ _HANDLERS = {
     "TaskRetrying": _task_retrying,
     "TaskEnded": _task_ended,
     "RunFinished": _run_finished,
+    "RunRedriven": _redriven,
     "CheckpointRestored": _restored,
     "InstanceChanged": _instance,
     "InterruptionNotice": _notice,

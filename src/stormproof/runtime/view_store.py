@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
 
-from stormproof.runtime.view import VIEW_FORMAT, RunView, TaskView, closed_breaker
+from stormproof.runtime.redrive import REDRIVEN
+from stormproof.runtime.view import VIEW_FORMAT, RunView, TaskView, closed_breaker, levels_of
 from stormproof.runtime.view_query import Page, TaskQuery, select
 from stormproof.store.base import EventLog, Row, RunInfo, StoredView, TaskRecord
 
@@ -59,35 +59,6 @@ def view_for_run(info: RunInfo) -> RunView:
     return view
 
 
-def levels_of(tasks: list[dict[str, Any]]) -> dict[str, int]:
-    """Each task's stage (0-based): one more than its deepest dependency's."""
-    deps = {t["id"]: t.get("depends_on") or [] for t in tasks}
-    level: dict[str, int] = {}
-    for tid in deps:
-        stack = [tid]
-        while stack:
-            top = stack[-1]
-            if top in level:
-                stack.pop()
-                continue
-            waiting = [d for d in deps[top] if d not in level]
-            if waiting:
-                stack.extend(waiting)
-                continue
-            level[top] = 1 + max((level[d] for d in deps[top]), default=-1)
-            stack.pop()
-    return level
-
-
-def stages_of(tasks: list[dict[str, Any]]) -> list[list[str]]:
-    """Task ids by stage, in file order within each."""
-    level = levels_of(tasks)
-    stages: list[list[str]] = [[] for _ in range(max(level.values(), default=0) + 1)]
-    for t in tasks:
-        stages[level[t["id"]]].append(t["id"])
-    return stages
-
-
 class ViewKeeper:
     """The driver's side: the view folded as rows are appended, saved every ``SAVE_EVERY_S``
     and when the driver leaves (``save``).
@@ -103,11 +74,14 @@ class ViewKeeper:
         self.view = view_for_run(info).apply(history)
         stored = store.load_view(info.name, limit=0)
         if _usable(stored) and stored.upto_seq <= self.view.last_seq:  # type: ignore[union-attr]
-            after = stored.upto_seq  # type: ignore[union-attr]
-            changed = _touched(r for r in history if r.seq > after)
+            after = [r for r in history if r.seq > stored.upto_seq]  # type: ignore[union-attr]
+            reshaped = any(r.kind == REDRIVEN for r in after)
+            changed = set(self.view.tasks) if reshaped else _touched(after)
             self.view.dirty = changed & self.view.tasks.keys()
-        else:
+            self.view.reshaped = reshaped
+        else:  # every task written, any other record dropped
             self.view.dirty = set(self.view.tasks)
+            self.view.reshaped = True
         self._saved_at = time.monotonic()
 
     def apply(self, rows: Iterable[Row]) -> None:
@@ -121,8 +95,36 @@ class ViewKeeper:
         self._saved_at = time.monotonic() if now is None else now
 
 
+class _ViewMoved(Exception):
+    """A newer view was saved while this one was being read (its task records may be ahead
+    of the summary read first): read it all again."""
+
+
+#: Reads of a stored view before a reader folds the log instead (a driver saves every
+#: ``SAVE_EVERY_S``: a read that takes milliseconds meets a save rarely, twice in a row never).
+_TRIES = 3
+
+
 def read_view(store: EventLog, name: str, query: TaskQuery, writable: bool) -> tuple[RunView, Page]:
-    """The run's view now, and the page of tasks ``query`` asks for."""
+    """The run's view now, and the page of tasks ``query`` asks for.
+
+    The view holds the tasks of the page, those still running and those the rows after the
+    stored view touched (``tasks``); its totals cover every task.
+    """
+    for _ in range(_TRIES):
+        try:
+            view, page = _read_view(store, name, query, writable)
+        except _ViewMoved:
+            continue
+        view.loader = view.load_rest = None  # what it loaded agrees with its summary: no more
+        return view, page
+    view = _folded_from_start(store, store.get_run(name), writable)
+    return view, select(view, query)
+
+
+def _read_view(
+    store: EventLog, name: str, query: TaskQuery, writable: bool
+) -> tuple[RunView, Page]:
     stored = store.load_view(
         name, states=query.states, stage=query.stage, limit=query.limit, offset=query.offset
     )
@@ -130,17 +132,22 @@ def read_view(store: EventLog, name: str, query: TaskQuery, writable: bool) -> t
         view = _folded_from_start(store, store.get_run(name), writable)
         return view, select(view, query)
     assert stored is not None
+    upto = stored.upto_seq
     view = RunView.from_summary(name, stored.summary)
-    view.loader = lambda task_id: _load_one(store, name, task_id)
-    tail = list(store.read(name, after_seq=stored.upto_seq))
-    if not tail:
-        return view, Page([TaskView.from_record(r.data) for r in stored.tasks], stored.matching)
+    view.loader = lambda task_id: _load_one(store, name, task_id, upto)
+    view.load_rest = lambda: _load(store, name, None, upto)
+    tail = list(store.read(name, after_seq=upto))
     touched = _touched(tail) | view.live
-    before = {t.id: t for t in _load(store, name, touched)}
+    before = {t.id: t for t in _load(store, name, touched, upto)}
     for task in before.values():
         view.add_task(TaskView.from_record(task.to_record()), counted=True)
+    if not tail:
+        return view, Page([TaskView.from_record(r.data) for r in stored.tasks], stored.matching)
     view.apply(tail)
-    page = _merged_page(store, name, query, view, before, stored.matching)
+    if view.reshaped:  # a redrive in the tail: the view holds every task now
+        page = select(view, query)
+    else:
+        page = _merged_page(store, name, query, view, before, stored)
     if writable and len(tail) > SAVE_AFTER_ROWS:
         _save(store, view)
     return view, page
@@ -171,8 +178,9 @@ def _usable(stored: StoredView | None) -> bool:
 def _save(store: EventLog, view: RunView) -> None:
     """The summary and the tasks changed since the last save (``dirty``)."""
     records = [record_of(view.tasks[t]) for t in view.dirty]
-    store.save_view(view.name, view.last_seq, view.summary(), records)
+    store.save_view(view.name, view.last_seq, view.summary(), records, replace=view.reshaped)
     view.dirty.clear()
+    view.reshaped = False
 
 
 def _merged_page(
@@ -181,30 +189,29 @@ def _merged_page(
     query: TaskQuery,
     view: RunView,
     before: dict[str, TaskView],
-    stored_matching: int,
+    first: StoredView,
 ) -> Page:
     """The stored page, with the tasks the tail changed as they are now (in or out of it)."""
     changed = {t: view.tasks[t] for t in view.dirty if t in view.tasks}
     widened = None if query.limit is None else query.offset + query.limit + len(changed)
     stored = store.load_view(name, states=query.states, stage=query.stage, limit=widened, offset=0)
-    kept = (
-        []
-        if stored is None
-        else [TaskView.from_record(r.data) for r in stored.tasks if r.task_id not in changed]
-    )
+    if stored is None or stored.upto_seq != first.upto_seq:
+        raise _ViewMoved
+    kept = [TaskView.from_record(r.data) for r in stored.tasks if r.task_id not in changed]
     now_in = [t for t in changed.values() if query.matches(t)]
     was_in = sum(1 for t in changed if t in before and query.matches(before[t]))
     tasks = sorted(kept + now_in, key=lambda t: t.position)
     end = None if query.limit is None else query.offset + query.limit
-    return Page(tasks[query.offset : end], stored_matching - was_in + len(now_in))
+    return Page(tasks[query.offset : end], first.matching - was_in + len(now_in))
 
 
 def _folded_from_start(store: EventLog, info: RunInfo, writable: bool) -> RunView:
     view = view_for_run(info).apply(store.read(info.name))
     if writable:
-        view.dirty = set(view.tasks)
+        view.dirty, view.reshaped = set(view.tasks), True
         _save(store, view)
     view.dirty.clear()
+    view.reshaped = False
     return view
 
 
@@ -220,16 +227,23 @@ def _touched(rows: Iterable[Row]) -> set[str]:
     return ids
 
 
-def _load(store: EventLog, name: str, ids: Iterable[str]) -> list[TaskView]:
-    wanted = sorted(ids)
+def _load(store: EventLog, name: str, ids: Iterable[str] | None, upto_seq: int) -> list[TaskView]:
+    """The stored records of ``ids`` (``None``: every task), as of the view that covers
+    ``upto_seq`` (``_ViewMoved`` if a newer one was saved meanwhile)."""
+    if ids is None:
+        batches: list[list[str] | None] = [None]
+    else:
+        wanted = sorted(ids)
+        batches = [wanted[i : i + _IDS_PER_QUERY] for i in range(0, len(wanted), _IDS_PER_QUERY)]
     found: list[TaskView] = []
-    for i in range(0, len(wanted), _IDS_PER_QUERY):
-        stored = store.load_view(name, ids=wanted[i : i + _IDS_PER_QUERY])
-        if stored is not None:
-            found += [TaskView.from_record(r.data) for r in stored.tasks]
+    for batch in batches:
+        stored = store.load_view(name, ids=batch)
+        if stored is None or stored.upto_seq != upto_seq:
+            raise _ViewMoved
+        found += [TaskView.from_record(r.data) for r in stored.tasks]
     return found
 
 
-def _load_one(store: EventLog, name: str, task_id: str) -> TaskView | None:
-    found = _load(store, name, [task_id])
+def _load_one(store: EventLog, name: str, task_id: str, upto_seq: int) -> TaskView | None:
+    found = _load(store, name, [task_id], upto_seq)
     return found[0] if found else None

@@ -29,6 +29,10 @@ from pydantic import (
 
 from stormproof.errors import ErrorName
 
+#: What ``plan``, ``simulate`` and the scheduler assume a task without ``estimated_runtime``
+#: takes: the recipe's own assumption (its parser estimated 30 minutes per stage), said so
+#: wherever it is used, so that a dry run of the recipe's sample is not "0 s / $0".
+ASSUMED_RUNTIME_S = 1800.0
 #: Task ids become file names and database keys: a safe alphabet, no path tricks.
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -91,6 +95,9 @@ def _env_value(value: Any) -> Any:
     return value
 
 
+#: No program can receive a NUL byte (exec takes C strings): refused here, not at launch.
+_NUL = "holds a NUL byte (\\0), which no program can be given: remove it"
+
 EnvValue = Annotated[
     str,
     BeforeValidator(_env_value),
@@ -131,12 +138,20 @@ class Retrier(Strict):
     (30 s x2 x3, then 60 s x3 x2) be written as two rules.
     """
 
-    error_equals: list[str] = Field(min_length=1)
-    interval_seconds: float = Field(default=1.0, ge=0)
-    max_attempts: int = Field(default=3, ge=0)
-    backoff_rate: float = Field(default=2.0, ge=1.0)
-    max_delay_seconds: float | None = Field(default=None, gt=0)
-    jitter: Literal["full", "none"] = "none"
+    error_equals: list[str] = Field(
+        min_length=1, description="Error names this retrier handles, like [Task.Failed]."
+    )
+    interval_seconds: float = Field(default=1.0, ge=0, description="Wait before the 1st retry.")
+    max_attempts: int = Field(default=3, ge=0, description="Retries this retrier allows.")
+    backoff_rate: float = Field(
+        default=2.0, ge=1.0, description="Each wait is this times the last."
+    )
+    max_delay_seconds: float | None = Field(
+        default=None, gt=0, description="Longest wait, whatever the backoff."
+    )
+    jitter: Literal["full", "none"] = Field(
+        default="none", description="full: wait a random part of the delay (seeded by the run)."
+    )
 
     @field_validator("error_equals")
     @classmethod
@@ -157,57 +172,133 @@ CheckpointSignal = Literal["SIGUSR1", "SIGUSR2", "SIGHUP", "SIGWINCH", "SIGURG",
 class GlobalConfig(Strict):
     """The recipe's ``global_config`` plus run-wide defaults for the task extensions."""
 
-    checkpoint_interval: Duration | None = None
-    max_retry_attempts: int = Field(default=3, ge=0)
-    spot_strategy: SpotStrategy = SpotStrategy.DIVERSIFIED
+    checkpoint_interval: Duration | None = Field(
+        default=None, description="Ask checkpointing tasks to checkpoint this often."
+    )
+    max_retry_attempts: int = Field(
+        default=3, ge=0, description="Retries of a task that sets neither retry_attempts nor retry."
+    )
+    spot_strategy: SpotStrategy = Field(
+        default=SpotStrategy.DIVERSIFIED, description="How tasks spread over the spot pools."
+    )
     # extensions
-    max_parallel: int | None = Field(default=None, ge=1)
-    on_failure: OnFailure = OnFailure.FAIL
-    max_interruptions: int = Field(default=10, ge=0)
-    retry_interval: Duration = 30.0
-    kill_grace: Duration = 10.0
-    keep_checkpoints: int = Field(default=2, ge=0)
-    keep_checkpoints_on_success: bool = False
-    checkpoint_signal: CheckpointSignal = "SIGUSR1"
-    memory_escalation: float = Field(default=1.0, ge=1.0)
+    max_parallel: int | None = Field(default=None, ge=1, description="At most N attempts at once.")
+    on_failure: OnFailure = Field(
+        default=OnFailure.FAIL,
+        description="fail: kill what runs; finish: let it end; continue: run what does not depend "
+        "on the failed task.",
+    )
+    max_interruptions: int = Field(
+        default=10, ge=0, description="Interruptions a task may take (spot reclaims, lost nodes)."
+    )
+    retry_interval: Duration = Field(
+        default=30.0, description="First wait of the retrier made from retry_attempts."
+    )
+    kill_grace: Duration = Field(default=10.0, description="From SIGTERM to SIGKILL.")
+    keep_checkpoints: int = Field(
+        default=2, ge=0, description="Checkpoints kept per task while it runs."
+    )
+    keep_checkpoints_on_success: bool = Field(
+        default=False, description="Keep a task's checkpoints after the workflow succeeds."
+    )
+    checkpoint_signal: CheckpointSignal = Field(
+        default="SIGUSR1", description="The signal that asks a task to checkpoint now."
+    )
+    memory_escalation: float = Field(
+        default=1.0, ge=1.0, description="After Task.OutOfMemory, ask for this times the memory."
+    )
 
 
 class TaskSpec(Strict):
     """One task of the workflow: the recipe's fields first, then the extensions."""
 
-    id: str = Field(pattern=TASK_ID_PATTERN)
-    name: str | None = None
-    type: Literal["batch", "multi_node"] = "batch"
-    container_image: str | None = None
-    command: list[str] | str
-    environment: dict[str, EnvValue] = Field(default_factory=dict)
-    vcpus: float = Field(default=1, gt=0)
-    memory: int = Field(default=1024, gt=0, description="MiB")
-    nodes: int = Field(default=1, ge=1)
-    depends_on: list[str] = Field(default_factory=list)
-    retry_attempts: int | None = Field(default=None, ge=0)
-    backoff_multiplier: float = Field(default=2.0, ge=1.0)
-    checkpoint_enabled: bool = False
-    spot_enabled: bool = True
+    id: str = Field(
+        pattern=TASK_ID_PATTERN,
+        description="Unique; letters, digits, '_', '.', '-' (it names files and keys).",
+    )
+    name: str | None = Field(default=None, description="A name for people.")
+    type: Literal["batch", "multi_node"] = Field(
+        default="batch", description="multi_node: one attempt spans `nodes` instances."
+    )
+    container_image: str | None = Field(
+        default=None, description="Run the command in this image (with `container:` set)."
+    )
+    command: list[str] | str = Field(
+        description="A list runs without a shell; a string runs under sh -c. "
+        "${STORMPROOF_*} names are expanded."
+    )
+    environment: dict[str, EnvValue] = Field(
+        default_factory=dict, description="Variables for the command."
+    )
+    vcpus: float = Field(default=1, gt=0, description="vCPUs per node.")
+    memory: int = Field(default=1024, gt=0, description="MiB per node (enforced when declared).")
+    nodes: int = Field(default=1, ge=1, description="Instances one attempt spans.")
+    depends_on: list[str] = Field(
+        default_factory=list, description="Ids of the tasks that must succeed first."
+    )
+    retry_attempts: int | None = Field(
+        default=None, ge=0, description="Retries (default: global_config.max_retry_attempts)."
+    )
+    backoff_multiplier: float = Field(
+        default=2.0, ge=1.0, description="Each retry waits this times the last."
+    )
+    checkpoint_enabled: bool = Field(
+        default=False, description="The task checkpoints; a new attempt restores the last one."
+    )
+    spot_enabled: bool = Field(default=True, description="The task may run on spot capacity.")
     # extensions
-    estimated_runtime: Duration | None = None
-    timeout: Duration | None = Field(default=None)
-    gpus: int = Field(default=0, ge=0)
-    max_interruptions: int | None = Field(default=None, ge=0)
-    retry: list[Retrier] | None = None
-    on_failure: OnFailure | None = None
-    kill_grace: Duration | None = None
-    checkpoint_interval: Duration | None = None
-    #: How long one checkpoint takes to write and save: with a pool's interruption rate,
-    #: ``plan`` turns it into a suggested interval (Daly).
-    checkpoint_cost: Duration | None = None
-    checkpoint_signal: CheckpointSignal | None = None
-    keep_checkpoints: int | None = Field(default=None, ge=0)
-    keep_checkpoints_on_success: bool | None = None
-    #: After ``Task.OutOfMemory`` the next attempt asks for ``memory`` times this (1: never).
-    memory_escalation: float | None = Field(default=None, ge=1.0)
-    #: Free-form text labels (``import wfformat`` keeps the original command here).
-    labels: dict[str, str] = Field(default_factory=dict)
+    estimated_runtime: Duration | None = Field(
+        default=None, description="For plan, simulate and deadlines (unset: 30 minutes assumed)."
+    )
+    timeout: Duration | None = Field(default=None, description="An attempt's longest run.")
+    gpus: int = Field(default=0, ge=0, description="GPUs per node.")
+    max_interruptions: int | None = Field(
+        default=None, ge=0, description="Interruptions the task may take."
+    )
+    retry: list[Retrier] | None = Field(
+        default=None, description="Step Functions-style retriers, tried as tiers."
+    )
+    on_failure: OnFailure | None = Field(
+        default=None, description="What this task's failure does (default: global_config's)."
+    )
+    kill_grace: Duration | None = Field(default=None, description="From SIGTERM to SIGKILL.")
+    checkpoint_interval: Duration | None = Field(
+        default=None, description="Ask the task to checkpoint this often."
+    )
+    checkpoint_cost: Duration | None = Field(
+        default=None,
+        description="How long one checkpoint takes to write and save: with a pool's "
+        "interruption rate, plan suggests an interval (Daly).",
+    )
+    checkpoint_signal: CheckpointSignal | None = Field(
+        default=None, description="The signal that asks the task to checkpoint now."
+    )
+    keep_checkpoints: int | None = Field(
+        default=None, ge=0, description="Checkpoints kept while the task runs."
+    )
+    keep_checkpoints_on_success: bool | None = Field(
+        default=None, description="Keep its checkpoints after the workflow succeeds."
+    )
+    memory_escalation: float | None = Field(
+        default=None,
+        ge=1.0,
+        description="After Task.OutOfMemory the next attempt asks for memory times this.",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Free-form text labels (import wfformat keeps the original command here).",
+    )
+    inputs: list[str] = Field(
+        default_factory=list,
+        description="Files or folders the task reads from outside the run (relative to the "
+        "workflow file's folder, or absolute), like its scripts and parameters: their content "
+        "is part of its fingerprint, so a change reruns it (run --reuse, redrive).",
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="Files or folders the task leaves in the run's data dir, relative to it: "
+        "what run --reuse copies into a new run. A task without outputs is never reused.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -217,6 +308,8 @@ class TaskSpec(Strict):
             raise ValueError(
                 "is empty (give a list like [python, run.py], or a string to run with sh -c)"
             )
+        if "\0" in (command if isinstance(command, str) else "".join(command)):
+            raise ValueError(_NUL)
         return command
 
     @field_validator("environment")
@@ -228,7 +321,30 @@ class TaskSpec(Strict):
                 f"variable name {bad!r} is not valid (use letters, digits and underscores, "
                 "not starting with a digit)"
             )
+        for name, value in env.items():
+            if "\0" in value:
+                raise ValueError(f"{name}: {_NUL}")
         return env
+
+    @field_validator("inputs")
+    @classmethod
+    def _input_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.strip() or "\0" in path:
+                raise ValueError(f"{path!r} is not a path (give a file like params.yaml)")
+        return paths
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            parts = path.replace("\\", "/").split("/")
+            if not path.strip() or "\0" in path or path.startswith(("/", "~")) or ".." in parts:
+                raise ValueError(
+                    f"{path!r} is not a path inside the run's data dir: give it relative to "
+                    "STORMPROOF_DATA_DIR, like results/x.nc (no '..', not absolute)"
+                )
+        return paths
 
     @field_validator("timeout")
     @classmethod
@@ -256,7 +372,9 @@ class TaskSpec(Strict):
 class WorkflowSpec(Strict):
     """A whole workflow file."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    global_config: GlobalConfig = Field(default_factory=GlobalConfig)
-    tasks: list[TaskSpec] = Field(min_length=1)
+    name: str = Field(min_length=1, description="The workflow's name; runs are named after it.")
+    description: str = Field(default="", description="What it does, for people.")
+    global_config: GlobalConfig = Field(
+        default_factory=GlobalConfig, description="Run-wide settings and defaults for the tasks."
+    )
+    tasks: list[TaskSpec] = Field(min_length=1, description="The tasks, in any order.")

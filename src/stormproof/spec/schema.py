@@ -8,7 +8,7 @@ describes the *input* (a duration may be ``600`` or ``"10m"``), not the
 parsed values.
 
 What the schema cannot say (unknown dependencies, cycles, duplicate ids) is
-checked by ``stormproof validate``.
+checked when a workflow is loaded (``stormproof plan``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def workflow_json_schema() -> dict[str, Any]:
             "the tasks, each with an id, a command and the ids it depends_on. Accepted as "
             "JSON or YAML. Durations are seconds or strings like '10m' or '2h30m'; memory "
             "is in MiB. Graph rules (known dependencies, no cycles, unique ids) are checked "
-            "by `stormproof validate`."
+            "when a workflow is loaded (`stormproof plan FILE`)."
         ),
         **{key: value for key, value in body.items() if key not in ("title", "description")},
     }

@@ -35,48 +35,65 @@ The rules this module keeps:
   That is safe because only the holder of the run's driver lease appends; a
   second writer without the lease is caught at ``flush`` by the primary key
   and reported, never interleaved.
-* **Causes** (``Row.cause``) link a decision to the event that caused it. In
-  one ``append`` call rows come as ``[event, its decisions…, event, its
-  decisions…]``, and a cause may be given three ways:
-
-  - ``None`` on a decision: the nearest preceding event *of the same call*;
-  - a negative number ``-k``: the row ``k`` places earlier in the same call
-    (``-1`` is the row just before);
-  - a positive number: an absolute seq, earlier than the row's own.
-
-  Events keep ``cause=None`` unless one is given. ``append`` returns the rows
-  with their final ``seq`` and ``cause``.
+* **Causes** (``Row.cause``) link a decision to the event that caused it; ``append``
+  resolves them as ``store/rows.py`` says, the same for every backend, and returns
+  the rows with their final ``seq`` and ``cause``.
 * **The driver lease is an ``flock``** on ``<db dir>/locks/<run>.lock``: the
   kernel releases it when the holder exits or is killed, so a crashed driver
   never leaves a stale lease, and there is no expiry to tune. The lock file's
   descriptor is not inherited by exec'd children, so an attempt that outlives
   the orchestrator (local attempts do, by design) does not keep the lease. A
   child made by a bare ``os.fork()`` (no exec) *would* share it: don't.
-* **Every sqlite3 failure becomes a ``StormproofError``** naming the file and
-  the fix: a damaged or foreign file must not end in a traceback.
+* **The lease also has a fencing token** (table ``leases``), raised by one each
+  time the lock is taken. A flush of a run whose lease this instance holds
+  inserts its rows only if the run's token is still the one it got, in the same
+  statement; otherwise ``LeaseLost``. The lock makes a second holder impossible
+  while the first lives, so the token matters only when the lock was broken
+  behind the holder's back (its lock file deleted, a home on a network
+  filesystem whose locks do not work): then the first holder stops at its next
+  flush instead of writing beside the second. It costs a lookup per flush.
+* **Every sqlite3 failure becomes a ``StoreFault`` or ``StormproofError``**
+  (``store/errors.py``) naming the file and the fix: a damaged or foreign file
+  must not end in a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fcntl
 import functools
-import json
-import math
 import os
-import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal
 
-import orjson
-
-from stormproof.errors import RunExists, RunLocked, RunNotFound, StormproofError
-from stormproof.store.base import Row, RowCategory, RunInfo, StoredView, TaskRecord
+from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.store import sqlite_results, sqlite_views
+from stormproof.store._lockfile import acquire, read_holder, write_holder
+from stormproof.store.base import (
+    Lease,
+    LeaseHolder,
+    Row,
+    RunInfo,
+    StoredView,
+    TaskRecord,
+    TaskResult,
+)
+from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_error, sqlite_errors
+from stormproof.store.rows import (
+    check_run_name,
+    dumps_json,
+    dumps_row,
+    either,
+    number_rows,
+    row_from,
+    run_info_from,
+)
 
 Synchronous = Literal["normal", "group", "full"]
 
@@ -86,18 +103,14 @@ DEFAULT_SYNCHRONOUS: Final[Synchronous] = "group"
 GROUP_FSYNC_S: Final = 0.1
 DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
-# ``is_driven`` probes the lock by taking it shared for a few microseconds; a
-# driver that starts at that very moment retries for this long instead of
-# reporting a lock that no driver holds.
-_PROBE_GRACE_S: Final = 0.25
-_PROBE_RETRY_S: Final = 0.002
 _READ_BATCH: Final = 512
-_INF: Final = math.inf
-_DAMAGED: Final = (
-    "the file is damaged or is not a stormproof database: move it away (a new one "
-    "is created) or restore it from a backup; `sqlite3 FILE .recover` may save its rows"
-)
 
+#: The fencing tokens; made on first use in files older than the token (same schema version:
+#: an older stormproof ignores the table).
+_CREATE_LEASES: Final = """CREATE TABLE IF NOT EXISTS leases (
+        run   TEXT PRIMARY KEY,
+        token INTEGER NOT NULL
+    )"""
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS store_info (
         key   TEXT PRIMARY KEY,
@@ -126,29 +139,8 @@ _SCHEMA: Final = (
         at   REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, id)",
+    _CREATE_LEASES,
     "INSERT OR IGNORE INTO store_info (key, value) VALUES ('schema_version', '1')",
-)
-#: The runs' views (``EventLog.save_view``): added to files of schema 1 as they are opened
-#: for writing; a reader of a file without them folds the log instead.
-_VIEW_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS views (
-        run      TEXT PRIMARY KEY REFERENCES runs(name),
-        upto_seq INTEGER NOT NULL,
-        summary  TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS task_views (
-        run      TEXT    NOT NULL REFERENCES runs(name),
-        position INTEGER NOT NULL,
-        task_id  TEXT    NOT NULL,
-        stage    INTEGER NOT NULL,
-        state    TEXT    NOT NULL,
-        data     TEXT    NOT NULL,
-        PRIMARY KEY (run, position)
-    ) WITHOUT ROWID""",
-    # One secondary index, by state: a big run's `status` lists its failed tasks. Another
-    # would cost every save (the driver's, during the run); a filter by stage or ids scans
-    # one run's records instead.
-    "CREATE INDEX IF NOT EXISTS task_views_by_state ON task_views (run, state, position)",
 )
 
 _INSERT_ROW: Final = (
@@ -157,6 +149,9 @@ _INSERT_ROW: Final = (
 #: Most rows one ``flush`` writes with a single INSERT: 7 values each stays under 999, the
 #: variable limit of SQLite before 3.32; bigger buffers go through ``executemany``.
 _ONE_STATEMENT_ROWS: Final = 128
+#: The same, fenced: inserts nothing unless the run's token is still the holder's (two last
+#: parameters: the run, the token).
+_FENCE: Final = " WHERE (SELECT token FROM leases WHERE run = ?) = ?"
 _SELECT_ROWS: Final = (
     "SELECT seq, category, kind, at, cause, data FROM rows WHERE run = ? AND seq > ? ORDER BY seq"
 )
@@ -192,7 +187,10 @@ class SQLiteEventLog:
         self.synchronous: Synchronous = synchronous
         self._lock_dir = self.path.parent / "locks"
         self._buffer: list[_Pending] = []
+        self._buffered_runs: set[str] = set()
         self._last_seq: dict[str, int] = {}
+        #: The fencing token of each run whose lease this instance holds.
+        self._tokens: dict[str, int] = {}
         if read_only:
             self._db = _open_read_only(self.path, busy_timeout_s)
         else:
@@ -205,12 +203,12 @@ class SQLiteEventLog:
 
     def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
         """Record a new run; committed at once so that ``status`` sees it immediately."""
-        _check_run_name(name)
+        check_run_name(name)
         with self._errors():
             try:
                 self._db.execute(
                     "INSERT INTO runs (name, created_at, workflow_name, meta) VALUES (?, ?, ?, ?)",
-                    (name, at, workflow_name, _dumps(meta)),
+                    (name, at, workflow_name, dumps_json(meta)),
                 )
             except sqlite3.IntegrityError:
                 raise RunExists(
@@ -226,7 +224,7 @@ class SQLiteEventLog:
             ).fetchone()
         if found is None:
             raise self._run_not_found(name)
-        return _run_info(found)
+        return run_info_from(found, SQLITE_DAMAGED)
 
     def list_runs(self) -> list[RunInfo]:
         """Newest first; ``rowid`` breaks ties between runs created in the same instant."""
@@ -235,7 +233,7 @@ class SQLiteEventLog:
                 "SELECT name, created_at, workflow_name, meta FROM runs"
                 " ORDER BY created_at DESC, rowid DESC"
             ).fetchall()
-        return [_run_info(r) for r in found]
+        return [run_info_from(r, SQLITE_DAMAGED) for r in found]
 
     # -- rows -----------------------------------------------------------------
 
@@ -248,34 +246,55 @@ class SQLiteEventLog:
             return []
         numbered = number_rows(rows, self._last_seq_of(run) + 1)
         pending = [
-            (run, r.seq, r.category, r.kind, r.at, r.cause, _dumps_row(r.data)) for r in numbered
+            (run, r.seq, r.category, r.kind, r.at, r.cause, dumps_row(r.data)) for r in numbered
         ]
         self._buffer.extend(pending)
+        self._buffered_runs.add(run)
         self._last_seq[run] = numbered[-1].seq
         return numbered
 
     def flush(self) -> None:
-        """Commit every buffered row in one transaction; on failure the buffer is kept."""
+        """Commit every buffered row in one transaction; on failure the buffer is kept.
+
+        A run whose lease this instance holds is fenced in the same transaction:
+        ``LeaseLost`` (and nothing written) if its token has moved on.
+        """
         if not self._buffer:
             return
         buffer = self._buffer
+        runs = self._buffered_runs
+        fenced = [run for run in runs if run in self._tokens]
         with self._errors():
             try:
-                if len(buffer) <= _ONE_STATEMENT_ROWS:
+                if len(buffer) <= _ONE_STATEMENT_ROWS and (not fenced or len(runs) == 1):
                     # one statement is one transaction: no BEGIN and COMMIT round trips
                     # (a flush per driver loop iteration; this saves a fifth of its time)
-                    params = [value for row in buffer for value in row]
-                    self._db.execute(_insert_rows(len(buffer)), params)
+                    self._insert_at_once(buffer, fenced[0] if fenced else None)
                 else:
                     with self._transaction():
+                        for run in fenced:
+                            self._check_token(run)
                         self._db.executemany(_INSERT_ROW, buffer)
             except sqlite3.IntegrityError as exc:
                 raise self._collision(exc) from exc
         self._buffer.clear()
+        self._buffered_runs.clear()
         if self.synchronous == "group":
             self._unsynced = True
             if time.monotonic() - self._last_fsync >= GROUP_FSYNC_S:
-                self._fsync_wal()
+                with self._errors():
+                    self._fsync_wal()
+
+    def _insert_at_once(self, buffer: list[_Pending], fenced_run: str | None) -> None:
+        params = [value for row in buffer for value in row]
+        if fenced_run is None:
+            self._db.execute(_insert_rows(len(buffer)), params)
+            return
+        token = self._tokens[fenced_run]
+        statement = _insert_rows(len(buffer), fenced=True)
+        cursor = self._db.execute(statement, [*params, fenced_run, token])
+        if cursor.rowcount == 0:
+            raise self._lease_lost(fenced_run)
 
     def _fsync_wal(self) -> None:
         """fsync the WAL file: an fsync of any descriptor of a file makes all of it durable."""
@@ -311,7 +330,7 @@ class SQLiteEventLog:
                     batch = cursor.fetchmany(_READ_BATCH)
                 if not batch:
                     return
-                yield from (_row(r) for r in batch)
+                yield from (row_from(r, SQLITE_DAMAGED) for r in batch)
         finally:
             cursor.close()
 
@@ -341,6 +360,8 @@ class SQLiteEventLog:
             if not waiting[0]:
                 return []
             with self._transaction():
+                if run in self._tokens:
+                    self._check_token(run)  # a lease taken over must not swallow a request
                 taken = self._db.execute(
                     "SELECT id, kind FROM requests WHERE run = ? ORDER BY id", (run,)
                 ).fetchall()
@@ -353,24 +374,60 @@ class SQLiteEventLog:
 
     # -- driver lease -----------------------------------------------------------
 
-    def driver_lease(self, run: str) -> AbstractContextManager[None]:
+    def driver_lease(self, run: str) -> AbstractContextManager[Lease]:
         """Hold the run exclusively until the block ends or this process dies."""
         return self._lease(self._lock_path(run), run)
 
     @contextmanager
-    def _lease(self, lock_path: Path, run: str) -> Iterator[None]:
+    def _lease(self, lock_path: Path, run: str) -> Iterator[Lease]:
         self._lock_dir.mkdir(exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _acquire(fd, run)
+            acquire(fd, run)
             try:
-                _write_holder(fd)
-                yield
+                token = self._next_token(run)
+                write_holder(fd, token)
+                self._tokens[run] = token
+                yield _LockLease(self, run, token)
             finally:
+                self._tokens.pop(run, None)
                 os.ftruncate(fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def _next_token(self, run: str) -> int:
+        """Raise the run's fencing token by one, under the lock: the new holder's token."""
+        with self._errors(), self._transaction():
+            self._db.execute(_CREATE_LEASES)
+            (token,) = self._db.execute(
+                "INSERT INTO leases (run, token) VALUES (?, 1)"
+                " ON CONFLICT (run) DO UPDATE SET token = token + 1 RETURNING token",
+                (run,),
+            ).fetchone()
+        return int(token)
+
+    def _check_token(self, run: str) -> None:
+        """``LeaseLost`` unless the run's token is still ours (called within a transaction)."""
+        found = self._db.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
+        if found is None or int(found[0]) != self._tokens[run]:
+            raise self._lease_lost(run)
+
+    def _lease_lost(self, run: str) -> LeaseLost:
+        found = self._db.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
+        try:
+            holder = read_holder(self._lock_path(run))
+        except OSError:
+            holder = LeaseHolder(None, "", 0, None)
+        if found is not None:
+            holder = LeaseHolder(holder.pid, holder.host, int(found[0]), None)
+        return lease_lost(
+            run,
+            self._tokens.get(run, 0),
+            holder,
+            "its lock was broken behind its back (was its lock file deleted, or is the home "
+            "on a network filesystem whose locks do not work?)",
+        )
 
     def is_driven(self, run: str) -> bool:
         """Probe the lease with a shared lock, so probes never exclude each other."""
@@ -389,31 +446,56 @@ class SQLiteEventLog:
             os.close(fd)
 
     def _lock_path(self, run: str) -> Path:
-        return self._lock_dir / f"{_check_run_name(run)}.lock"
+        return self._lock_dir / f"{check_run_name(run)}.lock"
 
-    # -- views ----------------------------------------------------------------
+    # -- results across runs (``store/sqlite_results.py``) -------------------------
+
+    def put_results(self, results: Sequence[TaskResult]) -> None:
+        """All or nothing: ``RunNotFound`` (and nothing put) if a result's run is not there."""
+        with self._errors():
+            try:
+                sqlite_results.put(self._db, results)
+            except sqlite3.IntegrityError:  # the foreign key: a run deleted meanwhile
+                runs = sorted({r.run for r in results})
+                gone = [run for run in runs if not self._run_exists(run)]
+                raise self._run_not_found(gone[0] if gone else runs[0]) from None
+
+    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.find(self._db, fingerprints)
+
+    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
+        with self._errors():
+            return sqlite_results.last(self._db, workflow, task_ids)
+
+    def delete_run(self, name: str) -> None:
+        """Fenced when this instance holds the run's lease: ``LeaseLost`` if it was broken."""
+        fence = functools.partial(self._check_token, name) if name in self._tokens else None
+        with self._errors():
+            gone = sqlite_results.delete_run(self._db, name, fence)
+        if not gone:
+            raise self._run_not_found(name)
+        self._last_seq.pop(name, None)
+        self._lock_path(name).unlink(missing_ok=True)
+
+    # -- views (``store/sqlite_views.py``) ------------------------------------------
 
     def save_view(
-        self, run: str, upto_seq: int, summary: dict[str, Any], tasks: Sequence[TaskRecord]
+        self,
+        run: str,
+        upto_seq: int,
+        summary: dict[str, Any],
+        tasks: Sequence[TaskRecord],
+        *,
+        replace: bool = False,
     ) -> bool:
         """Upsert the task records and replace the summary, unless a newer view is stored."""
-        # orjson straight: a view holds no NaN or infinity (``_dumps_row`` checks for the log)
-        dumps = orjson.dumps
-        rows = [(run, t.position, t.task_id, t.stage, t.state, dumps(t.data)) for t in tasks]
-        with self._errors(), self._transaction():
-            stored = self._db.execute("SELECT upto_seq FROM views WHERE run = ?", (run,)).fetchone()
-            if stored is not None and int(stored[0]) > upto_seq:
-                return False
-            self._db.executemany(
-                "INSERT OR REPLACE INTO task_views (run, position, task_id, stage, state, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO views (run, upto_seq, summary) VALUES (?, ?, ?)",
-                (run, upto_seq, _dumps_row(summary)),
-            )
-        return True
+        with self._errors():
+            try:
+                with self._transaction():
+                    return sqlite_views.save(self._db, run, upto_seq, summary, tasks, replace)
+            except sqlite3.IntegrityError:  # the foreign key: no such run (or deleted)
+                raise self._run_not_found(run) from None
 
     def load_view(
         self,
@@ -426,53 +508,11 @@ class SQLiteEventLog:
         offset: int = 0,
     ) -> StoredView | None:
         """The summary, and one page of the tasks that match, read in one snapshot."""
-        where, params = _task_filter(run, states, stage, ids)
-        with self._errors(), self._read_snapshot():
-            try:
-                found = self._db.execute(
-                    "SELECT upto_seq, summary FROM views WHERE run = ?", (run,)
-                ).fetchone()
-            except sqlite3.OperationalError as exc:
-                if "no such table" not in str(exc):
-                    raise
-                found = None  # a file of an older version, opened read-only
-            if found is None:
-                exists = self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone()
-                if exists is None:  # not the run's record: its metadata holds the whole workflow
-                    raise self._run_not_found(run)
-                return None
-            matching = 0
-            if limit != 0:  # a caller that wants no task wants no count either
-                matching = int(
-                    self._db.execute(
-                        f"SELECT count(*) FROM task_views WHERE {where}", params
-                    ).fetchone()[0]
-                )
-            records: list[TaskRecord] = []
-            if limit != 0:
-                cursor = self._db.execute(
-                    "SELECT task_id, position, stage, state, data FROM task_views"
-                    f" WHERE {where} ORDER BY position LIMIT ? OFFSET ?",
-                    (*params, -1 if limit is None else limit, offset),
-                )
-                records = [
-                    TaskRecord(str(t), int(p), int(g), str(st), _loads_view(d))
-                    for t, p, g, st, d in cursor
-                ]
-        return StoredView(int(found[0]), _loads(found[1]), records, matching)
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        """Several SELECTs that see one state of the file (a driver may commit meanwhile)."""
-        if self._db.in_transaction:
-            yield
-            return
-        self._db.execute("BEGIN")
-        try:
-            yield
-        finally:
-            if self._db.in_transaction:
-                self._db.execute("COMMIT")
+        with self._errors():
+            found = sqlite_views.load(self._db, run, states, stage, ids, limit, offset)
+        if found is None and not self._run_exists(run):  # not get_run: its record is big
+            raise self._run_not_found(run)
+        return found
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -480,7 +520,8 @@ class SQLiteEventLog:
         """Close the connection. Unflushed rows are dropped: ``close`` is not a flush."""
         self._buffer.clear()
         if self._unsynced:
-            self._fsync_wal()
+            with contextlib.suppress(OSError):  # nothing to hand the failure to any more
+                self._fsync_wal()
         self._db.close()
 
     def __enter__(self) -> SQLiteEventLog:
@@ -495,6 +536,9 @@ class SQLiteEventLog:
         self.close()
 
     # -- helpers --------------------------------------------------------------
+
+    def _run_exists(self, run: str) -> bool:
+        return self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is not None
 
     def _last_seq_of(self, run: str) -> int:
         """The run's last durable or buffered seq: one query per run, then memory."""
@@ -526,14 +570,14 @@ class SQLiteEventLog:
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        with _translated(self.path):
+        with sqlite_errors(self.path):
             yield
 
     def _run_not_found(self, name: str) -> RunNotFound:
         with self._errors():
             names = [str(r[0]) for r in self._db.execute("SELECT name FROM runs")]
         close = difflib.get_close_matches(name, names, n=3)
-        hint = f" (did you mean {_either(close)}?)" if close else ""
+        hint = f" (did you mean {either(close)}?)" if close else ""
         return RunNotFound(
             f"no run named {name!r} in {self.path.parent.resolve()}{hint}; "
             "`stormproof status` lists runs"
@@ -543,7 +587,7 @@ class SQLiteEventLog:
         runs = sorted({p[0] for p in self._buffer})
         first = runs[0] if runs else "?"
         return StormproofError(
-            f"{self.path}: rows of run {_either(runs)} collide with rows already stored "
+            f"{self.path}: rows of run {either(runs)} collide with rows already stored "
             f"({exc}): another process appended to the run without holding its driver lease; "
             f"stop the other orchestrator, then `stormproof resume {first}`"
         )
@@ -552,212 +596,31 @@ class SQLiteEventLog:
 # -- pure helpers ---------------------------------------------------------------
 
 
-def _task_filter(
-    run: str, states: Sequence[str] | None, stage: int | None, ids: Sequence[str] | None
-) -> tuple[str, list[Any]]:
-    """The WHERE clause of a view's task query, with its parameters."""
-    where: list[str] = ["run = ?"]
-    params: list[Any] = [run]
-    if states is not None:
-        where.append(f"state IN ({', '.join('?' * len(states))})" if states else "0")
-        params += list(states)
-    if stage is not None:
-        where.append("stage = ?")
-        params.append(stage)
-    if ids is not None:
-        where.append(f"task_id IN ({', '.join('?' * len(ids))})" if ids else "0")
-        params += list(ids)
-    return " AND ".join(where), params
+@functools.lru_cache(maxsize=2 * _ONE_STATEMENT_ROWS)
+def _insert_rows(count: int, fenced: bool = False) -> str:
+    values = "VALUES " + ", ".join(["(?,?,?,?,?,?,?)"] * count)
+    if fenced:
+        values = f"SELECT * FROM ({values}){_FENCE}"
+    return _INSERT_ROW.replace("VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
 
-@functools.lru_cache(maxsize=_ONE_STATEMENT_ROWS)
-def _insert_rows(count: int) -> str:
-    return _INSERT_ROW.replace("(?, ?, ?, ?, ?, ?, ?)", ", ".join(["(?,?,?,?,?,?,?)"] * count))
+# -- the lease: a lock file and a token -------------------------------------------------
 
 
-def number_rows(rows: Sequence[Row], first_seq: int) -> list[Row]:
-    """Give ``rows`` the seqs ``first_seq, first_seq + 1, …`` and resolve their causes.
+class _LockLease:
+    """The lease as its holder sees it: held until the lock is released, never lapsing."""
 
-    Pure, so the rules about causes can be tested without a database.
-    """
-    numbered: list[Row] = []
-    last_event: int | None = None
-    seq = first_seq
-    for index, row in enumerate(rows):
-        category, cause = row.category, row.cause
-        if row.seq != 0 or (category != "event" and category != "decision"):
-            _check_row(row, index)  # raises
-        if cause is None and category == "event":
-            last_event = seq
-        elif cause is None and last_event is not None:
-            cause = last_event  # the driver's rows: a decision after its event
-        else:
-            cause = _resolve_cause(rows, index, first_seq, last_event)
-            if category == "event":
-                last_event = seq
-        numbered.append(Row(seq, category, row.kind, row.at, cause, row.data))
-        seq += 1
-    return numbered
+    duration_s: float | None = None
 
+    def __init__(self, log: SQLiteEventLog, run: str, token: int) -> None:
+        self._log = log
+        self.run = run
+        self.token = token
 
-def _check_row(row: Row, index: int) -> None:
-    if row.category not in ("event", "decision"):
-        raise ValueError(f"rows[{index}]: category must be 'event' or 'decision'")
-    if row.seq != 0:
-        raise ValueError(f"rows[{index}]: seq is assigned by append; pass 0, not {row.seq}")
-
-
-def _resolve_cause(
-    rows: Sequence[Row], index: int, first_seq: int, last_event: int | None
-) -> int | None:
-    row = rows[index]
-    seq = first_seq + index
-    if row.cause is None:
-        if row.category == "event":
-            return None
-        if last_event is None:
-            raise ValueError(
-                f"rows[{index}]: decision {row.kind!r} has no cause and no event precedes it "
-                "in this append; append an event with its decisions, or give the cause's seq"
-            )
-        return last_event
-    if row.cause < 0:
-        target = index + row.cause
-        if target < 0:
-            raise ValueError(
-                f"rows[{index}]: cause {row.cause} points before the start of this append"
-            )
-        _check_cause_category(row, index, rows[target].category)
-        return first_seq + target
-    if not 0 < row.cause < seq:
-        raise ValueError(
-            f"rows[{index}]: cause {row.cause} must be an earlier seq (this row gets {seq})"
-        )
-    if row.cause >= first_seq:
-        _check_cause_category(row, index, rows[row.cause - first_seq].category)
-    return row.cause
-
-
-def _check_cause_category(row: Row, index: int, cause_category: RowCategory) -> None:
-    if row.category == "decision" and cause_category != "event":
-        raise ValueError(f"rows[{index}]: decision {row.kind!r} must be caused by an event")
-
-
-def _check_run_name(name: str) -> str:
-    """Run names become file names: refuse what could leave the locks directory."""
-    if not name or "/" in name or "\0" in name or name.startswith("."):
-        raise StormproofError(
-            f"run name {name!r} is not allowed: it must not be empty, contain '/' or start with '.'"
-        )
-    return name
-
-
-def _either(names: Sequence[str]) -> str:
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
-
-
-def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _dumps_row(value: dict[str, Any]) -> str:
-    """One row's data as JSON text, with ``orjson`` (a tenth of ``json.dumps``'s time; the
-    driver writes a row per event and per decision). orjson writes NaN and infinities as
-    ``null``, so a row holding one (none of the core's do today) goes through ``json``, which
-    keeps them; so does anything orjson refuses (non-str keys, huge ints)."""
-    for v in value.values():
-        t = v.__class__
-        if (t is float and not -_INF < v < _INF) or (
-            (t is tuple or t is list or t is dict) and not _finite(v)
-        ):
-            return _dumps(value)
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _dumps(value)
-
-
-def _finite(value: Any) -> bool:
-    t = value.__class__
-    if t is float:
-        return bool(-_INF < value < _INF)
-    if t is dict:
-        return all(_finite(v) for v in value.values())
-    if t is tuple or t is list:
-        return all(_finite(v) for v in value)
-    return True
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise StormproofError(f"a stored JSON object is damaged ({exc}); {_DAMAGED}") from exc
-    if not isinstance(value, dict):
-        raise StormproofError(f"a stored JSON object is a {type(value).__name__}; {_DAMAGED}")
-    return value
-
-
-def _loads_view(data: bytes | str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StormproofError(f"a stored view is damaged ({exc}); {_DAMAGED}") from exc
-    if not isinstance(value, dict):
-        raise StormproofError(f"a stored view is a {type(value).__name__}; {_DAMAGED}")
-    return value
-
-
-def _row(r: tuple[Any, ...]) -> Row:
-    seq, category, kind, at, cause, data = r
-    return Row(
-        int(seq),
-        category,
-        str(kind),
-        float(at),
-        None if cause is None else int(cause),
-        _loads(data),
-    )
-
-
-def _run_info(r: tuple[Any, ...]) -> RunInfo:
-    name, created_at, workflow_name, meta = r
-    return RunInfo(str(name), float(created_at), str(workflow_name), _loads(meta))
-
-
-# -- the lock file ----------------------------------------------------------------
-
-
-def _acquire(fd: int, run: str) -> None:
-    """Take the lease or raise ``RunLocked``; waits only out a concurrent ``is_driven`` probe."""
-    deadline = time.monotonic() + _PROBE_GRACE_S
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                raise RunLocked(
-                    f"run {run!r} is being driven by another stormproof process "
-                    f"({_holder(fd)}); wait for it, or stop it first"
-                ) from None
-            time.sleep(_PROBE_RETRY_S)
-
-
-def _write_holder(fd: int) -> None:
-    """Say who holds the lease, for the other side's ``RunLocked`` message."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
-
-
-def _holder(fd: int) -> str:
-    words = os.pread(fd, 512, 0).decode(errors="replace").split()
-    if not words:
-        return "pid unknown"
-    if len(words) > 1 and words[1] != socket.gethostname():
-        return f"pid {words[0]} on host {words[1]}"
-    return f"pid {words[0]}"
+    def renew(self) -> None:
+        """Nothing to extend (the lock lasts as long as this process); check the token."""
+        with self._log._errors():
+            self._log._check_token(self.run)
 
 
 # -- opening the database -----------------------------------------------------------
@@ -779,7 +642,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
     ``isolation_level=None``: transactions are explicit (``_transaction``),
     never opened behind our back by the sqlite3 module.
     """
-    with _translated(path):
+    with sqlite_errors(path):
         db = sqlite3.connect(
             path,
             timeout=busy_timeout_s,
@@ -788,7 +651,7 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             cached_statements=_ONE_STATEMENT_ROWS + 64,
         )
     try:
-        with _translated(path):
+        with sqlite_errors(path):
             tables = _table_names(db)
             _use_wal(db, busy_timeout_s)
             level = "NORMAL" if synchronous == "group" else synchronous.upper()
@@ -797,9 +660,8 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
             if "store_info" not in tables:
                 _create_schema(db, path, tables)
             _check_version(db, path)
-            if "task_views" not in tables:
-                for statement in _VIEW_SCHEMA:
-                    db.execute(statement)
+            sqlite_results.ensure_schema(db)
+            sqlite_views.ensure_schema(db)
     except BaseException:
         db.close()
         raise
@@ -817,8 +679,10 @@ def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     """
     if not path.exists():
         db = sqlite3.connect(":memory:", isolation_level=None)
-        for statement in (*_SCHEMA, *_VIEW_SCHEMA):
+        for statement in _SCHEMA:
             db.execute(statement)
+        sqlite_results.ensure_schema(db)
+        sqlite_views.ensure_schema(db)
         return db
     last: sqlite3.DatabaseError | None = None
     for query in ("mode=ro", "mode=ro&immutable=1"):
@@ -827,7 +691,7 @@ def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
         try:
             tables = _table_names(db)
             if "store_info" not in tables:
-                raise StormproofError(f"{path} is not a stormproof database; {_DAMAGED}")
+                raise StormproofError(f"{path} is not a stormproof database; {SQLITE_DAMAGED}")
             _check_version(db, path)
             return db
         except sqlite3.DatabaseError as exc:
@@ -837,7 +701,7 @@ def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
             db.close()
             raise
     assert last is not None
-    raise StormproofError(f"stormproof database {path}: {last}; {_fix_for(last)}") from last
+    raise sqlite_error(last, path) from last
 
 
 def _use_wal(db: sqlite3.Connection, busy_timeout_s: float) -> None:
@@ -897,31 +761,3 @@ def _check_version(db: sqlite3.Connection, path: Path) -> None:
             f"{path} has no stormproof schema version; the file is damaged: move it away, "
             "or choose another --home or STORMPROOF_HOME"
         )
-
-
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """Turn sqlite3's failures into a ``StormproofError`` that names the file and the fix.
-
-    Programming errors (closed connection, wrong parameters) and integrity
-    errors, which callers handle themselves, pass through untouched.
-    """
-    try:
-        yield
-    except (sqlite3.ProgrammingError, sqlite3.InterfaceError, sqlite3.IntegrityError):
-        raise
-    except sqlite3.DatabaseError as exc:
-        raise StormproofError(f"stormproof database {path}: {exc}; {_fix_for(exc)}") from exc
-
-
-def _fix_for(exc: sqlite3.DatabaseError) -> str:
-    message = str(exc).lower()
-    if "not a database" in message or "malformed" in message or "corrupt" in message:
-        return _DAMAGED
-    if "locked" in message or "busy" in message:
-        return "another process holds it for writing; try again in a moment"
-    if "full" in message:
-        return "free some disk space, then try again (`stormproof resume RUN` for a run)"
-    if "unable to open" in message or "readonly" in message or "read-only" in message:
-        return "check that its directory exists and is writable, or choose another --home"
-    return "check the disk and the file's permissions"

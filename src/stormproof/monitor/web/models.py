@@ -56,6 +56,8 @@ class TaskShape(_Shape):
     stage: int
     state: str
     error: str | None
+    #: When a task in backoff is tried again (epoch seconds), else null.
+    retry_at: float | None
     budgets_used: BudgetsShape
     cost: CostShape
     attempts: list[AttemptShape]
@@ -213,6 +215,8 @@ class HistoryRowShape(_Shape):
     category: str
     kind: str
     at: float
+    #: ``at`` in ISO 8601, local time.
+    time: str
     cause: int | None
     data: dict[str, Any]
     cost: CostShape | None = None

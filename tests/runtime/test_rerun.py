@@ -1,0 +1,124 @@
+"""Verdicts and how the run then starts (``runtime.rerun``, ``runtime.redrive``), from logs
+and workflows built in the test: no processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stormproof.config import local_pool
+from stormproof.runtime.redrive import fold_past
+from stormproof.runtime.rerun import plan_redrive, plan_reuse
+from stormproof.runtime.reuse import result_of
+from stormproof.runtime.runs import new_context
+from stormproof.spec.model import WorkflowSpec
+from stormproof.store.base import Row
+from stormproof.store.sqlite import SQLiteEventLog
+
+
+def spec(*tasks: dict[str, Any]) -> WorkflowSpec:
+    return WorkflowSpec.model_validate({"name": "wf", "tasks": list(tasks)})
+
+
+def note(kind: str, **data: Any) -> Row:
+    return Row(1, "decision", kind, 0.0, None, data)
+
+
+def ended(task: str, state: str) -> Row:
+    return note("TaskEnded", task_id=task, state=state)
+
+
+def launched(task: str, n: int) -> Row:
+    return note("LaunchAttempt", task_id=task, attempt_id=f"{task}/{n}", number=n)
+
+
+def attempt_ended(task: str, n: int) -> Row:
+    return note("AttemptEnded", task_id=task, attempt_id=f"{task}/{n}", state="failed")
+
+
+def test_redrive_carries_attempts_and_only_an_unchanged_task_s_checkpoints(tmp_path: Path) -> None:
+    old = spec(
+        {"id": "a", "command": "a"},
+        {"id": "sim", "command": "s", "depends_on": ["a"], "checkpoint_enabled": True},
+        {"id": "post", "command": "p", "depends_on": ["a"], "checkpoint_enabled": True},
+    )
+    ctx = new_context("r1", old, (local_pool(),), tmp_path / "wf.yaml", "local")
+    rows = [
+        launched("a", 1), attempt_ended("a", 1), ended("a", "succeeded"),
+        launched("sim", 1),
+        Row(1, "event", "CheckpointCommitted", 0.0, None, {"attempt_id": "sim/1", "seq": 1}),
+        Row(1, "event", "CheckpointCommitted", 0.0, None, {"attempt_id": "sim/1", "seq": 2}),
+        note("PruneCheckpoints", task_id="sim", keep=[2]),
+        attempt_ended("sim", 1), launched("sim", 2), attempt_ended("sim", 2),
+        ended("sim", "failed"),
+        launched("post", 1),
+        Row(1, "event", "CheckpointCommitted", 0.0, None, {"attempt_id": "post/1", "seq": 4}),
+        attempt_ended("post", 1), ended("post", "cancelled"),
+        note("RunFinished", state="failed"),
+    ]  # fmt: skip
+    past, final = fold_past(rows)
+    assert final == "failed"
+    new = spec(
+        {"id": "a", "command": "a"},
+        {"id": "sim", "command": "s", "depends_on": ["a"], "checkpoint_enabled": True},
+        {"id": "post", "command": "p2", "depends_on": ["a"], "checkpoint_enabled": True},
+    )
+    plan = plan_redrive(ctx, past, new, {}, tmp_path)
+    assert [(v.task_id, v.action, v.reason) for v in plan.verdicts] == [
+        ("a", "kept", "succeeded in r1"),
+        ("sim", "run", "failed in r1"),
+        ("post", "run", "command changed"),
+    ]
+    assert plan.start["kept"] == ["a"]
+    # sim is unchanged: it restores its last kept checkpoint; post changed: it starts afresh
+    assert plan.start["carried"] == [["sim", 2, [2], 2], ["post", 1, [], 4]]
+
+
+def test_a_kept_task_whose_outputs_are_gone_and_a_moved_dependency_rerun(tmp_path: Path) -> None:
+    old = spec(
+        {"id": "a", "command": "a", "outputs": ["a.txt"]},
+        {"id": "b", "command": "b"},
+        {"id": "c", "command": "c", "depends_on": ["a"]},
+    )
+    ctx = new_context("r1", old, (local_pool(),), tmp_path / "wf.yaml", "local")
+    past, _ = fold_past([ended(t, "succeeded") for t in "abc"])
+    new = spec(
+        {"id": "a", "command": "a", "outputs": ["a.txt"]},
+        {"id": "b", "command": "b"},
+        {"id": "c", "command": "c", "depends_on": ["b"]},
+    )
+    plan = plan_redrive(ctx, past, new, {}, tmp_path)
+    assert [(v.task_id, v.action, v.reason) for v in plan.verdicts] == [
+        ("a", "run", "output missing: a.txt"),
+        ("b", "kept", "succeeded in r1"),
+        ("c", "run", "depends_on changed"),
+    ]
+    (tmp_path / "a.txt").write_text("x")
+    plan = plan_redrive(ctx, past, old, {}, tmp_path)
+    assert [v.action for v in plan.verdicts] == ["kept", "kept", "kept"]
+
+
+def test_kept_tasks_are_listed_parents_first_whatever_the_file_order(tmp_path: Path) -> None:
+    wf = spec(
+        {"id": "child", "command": "c", "depends_on": ["parent"], "outputs": ["c"]},
+        {"id": "parent", "command": "p", "outputs": ["p"]},
+    )
+    data = tmp_path / "runs" / "r0" / "data"
+    data.mkdir(parents=True)
+    (data / "c").write_text("c")
+    (data / "p").write_text("p")
+    from stormproof.runtime.fingerprint import definitions
+
+    defs = definitions(wf, {}, None)
+    with SQLiteEventLog(tmp_path / "db") as store:
+        store.create_run("r0", "wf", {}, 1.0)
+        store.put_results(
+            [
+                result_of("r0", "wf", t.id, d, data, t.outputs, 1.0)
+                for t, d in zip(wf.tasks, defs, strict=True)
+            ]
+        )
+        plan = plan_reuse(wf, {}, None, store)
+    assert [v.action for v in plan.verdicts] == ["reused", "reused"]
+    assert plan.start["kept"] == ["parent", "child"]
+    assert [c["task"] for c in plan.start["copy"]] == ["child", "parent"]
