@@ -4,6 +4,7 @@ filter or page."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -340,3 +341,201 @@ def test_every_field_of_the_dashboard_survives_the_stored_views_round_trip(
             assert stored.resources() == early.resources() and stored.notices == early.notices
         assert partial.running_attempts() == 0 and partial.outstanding("batch") == 0
     assert max(live_at.values()) >= 1, "some cut must fall while an attempt runs"
+
+
+# -- a redriven run: the view is reshaped at its RunRedriven row ----------------------------
+
+
+def _redrive_spec() -> WorkflowSpec:
+    """The second segment's workflow: t10 and t11 dropped, ``extra`` added first, t5 fixed."""
+    tasks: list[dict[str, object]] = [{"id": "extra", "command": ["y"], "depends_on": ["t0"]}]
+    for i in range(10):
+        task: dict[str, object] = {"id": f"t{i}", "command": ["x"], "retry_attempts": 1}
+        if i == 5:
+            task["command"] = ["x", "--fixed"]
+        if i >= 3:
+            task["depends_on"] = [f"t{i - 3}"]
+        tasks.append(task)
+    return WorkflowSpec.model_validate(
+        {
+            "name": "w",
+            "global_config": {"retry_interval": 0.05, "on_failure": "continue"},
+            "tasks": tasks,
+        }
+    )
+
+
+@pytest.fixture
+def redriven(tmp_path: Path) -> tuple[SQLiteEventLog, WorkflowSpec]:
+    """12 tasks fail their way to a failed run (t5 twice, its successors skipped; t7 once,
+    retried after a backoff), then a redrive with an edited workflow runs to success:
+    attempts carried over, a task dropped, one added, every task moved in the file."""
+    from stormproof.plan.graph import Dag
+    from stormproof.runtime.fingerprint import hash_inputs
+    from stormproof.runtime.redrive import fold_past
+    from stormproof.runtime.rerun import plan_redrive
+
+    store = SQLiteEventLog(tmp_path / "stormproof.db")
+    first = _spec(12).model_dump(mode="json", exclude_unset=True)
+    first["global_config"]["retry_interval"] = 0.05
+    spec = WorkflowSpec.model_validate(first)
+    ctx = new_context("r", spec, (local_pool(),), tmp_path / "wf.yaml", "local", seed=1)
+    store.create_run("r", spec.name, ctx.to_meta(), time.time())
+
+    def outcome(job: object) -> int:
+        task_id, number = job.task_id, job.number  # type: ignore[attr-defined]
+        return 1 if (task_id == "t5" and number <= 2) or (task_id == "t7" and number == 1) else 0
+
+    home = Home(tmp_path)
+    assert Driver(home, store, ctx, FakeExecutor(outcome=outcome)).drive().state == "failed"
+    rows = list(store.read("r"))
+    past, final = fold_past(rows)
+    new = _redrive_spec()
+    hashes = hash_inputs(new, tmp_path, str(tmp_path / "wf.yaml"))
+    plan = plan_redrive(ctx, past, new, hashes, home.data_dir("r"))
+    data = {
+        "segment": 1,
+        "was": final,
+        "workflow_path": str(tmp_path / "wf.yaml"),
+        "workflow_dir": str(tmp_path),
+        "spec": new.model_dump(mode="json", exclude_unset=True),
+        "stages": [[new.tasks[i].id for i in g] for g in Dag.from_spec(new).stage_indexes()],
+        "input_hashes": hashes,
+        "start": plan.start,
+        "verdicts": {v.task_id: [v.action, v.reason] for v in plan.verdicts},
+        "removed": plan.removed,
+    }
+    ctx2 = dataclasses.replace(ctx, spec=new, input_hashes=hashes, start=plan.start, segment=1)
+    driver = Driver(home, store, ctx2, FakeExecutor(outcome=outcome))
+    driver.redrive, driver.redrive_after_seq = data, rows[-1].seq
+    assert driver.drive().state == "succeeded"
+    return store, new
+
+
+def _save_early(store: SQLiteEventLog, early: RunView) -> None:
+    """The stored view goes back to ``early`` (as after a kill -9 of the driver)."""
+    with store._transaction():
+        store._db.execute("DELETE FROM views")
+        store._db.execute("DELETE FROM task_views")
+    store.save_view(
+        "r", early.last_seq, early.summary(), [record_of(t) for t in early.tasks.values()]
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        TaskQuery(),
+        TaskQuery(states=("succeeded",), limit=4, offset=3),
+        TaskQuery(stage=0),
+        TaskQuery(limit=3, offset=9),
+    ],
+)
+def test_a_view_saved_before_or_after_a_redrive_plus_the_rows_after_it_is_the_whole_fold(
+    redriven: tuple[SQLiteEventLog, WorkflowSpec], query: TaskQuery
+) -> None:
+    store, new = redriven
+    info = store.get_run("r")
+    rows = list(store.read("r"))
+    full = view_for_run(info).apply(rows)
+    assert list(full.tasks) == [t.id for t in new.tasks] and "t11" not in full.tasks
+    assert full.counts() == {"succeeded": 11} and full.state == "succeeded"
+    assert [a.number for a in full.tasks["t5"].attempts] == [1, 2, 3]
+    at = full.last_at
+    expected = [t for t in full.tasks.values() if query.matches(t)]
+    end = None if query.limit is None else query.offset + query.limit
+    want = full.to_json(at, expected[query.offset : end])
+    redrive = next(k for k, r in enumerate(rows) if r.kind == "RunRedriven")
+    backoff, waits = next(
+        (k + 1, r.data["task_id"])
+        for k, r in enumerate(rows)
+        if r.kind == "TaskRetrying" and r.data["delay_s"] > 0
+    )
+    cuts = sorted({0, backoff, redrive - 1, redrive, redrive + 1, redrive + 9, len(rows) - 2})
+    for cut in cuts:
+        early = view_for_run(info).apply(rows[:cut])
+        if cut == backoff:
+            assert early.tasks[waits].state == "backoff" and early.tasks[waits].retry_at
+        _save_early(store, early)
+        view, page = read_view(store, "r", query, writable=False)
+        assert page.matching == len(expected), cut
+        assert view.to_json(at, page.tasks) == want, cut
+        assert whole_view(store, info, writable=False).to_json(at) == full.to_json(at), cut
+
+
+def test_a_log_that_ends_just_after_its_redrive_reads_as_its_fold(
+    redriven: tuple[SQLiteEventLog, WorkflowSpec], tmp_path: Path
+) -> None:
+    """While the redriven segment starts, the rows after a stored view from before it touch
+    few tasks: the reshaping must still see every task (their attempts are kept)."""
+    store, _ = redriven
+    info = store.get_run("r")
+    rows = list(store.read("r"))
+    redrive = next(k for k, r in enumerate(rows) if r.kind == "RunRedriven")
+    for end in (redrive + 1, redrive + 2, redrive + 4):
+        part = SQLiteEventLog(tmp_path / f"part-{end}.db")
+        part.create_run("r", info.workflow_name, info.meta, info.created_at)
+        part.append("r", [Row(0, r.category, r.kind, r.at, r.cause, r.data) for r in rows[:end]])
+        part.flush()
+        full = view_for_run(info).apply(rows[:end])
+        assert full.tasks["t0"].attempts, "a task of the first segment keeps its attempts"
+        _save_early(part, view_for_run(info).apply(rows[: redrive - 3]))
+        view, page = read_view(part, "r", TaskQuery(), writable=False)
+        assert view.to_json(full.last_at, page.tasks) == full.to_json(full.last_at), end
+        part.close()
+
+
+def test_a_driver_resumed_across_a_redrive_replaces_the_stored_records(
+    redriven: tuple[SQLiteEventLog, WorkflowSpec],
+) -> None:
+    """A stored view from before the redrive holds t10, t11 and the old positions: the
+    keeper's first save writes every task of the new shape and drops the rest."""
+    store, new = redriven
+    info = store.get_run("r")
+    rows = list(store.read("r"))
+    full = view_for_run(info).apply(rows)
+    redrive = next(k for k, r in enumerate(rows) if r.kind == "RunRedriven")
+    _save_early(store, view_for_run(info).apply(rows[:redrive]))
+    keeper = ViewKeeper(store, info, rows)
+    assert keeper.view.reshaped and keeper.view.dirty == set(full.tasks)
+    keeper.save()
+    stored = store.load_view("r")
+    assert stored is not None and stored.upto_seq == full.last_seq
+    assert stored.summary == full.summary()
+    assert [r.data for r in stored.tasks] == [t.to_record() for t in full.tasks.values()]
+    assert stored.matching == len(new.tasks) == 11
+    assert store.load_view("r", ids=["t10", "t11"]).tasks == []  # type: ignore[union-attr]
+    # after a save past the redrive, a resumed keeper writes only what the rows after touch
+    _save_early(store, view_for_run(info).apply(rows[: redrive + 5]))
+    assert not ViewKeeper(store, info, rows).view.reshaped
+
+
+def test_a_reader_reads_again_when_the_driver_saves_while_it_reads(
+    redriven: tuple[SQLiteEventLog, WorkflowSpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver saves every few seconds: a save between the summary and the records a
+    reader loads would give it records ahead of its summary (rows folded twice)."""
+    store, _ = redriven
+    info = store.get_run("r")
+    rows = list(store.read("r"))
+    full = view_for_run(info).apply(rows)
+    cut = len(rows) // 2
+    _save_early(store, view_for_run(info).apply(rows[:cut]))
+    load = store.load_view
+    calls = 0
+
+    def load_and_save(run: str, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        found = load(run, **kwargs)  # type: ignore[arg-type]
+        if calls == 1:  # the driver saves the whole view right after the reader's first look
+            later = view_for_run(info).apply(rows)
+            store.save_view("r", later.last_seq, later.summary(), [
+                record_of(t) for t in later.tasks.values()
+            ])  # fmt: skip
+        return found
+
+    monkeypatch.setattr(store, "load_view", load_and_save)
+    view, page = read_view(store, "r", TaskQuery(), writable=False)
+    assert calls == 3, "the page, the records (a newer view: read again), the page again"
+    assert view.to_json(full.last_at, page.tasks) == full.to_json(full.last_at)
