@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..cli.conftest import Cli
 
 POOLS = """\
@@ -23,12 +25,26 @@ tasks:
   - {id: broken, command: "echo broken >&2; exit 5", depends_on: [prepare], retry_attempts: 0}
 """
 
+#: ~0.4 s of CPU and 96 MiB touched: what the dashboard's CPU figures must show (from wait4).
+CRUNCH = (
+    "b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096]); "
+    "import time; t = time.process_time(); "
+    "exec('while time.process_time() - t < 0.4: pass')"
+)
+SMALL = f"""\
+name: small
+tasks:
+  - id: only
+    command: [{sys.executable!r}, -c, {CRUNCH!r}]
+"""
+
 
 def make_runs(cli: Cli) -> None:
-    """Run ``demo`` (failed: ``broken`` fails, the rest succeeds) and ``small`` (succeeded)."""
+    """Run ``demo`` (failed: ``broken`` fails, the rest succeeds) and ``small`` (succeeded,
+    its one task busy on the CPU with 96 MiB touched)."""
     cli.write("stormproof.yaml", POOLS)
     cli.write("demo.yaml", DEMO)
-    cli.write("small.yaml", "name: small\ntasks:\n  - {id: only, command: 'true'}\n")
+    cli.write("small.yaml", SMALL)
     for name, wf, code in (("demo", "demo.yaml", 1), ("small", "small.yaml", 0)):
         proc = cli("run", wf, "--name", name, "-q")
         assert proc.returncode == code, proc.stdout + proc.stderr

@@ -202,6 +202,11 @@ CASES: list[tuple[str, str, str]] = [
             "      - error_equals: [Task.Failed]\n"
         ),
     ),
+    (
+        "checkpoint_settings_without_checkpointing",
+        "workflow.yaml",
+        _tasks("  - id: prep\n    command: [run]\n    checkpoint_interval: 10m\n"),
+    ),
     # --- the top level and global_config
     ("missing_name", "workflow.yaml", "tasks:\n  - id: prep\n    command: [run]\n"),
     ("missing_tasks", "workflow.yaml", "name: demo\n"),
@@ -356,6 +361,10 @@ EXPECTED: dict[str, str] = {
     "asl_error_equals": "unknown field 'ErrorEquals' (did you mean 'error_equals'?)",
     "bad_retry_error_name": "unknown error name 'Task.Timout' (did you mean 'Task.Timeout'?)",
     "retry_and_retry_attempts": "has both retry and retry_attempts",
+    "checkpoint_settings_without_checkpointing": (
+        "tasks[0] (prep): sets checkpoint_interval but not checkpoint_enabled: true, so it "
+        "does nothing (add checkpoint_enabled: true, or remove it)"
+    ),
     "missing_name": "top level: missing field 'name'",
     "missing_tasks": "top level: missing field 'tasks'",
     "empty_tasks": "tasks: the list is empty (add at least one task)",

@@ -364,9 +364,35 @@ class TaskSpec(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _checkpoint_settings_need_checkpointing(self) -> TaskSpec:
+        # A checkpoint setting on a task that does not checkpoint would do nothing: the
+        # driver neither asks it to checkpoint nor keeps or prunes anything for it.
+        if self.checkpoint_enabled:
+            return self
+        inert = [k for k in _CHECKPOINT_SETTINGS if k in self.model_fields_set]
+        if inert:
+            raise ValueError(
+                f"sets {', '.join(inert)} but not checkpoint_enabled: true, so "
+                f"{'it does' if len(inert) == 1 else 'they do'} nothing (add "
+                "checkpoint_enabled: true, or remove "
+                f"{'it' if len(inert) == 1 else 'them'})"
+            )
+        return self
+
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+
+#: The task settings that act only on a task with ``checkpoint_enabled: true``.
+_CHECKPOINT_SETTINGS = (
+    "checkpoint_interval",
+    "checkpoint_cost",
+    "checkpoint_signal",
+    "keep_checkpoints",
+    "keep_checkpoints_on_success",
+)
 
 
 class WorkflowSpec(Strict):

@@ -113,6 +113,21 @@ def test_tasks_are_paged_and_filtered_never_sent_all_at_once(api: TestClient) ->
     assert api.get("/api/runs/demo/events", params={"after": 10, "limit": 3}).json()[0]["seq"] == 11
 
 
+def test_an_attempts_cpu_time_and_peak_memory_come_from_the_local_executor(
+    made: Cli, api: TestClient
+) -> None:
+    """``small``'s task spends ~0.4 s of CPU with 96 MiB touched: the local executor's
+    ``wait4`` figures reach the attempt, the run's resources, and ``status`` alike."""
+    (only,) = api.get("/api/runs/small/tasks/only").json()["attempts"]
+    assert 0.3 <= only["cpu_s"] < 30 and 90 <= only["max_rss_mib"] < 1024
+    resources = api.get("/api/runs/small").json()["resources"]
+    assert resources["cpu_s"] == pytest.approx(only["cpu_s"], abs=0.01)
+    assert resources["max_rss_mib"] == only["max_rss_mib"]
+    assert cli_json(made, "status", "small")["resources"] == resources
+    shown = made("status", "small")
+    assert f"{only['max_rss_mib']:.0f}MiB" in shown.stdout, shown.stdout
+
+
 def test_one_task_its_attempts_and_the_tails_of_their_logs(api: TestClient) -> None:
     flaky = api.get("/api/runs/demo/tasks/flaky").json()
     assert [a["state"] for a in flaky["attempts"]] == ["failed", "succeeded"]

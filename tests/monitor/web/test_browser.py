@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,14 @@ def test_the_runs_page_lists_a_finished_run(cli: Cli, browser: Any, shots: Path)
         page.wait_for_url(url + "runs/demo")
         page.wait_for_selector("body[data-ready='1']")
         assert page.locator("#run-name").inner_text() == "demo"
+        small = p.open(url + "runs/small")
+        small.wait_for_selector("body[data-ready='1']")
+        figures = {
+            f.locator(".label").inner_text(): f.locator(".value").inner_text()
+            for f in small.locator("#figures .figure").all()
+        }
+        assert re.fullmatch(r"0\.[3-9]\d*\s*s|[1-9][\d.]*\s*s", figures["CPU time"]), figures
+        assert re.fullmatch(r"(9\d|[1-9]\d\d) MiB", figures["peak memory (one attempt)"])
         assert p.errors == [] and p.dialogs == []
 
 
