@@ -16,6 +16,12 @@ Targets (issue 14): ``status NAME`` <= 1 s; ``history --json`` memory flat in th
 
     python bench/status_scale.py                   # 10,000 and 100,000 tasks
     python bench/status_scale.py --sizes 20000
+    python bench/status_scale.py --other ../main/.venv/bin/python   # A/B, same minutes
+
+``--other PYTHON`` runs each command a second time, right after, with another installation
+(another branch's venv) on the same run: an A/B in the same minutes. A command the other
+version does not know (exit 2) shows as ``n/a``. The run is made by this tree's driver; a
+version without stored views folds its log.
 """
 
 from __future__ import annotations
@@ -62,20 +68,25 @@ def make_run(n: int, home: Path) -> None:
     store.close()
 
 
-def measured(cmd: list[str]) -> tuple[float, float]:
+def measured(cmd: list[str]) -> tuple[float, float, float] | None:
+    """Wall seconds, peak RSS (MiB) and CPU seconds of ``cmd``; ``None`` if it exits 2."""
     probe = (
         "import resource, subprocess, sys, time, json;"
         "t = time.perf_counter();"
         "out = subprocess.DEVNULL;"
-        "subprocess.run(sys.argv[1:], stdout=out, stderr=out, check=True);"
-        "print(json.dumps([time.perf_counter() - t,"
-        " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))"
+        "done = subprocess.run(sys.argv[1:], stdout=out, stderr=out);"
+        "done.returncode == 2 and sys.exit(2);"
+        "done.check_returncode();"
+        "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(json.dumps([time.perf_counter() - t, u.ru_maxrss / 1024,"
+        " u.ru_utime + u.ru_stime]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True
-    )
-    seconds, rss = json.loads(out.stdout)
-    return float(seconds), float(rss)
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True)
+    if out.returncode == 2:
+        return None
+    out.check_returncode()
+    seconds, rss, cpu = json.loads(out.stdout)
+    return float(seconds), float(rss), float(cpu)
 
 
 def main() -> None:
@@ -83,8 +94,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--other", metavar="PYTHON", help="also run each command with this")
     args = parser.parse_args()
-    sp = [sys.executable, "-m", "stormproof"]
+    sides = {"": [sys.executable, "-m", "stormproof"]}
+    if args.other:
+        sides["  (other)"] = [args.other, "-m", "stormproof"]
     with tempfile.TemporaryDirectory(prefix="status-scale-") as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             home = Path(tmp) / f"h{n}"
@@ -92,10 +106,15 @@ def main() -> None:
             make_run(n, home)
             print(f"\n{n:,} tasks (run made in {time.perf_counter() - t0:.1f} s)")
             db = str(home / "stormproof.db")
-            base_s, base_rss = measured(
+            base = measured(
                 ["sqlite3", db, "SELECT count(*), sum(length(data)) FROM rows WHERE run = 'big'"]
             )
-            print(f"  {'baseline: sqlite3 reads every row':44} {base_s:6.2f} s {base_rss:7.0f} MiB")
+            assert base is not None
+            base_s, base_rss, base_cpu = base
+            print(
+                f"  {'baseline: sqlite3 reads every row':44} {base_s:6.2f} s {base_rss:7.0f} MiB"
+                f"   CPU {base_cpu:6.2f} s"
+            )
             cases = {
                 "status big": ["status", "big"],
                 "status big --state failed --json": [
@@ -110,11 +129,17 @@ def main() -> None:
                 "history big --json": ["history", "big", "--json"],
             }
             for label, extra in cases.items():
-                seconds, rss = measured([*sp, *extra, "--home", str(home)])
-                print(
-                    f"  {label:44} {seconds:6.2f} s {rss:7.0f} MiB   "
-                    f"x{seconds / base_s:5.1f} of the baseline's time"
-                )
+                for side, sp in sides.items():
+                    found = measured([*sp, *extra, "--home", str(home)])
+                    if found is None:
+                        print(f"  {label + side:44}    n/a (exit 2: not known there)")
+                        continue
+                    seconds, rss, cpu = found
+                    print(
+                        f"  {label + side:44} {seconds:6.2f} s {rss:7.0f} MiB   CPU {cpu:6.2f} s"
+                        f"   x{seconds / base_s:5.1f} of the baseline's time",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

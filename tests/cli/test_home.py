@@ -152,3 +152,37 @@ def test_links_planted_at_a_task_dir_or_a_log_are_not_followed(cli: Cli, tmp_pat
     _refused(proc, "tasks/a is a symbolic link")
     assert "TOP SECRET" not in proc.stdout
     _refused(cli("resume", "r"), "tasks/a is a symbolic link")
+
+
+def test_links_planted_while_a_run_runs_are_not_followed(cli: Cli, tmp_path: Path) -> None:
+    """Task a plants, mid-run, a link where task b's directory goes and one where task c's
+    stdout goes, before either starts: b and c fail with the link named, nothing is made or
+    written through either link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET\n")
+    plant = (
+        f'ln -s {outside} "$STORMPROOF_RUN_DIR/tasks/b" && '
+        'mkdir -p "$STORMPROOF_RUN_DIR/tasks/c/attempt-1" && '
+        f'ln -s {secret} "$STORMPROOF_RUN_DIR/tasks/c/attempt-1/stdout.log"'
+    )
+    cli.write(
+        "wf.yaml",
+        "name: w\nglobal_config: {max_retry_attempts: 0, on_failure: continue}\ntasks:\n"
+        f"  - id: a\n    command: [sh, -c, {json.dumps(plant)}]\n"
+        "  - {id: b, command: [sh, -c, 'echo overwritten > out.txt'], depends_on: [a]}\n"
+        "  - {id: c, command: [echo, overwritten], depends_on: [a]}\n",
+    )
+    proc = cli("run", "wf.yaml", "--name", "r", "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(outside.iterdir()) == []
+    assert secret.read_text() == "TOP SECRET\n"
+    status = json.loads(cli("status", "r", "--json").stdout)
+    states = {tid: t["state"] for tid, t in status["tasks"].items()}
+    assert states == {"a": "succeeded", "b": "failed", "c": "failed"}
+    for tid in ("b", "c"):
+        rows = json.loads(cli("history", "r", "--task", tid, "--json").stdout)
+        failed = [r for r in rows if r["kind"] == "AttemptSubmitFailed"]
+        assert failed and "is a symbolic link" in failed[0]["data"]["message"], (tid, rows)
