@@ -241,7 +241,7 @@ WORDS = st.one_of(
 )
 OPTIONS: dict[str, list[str]] = {
     "status": ["--json", "--tasks", "--state", "--stage", "--limit", "--offset"],
-    "history": ["--json"],
+    "history": ["--json", "--task"],
     "logs": ["--attempt", "--stream"],
     "plan": ["--json"],
     "fleet": ["--json", "--scale"],
@@ -250,7 +250,9 @@ OPTIONS: dict[str, list[str]] = {
     "schema": [],
     "import": [],
     "simulate": ["--runs", "--seed", "--deadline", "--policy", "--runtime-spread", "--json"],
-    "run": ["--dry-run", "--name", "--max-parallel", "--seed"],
+    "run": ["--dry-run", "--name", "--max-parallel", "--seed", "--reuse", "--redrive", "--plan"],
+    "redrive": ["--json", "--detach"],
+    "clean": ["--older-than", "--keep-last", "--dry-run"],
 }
 
 
@@ -262,6 +264,8 @@ def arguments(draw: st.DrawFn) -> list[str]:
         args += ["wf.yaml", "--workers", "1", "--runs", str(draw(st.integers(1, 5)))]
     if command == "run":
         args += ["--dry-run"]
+    if command == "redrive":
+        args += ["--plan"]  # only plans: a fuzzed redrive never drives a run
     if command == "import":
         args += ["wfformat"]
     if command == "checkpoints":
