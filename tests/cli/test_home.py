@@ -140,9 +140,10 @@ def test_links_planted_at_a_task_dir_or_a_log_are_not_followed(cli: Cli, tmp_pat
     log = tasks / "b" / "attempt-1" / "stdout.log"
     log.unlink()
     log.symlink_to(secret)
-    proc = cli("logs", "r", "b")
-    _refused(proc, "stdout.log is a symbolic link")
-    assert "TOP SECRET" not in proc.stdout
+    for follow in ([], ["-f"]):
+        proc = cli("logs", "r", "b", *follow)
+        _refused(proc, "stdout.log is a symbolic link")
+        assert "TOP SECRET" not in proc.stdout
     elsewhere = tmp_path / "elsewhere"
     (elsewhere / "attempt-1").mkdir(parents=True)
     (elsewhere / "attempt-1" / "stdout.log").write_text("TOP SECRET\n")
