@@ -23,7 +23,6 @@ from stormproof.core.events import (
     RunStarted,
 )
 from stormproof.core.machine import Workflow
-from stormproof.errors import RunNotFound
 from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
 from stormproof.runtime.home import Home
@@ -38,7 +37,7 @@ from stormproof.runtime.view_store import (
     whole_view,
 )
 from stormproof.spec.model import WorkflowSpec
-from stormproof.store.base import Row, TaskRecord
+from stormproof.store.base import Row
 from stormproof.store.sqlite import SQLiteEventLog
 
 from ..core.builders import dag
@@ -203,21 +202,6 @@ def test_an_attempts_record_leaves_out_the_fields_at_their_defaults() -> None:
     back = AttemptView.from_record(record)
     assert back == AttemptView(3, pool="spot", instances=["i-1"], launched=5.0)
     assert back.instances is not record["instances"]
-
-
-def test_save_view_keeps_the_newer_view(tmp_path: Path) -> None:
-    store = SQLiteEventLog(tmp_path / "db")
-    with pytest.raises(RunNotFound):
-        store.load_view("r")
-    store.create_run("r", "w", {}, 0.0)
-    assert store.load_view("r") is None
-    task = TaskRecord("a", 0, 0, "running", {"x": 1})
-    assert store.save_view("r", 10, {"n": 10}, [task])
-    assert not store.save_view("r", 9, {"n": 9}, [TaskRecord("a", 0, 0, "waiting", {})])
-    stored = store.load_view("r")
-    assert stored is not None and stored.summary == {"n": 10}
-    assert stored.tasks == [task]
-    assert store.load_view("r", states=["waiting"]).matching == 0  # type: ignore[union-attr]
 
 
 # -- the dashboard's fields through the stored view ---------------------------------------
