@@ -4,10 +4,16 @@ order, a redrive's save replaces the run's records, and a run's view goes with t
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
+import psycopg
 import pytest
 
 from stormproof.errors import RunNotFound
 from stormproof.store.base import EventLog, TaskRecord
+from stormproof.store.postgres import PostgresEventLog
+from stormproof.store.sqlite import SQLiteEventLog
 
 STATES = ("succeeded", "failed", "skipped", "running")
 
@@ -126,3 +132,32 @@ def test_views_are_kept_per_run_and_go_with_their_run(log: EventLog) -> None:
     log.create_run("a", "wf", {}, 2.0)
     assert log.load_view("a") is None, "a new run of the same name starts without a view"
     assert log.load_view("b").matching == 4  # type: ignore[union-attr]
+
+
+def test_an_sqlite_file_from_before_views_gets_them_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "stormproof.db"
+    with SQLiteEventLog(path) as log:
+        log.create_run("r", "wf", {}, 0.0)
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE task_views")
+    db.execute("DROP TABLE views")
+    db.commit()
+    db.close()
+    with SQLiteEventLog(path, read_only=True) as log:
+        assert log.load_view("r") is None, "read-only: no view, the log is folded"
+    with SQLiteEventLog(path) as log:
+        assert log.save_view("r", 1, {"n": 1}, records(2))
+        assert log.load_view("r").matching == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_postgresql_database_from_before_views_gets_them_when_opened(where: str) -> None:
+    with PostgresEventLog(where) as log:
+        log.create_run("r", "wf", {}, 0.0)
+    with psycopg.connect(where, autocommit=True) as db:
+        db.execute("DROP TABLE stormproof_task_views")
+        db.execute("DROP TABLE stormproof_views")
+    with PostgresEventLog(where) as log:
+        assert log.load_view("r") is None
+        assert log.save_view("r", 1, {"n": 1}, records(2))
+        assert log.load_view("r").matching == 2  # type: ignore[union-attr]
