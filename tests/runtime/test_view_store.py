@@ -513,10 +513,9 @@ def test_a_reader_reads_again_when_the_driver_saves_while_it_reads(
         calls += 1
         found = load(run, **kwargs)  # type: ignore[arg-type]
         if calls == 1:  # the driver saves the whole view right after the reader's first look
-            later = view_for_run(info).apply(rows)
-            store.save_view("r", later.last_seq, later.summary(), [
-                record_of(t) for t in later.tasks.values()
-            ])  # fmt: skip
+            later = view_for_run(info).apply(rows)  # (as its keeper after the redrive: replace)
+            records = [record_of(t) for t in later.tasks.values()]
+            store.save_view("r", later.last_seq, later.summary(), records, replace=True)
         return found
 
     monkeypatch.setattr(store, "load_view", load_and_save)
