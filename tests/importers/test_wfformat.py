@@ -28,16 +28,14 @@ from hypothesis import strategies as st
 from stormproof.cli.import_cmd import import_
 from stormproof.importers.files import read_json
 from stormproof.importers.render import render_yaml
-from stormproof.importers.wfformat import (
+from stormproof.importers.wfformat.convert import ImportResult, convert, header_lines
+from stormproof.importers.wfformat.options import (
     DEFAULT_MEMORY_MIB,
     DEFAULT_TIME_FACTOR,
     ImportOptions,
-    ImportResult,
-    WfFormatError,
-    convert,
-    header_lines,
-    sanitize_ids,
 )
+from stormproof.importers.wfformat.task_documents import sanitize_ids
+from stormproof.importers.wfformat.trace import WfFormatError
 from stormproof.spec.load import load_workflow
 from stormproof.spec.model import TASK_ID_PATTERN, TaskSpec, WorkflowSpec
 

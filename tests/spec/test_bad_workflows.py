@@ -11,7 +11,7 @@ import pytest
 
 from stormproof.errors import SpecError
 from stormproof.spec.load import load_workflow, parse_workflow
-from stormproof.spec.validate import MAX_MESSAGES
+from stormproof.spec.problems import MAX_MESSAGES
 from tests.spec.bad_workflows import CASES, EXPECTED, case_bytes, write_case
 
 CASE_IDS = [case[0] for case in CASES]

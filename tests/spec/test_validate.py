@@ -12,13 +12,8 @@ from hypothesis import strategies as st
 
 from stormproof.errors import SpecError
 from stormproof.spec.model import TaskSpec, WorkflowSpec
-from stormproof.spec.validate import (
-    Problem,
-    format_place,
-    graph_problems,
-    render_problems,
-    validate_spec,
-)
+from stormproof.spec.problems import Problem, format_place, render_problems
+from stormproof.spec.validate import graph_problems, validate_spec
 
 
 def _texts(problems: list[Problem]) -> list[str]:

@@ -28,13 +28,9 @@ from rich.markup import escape
 from stormproof.errors import SpecError, StormproofError
 from stormproof.importers.files import STDIO, check_output, read_json, write_output
 from stormproof.importers.render import decimal_text, render_yaml
-from stormproof.importers.wfformat import (
-    DEFAULT_TIME_FACTOR,
-    ImportOptions,
-    WfFormatError,
-    convert,
-    header_lines,
-)
+from stormproof.importers.wfformat.convert import convert, header_lines
+from stormproof.importers.wfformat.options import DEFAULT_TIME_FACTOR, ImportOptions
+from stormproof.importers.wfformat.trace import WfFormatError
 from stormproof.spec.model import parse_duration
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)

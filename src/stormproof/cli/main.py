@@ -47,6 +47,8 @@ def _escape(text: str) -> str:
 #: ``run`` of a big workflow should not pay for the importers' and tables' imports.
 LAZY_COMMANDS = {
     "alerts": "stormproof.cli.monitor_cmds:alerts",
+    "aws": "stormproof.cli.aws_cmds:aws",
+    "exec": "stormproof.cli.exec_cmd:exec_",
     "report": "stormproof.cli.monitor_cmds:report",
     "serve": "stormproof.cli.monitor_cmds:serve",
     "checkpoint": "stormproof.cli.checkpoint_cmd:checkpoint",
@@ -121,8 +123,10 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
     if any(t.checkpoint_enabled for t in spec.tasks):
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
     config = s.placing_config()
+    spec, notes = s.workflow_for_executor(spec, config)
     with _frozen_after():
         report = build_plan(spec, config, config.container_runtime)
+        report = report.with_notes(notes)
     _outlive(spec, report)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
@@ -193,6 +197,7 @@ def run(
             return
         spec = _load_spec(file)
         config = s.placing_config()
+        spec, _notes = s.workflow_for_executor(spec, config)
         s.check_workflow(spec, config)
         refuse_if_unplaceable(spec, config)
         from stormproof.runtime.compile import policy_dict
@@ -216,7 +221,8 @@ def run(
             raise RunExists(_exists_message(s, run_name))
         from stormproof.runtime.containers import host_notes
 
-        for note in host_notes(spec, s.config.container_runtime):  # said once, as the run begins
+        runtime, own = s.config.container_runtime, s.config.executor_runs_images
+        for note in host_notes(spec, runtime, own):  # said once, as the run begins
             err.print(f"[yellow]note:[/] {_escape(note)}")
         ctx = new_context(
             run_name,

@@ -121,8 +121,8 @@ class Session:
 
     def executor_options(self, config: Config | None = None) -> dict[str, Any]:
         """What the configured executor is built with (a run records it): its own section
-        of stormproof.yaml, for executors that have one (``slurm:``); the local executor has
-        none."""
+        of stormproof.yaml, for executors that have one (``slurm:``, ``aws:``); the local
+        executor has none."""
         return (config if config is not None else self.config).executor_options()
 
     def placing_config(self, config: Config | None = None) -> Config:
@@ -137,6 +137,19 @@ class Session:
             delegates_placement(cls),
             lambda pools: describe_pools(cls, pools, options),
         )
+
+    def workflow_for_executor(
+        self, spec: WorkflowSpec, config: Config | None = None
+    ) -> tuple[WorkflowSpec, list[str]]:
+        """The workflow as the executor can run it, and what it changed (for ``plan``): an
+        executor's optional ``adapt_workflow`` (AWS Batch runs multi-node jobs on on-demand
+        only). Without the hook, the workflow as it is."""
+        cls = self.executor_class((config if config is not None else self.config).executor)
+        hook = getattr(cls, "adapt_workflow", None)
+        if hook is None:
+            return spec, []
+        adapted, notes = hook(spec)
+        return adapted, list(notes)
 
     @property
     def writable(self) -> bool:

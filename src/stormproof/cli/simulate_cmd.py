@@ -89,6 +89,7 @@ def simulate(
             if "executor" not in config.model_fields_set:  # the file's pools, run's executor
                 config = config.model_copy(update={"executor": s.config.executor})
         config = s.placing_config(config)
+        spec, _notes = s.workflow_for_executor(spec, config)
         refuse_if_unplaceable(spec, config)
         if policy_name:
             config = config.model_copy(

@@ -1,4 +1,5 @@
-"""The shim's side of its sockets: a poll loop and one buffered, non-blocking client each.
+"""The shim's side of its sockets: a poll loop, one buffered, non-blocking client each, and
+the listening socket, open to this user only.
 
 Kept apart from ``_shim`` so that the shim reads as what it does with attempts. This module
 only moves newline-delimited JSON text. A client that stops reading is never waited for: its
@@ -9,8 +10,10 @@ every attempt.
 from __future__ import annotations
 
 import contextlib
+import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,3 +124,28 @@ class Client:
         self.closed = True
         poller.unregister(self.sock.fileno())
         self.sock.close()
+
+
+def listen(path: str) -> socket.socket:
+    """The shim's listening socket at ``path``, a file only this user may use (mode 0600)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a dead shim; we hold the lock, so it is not a live one's
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old_umask)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def same_user(sock: socket.socket) -> bool:
+    """Only our own user may drive the shim. The socket file is 0600 too, and this check is
+    the second lock, for the fallback socket dir. Skipped where SO_PEERCRED does not exist."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid == os.getuid()

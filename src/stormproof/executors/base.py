@@ -81,6 +81,8 @@ class AttemptJob:
     #: or never, ending ``AttemptDropped``, if killed first. Backends without a way to hold
     #: an attempt may start it once they saw ``after`` end; "" starts now.
     after: str = ""
+    #: The task's ``container_image`` (an executor that runs containers runs it; None: none).
+    image: str | None = None
 
     @property
     def work_dir(self) -> Path:

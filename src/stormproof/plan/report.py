@@ -14,7 +14,9 @@ so that a 100,000-task plan stays a page, not a scroll.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,10 @@ class PlanReport:
     def stages(self) -> list[list[str]]:
         ids = self.dag.ids
         return [[ids[i] for i in group] for group in self.dag.stage_indexes()]
+
+    def with_notes(self, notes: Sequence[str]) -> PlanReport:
+        """This report with ``notes`` added (what the executor changed, said by the plan)."""
+        return self if not notes else dataclasses.replace(self, notes=(*self.notes, *notes))
 
     def to_json(self) -> dict[str, Any]:
         """The plan as JSON-ready data (``stormproof plan --json``); keys are a stable API."""
@@ -187,7 +193,8 @@ def _notes(
         )
     from stormproof.runtime.containers import host_notes
 
-    notes += host_notes(spec, None if container_runtime in (None, "none") else container_runtime)
+    runtime = None if container_runtime in (None, "none") else container_runtime
+    notes += host_notes(spec, runtime, config.executor_runs_images)
     delegated = [p for p in config.pool_defs() if p.delegated]
     if delegated:
         shown = ", ".join(

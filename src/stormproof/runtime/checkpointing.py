@@ -257,8 +257,11 @@ class Checkpointing:
             if not keep:
                 self.store.delete(self.run, task_id)
                 return
+            # Only older ones: a batch backend reports several commits at once (AWS Batch,
+            # from the agent's status), and an earlier prune must not take a later seq.
+            newest_kept = max(keep)
             for info in self.store.list(self.run, task_id):
-                if info.seq not in keep:
+                if info.seq not in keep and info.seq < newest_kept:
                     self.store.delete(self.run, task_id, info.seq)
         except Exception as exc:
             _warn(f"pruning checkpoints of {task_id} failed: {exc}")

@@ -98,8 +98,13 @@ def apptainer_image(image: str, image_dir: Path | None) -> str:
     return "docker://" + image
 
 
-def host_notes(spec: WorkflowSpec, runtime: str | None) -> list[str]:
-    """What ``plan`` and ``run`` say, once, about where commands run."""
+def host_notes(
+    spec: WorkflowSpec, runtime: str | None, executor_runs_images: bool = False
+) -> list[str]:
+    """What ``plan`` and ``run`` say, once, about where commands run (nothing when the
+    executor runs every attempt in a container itself, as AWS Batch does)."""
+    if executor_runs_images:
+        return []
     images = sum(1 for task in spec.tasks if task.container_image)
     if runtime is None:
         if not images:

@@ -596,6 +596,7 @@ class Driver:
             pool=pool,
             market=self._markets.get(pool, ""),
             timeout_s=self.tasks[i].timeout_s,
+            image=spec.container_image,
         )
 
     def _in_container(

