@@ -8,6 +8,8 @@ Two families, kept apart on purpose:
 
       StormproofError
       ├── SpecError          the workflow file is malformed or invalid (many messages)
+      │   └── InputRefused   a file refused before it is parsed: not a regular file, or over
+      │                      a limit (size, nesting, number length, aliases, task count)
       ├── ConfigError        stormproof.yaml or an environment override is invalid
       ├── RunNotFound        no run of that name in this home
       ├── RunExists          `run --name` of a name that is taken
@@ -63,6 +65,10 @@ class SpecError(StormproofError):
         lines = [f"{self.source}: {len(self.messages)} problems"]
         lines += [f"  - {m}" for m in self.messages]
         return "\n".join(lines)
+
+
+class InputRefused(SpecError):
+    """A file the user named, refused for what it is or how big it is (``stormproof.limits``)."""
 
 
 class ConfigError(StormproofError):

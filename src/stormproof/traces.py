@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from stormproof.errors import StormproofError
+from stormproof.errors import InputRefused, StormproofError
+from stormproof.limits import JsonRefused, active_limits, read_bounded, strict_json_loads
 
 __all__ = ["Trace", "TraceError", "find_trace", "load_trace", "parse_trace"]
 
@@ -83,18 +84,18 @@ def find_trace(text: str, base: Path, place: str) -> Path:
 def load_trace(path: str | Path, *, first_ticks: int | None = None) -> Trace:
     """Read a trace file; ``first_ticks`` keeps only its beginning (e.g. the first 13 days)."""
     source = str(path)
+    limits = active_limits()
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TraceError(f"{source}: no such file (check the path, or pass --traces DIR)") from None
-    except IsADirectoryError:
-        raise TraceError(f"{source}: is a directory, not a trace file") from None
+        text = read_bounded(path, "trace file", limits.file_bytes).decode("utf-8")
+    except InputRefused as err:
+        problem = err.messages[0]
+        if problem.startswith("no such file"):
+            problem = "no such file (check the path, or pass --traces DIR)"
+        raise TraceError(f"{source}: {problem}") from None
     except UnicodeDecodeError:
         raise TraceError(f"{source}: is not UTF-8 text (a trace is a JSON file)") from None
-    except OSError as err:
-        raise TraceError(f"{source}: cannot be read: {err.strerror or err}") from None
     try:
-        data = json.loads(text)
+        data = strict_json_loads(text, limits)
     except json.JSONDecodeError as err:
         problem = err.msg[:1].lower() + err.msg[1:]
         ends_early = err.pos >= len(text.rstrip())
@@ -102,8 +103,9 @@ def load_trace(path: str | Path, *, first_ticks: int | None = None) -> Trace:
         raise TraceError(
             f"{source}: line {err.lineno}, column {err.colno}: invalid JSON: {problem}{hint}"
         ) from None
-    except RecursionError:
-        raise TraceError(f"{source}: the document is nested too deeply") from None
+    except JsonRefused as err:
+        where = f"line {err.line}: " if err.line else ""
+        raise TraceError(f"{source}: {where}{err.text}") from None
     trace = parse_trace(data, source)
     if first_ticks is None:
         return trace

@@ -4,18 +4,17 @@ and a project set up in moto by ``stormproof aws setup``'s own code."""
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 import pytest
 
 from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed, start, weed_binary
+from tests.cli.conftest import Cli
 
 from ._imds import ImdsStandIn
 from ._moto import BatchHosts, Moto, shared_moto
@@ -110,38 +109,27 @@ def hosts(
 
 
 @dataclass
-class Project:
-    cwd: Path
-    env: dict[str, str]
-    procs: list[subprocess.Popen[str]]
+class Project(Cli):
+    """``stormproof`` in a scratch directory set up for ``aws_batch`` against the emulator."""
 
-    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stormproof", *args],
-            cwd=self.cwd,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+    environ: dict[str, str] = field(kw_only=True)
+    timeout: ClassVar[float] = 120
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stormproof", *args],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        self.procs.append(proc)
-        return proc
+    def env(self) -> dict[str, str]:
+        return self.environ
 
-    def history(self, run: str) -> list[dict[str, Any]]:
-        proc = self("history", run, "--json")
-        return json.loads(proc.stdout) if proc.returncode == 0 else []
+
+def run_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``stormproof ARGS`` in ``cwd`` with exactly ``env``."""
+    return Project(cwd, [], environ=env)(*args)
+
+
+def moto_cli(cwd: Path, moto: Moto, *args: str) -> subprocess.CompletedProcess[str]:
+    """``stormproof ARGS`` against the emulator alone: no AWS variable of this machine's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("STORMPROOF_HOME", None)
+    env.update(moto.env(), XDG_CACHE_HOME=str(cwd / "cache"))
+    return run_cli(cwd, env, *args)
 
 
 @pytest.fixture
@@ -151,7 +139,7 @@ def project(moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path) -> 
     env.pop("STORMPROOF_HOME", None)
     env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
     (tmp_path / "stormproof.yaml").write_text(config_text())
-    p = Project(tmp_path, env, [])
+    p = Project(tmp_path, [], environ=env)
     setup = p("aws", "setup")
     assert setup.returncode == 0, setup.stdout + setup.stderr
     yield p

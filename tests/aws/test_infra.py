@@ -12,24 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.aws._moto import Moto
-from tests.aws.fixtures import PROJECT, config_text
+from tests.aws.fixtures import PROJECT, config_text, moto_cli
 
 BUCKET = "sptest-bucket"
-
-
-def _cli(cwd: Path, moto: Moto, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.pop("STORMPROOF_HOME", None)
-    env.update(moto.env(), XDG_CACHE_HOME=str(cwd / "cache"))
-    return subprocess.run(
-        [sys.executable, "-m", "stormproof", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -87,7 +72,7 @@ def test_setup_then_teardown_leaves_no_tagged_resource_and_nothing_else_is_touch
 ) -> None:
     moto.client("sqs").create_queue(QueueName=f"{PROJECT}-someone-elses")  # untagged
     moto.client("iam").create_role(RoleName=f"{PROJECT}-theirs", AssumeRolePolicyDocument="{}")
-    setup = _cli(cwd, moto, "aws", "setup")
+    setup = moto_cli(cwd, moto, "aws", "setup")
     assert setup.returncode == 0, setup.stdout + setup.stderr
     made = tagged(moto)
     assert made["queues"] == [f"{PROJECT}-spot", f"{PROJECT}-ondemand"]
@@ -102,15 +87,15 @@ def test_setup_then_teardown_leaves_no_tagged_resource_and_nothing_else_is_touch
     assert resources["type"] == "SPOT" and resources["maxvCpus"] == 16
     assert resources["allocationStrategy"] == "SPOT_PRICE_CAPACITY_OPTIMIZED"
     assert resources["instanceTypes"] == ["c5.large", "c5.xlarge"]
-    again = _cli(cwd, moto, "aws", "setup")  # idempotent: what is there is kept
+    again = moto_cli(cwd, moto, "aws", "setup")  # idempotent: what is there is kept
     assert again.returncode == 0, again.stderr
     assert tagged(moto) == made
     moto.client("s3").put_object(Bucket=BUCKET, Key="stormproof/status/r/a/1.json", Body=b"{}")
 
-    dry = _cli(cwd, moto, "aws", "teardown", "--dry-run")
+    dry = moto_cli(cwd, moto, "aws", "teardown", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "batch delete_job_queue" in dry.stdout and tagged(moto) == made  # removed nothing
-    down = _cli(cwd, moto, "aws", "teardown")
+    down = moto_cli(cwd, moto, "aws", "teardown")
     assert down.returncode == 0, down.stdout + down.stderr
     assert tagged(moto) == {}
     assert any("someone-elses" in u for u in moto.client("sqs").list_queues()["QueueUrls"])
@@ -118,7 +103,7 @@ def test_setup_then_teardown_leaves_no_tagged_resource_and_nothing_else_is_touch
 
 
 def test_setup_dry_run_prints_every_call_and_makes_none(cwd: Path, moto: Moto) -> None:
-    dry = _cli(cwd, moto, "aws", "setup", "--dry-run")
+    dry = moto_cli(cwd, moto, "aws", "setup", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     calls = [ln.split(" {", 1)[0] for ln in lines if not ln.startswith("  (")]
@@ -131,7 +116,7 @@ def test_setup_dry_run_prints_every_call_and_makes_none(cwd: Path, moto: Moto) -
 
 
 def test_the_printed_policy_is_least_privilege_json(cwd: Path, moto: Moto) -> None:
-    out = _cli(cwd, moto, "aws", "policy", "--account", "123456789012")
+    out = moto_cli(cwd, moto, "aws", "policy", "--account", "123456789012")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     actions = {a for s in doc["Statement"] for a in s["Action"]}
@@ -141,19 +126,19 @@ def test_the_printed_policy_is_least_privilege_json(cwd: Path, moto: Moto) -> No
 
 
 def test_doctor_says_what_is_missing_then_that_it_is_ready(cwd: Path, moto: Moto) -> None:
-    before = _cli(cwd, moto, "aws", "doctor")
+    before = moto_cli(cwd, moto, "aws", "doctor")
     assert before.returncode == 1, before.stdout + before.stderr
     assert f"job queue '{PROJECT}-spot' does not exist; run `stormproof aws setup`" in before.stdout
     assert f"{BUCKET} does not exist" in before.stdout
-    assert _cli(cwd, moto, "aws", "setup").returncode == 0
-    after = _cli(cwd, moto, "aws", "doctor")
+    assert moto_cli(cwd, moto, "aws", "setup").returncode == 0
+    after = moto_cli(cwd, moto, "aws", "doctor")
     assert "credentials" in after.stdout and "123456789012" in after.stdout
     assert "missing" not in after.stdout, after.stdout
     assert after.returncode == 0, after.stdout + after.stderr
 
 
 def test_aws_commands_need_the_aws_executor(tmp_path: Path, moto: Moto) -> None:
-    proc = _cli(tmp_path, moto, "aws", "setup", "--dry-run")
+    proc = moto_cli(tmp_path, moto, "aws", "setup", "--dry-run")
     assert proc.returncode == 2
     assert "set executor: aws_batch" in proc.stderr
 

@@ -5,9 +5,6 @@ answer), a cache with the date, and a configured price that always wins."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -19,7 +16,7 @@ from stormproof.aws.clients import Aws
 from stormproof.core.defs import Market, PoolDef, Resources
 from stormproof.executors.aws_batch import AwsBatchExecutor
 from tests.aws._moto import Moto
-from tests.aws.fixtures import config_text
+from tests.aws.fixtures import config_text, moto_cli
 
 #: One product of the EC2 price list, as GetProducts returns it (trimmed to what is read).
 RECORDED_PRODUCT = {
@@ -106,21 +103,6 @@ def test_a_configured_price_wins_and_a_missing_one_is_asked_of_aws(
     assert prices.cache_path().exists()
 
 
-def _cli(cwd: Path, moto: Moto, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.pop("STORMPROOF_HOME", None)
-    env.update(moto.env(), XDG_CACHE_HOME=str(cwd / "cache"))
-    return subprocess.run(
-        [sys.executable, "-m", "stormproof", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.mark.parametrize("asked", [True, False])
 def test_plan_and_simulate_cost_a_spot_pool_at_the_price_aws_gives(
     moto: Moto, tmp_path: Path, asked: bool
@@ -136,12 +118,12 @@ def test_plan_and_simulate_cost_a_spot_pool_at_the_price_aws_gives(
         "name: w\ntasks:\n  - {id: a, command: ['true'], vcpus: 2, memory: 3000,"
         " estimated_runtime: 3600}\n"
     )
-    plan = _cli(tmp_path, moto, "plan", "wf.yaml", "--json")
+    plan = moto_cli(tmp_path, moto, "plan", "wf.yaml", "--json")
     assert plan.returncode == 0, plan.stderr
     report = json.loads(plan.stdout)
     assert report["tasks"]["a"]["pool"] == "spot"
     spot_cost = report["tasks"]["a"]["cost_usd"]
-    simulated = _cli(
+    simulated = moto_cli(
         tmp_path, moto, "simulate", "wf.yaml", "--runs", "5", "--workers", "1", "--json"
     )
     assert simulated.returncode == 0, simulated.stderr

@@ -13,15 +13,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import pytest
 
 
 @dataclass
 class Cli:
+    """The real command in ``cwd``; the Slurm and AWS tests' runners extend it with their
+    cluster's or emulator's environment (``env``) and a longer ``timeout``."""
+
     cwd: Path
     procs: list[subprocess.Popen[str]]
+
+    #: Seconds a command may take before the test fails (a batch system is slower).
+    timeout: ClassVar[float] = 60
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -29,14 +35,16 @@ class Cli:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def __call__(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "stormproof", *args],
             cwd=self.cwd,
             env=self.env(),
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=self.timeout if timeout is None else timeout,
             stdin=subprocess.DEVNULL,
         )
 
@@ -63,6 +71,12 @@ class Cli:
         assert proc.returncode == 0, proc.stderr
         data: dict[str, Any] = json.loads(proc.stdout)
         return data
+
+    def history(self, run: str) -> list[dict[str, Any]]:
+        """The run's log as ``history --json`` gives it (empty while it cannot be read)."""
+        proc = self("history", run, "--json")
+        rows: list[dict[str, Any]] = json.loads(proc.stdout) if proc.returncode == 0 else []
+        return rows
 
     @property
     def data_dir(self) -> Path:

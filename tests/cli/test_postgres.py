@@ -91,8 +91,21 @@ def test_a_run_is_stored_in_postgresql_and_read_back(pg_cli: Cli) -> None:
     assert not (pg_cli.cwd / ".stormproof" / "stormproof.db").exists()
     listing = pg_cli("status")
     assert "runs in postgresql://postgres@127.0.0.1:" in listing.stdout
-    kinds = [r["kind"] for r in json.loads(pg_cli("history", "p1", "--json").stdout)]
+    rows = json.loads(pg_cli("history", "p1", "--json").stdout)
+    kinds = [r["kind"] for r in rows]
     assert kinds[0] == "RunStarted" and kinds.count("LaunchAttempt") == 3
+    # the driver left the run's view in the server: status reads a page of it
+    from stormproof.store.postgres import PostgresEventLog
+
+    url = (pg_cli.cwd / "stormproof.yaml").read_text().split("store: ", 1)[1].split("\n")[0]
+    with PostgresEventLog(url) as log:
+        stored = log.load_view("p1", limit=0)
+    assert stored is not None and stored.upto_seq == rows[-1]["seq"]
+    page = json.loads(
+        pg_cli("status", "p1", "--state", "succeeded", "--limit", "1", "--json").stdout
+    )
+    assert list(page["tasks"]) == ["t0"] and page["page"]["total"] == 3
+    assert page["counts"] == {"succeeded": 3}
 
 
 def test_a_second_orchestrator_waits_then_takes_over_from_one_killed_with_9(pg_cli: Cli) -> None:

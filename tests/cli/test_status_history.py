@@ -70,3 +70,48 @@ def test_history_json_settles_cost_per_attempt_task_and_run_as_status_does(cli: 
     (finished,) = [r for r in rows if r["kind"] == "RunFinished"]
     assert finished["cost"] == status["cost"]
     assert "cost" not in next(r for r in rows if r["kind"] == "RunStarted")
+
+
+def _big_run(cli: Cli) -> None:
+    """60 tasks in 3 stages of 20 (t20+i depends on ti); t7 and t17 fail (on_failure:
+    continue), so t27, t37 (stage 2) and t47, t57 (stage 3) are skipped."""
+    lines = ["name: big", "global_config: {on_failure: continue, max_retry_attempts: 0}", "tasks:"]
+    for i in range(60):
+        command = "exit 1" if i in (7, 17) else "true"
+        deps = f", depends_on: [t{i - 20}]" if i >= 20 else ""
+        lines.append(f"  - {{id: t{i}, command: '{command}', retry_attempts: 0{deps}}}")
+    cli.write("big.yaml", "\n".join(lines) + "\n")
+    proc = cli("run", "big.yaml", "--name", "big", "--quiet")
+    assert proc.returncode == 1, proc.stderr
+
+
+def test_status_of_a_big_run_is_a_summary_with_its_failures_and_pages_the_rest(cli: Cli) -> None:
+    _big_run(cli)
+    text = cli("status", "big").stdout
+    assert "2 failed, 4 skipped, 54 succeeded" in text
+    assert "stage 1: 2 failed, 18 succeeded" in text
+    assert "stage 3: 2 skipped, 18 succeeded" in text
+    flat = " ".join(text.split())
+    assert "2 failed task(s) listed above; 60 tasks in all: `--tasks` lists them" in flat
+    assert " t7 " in text and " t17 " in text and " t0 " not in text  # failures, not the rest
+    paged = cli("status", "big", "--tasks", "--limit", "5", "--offset", "10").stdout
+    assert [f" t{i} " in paged for i in (9, 10, 14, 15)] == [False, True, True, False]
+    assert "tasks 11-15 of 60: `--offset 15` shows the next ones" in paged
+
+
+def test_status_json_pages_and_filters_with_a_documented_shape(cli: Cli) -> None:
+    _big_run(cli)
+    whole = cli.status("big")
+    assert len(whole["tasks"]) == 60
+    assert whole["page"] == {"offset": 0, "limit": 1000, "total": 60, "next_offset": None}
+    assert whole["stages"][0] == {"stage": 1, "counts": {"failed": 2, "succeeded": 18}}
+    proc = cli("status", "big", "--json", "--state", "skipped", "--limit", "3")
+    skipped = json.loads(proc.stdout)
+    assert list(skipped["tasks"]) == ["t27", "t37", "t47"]
+    assert skipped["page"] == {"offset": 0, "limit": 3, "total": 4, "next_offset": 3}
+    assert skipped["counts"] == whole["counts"] and skipped["cost"] == whole["cost"]
+    assert skipped["tasks"]["t27"] == whole["tasks"]["t27"]
+    stage = json.loads(cli("status", "big", "--json", "--stage", "3", "--state", "skipped").stdout)
+    assert list(stage["tasks"]) == ["t47", "t57"]
+    bad = cli("status", "big", "--stage", "9")
+    assert bad.returncode == 2 and "has 3 stage(s), not 9" in bad.stderr

@@ -33,7 +33,7 @@ from stormproof.executors._files import (
     proc_start_ticks,
     read_journal,
 )
-from stormproof.executors.base import AttemptJob
+from stormproof.executors.base import AttemptJob, Executor
 from stormproof.executors.local import LocalExecutor
 
 FINAL = (AttemptExited, AttemptLost, AttemptSubmitFailed, AttemptDropped)
@@ -201,19 +201,22 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 
 def collect(
-    ex: LocalExecutor, until: Callable[[list[Event]], bool], timeout_s: float = 10.0
+    ex: Executor,
+    until: Callable[[list[Event]], bool],
+    timeout_s: float = 10.0,
+    poll_s: float = 0.2,
 ) -> list[Event]:
-    """Poll until ``until(events so far)`` holds; fail after ``timeout_s``."""
+    """Poll any executor until ``until(events so far)`` holds; fail after ``timeout_s``."""
     events: list[Event] = []
     deadline = time.monotonic() + timeout_s
     while not until(events):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out; events so far: {events}")
-        events += ex.poll(0.2)
+        events += ex.poll(poll_s)
     return events
 
 
-def finals(events: list[Event]) -> dict[str, Event]:
+def finals(events: Sequence[Event]) -> dict[str, Event]:
     return {e.attempt_id: e for e in events if isinstance(e, FINAL)}
 
 

@@ -21,7 +21,7 @@ from stormproof.runtime.checkpointing import Checkpointing
 from stormproof.runtime.driver import Driver
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext, load_context, new_context
-from stormproof.runtime.view import empty_view
+from stormproof.runtime.view_store import view_for_run
 from stormproof.spec.model import WorkflowSpec
 from stormproof.store.sqlite import SQLiteEventLog
 
@@ -108,7 +108,7 @@ def test_a_run_on_delegated_pools_succeeds_within_max_jobs_and_shows_its_nodes(
     assert fake.held["wide/1"].nodes == ("s1", "s2")
 
     info = store.get_run("r")
-    view = empty_view("r", info.meta, [[t["id"] for t in tasks]]).apply(store.read("r"))  # type: ignore[misc]
+    view = view_for_run(info).apply(store.read("r"))
     assert set(view.instances) == {"s1", "s2", "o1"}  # nodes learned, then gone with the run
     assert view.tasks["wide"].attempts[0].instances == ["s1", "s2"]
     assert view.delegated == {"spot": 2, "od": 3}

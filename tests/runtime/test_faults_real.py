@@ -25,17 +25,6 @@ from tests.cli.conftest import Cli, _kill_leftovers, wait_for
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path, [])
-    yield c
-    for p in c.procs:
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
-    _kill_leftovers(tmp_path)
-
-
 def unavailable(reason: str) -> None:
     """A real component this machine lacks: skip here, fail in CI (which must have it)."""
     if os.environ.get("CI") == "true":

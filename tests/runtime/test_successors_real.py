@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from stormproof.executors._files import Layout, read_journal
-from tests.cli.conftest import Cli, _kill_leftovers, wait_for
+from tests.cli.conftest import Cli, wait_for
 
 CHAINS, LENGTH = 6, 5
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path, [])
-    yield c
-    for p in c.procs:
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
-    _kill_leftovers(tmp_path)
 
 
 def chains_workflow() -> str:

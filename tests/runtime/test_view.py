@@ -30,7 +30,7 @@ def rows_of(event: Event, decisions: list[Decision], seq: int) -> list[Row]:
 def test_interruptions_count_attempts_taken_away_not_notices_to_idle_instances() -> None:
     wf = Workflow(dag({"a": []}, vcpus=4, memory=8192), RunOptions(pools=(SPOT, OD)))
     view = RunView(name="r", workflow="w")
-    view.tasks["a"] = TaskView("a", "a", 0)
+    view.add_task(TaskView("a", "a", 0))
     log: list[Row] = []
 
     def feed(event: Event) -> list[Decision]:
@@ -65,7 +65,7 @@ def test_an_attempt_shows_the_nodes_its_backend_chose_when_the_core_chose_none()
     assert event_from_dict("AttemptStarted", stored) == started
     launch = LaunchAttempt("a/1", "a", 1, (), "spot", "placed in partition spot")
     view = RunView(name="r", workflow="w")
-    view.tasks["a"] = TaskView("a", "a", 0)
+    view.add_task(TaskView("a", "a", 0))
     view.apply(
         [
             Row(1, "decision", launch.kind, 1.0, None, launch.to_dict()),
@@ -91,7 +91,7 @@ def test_a_running_attempt_on_a_delegated_pool_costs_from_its_start_not_its_subm
     launch = LaunchAttempt("a/1", "a", 1, (), "spot", "submitted to spot", usd_per_h=3.6)
     started = AttemptStarted(100.0, "a/1", "4711", ("n1",))
     view = RunView(name="r", workflow="w", delegated={"spot": 100})
-    view.tasks["a"] = TaskView("a", "a", 0)
+    view.add_task(TaskView("a", "a", 0))
     view.apply([Row(1, "decision", launch.kind, 0.0, None, launch.to_dict())])
     assert view.cost(50.0).spent == 0.0  # queued: nothing billed yet
     assert view.outstanding("spot") == 1
@@ -104,8 +104,8 @@ def _two_attempts_one_measured() -> RunView:
     does not know): rows of the real core, as the driver logs them."""
     wf = Workflow(dag({"a": [], "b": []}, vcpus=1, memory=512), RunOptions(pools=(OD,)))
     view = RunView(name="r", workflow="w")
-    view.tasks["a"] = TaskView("a", "a", 0)
-    view.tasks["b"] = TaskView("b", "b", 0)
+    view.add_task(TaskView("a", "a", 0))
+    view.add_task(TaskView("b", "b", 0))
     log: list[Row] = []
 
     def feed(event: Event) -> list[Decision]:
@@ -138,9 +138,11 @@ def test_status_text_shows_cpu_and_peak_memory_and_a_dash_where_unknown() -> Non
     from rich.console import Console
 
     from stormproof.cli.render import render_run
+    from stormproof.runtime.view_query import TaskQuery, select
 
+    view = _two_attempts_one_measured()
     console = Console(record=True, width=200)
-    render_run(_two_attempts_one_measured(), console)
+    render_run(view, select(view, TaskQuery()), None, console)
     text = console.export_text()
     lines = {line.split("│")[2].strip(): line for line in text.splitlines() if line.count("│") > 3}
     assert "1.5s · 42MiB" in lines["a"]

@@ -37,6 +37,15 @@ def _tasks(body: str) -> str:
     return "name: demo\ntasks:\n" + body
 
 
+def _alias_bomb() -> str:
+    """The 'billion laughs': nine levels of nine aliases, 9^9 strings if expanded."""
+    lines = ["name: bomb", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    lines.append("tasks:\n  - {id: a, command: *i}")
+    return "\n".join(lines) + "\n"
+
+
 CASES: list[tuple[str, str, str]] = [
     # --- the graph
     (
@@ -262,6 +271,45 @@ CASES: list[tuple[str, str, str]] = [
         _tasks("  - id: prep\n    command: [run]\n    vcpus: 2\n    vcpus: 4\n"),
     ),
     ("binary_garbage", "workflow.yaml", _raw(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")),
+    # --- over a limit (stormproof.limits): refused at once, never expanded or parsed on
+    ("yaml_alias_bomb", "workflow.yaml", _alias_bomb()),
+    ("yaml_alias_in_itself", "workflow.yaml", _tasks("  - &t {id: a, command: [run, *t]}\n")),
+    (
+        "long_number_interval_yaml",
+        "workflow.yaml",
+        "name: demo\nglobal_config:\n  checkpoint_interval: " + "9" * 400 + "\n"
+        "tasks:\n  - {id: a, command: [run]}\n",
+    ),
+    (
+        "long_number_vcpus_yaml",
+        "workflow.yaml",
+        _tasks(f"  - {{id: a, command: [run], vcpus: {'9' * 5000}}}\n"),
+    ),
+    (
+        "long_number_interval_json",
+        "workflow.json",
+        '{"name": "demo", "global_config": {"checkpoint_interval": ' + "9" * 400 + "},\n"
+        ' "tasks": [{"id": "a", "command": ["run"]}]}',
+    ),
+    (
+        "long_number_vcpus_json",
+        "workflow.json",
+        '{"name": "demo",\n "tasks": [{"id": "a", "command": ["run"],\n "vcpus": '
+        + "9" * 5000
+        + "}]}",
+    ),
+    (
+        "duplicate_json_key",
+        "workflow.json",
+        '{"name": "demo", "tasks": [\n  {"id": "a", "command": ["run"], "vcpus": 2,\n'
+        '   "vcpus": 4}\n]}\n',
+    ),
+    ("deep_yaml", "workflow.yaml", _tasks("  - id: a\n    command: " + "[" * 40 + "]" * 40 + "\n")),
+    (
+        "deep_json",
+        "workflow.json",
+        '{"name": "demo",\n "tasks": [{"id": "a", "command": ' + "[" * 40 + "]" * 40 + "}]}",
+    ),
     ("not_utf8", "workflow.yaml", _raw(b"name: caf\xe9\ntasks: []\n")),
     # --- what no program can be given (exec takes C strings): a run used to hang on it
     ("nul_in_command", "workflow.yaml", _tasks('  - {id: a, command: ["ech\\0o", x]}\n')),
@@ -341,6 +389,21 @@ EXPECTED: dict[str, str] = {
     "duplicate_yaml_key": "line 6: tasks[0] (prep): key 'vcpus' appears twice",
     "binary_garbage": "this is a binary file, not a workflow",
     "not_utf8": "line 1: the file is not UTF-8 text (byte 0xe9",
+    "yaml_alias_bomb": (
+        "line 7, column 8: aliases (*name) expand to more values than the file itself "
+        "holds plus 100,000"
+    ),
+    "yaml_alias_in_itself": "line 3, column 31: the alias *t is inside its own anchor",
+    "long_number_interval_yaml": (
+        "line 3, column 24: the number 999999999999…999999 has 400 characters, more than "
+        "the 32 a number may have"
+    ),
+    "long_number_vcpus_yaml": "line 3, column 36: the number 999999999999…999999 has 5000",
+    "long_number_interval_json": "line 1: the number 999999999999…999999 has 400 characters",
+    "long_number_vcpus_json": "line 3: the number 999999999999…999999 has 5000 characters",
+    "duplicate_json_key": "line 3: key 'vcpus' appears twice in one object",
+    "deep_yaml": "line 4, column 43: the document nests more than 32 levels deep, the limit",
+    "deep_json": "line 2: the document nests more than 32 levels deep, the limit",
     "nul_in_command": "line 3: tasks[0] (a).command: holds a NUL byte",
     "nul_in_environment": "tasks[0] (a).environment: X: holds a NUL byte (\\0)",
 }

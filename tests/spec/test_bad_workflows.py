@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,22 +119,28 @@ def test_directory(tmp_path: Path) -> None:
     assert "is a directory, not a workflow file" in str(_fails(tmp_path))
 
 
+def _refuse_open(monkeypatch: pytest.MonkeyPatch, path: Path, error: OSError) -> None:
+    """Make opening ``path`` (and only it) fail with ``error``: the tests run as root."""
+    real = os.open
+
+    def refusing(name: Any, *args: Any, **kwargs: Any) -> int:
+        if str(name) == str(path):
+            raise error
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_case(tmp_path, "wf.yaml", "name: x\n")
-
-    def refuse(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    _refuse_open(monkeypatch, path, PermissionError(13, "Permission denied", str(path)))
     assert "cannot be read: permission denied" in str(_fails(path))
 
 
 def test_other_os_errors_are_spec_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: Path) -> bytes:
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(Path, "read_bytes", broken)
-    assert "cannot be read: Input/output error" in str(_fails(tmp_path / "wf.json"))
+    path = tmp_path / "wf.json"
+    _refuse_open(monkeypatch, path, OSError(5, "Input/output error"))
+    assert "cannot be read: Input/output error" in str(_fails(path))
 
 
 @pytest.mark.parametrize("depth", [900, 100_000])

@@ -215,10 +215,11 @@ tasks:
     assert (b.id, b.vcpus, b.memory, b.command, b.depends_on) == ("b", 8, 8192, ["run"], ["a"])
 
 
-def test_json_duplicate_keys_follow_json_rules(tmp_path: Path) -> None:
-    # JSON parsers keep the last value; only YAML files report duplicates (see bad_workflows).
-    text = '{"name": "first", "name": "dup", "tasks": [{"id": "a", "command": ["run"]}]}'
-    assert load_workflow(_write(tmp_path, "wf.json", text)).name == "dup"
+def test_json_duplicate_keys_are_refused_like_yaml_ones(tmp_path: Path) -> None:
+    # JSON parsers keep the last value silently; a workflow refuses it, with the line.
+    text = '{"name": "first",\n "name": "dup", "tasks": [{"id": "a", "command": ["run"]}]}'
+    with pytest.raises(SpecError, match="line 2: key 'name' appears twice"):
+        load_workflow(_write(tmp_path, "wf.json", text))
 
 
 def test_loading_leaves_the_garbage_collector_as_it_was(tmp_path: Path) -> None:

@@ -38,6 +38,8 @@ def test_the_tables_live_in_the_schema_the_url_names(postgres: PostgresServer) -
         "stormproof_results",
         "stormproof_rows",
         "stormproof_runs",
+        "stormproof_task_views",
+        "stormproof_views",
     ]
 
 

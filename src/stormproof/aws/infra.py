@@ -318,17 +318,33 @@ def dry_context(opts: AwsOptions, region: str | None) -> Context:
 # ---------------------------------------------------------------------- applying
 def apply(aws: Aws, calls: Iterable[Call], say: Callable[[str], None], wait_s: float = 600) -> None:
     """Send the calls in order; "already there" is done; a real error stops with its message."""
+    send(aws, calls, say, _already, ("kept", "already there"), _wait, wait_s)
+
+
+def send(
+    aws: Aws,
+    calls: Iterable[Call],
+    say: Callable[[str], None],
+    done_before: Callable[[Exception, Call], bool],
+    skipped: tuple[str, str],
+    wait: Callable[[Aws, Call, float], None],
+    wait_s: float,
+) -> None:
+    """Setup's and teardown's loop: each call in order, printed as done, or as ``skipped``
+    when its error says it was done before (``done_before``); any other error stops with
+    its message; a call that names something to wait for waits (``wait``) before the next."""
+    word, why = skipped
     for call in calls:
         client = aws.client(call.service)
         try:
             getattr(client, call.operation)(**call.params)
             say(f"  done  {call.service} {call.operation} {_subject(call)}")
         except Exception as exc:
-            if not _already(exc, call):
+            if not done_before(exc, call):
                 raise explain(exc, _op_name(call), _subject(call)) from None
-            say(f"  kept  {call.service} {call.operation} {_subject(call)} (already there)")
+            say(f"  {word}  {call.service} {call.operation} {_subject(call)} ({why})")
         if call.wait:
-            _wait(aws, call, wait_s)
+            wait(aws, call, wait_s)
 
 
 def _already(exc: Exception, call: Call) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 
 from stormproof.aws import names
 from stormproof.aws.clients import Aws, error_code, explain
-from stormproof.aws.infra import Call, _op_name, _subject
+from stormproof.aws.infra import Call, send
 from stormproof.aws.settings import AwsOptions
 
 _GONE = (
@@ -219,17 +219,16 @@ def _bucket(aws: Aws, bucket: str, mine: dict[str, str]) -> list[Call]:
 
 
 def remove(aws: Aws, calls: list[Call], say: Callable[[str], None], wait_s: float = 600) -> None:
-    for call in calls:
-        client = aws.client(call.service)
-        try:
-            getattr(client, call.operation)(**call.params)
-            say(f"  done  {call.service} {call.operation} {_subject(call)}")
-        except Exception as exc:
-            if error_code(exc) not in call.done_if:
-                raise explain(exc, _op_name(call), _subject(call)) from None
-            say(f"  gone  {call.service} {call.operation} {_subject(call)} (already)")
-        if call.wait:
-            _settle(aws, call, wait_s)
+    """Send teardown's calls in order; "not found" is gone already."""
+    send(
+        aws,
+        calls,
+        say,
+        lambda exc, call: error_code(exc) in call.done_if,
+        ("gone", "already"),
+        _settle,
+        wait_s,
+    )
 
 
 def _settle(aws: Aws, call: Call, timeout_s: float) -> None:

@@ -6,6 +6,7 @@ process than the one that drives the run, so they never slow it down or change i
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,11 @@ from typing import TextIO
 from rich.console import Console
 
 from stormproof.errors import StormproofError
+from stormproof.runtime.home import Home
+from stormproof.runtime.view_query import shown_state
+from stormproof.runtime.view_store import whole_view
 
 from .history_text import iso_time
-from .render import run_view
 from .session import Session
 
 #: How often a follower looks for new output and news in the log.
@@ -32,11 +35,11 @@ class _Followed:
     folder: Path
     offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
 
-    def drain(self, streams: tuple[str, ...], out: TextIO) -> None:
+    def drain(self, home: Home, streams: tuple[str, ...], out: TextIO) -> None:
         for which in streams:
             path = self.folder / f"{which}.log"
-            try:
-                with open(path, "rb") as fh:
+            try:  # a link planted in the home is refused, not followed (``Home.open_inside``)
+                with os.fdopen(home.open_inside(path), "rb") as fh:
                     fh.seek(self.offsets[which])
                     chunk = fh.read()
             except FileNotFoundError:
@@ -65,12 +68,12 @@ def follow_logs(
             wanted = number if number is not None else attempts.last
             if current is None or (wanted is not None and wanted != current.number):
                 if current is not None:
-                    current.drain(streams, sys.stdout)
+                    current.drain(s.home, streams, sys.stdout)
                 if wanted is not None and wanted in attempts.launched:
                     current = _Followed(wanted, s.home.attempt_dir(name, task, wanted))
                     console.print(f"[dim]── {task}/{wanted} ({current.folder}) ──[/]")
             if current is not None:
-                current.drain(streams, sys.stdout)
+                current.drain(s.home, streams, sys.stdout)
                 done = current.number in attempts.ended
                 if done and (number is not None or final):
                     return
@@ -84,7 +87,7 @@ def follow_logs(
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         if current is not None:
-            current.drain(streams, sys.stdout)
+            current.drain(s.home, streams, sys.stdout)
 
 
 class _TaskNews:
@@ -119,7 +122,8 @@ class _TaskNews:
 def watch_lines(s: Session, name: str, console: Console) -> None:
     """``status --watch`` without a terminal: one line per change of a task's or the run's
     state, stamped with when it happened, until the run ends."""
-    view = run_view(s, name)
+    view = whole_view(s.store, s.store.get_run(name), s.writable)  # every task: lines name them
+    view.state = shown_state(view, s.store.is_driven(name))
     counts = ", ".join(f"{n} {k}" for k, n in sorted(view.counts().items()))
     console.print(f"{iso_time(time.time())} {name} {view.state}: {counts}")
     while view.state in ("running", "stopped"):

@@ -28,7 +28,8 @@ from stormproof.runtime.home import Home, check_run_name, default_run_name
 from stormproof.runtime.runs import RunContext, load_context, new_context
 from stormproof.spec.model import WorkflowSpec
 
-from .session import Session, common, err, out, say_lease_wait, session
+from .session import FilePath, Session, common, err, out, say_lease_wait, session
+from .status_cmd import task_filters
 
 if TYPE_CHECKING:
     from stormproof.runtime.driver import DriveResult
@@ -106,7 +107,7 @@ def _frozen_after() -> Iterator[None]:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
 @common
 def plan(file: str, as_json: bool, home: str | None, config_path: str | None) -> None:
@@ -156,7 +157,7 @@ def schema() -> None:
 
 # ---------------------------------------------------------------------- run / resume
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--name", help="Run name (default: <workflow>-<date>-<time>).")
 @click.option("--dry-run", is_flag=True, help="Validate and plan only, like `stormproof plan`.")
 @click.option("--detach", is_flag=True, help="Run in the background; watch with `status --watch`.")
@@ -317,8 +318,7 @@ def refuse_if_unplaceable(spec: WorkflowSpec, config: Config) -> None:
 
 
 def _detach(s: Session, run_name: str) -> None:
-    log = s.home.run_dir(run_name) / "orchestrator.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = s.home.make_run_dir(run_name) / "orchestrator.log"
     cmd = [sys.executable, "-m", "stormproof", "_drive", run_name, "--home", str(s.home.root)]
     if s.config.source is not None:
         cmd += ["--config", str(s.config.source)]
@@ -438,14 +438,21 @@ def _say_result(ctx: RunContext, result: DriveResult, quiet: bool, home: Home) -
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable status.")
 @click.option("--watch", is_flag=True, help="Refresh until the run ends (Ctrl-C to leave).")
+@task_filters
 @common
 def status(
-    name: str | None, as_json: bool, watch: bool, home: str | None, config_path: str | None
+    name: str | None,
+    as_json: bool,
+    watch: bool,
+    home: str | None,
+    config_path: str | None,
+    **filters: Any,
 ) -> None:
-    """Show runs, or one run's tasks and attempts."""
-    from .render import render_run, render_runs, run_view
+    """Show runs, or one run's summary and tasks (a page of them: see --tasks)."""
+    from .render import render_runs
+    from .status_cmd import show_run
 
-    with session(home, config_path) as s:
+    with session(home, config_path, read_only=True) as s:
         if name is None:
             render_runs(s, out, as_json)
             return
@@ -455,11 +462,7 @@ def status(
 
             watch_run(s, name, out)
             return
-        view = run_view(s, name)
-        if as_json:
-            click.echo(json.dumps(view.to_json(time.time()), indent=2))
-        else:
-            render_run(view, out)
+        show_run(s, name, as_json, **filters)
 
 
 @cli.command()
@@ -473,8 +476,8 @@ def history(
     """The run's event log: every event and the decisions it caused, in order."""
     from .render import render_history
 
-    with session(home, config_path) as s:
-        s.store.get_run(check_run_name(name))
+    with session(home, config_path, read_only=True) as s:
+        check_run_name(name)  # the run's record holds the whole workflow: not loaded here
         render_history(s, name, out, as_json, task)
 
 
@@ -501,7 +504,7 @@ def logs(
     """Print what an attempt of TASK wrote to stdout and stderr."""
     from .render import print_logs
 
-    with session(home, config_path) as s:
+    with session(home, config_path, read_only=True) as s:
         if follow:
             from .follow import follow_logs
             from .render import check_task

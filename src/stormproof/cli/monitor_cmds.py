@@ -84,7 +84,7 @@ def _serve(s: Session, sock: socket.socket, host: str, token: str | None) -> Non
 
     loopback_only = is_loopback(host)
     # the reader opens its own store on its own thread (an SQLite connection stays on one)
-    reader = Reader(lambda: Session(s.cwd, s.config, s.home).store, s.home)
+    reader = Reader(lambda: Session(s.cwd, s.config, s.home).store, s.home, writable=True)
     reader.warm()
     app = create_app(reader, Guard(token, loopback_only))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
@@ -110,7 +110,7 @@ def report(name: str, output: str, home: str | None, config_path: str | None) ->
     """Write one self-contained HTML file of run NAME (opens offline)."""
     from stormproof.monitor.report import render_report, report_data
 
-    with session(home, config_path) as s:
+    with session(home, config_path, read_only=True) as s:
         check_run_name(name)
         html = render_report(report_data(s.store, s.home, name))
         path = Path(output)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,15 +19,10 @@ from rich.table import Table
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
-from stormproof.runtime.view import (
-    RunView,
-    attempt_cost,
-    cost_json,
-    run_summary_json,
-    shown_state,
-    view_for_run,
-)
-from stormproof.store.base import Row, RunInfo
+from stormproof.runtime.view import RunView, TaskView, attempt_cost, cost_json
+from stormproof.runtime.view_query import Page, TaskQuery, run_summary_json, shown_state
+from stormproof.runtime.view_store import read_view
+from stormproof.store.base import Row
 
 from .history_text import about_task, iso_time, row_details
 from .session import Session
@@ -57,18 +55,29 @@ def _took(start: float | None, end: float | None) -> str:
     return f"{(end or time.time()) - start:.1f}s"
 
 
-def run_view(s: Session, name: str, info: RunInfo | None = None) -> RunView:
-    info = info if info is not None else s.store.get_run(name)
-    view = view_for_run(info).apply(s.store.read(name))
+#: A run with at most this many tasks is listed whole by ``status NAME``; a bigger one shows
+#: its summary and its failed tasks, and lists the rest on request (``--tasks``, filters).
+WHOLE_UP_TO = 50
+#: Tasks ``status NAME --json`` lists when no ``--limit`` is given.
+JSON_PAGE = 1000
+
+
+def run_view(s: Session, name: str) -> RunView:
+    """The run's totals, fleet and breakers (holding only the tasks it had to read)."""
+    return run_page(s, name, TaskQuery(limit=0))[0]
+
+
+def run_page(s: Session, name: str, query: TaskQuery) -> tuple[RunView, Page]:
+    view, page = read_view(s.store, name, query, s.writable)
     view.state = shown_state(view, s.store.is_driven(name))
-    return view
+    return view, page
 
 
 def render_runs(s: Session, console: Console, as_json: bool) -> None:
     runs = s.store.list_runs()
     rows = []
     for info in runs:
-        view = run_view(s, info.name, info)
+        view = run_view(s, info.name)
         c = view.counts()
         rows.append((info, view, c))
     if as_json:
@@ -93,15 +102,25 @@ def render_runs(s: Session, console: Console, as_json: bool) -> None:
     console.print(t)
 
 
-def run_table(view: RunView) -> Table:
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(view.counts().items()))
-    t = Table(
-        title=f"{escape(view.name)} ({escape(view.workflow)}) · {_styled(view.state)} · "
-        f"{_took(view.started, view.ended)} · {counts}",
-        title_justify="left",
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+
+def run_title(view: RunView) -> str:
+    return (
+        f"{escape(view.name)} ({escape(view.workflow)}) · {_styled(view.state)} · "
+        f"{_took(view.started, view.ended)} · {_counts_text(view.counts())}"
     )
+
+
+def run_table(
+    view: RunView, tasks: list[TaskView] | None = None, title: str | None = None
+) -> Table:
+    """The tasks (default: every task the view holds) as a table under the run's title."""
+    listed = list(view.tasks.values()) if tasks is None else tasks
+    t = Table(title=run_title(view) if title is None else title, title_justify="left")
     # Task ids are kept whole (people copy them into `logs`); only the prose column folds.
-    longest = max((len(task) for task in view.tasks), default=4)
+    longest = max((len(task.id) for task in listed), default=4)
     t.add_column("#", justify="right", no_wrap=True)
     t.add_column("task", no_wrap=True, min_width=min(longest, 40))
     t.add_column("state", no_wrap=True)
@@ -112,7 +131,7 @@ def run_table(view: RunView) -> Table:
     t.add_column("took", justify="right", no_wrap=True)
     t.add_column("cpu · peak", justify="right", no_wrap=True)
     t.add_column("error / why", overflow="fold", ratio=1, min_width=12)
-    for task in view.tasks.values():
+    for task in listed:
         last = task.attempts[-1] if task.attempts else None
         detail = task.error or ""
         if task.state not in ("succeeded", "running", "waiting", "ready") and task.reason:
@@ -197,13 +216,59 @@ def jobs_line(view: RunView) -> str | None:
     return "jobs (the batch system picks the nodes): " + ", ".join(parts)
 
 
-def render_run(view: RunView, console: Console) -> None:
-    console.print(run_table(view))
+def render_run(view: RunView, page: Page, query: TaskQuery | None, console: Console) -> None:
+    """The run: its title, its stages, the tasks of ``page``, money, CPU, breakers and jobs.
+
+    ``query`` is what the user asked to list (``None``: the default view, where a run of
+    more than ``WHOLE_UP_TO`` tasks lists only its failed ones).
+    """
+    console.print(run_table(view, page.tasks) if page.tasks else run_title(view))
+    if view.total() > WHOLE_UP_TO:
+        for stage_line in stage_lines(view):
+            console.print(stage_line)
+    shown = len(page.tasks)
+    if query is None and shown < view.total():
+        failed = view.counts().get("failed", 0)
+        what = f"{failed} failed task(s) listed above; " if failed else ""
+        console.print(
+            f"{what}{view.total()} tasks in all: `--tasks` lists them "
+            f"(`--limit N --offset K`), `--state STATE` and `--stage N` filter them"
+        )
+    elif query is not None and shown < page.matching:
+        first = query.offset + 1
+        console.print(
+            f"tasks {first}-{query.offset + shown} of {page.matching}: "
+            f"`--offset {query.offset + shown}` shows the next ones"
+        )
     console.print(cost_line(view, time.time()))
     console.print(resources_line(view))
     for line in (breaker_line(view), jobs_line(view)):
         if line:
             console.print(line)
+
+
+#: Stages listed one per line; beyond, only the stages not all succeeded are.
+_STAGE_LINES = 12
+
+
+def stage_lines(view: RunView) -> list[str]:
+    """``stage 3: 40 succeeded, 2 failed`` per stage (the unfinished ones when there are many)."""
+    stages = list(enumerate(view.stages(), start=1))
+    if len(stages) > _STAGE_LINES:
+        open_ = [(i, c) for i, c in stages if set(c) - {"succeeded"}]
+        done = len(stages) - len(open_)
+        lines = [f"  stage {i}: {_counts_text(c)}" for i, c in open_[:_STAGE_LINES]]
+        if len(open_) > _STAGE_LINES:
+            lines.append(f"  … {len(open_) - _STAGE_LINES} more stages not all succeeded")
+        return [f"  {len(stages)} stages, {done} all succeeded (`--stage N` lists one)", *lines]
+    return [f"  stage {i}: {_counts_text(c)}" for i, c in stages]
+
+
+def default_query(view: RunView) -> TaskQuery:
+    """What ``status NAME`` lists unasked: everything if small, else the failed tasks."""
+    if view.total() <= WHOLE_UP_TO:
+        return TaskQuery()
+    return TaskQuery(states=("failed",), limit=WHOLE_UP_TO)
 
 
 def watch_run(s: Session, name: str, console: Console) -> None:
@@ -212,28 +277,33 @@ def watch_run(s: Session, name: str, console: Console) -> None:
 
         watch_lines(s, name, console)
         return
-    view = run_view(s, name)
+
+    def table() -> tuple[Table, RunView]:
+        view = run_view(s, name)
+        return run_table(view, run_page(s, name, default_query(view))[1].tasks), view
+
     try:
-        with Live(run_table(view), console=console, refresh_per_second=2) as live:
+        shown, view = table()
+        with Live(shown, console=console, refresh_per_second=2) as live:
             while view.state in ("running", "stopped") and (
                 view.state == "running" or s.store.is_driven(name)
             ):
                 time.sleep(1.0)
-                view = run_view(s, name)
-                live.update(run_table(view))
+                shown, view = table()
+                live.update(shown)
     except KeyboardInterrupt:
         pass
 
 
-def history_json(rows: list[Row]) -> list[dict[str, Any]]:
+def history_json(rows: Iterable[Row]) -> Iterator[dict[str, Any]]:
     """The log as JSON, with ``cost`` (as in ``status --json``) where money was settled.
 
     ``AttemptEnded`` carries the attempt's cost, ``TaskEnded`` the task's total
-    over all its attempts, ``RunFinished`` the run's total.
+    over all its attempts, ``RunFinished`` the run's total. A generator holding only the
+    costs of tasks not yet ended: memory does not grow with the run.
     """
     tasks: dict[str, Cost] = {}
     run = Cost()
-    out: list[dict[str, Any]] = []
     for r in rows:
         item: dict[str, Any] = {
             "seq": r.seq,
@@ -250,11 +320,14 @@ def history_json(rows: list[Row]) -> list[dict[str, Any]]:
             run.add(cost)
             item["cost"] = cost_json(cost)
         elif r.kind == "TaskEnded":
-            item["cost"] = cost_json(tasks.get(r.data["task_id"], Cost()))
+            item["cost"] = cost_json(tasks.pop(r.data["task_id"], Cost()))
         elif r.kind == "RunFinished":
             item["cost"] = cost_json(run)
-        out.append(item)
-    return out
+        yield item
+
+
+#: Rows per table when ``history`` prints a table: a long log is printed as it is read.
+_HISTORY_CHUNK = 500
 
 
 def render_history(
@@ -264,18 +337,41 @@ def render_history(
     if task is not None:
         check_task(s, name, task)
         rows = about_task(rows, task)
-    rows = list(rows)
     if as_json:
-        print(json.dumps(history_json(rows), indent=2))
+        _stream_json_list(history_json(rows))
         return
     title = f"history of {escape(name)}" + (f", task {escape(task)}" if task else "")
-    t = Table(title=title, title_justify="left")
+    chunk: list[Row] = []
+    first = True
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == _HISTORY_CHUNK:
+            console.print(_history_table(title, chunk, first))
+            chunk, first = [], False
+    if chunk or first:
+        console.print(_history_table(title, chunk, first))
+
+
+def _stream_json_list(items: Iterable[dict[str, Any]]) -> None:
+    """A JSON list written one item per line as items come: memory stays flat."""
+    write = sys.stdout.write
+    write("[")
+    sep = "\n"
+    for item in items:
+        write(sep + json.dumps(item))
+        sep = ",\n"
+    write("\n]\n" if sep != "\n" else "]\n")
+    sys.stdout.flush()
+
+
+def _history_table(title: str, rows: list[Row], first: bool) -> Table:
+    t = Table(title=title if first else None, title_justify="left", show_header=first)
     for col in ("#", "time", "", "kind", "details"):
         t.add_column(col, overflow="fold", no_wrap=col == "time")
     for r in rows:
         marker = "→" if r.category == "event" else "  ↳"
         t.add_row(str(r.seq), iso_time(r.at), marker, r.kind, escape(row_details(r)))
-    console.print(t)
+    return t
 
 
 def check_task(s: Session, name: str, task: str) -> None:
@@ -310,10 +406,24 @@ def print_logs(
         if stream not in ("both", which):
             continue
         path = adir / f"{which}.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
+        text = _read_log(s, path)
         if stream == "both":
             console.print(f"[dim]── {which} of {escape(task)}/{n} ({path}) ──[/]")
         sys.stdout.write(text)
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
+
+
+def _read_log(s: Session, path: Path) -> str:
+    """An attempt's log, read without following a link planted in the home ("" if none)."""
+    try:
+        fd = s.home.open_inside(path)
+    except FileNotFoundError:
+        return ""
+    except OSError as err:
+        raise StormproofError(f"{path}: cannot be read: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StormproofError(f"{path} is not a regular file; remove it")
+        return fh.read().decode("utf-8", "replace")

@@ -26,7 +26,7 @@ from rich.markup import escape
 from stormproof.config import Config, load_config
 from stormproof.errors import ConfigError, StormproofError
 from stormproof.executors.base import Executor, delegates_placement, describe_pools
-from stormproof.runtime.home import Home
+from stormproof.runtime.home import Home, HomeUnusable
 from stormproof.store.base import EventLog, LeaseHolder
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,14 +80,20 @@ class Session:
     cwd: Path
     config: Config
     home: Home
+    #: A command that only reads (``status``, ``history``, ``logs``): the home is not
+    #: created, and one that cannot be written is read as it is.
+    read_only: bool = False
     _store: EventLog | None = None
+    _writable: bool = True
 
     @classmethod
-    def open(cls, home: str | None, config_path: str | None) -> Session:
+    def open(cls, home: str | None, config_path: str | None, read_only: bool = False) -> Session:
         cwd = Path.cwd()
         config = load_config(Path(config_path) if config_path else None, cwd, os.environ)
         root = Path(home) if home else config.home_dir(cwd)
-        return cls(cwd, config, Home(root.resolve()))
+        if "\0" in str(root):
+            raise HomeUnusable(f"stormproof home {str(root)!r}: a path cannot hold a NUL byte")
+        return cls(cwd, config, Home(root.resolve()), read_only)
 
     @property
     def store(self) -> EventLog:
@@ -96,13 +102,16 @@ class Session:
             if "://" in kind:
                 kind = kind.split("://", 1)[0].split("+", 1)[0]
             cls = _load_store(kind)
-            self.home.root.mkdir(parents=True, exist_ok=True)
             if kind == "sqlite":
-                self._store = cls(self.home.db_path)
-            elif self.config.lease is not None:
-                self._store = cls(self.config.store, lease_s=self.config.lease)
+                self._writable = self.home.check(write=not self.read_only)
+                self._store = cls(self.home.db_path, read_only=not self._writable)
             else:
-                self._store = cls(self.config.store)
+                if not self.read_only:
+                    self.home.check(write=True)
+                if self.config.lease is not None:
+                    self._store = cls(self.config.store, lease_s=self.config.lease)
+                else:
+                    self._store = cls(self.config.store)
         return self._store
 
     def executor_class(self, name: str) -> type:
@@ -143,14 +152,20 @@ class Session:
         return adapted, list(notes)
 
     @property
+    def writable(self) -> bool:
+        """Whether the store was opened for writing (a read-only home is read as it is)."""
+        _ = self.store
+        return self._writable
+
+    @property
     def store_place(self) -> str:
         """Where the runs are, for messages: the home, or a shared store's server (no secrets)."""
         return str(getattr(self.store, "server", self.home.root))
 
     def executor(self, name: str, run: str, options: dict[str, Any]) -> Executor:
         cls = self.executor_class(name)
-        run_dir = self.home.run_dir(run)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.home.check(write=True)
+        run_dir = self.home.make_run_dir(run)
         executor: Executor = cls(run_dir, options)
         return executor
 
@@ -232,6 +247,16 @@ class Session:
             self._store.close()
 
 
+class FilePath(click.Path):
+    """``click.Path`` that refuses a NUL byte as bad usage (click's own lets a ``ValueError``
+    out of ``os.stat``; found by the fuzz test)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            self.fail(f"{value!r}: a path cannot hold a NUL byte", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def common(fn: F) -> F:
     fn = click.option(
         "--home",
@@ -249,11 +274,13 @@ def common(fn: F) -> F:
 
 
 @contextmanager
-def session(home: str | None, config_path: str | None) -> Iterator[Session]:
+def session(
+    home: str | None, config_path: str | None, read_only: bool = False
+) -> Iterator[Session]:
     """Open what a command needs; turn every user error into one message and exit 2."""
     s: Session | None = None
     try:
-        s = Session.open(home, config_path)
+        s = Session.open(home, config_path, read_only)
         yield s
     except StormproofError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)

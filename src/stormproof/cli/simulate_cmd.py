@@ -20,7 +20,7 @@ from stormproof.errors import StormproofError
 from stormproof.plan.estimate import human_duration
 from stormproof.spec.model import ASSUMED_RUNTIME_S, parse_duration
 
-from .session import common, out, session
+from .session import FilePath, common, out, session
 
 POLICIES = ("spot_first", "on_demand", "greedy", "uniform_progress", "stormproof")
 
@@ -36,7 +36,7 @@ def _trace_args(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--pools", "pools_file", metavar="FILE", help="Pools and policy from this file.")
 @click.option("--trace", "traces", multiple=True, metavar="POOL=FILE", help="Replay a spot trace.")
 @click.option("--runs", default=200, show_default=True, type=click.IntRange(min=1))

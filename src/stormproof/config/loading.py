@@ -42,7 +42,7 @@ from stormproof.config.sections import (
     PolicyConfig,
     PoolConfig,
 )
-from stormproof.errors import ConfigError
+from stormproof.errors import ConfigError, InputRefused
 from stormproof.spec.pydantic_errors import RANGE_WORDS
 
 
@@ -55,7 +55,7 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
     if path is not None:
         file = path if path.is_absolute() else cwd / path
         shown = str(path)
-        if not file.is_file():
+        if not file.exists():  # a device or a pipe is refused by the reader, saying what it is
             raise ConfigError(
                 f"{shown}: no such configuration file (give an existing file to --config, "
                 f"or leave it out to use ./{CONFIG_FILE_NAME} or the defaults)"
@@ -71,18 +71,28 @@ def load_config(path: Path | None, cwd: Path, environ: Mapping[str, str]) -> Con
 
 
 def _parse_file(file: Path, shown: str, environ: Mapping[str, str]) -> Config:
+    from stormproof.limits import CONFIG_MAX_BYTES, active_limits, read_bounded, yaml_tree_problems
+
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        raw = read_bounded(file, "configuration file", CONFIG_MAX_BYTES, raise_hint=False)
+        text = raw.decode("utf-8")
+    except InputRefused as err:
+        raise ConfigError(f"{shown}: {err.messages[0]}") from None
+    except UnicodeDecodeError as err:
         raise ConfigError(f"{shown}: cannot read it: {err}") from None
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
+        limits = yaml_tree_problems(root, active_limits()) if root is not None else []
+        if limits:
+            raise ConfigError(render_messages(shown, [f":{line}: {text}" for line, text in limits]))
         data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as err:
         raise ConfigError(f"{shown}{_yaml_problem(err)}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{shown}: not valid YAML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: the document is nested too deeply") from None
     finally:
         loader.dispose()
     if data is None:

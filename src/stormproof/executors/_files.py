@@ -52,9 +52,11 @@ This module is imported by the shim at start-up, so it uses the standard library
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -130,14 +132,20 @@ def private_socket_dir() -> str:
 #: an attempt's directories are made top-down: three ``mkdir`` calls for the first attempt of
 #: a task instead of five bottom-up (two of which fail). An executor serves one run: one entry.
 _roots: set[str] = set()
-LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+#: ``O_NOFOLLOW``: a link planted where a log goes is refused, not written through.
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW
 LOG_NAMES = ("stdout.log", "stderr.log")
 
 
 def create_attempt(attempt_dir: str) -> None:
     """Make ``<attempt_dir>/work`` and the two empty logs beside it (all may exist already).
 
-    Raises ``OSError`` when they cannot be made. ``attempt_dir`` is absolute and normalized.
+    Raises ``OSError`` when they cannot be made, ``ELOOP`` for a symbolic link where one of
+    them (or the task's or the tasks' directory) should be: nothing is made or written
+    through a link planted in a run's directories while it runs (a link already there when
+    the run starts or resumes is refused then, by ``Home.check_run_tree``). A directory just
+    made is no link: only those that existed are looked at, so the first attempt of a task
+    costs no more calls. ``attempt_dir`` is absolute and normalized.
     """
     work = attempt_dir + "/work"
     task_dir = attempt_dir.rpartition("/")[0]
@@ -155,12 +163,20 @@ def create_attempt(attempt_dir: str) -> None:
         _mkdirs(work)
         _roots.add(root)
     for name in LOG_NAMES:
-        os.close(os.open(f"{attempt_dir}/{name}", LOG_FLAGS, 0o644))
+        path = f"{attempt_dir}/{name}"
+        try:
+            os.close(os.open(path, LOG_FLAGS, 0o644))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _planted(path) from None
+            raise
 
 
 def _mkdir_exist_ok(path: str) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(path)
+    except FileExistsError:
+        _refuse_link(path)
 
 
 def _mkdirs(path: str) -> None:
@@ -168,14 +184,27 @@ def _mkdirs(path: str) -> None:
     try:
         os.mkdir(path)
     except FileExistsError:
+        _refuse_link(path)
         return
     except FileNotFoundError:
         parent = os.path.dirname(path)
         if parent == path:
             raise
         _mkdirs(parent)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path)
+        _mkdir_exist_ok(path)
+
+
+def _refuse_link(path: str) -> None:
+    if stat.S_ISLNK(os.lstat(path).st_mode):
+        raise _planted(path)
+
+
+def _planted(path: str) -> OSError:
+    return OSError(
+        errno.ELOOP,
+        f"{path} is a symbolic link: stormproof follows no link in a run's directories "
+        "(one may have been planted there); remove it",
+    )
 
 
 @dataclass(frozen=True, slots=True)

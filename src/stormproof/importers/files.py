@@ -14,7 +14,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from stormproof.errors import SpecError, StormproofError, unreadable
+from stormproof.errors import InputRefused, SpecError, StormproofError
+from stormproof.limits import (
+    JsonRefused,
+    Limits,
+    active_limits,
+    read_bounded,
+    read_stream_bounded,
+    strict_json_loads,
+)
 
 STDIO = "-"
 
@@ -26,7 +34,8 @@ def read_json(path: str, error: type[SpecError] = SpecError) -> Any:
     error type covers unreadable files too.
     """
     source = "<stdin>" if path == STDIO else path
-    content = _read_bytes(path, source, error)
+    limits = active_limits()
+    content = _read_bytes(path, source, error, limits)
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -35,20 +44,20 @@ def read_json(path: str, error: type[SpecError] = SpecError) -> Any:
     if not text.strip():
         raise error(source, ["the file is empty"])
     try:
-        return json.loads(text)
+        return strict_json_loads(text, limits)
     except json.JSONDecodeError as err:
         raise error(source, [_json_message(err, text)]) from None
-    except RecursionError:
-        raise error(source, ["the JSON is nested too deeply"]) from None
+    except JsonRefused as err:
+        raise error(source, [f"line {err.line}: {err.text}" if err.line else err.text]) from None
 
 
-def _read_bytes(path: str, source: str, error: type[SpecError]) -> bytes:
+def _read_bytes(path: str, source: str, error: type[SpecError], limits: Limits) -> bytes:
     try:
         if path == STDIO:
-            return sys.stdin.buffer.read()
-        return Path(path).read_bytes()
-    except OSError as err:
-        raise error(source, [unreadable(err)]) from None
+            return read_stream_bounded(sys.stdin.buffer, source, "file", limits.file_bytes)
+        return read_bounded(path, "trace to import", limits.file_bytes)
+    except InputRefused as err:
+        raise error(source, err.messages) from None
 
 
 def _json_message(err: json.JSONDecodeError, text: str) -> str:

@@ -1,6 +1,6 @@
 """The JSON the dashboard, the API and the report show, beyond ``status --json``'s.
 
-``status --json`` (``RunView.to_json``), the runs list (``run_summary_json``) and
+``status NAME --json`` (``view_query.run_json``), the runs list (``run_summary_json``) and
 ``history --json`` (``history_json``) are built by the very functions the CLI uses; this
 module adds what only a picture needs: the timeline of attempts, the DAG by stage, cost
 over time, one task, and the tail of a log.

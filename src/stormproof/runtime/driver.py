@@ -86,6 +86,7 @@ from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
 from stormproof.runtime.redrive import begin, segment_rows
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
+from stormproof.runtime.view_store import ViewKeeper
 from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
 
@@ -139,6 +140,8 @@ class Driver:
     redrive_after_seq: int = 0
     _timers: list[tuple[float, str]] = field(default_factory=list)
     _stop: str | None = None
+    #: The run's status view, folded as rows are appended and kept in the store.
+    _keeper: ViewKeeper | None = None
     _lease: LeaseKeeper | None = None
     #: The event store failed or the lease was lost: nothing more may be written or decided.
     _store_failed: bool = False
@@ -176,11 +179,15 @@ class Driver:
         """Drive the run until it finishes or is stopped; holds the run's lease throughout."""
         with hold_lease(self.store, self.ctx.name, self.on_lease_wait) as lease:
             self._lease = lease
-            self.home.data_dir(self.ctx.name).mkdir(parents=True, exist_ok=True)
+            self.home.check_run_tree(self.ctx.name)  # a link planted there is refused
+            self.home.make_inside(self.home.data_dir(self.ctx.name))
             if self.redrive is not None:
                 self._begin_redrive()
             history = list(self.store.read(self.ctx.name))
             segment = segment_rows(history, self.ctx)  # a redrive's replay starts at its row
+            keeper = self._keeper = ViewKeeper(
+                self.store, self.store.get_run(self.ctx.name), history
+            )
             now = self.clock()
             first = next((r for r in segment if r.category == "event"), None)
             if self.fleet is None:
@@ -201,6 +208,7 @@ class Driver:
                     self.alerts.replay(history)
                 if self.core.final is not None:
                     self._close_alerts()
+                    keeper.save()
                     return DriveResult(self.core.final)
             with self._signals():
                 try:
@@ -229,6 +237,11 @@ class Driver:
             self._store_failed = True
         return DriveResult("stopped", len(self.core.attempts), reason)
 
+    def _save_view(self) -> None:
+        """The view as the log now ends (a cache: a store that fails here loses nothing)."""
+        if self._keeper is not None:
+            self._keeper.save()
+
     def _finish(self) -> None:
         """Log what checkpoint saves in flight produced and the alerts' last words, then let
         the executor go; with the store failed, write and decide nothing more; abandoned,
@@ -240,6 +253,7 @@ class Driver:
                 self._drain_checkpoints()
                 self._close_alerts()
                 self.store.flush()
+                self._save_view()
             except StoreFault:
                 self._store_failed = True
                 self.abandoned = self._lease is not None and not self._lease.surely_held()
@@ -315,12 +329,11 @@ class Driver:
             rows.append(Row(0, "event", event.kind, event.at, None, event.to_dict()))
             rows.extend(Row(0, "decision", d.kind, event.at, None, d.to_dict()) for d in decisions)
             decided.extend(decisions)
-        self._append(rows)
+        numbered = self._append(rows)
         self.store.flush()  # outbox first: nothing is done that the log does not already say
         if self._lease is not None:
             self._lease.keep()  # …and nothing by a driver whose lease may have lapsed meanwhile
-        if self.alerts is not None:
-            self.alerts.after_flush()
+        self._after_flush(numbered)
         if self.checkpointing is not None:
             self.checkpointing.after_flush()
         if self._results is not None:
@@ -334,21 +347,31 @@ class Driver:
         if self.reporter is not None and decided:
             self.reporter.on_decisions(decided, events[-1].at)
 
-    def _append(self, rows: list[Row]) -> None:
+    def _append(self, rows: list[Row]) -> list[Row]:
         """Append rows, and the alerts they raise in the same transaction (outbox)."""
         numbered = self.store.append(self.ctx.name, rows)
         if self.alerts is not None:
             raised = self.alerts.observe(numbered)
             if raised:
-                self.store.append(self.ctx.name, raised)
+                numbered += self.store.append(self.ctx.name, raised)
+        return numbered
+
+    def _flushed(self, rows: list[Row]) -> None:
+        """Make appended rows durable, then show them to what follows the log."""
+        self.store.flush()
+        self._after_flush(rows)
+
+    def _after_flush(self, rows: list[Row]) -> None:
+        """Show durable rows to what follows the log: the view, the alerts."""
+        if self._keeper is not None:
+            self._keeper.apply(rows)
+        if self.alerts is not None:
+            self.alerts.after_flush()
 
     def _note(self, rows: list[Row]) -> None:
         """Log what happened beside the core (alert deliveries, deadline estimates)."""
         if rows:
-            self._append(rows)
-            self.store.flush()
-            if self.alerts is not None:
-                self.alerts.after_flush()
+            self._flushed(self._append(rows))
 
     def _close_alerts(self) -> None:
         if self.alerts is not None:

@@ -3,16 +3,22 @@
 The core's notes (``TaskReady``, ``AttemptEnded``, ``TaskEnded``, …) already
 say every conclusion, so this fold is a plain projection: it never decides
 anything, and it needs no replay of the core.
+
+The fold is incremental and need not hold every task: the run's totals (counts per state
+and per stage, money settled, interruptions, the fleet) are kept as counters, so a view
+restored from its stored summary (``from_summary``) with only the tasks a few new rows
+touch (``add_task``, or ``loader`` on demand) folds those rows as exactly as a fold from
+the start would. ``runtime/view_store.py`` keeps such a view in the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from stormproof.core.machine import Cost
-from stormproof.store.base import Row, RunInfo
+from stormproof.store.base import Row
 
 
 def attempt_cost(data: dict[str, Any]) -> Cost:
@@ -77,6 +83,28 @@ class AttemptView:
         seconds = max(0.0, now - began)
         return Cost(seconds * self.usd_per_h / 3600, seconds * self.on_demand_usd_per_h / 3600)
 
+    def to_record(self) -> dict[str, Any]:
+        """What the store keeps of the attempt, for ``from_record``: every field that is not
+        its default (a third less to write and read: the driver saves a record per task)."""
+        record = {k: v for k, v in self.__dict__.items() if _ATTEMPT_DEFAULTS.get(k, _NONE) != v}
+        if self.final_cost is not None:
+            c = self.final_cost
+            record["final_cost"] = [c.spent, c.on_demand_equivalent, c.wasted, c.wasted_s]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AttemptView:
+        """The attempt ``to_record`` wrote (a stored view of this ``VIEW_FORMAT``). Filled in
+        place, not through ``__init__`` (the dashboard's first look at a 10,000-task run is
+        three times faster so): a field left out reads as its default, the class attribute
+        a dataclass keeps for it."""
+        att = cls.__new__(cls)
+        att.__dict__.update(record)
+        att.instances = list(record["instances"])
+        final = record.get("final_cost")
+        att.final_cost = None if final is None else Cost(*final)
+        return att
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {
             "number": self.number,
@@ -100,6 +128,16 @@ class AttemptView:
         }
 
 
+#: Fields an attempt's record leaves out when they hold these (``instances`` has no plain
+#: default and is always written; ``final_cost`` is written as a list).
+_ATTEMPT_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in fields(AttemptView)
+    if f.default is not MISSING and f.name != "final_cost"
+}
+_NONE = object()
+
+
 @dataclass
 class TaskView:
     id: str
@@ -109,9 +147,28 @@ class TaskView:
     error: str | None = None
     reason: str = ""
     attempts: list[AttemptView] = field(default_factory=list)
+    position: int = 0  # in the workflow file: the order tasks are listed in
+    #: When the task last became ready (its next attempt's ``queued``).
     ready_at: float | None = None
     #: When a task in backoff is retried (its retry timer is due), epoch seconds.
     retry_at: float | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """Every field, for ``from_record``: what the store keeps of the task."""
+        record = dict(self.__dict__)
+        record["attempts"] = [a.to_record() for a in self.attempts]
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TaskView:
+        """The task ``to_record`` wrote, filled in place as ``AttemptView.from_record`` is."""
+        task = cls.__new__(cls)
+        task.__dict__.update(record)
+        task.attempts = [AttemptView.from_record(a) for a in record["attempts"]]
+        return task
+
+    def live_attempts(self) -> list[AttemptView]:
+        return [a for a in self.attempts if a.final_cost is None]
 
     def cost(self, now: float) -> Cost:
         total = Cost()
@@ -167,6 +224,8 @@ class RunView:
     state: str = "stopped"
     started: float | None = None
     ended: float | None = None
+    #: The tasks this view holds: all of them after a fold from the start, else those
+    #: loaded (``add_task``, ``loader``); the totals below always cover every task.
     tasks: dict[str, TaskView] = field(default_factory=dict)
     instances: dict[str, InstanceView] = field(default_factory=dict)
     breakers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -178,7 +237,67 @@ class RunView:
     notices: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
     last_at: float = 0.0
+    #: Tasks per state, and per stage (0-based) and state, over every task of the run.
+    state_counts: dict[str, int] = field(default_factory=dict)
+    stage_counts: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: Money of ended attempts, and attempts taken away (``Capacity.Interrupted``, ``Node.Lost``).
+    settled: Cost = field(default_factory=Cost)
+    taken_away: int = 0
+    #: Attempts placed or running now, by pool ("" for none).
+    running: dict[str, int] = field(default_factory=dict)
+    #: CPU seconds of the measured attempts, how many were measured, the largest peak RSS.
+    cpu_s: float = 0.0
+    measured: int = 0
+    peak_rss_mib: float | None = None
+    #: Tasks with an attempt not yet ended (their cost grows with time).
+    live: set[str] = field(default_factory=set)
+    #: Tasks changed since ``dirty`` was last cleared (what a save must write).
+    dirty: set[str] = field(default_factory=set)
+    #: The tasks were reshaped (a redrive): a save writes them all and drops any other.
+    reshaped: bool = False
+    #: Where a task not held is found (a stored view); ``None``: every task is held.
+    loader: Callable[[str], TaskView | None] | None = None
+    #: Where every task not held is found, for a redrive, which reshapes them all.
+    load_rest: Callable[[], Iterable[TaskView]] | None = None
     _by_attempt: dict[str, AttemptView] = field(default_factory=dict)
+
+    def add_task(self, task: TaskView, counted: bool = False) -> None:
+        """Hold ``task``; ``counted``: it is in the totals already (loaded from a summary)."""
+        self.tasks[task.id] = task
+        if not counted:
+            self._count(task, 1)
+        for att in task.live_attempts():
+            self._by_attempt[f"{task.id}/{att.number}"] = att
+
+    def task(self, task_id: str) -> TaskView:
+        found = self.tasks.get(task_id)
+        if found is None and self.loader is not None:
+            found = self.loader(task_id)
+            if found is not None:
+                self.add_task(found, counted=True)
+        if found is None:
+            raise KeyError(task_id)
+        return found
+
+    def hold_all(self) -> None:
+        """Load every task not held yet: from then on the view holds the whole run."""
+        if self.load_rest is not None:
+            for task in self.load_rest():
+                if task.id not in self.tasks:
+                    self.add_task(task, counted=True)
+        self.loader = self.load_rest = None
+
+    def set_state(self, task: TaskView, state: str) -> None:
+        if task.state != state:
+            self._count(task, -1)
+            task.state = state
+            self._count(task, 1)
+        self.dirty.add(task.id)
+
+    def _count(self, task: TaskView, n: int) -> None:
+        self.state_counts[task.state] = self.state_counts.get(task.state, 0) + n
+        stage = self.stage_counts.setdefault(task.stage, {})
+        stage[task.state] = stage.get(task.state, 0) + n
 
     def apply(self, rows: Iterable[Row]) -> RunView:
         for row in rows:
@@ -190,58 +309,101 @@ class RunView:
         return self
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks.values():
-            out[t.state] = out.get(t.state, 0) + 1
-        return out
+        return {state: n for state, n in self.state_counts.items() if n}
+
+    def stages(self) -> list[dict[str, int]]:
+        """Tasks per state in each stage, first stage first."""
+        last = max(self.stage_counts, default=-1)
+        return [
+            {k: n for k, n in self.stage_counts.get(i, {}).items() if n} for i in range(last + 1)
+        ]
+
+    def total(self) -> int:
+        return sum(self.state_counts.values())
 
     def outstanding(self, pool: str) -> int:
         """The run's attempts placed or running in ``pool`` now."""
-        return sum(1 for att in self._by_attempt.values() if att.pool == pool)
+        return self.running.get(pool, 0)
+
+    def running_attempts(self) -> int:
+        """Attempts placed or running right now (the recipe's ``RunningJobs``)."""
+        return sum(self.running.values())
+
+    def resources(self) -> dict[str, Any]:
+        """CPU seconds of every measured attempt and the largest peak RSS (the recipe's CPU)."""
+        return {
+            "cpu_s": round(self.cpu_s, 3) if self.measured else None,
+            "max_rss_mib": self.peak_rss_mib,
+            "attempts_measured": self.measured,
+        }
 
     def interruptions(self) -> int:
         """Attempts taken away (``Capacity.Interrupted``, ``Node.Lost``): what cost work.
 
         Not the notices: a notice to an idle instance interrupts nothing.
         """
-        return sum(t.budgets()["interruptions"] for t in self.tasks.values())
+        return self.taken_away
 
     def cost(self, now: float) -> Cost:
         total = Cost()
-        for t in self.tasks.values():
-            total.add(t.cost(now))
+        total.add(self.settled)
+        for task_id in self.live:
+            for att in self.task(task_id).live_attempts():
+                total.add(att.cost(now))
         return total
 
-    def running_attempts(self) -> int:
-        """Attempts placed or running right now (the recipe's ``RunningJobs``)."""
-        return len(self._by_attempt)
-
-    def resources(self) -> dict[str, Any]:
-        """CPU seconds of every measured attempt and the largest peak RSS (the recipe's CPU)."""
-        measured = [a for t in self.tasks.values() for a in t.attempts if a.cpu_s is not None]
-        peaks = [
-            a.max_rss_mib
-            for t in self.tasks.values()
-            for a in t.attempts
-            if a.max_rss_mib is not None
-        ]
+    def summary(self) -> dict[str, Any]:
+        """The run without its tasks, for ``from_summary``: what the store keeps of it."""
+        s = self.settled
         return {
-            "cpu_s": round(sum(a.cpu_s or 0.0 for a in measured), 3) if measured else None,
-            "max_rss_mib": max(peaks) if peaks else None,
-            "attempts_measured": len(measured),
+            "format": VIEW_FORMAT,
+            "workflow": self.workflow,
+            "state": self.state,
+            "started": self.started,
+            "ended": self.ended,
+            "instances": [i.__dict__ for i in self.instances.values()],
+            "breakers": self.breakers,
+            "delegated": self.delegated,
+            "instance_notices": self.instance_notices,
+            "notices": self.notices,
+            "last_seq": self.last_seq,
+            "last_at": self.last_at,
+            "state_counts": self.state_counts,
+            "stage_counts": {str(k): v for k, v in self.stage_counts.items()},
+            "settled": [s.spent, s.on_demand_equivalent, s.wasted, s.wasted_s],
+            "taken_away": self.taken_away,
+            "running": self.running,
+            "resources": [self.cpu_s, self.measured, self.peak_rss_mib],
+            "live": sorted(self.live),
         }
 
-    def to_json(self, now: float | None = None, page: TaskPage | None = None) -> dict[str, Any]:
-        """``now`` prices attempts still running (default: the last thing the log says).
+    @classmethod
+    def from_summary(cls, name: str, summary: dict[str, Any]) -> RunView:
+        """A view of every total, holding no task yet (``add_task`` or ``loader`` them)."""
+        view = cls(name=name, workflow=summary["workflow"], state=summary["state"])
+        view.started, view.ended = summary["started"], summary["ended"]
+        view.instances = {i["id"]: InstanceView(**i) for i in summary["instances"]}
+        view.breakers = dict(summary["breakers"])
+        view.delegated = dict(summary["delegated"])
+        view.instance_notices = int(summary["instance_notices"])
+        view.notices = list(summary["notices"])
+        view.last_seq, view.last_at = int(summary["last_seq"]), float(summary["last_at"])
+        view.state_counts = dict(summary["state_counts"])
+        view.stage_counts = {int(k): dict(v) for k, v in summary["stage_counts"].items()}
+        view.settled = Cost(*summary["settled"])
+        view.taken_away = int(summary["taken_away"])
+        view.running = dict(summary["running"])
+        view.cpu_s, view.measured, view.peak_rss_mib = summary["resources"]
+        view.live = set(summary["live"])
+        return view
 
-        ``page`` selects the tasks shown (``select_tasks``); without it, every task.
-        """
+    def to_json(
+        self, now: float | None = None, tasks: Iterable[TaskView] | None = None
+    ) -> dict[str, Any]:
+        """``now`` prices attempts still running (default: the last thing the log says);
+        ``tasks`` are the ones listed (default: every task held)."""
         at = self.ended if self.ended is not None else (now or self.last_at)
-        if page is None:
-            shown, extra = list(self.tasks.values()), {}
-        else:
-            shown, matched = select_tasks(self, page)
-            extra = {"page": page.to_json(matched, len(self.tasks))}
+        listed = self.tasks.values() if tasks is None else tasks
         return {
             "name": self.name,
             "workflow": self.workflow,
@@ -249,6 +411,7 @@ class RunView:
             "started": self.started,
             "ended": self.ended,
             "counts": self.counts(),
+            "stages": [{"stage": i + 1, "counts": c} for i, c in enumerate(self.stages())],
             "cost": cost_json(self.cost(at)),
             "interruptions": self.interruptions(),
             "instance_notices": self.instance_notices,
@@ -258,45 +421,13 @@ class RunView:
             "breakers": dict(self.breakers),
             "fleet": [i.to_json() for i in self.instances.values()],
             "notices": list(self.notices),
-            "tasks": {t.id: t.to_json(at) for t in shown},
-            **extra,
+            "tasks": {t.id: t.to_json(at) for t in listed},
         }
 
 
-@dataclass(frozen=True)
-class TaskPage:
-    """Which tasks a ``to_json`` shows: a slice of those in a state and stage (1-based)."""
-
-    offset: int = 0
-    limit: int | None = None
-    state: str | None = None
-    stage: int | None = None
-
-    def to_json(self, matched: int, total: int) -> dict[str, Any]:
-        return {
-            "offset": self.offset,
-            "limit": self.limit,
-            "state": self.state,
-            "stage": self.stage,
-            "matched": matched,
-            "total": total,
-        }
-
-
-def select_tasks(view: RunView, page: TaskPage) -> tuple[list[TaskView], int]:
-    """The page's tasks in file order, and how many matched its filters in all.
-
-    The one place that pages a run's tasks (``status``, the API, the dashboard).
-    """
-    tasks: Iterable[TaskView] = view.tasks.values()
-    if page.state is not None:
-        tasks = (t for t in tasks if t.state == page.state)
-    if page.stage is not None:
-        level = page.stage - 1
-        tasks = (t for t in tasks if t.stage == level)
-    matched = list(tasks)
-    end = None if page.limit is None else page.offset + page.limit
-    return matched[page.offset : end], len(matched)
+#: The shape of ``RunView.summary`` and of the task records; a stored view of another
+#: format is not read (the log is folded instead, and the view saved anew).
+VIEW_FORMAT = 2
 
 
 def _run_started(v: RunView, row: Row) -> None:
@@ -306,12 +437,12 @@ def _run_started(v: RunView, row: Row) -> None:
 
 def _launch(v: RunView, row: Row) -> None:
     d = row.data
-    task = v.tasks[d["task_id"]]
+    task = v.task(d["task_id"])
     att = AttemptView(
         int(d["number"]),
         pool=d.get("pool"),
         market=d.get("market") or None,
-        instances=list(d.get("instances", [])),
+        instances=list(d.get("instances") or []),
         launched=row.at,
         usd_per_h=float(d.get("usd_per_h", 0.0)),
         on_demand_usd_per_h=float(d.get("on_demand_usd_per_h", 0.0)),
@@ -320,17 +451,32 @@ def _launch(v: RunView, row: Row) -> None:
         queued=task.ready_at,
     )
     task.attempts.append(att)
-    task.state = "running"
+    v.set_state(task, "running")
+    v.live.add(task.id)
     v._by_attempt[d["attempt_id"]] = att
+    pool = att.pool or ""
+    v.running[pool] = v.running.get(pool, 0) + 1
     for iid in att.instances:
         inst = v.instances.get(iid)
         if inst is not None:
             inst.attempts.append(d["attempt_id"])
 
 
+def _attempt(v: RunView, attempt_id: str) -> AttemptView | None:
+    """A live attempt, its task loaded if this view does not hold it yet."""
+    att = v._by_attempt.get(attempt_id)
+    if att is None and v.loader is not None:
+        task_id = attempt_id.rpartition("/")[0]
+        if task_id not in v.tasks and task_id in v.live:
+            v.task(task_id)
+            att = v._by_attempt.get(attempt_id)
+    return att
+
+
 def _started(v: RunView, row: Row) -> None:
-    att = v._by_attempt.get(row.data["attempt_id"])
+    att = _attempt(v, row.data["attempt_id"])
     if att is not None and att.state == "placed":
+        v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
         att.state = "running"
         att.started = row.at
         if not att.instances and row.data.get("nodes"):
@@ -342,18 +488,33 @@ def _started(v: RunView, row: Row) -> None:
 
 
 def _exited(v: RunView, row: Row) -> None:
-    att = v._by_attempt.get(row.data["attempt_id"])
-    if att is not None:
-        cpu, rss = row.data.get("cpu_s"), row.data.get("max_rss_mib")
-        att.cpu_s = None if cpu is None else float(cpu)
-        att.max_rss_mib = None if rss is None else float(rss)
+    att = _attempt(v, row.data["attempt_id"])
+    if att is None:
+        return
+    v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
+    cpu, rss = row.data.get("cpu_s"), row.data.get("max_rss_mib")
+    if att.cpu_s is not None:  # measured twice: the later figure replaces the first
+        v.cpu_s -= att.cpu_s
+        v.measured -= 1
+    att.cpu_s = None if cpu is None else float(cpu)
+    att.max_rss_mib = None if rss is None else float(rss)
+    if att.cpu_s is not None:
+        v.cpu_s += att.cpu_s
+        v.measured += 1
+    if att.max_rss_mib is not None:
+        v.peak_rss_mib = max(v.peak_rss_mib or 0.0, att.max_rss_mib)
 
 
 def _attempt_ended(v: RunView, row: Row) -> None:
     d = row.data
+    _attempt(v, d["attempt_id"])
     att = v._by_attempt.pop(d["attempt_id"], None)
     if att is None:
         return
+    task = v.task(d["attempt_id"].rpartition("/")[0])
+    v.dirty.add(task.id)
+    pool = att.pool or ""
+    v.running[pool] -= 1
     att.state = d["state"]
     att.error = d.get("error")
     att.exit_code = d.get("exit_code")
@@ -361,6 +522,11 @@ def _attempt_ended(v: RunView, row: Row) -> None:
     att.reason = d.get("reason", "")
     att.ended = row.at
     att.final_cost = attempt_cost(d)
+    v.settled.add(att.final_cost)
+    if att.budget == "interruptions":
+        v.taken_away += 1
+    if not task.live_attempts():
+        v.live.discard(task.id)
     for iid in att.instances:
         inst = v.instances.get(iid)
         if inst is not None and d["attempt_id"] in inst.attempts:
@@ -368,8 +534,9 @@ def _attempt_ended(v: RunView, row: Row) -> None:
 
 
 def _restored(v: RunView, row: Row) -> None:
-    att = v._by_attempt.get(row.data["attempt_id"])
+    att = _attempt(v, row.data["attempt_id"])
     if att is not None and row.data.get("seq"):
+        v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
         att.restored_from = int(row.data["seq"])
 
 
@@ -414,15 +581,16 @@ def _breaker(v: RunView, row: Row) -> None:
 
 
 def _task_ready(v: RunView, row: Row) -> None:
-    task = v.tasks[row.data["task_id"]]
-    task.state, task.retry_at = "ready", None
+    task = v.task(row.data["task_id"])
+    v.set_state(task, "ready")
+    task.retry_at = None
     task.ready_at = row.at
 
 
 def _task_retrying(v: RunView, row: Row) -> None:
-    task = v.tasks[row.data["task_id"]]
+    task = v.task(row.data["task_id"])
     delay = float(row.data.get("delay_s", 0))
-    task.state = "backoff" if delay > 0 else "ready"
+    v.set_state(task, "backoff" if delay > 0 else "ready")
     task.retry_at = row.at + delay if delay > 0 else None
     task.reason = row.data.get("reason", "")
     if task.state == "ready":
@@ -430,8 +598,9 @@ def _task_retrying(v: RunView, row: Row) -> None:
 
 
 def _task_ended(v: RunView, row: Row) -> None:
-    task = v.tasks[row.data["task_id"]]
-    task.state, task.retry_at = row.data["state"], None
+    task = v.task(row.data["task_id"])
+    v.set_state(task, row.data["state"])
+    task.retry_at = None
     task.error = row.data.get("error")
     task.reason = row.data.get("reason", "")
 
@@ -443,19 +612,67 @@ def _run_finished(v: RunView, row: Row) -> None:
 
 def _redriven(v: RunView, row: Row) -> None:
     """A redrive (``runtime.redrive``): the run now has the new workflow's tasks, in its
-    order and stages; a task it had keeps its attempts, and waits again until told."""
+    order and stages; a task it had keeps its attempts, and waits again until told.
+
+    A redrive is refused while attempts still run, so none is live here. What earlier
+    attempts cost stays in the run's money (``settled``), a task the new workflow dropped
+    included: it was spent (``history``'s ``RunFinished`` counts it too).
+    """
+    v.hold_all()
     v.state, v.ended = "stopped", None
     v._by_attempt.clear()
-    names = {t["id"]: t.get("name") or t["id"] for t in row.data["spec"]["tasks"]}
+    v.live.clear()
+    v.running.clear()
+    spec = row.data["spec"]["tasks"]
+    names = {t["id"]: t.get("name") or t["id"] for t in spec}
+    level = {
+        tid: i for i, ids in enumerate(row.data.get("stages") or stages_of(spec)) for tid in ids
+    }
     tasks: dict[str, TaskView] = {}
-    for level, ids in enumerate(row.data.get("stages") or stages_of(row.data["spec"]["tasks"])):
-        for tid in ids:
-            task = v.tasks.get(tid) or TaskView(tid, names[tid], level)
-            task.name, task.stage = names[tid], level
-            task.state, task.error, task.reason, task.retry_at = "waiting", None, "", None
-            task.ready_at = None
-            tasks[tid] = task
-    v.tasks = {tid: tasks[tid] for tid in names}
+    for position, tid in enumerate(names):
+        task = v.tasks.get(tid) or TaskView(tid, names[tid], level[tid])
+        task.name, task.stage, task.position = names[tid], level[tid], position
+        task.state, task.error, task.reason, task.retry_at = "waiting", None, "", None
+        task.ready_at = None
+        tasks[tid] = task
+    v.tasks = tasks
+    v.state_counts, v.stage_counts = {}, {}
+    for task in tasks.values():
+        v._count(task, 1)
+    v.dirty = set(tasks)
+    v.reshaped = True
+
+
+def stages_of(tasks: list[dict[str, Any]]) -> list[list[str]]:
+    """Task ids by stage (a task's is one more than its deepest dependency's), in file order
+    within each. The stages come straight from a recorded spec's ids and ``depends_on``
+    (validated, and acyclic, when the run was created): no second validation of a
+    100,000-task spec."""
+    level = levels_of(tasks)
+    stages: list[list[str]] = [[] for _ in range(max(level.values(), default=0) + 1)]
+    for t in tasks:
+        stages[level[t["id"]]].append(t["id"])
+    return stages
+
+
+def levels_of(tasks: list[dict[str, Any]]) -> dict[str, int]:
+    """Each task's stage (0-based): one more than its deepest dependency's."""
+    deps = {t["id"]: t.get("depends_on") or [] for t in tasks}
+    level: dict[str, int] = {}
+    for tid in deps:
+        stack = [tid]
+        while stack:
+            top = stack[-1]
+            if top in level:
+                stack.pop()
+                continue
+            waiting = [d for d in deps[top] if d not in level]
+            if waiting:
+                stack.extend(waiting)
+                continue
+            level[top] = 1 + max((level[d] for d in deps[top]), default=-1)
+            stack.pop()
+    return level
 
 
 _HANDLERS = {
@@ -475,78 +692,3 @@ _HANDLERS = {
     "InstanceLost": _notice,
     "BreakerChanged": _breaker,
 }
-
-
-def empty_view(name: str, meta: dict[str, Any], stages: list[list[str]]) -> RunView:
-    spec = meta["spec"]
-    names = {t["id"]: t.get("name") or t["id"] for t in spec["tasks"]}
-    view = RunView(name=name, workflow=spec["name"])
-    # Every pool has a breaker from the start: closed until its first BreakerChanged.
-    view.breakers = {p["name"]: closed_breaker() for p in meta.get("pools", [])}
-    view.delegated = {
-        p["name"]: int(p.get("max_jobs", 0)) for p in meta.get("pools", []) if p.get("delegated")
-    }
-    for level, ids in enumerate(stages):
-        for tid in ids:
-            view.tasks[tid] = TaskView(tid, names[tid], level)
-    # keep file order, which is what people wrote
-    view.tasks = {t["id"]: view.tasks[t["id"]] for t in spec["tasks"]}
-    return view
-
-
-def view_for_run(info: RunInfo) -> RunView:
-    """A run's view before its log is applied: its tasks by stage, its pools' breakers.
-
-    The stages come straight from the recorded spec's ids and ``depends_on`` (validated, and
-    acyclic, when the run was created): no second validation of a 100,000-task spec.
-    """
-    return empty_view(info.name, info.meta, stages_of(info.meta["spec"]["tasks"]))
-
-
-def stages_of(tasks: list[dict[str, Any]]) -> list[list[str]]:
-    """Task ids by stage: a task's stage is one more than its deepest dependency's."""
-    deps = {t["id"]: t.get("depends_on") or [] for t in tasks}
-    level: dict[str, int] = {}
-    for tid in deps:
-        stack = [tid]
-        while stack:
-            top = stack[-1]
-            if top in level:
-                stack.pop()
-                continue
-            waiting = [d for d in deps[top] if d not in level]
-            if waiting:
-                stack.extend(waiting)
-                continue
-            level[top] = 1 + max((level[d] for d in deps[top]), default=-1)
-            stack.pop()
-    stages: list[list[str]] = [[] for _ in range(max(level.values(), default=0) + 1)]
-    for tid in deps:
-        stages[level[tid]].append(tid)
-    return stages
-
-
-def shown_state(view: RunView, driven: bool) -> str:
-    """The log says ``stopped`` until ``RunFinished``; a run whose lease is held is running."""
-    if view.ended is None:
-        return "running" if driven else "stopped"
-    return view.state
-
-
-def run_summary_json(info: RunInfo, view: RunView, now: float) -> dict[str, Any]:
-    """One line of the runs list, as ``status --json`` and ``GET /api/runs`` show it."""
-    counts = view.counts()
-    at = view.ended if view.ended is not None else now
-    return {
-        "name": info.name,
-        "workflow": info.workflow_name,
-        "created": info.created_at,
-        "state": view.state,
-        "started": view.started,
-        "ended": view.ended,
-        "counts": counts,
-        "progress": {"done": counts.get("succeeded", 0), "total": len(view.tasks)},
-        "cost": cost_json(view.cost(at)),
-        "interruptions": view.interruptions(),
-        "running_attempts": view.running_attempts(),
-    }

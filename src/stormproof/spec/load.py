@@ -16,6 +16,12 @@ The rules of this module:
   whose marks map problem paths to lines. JSON gets line numbers the same way
   (JSON is YAML as far as the composer cares), but only for files small
   enough that a person edits them by hand.
+* Input is bounded (``stormproof.limits``): the file is read only if it is a regular file
+  within the size limit; the task count is estimated from the bytes before parsing; the
+  YAML builder refuses deep nesting, long numbers and alias bombs as it meets them; the
+  JSON fast path is verified (no long number, as many keys in the text as in the result:
+  no key given twice) or the text goes the careful way, where the standard library
+  parser refuses each of those with its line.
 * The garbage collector is paused while a document is turned into objects:
   the result is a tree without reference cycles, and a collector rescanning
   a growing heap of 100,000 tasks costs as much as the validation itself.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +41,20 @@ import yaml
 from pydantic import ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from stormproof.errors import SpecError, unreadable
+from stormproof.errors import InputRefused, SpecError
+from stormproof.limits import (
+    JsonRefused,
+    Limits,
+    active_limits,
+    alias_bomb,
+    deep,
+    estimate_tasks,
+    has_long_digit_run,
+    long_number,
+    read_bounded,
+    strict_json_loads,
+    too_many_tasks,
+)
 from stormproof.spec.model import WorkflowSpec
 from stormproof.spec.problems import Loc, Problem, render_problems, task_ids_in
 from stormproof.spec.pydantic_errors import problems_from_pydantic
@@ -50,39 +70,39 @@ _LINES_MAX_CHARS = 4_000_000
 _BINARY_PROBE_BYTES = 8192
 
 
-def load_workflow(path: str | Path) -> WorkflowSpec:
+def load_workflow(path: str | Path, limits: Limits | None = None) -> WorkflowSpec:
     """Read, parse and validate a workflow file; the format comes from the extension.
 
     ``.json`` is JSON, ``.yaml``/``.yml`` is YAML; any other extension is
-    JSON if it looks like JSON (and parses), else YAML.
+    JSON if it looks like JSON (and parses), else YAML. ``limits`` default to
+    ``active_limits()``.
     """
     path = Path(path)
-    content = _read(path, str(path))
+    limits = limits or active_limits()
+    content = read_bounded(path, "workflow file", limits.file_bytes)
     with gc_paused():
-        return _parse(content, str(path), _EXTENSIONS.get(path.suffix.lower()))
+        return _parse(content, str(path), _EXTENSIONS.get(path.suffix.lower()), limits)
 
 
-def parse_workflow(text: str, source: str, fmt: Format | None = None) -> WorkflowSpec:
+def parse_workflow(
+    text: str, source: str, fmt: Format | None = None, limits: Limits | None = None
+) -> WorkflowSpec:
     """Parse and validate workflow text; ``source`` names it in messages (a path, ``<stdin>``)."""
     with gc_paused():
-        return _parse(text, source, fmt)
+        return _parse(text, source, fmt, limits or active_limits())
 
 
-def _read(path: Path, source: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise SpecError(source, [unreadable(err, "workflow file")]) from None
-
-
-def _parse(content: str | bytes, source: str, fmt: Format | None) -> WorkflowSpec:
+def _parse(content: str | bytes, source: str, fmt: Format | None, limits: Limits) -> WorkflowSpec:
+    estimate = estimate_tasks(content)
+    if estimate > limits.tasks:  # refused before a parse that would take minutes
+        raise InputRefused(source, [too_many_tasks(estimate, limits, estimated=True)])
     if fmt == "yaml":
-        return _parse_yaml(_decode(content, source), source)
+        return _parse_yaml(_decode(content, source), source, limits)
     if fmt == "json":
-        return _parse_json(content, source, yaml_fallback=False)
+        return _parse_json(content, source, limits, yaml_fallback=False)
     if content.lstrip()[:1] in ("{", "[", b"{", b"["):
-        return _parse_json(content, source, yaml_fallback=True)
-    return _parse_yaml(_decode(content, source), source)
+        return _parse_json(content, source, limits, yaml_fallback=True)
+    return _parse_yaml(_decode(content, source), source, limits)
 
 
 @contextmanager
@@ -142,12 +162,30 @@ _BINARY = "this is a binary file, not a workflow (it contains NUL bytes; check t
 # --------------------------------------------------------------------------- JSON
 
 
-def _parse_json(content: str | bytes, source: str, *, yaml_fallback: bool) -> WorkflowSpec:
-    """The fast path: pydantic parses and validates the raw bytes in one go."""
+def _parse_json(
+    content: str | bytes, source: str, limits: Limits, *, yaml_fallback: bool
+) -> WorkflowSpec:
+    """The fast path: pydantic parses and validates the raw bytes in one go.
+
+    pydantic keeps the last of a key given twice and takes numbers of any length, so its
+    result stands only if the text has no long digit run and as many keys as the result
+    holds (two cheap scans); otherwise the careful path finds and words the problem.
+    """
+
+    def slowly() -> WorkflowSpec:
+        text = _decode(content, source)
+        return _parse_json_slowly(text, source, limits, yaml_fallback=yaml_fallback)
+
+    if has_long_digit_run(content, limits):
+        return slowly()
     try:
         spec = WorkflowSpec.model_validate_json(content)
     except ValueError:  # ValidationError, including malformed JSON
-        return _parse_json_slowly(_decode(content, source), source, yaml_fallback=yaml_fallback)
+        return slowly()
+    if _keys_in_json_text(content) != _keys_in_spec(spec):
+        return slowly()
+    if len(spec.tasks) > limits.tasks:
+        raise InputRefused(source, [too_many_tasks(len(spec.tasks), limits, estimated=False)])
     problems = check_spec(spec)
     if problems:
         text = content if isinstance(content, str) else content.decode("utf-8", "replace")
@@ -155,18 +193,46 @@ def _parse_json(content: str | bytes, source: str, *, yaml_fallback: bool) -> Wo
     return spec
 
 
-def _parse_json_slowly(text: str, source: str, *, yaml_fallback: bool) -> WorkflowSpec:
+def _parse_json_slowly(
+    text: str, source: str, limits: Limits, *, yaml_fallback: bool
+) -> WorkflowSpec:
     """Parse again with the standard library, which says where the syntax breaks."""
     try:
-        data = json.loads(text)
+        data = strict_json_loads(text, limits)
     except json.JSONDecodeError as err:
         message = _json_syntax_message(err, text)
         if yaml_fallback:  # a file of unknown type that is YAML after all, e.g. {a: 1}
-            return _parse_yaml(text, source, fallback_from=message)
+            return _parse_yaml(text, source, limits, fallback_from=message)
         raise SpecError(source, [message]) from None
-    except RecursionError:
-        raise SpecError(source, ["the document is nested too deeply"]) from None
-    return _validate_document(data, source, "json", lambda: _json_lines(text))
+    except JsonRefused as err:
+        raise InputRefused(source, [_at_line(err.line, err.text)]) from None
+    return _validate_document(data, source, "json", lambda: _json_lines(text), limits)
+
+
+def _at_line(line: int | None, text: str) -> str:
+    return f"line {line}: {text}" if line else text
+
+
+_KEY_WITH_SPACE = re.compile(rb'"[ \t\r\n]+:')
+
+
+def _keys_in_json_text(content: str | bytes) -> int:
+    """Keys in a JSON text: every key ends with ``":`` (maybe spaced). A string holding
+    ``\\":`` counts too: an overcount only sends the file the careful way."""
+    raw = content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
+    return raw.count(b'":') + len(_KEY_WITH_SPACE.findall(raw))
+
+
+def _keys_in_spec(spec: WorkflowSpec) -> int:
+    """Keys the parsed spec was given, counted the way the text spells them."""
+    count = len(spec.model_fields_set)
+    if "global_config" in spec.model_fields_set:
+        count += len(spec.global_config.model_fields_set)
+    for task in spec.tasks:
+        count += len(task.model_fields_set) + len(task.environment) + len(task.labels)
+        for rule in task.retry or ():
+            count += len(rule.model_fields_set)
+    return count
 
 
 def _json_syntax_message(err: json.JSONDecodeError, text: str) -> str:
@@ -207,24 +273,34 @@ _EMPTY: Any = object()  # the document of a file holding only comments
 _MERGE: Any = object()  # the key "<<"
 
 
-def _parse_yaml(text: str, source: str, *, fallback_from: str | None = None) -> WorkflowSpec:
+def _parse_yaml(
+    text: str, source: str, limits: Limits, *, fallback_from: str | None = None
+) -> WorkflowSpec:
     """Build the document from parser events, then validate it; lines are found only on error.
 
     ``fallback_from`` is the JSON syntax message to report instead if the
     text is not a YAML mapping either (for files of unknown type).
     """
-    builder = _EventBuilder(text)
+    builder = _EventBuilder(text, limits)
     try:
         data = builder.build()
+    except _Refused as err:
+        raise InputRefused(source, [str(err)]) from None
     except yaml.YAMLError as err:
+        if "maximum nesting depth" in str(err) and isinstance(err, yaml.MarkedYAMLError):
+            mark = err.problem_mark  # libyaml's own bound (1,000) met while scanning ahead
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise InputRefused(source, [where + deep(limits)]) from None
         raise SpecError(source, [fallback_from or _yaml_syntax_message(err)]) from None
     except RecursionError:
-        raise SpecError(source, ["the document is nested too deeply"]) from None
+        raise SpecError(source, [deep(limits)]) from None
     if fallback_from and not isinstance(data, dict):
         raise SpecError(source, [fallback_from])
     if data is _EMPTY:
         raise SpecError(source, ["the file holds only comments (a workflow needs name and tasks)"])
-    return _validate_document(data, source, "yaml", lambda: _yaml_lines(text), builder.duplicates)
+    return _validate_document(
+        data, source, "yaml", lambda: _yaml_lines(text), limits, builder.duplicates
+    )
 
 
 def _yaml_lines(text: str) -> LineOf:
@@ -284,11 +360,22 @@ class _EventBuilder:
     constructor, so values are the same. Anchors, aliases and ``<<`` merge
     keys work. Unlike PyYAML, a key given twice in one mapping is reported
     (``duplicates``), not silently overwritten.
+
+    Limits are kept as events come (``_Refused``): nesting depth, the length of numbers,
+    and what aliases add. An alias is the anchored value itself (shared, never copied), so
+    the builder stays small; but pydantic would walk it once per use, so each use counts
+    the anchor's *expanded* size, and the sum may not outgrow the document's own values
+    by more than the allowance.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, limits: Limits | None = None) -> None:
         self._loader = _Loader(text)
+        self._limits = limits or Limits()
         self._anchors: dict[str, Any] = {}
+        self._sizes: dict[str, int] = {}  # an anchor's size with its aliases expanded
+        self._open: dict[int, tuple[str, int]] = {}  # anchored containers being built
+        self._own = 0  # values the text spells out (scalars and containers)
+        self._added = 0  # values aliases add, expanded
         self._tags: dict[str, str] = {}
         self.duplicates: list[Problem] = []
 
@@ -312,22 +399,33 @@ class _EventBuilder:
         key: Any = None
         key_mark: Any = None
         want_key = False
+        own = 0
+        max_depth = self._limits.depth
         while True:
             event = get()
             kind = type(event)
+            own += 1
             if kind is yaml.ScalarEvent:
                 value = event.value  # most scalars are plain strings: no call for those
                 tag = event.tag or (tag_of(value) if event.implicit[0] else _STR)
                 if tag != _STR or event.anchor is not None:
+                    self._own = own
                     value = scalar(event, want_key)
             elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                if len(stack) >= max_depth:
+                    raise _Refused(event, deep(self._limits))
                 stack.append((top, key, want_key, key_mark))
+                self._own = own
                 top, want_key = self._start(event), kind is yaml.MappingStartEvent
                 continue
             elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                if self._open:
+                    self._own = own
+                    self._close(top)
                 value = self._merge(top) if kind is yaml.MappingEndEvent else top
                 top, key, want_key, key_mark = stack.pop()
             elif kind is yaml.AliasEvent:
+                self._own = own
                 value = self._alias(event)
             else:  # DocumentEndEvent
                 return top
@@ -345,6 +443,8 @@ class _EventBuilder:
         value, tag = event.value, event.tag
         if tag is None or tag == "!":
             tag = self._resolve(value) if event.implicit[0] else _TAG + "str"
+        if tag in (_TAG + "int", _TAG + "float") and len(value) > self._limits.number_chars:
+            raise _Refused(event, long_number(value, self._limits))
         if tag == _TAG + "str":
             built = value
         elif tag == _TAG + "int" and value.isdigit() and (value[0] != "0" or value == "0"):
@@ -362,6 +462,7 @@ class _EventBuilder:
             built = self._loader.construct_object(node, deep=True)
         if event.anchor is not None:
             self._anchors[event.anchor] = built
+            self._sizes[event.anchor] = 1
         return built
 
     def _resolve(self, value: str) -> str:
@@ -377,7 +478,16 @@ class _EventBuilder:
         container: Any = {} if is_map else []
         if event.anchor is not None:
             self._anchors[event.anchor] = container
+            self._sizes.pop(event.anchor, None)  # an anchor may be redefined
+            self._open[id(container)] = (event.anchor, self._own + self._added)
         return container
+
+    def _close(self, container: Any) -> None:
+        """An anchored container is complete: its size, aliases inside it expanded."""
+        opened = self._open.pop(id(container), None)
+        if opened is not None:
+            anchor, at_start = opened
+            self._sizes[anchor] = self._own + self._added - at_start + 1
 
     def _merge(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
         """Apply ``<<: *defaults``: merged keys fill in, the mapping's own keys win."""
@@ -393,6 +503,12 @@ class _EventBuilder:
     def _alias(self, event: Any) -> Any:
         if event.anchor not in self._anchors:
             raise _marked(f"found undefined alias {event.anchor!r}", event)
+        size = self._sizes.get(event.anchor)
+        if size is None:  # inside its own anchor: it would contain itself, forever
+            raise _Refused(event, f"the alias *{event.anchor} is inside its own anchor")
+        self._added += size
+        if self._added > self._own + self._limits.alias_allowance:
+            raise _Refused(event, alias_bomb(self._limits))
         return self._anchors[event.anchor]
 
     def _put(self, mapping: dict[Any, Any], key: Any, value: Any, mark: Any, stack: Any) -> None:
@@ -406,6 +522,14 @@ class _EventBuilder:
             text = f"key {key!r} appears twice (the later one would silently win; keep one)"
             self.duplicates.append(Problem(_path_of(stack), text, line=mark.line + 1))
         mapping[key] = value
+
+
+class _Refused(Exception):
+    """A limit the document goes over, where it does (``stormproof.limits``)."""
+
+    def __init__(self, event: Any, text: str) -> None:
+        mark = event.start_mark
+        super().__init__(f"line {mark.line + 1}, column {mark.column + 1}: {text}")
 
 
 def _marked(problem: str, event: Any, context: str | None = None) -> yaml.MarkedYAMLError:
@@ -445,6 +569,7 @@ def _validate_document(
     source: str,
     fmt: Format,
     lines: Callable[[], LineOf],
+    limits: Limits,
     early: list[Problem] | None = None,
 ) -> WorkflowSpec:
     """Validate a parsed document; report model, graph and parse-time problems together."""
@@ -452,6 +577,9 @@ def _validate_document(
         got = "a list" if isinstance(data, list) else f"a single value ({data!r:.40})"
         message = f"the top level must be a mapping with name and tasks, got {got}"
         raise SpecError(source, [message])
+    tasks = data.get("tasks")
+    if isinstance(tasks, list) and len(tasks) > limits.tasks:
+        raise InputRefused(source, [too_many_tasks(len(tasks), limits, estimated=False)])
     problems = list(early or [])
     try:
         spec = WorkflowSpec.model_validate(data)

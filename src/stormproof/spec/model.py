@@ -47,7 +47,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 600, '10m' or '2h30m', not true/false")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float: a typo of many digits
+            raise ValueError(f"{value:.3g} seconds is too long (give seconds, e.g. 600)") from None
     elif isinstance(value, str):
         seconds = _duration_text(value)
     else:

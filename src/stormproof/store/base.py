@@ -9,6 +9,13 @@ The store also owns the two bits of shared state around a run: the *driver
 lease* (one orchestrator per run) and the *request inbox* (``cancel`` from
 another process). Backends register under ``stormproof.stores``.
 
+And it keeps the run's *view* (``save_view``/``load_view``): the log folded for
+``status`` (``runtime/view.py``), so that looking at a 100,000-task run reads a summary
+and one page of tasks instead of every row. The view is a cache the log can always
+rebuild: its ``upto_seq`` says which rows it covers, and a reader folds the rows after
+it. The store does not interpret the view; it stores the summary as given and the task
+records by id, and selects them by state and stage, in workflow order, a page at a time.
+
 Beside the log, a store keeps an **index of task results** across runs (``put_results``,
 ``find_results``, ``last_results``): a succeeded task that declares ``outputs``, by its
 fingerprint (``runtime.fingerprint``). ``run --reuse`` looks every task of a new run up by
@@ -99,6 +106,25 @@ class RunInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task of a run's view: ``data`` is opaque to the store (``TaskView.to_record``)."""
+
+    task_id: str
+    position: int  # the task's place in the workflow file: the order of listings
+    stage: int  # 0-based
+    state: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredView:
+    upto_seq: int  # the view covers the run's rows up to this seq
+    summary: dict[str, Any]  # opaque (``RunView.summary``)
+    tasks: list[TaskRecord]  # those asked for, in position order
+    matching: int  # how many tasks match the filters, before offset and limit (0 if limit=0)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskResult:
     """A task that succeeded in a run, indexed by its fingerprint (``runtime.reuse``)."""
 
@@ -150,6 +176,36 @@ class EventLog(Protocol):
 
     def is_driven(self, run: str) -> bool:
         """Whether some process holds the run's driver lease right now."""
+
+    def save_view(
+        self,
+        run: str,
+        upto_seq: int,
+        summary: dict[str, Any],
+        tasks: Sequence[TaskRecord],
+        *,
+        replace: bool = False,
+    ) -> bool:
+        """In one transaction: replace the run's view summary, upsert ``tasks`` by position;
+        with ``replace``, ``tasks`` are all the run's and every other record goes (a redrive
+        reshaped the run). ``RunNotFound`` without the run.
+
+        Monotone: if the stored view covers more rows than ``upto_seq``, nothing is written
+        and ``False`` is returned (two processes may save; the newer view wins).
+        """
+
+    def load_view(
+        self,
+        run: str,
+        *,
+        states: Sequence[str] | None = None,
+        stage: int | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> StoredView | None:
+        """The stored view with the tasks matching every filter given (``limit=0``: none),
+        in position order; ``None`` if none was saved; ``RunNotFound`` without the run."""
 
     def put_results(self, results: Sequence[TaskResult]) -> None:
         """Index succeeded tasks; durable when it returns. A run's newer result for a task

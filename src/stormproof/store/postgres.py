@@ -5,9 +5,10 @@ The semantics are the SQLite store's, row for row (``tests/store/`` runs the sam
 contract tests against both); what differs is what a shared server needs:
 
 * **Tables** ``stormproof_info``, ``stormproof_runs``, ``stormproof_rows``,
-  ``stormproof_requests`` and ``stormproof_leases``, made on first use (under an
-  advisory lock, so racing openers are harmless) in the first schema of the
-  connection's ``search_path``; choose another schema with
+  ``stormproof_requests`` and ``stormproof_leases`` (and, beside the log, the results
+  index and the runs' views: ``postgres_results.py``, ``postgres_views.py``), made on
+  first use (under an advisory lock, so racing openers are harmless) in the first schema
+  of the connection's ``search_path``; choose another schema with
   ``?options=-csearch_path%3Dmyschema`` in the URL.
 * **Nothing is durable until ``flush``**, which writes all of a run's buffered rows
   with one statement (their columns go as arrays, unnested by the server): one
@@ -54,8 +55,16 @@ from psycopg import errors as pg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from stormproof.errors import ConfigError, LeaseLost, RunExists, RunNotFound, StormproofError
-from stormproof.store import postgres_results
-from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo, TaskResult
+from stormproof.store import postgres_results, postgres_views
+from stormproof.store.base import (
+    Lease,
+    LeaseHolder,
+    Row,
+    RunInfo,
+    StoredView,
+    TaskRecord,
+    TaskResult,
+)
 from stormproof.store.errors import (
     POSTGRES_DAMAGED,
     STORE_SETTING,
@@ -126,6 +135,7 @@ _SCHEMA: Final = (
     "INSERT INTO stormproof_info (key, value) VALUES ('schema_version', '1')"
     " ON CONFLICT (key) DO NOTHING",
     *postgres_results.SCHEMA,
+    *postgres_views.SCHEMA,
 )
 #: Every table of ``_SCHEMA``: a database that lacks one (made by an older stormproof, same
 #: schema version) gets it when opened. An older stormproof ignores the tables it does not know.
@@ -136,6 +146,7 @@ _TABLES: Final = (
     "stormproof_requests",
     "stormproof_leases",
     "stormproof_results",
+    *postgres_views.TABLES,
 )
 #: What a database from before ``delete_run`` needs: its lease rows referred to their runs.
 _UPGRADES: Final = (
@@ -445,6 +456,42 @@ class PostgresEventLog:
             raise self._run_not_found(name)
         self._pending.pop(name, None)
         self._last_seq.pop(name, None)
+
+    # -- views (``store/postgres_views.py``) ----------------------------------------
+
+    def save_view(
+        self,
+        run: str,
+        upto_seq: int,
+        summary: dict[str, Any],
+        tasks: Sequence[TaskRecord],
+        *,
+        replace: bool = False,
+    ) -> bool:
+        """Upsert the task records and replace the summary, unless a newer view is stored;
+        one statement."""
+        try:
+            with self._errors():
+                return postgres_views.save(self._db, run, upto_seq, summary, tasks, replace)
+        except pg.ForeignKeyViolation:
+            raise self._run_not_found(run) from None
+
+    def load_view(
+        self,
+        run: str,
+        *,
+        states: Sequence[str] | None = None,
+        stage: int | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> StoredView | None:
+        """The summary, and one page of the tasks that match, read in one snapshot."""
+        with self._errors():
+            found = postgres_views.load(self._db, run, states, stage, ids, limit, offset)
+        if found is None and not self._run_exists(run):  # not get_run: its record is big
+            raise self._run_not_found(run)
+        return found
 
     # -- lifecycle ------------------------------------------------------------
 

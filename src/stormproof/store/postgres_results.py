@@ -76,6 +76,10 @@ _DELETE_RUN: Final = """
         DELETE FROM stormproof_requests WHERE run IN (SELECT name FROM run)
     ), log AS (
         DELETE FROM stormproof_rows WHERE run IN (SELECT name FROM run)
+    ), views AS (
+        DELETE FROM stormproof_views WHERE run IN (SELECT name FROM run)
+    ), task_views AS (
+        DELETE FROM stormproof_task_views WHERE run IN (SELECT name FROM run)
     ), lease AS (
         UPDATE stormproof_leases SET holder_pid = NULL, holder_host = NULL,
             expires_at = clock_timestamp()

@@ -157,6 +157,17 @@ def loads_json(text: str, damaged: str) -> dict[str, Any]:
     return value
 
 
+def loads_view(data: bytes | str, damaged: str) -> dict[str, Any]:
+    """A stored view's record (written by ``orjson``); ``damaged`` as in ``loads_json``."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StormproofError(f"a stored view is damaged ({exc}); {damaged}") from exc
+    if not isinstance(value, dict):
+        raise StormproofError(f"a stored view is a {type(value).__name__}; {damaged}")
+    return value
+
+
 def row_from(r: Sequence[Any], damaged: str) -> Row:
     seq, category, kind, at, cause, data = r
     return Row(

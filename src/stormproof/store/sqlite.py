@@ -73,10 +73,18 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
-from stormproof.store import sqlite_results
+from stormproof.store import sqlite_results, sqlite_views
 from stormproof.store._lockfile import acquire, read_holder, write_holder
-from stormproof.store.base import Lease, LeaseHolder, Row, RunInfo, TaskResult
-from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_errors
+from stormproof.store.base import (
+    Lease,
+    LeaseHolder,
+    Row,
+    RunInfo,
+    StoredView,
+    TaskRecord,
+    TaskResult,
+)
+from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_error, sqlite_errors
 from stormproof.store.rows import (
     check_run_name,
     dumps_json,
@@ -166,7 +174,11 @@ class SQLiteEventLog:
         *,
         synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        read_only: bool = False,
     ) -> None:
+        """``read_only``: for a home that cannot be written; nothing is created (no file: no
+        runs), and the file is opened read-only, or as immutable when even SQLite's
+        shared-memory index of the WAL cannot be made (a read-only file system)."""
         if synchronous not in ("normal", "group", "full"):
             raise ValueError(
                 f"synchronous must be 'normal', 'group' or 'full', not {synchronous!r}"
@@ -179,8 +191,11 @@ class SQLiteEventLog:
         self._last_seq: dict[str, int] = {}
         #: The fencing token of each run whose lease this instance holds.
         self._tokens: dict[str, int] = {}
-        _make_parent(self.path)
-        self._db = _open(self.path, synchronous, busy_timeout_s)
+        if read_only:
+            self._db = _open_read_only(self.path, busy_timeout_s)
+        else:
+            _make_parent(self.path)
+            self._db = _open(self.path, synchronous, busy_timeout_s)
         self._last_fsync = time.monotonic()
         self._unsynced = False
 
@@ -463,6 +478,42 @@ class SQLiteEventLog:
         self._last_seq.pop(name, None)
         self._lock_path(name).unlink(missing_ok=True)
 
+    # -- views (``store/sqlite_views.py``) ------------------------------------------
+
+    def save_view(
+        self,
+        run: str,
+        upto_seq: int,
+        summary: dict[str, Any],
+        tasks: Sequence[TaskRecord],
+        *,
+        replace: bool = False,
+    ) -> bool:
+        """Upsert the task records and replace the summary, unless a newer view is stored."""
+        with self._errors():
+            try:
+                with self._transaction():
+                    return sqlite_views.save(self._db, run, upto_seq, summary, tasks, replace)
+            except sqlite3.IntegrityError:  # the foreign key: no such run (or deleted)
+                raise self._run_not_found(run) from None
+
+    def load_view(
+        self,
+        run: str,
+        *,
+        states: Sequence[str] | None = None,
+        stage: int | None = None,
+        ids: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> StoredView | None:
+        """The summary, and one page of the tasks that match, read in one snapshot."""
+        with self._errors():
+            found = sqlite_views.load(self._db, run, states, stage, ids, limit, offset)
+        if found is None and not self._run_exists(run):  # not get_run: its record is big
+            raise self._run_not_found(run)
+        return found
+
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
@@ -610,10 +661,47 @@ def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite
                 _create_schema(db, path, tables)
             _check_version(db, path)
             sqlite_results.ensure_schema(db)
+            sqlite_views.ensure_schema(db)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    """The file, read-only; an empty in-memory store if there is none (a home with no runs).
+
+    ``mode=ro`` still reads the WAL through its ``-shm`` index, which it must be able to
+    open or create; where it cannot (a read-only mount, a directory without write
+    permission and no ``-shm`` left) the file is opened ``immutable``: no locks and no WAL,
+    right for a home nobody can write into. Committed rows still in a WAL that could not
+    be checkpointed are then not seen: SQLite cannot read them without the index.
+    """
+    if not path.exists():
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        for statement in _SCHEMA:
+            db.execute(statement)
+        sqlite_results.ensure_schema(db)
+        sqlite_views.ensure_schema(db)
+        return db
+    last: sqlite3.DatabaseError | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        uri = f"{path.resolve().as_uri()}?{query}"
+        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
+        try:
+            tables = _table_names(db)
+            if "store_info" not in tables:
+                raise StormproofError(f"{path} is not a stormproof database; {SQLITE_DAMAGED}")
+            _check_version(db, path)
+            return db
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            last = exc
+        except BaseException:
+            db.close()
+            raise
+    assert last is not None
+    raise sqlite_error(last, path) from last
 
 
 def _use_wal(db: sqlite3.Connection, busy_timeout_s: float) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import orjson
 
+from stormproof.store import sqlite_views
 from stormproof.store.base import TaskResult
 
 _SCHEMA: Final = (
@@ -115,7 +116,7 @@ def delete_run(db: sqlite3.Connection, name: str, check: Callable[[], None] | No
     try:
         if check is not None:
             check()
-        for table in ("results", "requests", "rows"):
+        for table in ("results", "requests", "rows", *sqlite_views.TABLES):
             db.execute(f"DELETE FROM {table} WHERE run = ?", (name,))
         gone = db.execute("DELETE FROM runs WHERE name = ?", (name,)).rowcount
     except BaseException:

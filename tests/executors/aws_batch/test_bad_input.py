@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -20,21 +19,9 @@ from stormproof.aws import clients
 from stormproof.aws.clients import Aws, AwsError, boto3_module, explain
 from stormproof.errors import ConfigError
 from tests.aws._moto import BatchHosts, Moto
-from tests.aws.fixtures import PROJECT, Project, config_text
+from tests.aws.fixtures import PROJECT, Project, config_text, run_cli
 
 WF = "name: one\ntasks:\n  - {id: a, command: ['true']}\n"
-
-
-def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stormproof", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def _bare_env(moto: Moto) -> dict[str, str]:
@@ -53,7 +40,7 @@ def test_no_credentials_is_one_line_naming_the_fix(moto: Moto, tmp_path: Path) -
     env.update(
         AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none")
     )
-    proc = _cli(tmp_path, env, "run", "wf.yaml", "--name", "r")
+    proc = run_cli(tmp_path, env, "run", "wf.yaml", "--name", "r")
     assert proc.returncode == 2, proc.stderr
     assert "no AWS credentials found" in proc.stderr and "AWS_PROFILE" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -66,7 +53,7 @@ def test_a_region_that_does_not_exist_is_named_with_a_suggestion(
         config_text().replace("aws:\n", "aws:\n  region: us-east-9\n")
     )
     (tmp_path / "wf.yaml").write_text(WF)
-    proc = _cli(tmp_path, _bare_env(moto), "run", "wf.yaml", "--name", "r")
+    proc = run_cli(tmp_path, _bare_env(moto), "run", "wf.yaml", "--name", "r")
     assert proc.returncode == 2, proc.stderr
     assert "AWS region 'us-east-9' does not exist (did you mean 'us-east-" in proc.stderr
 
@@ -76,7 +63,7 @@ def test_queues_never_set_up_are_named_with_the_command_that_makes_them(
 ) -> None:
     (tmp_path / "stormproof.yaml").write_text(config_text())
     (tmp_path / "wf.yaml").write_text(WF)
-    proc = _cli(tmp_path, _bare_env(moto), "run", "wf.yaml", "--name", "r")
+    proc = run_cli(tmp_path, _bare_env(moto), "run", "wf.yaml", "--name", "r")
     assert proc.returncode == 2, proc.stderr
     assert f"job queue '{PROJECT}-spot' does not exist; run `stormproof aws setup`" in proc.stderr
 

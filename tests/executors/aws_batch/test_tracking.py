@@ -8,8 +8,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from stormproof.core.events import AttemptExited, AttemptLost, AttemptPreempted,
 from stormproof.executors.aws_batch import AwsBatchExecutor
 from stormproof.executors.base import AttemptJob
 from tests.aws._moto import Moto, batch_jobs
-from tests.aws.fixtures import PROJECT, config_text
+from tests.aws.fixtures import PROJECT, config_text, run_cli
 
 JOBS = 150
 ENDED = (AttemptExited, AttemptLost, AttemptPreempted)
@@ -35,15 +33,7 @@ def executor(moto: Moto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
     (tmp_path / "stormproof.yaml").write_text(config_text(checkpoints=False))
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("STORMPROOF_HOME", None)
-    setup = subprocess.run(
-        [sys.executable, "-m", "stormproof", "aws", "setup"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    setup = run_cli(tmp_path, env, "aws", "setup")
     assert setup.returncode == 0, setup.stdout + setup.stderr
     options = {
         "project": PROJECT,

@@ -63,7 +63,7 @@ def run_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(slurm: Cluster, tmp_path: Path) -> Iterator[Cli]:
     """The ``stormproof`` command in a scratch directory with the test cluster's config."""
-    runner = Cli(tmp_path, slurm)
+    runner = Cli(tmp_path, [], cluster=slurm)
     runner.write("stormproof.yaml", CONFIG)
     try:
         yield runner

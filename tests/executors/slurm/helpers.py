@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from stormproof.core.events import (
     AttemptExited,
@@ -24,6 +22,8 @@ from stormproof.core.events import (
 )
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.slurm import SlurmExecutor
+from tests.cli.conftest import Cli as BaseCli
+from tests.executors import _harness as harness
 from tests.executors.slurm._cluster import Cluster
 
 FINAL = (AttemptExited, AttemptLost, AttemptPreempted, AttemptSubmitFailed)
@@ -62,17 +62,12 @@ def executor(run_dir: Path, **options: Any) -> SlurmExecutor:
 def collect(
     ex: SlurmExecutor, until: Callable[[list[Event]], bool], timeout_s: float = 60.0
 ) -> list[Event]:
-    """Poll until ``until(events so far)`` holds; fail after ``timeout_s``."""
-    events: list[Event] = []
-    deadline = time.monotonic() + timeout_s
-    while not until(events):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; events so far: {events}")
-        events += ex.poll(0.25)
-    return events
+    """The harness's ``collect`` at a Slurm test's pace."""
+    return harness.collect(ex, until, timeout_s, poll_s=0.25)
 
 
 def finals(events: Sequence[Event]) -> dict[str, Event]:
+    """Each attempt's end; on Slurm a preemption ends one too (the retry is a new job)."""
     return {e.attempt_id: e for e in events if isinstance(e, FINAL)}
 
 
@@ -111,14 +106,13 @@ slurm: {poll_interval: 0.5, max_poll_interval: 2}
 
 
 @dataclass
-class Cli:
+class Cli(BaseCli):
     """``stormproof`` run as a user runs it, in a scratch directory, against the test cluster."""
 
-    cwd: Path
-    cluster: Cluster
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    cluster: Cluster = field(kw_only=True)
     #: Another ``SLURM_CONF`` for the next commands (a dead controller's).
     cluster_conf: Path | None = None
+    timeout: ClassVar[float] = 180
 
     def env(self) -> dict[str, str]:
         env = self.cluster.env(PYTHONUNBUFFERED="1")
@@ -128,46 +122,6 @@ class Cli:
         # the jobs run `stormproof checkpoint commit` and `python3` from this environment
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
-
-    def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stormproof", *args],
-            cwd=self.cwd,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stormproof", *args],
-            cwd=self.cwd,
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def write(self, name: str, text: str) -> Path:
-        path = self.cwd / name
-        path.write_text(text)
-        return path
-
-    def status(self, run: str) -> dict[str, Any]:
-        proc = self("status", run, "--json")
-        assert proc.returncode == 0, proc.stderr
-        data: dict[str, Any] = json.loads(proc.stdout)
-        return data
-
-    def history(self, run: str) -> list[dict[str, Any]]:
-        proc = self("history", run, "--json")
-        rows: list[dict[str, Any]] = json.loads(proc.stdout) if proc.returncode == 0 else []
-        return rows
 
     def job_of(self, run: str, attempt_id: str) -> dict[str, Any] | None:
         """The ``AttemptStarted`` of an attempt (its Slurm job id and nodes), once logged."""

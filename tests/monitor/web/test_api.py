@@ -53,16 +53,13 @@ def cli_json(cli: Cli, *args: str) -> Any:
 def test_the_api_sends_what_the_cli_prints_with_json(made: Cli, api: TestClient) -> None:
     assert api.get("/api/runs").json() == cli_json(made, "status")
     one = api.get("/api/runs/demo", params={"limit": 1000}).json()
-    page = one.pop("page")
     assert one == cli_json(made, "status", "demo")
-    assert page == {
-        "offset": 0,
-        "limit": 1000,
-        "state": None,
-        "stage": None,
-        "matched": 4,
-        "total": 4,
-    }
+    assert one["page"] == {"offset": 0, "limit": 1000, "total": 4, "next_offset": None}
+    filtered = {"state": ["succeeded", "failed"], "stage": 2, "limit": 1, "offset": 0}
+    args = ("--state", "succeeded", "--state", "failed", "--stage", "2", "--limit", "1")
+    assert api.get("/api/runs/demo", params=filtered).json() == cli_json(
+        made, "status", "demo", *args
+    )
     assert api.get("/api/runs/demo/events", params={"limit": 5000}).json() == cli_json(
         made, "history", "demo"
     )
@@ -103,13 +100,16 @@ def test_every_payload_is_described_by_the_openapi_document(api: TestClient) -> 
 def test_tasks_are_paged_and_filtered_never_sent_all_at_once(api: TestClient) -> None:
     page = api.get("/api/runs/demo/tasks", params={"offset": 1, "limit": 2}).json()
     assert list(page["tasks"]) == ["flaky", "analyse"]
-    assert page["page"]["matched"] == 4
+    assert page["page"] == {"offset": 1, "limit": 2, "total": 4, "next_offset": 3}
     failed = api.get("/api/runs/demo/tasks", params={"state": "failed"}).json()
     assert list(failed["tasks"]) == ["broken"]
     second = api.get("/api/runs/demo/tasks", params={"stage": 2}).json()
     assert list(second["tasks"]) == ["flaky", "broken"]
     assert api.get("/api/runs/demo").json()["page"]["limit"] == 100
     assert api.get("/api/runs/demo/tasks", params={"limit": 100_000}).status_code == 422
+    assert api.get("/api/runs/demo/tasks", params={"state": "bogus"}).status_code == 422
+    beyond = api.get("/api/runs/demo/tasks", params={"stage": 9})
+    assert beyond.status_code == 400 and "has 3 stage(s), not 9" in beyond.json()["detail"]
     assert api.get("/api/runs/demo/events", params={"after": 10, "limit": 3}).json()[0]["seq"] == 11
 
 

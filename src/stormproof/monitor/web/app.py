@@ -32,7 +32,7 @@ from stormproof.monitor.views import RunViews
 from stormproof.monitor.web import models
 from stormproof.monitor.web.security import CSRF_HEADER, Guard
 from stormproof.runtime.home import Home
-from stormproof.runtime.view import TaskPage
+from stormproof.runtime.view_query import TaskQuery, TaskState, check_stage, run_json, select
 from stormproof.store.base import EventLog
 
 STATIC: Final = Path(__file__).parent / "static"
@@ -52,15 +52,19 @@ class JSON(JSONResponse):
 class Reader:
     """The store and the views, confined to one worker thread."""
 
-    def __init__(self, open_store: Callable[[], EventLog], home: Home) -> None:
+    def __init__(
+        self, open_store: Callable[[], EventLog], home: Home, writable: bool = False
+    ) -> None:
+        """``writable``: the home can be written (a run with no stored view gets one)."""
         self.home = home
         self._open_store = open_store
+        self._writable = writable
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="stormproof-serve")
         self._views: RunViews | None = None
 
     def views(self) -> RunViews:
         if self._views is None:
-            self._views = RunViews(self._open_store())
+            self._views = RunViews(self._open_store(), writable=self._writable)
         return self._views
 
     async def __call__(self, fn: Callable[[RunViews], T]) -> T:
@@ -115,14 +119,27 @@ _ERRORS: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
-def _page(offset: int, limit: int, state: str | None, stage: int | None) -> TaskPage:
-    return TaskPage(offset=offset, limit=limit, state=state or None, stage=stage)
+def _query(offset: int, limit: int, states: list[TaskState] | None, stage: int | None) -> TaskQuery:
+    """The API's filters as ``status --json`` takes them (its stage is 1-based, as there)."""
+    return TaskQuery(
+        states=tuple(states) if states else None,
+        stage=None if stage is None else stage - 1,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def _run_page(views: RunViews, name: str, query: TaskQuery) -> dict[str, Any]:
+    """``status NAME --json``'s shape: the run and one page of its tasks."""
+    view = views.get(name)[1]
+    check_stage(view, query)
+    return run_json(view, query, select(view, query), time.time())
 
 
 def _api(app: FastAPI, read: Reader, guard: Guard) -> None:
     offset_q = Query(0, ge=0, description="tasks to skip")
     limit_q = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="tasks in the page")
-    state_q = Query(None, description="only tasks in this state (succeeded, failed, …)")
+    state_q = Query(None, description="only tasks in this state (repeat for several)")
     stage_q = Query(None, ge=1, description="only tasks of this stage (1 is the first)")
 
     @app.get("/api/runs", response_model=list[models.RunSummaryShape], tags=["runs"])
@@ -135,12 +152,13 @@ def _api(app: FastAPI, read: Reader, guard: Guard) -> None:
         name: str,
         offset: int = offset_q,
         limit: int = limit_q,
-        state: str | None = state_q,
+        state: list[TaskState] | None = state_q,
         stage: int | None = stage_q,
     ) -> Any:
-        """One run: like `stormproof status NAME --json`, with its tasks paged."""
-        page = _page(offset, limit, state, stage)
-        return JSON(await read(lambda v: v.get(name)[1].to_json(time.time(), page)))
+        """One run and a page of its tasks: `stormproof status NAME --json` with the same
+        `--state`, `--stage`, `--limit` and `--offset`, in the same shape."""
+        query = _query(offset, limit, state, stage)
+        return JSON(await read(lambda v: _run_page(v, name, query)))
 
     @app.get(
         "/api/runs/{name}/tasks",
@@ -152,14 +170,15 @@ def _api(app: FastAPI, read: Reader, guard: Guard) -> None:
         name: str,
         offset: int = offset_q,
         limit: int = limit_q,
-        state: str | None = state_q,
+        state: list[TaskState] | None = state_q,
         stage: int | None = stage_q,
     ) -> Any:
-        """A page of the run's tasks (in the order of the workflow file), with their attempts."""
-        page = _page(offset, limit, state, stage)
+        """A page of the run's tasks (in the order of the workflow file), with their attempts:
+        the `tasks` and `page` of `GET /api/runs/{name}` alone."""
+        query = _query(offset, limit, state, stage)
 
         def build(v: RunViews) -> dict[str, Any]:
-            data = v.get(name)[1].to_json(time.time(), page)
+            data = _run_page(v, name, query)
             return {"tasks": data["tasks"], "page": data["page"]}
 
         return JSON(await read(build))

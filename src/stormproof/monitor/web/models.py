@@ -98,16 +98,22 @@ class ResourcesShape(_Shape):
 
 
 class PageShape(_Shape):
+    """Which tasks were sent: ``total`` match the filters; the next page starts at
+    ``next_offset`` (``None``: this is the last)."""
+
     offset: int
     limit: int | None
-    state: str | None
-    stage: int | None
-    matched: int
     total: int
+    next_offset: int | None
+
+
+class StageCountsShape(_Shape):
+    stage: int
+    counts: dict[str, int]
 
 
 class RunShape(_Shape):
-    """``stormproof status NAME --json``; the API pages its tasks (``page``)."""
+    """``stormproof status NAME --json``: the run, and one page of its tasks (``page``)."""
 
     name: str
     workflow: str
@@ -115,6 +121,7 @@ class RunShape(_Shape):
     started: float | None
     ended: float | None
     counts: dict[str, int]
+    stages: list[StageCountsShape]
     cost: CostShape
     interruptions: int
     instance_notices: int
@@ -125,7 +132,7 @@ class RunShape(_Shape):
     fleet: list[InstanceShape]
     notices: list[NoticeShape]
     tasks: dict[str, TaskShape]
-    page: PageShape | None = None
+    page: PageShape
 
 
 class ProgressShape(_Shape):

@@ -118,8 +118,9 @@
           return (!q.state || t.state === q.state) && (!q.stage || t.stage === Number(q.stage));
         });
         const offset = Number(q.offset || 0), limit = Number(q.limit || PAGE);
-        const page = { offset, limit, state: q.state || null, stage: q.stage ? Number(q.stage) : null,
-          matched: chosen.length, total: ids.length };
+        const end = offset + Math.min(limit, Math.max(0, chosen.length - offset));
+        // the API's page: total matching, where the next page starts (null: the last)
+        const page = { offset, limit, total: chosen.length, next_offset: end < chosen.length ? end : null };
         chosen = chosen.slice(offset, offset + limit);
         const tasks = {};
         for (const id of chosen) tasks[id] = data.run.tasks[id];
@@ -241,12 +242,13 @@
       return row;
     }));
     const p = run.page;
-    $("page-info").textContent = p.matched
-      ? `${p.offset + 1}–${Math.min(p.offset + p.limit, p.matched)} of ${p.matched}` +
-        (p.matched !== p.total ? ` (of ${p.total} tasks)` : "")
+    const all = Object.values(run.counts).reduce((a, b) => a + b, 0);
+    $("page-info").textContent = p.total
+      ? `${p.offset + 1}–${p.offset + Object.keys(run.tasks).length} of ${p.total}` +
+        (p.total !== all ? ` (of ${all} tasks)` : "")
       : "no tasks";
     $("prev").disabled = p.offset === 0;
-    $("next").disabled = p.offset + p.limit >= p.matched;
+    $("next").disabled = p.next_offset === null;
   }
 
   function drawStages(stages) {
