@@ -35,7 +35,7 @@ import psutil
 from distributed import Client, LocalCluster, wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import layered  # the same DAG as bench/overhead.py
+from overhead import layered, workflow_file  # the same DAG and file as bench/overhead.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,18 +63,6 @@ def run_plain(client: Client, ids: list[str], deps: list[list[str]], tag: str) -
         raise SystemExit(f"plain Dask: {len(bad)} tasks failed, like {bad[:3]}")
     client.cancel(list(futures.values()))
     return took
-
-
-def workflow_file(folder: Path, name: str, ids: list[str], deps: list[list[str]]) -> Path:
-    tasks = [
-        {"id": t, "command": ["true"], "depends_on": d, "vcpus": 1, "memory": 64}
-        for t, d in zip(ids, deps, strict=True)
-    ]
-    path = folder / f"{name}.json"
-    path.write_text(
-        json.dumps({"name": name, "global_config": {"max_retry_attempts": 0}, "tasks": tasks})
-    )
-    return path
 
 
 #: Starts the orchestrator and writes its exit code, ``ru_maxrss`` (KiB) and CPU seconds. A
