@@ -11,7 +11,8 @@ import pytest
 
 from stormproof.errors import StoreFault, StormproofError
 from stormproof.store.base import Row
-from stormproof.store.sqlite import SCHEMA_VERSION, SQLiteEventLog
+from stormproof.store.sqlite import SQLiteEventLog
+from stormproof.store.sqlite_file import SCHEMA_VERSION
 
 from .helpers import decision, event
 

@@ -70,7 +70,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
 from stormproof.store import sqlite_results, sqlite_views
@@ -84,7 +84,7 @@ from stormproof.store.base import (
     TaskRecord,
     TaskResult,
 )
-from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_error, sqlite_errors
+from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_errors
 from stormproof.store.rows import (
     check_run_name,
     dumps_json,
@@ -94,10 +94,15 @@ from stormproof.store.rows import (
     row_from,
     run_info_from,
 )
+from stormproof.store.sqlite_file import (
+    CREATE_LEASES,
+    ONE_STATEMENT_ROWS,
+    Synchronous,
+    make_parent,
+    open_db,
+    open_read_only,
+)
 
-Synchronous = Literal["normal", "group", "full"]
-
-SCHEMA_VERSION: Final = 1
 DEFAULT_DB_PATH: Final = Path(".stormproof") / "stormproof.db"
 DEFAULT_SYNCHRONOUS: Final[Synchronous] = "group"
 GROUP_FSYNC_S: Final = 0.1
@@ -105,50 +110,9 @@ DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
 _READ_BATCH: Final = 512
 
-#: The fencing tokens; made on first use in files older than the token (same schema version:
-#: an older stormproof ignores the table).
-_CREATE_LEASES: Final = """CREATE TABLE IF NOT EXISTS leases (
-        run   TEXT PRIMARY KEY,
-        token INTEGER NOT NULL
-    )"""
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS store_info (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS runs (
-        name          TEXT PRIMARY KEY,
-        created_at    REAL NOT NULL,
-        workflow_name TEXT NOT NULL,
-        meta          TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS rows (
-        run      TEXT    NOT NULL REFERENCES runs(name),
-        seq      INTEGER NOT NULL CHECK (seq > 0),
-        category TEXT    NOT NULL CHECK (category IN ('event', 'decision')),
-        kind     TEXT    NOT NULL,
-        at       REAL    NOT NULL,
-        cause    INTEGER,
-        data     TEXT    NOT NULL,
-        PRIMARY KEY (run, seq)
-    )""",
-    """CREATE TABLE IF NOT EXISTS requests (
-        id   INTEGER PRIMARY KEY AUTOINCREMENT,
-        run  TEXT NOT NULL REFERENCES runs(name),
-        kind TEXT NOT NULL,
-        at   REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS requests_by_run ON requests (run, id)",
-    _CREATE_LEASES,
-    "INSERT OR IGNORE INTO store_info (key, value) VALUES ('schema_version', '1')",
-)
-
 _INSERT_ROW: Final = (
     "INSERT INTO rows (run, seq, category, kind, at, cause, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-#: Most rows one ``flush`` writes with a single INSERT: 7 values each stays under 999, the
-#: variable limit of SQLite before 3.32; bigger buffers go through ``executemany``.
-_ONE_STATEMENT_ROWS: Final = 128
 #: The same, fenced: inserts nothing unless the run's token is still the holder's (two last
 #: parameters: the run, the token).
 _FENCE: Final = " WHERE (SELECT token FROM leases WHERE run = ?) = ?"
@@ -192,10 +156,10 @@ class SQLiteEventLog:
         #: The fencing token of each run whose lease this instance holds.
         self._tokens: dict[str, int] = {}
         if read_only:
-            self._db = _open_read_only(self.path, busy_timeout_s)
+            self._db = open_read_only(self.path, busy_timeout_s)
         else:
-            _make_parent(self.path)
-            self._db = _open(self.path, synchronous, busy_timeout_s)
+            make_parent(self.path)
+            self._db = open_db(self.path, synchronous, busy_timeout_s)
         self._last_fsync = time.monotonic()
         self._unsynced = False
 
@@ -266,7 +230,7 @@ class SQLiteEventLog:
         fenced = [run for run in runs if run in self._tokens]
         with self._errors():
             try:
-                if len(buffer) <= _ONE_STATEMENT_ROWS and (not fenced or len(runs) == 1):
+                if len(buffer) <= ONE_STATEMENT_ROWS and (not fenced or len(runs) == 1):
                     # one statement is one transaction: no BEGIN and COMMIT round trips
                     # (a flush per driver loop iteration; this saves a fifth of its time)
                     self._insert_at_once(buffer, fenced[0] if fenced else None)
@@ -399,7 +363,7 @@ class SQLiteEventLog:
     def _next_token(self, run: str) -> int:
         """Raise the run's fencing token by one, under the lock: the new holder's token."""
         with self._errors(), self._transaction():
-            self._db.execute(_CREATE_LEASES)
+            self._db.execute(CREATE_LEASES)
             (token,) = self._db.execute(
                 "INSERT INTO leases (run, token) VALUES (?, 1)"
                 " ON CONFLICT (run) DO UPDATE SET token = token + 1 RETURNING token",
@@ -596,7 +560,7 @@ class SQLiteEventLog:
 # -- pure helpers ---------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=2 * _ONE_STATEMENT_ROWS)
+@functools.lru_cache(maxsize=2 * ONE_STATEMENT_ROWS)
 def _insert_rows(count: int, fenced: bool = False) -> str:
     values = "VALUES " + ", ".join(["(?,?,?,?,?,?,?)"] * count)
     if fenced:
@@ -621,143 +585,3 @@ class _LockLease:
         """Nothing to extend (the lock lasts as long as this process); check the token."""
         with self._log._errors():
             self._log._check_token(self.run)
-
-
-# -- opening the database -----------------------------------------------------------
-
-
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StormproofError(
-            f"cannot create {path.parent} for the stormproof database ({exc.strerror}); "
-            "choose another --home or STORMPROOF_HOME"
-        ) from exc
-
-
-def _open(path: Path, synchronous: Synchronous, busy_timeout_s: float) -> sqlite3.Connection:
-    """Connect, check the file is ours, set the pragmas and create the schema if new.
-
-    ``isolation_level=None``: transactions are explicit (``_transaction``),
-    never opened behind our back by the sqlite3 module.
-    """
-    with sqlite_errors(path):
-        db = sqlite3.connect(
-            path,
-            timeout=busy_timeout_s,
-            isolation_level=None,
-            # one INSERT per flush size (up to _ONE_STATEMENT_ROWS), and the rest
-            cached_statements=_ONE_STATEMENT_ROWS + 64,
-        )
-    try:
-        with sqlite_errors(path):
-            tables = _table_names(db)
-            _use_wal(db, busy_timeout_s)
-            level = "NORMAL" if synchronous == "group" else synchronous.upper()
-            db.execute(f"PRAGMA synchronous = {level}")
-            db.execute("PRAGMA foreign_keys = ON")
-            if "store_info" not in tables:
-                _create_schema(db, path, tables)
-            _check_version(db, path)
-            sqlite_results.ensure_schema(db)
-            sqlite_views.ensure_schema(db)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _open_read_only(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
-    """The file, read-only; an empty in-memory store if there is none (a home with no runs).
-
-    ``mode=ro`` still reads the WAL through its ``-shm`` index, which it must be able to
-    open or create; where it cannot (a read-only mount, a directory without write
-    permission and no ``-shm`` left) the file is opened ``immutable``: no locks and no WAL,
-    right for a home nobody can write into. Committed rows still in a WAL that could not
-    be checkpointed are then not seen: SQLite cannot read them without the index.
-    """
-    if not path.exists():
-        db = sqlite3.connect(":memory:", isolation_level=None)
-        for statement in _SCHEMA:
-            db.execute(statement)
-        sqlite_results.ensure_schema(db)
-        sqlite_views.ensure_schema(db)
-        return db
-    last: sqlite3.DatabaseError | None = None
-    for query in ("mode=ro", "mode=ro&immutable=1"):
-        uri = f"{path.resolve().as_uri()}?{query}"
-        db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None)
-        try:
-            tables = _table_names(db)
-            if "store_info" not in tables:
-                raise StormproofError(f"{path} is not a stormproof database; {SQLITE_DAMAGED}")
-            _check_version(db, path)
-            return db
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            last = exc
-        except BaseException:
-            db.close()
-            raise
-    assert last is not None
-    raise sqlite_error(last, path) from last
-
-
-def _use_wal(db: sqlite3.Connection, busy_timeout_s: float) -> None:
-    """Switch the file to WAL (persistent: the first opener does it for all).
-
-    The switch needs an exclusive lock and SQLite answers ``database is
-    locked`` at once, without its busy handler, while another process is
-    creating the same fresh file; so wait for that here, up to the busy timeout.
-    """
-    deadline = time.monotonic() + busy_timeout_s
-    while True:
-        try:
-            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                db.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _table_names(db: sqlite3.Connection) -> set[str]:
-    """Reading the schema is also what detects a file that is not SQLite at all."""
-    return {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-
-
-def _create_schema(db: sqlite3.Connection, path: Path, tables: set[str]) -> None:
-    """Create the tables in one transaction; ``IF NOT EXISTS`` makes racing openers harmless."""
-    if tables - {"sqlite_sequence"}:
-        raise StormproofError(
-            f"{path} is an SQLite database but not a stormproof one "
-            f"(it has tables {', '.join(sorted(tables))}); move it away, "
-            "or choose another --home or STORMPROOF_HOME"
-        )
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA:
-            db.execute(statement)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _check_version(db: sqlite3.Connection, path: Path) -> None:
-    found = db.execute("SELECT value FROM store_info WHERE key = 'schema_version'").fetchone()
-    version = int(found[0]) if found else 0
-    if version > SCHEMA_VERSION:
-        raise StormproofError(
-            f"{path} was written by a newer stormproof (schema version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}); upgrade with `pip install -U stormproof`"
-        )
-    if version < 1:
-        raise StormproofError(
-            f"{path} has no stormproof schema version; the file is damaged: move it away, "
-            "or choose another --home or STORMPROOF_HOME"
-        )
