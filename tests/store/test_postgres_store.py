@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from stormproof.errors import ConfigError, StoreFault, StormproofError
-from stormproof.store.postgres import SCHEMA_VERSION, PostgresEventLog
+from stormproof.store.postgres import PostgresEventLog
+from stormproof.store.postgres_server import SCHEMA_VERSION
 
 from ._postgres import PostgresServer, fresh_schema, start_server
 from .helpers import event

@@ -52,9 +52,8 @@ from typing import Any, Final
 
 import psycopg
 from psycopg import errors as pg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from stormproof.errors import ConfigError, LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
 from stormproof.store import postgres_results, postgres_views
 from stormproof.store.base import (
     Lease,
@@ -67,11 +66,13 @@ from stormproof.store.base import (
 )
 from stormproof.store.errors import (
     POSTGRES_DAMAGED,
-    STORE_SETTING,
-    URL_FORM,
     lease_lost,
     postgres_error,
     run_locked,
+)
+from stormproof.store.postgres_server import (
+    connection_settings,
+    ensure_schema,
 )
 from stormproof.store.rows import (
     check_run_name,
@@ -83,76 +84,9 @@ from stormproof.store.rows import (
     run_info_from,
 )
 
-SCHEMA_VERSION: Final = 1
 #: How long a lease lasts after its last renewal; its holder renews it every third of this.
 DEFAULT_LEASE_S: Final = 30.0
-#: Defaults for what the URL does not set: a dead or partitioned server is an error in seconds.
-_CONNECTION_DEFAULTS: Final = {
-    "connect_timeout": "10",
-    "tcp_user_timeout": "10000",  # ms: a write the server never acknowledges fails after this
-    "application_name": "stormproof",
-}
 _READ_BATCH: Final = 2000
-#: Key of the advisory lock that makes concurrent first openers create the tables once.
-_SCHEMA_LOCK: Final = 0x5707_3970_0F00
-_SCHEMA: Final = (
-    """CREATE TABLE IF NOT EXISTS stormproof_info (
-        key   text PRIMARY KEY,
-        value text NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS stormproof_runs (
-        name          text PRIMARY KEY,
-        created_at    double precision NOT NULL,
-        workflow_name text NOT NULL,
-        meta          text NOT NULL,
-        created_order bigint GENERATED ALWAYS AS IDENTITY
-    )""",
-    """CREATE TABLE IF NOT EXISTS stormproof_rows (
-        run      text   NOT NULL REFERENCES stormproof_runs (name),
-        seq      bigint NOT NULL CHECK (seq > 0),
-        category text   NOT NULL CHECK (category IN ('event', 'decision')),
-        kind     text   NOT NULL,
-        at       double precision NOT NULL,
-        cause    bigint,
-        data     text   NOT NULL,
-        PRIMARY KEY (run, seq)
-    )""",
-    """CREATE TABLE IF NOT EXISTS stormproof_requests (
-        id   bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        run  text NOT NULL REFERENCES stormproof_runs (name),
-        kind text NOT NULL,
-        at   double precision NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS stormproof_requests_by_run ON stormproof_requests (run, id)",
-    # no foreign key: a lease row outlives a deleted run, its token with it (``delete_run``)
-    """CREATE TABLE IF NOT EXISTS stormproof_leases (
-        run         text PRIMARY KEY,
-        token       bigint NOT NULL,
-        holder_pid  integer,
-        holder_host text,
-        expires_at  timestamptz NOT NULL
-    )""",
-    "INSERT INTO stormproof_info (key, value) VALUES ('schema_version', '1')"
-    " ON CONFLICT (key) DO NOTHING",
-    *postgres_results.SCHEMA,
-    *postgres_views.SCHEMA,
-)
-#: Every table of ``_SCHEMA``: a database that lacks one (made by an older stormproof, same
-#: schema version) gets it when opened. An older stormproof ignores the tables it does not know.
-_TABLES: Final = (
-    "stormproof_info",
-    "stormproof_runs",
-    "stormproof_rows",
-    "stormproof_requests",
-    "stormproof_leases",
-    "stormproof_results",
-    *postgres_views.TABLES,
-)
-#: What a database from before ``delete_run`` needs: its lease rows referred to their runs.
-_UPGRADES: Final = (
-    "ALTER TABLE stormproof_leases DROP CONSTRAINT IF EXISTS stormproof_leases_run_fkey",
-)
-
 _INSERT_ROWS: Final = (
     "INSERT INTO stormproof_rows (run, seq, category, kind, at, cause, data)"
     " SELECT %s, v.* FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::float8[],"
@@ -218,7 +152,7 @@ class PostgresEventLog:
         if not lease_s > 0:
             raise ValueError(f"lease_s must be more than 0 seconds, not {lease_s!r}")
         self.lease_s = float(lease_s)
-        self._conninfo, self.server = _conninfo(url)
+        self._conninfo, self.server = connection_settings(url)
         self._pending: dict[str, _Pending] = {}
         self._last_seq: dict[str, int] = {}
         #: The fencing token of each run whose lease this instance holds.
@@ -525,7 +459,7 @@ class PostgresEventLog:
             conn = psycopg.connect(self._conninfo, autocommit=True)
         try:
             with self._errors():
-                _ensure_schema(conn, self.server)
+                ensure_schema(conn, self.server)
         except BaseException:
             conn.close()
             raise
@@ -591,69 +525,3 @@ class _ExpiringLease:
 
     def renew(self) -> None:
         self._log._renew(self.run, self.token)
-
-
-# -- connecting ---------------------------------------------------------------------------
-
-
-def _conninfo(url: str) -> tuple[str, str]:
-    """The connection string with our defaults, and how to show the server without secrets."""
-    try:
-        params: dict[str, Any] = conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "cannot parse it"
-        raise ConfigError(
-            f"store: {_without_password(url)} is not a PostgreSQL URL this client can use "
-            f"({reason}); write it as {URL_FORM} in {STORE_SETTING}"
-        ) from None
-    for key, value in _CONNECTION_DEFAULTS.items():
-        params.setdefault(key, value)
-    host = str(params.get("host") or os.environ.get("PGHOST") or "localhost")
-    port = str(params.get("port") or os.environ.get("PGPORT") or "5432")
-    user = str(params.get("user") or os.environ.get("PGUSER") or "")
-    dbname = str(params.get("dbname") or os.environ.get("PGDATABASE") or user or "")
-    shown = f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
-    return make_conninfo("", **params), shown
-
-
-def _without_password(url: str) -> str:
-    """``url`` as it may be printed: a password between ``:`` and ``@`` becomes ``***``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}{':***' if ':' in credentials else ''}@{host}"
-
-
-def _ensure_schema(conn: psycopg.Connection[tuple[Any, ...]], server: str) -> None:
-    """Refuse a newer or damaged schema; create the tables this database lacks (all of them
-    the first time, those added since for a database made by an older stormproof)."""
-    info, missing = conn.execute(
-        "SELECT to_regclass('stormproof_info') IS NOT NULL,"
-        " count(*) FILTER (WHERE to_regclass(t) IS NULL) FROM unnest(%s::text[]) AS t",
-        (list(_TABLES),),
-    ).fetchone() or (False, len(_TABLES))
-    if info:
-        _check_version(conn, server)
-    if missing:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in (*_SCHEMA, *(_UPGRADES if info else ())):
-                conn.execute(statement)
-
-
-def _check_version(conn: psycopg.Connection[tuple[Any, ...]], server: str) -> None:
-    version_row = conn.execute(
-        "SELECT value FROM stormproof_info WHERE key = 'schema_version'"
-    ).fetchone()
-    version = int(version_row[0]) if version_row and str(version_row[0]).isdigit() else 0
-    if version > SCHEMA_VERSION:
-        raise StormproofError(
-            f"{server} was written by a newer stormproof (schema version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}); upgrade with `pip install -U stormproof`"
-        )
-    if version < 1:
-        raise StormproofError(
-            f"{server}: stormproof_info has no schema version; {POSTGRES_DAMAGED}"
-        )
