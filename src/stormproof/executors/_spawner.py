@@ -43,6 +43,7 @@ import os
 import resource
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +59,10 @@ _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 _CLAIM_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 #: Without pidfds (Linux before 5.3) exits are looked for this often.
 _EXIT_POLL_S = 0.02
+#: Python ignores these; a command starts with them at their default (as ``subprocess`` does).
+_DEFAULT_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, name)
+)
 
 
 # ---------------------------------------------------------------------- the worker's side
@@ -195,6 +200,7 @@ class _Server:
         if not message and not fds:
             return False  # the worker is gone
         for fd in fds:
+            os.set_inheritable(fd, False)  # a command must not hold a channel open
             channel = socket.socket(fileno=fd)
             channel.setblocking(False)
             self.sel.register(channel, selectors.EVENT_READ, _Attempt(channel))
@@ -306,24 +312,33 @@ def _spawn(req: dict[str, Any]) -> dict[str, Any]:
     argv = [str(a) for a in req["argv"]]
     if not argv:
         return _refused(req, 126, "refused", "the command is an empty list")
+    env = {**os.environ, **req.get("env", {})}
+    program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+    if program is None:  # what a shell would say
+        return _refused(req, 127, "exited", f"{argv[0]}: command not found")
     try:
         out = os.open(str(req["stdout"]), _LOG_FLAGS, 0o644)
         err = os.open(str(req["stderr"]), _LOG_FLAGS, 0o644)
     except OSError as exc:
         return _refused(req, 126, "refused", str(exc), log=False)
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env={**os.environ, **req.get("env", {})},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:  # what a shell would say
-        if exc.filename == cwd:
+        try:
+            os.chdir(cwd)  # this process has one thread: its cwd is the child's, at no cost
+        except OSError as exc:
             return _refused(req, 126, "refused", f"cannot enter the work dir: {exc}")
+        pid = os.posix_spawn(
+            program,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out, 1),
+                (os.POSIX_SPAWN_DUP2, err, 2),
+            ],
+            setsid=True,
+            setsigdef=_DEFAULT_SIGNALS,
+        )
+    except FileNotFoundError:
         return _refused(req, 127, "exited", f"{argv[0]}: command not found")
     except PermissionError:
         return _refused(req, 126, "exited", f"{argv[0]}: Permission denied")
@@ -332,8 +347,8 @@ def _spawn(req: dict[str, Any]) -> dict[str, Any]:
     finally:
         os.close(out)
         os.close(err)
-    proc.returncode = 0  # reaped by ``_reap`` (wait4, for its resource usage), never by Popen
-    return {"e": "started", "pid": proc.pid, "at": started}
+        os.chdir("/")
+    return {"e": "started", "pid": pid, "at": started}
 
 
 def _refused(
@@ -373,6 +388,8 @@ def _own_peak_rss_kib() -> int:
 
 def main() -> None:
     fd = int(os.environ.pop(_CONTROL_ENV))
+    os.set_inheritable(fd, False)
+    os.chdir("/")
     _Server(socket.socket(fileno=fd)).serve()
 
 
