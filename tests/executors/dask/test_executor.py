@@ -20,6 +20,7 @@ from stormproof.core.events import (
     AttemptLost,
     AttemptPreempted,
     AttemptStarted,
+    AttemptSubmitFailed,
 )
 from stormproof.executors.dask.status import read_status
 from tests.executors.dask._cluster import SPOT, DaskCluster
@@ -372,3 +373,26 @@ def test_a_pool_marked_by_a_name_prefix_takes_its_workers_also_those_that_join_l
     info = dask_cluster.client.scheduler_info(n_workers=-1)["workers"].values()
     marked = {str(w["name"]) for w in info if "pool-edge" in w["resources"]}
     assert marked == {"edge-2"}  # the others (spot-1, ondemand-1) never got the marker
+
+
+def test_the_orchestrator_makes_the_attempts_files_before_a_worker_takes_it(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    opts = options(dask_cluster)
+    opts["pools"]["later"] = {"resource": "pool-later", "vcpus": 2, "memory": 2048}
+    run_dir = tmp_path / "run"
+    waiting = job(run_dir, "waiting", ["true"], pool="later")  # no worker has the marker
+    blocked = job(run_dir, "blocked", ["true"])
+    (run_dir / "tasks").mkdir(parents=True)
+    (run_dir / "tasks" / "blocked").write_text("a file where the task's directory goes")
+    with executor(run_dir, opts) as ex:
+        ex.submit(waiting)
+        ex.submit(blocked)
+        events = ex.poll(1.0)
+        assert (waiting.attempt_dir / "work").is_dir()
+        assert (waiting.attempt_dir / "stdout.log").exists()
+        assert (waiting.attempt_dir / "stderr.log").exists()
+        assert not (waiting.attempt_dir / "dask.attempt").exists()  # nothing claimed it
+    failed = finals(events)["blocked/1"]
+    assert isinstance(failed, AttemptSubmitFailed), failed
+    assert "cannot create the attempt's directory" in failed.message

@@ -54,6 +54,7 @@ from stormproof.core.events import (
     AttemptSubmitFailed,
     Event,
 )
+from stormproof.executors._files import create_attempt
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable
 from stormproof.executors.dask import cluster, pools
 from stormproof.executors.dask.cluster import Connection
@@ -73,7 +74,12 @@ from stormproof.executors.dask.worker import (
     run_attempt,
     signal_attempt,
 )
-from stormproof.executors.local import ENV_MEMORY_LIMIT, ENV_MEMORY_LIMIT_MIB, _switch
+from stormproof.executors.local import (
+    _DISK_FAULTS,
+    ENV_MEMORY_LIMIT,
+    ENV_MEMORY_LIMIT_MIB,
+    _switch,
+)
 
 #: Exit code of an attempt killed before it started (128 + SIGTERM), as a batch system says.
 SIGTERM_EXIT = 143
@@ -158,6 +164,18 @@ class DaskExecutor:
     def submit(self, job: AttemptJob) -> None:
         key = self._key(job.attempt_id)
         if key in self._tracked or key in self._ended:
+            return
+        try:  # here, while the attempt waits, not on its worker once it may run
+            create_attempt(os.path.abspath(job.attempt_dir))
+        except OSError as exc:
+            if exc.errno in _DISK_FAULTS:  # the machine's fault, not the attempt's: stop
+                raise ExecutorUnavailable(
+                    f"cannot create {job.attempt_dir} for attempt {job.attempt_id}: "
+                    f"{exc.strerror or exc}; free space on that disk (or fix it)"
+                ) from exc
+            self._ended.add(key)
+            why = f"cannot create the attempt's directory or logs: {exc}"
+            self._tell(AttemptSubmitFailed(time.time(), job.attempt_id, why))
             return
         tracked = self._track(job)
         self._to_submit.append(tracked)
