@@ -87,9 +87,6 @@ class Spawner:
         finally:
             theirs.close()
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def open(self, request: dict[str, Any]) -> Channel:
         """A channel for one attempt, its request sent."""
         mine, theirs = socket.socketpair()
@@ -118,6 +115,8 @@ class Channel:
         self.sock = sock
         self.buf = b""
         self.lock = threading.Lock()  # ``stop`` may come from another thread
+        self.poller = select.poll()  # not ``select``: a worker may hold fds past 1024
+        self.poller.register(sock, select.POLLIN)
 
     def send(self, message: dict[str, Any] | str) -> None:
         line = (message if isinstance(message, str) else json.dumps(message)).encode() + b"\n"
@@ -128,8 +127,7 @@ class Channel:
         """Whether a line (or the end) can be read now, waiting up to ``timeout_s``."""
         if b"\n" in self.buf:
             return True
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, timeout_s))
-        return bool(ready)
+        return bool(self.poller.poll(max(0.0, timeout_s) * 1000.0))
 
     def read(self) -> dict[str, Any] | None:
         """The next message; ``None`` if the spawner is gone (it was killed)."""
@@ -146,7 +144,8 @@ class Channel:
         return message
 
     def close(self) -> None:
-        self.sock.close()
+        with self.lock:
+            self.sock.close()
 
 
 # ---------------------------------------------------------------------- the spawner process
@@ -172,6 +171,12 @@ class _Server:
         self.pidfds = hasattr(os, "pidfd_open")
 
     def serve(self) -> None:
+        try:
+            self._serve()
+        finally:  # however it ends, no command runs on unwatched
+            self._kill_all()
+
+    def _serve(self) -> None:
         while True:
             timeout = None if self.pidfds or not self.running else _EXIT_POLL_S
             ready = self.sel.select(timeout)
@@ -181,7 +186,6 @@ class _Server:
             for key, _ in ready:
                 if key.data == "control":
                     if not self._accept():
-                        self._kill_all()
                         return
                 elif isinstance(key.data, _Attempt) and key.fileobj is key.data.channel:
                     self._read(key.data)
@@ -223,7 +227,16 @@ class _Server:
             line, _, attempt.buf = attempt.buf.partition(b"\n")
             if not attempt.asked:
                 attempt.asked = True
-                self._start(attempt, json.loads(line))
+                try:
+                    request = json.loads(line)
+                    self._start(attempt, request)
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    why = f"a request the spawner cannot read: {exc}"
+                    self._say(
+                        attempt, {"e": "refused", "code": 126, "verdict": "refused", "reason": why}
+                    )
+                    self._forget_channel(attempt)
+                    return
             elif line.strip() == b"stop":
                 attempt.stop = True
 

@@ -340,12 +340,12 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         _check(worker, keeper, run, deadline)
     end = channel.read()
     node = str(worker.name)
-    if end is None:  # the spawner was killed: the command is no longer anyone's child
+    if end is None:  # the spawner is gone: the command is no longer anyone's child
         _signal_group(run.pid, signal.SIGKILL)
-        why = f"the spawner process of the Dask worker {node} died while the command ran"
-        return Status(
-            _KILLED, Verdict.BROKEN, worker.address, node, run.started_at, time.time(), reason=why
-        )
+        if run.verdict is None:  # killed from outside, not closed with its worker
+            why = f"the spawner process of the Dask worker {node} died while the command ran"
+            run.verdict, run.reason = Verdict.BROKEN, why
+        end = {"code": _KILLED, "cpu_s": None, "maxrss_kib": 0}
     code = int(end["code"])
     verdict = run.verdict or Verdict.EXITED
     oom = run.killed_for_memory and code == _KILLED
@@ -359,7 +359,7 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         run.started_at,
         time.time(),
         out_of_memory=oom,
-        cpu_s=float(end["cpu_s"]),
+        cpu_s=None if end["cpu_s"] is None else float(end["cpu_s"]),
         max_rss_mib=_peak_rss_mib(int(end["maxrss_kib"]), run.inherited_rss_kib),
         reason=run.reason,
     )
