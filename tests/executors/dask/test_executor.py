@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from stormproof.core.events import (
     AttemptStarted,
     AttemptSubmitFailed,
 )
+from stormproof.executors.base import AttemptJob
+from stormproof.executors.dask import DaskExecutor
 from stormproof.executors.dask.status import read_status
 from tests.executors.dask._cluster import SPOT, DaskCluster
 from tests.executors.dask.helpers import (
@@ -396,3 +399,27 @@ def test_the_orchestrator_makes_the_attempts_files_before_a_worker_takes_it(
     failed = finals(events)["blocked/1"]
     assert isinstance(failed, AttemptSubmitFailed), failed
     assert "cannot create the attempt's directory" in failed.message
+
+
+def test_ends_that_come_within_the_gathering_time_are_given_in_one_poll(tmp_path: Path) -> None:
+    """No cluster: the worker events are put where the client's thread puts them."""
+    ex = DaskExecutor(tmp_path / "run", {"scheduler": "tcp://127.0.0.1:9"})
+    first, second = (job(tmp_path / "run", name, ["true"]) for name in ("first", "second"))
+    for j in (first, second):
+        ex._track(j)
+
+    def end(j: AttemptJob) -> tuple[str, dict[str, object]]:
+        status = {"code": 0, "verdict": "exited", "worker": "w", "node": "n", "at": 1.0}
+        return "run", {"e": "X", "key": ex._key(j.attempt_id), "started_at": 1.0, **status}
+
+    def report() -> None:
+        ex._inbox.put(end(first))
+        time.sleep(0.005)  # the second end comes a moment later, well within the 20 ms
+        ex._inbox.put(end(second))
+
+    reporter = threading.Thread(target=report)
+    reporter.start()
+    events = ex.poll(5.0)
+    reporter.join()
+    assert set(finals(events)) == {"first/1", "second/1"}
+    assert ex.poll(0.0) == []
