@@ -33,7 +33,13 @@ from stormproof.aws import names
 from stormproof.aws.clients import explain
 from stormproof.aws.settings import AwsOptions
 from stormproof.capacity.base import FleetView, InstanceView, InterruptionSource
-from stormproof.core.events import Event, InstanceLaunchFailed, InstanceLost, InstanceUp
+from stormproof.core.events import (
+    Event,
+    InstanceLaunchFailed,
+    InstanceLost,
+    InstanceUp,
+    InterruptionNotice,
+)
 
 #: Tag naming the core's id of an instance.
 INSTANCE_TAG_KEY = "stormproof:instance"
@@ -236,9 +242,8 @@ class _Ec2View:
 
 def _as_core(event: Event, core_of: Mapping[str, str]) -> Event:
     """A source's event about an EC2 instance, about the core's instance instead."""
-    ec2_id = getattr(event, "instance_id", None)
-    if ec2_id in core_of:
-        return dataclasses.replace(event, instance_id=core_of[ec2_id])  # type: ignore[type-var]
+    if isinstance(event, (InterruptionNotice, InstanceLost)) and event.instance_id in core_of:
+        return dataclasses.replace(event, instance_id=core_of[event.instance_id])
     return event
 
 

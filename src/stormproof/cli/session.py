@@ -36,8 +36,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 if TYPE_CHECKING:
     from stormproof.capacity.base import Fleet
     from stormproof.checkpoints.fsspec_store import FsspecStore
-    from stormproof.runtime.runs import RunContext
     from stormproof.checkpoints.tiers import TieredStore
+    from stormproof.runtime.runs import RunContext
     from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}

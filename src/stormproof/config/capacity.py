@@ -66,7 +66,8 @@ def _aws_problems(config: Config, executor: str) -> list[_Problem]:
             (
                 ("capacity",),
                 "aws",
-                f"aws launches EC2 instances, which executor {executor!r} cannot reach; remove executor: {executor} (capacity: aws runs attempts through SSM "
+                f"aws launches EC2 instances, which executor {executor!r} cannot reach; "
+                f"remove executor: {executor} (capacity: aws runs attempts through SSM "
                 "Run Command, executor: ssm), or remove capacity",
             )
         )
@@ -75,8 +76,7 @@ def _aws_problems(config: Config, executor: str) -> list[_Problem]:
             (
                 ("capacity",),
                 "aws",
-                f"aws needs pools: the EC2 capacity to launch, like pools: "
-                f"[{_POOL_EXAMPLE}]",
+                f"aws needs pools: the EC2 capacity to launch, like pools: [{_POOL_EXAMPLE}]",
             )
         )
     for i, pool in enumerate(config.pools):

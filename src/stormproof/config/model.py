@@ -121,9 +121,9 @@ class Config(StrictSection):
         """``capacity: aws`` needs an executor that reaches EC2 instances, pools with instance
         types, subnets and an AMI; what it cannot use is an error naming its place."""
         executor = (info.context or {}).get("executor") or self.executor
-        problems = [_problem(loc, value, text) for loc, value, text in capacity_problems(
-            self, executor
-        )]
+        problems = [
+            _problem(loc, value, text) for loc, value, text in capacity_problems(self, executor)
+        ]
         if problems:
             raise ValidationError.from_exception_data("Config", problems)
         return self
@@ -351,9 +351,7 @@ class Config(StrictSection):
         if self.executor in AWS_EXECUTORS:
             from stormproof.aws.settings import aws_options
 
-            return aws_options(
-                self.aws or AwsConfig(), self.pools, self.checkpoints, self.capacity
-            )
+            return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints, self.capacity)
         if self.executor != "slurm":
             return {}
         base = self.source.parent if self.source is not None else Path.cwd()

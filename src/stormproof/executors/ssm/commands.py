@@ -148,13 +148,14 @@ def settle(
 ) -> Event:
     """The one event that ends an attempt whose command ended (see the module's table)."""
     if agent is not None and agent.get("state") == "ended":
-        code = int(agent.get("exit_code") if agent.get("exit_code") is not None else 1)
+        exit_code = agent.get("exit_code")
+        agent_code = int(exit_code) if isinstance(exit_code, int) else 1
         if killed:
-            return AttemptExited(now, attempt_id, code)
+            return AttemptExited(now, attempt_id, agent_code)
         if agent.get("notice"):
             why = f"interruption notice ({agent['notice']}); the agent stopped the command"
             return AttemptPreempted(now, attempt_id, why)
-        return AttemptExited(now, attempt_id, code)
+        return AttemptExited(now, attempt_id, agent_code)
     status = str(command.get("Status", ""))
     details = str((invocation or {}).get("StatusDetails") or command.get("StatusDetails") or "")
     code = (invocation or {}).get("ResponseCode")
