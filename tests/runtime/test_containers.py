@@ -129,7 +129,7 @@ def test_the_driver_runs_a_task_with_an_image_in_the_runtime_and_the_others_on_t
     tmp_path: Path,
 ) -> None:
     d = driver(tmp_path, "podman")
-    boxed, bare = d.job(0, 3, ("local-0",)), d.job(1, 1, ("local-0",))
+    boxed, bare = d.jobs.job(0, 3, ("local-0",)), d.jobs.job(1, 1, ("local-0",))
     assert isinstance(boxed.command, list)
     assert boxed.command[:4] == ["podman", "run", "--rm", "--init"]
     assert boxed.command[-5:] == ["--pull=never", "img:1", "sh", "-c", "echo hi"]
@@ -143,7 +143,7 @@ def test_the_driver_runs_a_task_with_an_image_in_the_runtime_and_the_others_on_t
     assert bare.command == ["true"]
     d.store.close()
     plain = driver(tmp_path / "plain", None)
-    assert plain.job(0, 1, ("local-0",)).command == "echo hi"
+    assert plain.jobs.job(0, 1, ("local-0",)).command == "echo hi"
     plain.store.close()
 
 

@@ -8,7 +8,8 @@ from stormproof.core.decisions import Decision, LaunchAttempt
 from stormproof.core.defs import Market, PoolDef, Resources, RunOptions
 from stormproof.core.events import AttemptExited, AttemptStarted, Event, InterruptionNotice
 from stormproof.core.machine import Workflow
-from stormproof.runtime.view import RunView, TaskView
+from stormproof.runtime.view import RunView
+from stormproof.runtime.view_records import TaskView
 from stormproof.store.base import Row
 
 from ..core.builders import begin, dag

@@ -27,8 +27,9 @@ from stormproof.executors.fake import FakeExecutor
 from stormproof.runtime.driver import Driver
 from stormproof.runtime.home import Home
 from stormproof.runtime.runs import RunContext, new_context, pool_to_dict
-from stormproof.runtime.view import AttemptView, RunView
+from stormproof.runtime.view import RunView
 from stormproof.runtime.view_query import TaskQuery
+from stormproof.runtime.view_records import AttemptView
 from stormproof.runtime.view_store import (
     ViewKeeper,
     read_view,

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stormproof.errors import SpecError
-from stormproof.spec.load import _EventBuilder, load_workflow, parse_workflow
+from stormproof.spec.load import load_workflow, parse_workflow
 from stormproof.spec.model import OnFailure, SpotStrategy, WorkflowSpec
+from stormproof.spec.yaml_events import EventBuilder
 from tests.recipe_sample import SAMPLE_JSON
 
 #: The recipe's sample-workflow.json, verbatim.
@@ -295,7 +296,7 @@ _documents = st.recursive(
 @given(document=_documents, flow=st.booleans())
 def test_event_builder_builds_what_safe_load_builds(document: Any, flow: bool) -> None:
     text = yaml.safe_dump(document, default_flow_style=flow, allow_unicode=True)
-    assert _EventBuilder(text).build() == yaml.safe_load(text)
+    assert EventBuilder(text).build() == yaml.safe_load(text)
 
 
 _PLAIN_SCALARS = [
@@ -322,6 +323,6 @@ def test_event_builder_resolves_plain_scalars_like_pyyaml(
         expected = yaml.safe_load(text)
     except yaml.YAMLError:
         with pytest.raises(yaml.YAMLError):
-            _EventBuilder(text).build()
+            EventBuilder(text).build()
         return
-    assert _EventBuilder(text).build() == expected
+    assert EventBuilder(text).build() == expected

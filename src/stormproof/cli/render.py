@@ -19,8 +19,9 @@ from rich.table import Table
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
-from stormproof.runtime.view import RunView, TaskView, attempt_cost, cost_json
+from stormproof.runtime.view import RunView
 from stormproof.runtime.view_query import Page, TaskQuery, run_summary_json, shown_state
+from stormproof.runtime.view_records import TaskView, attempt_cost, cost_json
 from stormproof.runtime.view_store import read_view
 from stormproof.store.base import Row
 

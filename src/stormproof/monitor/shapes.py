@@ -15,7 +15,8 @@ from typing import Any, Final
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
 from stormproof.runtime.home import Home
-from stormproof.runtime.view import AttemptView, RunView, cost_json
+from stormproof.runtime.view import RunView
+from stormproof.runtime.view_records import AttemptView, cost_json
 
 #: Most attempts one timeline shows (the latest ones): a chart of more says nothing more.
 TIMELINE_ATTEMPTS: Final = 2000

@@ -37,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -76,18 +75,16 @@ from stormproof.core.events import (
 from stormproof.core.machine import Workflow
 from stormproof.core.states import AttemptState
 from stormproof.errors import LeaseLost, StoreFault
-from stormproof.executors.base import AttemptJob, Executor, ExecutorUnavailable
-from stormproof.runtime import containers
+from stormproof.executors.base import Executor, ExecutorUnavailable
+from stormproof.runtime.attempt_jobs import AttemptJobs
 from stormproof.runtime.checkpointing import Checkpointing
-from stormproof.runtime.compile import compile_tasks, expand, run_options
+from stormproof.runtime.compile import compile_tasks, run_options
 from stormproof.runtime.home import Home
-from stormproof.runtime.home import attempt_dir as attempt_path
 from stormproof.runtime.lease import LeaseKeeper, OnWait, hold_lease
 from stormproof.runtime.redrive import begin, segment_rows
 from stormproof.runtime.reuse import TaskResults, copy_reused
 from stormproof.runtime.runs import RunContext
 from stormproof.runtime.view_store import ViewKeeper
-from stormproof.spec.model import TaskSpec
 from stormproof.store.base import EventLog, Row
 
 if TYPE_CHECKING:
@@ -97,8 +94,6 @@ if TYPE_CHECKING:
 IDLE_WAKE_S = 0.25
 #: Events that end an attempt: its checkpoint, if one is being saved, is stored first.
 _ATTEMPT_ENDS = (AttemptExited, AttemptLost, AttemptPreempted)
-#: Environment variable that asks the local executor to hold the attempt to its memory.
-ENV_MEMORY_LIMIT = "STORMPROOF_MEMORY_LIMIT_MIB"
 
 
 class Reporter(Protocol):
@@ -159,20 +154,10 @@ class Driver:
             run_options(ctx.spec, ctx.pools, ctx.seed, ctx.max_parallel, ctx.policy),
         )
         self._view = _CoreFleet(self.core)
-        self._markets = {p.name: p.market.value for p in self.core.options.pools}
-        self._specs = self.ctx.spec.tasks
-        self._tasks_dir = self.home.tasks_dir(self.ctx.name)
+        markets = {p.name: p.market.value for p in self.core.options.pools}
+        timeouts = [t.timeout_s for t in self.tasks]
+        self.jobs = AttemptJobs.for_run(self.home, self.ctx, timeouts, markets)
         self._results = TaskResults.for_run(self.store, self.ctx, self.home)
-        runtime = self.ctx.container.get("runtime")
-        self._container: tuple[str, str] | None = (
-            None if not runtime else (str(runtime), str(self.ctx.container.get("network", "host")))
-        )
-        self._values_base = {
-            "STORMPROOF_RUN": self.ctx.name,
-            "STORMPROOF_WORKFLOW_DIR": self.ctx.workflow_dir,
-            "STORMPROOF_DATA_DIR": str(self.home.data_dir(self.ctx.name)),
-            "STORMPROOF_RUN_DIR": str(self.home.run_dir(self.ctx.name)),
-        }
 
     # ------------------------------------------------------------------ entry
     def drive(self, initial: Sequence[Event] = ()) -> DriveResult:
@@ -383,7 +368,7 @@ class Driver:
     def _act(self, d: Decision) -> None:
         if isinstance(d, LaunchAttempt):
             i = self.core.index[d.task_id]
-            job = self.job(i, d.number, d.instances, d.memory_mib, d.pool, d.after)
+            job = self.jobs.job(i, d.number, d.instances, d.memory_mib, d.pool, d.after)
             if self.checkpointing is not None and self.tasks[i].checkpoint_enabled:
                 self.checkpointing.launch(job, d.restore_from, self.executor.submit)
             else:
@@ -428,7 +413,7 @@ class Driver:
     def _request_checkpoint(self, attempt_id: str) -> None:
         if self.checkpointing is None or self.checkpointing.request(attempt_id) is None:
             return
-        task = self._specs[self.core.index[attempt_id.rsplit("/", 1)[0]]]
+        task = self.ctx.spec.tasks[self.core.index[attempt_id.rsplit("/", 1)[0]]]
         name = task.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
         if name != "none":
             self.executor.signal(attempt_id, protocol.parse_signal(name))
@@ -515,7 +500,7 @@ class Driver:
         if not live:
             return []
         jobs = {
-            a.id: self.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool, a.after)
+            a.id: self.jobs.job(a.task, a.number, a.instances, a.need.memory_mib, a.pool, a.after)
             for a in live
         }
         news = self.executor.recover(list(jobs.values()))
@@ -555,91 +540,6 @@ class Driver:
             else:
                 events.append(AttemptLost(now, att.id, "the executor has no record of it"))
         return events
-
-    # ------------------------------------------------------------------ jobs
-    def job(
-        self,
-        i: int,
-        number: int,
-        instances: tuple[str, ...],
-        memory_mib: int = 0,
-        pool: str = "",
-        after: str = "",
-    ) -> AttemptJob:
-        """The executor's view of attempt ``number`` of task ``i``; the same on every call."""
-        spec = self._specs[i]
-        memory = memory_mib or spec.memory
-        values = dict(self._values_base)
-        values.update(
-            STORMPROOF_TASK=spec.id,
-            STORMPROOF_ATTEMPT=str(number),
-            STORMPROOF_ATTEMPT_ID=f"{spec.id}/{number}",
-            STORMPROOF_INSTANCES=",".join(instances),
-            STORMPROOF_POOL=pool,
-        )
-        env = {k: expand(v, values) for k, v in spec.environment.items()}
-        env.update(values)
-        if "memory" in spec.model_fields_set:
-            # Only a declared memory is enforced: the 1 GiB default must not kill anyone.
-            env[ENV_MEMORY_LIMIT] = str(memory)
-        attempt_dir = attempt_path(self._tasks_dir, spec.id, number)
-        if spec.checkpoint_enabled:
-            name = spec.checkpoint_signal or self.ctx.spec.global_config.checkpoint_signal
-            env[protocol.ENV_CHECKPOINT_DIR] = str(attempt_dir / "checkpoint")
-            env[protocol.ENV_CHECKPOINT_SIGNAL] = name
-        command: list[str] | str
-        if isinstance(spec.command, str):
-            command = expand(spec.command, values)
-        else:
-            command = [expand(part, values) for part in spec.command]
-        if self._container is not None and spec.container_image:
-            command = self._in_container(command, spec, attempt_dir, env, memory)
-        return AttemptJob(
-            run=self.ctx.name,
-            attempt_id=f"{spec.id}/{number}",
-            task_id=spec.id,
-            number=number,
-            command=command,
-            env=env,
-            attempt_dir=attempt_dir,
-            vcpus=spec.vcpus,
-            memory_mib=memory,
-            gpus=spec.gpus,
-            nodes=spec.nodes,
-            instances=instances,
-            after=after,
-            pool=pool,
-            market=self._markets.get(pool, ""),
-            timeout_s=self.tasks[i].timeout_s,
-            image=spec.container_image,
-        )
-
-    def _in_container(
-        self,
-        command: list[str] | str,
-        spec: TaskSpec,
-        attempt_dir: Path,
-        env: dict[str, str],
-        memory: int,
-    ) -> list[str]:
-        """The command line that runs the attempt in the task's image (``runtime.containers``)."""
-        assert self._container is not None
-        runtime, network = self._container
-        return containers.wrap(
-            command,
-            runtime=runtime,
-            image=spec.container_image or "",
-            network=network,
-            name=f"stormproof-{self.ctx.name}-{spec.id}-{env['STORMPROOF_ATTEMPT']}",
-            env_names=env,
-            workdir=attempt_dir / "work",
-            binds=(attempt_dir, self.home.data_dir(self.ctx.name)),
-            read_only=(Path(self.ctx.workflow_dir),),
-            gpus=spec.gpus,
-            memory_mib=memory if "memory" in spec.model_fields_set else None,
-            image_dir=Path(self.ctx.workflow_dir),
-            options=self.ctx.container.get("options") or (),
-        )
 
     # ------------------------------------------------------------------ helpers
     def _signals(self) -> _SignalScope:

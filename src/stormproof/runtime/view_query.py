@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from stormproof.errors import StormproofError
-from stormproof.runtime.view import RunView, TaskView, cost_json
+from stormproof.runtime.view import RunView
+from stormproof.runtime.view_records import TaskView, cost_json
 from stormproof.store.base import RunInfo
 
 TaskState = Literal[

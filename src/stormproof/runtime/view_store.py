@@ -26,8 +26,9 @@ import time
 from collections.abc import Iterable, Sequence
 
 from stormproof.runtime.redrive import REDRIVEN
-from stormproof.runtime.view import VIEW_FORMAT, RunView, TaskView, closed_breaker, levels_of
+from stormproof.runtime.view import VIEW_FORMAT, RunView, levels_of
 from stormproof.runtime.view_query import Page, TaskQuery, select
+from stormproof.runtime.view_records import TaskView, closed_breaker
 from stormproof.store.base import EventLog, Row, RunInfo, StoredView, TaskRecord
 
 #: How often a driver saves its view: what a reader folds at most while a run runs.

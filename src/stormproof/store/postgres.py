@@ -41,26 +41,22 @@ contract tests against both); what differs is what a shared server needs:
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import psycopg
 from psycopg import errors as pg
 
-from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.errors import LeaseLost, StormproofError
 from stormproof.store import postgres_results, postgres_views
 from stormproof.store.base import (
     Lease,
     LeaseHolder,
     Row,
-    RunInfo,
-    StoredView,
     TaskRecord,
     TaskResult,
 )
@@ -76,13 +72,12 @@ from stormproof.store.postgres_server import (
 )
 from stormproof.store.rows import (
     check_run_name,
-    dumps_json,
     dumps_row,
     either,
     number_rows,
     row_from,
-    run_info_from,
 )
+from stormproof.store.sql import ResultQueries, SqlEventLog, ViewQueries
 
 #: How long a lease lasts after its last renewal; its holder renews it every third of this.
 DEFAULT_LEASE_S: Final = 30.0
@@ -141,12 +136,21 @@ class _Pending:
         return (self.seqs, self.categories, self.kinds, self.ats, self.causes, self.datas)
 
 
-class PostgresEventLog:
+class PostgresEventLog(SqlEventLog):
     """The ``EventLog`` in a PostgreSQL database, shared by every orchestrator that uses it.
 
     One instance per process and thread (one connection). Only the holder of a
     run's ``driver_lease`` should append to that run; the lease's token fences it.
     """
+
+    PARAM = "%s"
+    RUNS_TABLE = "stormproof_runs"
+    ROWS_TABLE = "stormproof_rows"
+    CREATION_ORDER = "created_order"
+    DAMAGED = POSTGRES_DAMAGED
+    DUPLICATE = pg.UniqueViolation
+    VIEWS: ClassVar[ViewQueries] = postgres_views
+    RESULTS: ClassVar[ResultQueries] = postgres_results
 
     def __init__(self, url: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
         if not lease_s > 0:
@@ -160,40 +164,6 @@ class PostgresEventLog:
         self._conn = self._connect()
 
     # -- runs -----------------------------------------------------------------
-
-    def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
-        check_run_name(name)
-        try:
-            with self._errors():
-                self._db.execute(
-                    "INSERT INTO stormproof_runs (name, created_at, workflow_name, meta)"
-                    " VALUES (%s, %s, %s, %s)",
-                    (name, at, workflow_name, dumps_json(meta)),
-                )
-        except pg.UniqueViolation:
-            raise RunExists(
-                f"run {name!r} exists; continue it with `stormproof resume {name}` "
-                "or pick another --name"
-            ) from None
-
-    def get_run(self, name: str) -> RunInfo:
-        with self._errors():
-            found = self._db.execute(
-                "SELECT name, created_at, workflow_name, meta FROM stormproof_runs WHERE name = %s",
-                (name,),
-            ).fetchone()
-        if found is None:
-            raise self._run_not_found(name)
-        return run_info_from(found, POSTGRES_DAMAGED)
-
-    def list_runs(self) -> list[RunInfo]:
-        """Newest first; creation order breaks ties between runs created in the same instant."""
-        with self._errors():
-            found = self._db.execute(
-                "SELECT name, created_at, workflow_name, meta FROM stormproof_runs"
-                " ORDER BY created_at DESC, created_order DESC"
-            ).fetchall()
-        return [run_info_from(r, POSTGRES_DAMAGED) for r in found]
 
     # -- rows -----------------------------------------------------------------
 
@@ -369,14 +339,6 @@ class PostgresEventLog:
             gone = [run for run in sorted({r.run for r in results}) if not self._run_exists(run)]
             raise self._run_not_found(gone[0] if gone else results[0].run) from None
 
-    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
-        with self._errors():
-            return postgres_results.find(self._db, fingerprints)
-
-    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
-        with self._errors():
-            return postgres_results.last(self._db, workflow, task_ids)
-
     def delete_run(self, name: str) -> None:
         """Forget the run in one statement; fenced when this instance holds its lease (as
         the caller should): a lease taken over meanwhile deletes nothing (``LeaseLost``)."""
@@ -410,40 +372,12 @@ class PostgresEventLog:
         except pg.ForeignKeyViolation:
             raise self._run_not_found(run) from None
 
-    def load_view(
-        self,
-        run: str,
-        *,
-        states: Sequence[str] | None = None,
-        stage: int | None = None,
-        ids: Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> StoredView | None:
-        """The summary, and one page of the tasks that match, read in one snapshot."""
-        with self._errors():
-            found = postgres_views.load(self._db, run, states, stage, ids, limit, offset)
-        if found is None and not self._run_exists(run):  # not get_run: its record is big
-            raise self._run_not_found(run)
-        return found
-
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
         """Close the connection. Unflushed rows are dropped: ``close`` is not a flush."""
         self._pending.clear()
         self._conn.close()
-
-    def __enter__(self) -> PostgresEventLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- helpers --------------------------------------------------------------
 
@@ -465,27 +399,6 @@ class PostgresEventLog:
             raise
         return conn
 
-    def _run_exists(self, run: str) -> bool:
-        with self._errors():
-            found = self._db.execute(
-                "SELECT 1 FROM stormproof_runs WHERE name = %s", (run,)
-            ).fetchone()
-        return found is not None
-
-    def _last_seq_of(self, run: str) -> int:
-        if run in self._last_seq:
-            return self._last_seq[run]
-        with self._errors():
-            known, last = self._db.execute(
-                "SELECT EXISTS (SELECT 1 FROM stormproof_runs WHERE name = %s),"
-                " (SELECT coalesce(max(seq), 0) FROM stormproof_rows WHERE run = %s)",
-                (run, run),
-            ).fetchone() or (False, 0)
-        if not known:
-            raise self._run_not_found(run)
-        self._last_seq[run] = int(last)
-        return self._last_seq[run]
-
     @contextmanager
     def _errors(self) -> Iterator[None]:
         """psycopg's failures become ours; integrity errors are the callers' to handle."""
@@ -496,14 +409,8 @@ class PostgresEventLog:
         except psycopg.Error as exc:
             raise postgres_error(exc, self.server) from exc
 
-    def _run_not_found(self, name: str) -> RunNotFound:
-        with self._errors():
-            names = [str(r[0]) for r in self._db.execute("SELECT name FROM stormproof_runs")]
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f" (did you mean {either(close)}?)" if close else ""
-        return RunNotFound(
-            f"no run named {name!r} in {self.server}{hint}; `stormproof status` lists runs"
-        )
+    def _where(self) -> str:
+        return self.server
 
     def _collision(self, exc: psycopg.Error) -> StormproofError:
         runs = sorted(self._pending)

@@ -60,40 +60,35 @@ The rules this module keeps:
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fcntl
 import functools
 import os
 import sqlite3
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
-from stormproof.errors import LeaseLost, RunExists, RunNotFound, StormproofError
+from stormproof.errors import LeaseLost, StormproofError
 from stormproof.store import sqlite_results, sqlite_views
 from stormproof.store._lockfile import acquire, read_holder, write_holder
 from stormproof.store.base import (
     Lease,
     LeaseHolder,
     Row,
-    RunInfo,
-    StoredView,
     TaskRecord,
     TaskResult,
 )
 from stormproof.store.errors import SQLITE_DAMAGED, lease_lost, sqlite_errors
 from stormproof.store.rows import (
     check_run_name,
-    dumps_json,
     dumps_row,
     either,
     number_rows,
     row_from,
-    run_info_from,
 )
+from stormproof.store.sql import ResultQueries, SqlEventLog, ViewQueries
 from stormproof.store.sqlite_file import (
     CREATE_LEASES,
     ONE_STATEMENT_ROWS,
@@ -124,13 +119,22 @@ _SELECT_ROWS: Final = (
 _Pending = tuple[str, int, str, str, float, int | None, str]
 
 
-class SQLiteEventLog:
+class SQLiteEventLog(SqlEventLog):
     """The ``EventLog`` of one stormproof home, backed by one SQLite database file.
 
     One instance per process (and per thread: the connection is not shared
     across threads). Any number of processes may open the same file; only the
     holder of a run's ``driver_lease`` should append to that run.
     """
+
+    PARAM = "?"
+    RUNS_TABLE = "runs"
+    ROWS_TABLE = "rows"
+    CREATION_ORDER = "rowid"
+    DAMAGED = SQLITE_DAMAGED
+    DUPLICATE = sqlite3.IntegrityError
+    VIEWS: ClassVar[ViewQueries] = sqlite_views
+    RESULTS: ClassVar[ResultQueries] = sqlite_results
 
     def __init__(
         self,
@@ -164,40 +168,6 @@ class SQLiteEventLog:
         self._unsynced = False
 
     # -- runs -----------------------------------------------------------------
-
-    def create_run(self, name: str, workflow_name: str, meta: dict[str, Any], at: float) -> None:
-        """Record a new run; committed at once so that ``status`` sees it immediately."""
-        check_run_name(name)
-        with self._errors():
-            try:
-                self._db.execute(
-                    "INSERT INTO runs (name, created_at, workflow_name, meta) VALUES (?, ?, ?, ?)",
-                    (name, at, workflow_name, dumps_json(meta)),
-                )
-            except sqlite3.IntegrityError:
-                raise RunExists(
-                    f"run {name!r} exists; continue it with `stormproof resume {name}` "
-                    "or pick another --name"
-                ) from None
-
-    def get_run(self, name: str) -> RunInfo:
-        """The run's record; ``RunNotFound`` names the runs it might have meant."""
-        with self._errors():
-            found = self._db.execute(
-                "SELECT name, created_at, workflow_name, meta FROM runs WHERE name = ?", (name,)
-            ).fetchone()
-        if found is None:
-            raise self._run_not_found(name)
-        return run_info_from(found, SQLITE_DAMAGED)
-
-    def list_runs(self) -> list[RunInfo]:
-        """Newest first; ``rowid`` breaks ties between runs created in the same instant."""
-        with self._errors():
-            found = self._db.execute(
-                "SELECT name, created_at, workflow_name, meta FROM runs"
-                " ORDER BY created_at DESC, rowid DESC"
-            ).fetchall()
-        return [run_info_from(r, SQLITE_DAMAGED) for r in found]
 
     # -- rows -----------------------------------------------------------------
 
@@ -424,14 +394,6 @@ class SQLiteEventLog:
                 gone = [run for run in runs if not self._run_exists(run)]
                 raise self._run_not_found(gone[0] if gone else runs[0]) from None
 
-    def find_results(self, fingerprints: Collection[str]) -> dict[str, TaskResult]:
-        with self._errors():
-            return sqlite_results.find(self._db, fingerprints)
-
-    def last_results(self, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
-        with self._errors():
-            return sqlite_results.last(self._db, workflow, task_ids)
-
     def delete_run(self, name: str) -> None:
         """Fenced when this instance holds the run's lease: ``LeaseLost`` if it was broken."""
         fence = functools.partial(self._check_token, name) if name in self._tokens else None
@@ -461,23 +423,6 @@ class SQLiteEventLog:
             except sqlite3.IntegrityError:  # the foreign key: no such run (or deleted)
                 raise self._run_not_found(run) from None
 
-    def load_view(
-        self,
-        run: str,
-        *,
-        states: Sequence[str] | None = None,
-        stage: int | None = None,
-        ids: Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> StoredView | None:
-        """The summary, and one page of the tasks that match, read in one snapshot."""
-        with self._errors():
-            found = sqlite_views.load(self._db, run, states, stage, ids, limit, offset)
-        if found is None and not self._run_exists(run):  # not get_run: its record is big
-            raise self._run_not_found(run)
-        return found
-
     # -- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
@@ -488,36 +433,7 @@ class SQLiteEventLog:
                 self._fsync_wal()
         self._db.close()
 
-    def __enter__(self) -> SQLiteEventLog:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- helpers --------------------------------------------------------------
-
-    def _run_exists(self, run: str) -> bool:
-        return self._db.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone() is not None
-
-    def _last_seq_of(self, run: str) -> int:
-        """The run's last durable or buffered seq: one query per run, then memory."""
-        if run in self._last_seq:
-            return self._last_seq[run]
-        with self._errors():
-            known, last = self._db.execute(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE name = ?),"
-                " (SELECT coalesce(max(seq), 0) FROM rows WHERE run = ?)",
-                (run, run),
-            ).fetchone()
-        if not known:
-            raise self._run_not_found(run)
-        self._last_seq[run] = int(last)
-        return self._last_seq[run]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -537,15 +453,8 @@ class SQLiteEventLog:
         with sqlite_errors(self.path):
             yield
 
-    def _run_not_found(self, name: str) -> RunNotFound:
-        with self._errors():
-            names = [str(r[0]) for r in self._db.execute("SELECT name FROM runs")]
-        close = difflib.get_close_matches(name, names, n=3)
-        hint = f" (did you mean {either(close)}?)" if close else ""
-        return RunNotFound(
-            f"no run named {name!r} in {self.path.parent.resolve()}{hint}; "
-            "`stormproof status` lists runs"
-        )
+    def _where(self) -> str:
+        return str(self.path.parent.resolve())
 
     def _collision(self, exc: sqlite3.IntegrityError) -> StormproofError:
         runs = sorted({p[0] for p in self._buffer})
