@@ -212,10 +212,9 @@ def test_cancel_stops_every_command_and_terminates_every_instance(
     cancel = project("cancel", "long")
     assert cancel.returncode == 1, cancel.stdout + cancel.stderr  # 1: the run was cancelled
     wait_for(lambda: not agents.running, 30, "every command ended")
-    statuses = {c["Comment"]: c["Status"] for c in agents.commands()}
     assert sorted(c.split("/")[-2] for c in attempt_commands(agents)) == ["a", "b"]
-    assert all(s in ("Failed", "Cancelled", "Success") for s in statuses.values())
-    assert [r for _, r in ended(project, "long")] == [None, None] or all(
-        e in (None, "States.Cancelled") for _, e in ended(project, "long")
-    )
+    stops = [c for c in agents.commands() if c["Comment"].startswith("stop")]
+    assert len(stops) == 2  # each attempt's agent was told to stop
+    statuses = [c["Status"] for c in agents.commands() if not c["Comment"].startswith("stop")]
+    assert statuses == ["Failed", "Failed"]  # SIGTERM: the agent exited 143 for its command
     wait_for(lambda: tagged_instances(moto) == [], 30, "every instance terminated")
