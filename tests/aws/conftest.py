@@ -1,4 +1,13 @@
-from tests.aws.fixtures import agents, ec2_project, hosts, imds, moto, moto_session, project, seaweed
+from tests.aws.fixtures import (
+    agents,
+    ec2_project,
+    hosts,
+    imds,
+    moto,
+    moto_session,
+    project,
+    seaweed,
+)
 
 __all__ = [
     "agents",

@@ -41,7 +41,11 @@ def attempt_commands(agents: SsmAgents) -> list[str]:
 
 def ended(project: Project, run: str) -> list[tuple[str, Any]]:
     rows = project.history(run)
-    return [(r["data"]["attempt_id"], r["data"].get("error")) for r in rows if r["kind"] == "AttemptEnded"]
+    return [
+        (r["data"]["attempt_id"], r["data"].get("error"))
+        for r in rows
+        if r["kind"] == "AttemptEnded"
+    ]
 
 
 def test_the_molecular_dynamics_example_runs_on_instances_the_core_launched(
@@ -109,7 +113,9 @@ def test_a_spot_notice_mid_attempt_uploads_the_checkpoint_and_the_retry_elsewher
 
         sqs = moto.client("sqs")
         url = sqs.get_queue_url(QueueName=f"{PROJECT}-interruptions")["QueueUrl"]
-        sqs.send_message(QueueUrl=url, MessageBody=recorded("spot-warning.json", first, time.time()))
+        sqs.send_message(
+            QueueUrl=url, MessageBody=recorded("spot-warning.json", first, time.time())
+        )
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
     out1, out2 = agents.output("c/count/1"), agents.output("c/count/2")
     stopped_at = int(out1.rsplit("checkpoint ", 1)[1].split(" at step ")[1].split()[0])
