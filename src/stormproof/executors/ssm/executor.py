@@ -353,9 +353,9 @@ class SsmExecutor:
         where = self.options.status_location(tracked.job.run, tracked.job.attempt_id)
         if where is None:
             return None
+        self._count("GetObject")  # a status not written yet (NoSuchKey) is a call too
         try:
             body = self.aws.client("s3").get_object(Bucket=where[0], Key=where[1])["Body"].read()
-            self._count("GetObject")
             data = json.loads(body)
         except Exception as exc:
             if error_code(exc) not in ("NoSuchKey", "404"):
