@@ -126,6 +126,7 @@ def test_a_spot_notice_mid_attempt_uploads_the_checkpoint_and_the_retry_elsewher
     assert ended(project, "c") == [("count/1", "Capacity.Interrupted"), ("count/2", None)]
     (notice,) = [r["data"] for r in rows if r["kind"] == "InterruptionNotice"]
     assert notice["source"] == ("imds" if warning == "imds" else "eventbridge:spot-warning")
+    assert 0 < notice["notice_s"] <= (20 if warning == "imds" else 120)  # drained until reclaimed
     committed = [
         r["data"]["seq"]
         for r in rows

@@ -332,7 +332,7 @@ class SsmExecutor:
         out += self._commits(tracked, agent, now)
         invocation = None if _ended(agent) else self._invocation(tracked)
         if _ended(agent) and agent is not None and agent.get("notice") and not tracked.killed:
-            out += self._notice(tracked, now)
+            out += self._notice(tracked, now, agent.get("reclaim_at"))
         ended = commands.settle(
             now, attempt_id, tracked.instance, command, invocation, agent, killed=tracked.killed
         )
@@ -340,14 +340,15 @@ class SsmExecutor:
             tracked.done = True
         return [*out, ended]
 
-    def _notice(self, tracked: _Tracked, now: float) -> list[Event]:
+    def _notice(self, tracked: _Tracked, now: float, reclaim_at: object) -> list[Event]:
         """The agent stopped the command on the instance's own notice (IMDS): the instance is
-        going, so the core drains it too (once per instance)."""
+        going, so the core drains it too, until EC2's time for it (once per instance)."""
         core = tracked.job.instances[0] if tracked.job.instances else ""
         if not core or core in self._noticed:
             return []
         self._noticed.add(core)
-        return [InterruptionNotice(now, core, 0.0, "imds")]
+        left = max(0.0, reclaim_at - now) if isinstance(reclaim_at, (int, float)) else 0.0
+        return [InterruptionNotice(now, core, left, "imds")]
 
     def _agent_status(self, tracked: _Tracked) -> dict[str, Any] | None:
         where = self.options.status_location(tracked.job.run, tracked.job.attempt_id)
