@@ -4,7 +4,8 @@ moto: API calls per attempt, stormproof's ``executor: ssm`` against a naive loop
 
 moto's server (an emulator of the AWS APIs) runs in a child process. Three of its gaps are
 filled there so the figures mean what they would on AWS: a command starts ``InProgress``
-(moto says ``Success`` at once) and ends ``Success`` ``--seconds`` after it was sent; a
+(moto says ``Success`` at once) and ends ``Success`` ``--seconds`` after it was sent, with
+the exit status its agent (``stormproof exec``) would write to S3 written there first; a
 command goes to the instance it names (moto adds every instance when no ``Targets`` are
 given); ``ListCommands`` pages 50 commands at a time and honours ``InvokedAfter``, as SSM
 does (moto returns everything in one answer).
@@ -13,8 +14,8 @@ Both sides send every attempt with ``SendCommand`` (one call each: SSM has no ba
 and look at the live ones every ``--interval`` seconds until all ended:
 
 * **stormproof**: ``SsmExecutor.submit`` / ``poll``: one paginated ``ListCommands`` per look
-  over every live command, and at each end the agent's status in S3 (``GetObject``; absent
-  here, as no agent runs) then ``GetCommandInvocation`` for the exit code;
+  over every live command, and at each end the agent's status in S3 (``GetObject``), which
+  holds the exit code (``GetCommandInvocation`` only when it is absent);
 * **naive**: a ``GetCommandInvocation`` per live attempt per look.
 
     .venv/bin/python bench/ec2_ssm.py                       # 2,000 attempts over 50 instances
@@ -24,6 +25,7 @@ and look at the live ones every ``--interval`` seconds until all ended:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -89,6 +91,15 @@ def serve(port: int, seconds: float) -> None:
     responses.SimpleSystemManagerResponse.list_commands = list_commands  # type: ignore[method-assign]
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
     while True:
         time.sleep(0.1)
         now = time.monotonic()
@@ -97,9 +108,20 @@ def serve(port: int, seconds: float) -> None:
                 for command in list(backend._commands):
                     sent = getattr(command, "sent_at", None)
                     if sent is not None and command.status == "InProgress" and now - sent > seconds:
+                        _agent_status(s3, command.parameters.get("commands", []))
                         command.status = command.status_details = "Success"
                         for invocation in command.invocations:
                             invocation["Status"] = invocation["StatusDetails"] = "Success"
+
+
+def _agent_status(s3: Any, lines: list[str]) -> None:
+    """What ``stormproof exec`` writes as a command ends: its exit status at ``--status``."""
+    words = lines[-1].split() if lines else []
+    if "--status" not in words:
+        return
+    bucket, _, key = words[words.index("--status") + 1].removeprefix("s3://").partition("/")
+    body = json.dumps({"state": "ended", "exit_code": 0, "checkpoints": []}).encode()
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
 
 
 # ---------------------------------------------------------------------- the two trackers
@@ -214,8 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attempts", type=int, default=2_000)
     parser.add_argument("--instances", type=int, default=50)
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
-    parser.add_argument("--seconds", type=float, default=30.0, help="each command's run time")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between looks")
+    parser.add_argument("--seconds", type=float, default=120.0, help="each command's run time")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
