@@ -68,7 +68,10 @@ def test_the_script_exports_the_environment_quoted_and_the_kill_reaches_only_its
     bin_dir.mkdir()
     fake = bin_dir / "stormproof"
     fake.write_text(
-        '#!/bin/sh\nprintf "%s|%s|%s\\n" "$GREETING" "$AWS_REGION" "$PWD"\ntrap \'kill $!; exit 143\' TERM\nsleep 30 & wait\n'
+        "#!/bin/sh\n"
+        'printf "%s|%s|%s\\n" "$GREETING" "$AWS_REGION" "$PWD"\n'
+        "trap 'kill $!; exit 143' TERM\n"
+        "sleep 30 & wait\n"
     )
     fake.chmod(0o755)
     the_job = job(tmp_path, ["true"])
