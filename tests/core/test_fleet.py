@@ -358,6 +358,39 @@ def test_cost_bills_the_attempts_share_per_second_and_splits_off_the_waste() -> 
     assert wf.cost.saved == pytest.approx(wf.cost.on_demand_equivalent - wf.cost.spent)
 
 
+def test_instance_time_is_billed_in_whole_seconds_and_counted_by_market() -> None:
+    # the whole instance (4 of 4 vCPUs): spot at 0.36/h, on-demand 0.72/h
+    wf = make(dag({"a": [], "b": ["a"]}, vcpus=4, memory=8192))
+    first = start(wf)
+    assert first.market == "spot"
+    out = wf.handle(AttemptExited(10.2, first.attempt_id, 0))
+    (ended,) = of(AttemptEnded, out)
+    assert ended.seconds == 10.2  # as it was; the bill rounds up to 11 s
+    assert ended.cost_usd == pytest.approx(11 * 0.36 / 3600)
+    assert ended.on_demand_usd == pytest.approx(11 * 0.72 / 3600)
+    assert (wf.cost.spot_s, wf.cost.on_demand_s) == (11.0, 0.0)
+    (second,) = launches(out)
+    wf.handle(AttemptStarted(10.2, second.attempt_id, "pid"))
+    out = wf.handle(InterruptionNotice(20, second.instances[0], 0, "cli"))
+    out = wf.handle(AttemptExited(30, second.attempt_id, 143))
+    (ended,) = of(AttemptEnded, out)
+    # no checkpoint: all of its time is wasted; only the rounding up was "useful"
+    assert ended.wasted_s == ended.seconds == pytest.approx(19.8)
+    assert ended.cost_usd == pytest.approx(20 * 0.36 / 3600)
+    assert ended.wasted_usd == pytest.approx(19.8 * 0.36 / 3600)
+    assert ended.on_demand_usd == pytest.approx(0.2 * 0.72 / 3600)
+    assert wf.cost.spot_s == 31.0
+
+
+def test_on_demand_time_is_counted_as_on_demand() -> None:
+    wf = make(dag({"a": []}, vcpus=4, memory=8192), pools=(OD,))
+    first = start(wf)
+    wf.handle(AttemptExited(4.5, first.attempt_id, 0))
+    assert (wf.cost.spot_s, wf.cost.on_demand_s) == (0.0, 5.0)
+    assert wf.cost.spent == pytest.approx(5 * 0.72 / 3600)
+    assert wf.cost.on_demand_equivalent == pytest.approx(wf.cost.spent)
+
+
 def test_out_of_memory_escalates_memory_on_the_retry() -> None:
     tasks = dag(
         {"a": []},

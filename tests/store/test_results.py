@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from stormproof.errors import LeaseLost, RunNotFound
+from stormproof.errors import LeaseLost, RunNotFound, StormproofError
 from stormproof.store import postgres_results
 from stormproof.store.base import EventLog, TaskResult
 from stormproof.store.postgres import PostgresEventLog
@@ -152,6 +152,24 @@ def test_a_database_from_before_the_index_gets_it_when_opened(db_path: Path) -> 
     with SQLiteEventLog(db_path) as log:
         log.put_results([result("f", "r0", "a", 1.0)])
         assert set(log.find_results(["f"])) == {"f"}
+
+
+def test_a_damaged_stored_result_is_a_clear_error_not_a_traceback(
+    backend: str, where: str, log: EventLog
+) -> None:
+    make_runs(log, "r0")
+    log.put_results([result("fa", "r0", "a", 1.0)])
+    damage = "UPDATE {} SET data = '{{not json' WHERE fingerprint = 'fa'"
+    if backend == "sqlite":
+        with sqlite3.connect(where) as db:
+            db.execute(damage.format("results"))
+    else:
+        with psycopg.connect(where, autocommit=True) as db:
+            db.execute(damage.format("stormproof_results"))  # type: ignore[arg-type]
+    with pytest.raises(StormproofError, match="a stored result is damaged"):
+        log.find_results(["fa"])
+    with pytest.raises(StormproofError, match="a stored result is damaged"):
+        log.last_results("wf", ["a"])
 
 
 # -- PostgreSQL's own ---------------------------------------------------------------------

@@ -23,9 +23,9 @@ from typing import Any, Final
 import orjson
 import psycopg
 
-from stormproof.errors import StormproofError
 from stormproof.store.base import TaskResult
 from stormproof.store.errors import POSTGRES_DAMAGED
+from stormproof.store.rows import result_from
 
 #: Made with the other tables (``postgres.py``), or added to a database from before them.
 SCHEMA: Final = (
@@ -120,14 +120,14 @@ def find(db: Connection, fingerprints: Collection[str]) -> dict[str, TaskResult]
     if not fingerprints:
         return {}
     cursor = db.execute(FIND, (list(set(fingerprints)),))
-    return {str(row[0]): _result(row) for row in cursor}
+    return {str(row[0]): result_from(row, POSTGRES_DAMAGED) for row in cursor}
 
 
 def last(db: Connection, workflow: str, task_ids: Collection[str]) -> dict[str, TaskResult]:
     if not task_ids:
         return {}
     cursor = db.execute(_LAST, (workflow, list(set(task_ids))))
-    return {str(row[2]): _result(row) for row in cursor}
+    return {str(row[2]): result_from(row, POSTGRES_DAMAGED) for row in cursor}
 
 
 def delete_run(db: Connection, name: str, token: int | None) -> bool:
@@ -136,26 +136,3 @@ def delete_run(db: Connection, name: str, token: int | None) -> bool:
     statement = _DELETE_RUN.format(fence="" if token is None else _FENCE)
     found = db.execute(statement, {"run": name, "token": token}).fetchone()
     return bool(found and found[0])
-
-
-def _result(row: tuple[Any, ...]) -> TaskResult:
-    fingerprint, run, task_id, workflow, at, data, *definition = row
-    return TaskResult(
-        str(fingerprint),
-        str(run),
-        str(task_id),
-        str(workflow),
-        float(at),
-        _loads(data),
-        _loads(definition[0]) if definition else None,
-    )
-
-
-def _loads(text: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise StormproofError(f"a stored result is damaged ({exc}); {POSTGRES_DAMAGED}") from exc
-    if not isinstance(value, dict):
-        raise StormproofError(f"a stored result is a {type(value).__name__}; {POSTGRES_DAMAGED}")
-    return value

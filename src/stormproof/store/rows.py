@@ -26,7 +26,7 @@ from typing import Any, Final
 import orjson
 
 from stormproof.errors import StormproofError
-from stormproof.store.base import Row, RowCategory, RunInfo
+from stormproof.store.base import Row, RowCategory, RunInfo, TaskResult
 
 _INF: Final = math.inf
 
@@ -159,12 +159,32 @@ def loads_json(text: str, damaged: str) -> dict[str, Any]:
 
 def loads_view(data: bytes | str, damaged: str) -> dict[str, Any]:
     """A stored view's record (written by ``orjson``); ``damaged`` as in ``loads_json``."""
+    return _loads_object(data, "view", damaged)
+
+
+def result_from(row: Sequence[Any], damaged: str) -> TaskResult:
+    """A ``TaskResult`` from its columns (fingerprint, run, task, workflow, at, data, and the
+    task's definition when selected); ``damaged`` as in ``loads_json``."""
+    fingerprint, run, task_id, workflow, at, data, *definition = row
+    return TaskResult(
+        str(fingerprint),
+        str(run),
+        str(task_id),
+        str(workflow),
+        float(at),
+        _loads_object(data, "result", damaged),
+        _loads_object(definition[0], "result", damaged) if definition else None,
+    )
+
+
+def _loads_object(data: bytes | str, what: str, damaged: str) -> dict[str, Any]:
+    """A JSON object written by ``orjson``, or an error saying what to do about it."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise StormproofError(f"a stored view is damaged ({exc}); {damaged}") from exc
+        raise StormproofError(f"a stored {what} is damaged ({exc}); {damaged}") from exc
     if not isinstance(value, dict):
-        raise StormproofError(f"a stored view is a {type(value).__name__}; {damaged}")
+        raise StormproofError(f"a stored {what} is a {type(value).__name__}; {damaged}")
     return value
 
 

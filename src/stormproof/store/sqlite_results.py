@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
 from stormproof.store import sqlite_views
 from stormproof.store.base import TaskResult
+from stormproof.store.errors import SQLITE_DAMAGED
+from stormproof.store.rows import result_from
 
 _SCHEMA: Final = (
     """CREATE TABLE IF NOT EXISTS results (
@@ -91,7 +93,7 @@ def find(db: sqlite3.Connection, fingerprints: Collection[str]) -> dict[str, Tas
             f"SELECT {_COLUMNS} FROM results WHERE fingerprint IN ({marks}) ORDER BY at", batch
         )
         for row in cursor:
-            found[row[0]] = _result(row)  # ordered by time: the newest wins
+            found[row[0]] = result_from(row, SQLITE_DAMAGED)  # ordered by time: the newest wins
     return found
 
 
@@ -105,7 +107,7 @@ def last(db: sqlite3.Connection, workflow: str, task_ids: Collection[str]) -> di
             [workflow, *batch],
         )
         for row in cursor:
-            found[row[2]] = _result(row)
+            found[row[2]] = result_from(row, SQLITE_DAMAGED)
     return found
 
 
@@ -129,16 +131,3 @@ def delete_run(db: sqlite3.Connection, name: str, check: Callable[[], None] | No
 def _batches(values: list[str]) -> Iterable[list[str]]:
     for start in range(0, len(values), _BATCH):
         yield values[start : start + _BATCH]
-
-
-def _result(row: tuple[Any, ...]) -> TaskResult:
-    fingerprint, run, task_id, workflow, at, data, *definition = row
-    return TaskResult(
-        str(fingerprint),
-        str(run),
-        str(task_id),
-        str(workflow),
-        float(at),
-        orjson.loads(data),
-        orjson.loads(definition[0]) if definition else None,
-    )
