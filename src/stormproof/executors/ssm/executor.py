@@ -134,9 +134,9 @@ class SsmExecutor:
             instance = self._instances.get(job.instances[0], "") if job.instances else ""
             tracked = _Tracked(job, instance)
             self._tracked[job.attempt_id] = tracked
-        if not instance:
+        if not instance:  # its instance is gone (found so on resume): Node.Lost, not the task's
             why = f"no EC2 instance is known for {', '.join(job.instances) or 'it'}"
-            self._finish(tracked, AttemptSubmitFailed(time.time(), job.attempt_id, why))
+            self._finish(tracked, AttemptLost(time.time(), job.attempt_id, why))
             return
         self._faster()
         self._pool().submit(self._send, tracked)
@@ -178,7 +178,10 @@ class SsmExecutor:
         instances = sorted({self._instances.get(j.instances[0], "") for j in jobs if j.instances})
         adopted: list[tuple[_Tracked, dict[str, Any]]] = []
         for instance in filter(None, instances):
-            found = sorted(self._list(InstanceId=instance), key=_requested)
+            try:
+                found = sorted(self._list(InstanceId=instance), key=_requested)
+            except Exception as exc:
+                raise explain(exc, "ListCommands", f"the commands on {instance}") from None
             for command in found:
                 job = by_comment.get(str(command.get("Comment", "")))
                 if job is None:
