@@ -39,7 +39,11 @@ from typing import Any
 import pytest
 
 ACCOUNT = "123456789012"
-MANAGED_POLICIES = ("AWSBatchServiceRole", "AmazonEC2ContainerServiceforEC2Role")
+MANAGED_POLICIES = (
+    "AWSBatchServiceRole",
+    "AmazonEC2ContainerServiceforEC2Role",
+    "AmazonSSMManagedInstanceCore",
+)
 REGION = "us-east-1"
 
 

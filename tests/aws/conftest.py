@@ -1,3 +1,21 @@
-from tests.aws.fixtures import hosts, imds, moto, moto_session, project, seaweed
+from tests.aws.fixtures import (
+    agents,
+    ec2_project,
+    hosts,
+    imds,
+    moto,
+    moto_session,
+    project,
+    seaweed,
+)
 
-__all__ = ["hosts", "imds", "moto", "moto_session", "project", "seaweed"]
+__all__ = [
+    "agents",
+    "ec2_project",
+    "hosts",
+    "imds",
+    "moto",
+    "moto_session",
+    "project",
+    "seaweed",
+]

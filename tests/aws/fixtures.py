@@ -18,6 +18,7 @@ from tests.cli.conftest import Cli
 
 from ._imds import ImdsStandIn
 from ._moto import BatchHosts, Moto, shared_moto
+from ._ssm_agent import SsmAgents
 
 PROJECT = "sptest"
 
@@ -139,6 +140,70 @@ def project(moto: Moto, seaweed: Seaweed, hosts: BatchHosts, tmp_path: Path) -> 
     env.pop("STORMPROOF_HOME", None)
     env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
     (tmp_path / "stormproof.yaml").write_text(config_text())
+    p = Project(tmp_path, [], environ=env)
+    setup = p("aws", "setup")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    yield p
+    for proc in p.procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def process_env(moto: Moto, seaweed: Seaweed) -> dict[str, str]:
+    """What the emulated hosts' processes get: this machine's basics, AWS in the emulators."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("PATH", "HOME", "LANG", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(aws_env(moto, seaweed))
+    return env
+
+
+@pytest.fixture
+def agents(moto: Moto, imds: ImdsStandIn, seaweed: Seaweed, tmp_path: Path) -> Iterator[SsmAgents]:
+    """The SSM agents of moto's EC2 instances (``_ssm_agent``), running commands for real."""
+    a = SsmAgents(moto, tmp_path / "instances", process_env(moto, seaweed), imds)
+    yield a
+    a.close()
+
+
+def ec2_config_text(moto: Moto, pools: str = "", poll: str = "0.2s") -> str:
+    """A stormproof.yaml for capacity: aws over two of moto's default subnets."""
+    ec2 = moto.client("ec2")
+    default = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    subnets = sorted(s["SubnetId"] for s in default["Subnets"])[:2]
+    return (
+        "capacity: aws\n"
+        f"checkpoints: s3://{BUCKET}/ckpt\n"
+        "aws:\n"
+        f"  project: {PROJECT}\n"
+        f"  bucket: {BUCKET}\n"
+        "  ami: ami-12c6146b\n"
+        f"  subnets: [{', '.join(subnets)}]\n"
+        f"  poll_interval: {poll}\n"
+        "  max_poll_interval: 1s\n"
+        "  prices: false\n"
+        "pools:\n"
+        + (
+            pools
+            or "  - {name: spot, market: spot, instance_types: [c5.large], count: 2, price: 0.04}\n"
+            "  - {name: ondemand, market: on_demand, instance_types: [c5.large], count: 1, "
+            "price: 0.085}\n"
+        )
+    )
+
+
+@pytest.fixture
+def ec2_project(
+    moto: Moto, seaweed: Seaweed, agents: SsmAgents, tmp_path: Path
+) -> Iterator[Project]:
+    """A scratch directory with stormproof.yaml for capacity: aws, set up by `aws setup`."""
+    env = dict(os.environ)
+    env.pop("STORMPROOF_HOME", None)
+    env.update(aws_env(moto, seaweed), PYTHONUNBUFFERED="1", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    (tmp_path / "stormproof.yaml").write_text(ec2_config_text(moto))
     p = Project(tmp_path, [], environ=env)
     setup = p("aws", "setup")
     assert setup.returncode == 0, setup.stdout + setup.stderr

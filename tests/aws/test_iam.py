@@ -19,7 +19,19 @@ from stormproof.aws import iam
 from stormproof.aws.settings import AwsOptions
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "stormproof"
-SERVICES = {"batch", "ec2", "ecs", "s3", "sqs", "events", "iam", "sts", "service-quotas", "pricing"}
+SERVICES = {
+    "batch",
+    "ec2",
+    "ecs",
+    "s3",
+    "sqs",
+    "ssm",
+    "events",
+    "iam",
+    "sts",
+    "service-quotas",
+    "pricing",
+}
 #: boto3's service name -> IAM's action prefix, where they differ.
 PREFIX = {"service-quotas": "servicequotas"}
 NOT_CALLS = {"client", "pricing_client", "get_paginator", "close", "meta", "can_paginate"}
@@ -29,6 +41,7 @@ PRINCIPALS = {
         "aws/interruptions.py",
         "aws/prices.py",
         "capacity/aws.py",
+        "executors/ssm/executor.py",
     ),
     "job": ("aws/agent.py",),
     "setup": ("aws/infra.py", "aws/teardown.py", "aws/doctor.py"),

@@ -173,3 +173,57 @@ def test_credentials_and_region_come_from_a_named_profile_in_the_shared_files(
     assert any("region" in ln and "eu-west-1" in ln for ln in lines), proc.stdout + proc.stderr
     assert any("credentials" in ln and "123456789012" in ln for ln in lines), proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_capacity_aws_setup_makes_the_nodes_template_and_role_and_teardown_removes_all(
+    tmp_path: Path, moto: Moto
+) -> None:
+    from tests.aws.fixtures import ec2_config_text
+
+    (tmp_path / "stormproof.yaml").write_text(ec2_config_text(moto))
+    ec2 = moto.client("ec2")
+    before = moto_cli(tmp_path, moto, "aws", "doctor")
+    assert before.returncode == 1 and f"{PROJECT}-nodes is missing" in before.stdout
+    setup = moto_cli(tmp_path, moto, "aws", "setup")
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    made = tagged(moto)
+    assert "queues" not in made and "environments" not in made  # no Batch for capacity: aws
+    assert made["roles"] == [f"{PROJECT}-node"] and made["profiles"] == [f"{PROJECT}-node"]
+    attached = moto.client("iam").list_attached_role_policies(RoleName=f"{PROJECT}-node")
+    assert [p["PolicyName"] for p in attached["AttachedPolicies"]] == [
+        "AmazonSSMManagedInstanceCore"
+    ]
+    (template,) = ec2.describe_launch_templates(
+        Filters=[{"Name": "tag:stormproof:project", "Values": [PROJECT]}]
+    )["LaunchTemplates"]
+    assert template["LaunchTemplateName"] == f"{PROJECT}-nodes"
+    data = ec2.describe_launch_template_versions(LaunchTemplateName=f"{PROJECT}-nodes")[
+        "LaunchTemplateVersions"
+    ][0]["LaunchTemplateData"]
+    assert data["ImageId"] == "ami-12c6146b" and data["MetadataOptions"]["HttpTokens"] == "required"
+    assert data["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/{PROJECT}/{PROJECT}-node")
+    ready = moto_cli(tmp_path, moto, "aws", "doctor")
+    assert "missing" not in ready.stdout and ready.returncode == 0, ready.stdout + ready.stderr
+    assert "AmazonSSMManagedInstanceCore" in ready.stdout
+    # a run's instance left behind (its orchestrator gone for good): teardown finds it by tag
+    ec2.run_instances(
+        ImageId="ami-12c6146b",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "stormproof:project", "Value": PROJECT}]}
+        ],
+    )
+    down = moto_cli(tmp_path, moto, "aws", "teardown")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert tagged(moto) == {}
+    assert not ec2.describe_launch_templates(
+        Filters=[{"Name": "tag:stormproof:project", "Values": [PROJECT]}]
+    )["LaunchTemplates"]
+    live = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:stormproof:project", "Values": [PROJECT]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )["Reservations"]
+    assert live == []

@@ -136,3 +136,37 @@ def test_plan_and_simulate_cost_a_spot_pool_at_the_price_aws_gives(
         assert spot_cost == 0
     saved = json.loads(simulated.stdout)["saved_fraction"]  # against the configured 0.17/h
     assert (saved < 1.0) is asked, saved
+
+
+def test_plan_and_simulate_with_capacity_aws_price_an_instance_at_its_smallest_type(
+    moto: Moto, tmp_path: Path
+) -> None:
+    from tests.aws.fixtures import ec2_config_text
+
+    pools = (
+        "  - {name: spot, market: spot, instance_types: [c5.xlarge, c5.large], count: 2}\n"
+        "  - {name: ondemand, market: on_demand, instance_types: [c5.large], price: 0.085}\n"
+    )
+    config = ec2_config_text(moto, pools).replace("  prices: false\n", "  prices: true\n")
+    (tmp_path / "stormproof.yaml").write_text(config)
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n  - {id: a, command: ['true'], vcpus: 2, memory: 3000,"
+        " estimated_runtime: 3600}\n"
+    )
+    plan = moto_cli(tmp_path, moto, "plan", "wf.yaml", "--json")
+    assert plan.returncode == 0, plan.stderr
+    report = json.loads(plan.stdout)
+    assert report["tasks"]["a"]["pool"] == "spot"
+    assert 0 < report["tasks"]["a"]["cost_usd"] <= 0.00001  # moto's spot price for c5.large
+    cached = json.loads((tmp_path / "cache" / "stormproof" / "aws-prices.json").read_text())
+    assert "us-east-1/spot/c5.large" in cached and "us-east-1/spot/c5.xlarge" not in cached
+    simulated = moto_cli(
+        tmp_path, moto, "simulate", "wf.yaml", "--runs", "5", "--workers", "1", "--json"
+    )
+    assert simulated.returncode == 0, simulated.stderr
+    assert json.loads(simulated.stdout)["saved_fraction"] < 1.0  # against the configured 0.085/h
+    (tmp_path / "wf.yaml").write_text(
+        "name: w\ntasks:\n  - {id: a, command: ['true'], vcpus: 4, estimated_runtime: 60}\n"
+    )
+    too_big = moto_cli(tmp_path, moto, "plan", "wf.yaml")
+    assert too_big.returncode == 2 and "vcpus" in too_big.stdout + too_big.stderr

@@ -5,11 +5,15 @@ terminates every instance it launched."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pytest
 
 from stormproof.aws.settings import AwsOptions
 from stormproof.capacity.aws import INSTANCE_TAG_KEY, Ec2Fleet
-from stormproof.core.events import InstanceLost, InstanceUp
+from stormproof.capacity.base import InstanceView
+from stormproof.core.events import InstanceLost, InstanceUp, InterruptionNotice
 from tests.aws._moto import Moto, shared_moto
 
 POOLS = {
@@ -106,3 +110,63 @@ def test_a_refused_launch_is_launch_failed_with_the_reason(moto: Moto) -> None:
     assert event.kind == "InstanceLaunchFailed" and "CreateFleet on spot-9 in pool spot" in (
         event.reason  # type: ignore[attr-defined]
     )
+
+
+class CoreFleet:
+    """The core's view: its own ids, in a state."""
+
+    def __init__(self, live: dict[str, list[tuple[str, str]]]) -> None:
+        self.by_pool = live
+
+    def live(self, pool: str) -> list[InstanceView]:
+        return [InstanceView(i, pool, state) for i, state in self.by_pool.get(pool, [])]
+
+
+def test_an_eventbridge_warning_about_an_ec2_instance_is_a_notice_for_the_core_s_instance(
+    moto: Moto,
+) -> None:
+    from stormproof.aws.interruptions import SqsInterruptions
+    from tests.aws.test_interruptions import recorded
+
+    ec2 = moto.client("ec2")
+    ec2.create_launch_template(
+        LaunchTemplateName="sptest-spot", LaunchTemplateData={"ImageId": "ami-12c6146b"}
+    )
+    sqs = moto.client("sqs")
+    url = sqs.create_queue(QueueName="sptest-interruptions")["QueueUrl"]
+    fleet = make_fleet(moto)
+    fleet.sources = [SqsInterruptions(sqs, "sptest-interruptions", ("spot",), every_s=0)]
+    fleet.launch("spot-0", "spot")
+    fleet.poll(1.0, NoFleet())
+    ec2_id = fleet.ec2_ids["spot-0"]
+    sqs.send_message(QueueUrl=url, MessageBody=recorded("spot-warning.json", ec2_id, time.time()))
+    events = fleet.poll(time.time(), CoreFleet({"spot": [("spot-0", "up")]}))
+    notices = [e for e in events if isinstance(e, InterruptionNotice)]
+    assert [(n.instance_id, n.source) for n in notices] == [("spot-0", "eventbridge:spot-warning")]
+
+
+def test_after_a_restart_an_up_instance_ec2_no_longer_has_is_lost_once(moto: Moto) -> None:
+    ec2 = moto.client("ec2")
+    ec2.create_launch_template(
+        LaunchTemplateName="sptest-spot", LaunchTemplateData={"ImageId": "ami-12c6146b"}
+    )
+    fleet = make_fleet(moto)
+    fleet.launch("spot-0", "spot")
+    fleet.launch("spot-1", "spot")
+    fleet.poll(1.0, NoFleet())
+    ec2.terminate_instances(InstanceIds=[fleet.ec2_ids["spot-1"]])  # while nobody watched
+    restarted = make_fleet(moto)
+    restarted.health_every_s = 1e9  # the adoption alone must tell
+    assert set(restarted.adopt()) == {"spot-0"}
+    core = CoreFleet({"spot": [("spot-0", "up"), ("spot-1", "up"), ("spot-2", "pending")]})
+    lost = [e for e in restarted.poll(2.0, core) if isinstance(e, InstanceLost)]
+    assert [e.instance_id for e in lost] == ["spot-1"]  # spot-2's launch is asked again, not lost
+    assert not [e for e in restarted.poll(3.0, core) if isinstance(e, InstanceLost)]
+
+
+def test_a_pool_s_own_subnets_win_over_aws_subnets(moto: Moto) -> None:
+    fleet = make_fleet(moto)
+    pools = {**POOLS, "od": {**POOLS["od"], "subnets": ["subnet-own"]}}
+    fleet.options = dataclasses.replace(fleet.options, pools=pools)
+    overrides = fleet.fleet_request("od-1", "od")["LaunchTemplateConfigs"][0]["Overrides"]
+    assert [o["SubnetId"] for o in overrides] == ["subnet-own"]

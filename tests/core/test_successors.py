@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from stormproof.core.decisions import (
     AttemptEnded,
     Decision,
@@ -18,8 +20,11 @@ from stormproof.core.defs import Market, OnFailure, PoolDef, Resources, RunOptio
 from stormproof.core.events import (
     AttemptDropped,
     AttemptExited,
+    AttemptLost,
+    AttemptPreempted,
     AttemptStarted,
     CancelRequested,
+    Event,
     InstanceLost,
     InterruptionNotice,
     RunResumed,
@@ -180,6 +185,40 @@ def test_an_interruption_notice_kills_the_queued_successor_which_returns_to_read
     out = feed(wf, AttemptDropped(3, "b/1", "killed while queued"))
     assert wf.task_state("b").value == "ready"
     assert wf.interruptions[wf.index["b"]] == 0
+
+
+@pytest.mark.parametrize(
+    ("reported", "why"),
+    [
+        (AttemptExited(3, "b/1", 143), "killed as a queued successor (exit 143)"),
+        (AttemptLost(3, "b/1", "its shim died"), "lost as a queued successor: its shim died"),
+        (AttemptPreempted(3, "b/1", "PREEMPTED"), "preempted as a queued successor: PREEMPTED"),
+    ],
+)
+def test_a_killed_queued_successor_ends_dropped_however_its_end_is_reported(
+    reported: Event, why: str
+) -> None:
+    """A backend may report the kill of a queued successor as an exit, a loss or a preemption
+    (the kill raced its start): it still ran nothing the core counts, so no budget is drawn."""
+    wf, _ = make(dag({"a": [], "b": []}), [pool(vcpus=1)])
+    feed(wf, AttemptStarted(1, "a/1", "1"), InterruptionNotice(2, "local-0", 30, "cli"))
+    feed(wf, AttemptExited(3, "a/1", 143))
+    out = feed(wf, reported)
+    (ended,) = [d for d in out if isinstance(d, AttemptEnded) and d.attempt_id == "b/1"]
+    assert (ended.state, ended.error, ended.budget, ended.reason) == ("dropped", None, None, why)
+    assert ended.exit_code is None and ended.cost_usd == 0
+    b = wf.index["b"]
+    assert wf.task_state("b").value in ("ready", "running")
+    assert wf.interruptions[b] == 0 and not any(wf.retries_used.get(b, []))
+
+
+def test_a_queued_successor_that_finished_before_its_kill_arrived_succeeded() -> None:
+    wf, _ = make(dag({"a": [], "b": []}), [pool(vcpus=1)])
+    feed(wf, AttemptStarted(1, "a/1", "1"), InterruptionNotice(2, "local-0", 30, "cli"))
+    out = feed(wf, AttemptExited(3, "a/1", 143), AttemptExited(3, "b/1", 0))
+    ended = {d.attempt_id: d.state for d in out if isinstance(d, AttemptEnded)}
+    assert ended["b/1"] == "succeeded"
+    assert wf.task_state("b").value == "succeeded"
 
 
 def test_on_stop_dropped_successors_are_ready_again_and_placed_afresh_on_resume() -> None:

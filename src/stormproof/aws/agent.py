@@ -75,6 +75,7 @@ class Agent:
     _instance_id: str | None = None
     _term = threading.Event()
     _rebalance_seen: bool = False
+    _reclaim_at: float | None = None
 
     def __post_init__(self) -> None:
         self._term = threading.Event()
@@ -145,6 +146,7 @@ class Agent:
         if action is not None:
             data = _json(action)
             left = seconds_until(str(data.get("time", "")), time.time())
+            self._reclaim_at = time.time() + (left if left is not None else DEFAULT_NOTICE_S)
             grace = (left if left is not None else DEFAULT_NOTICE_S) - UPLOAD_MARGIN_S
             self._stop(
                 f"spot instance-action {data.get('action', '?')} at {data.get('time')}",
@@ -236,6 +238,8 @@ class Agent:
             "state": state,
             "exit_code": exit_code,
             "notice": self._notice,
+            #: When EC2 takes the instance (a spot notice): the orchestrator drains it until then.
+            "reclaim_at": self._reclaim_at,
             "instance_id": self._instance_id,
             "checkpoints": self._checkpoints,
             "at": time.time(),

@@ -46,7 +46,7 @@ def run_checks(aws: Aws, opts: AwsOptions, say: Callable[[Check], None]) -> list
     add(Check("credentials", True, f"{identity['Arn']} (account {identity['Account']})"))
     add(_policy(aws, opts, identity))
     add(_bucket(aws, opts))
-    for check in _batch(aws, opts):
+    for check in _nodes(aws, opts) if opts.capacity == "aws" else _batch(aws, opts):
         add(check)
     add(_interruption_queue(aws, opts))
     for check in _quotas(aws, opts):
@@ -120,6 +120,55 @@ def _batch(aws: Aws, opts: AwsOptions) -> list[Check]:
         detail = "; ".join(problems) if problems else f"{env} VALID, {queue} ENABLED"
         out.append(Check(f"pool {pool}", not problems, detail))
     return out
+
+
+def _nodes(aws: Aws, opts: AwsOptions) -> list[Check]:
+    """``capacity: aws``: the instances' launch template, and their profile with SSM's policy
+    (without it Run Command cannot reach them)."""
+    template = opts.template()
+    try:
+        aws.client("ec2").describe_launch_templates(LaunchTemplateNames=[template])
+        found = Check("launch template", True, template)
+    except Exception as exc:
+        if "NotFound" in error_code(exc) or "does not exist" in str(exc):
+            fix = "`stormproof aws setup`" if opts.ami else "create it, or fix aws.launch_template"
+            found = Check("launch template", False, f"{template} is missing: {fix}")
+        else:
+            found = Check(
+                "launch template", False, str(explain(exc, "DescribeLaunchTemplates", ""))
+            )
+    if not opts.ami:
+        return [found]  # the user's own template: its profile is theirs to check
+    role = names.role(opts.project, "node")
+    iam = aws.client("iam")
+    try:
+        profiles = iam.list_instance_profiles(PathPrefix=f"/{opts.project}/")["InstanceProfiles"]
+        attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    except Exception as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return [found, Check("node role", False, f"{role} is missing: `stormproof aws setup`")]
+        return [
+            found,
+            Check(
+                "node role",
+                None,
+                f"could not be checked ({explain(exc, 'ListInstanceProfiles', role)})",
+            ),
+        ]
+    if not any(p["InstanceProfileName"] == role for p in profiles):
+        return [
+            found,
+            Check(
+                "node role", False, f"instance profile {role} is missing: `stormproof aws setup`"
+            ),
+        ]
+    if not any(p["PolicyName"] == "AmazonSSMManagedInstanceCore" for p in attached):
+        detail = (
+            f"{role} lacks AmazonSSMManagedInstanceCore (Run Command cannot reach the "
+            "instances): `stormproof aws setup`"
+        )
+        return [found, Check("node role", False, detail)]
+    return [found, Check("node role", True, f"{role}, with AmazonSSMManagedInstanceCore")]
 
 
 def _interruption_queue(aws: Aws, opts: AwsOptions) -> Check:

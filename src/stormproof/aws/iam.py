@@ -4,8 +4,10 @@ The recipe attaches FullAccess for five services. Here each principal gets the a
 code calls and nothing else, on the project's resources where the service allows it:
 
 ``orchestrator``  the machine running ``stormproof run``: Batch jobs in the project's queues,
-                  the interruption queue, EC2 fleets (``capacity: aws``), prices, the bucket.
-``job``           the containers (``stormproof exec``): the bucket's status and checkpoint keys.
+                  the interruption queue, EC2 fleets and SSM Run Command on the project's
+                  instances (``capacity: aws``), prices, the bucket.
+``job``           the containers and ``capacity: aws``'s instances (``stormproof exec``): the
+                  bucket's status and checkpoint keys.
 ``setup``         whoever runs ``stormproof aws setup``/``teardown``/``doctor``.
 
 ``ACTIONS`` is the list per principal; ``tests/aws/test_iam.py`` reads the source for the
@@ -34,6 +36,7 @@ IMPLIED = {
     "batch:CreateComputeEnvironment": ("batch:TagResource", "iam:PassRole"),
     "batch:CreateJobQueue": ("batch:TagResource",),
     "ec2:CreateFleet": ("ec2:CreateTags", "ec2:RunInstances", "iam:PassRole"),
+    "ec2:CreateLaunchTemplate": ("ec2:CreateTags",),
     "sqs:CreateQueue": ("sqs:TagQueue",),
     "events:PutRule": ("events:TagResource",),
     "iam:CreateRole": ("iam:TagRole",),
@@ -68,6 +71,10 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "sqs:DeleteMessage",
         "sqs:GetQueueUrl",
         "sqs:ReceiveMessage",
+        "ssm:CancelCommand",
+        "ssm:GetCommandInvocation",
+        "ssm:ListCommands",
+        "ssm:SendCommand",
         "sts:GetCallerIdentity",
         *CHECKPOINT_STORE_ACTIONS,
     ),
@@ -84,6 +91,8 @@ ACTIONS: dict[str, tuple[str, ...]] = {
         "batch:TagResource",
         "batch:UpdateComputeEnvironment",
         "batch:UpdateJobQueue",
+        "ec2:CreateLaunchTemplate",
+        "ec2:CreateTags",
         "ec2:DeleteLaunchTemplate",
         "ec2:DescribeInstances",
         "ec2:DescribeLaunchTemplates",
@@ -152,6 +161,7 @@ def orchestrator_policy(opts: AwsOptions, account: str, region: str) -> dict[str
     sqs = _arn("sqs", region, account, names.interruption_queue(project))
     job_role = f"arn:aws:iam::{account}:role/{project}/{names.role(project, 'job')}"
     instance_role = f"arn:aws:iam::{account}:role/{project}/{names.role(project, 'instance')}"
+    node_role = f"arn:aws:iam::{account}:role/{project}/{names.role(project, 'node')}"
     statements = [
         _allow(
             "SubmitToTheProjectQueues",
@@ -177,7 +187,25 @@ def orchestrator_policy(opts: AwsOptions, account: str, region: str) -> dict[str
             ],
             ["*"],
         ),
-        _allow("PassTheJobAndInstanceRoles", ["iam:PassRole"], [job_role, instance_role]),
+        _allow(
+            "PassTheJobAndInstanceRoles", ["iam:PassRole"], [job_role, instance_role, node_role]
+        ),
+        _allow(  # capacity: aws: Run Command on the project's instances only
+            "RunCommandsOnTheProjectInstances",
+            ["ssm:SendCommand"],
+            [f"arn:aws:ec2:{region}:{account}:instance/*"],
+            {"StringEquals": {f"ssm:resourceTag/{names.TAG_KEY}": project}},
+        ),
+        _allow(
+            "RunTheShellScriptDocument",
+            ["ssm:SendCommand"],
+            [f"arn:aws:ssm:{region}::document/AWS-RunShellScript"],
+        ),
+        _allow(  # these take no resource-level permissions
+            "WatchAndCancelCommands",
+            ["ssm:ListCommands", "ssm:GetCommandInvocation", "ssm:CancelCommand"],
+            ["*"],
+        ),
         _allow(
             "ReadInterruptionWarnings",
             ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl"],

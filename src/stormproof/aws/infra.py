@@ -27,6 +27,7 @@ CloudWatch dashboard, alarms, SNS          none: ``stormproof serve`` and ``aler
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,15 @@ from stormproof.aws.clients import Aws, error_code, explain
 from stormproof.aws.settings import AwsOptions
 from stormproof.config import BATCH_SPOT_STRATEGIES
 
+#: What the instances of ``capacity: aws`` may do through SSM (Run Command reaches them).
+SSM_MANAGED_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+#: The instances' user data: nothing fancy. The AMI brings Python, stormproof and the SSM
+#: agent (Amazon Linux has the agent and Python; add `pip install 'stormproof[aws]'`).
+USER_DATA = """#!/bin/sh
+# stormproof capacity: aws. The AMI must have Python 3.11+, stormproof ('pip install
+# stormproof[aws]') on the PATH of SSM's shell, and the SSM agent (Amazon Linux has it).
+systemctl enable --now amazon-ssm-agent 2>/dev/null || true
+"""
 #: Placeholders ``--dry-run`` prints where only AWS knows the value.
 ACCOUNT = "<account>"
 _MANAGED = "arn:aws:iam::aws:policy/service-role/"
@@ -80,7 +90,14 @@ def _tag_list(opts: AwsOptions, key: str = "Key", value: str = "Value") -> list[
 
 # ---------------------------------------------------------------------- setup
 def setup_plan(opts: AwsOptions, ctx: Context) -> list[Call]:
-    """Every call setup makes, in order."""
+    """Every call setup makes, in order (``capacity: aws``: no Batch, the nodes' template)."""
+    if opts.capacity == "aws":
+        return [
+            *_bucket(opts, ctx),
+            *_node_role(opts, ctx),
+            *_launch_template(opts, ctx),
+            *_interruptions(opts, ctx),
+        ]
     return [
         *_bucket(opts, ctx),
         *_roles(opts, ctx),
@@ -148,36 +165,111 @@ def _roles(opts: AwsOptions, ctx: Context) -> list[Call]:
             },
         )
     )
-    profile = names.role(project, "instance")
-    calls += [
+    return [*calls, *_profile(opts, names.role(project, "instance")), _orchestrator(opts, ctx)]
+
+
+def _profile(opts: AwsOptions, role: str) -> list[Call]:
+    """The instance profile of ``role`` (named after it), with the role in it."""
+    exists = ("EntityAlreadyExists", "EntityAlreadyExistsException")
+    return [
         Call(
             "iam",
             "create_instance_profile",
-            {"InstanceProfileName": profile, "Path": path, "Tags": _tag_list(opts)},
+            {"InstanceProfileName": role, "Path": f"/{opts.project}/", "Tags": _tag_list(opts)},
             exists,
         ),
         Call(
             "iam",
             "add_role_to_instance_profile",
-            {"InstanceProfileName": profile, "RoleName": profile},
+            {"InstanceProfileName": role, "RoleName": role},
             ("LimitExceeded",),
         ),
+    ]
+
+
+def _orchestrator(opts: AwsOptions, ctx: Context) -> Call:
+    project, path = opts.project, f"/{opts.project}/"
+    exists = ("EntityAlreadyExists", "EntityAlreadyExistsException")
+    return Call(
+        "iam",
+        "create_policy",
+        {
+            "PolicyName": names.role(project, "orchestrator"),
+            "Path": path,
+            "PolicyDocument": json.dumps(
+                policies.orchestrator_policy(opts, ctx.account, ctx.region)
+            ),
+            "Description": "What `stormproof run` calls (stormproof aws setup)",
+            "Tags": _tag_list(opts),
+        },
+        exists,
+    )
+
+
+def _node_role(opts: AwsOptions, ctx: Context) -> list[Call]:
+    """``capacity: aws``: the instances' role (SSM's managed policy, so Run Command reaches
+    them; the bucket, for statuses, checkpoints and output), its profile, the orchestrator's
+    policy."""
+    role = names.role(opts.project, "node")
+    exists = ("EntityAlreadyExists", "EntityAlreadyExistsException")
+    return [
         Call(
             "iam",
-            "create_policy",
+            "create_role",
             {
-                "PolicyName": names.role(project, "orchestrator"),
-                "Path": path,
-                "PolicyDocument": json.dumps(
-                    policies.orchestrator_policy(opts, ctx.account, ctx.region)
-                ),
-                "Description": "What `stormproof run` calls (stormproof aws setup)",
+                "RoleName": role,
+                "Path": f"/{opts.project}/",
+                "AssumeRolePolicyDocument": policies.trust("ec2.amazonaws.com"),
                 "Tags": _tag_list(opts),
             },
             exists,
         ),
+        Call("iam", "attach_role_policy", {"RoleName": role, "PolicyArn": SSM_MANAGED_POLICY}),
+        Call(
+            "iam",
+            "put_role_policy",
+            {
+                "RoleName": role,
+                "PolicyName": "checkpoints-and-status",
+                "PolicyDocument": json.dumps(policies.job_policy(opts)),
+            },
+        ),
+        *_profile(opts, role),
+        _orchestrator(opts, ctx),
     ]
-    return calls
+
+
+def _launch_template(opts: AwsOptions, ctx: Context) -> list[Call]:
+    """``capacity: aws``: the launch template of the instances, made of ``aws.ami`` (none
+    when the file names a template of its own): the nodes' profile, the security groups,
+    IMDSv2 only (the agent asks with a token), the project's tag on every instance."""
+    if not opts.ami:
+        return []
+    profile = (
+        f"arn:aws:iam::{ctx.account}:instance-profile/{opts.project}/"
+        f"{names.role(opts.project, 'node')}"
+    )
+    data: dict[str, Any] = {
+        "ImageId": opts.ami,
+        "IamInstanceProfile": {"Arn": profile},
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
+        "UserData": base64.b64encode(USER_DATA.encode()).decode(),
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": _tag_list(opts)}],
+    }
+    if ctx.security_groups:
+        data["SecurityGroupIds"] = list(ctx.security_groups)
+    return [
+        Call(
+            "ec2",
+            "create_launch_template",
+            {
+                "LaunchTemplateName": opts.template(),
+                "LaunchTemplateData": data,
+                "TagSpecifications": [{"ResourceType": "launch-template", "Tags": _tag_list(opts)}],
+            },
+            ("InvalidLaunchTemplateName.AlreadyExistsException",),
+        )
+    ]
 
 
 def _compute(opts: AwsOptions, ctx: Context) -> list[Call]:
@@ -401,6 +493,7 @@ def _subject(call: Call) -> str:
         "jobDefinition",
         "InstanceIds",
         "LaunchTemplateId",
+        "LaunchTemplateName",
     ):
         if key in call.params:
             return str(call.params[key])

@@ -81,3 +81,16 @@ def status_key(prefix: str, run: str, attempt_id: str) -> str:
 def fleet_token(instance_id: str) -> str:
     """The client token of the EC2 Fleet request for one of the core's instances."""
     return f"stormproof-{instance_id}"[:64]
+
+
+def launch_template(project: str) -> str:
+    """The launch template ``aws setup`` makes for ``capacity: aws``'s instances."""
+    return f"{project}-nodes"
+
+
+def command_comment(run: str, attempt_id: str) -> str:
+    """The ``Comment`` of an attempt's SSM command (at most 100 characters): readable, and
+    unique by the hash of the exact run and attempt id, so ``ListCommands`` finds it again
+    after a restart (``executor: ssm``)."""
+    digest = hashlib.sha256(f"{run}\0{attempt_id}".encode()).hexdigest()[:_HASH_CHARS]
+    return f"stormproof {digest} {run[:40]}/{attempt_id}"[:100]

@@ -36,8 +36,14 @@ class AwsOptions:
     prices: bool = True
     #: The checkpoint store's URL, when it is set (the agent uploads there).
     checkpoints: str | None = None
-    #: Per pool: its market, instance types with weights, and compute environment maxvCpus.
+    #: Per pool: its market, instance types with weights, and compute environment maxvCpus
+    #: (``capacity: aws``: its own subnets, if it has them).
     pools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``local`` (Batch places) or ``aws`` (stormproof launches EC2 instances itself).
+    capacity: str = "local"
+    #: ``capacity: aws``: the AMI setup makes the launch template of, or the user's template.
+    ami: str | None = None
+    launch_template: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -60,6 +66,15 @@ class AwsOptions:
     def compute_environment(self, pool: str) -> str:
         return names.compute_environment(self.project, pool)
 
+    def template(self) -> str:
+        """The launch template of ``capacity: aws``'s instances: the user's, or setup's."""
+        return self.launch_template or names.launch_template(self.project)
+
+    def pool_subnets(self, pool: str) -> tuple[str, ...]:
+        """The subnets a pool's instances launch in: its own, else ``aws.subnets``."""
+        own = self.pools.get(pool, {}).get("subnets")
+        return tuple(own) if own else self.subnets
+
     def status_location(self, run: str, attempt_id: str) -> tuple[str, str] | None:
         """(bucket, key) of an attempt's exit status, when the run has a bucket."""
         if not self.bucket:
@@ -68,7 +83,7 @@ class AwsOptions:
 
 
 def aws_options(
-    aws: AwsConfig, pools: Sequence[PoolConfig], checkpoints: str | None
+    aws: AwsConfig, pools: Sequence[PoolConfig], checkpoints: str | None, capacity: str = "local"
 ) -> dict[str, Any]:
     """What a run on AWS records: the ``aws:`` section and each pool's EC2 side."""
     bucket = aws.bucket
@@ -80,6 +95,7 @@ def aws_options(
             "instance_types": dict(p.instance_types or {})
             or ({p.instance: 1.0} if p.instance != "local" else {}),
             "max_vcpus": p.max_vcpus,
+            **({"subnets": list(p.subnets)} if p.subnets else {}),
         }
         for p in pools
     }
@@ -99,4 +115,7 @@ def aws_options(
         prices=aws.prices,
         checkpoints=checkpoints,
         pools=per_pool,
+        capacity=capacity,
+        ami=aws.ami,
+        launch_template=aws.launch_template,
     ).to_dict()

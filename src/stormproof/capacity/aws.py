@@ -15,10 +15,16 @@ A ``Fleet`` (``capacity/base.py``) for modelled pools on EC2: the core decides
   ``InstanceLost``; failed status checks are ``InstanceLost`` too (the work there is gone
   or going). Spot interruption warnings come from ``aws.interruptions``.
 * **teardown**: ``close(final=True)`` terminates every instance the run launched.
+* **warnings**: EventBridge's (``aws.interruptions``, read from SQS) name EC2 instance ids;
+  the sources see the run's instances by those ids, and their notices are given back to the
+  core under its own ids.
+* **resume**: ``open_fleet`` adopts the run's instances by their tags; one the core thinks
+  is up and EC2 no longer has (terminated while nobody watched) is ``InstanceLost``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +32,14 @@ from typing import Any
 from stormproof.aws import names
 from stormproof.aws.clients import explain
 from stormproof.aws.settings import AwsOptions
-from stormproof.capacity.base import FleetView, InterruptionSource
-from stormproof.core.events import Event, InstanceLaunchFailed, InstanceLost, InstanceUp
+from stormproof.capacity.base import FleetView, InstanceView, InterruptionSource
+from stormproof.core.events import (
+    Event,
+    InstanceLaunchFailed,
+    InstanceLost,
+    InstanceUp,
+    InterruptionNotice,
+)
 
 #: Tag naming the core's id of an instance.
 INSTANCE_TAG_KEY = "stormproof:instance"
@@ -48,6 +60,8 @@ class Ec2Fleet:
     _launches: dict[str, str] = field(default_factory=dict)
     _terminated: set[str] = field(default_factory=set)
     _last_health: float = -1e18
+    #: After ``adopt``: the first poll reports the core's live instances EC2 no longer has.
+    _check_adopted: bool = False
 
     # ------------------------------------------------------------------ the seam
     def launch(self, instance_id: str, pool: str) -> None:
@@ -66,11 +80,17 @@ class Ec2Fleet:
         for instance_id, pool in list(self._launches.items()):
             out.append(self._launch_one(now, instance_id, pool))
         self._launches.clear()
+        if self._check_adopted:
+            self._check_adopted = False
+            out += self._vanished(now, fleet)
         if now - self._last_health >= self.health_every_s:
             self._last_health = now
             out += self._health(now)
-        for source in self.sources:
-            out += source.poll(now, fleet)
+        if self.sources:
+            view = _Ec2View(fleet, self.ec2_ids)
+            core_of = {e: c for c, e in self.ec2_ids.items()}
+            for source in self.sources:
+                out += [_as_core(e, core_of) for e in source.poll(now, view)]
         return out
 
     def adopt(self) -> dict[str, str]:
@@ -86,16 +106,21 @@ class Ec2Fleet:
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                 if INSTANCE_TAG_KEY in tags:
                     self.ec2_ids[tags[INSTANCE_TAG_KEY]] = inst["InstanceId"]
+        self._check_adopted = True
         return dict(self.ec2_ids)
 
     def close(self, final: bool = False) -> None:
         """At the run's end: terminate every instance it launched (the recipe's cleanup)."""
         if not final:
             return  # a stopped driver leaves them for resume
-        ids = [i for core, i in self.ec2_ids.items() if core not in self._terminated]
-        if ids:
-            self.ec2.terminate_instances(InstanceIds=ids)
-            self._terminated.update(self.ec2_ids)
+        ids = sorted(set(self.ec2_ids.values()))  # lost ones too: an impaired one still runs
+        for start in range(0, len(ids), 1000):
+            try:
+                self.ec2.terminate_instances(InstanceIds=ids[start : start + 1000])
+            except Exception as exc:  # said, not raised: the run's own end is already logged
+                error = explain(exc, "TerminateInstances", ", ".join(ids[start : start + 1000]))
+                print(f"stormproof: {error}; `stormproof aws teardown` removes them", flush=True)
+        self._terminated.update(self.ec2_ids)
 
     # ------------------------------------------------------------------ launching
     def fleet_request(self, instance_id: str, pool: str) -> dict[str, Any]:
@@ -103,7 +128,7 @@ class Ec2Fleet:
         side = self.options.pools.get(pool, {})
         spot = side.get("market") == "spot"
         types: dict[str, float] = dict(side.get("instance_types") or {})
-        subnets: list[str | None] = [*self.options.subnets] or [None]
+        subnets: list[str | None] = [*self.options.pool_subnets(pool)] or [None]
         overrides = [
             {
                 k: v
@@ -162,6 +187,16 @@ class Ec2Fleet:
         return InstanceUp(now, instance_id)
 
     # ------------------------------------------------------------------ health
+    def _vanished(self, now: float, fleet: FleetView) -> list[Event]:
+        """The core's up instances that ``adopt`` did not find: gone while nobody watched."""
+        out: list[Event] = []
+        for pool in self.options.pools:
+            for inst in fleet.live(pool):
+                if inst.state != "pending" and inst.id not in self.ec2_ids:
+                    why = "not found running when the run resumed (terminated meanwhile)"
+                    out.append(InstanceLost(now, inst.id, why))
+        return out
+
     def _health(self, now: float) -> list[Event]:
         watched = {e: c for c, e in self.ec2_ids.items() if c not in self._terminated}
         if not watched:
@@ -188,3 +223,56 @@ class Ec2Fleet:
                 self._terminated.add(core)
                 out.append(InstanceLost(now, core, why))
         return out
+
+
+class _Ec2View:
+    """The core's live instances as EC2 knows them (by EC2 instance id), for the sources."""
+
+    def __init__(self, core: FleetView, ec2_ids: Mapping[str, str]) -> None:
+        self.core = core
+        self.ec2_ids = ec2_ids
+
+    def live(self, pool: str) -> list[InstanceView]:
+        return [
+            dataclasses.replace(i, id=self.ec2_ids[i.id])
+            for i in self.core.live(pool)
+            if i.id in self.ec2_ids
+        ]
+
+
+def _as_core(event: Event, core_of: Mapping[str, str]) -> Event:
+    """A source's event about an EC2 instance, about the core's instance instead."""
+    if isinstance(event, (InterruptionNotice, InstanceLost)) and event.instance_id in core_of:
+        return dataclasses.replace(event, instance_id=core_of[event.instance_id])
+    return event
+
+
+def open_fleet(run: str, options: Mapping[str, Any], executor: object) -> Ec2Fleet:
+    """The fleet of a ``capacity: aws`` run, with the run's instances adopted by their tags.
+
+    EventBridge's warnings come from the project's SQS queue when ``aws.interruption_queue``
+    is on; an executor with ``use_instances`` (``executor: ssm``) is given the core's ids
+    mapped to EC2's, to send each attempt to the instance the core placed it on.
+    """
+    from stormproof.aws.clients import Aws
+    from stormproof.aws.interruptions import SqsInterruptions
+
+    opts = AwsOptions.from_dict(options)
+    aws = Aws(opts.region)
+    sources: list[InterruptionSource] = []
+    if opts.interruption_queue:
+        queue = names.interruption_queue(opts.project)
+        every = min(opts.poll_interval_s, 5.0)
+        sources.append(SqsInterruptions(aws.client("sqs"), queue, tuple(opts.pools), every))
+    templates = {pool: opts.template() for pool in opts.pools}
+    fleet = Ec2Fleet(
+        aws.client("ec2"), opts, run, templates, sources, health_every_s=opts.poll_interval_s
+    )
+    try:
+        fleet.adopt()
+    except Exception as exc:
+        raise explain(exc, "DescribeInstances", f"the instances of run {run}") from None
+    use = getattr(executor, "use_instances", None)
+    if use is not None:
+        use(fleet.ec2_ids)
+    return fleet

@@ -27,10 +27,10 @@ def _options(s: Session) -> AwsOptions:
         where = config.source or "stormproof.yaml"
         raise ConfigError(
             f"{where}: executor is {config.executor!r}; `stormproof aws` works on the AWS "
-            "configuration: set executor: aws_batch (and an aws: section)"
+            "configuration: set executor: aws_batch or capacity: aws (and an aws: section)"
         )
     return AwsOptions.from_dict(
-        aws_options(config.aws or AwsConfig(), config.pools, config.checkpoints)
+        aws_options(config.aws or AwsConfig(), config.pools, config.checkpoints, config.capacity)
     )
 
 

@@ -242,6 +242,7 @@ def run(
             input_hashes=hashes,
             container=s.config.container_settings(),
             start=start,
+            capacity=s.config.capacity,
         )
         if any(t.checkpoint_enabled for t in spec.tasks):
             s.checkpoint_store(ctx.checkpoints).check()  # unreachable: a clear error now
@@ -372,7 +373,7 @@ def _drive_and_exit(
     executor.prepare()  # the shim starts while the driver compiles the workflow
     driver: Driver | None = None
     try:
-        driver = Driver(s.home, s.store, ctx, executor)
+        driver = Driver(s.home, s.store, ctx, executor, fleet=s.fleet(ctx, executor))
         if redrive is not None:
             driver.redrive, driver.redrive_after_seq = redrive
         driver.on_lease_wait = say_lease_wait(ctx.name)

@@ -34,8 +34,10 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 if TYPE_CHECKING:
+    from stormproof.capacity.base import Fleet
     from stormproof.checkpoints.fsspec_store import FsspecStore
     from stormproof.checkpoints.tiers import TieredStore
+    from stormproof.runtime.runs import RunContext
     from stormproof.spec.model import WorkflowSpec
 
 _BUILTIN_EXECUTORS = {"local": "stormproof.executors.local:LocalExecutor"}
@@ -169,6 +171,15 @@ class Session:
         executor: Executor = cls(run_dir, options)
         return executor
 
+    def fleet(self, ctx: RunContext, executor: Executor) -> Fleet | None:
+        """The run's fleet when it launches its own instances (``capacity: aws``: EC2, found
+        again by their tags on resume); None: the driver's local fleet."""
+        if ctx.capacity != "aws":
+            return None
+        from stormproof.capacity.aws import open_fleet
+
+        return open_fleet(ctx.name, ctx.executor_options, executor)
+
     def check_workflow(self, spec: WorkflowSpec, config: Config) -> None:
         """What only the executor's system can refuse in a workflow before a run starts (a
         task past every Slurm partition's time limit): its optional ``check_workflow``."""
@@ -204,6 +215,8 @@ class Session:
         from stormproof.capacity.local import PoolSource
         from stormproof.traces import find_trace, load_trace
 
+        if self.config.capacity == "aws":
+            return []  # EC2 itself interrupts (its warnings: capacity.aws, aws.interruptions)
         if delegates_placement(self.executor_class(self.config.executor)):
             return []
         base = self.config.source.parent if self.config.source is not None else self.cwd

@@ -127,7 +127,9 @@ class SlurmConfig(StrictSection):
 
 
 #: Executors and capacity backends that read ``aws:`` and ``pools[].instance_types``.
-AWS_EXECUTORS = ("aws_batch",)
+AWS_EXECUTORS = ("aws_batch", "ssm")
+#: The executor that runs attempts on the EC2 instances ``capacity: aws`` launches.
+SSM_EXECUTOR = "ssm"
 #: Batch's spot allocation strategies, by stormproof's words for them (``spot_strategy``).
 BATCH_SPOT_STRATEGIES = {
     "price_capacity_optimized": "SPOT_PRICE_CAPACITY_OPTIMIZED",
@@ -174,6 +176,13 @@ class AwsConfig(StrictSection):
     #: Price pools that give no ``price`` from AWS (spot price history, the pricing API),
     #: cached for a day; a configured ``price`` always wins.
     prices: bool = True
+    #: ``capacity: aws``: the AMI of the instances (``aws setup`` makes a launch template of
+    #: it with the instances' role); it must have Python, stormproof and the SSM agent.
+    ami: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$")
+    #: ``capacity: aws``: a launch template of your own instead (name), used as it is.
+    launch_template: str | None = Field(
+        default=None, pattern=r"^[a-zA-Z0-9().\-/_]{3,128}$", min_length=3
+    )
 
     @field_validator("project")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from stormproof.config.capacity import capacity_problems, default_executor
 from stormproof.config.executors import (
     AWS_EXECUTORS,
     AwsConfig,
@@ -60,6 +61,9 @@ class Config(StrictSection):
     """The whole configuration; every field has a default so that no file is needed."""
 
     executor: str = Field(default="local", min_length=1)
+    #: Where instances come from: ``local`` (modelled on this machine, or the batch system's
+    #: nodes) or ``aws`` (EC2 instances stormproof launches itself; ``executor: ssm``).
+    capacity: Literal["local", "aws"] = "local"
     store: str = Field(default="sqlite", min_length=1)
     #: How long a PostgreSQL store's driver lease lasts unless renewed (default 30 s): how long
     #: a standby waits after the orchestrator died. SQLite's lease is a lock that never lapses.
@@ -105,6 +109,24 @@ class Config(StrictSection):
     _shown: str = PrivateAttr(default=CONFIG_FILE_NAME)
     #: The pools as the executor sees them (``for_executor``), once resolved.
     _pools: tuple[PoolDef, ...] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _executor_of_the_capacity(cls, data: Any) -> Any:
+        """``capacity: aws`` without an ``executor:`` runs attempts through SSM."""
+        return default_executor(data)
+
+    @model_validator(mode="after")
+    def _capacity_fits(self, info: ValidationInfo) -> Config:
+        """``capacity: aws`` needs an executor that reaches EC2 instances, pools with instance
+        types, subnets and an AMI; what it cannot use is an error naming its place."""
+        executor = (info.context or {}).get("executor") or self.executor
+        problems = [
+            _problem(loc, value, text) for loc, value, text in capacity_problems(self, executor)
+        ]
+        if problems:
+            raise ValidationError.from_exception_data("Config", problems)
+        return self
 
     @field_validator("pools")
     @classmethod
@@ -165,8 +187,8 @@ class Config(StrictSection):
             return self
         problems: list[InitErrorDetails] = []
         text = (
-            f"only used with executor: aws_batch (this configuration runs on {executor!r}); "
-            "set executor: aws_batch, or remove it"
+            f"only used with executor: aws_batch or capacity: aws (this configuration runs on "
+            f"{executor!r}); set executor: aws_batch or capacity: aws, or remove it"
         )
         if self.aws is not None:
             problems.append(_problem(("aws",), None, text))
@@ -288,7 +310,7 @@ class Config(StrictSection):
     @property
     def executor_runs_images(self) -> bool:
         """Whether the executor runs every attempt in its image itself (AWS Batch)."""
-        return self.executor in AWS_EXECUTORS
+        return self.executor == "aws_batch"
 
     def container_settings(self) -> dict[str, Any]:
         """What a run records of its container runtime (``runtime.containers``)."""
@@ -329,7 +351,7 @@ class Config(StrictSection):
         if self.executor in AWS_EXECUTORS:
             from stormproof.aws.settings import aws_options
 
-            return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints)
+            return aws_options(self.aws or AwsConfig(), self.pools, self.checkpoints, self.capacity)
         if self.executor != "slurm":
             return {}
         base = self.source.parent if self.source is not None else Path.cwd()
@@ -359,6 +381,8 @@ class Config(StrictSection):
         nothing on this executor is an error that names its line: ``max_jobs`` on a
         modelled pool, ``fleet`` with a batch system; so is a pool whose shape nobody gave.
         """
+        if not delegated and self.capacity == "aws":
+            return self._described(executor, self.pool_defs(), describe)
         if not delegated:
             modelled = _modelled_problems(self.pools, executor)
             if modelled:
@@ -375,6 +399,22 @@ class Config(StrictSection):
         configured = tuple(p.to_def(delegated=True) for p in self.pools) or (
             dataclasses.replace(local_pool(), delegated=True),
         )
+        return self._described(executor, configured, describe)
+
+    def _described(
+        self,
+        executor: str,
+        configured: tuple[PoolDef, ...],
+        describe: Callable[[tuple[PoolDef, ...]], tuple[PoolDef, ...]],
+    ) -> Config:
+        """The pools with what ``describe`` (the executor's system) filled in; a shape still
+        unknown is an error naming the pool's line (``capacity: aws`` fills an instance's
+        shape from its smallest instance type, a batch system one node's)."""
+        if not configured[0].delegated:  # capacity: aws: max_jobs does nothing on instances
+            found = _modelled_problems(self.pools, executor)
+            modelled = [(loc, text) for loc, _, text in found if loc[-1] == "max_jobs"]
+            if modelled:
+                raise ConfigError(self._render(modelled))
         try:
             pools = tuple(describe(configured))
         except SettingError as err:  # the batch system's answer about one setting: its line

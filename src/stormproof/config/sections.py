@@ -86,6 +86,8 @@ class PoolConfig(StrictSection):
     instance_types: Annotated[dict[str, float] | None, BeforeValidator(parse_instance_types)] = None
     #: ``executor: aws_batch`` only: the compute environment's ``maxvCpus``.
     max_vcpus: int | None = Field(default=None, ge=1, le=MAX_INSTANCES * 64)
+    #: ``capacity: aws``: the subnets this pool's instances launch in (default: ``aws.subnets``).
+    subnets: list[str] | None = Field(default=None, min_length=1)
     #: ``executor: slurm``: the partition this pool submits to (default: the pool's name).
     partition: str | None = Field(default=None, pattern=PARTITION_PATTERN)
 

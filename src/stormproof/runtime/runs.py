@@ -61,6 +61,9 @@ class RunContext:
     #: Seconds a task without ``estimated_runtime`` is assumed to take (priorities, deadline
     #: policies); recorded so that a resume decides as the run did.
     default_runtime_s: float = 60.0
+    #: Where the modelled pools' instances come from: ``local`` (this machine) or ``aws``
+    #: (EC2 instances the run launches, ``capacity/aws.py``).
+    capacity: str = "local"
     #: Which segment of its history the run is in: 0 until its first redrive, then the
     #: number of redrives; ``segment_seq`` is the seq of the row that began it (0: none).
     segment: int = 0
@@ -89,6 +92,7 @@ class RunContext:
             "container": self.container,
             "start": self.start,
             "default_runtime_s": self.default_runtime_s,
+            "capacity": self.capacity,
         }
 
     @classmethod
@@ -112,6 +116,7 @@ class RunContext:
             start=dict(meta.get("start") or {}),
             # Runs from before the key existed assumed a minute (compile.DEFAULT_RUNTIME_S then).
             default_runtime_s=float(meta.get("default_runtime_s", 60.0)),
+            capacity=str(meta.get("capacity", "local")),
             # Runs from before the key existed wrote format 1.
             log_format=int(meta.get("log_format", 1)),
             written_by=str(meta.get("version", "unknown")),
@@ -182,6 +187,7 @@ def new_context(
     container: dict[str, Any] | None = None,
     start: dict[str, Any] | None = None,
     default_runtime_s: float = ASSUMED_RUNTIME_S,
+    capacity: str = "local",
 ) -> RunContext:
     return RunContext(
         name=name,
@@ -201,6 +207,7 @@ def new_context(
         container=dict(container or {}),
         start=dict(start or {}),
         default_runtime_s=default_runtime_s,
+        capacity=capacity,
     )
 
 

@@ -40,7 +40,7 @@ def describe(pools: tuple[PoolDef, ...], options: Mapping[str, Any]) -> tuple[Po
         node_type = _largest_type(types)
         price = pool.price_usd_per_h
         if not price and opts.prices and node_type:
-            price = _aws_price(opts, pool.market.value, node_type)
+            price = aws_price(opts, pool.market.value, node_type)
         out.append(
             dataclasses.replace(
                 pool,
@@ -77,7 +77,7 @@ def _largest_type(types: list[str]) -> str | None:
     return max(known)[2] if known else (types[0] if types else None)
 
 
-def _aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
+def aws_price(opts: AwsOptions, market: str, instance_type: str) -> float:
     """AWS's price for one node of a pool that gives none; 0 (said once) if AWS cannot tell."""
     from stormproof.aws import prices
 
