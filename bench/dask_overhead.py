@@ -22,6 +22,7 @@ Usage: python bench/dask_overhead.py [--sizes 1000,10000] [--repeat 1] [--json]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -96,12 +97,15 @@ def run_stormproof(path: Path, home: Path, name: str, address: str) -> tuple[flo
 
 
 def cpu_s(pids: list[int]) -> float:
-    """CPU seconds used so far by the workers' processes and their children (the commands),
-    and by this process (the scheduler's and the plain client's)."""
+    """CPU seconds used so far by the workers' processes and their descendants: the commands
+    and each worker's spawner (alive, so its own time is read, and the commands' it reaped)."""
     total = 0.0
     for pid in pids:
-        t = psutil.Process(pid).cpu_times()
-        total += t.user + t.system + t.children_user + t.children_system
+        worker = psutil.Process(pid)
+        for proc in [worker, *worker.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
     return total
 
 

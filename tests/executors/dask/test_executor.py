@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +21,10 @@ from stormproof.core.events import (
     AttemptLost,
     AttemptPreempted,
     AttemptStarted,
+    AttemptSubmitFailed,
 )
+from stormproof.executors.base import AttemptJob
+from stormproof.executors.dask import DaskExecutor
 from stormproof.executors.dask.status import read_status
 from tests.executors.dask._cluster import SPOT, DaskCluster
 from tests.executors.dask.helpers import (
@@ -85,6 +91,8 @@ start = time.process_time()
 while time.process_time() - start < 0.3:
     pass
 """
+#: Holds some 60 MiB resident (50 MiB, and the interpreter).
+MODEST = "block = b'x' * (50 << 20)"
 #: Starts a worker from a process that peaked at 600 MiB: the worker's own ``ru_maxrss``
 #: carries that across its exec (as under a large launcher, or a long pytest session).
 BIG_PARENT = (
@@ -104,8 +112,9 @@ def test_an_attempt_reports_its_cpu_time_and_its_peak_memory_above_the_workers(
     run_dir = tmp_path / "run"
     hungry = job(run_dir, "hungry", [sys.executable, "-c", HUNGRY], pool="big")
     small = job(run_dir, "small", ["true"], pool="big")
+    modest = job(run_dir, "modest", [sys.executable, "-c", MODEST], pool="big")
     with executor(run_dir, opts) as ex:
-        ends = finals(run_to_end(ex, [hungry, small]))
+        ends = finals(run_to_end(ex, [hungry, small, modest]))
     big, tiny = ends["hungry/1"], ends["small/1"]
     assert isinstance(big, AttemptExited) and big.exit_code == 0
     assert big.cpu_s is not None and big.cpu_s >= 0.3
@@ -115,6 +124,10 @@ def test_an_attempt_reports_its_cpu_time_and_its_peak_memory_above_the_workers(
     assert isinstance(tiny, AttemptExited) and tiny.exit_code == 0
     assert tiny.cpu_s is not None and tiny.cpu_s < 0.3
     assert tiny.max_rss_mib is None
+    # ~60 MiB: less than a Dask worker's own peak, more than the spawner's it was forked from
+    assert isinstance(ends["modest/1"], AttemptExited)
+    modest_mib = ends["modest/1"].max_rss_mib
+    assert modest_mib is not None and 50 <= modest_mib < 100
     status = read_status(str(hungry.attempt_dir))
     assert status is not None and status.max_rss_mib == big.max_rss_mib
 
@@ -181,6 +194,36 @@ def test_a_worker_killed_under_its_attempt_loses_it_and_the_command_dies_with_it
     assert "spot-1" in lost.reason and "without being retired" in lost.reason
     wait_for(lambda: not pid_alive(pid), timeout_s=10, what="the command to die with its worker")
     assert read_status(str(j.attempt_dir)) is None
+
+
+def parent_of(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+
+
+def test_kill_9_of_the_spawner_kills_its_attempt_reports_it_lost_and_the_next_gets_a_new_one(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    j = job(run_dir, "long", ["sh", "-c", "echo $$ > pid; sleep 1 & wait; exec sleep 120"])
+    after = job(run_dir, "after", ["sh", "-c", "echo $PPID > parent"])
+    with executor(run_dir, options(dask_cluster)) as ex:
+        ex.submit(j)
+        collect(ex, lambda evs: "long/1" in started(evs))
+        pid_file = j.work_dir / "pid"
+        wait_for(pid_file.exists, what="the command's pid")
+        pid = int(pid_file.read_text())
+        spawner = parent_of(pid)  # the worker's spawner started it
+        os.kill(spawner, signal.SIGKILL)
+        events = collect(ex, lambda evs: "long/1" in finals(evs))
+        lost = finals(events)["long/1"]
+        assert isinstance(lost, AttemptLost), lost
+        assert "spawner" in lost.reason and "spot-1" in lost.reason
+        wait_for(lambda: not pid_alive(pid), timeout_s=10, what="the command to be killed")
+        ends = finals(run_to_end(ex, [after]))  # the worker starts a new spawner
+    assert isinstance(ends["after/1"], AttemptExited) and ends["after/1"].exit_code == 0
+    new = int((after.work_dir / "parent").read_text())
+    assert new != spawner and not pid_alive(spawner)
 
 
 def test_a_retired_worker_gives_its_attempt_the_notice_to_checkpoint_then_it_is_preempted(
@@ -333,3 +376,50 @@ def test_a_pool_marked_by_a_name_prefix_takes_its_workers_also_those_that_join_l
     info = dask_cluster.client.scheduler_info(n_workers=-1)["workers"].values()
     marked = {str(w["name"]) for w in info if "pool-edge" in w["resources"]}
     assert marked == {"edge-2"}  # the others (spot-1, ondemand-1) never got the marker
+
+
+def test_the_orchestrator_makes_the_attempts_files_before_a_worker_takes_it(
+    dask_cluster: DaskCluster, tmp_path: Path
+) -> None:
+    opts = options(dask_cluster)
+    opts["pools"]["later"] = {"resource": "pool-later", "vcpus": 2, "memory": 2048}
+    run_dir = tmp_path / "run"
+    waiting = job(run_dir, "waiting", ["true"], pool="later")  # no worker has the marker
+    blocked = job(run_dir, "blocked", ["true"])
+    (run_dir / "tasks").mkdir(parents=True)
+    (run_dir / "tasks" / "blocked").write_text("a file where the task's directory goes")
+    with executor(run_dir, opts) as ex:
+        ex.submit(waiting)
+        ex.submit(blocked)
+        events = ex.poll(1.0)
+        assert (waiting.attempt_dir / "work").is_dir()
+        assert (waiting.attempt_dir / "stdout.log").exists()
+        assert (waiting.attempt_dir / "stderr.log").exists()
+        assert not (waiting.attempt_dir / "dask.attempt").exists()  # nothing claimed it
+    failed = finals(events)["blocked/1"]
+    assert isinstance(failed, AttemptSubmitFailed), failed
+    assert "cannot create the attempt's directory" in failed.message
+
+
+def test_ends_that_come_within_the_gathering_time_are_given_in_one_poll(tmp_path: Path) -> None:
+    """No cluster: the worker events are put where the client's thread puts them."""
+    ex = DaskExecutor(tmp_path / "run", {"scheduler": "tcp://127.0.0.1:9"})
+    first, second = (job(tmp_path / "run", name, ["true"]) for name in ("first", "second"))
+    for j in (first, second):
+        ex._track(j)
+
+    def end(j: AttemptJob) -> tuple[str, dict[str, object]]:
+        status = {"code": 0, "verdict": "exited", "worker": "w", "node": "n", "at": 1.0}
+        return "run", {"e": "X", "key": ex._key(j.attempt_id), "started_at": 1.0, **status}
+
+    def report() -> None:
+        ex._inbox.put(end(first))
+        time.sleep(0.005)  # the second end comes a moment later, well within the 20 ms
+        ex._inbox.put(end(second))
+
+    reporter = threading.Thread(target=report)
+    reporter.start()
+    events = ex.poll(5.0)
+    reporter.join()
+    assert set(finals(events)) == {"first/1", "second/1"}
+    assert ex.poll(0.0) == []

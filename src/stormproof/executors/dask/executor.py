@@ -54,6 +54,7 @@ from stormproof.core.events import (
     AttemptSubmitFailed,
     Event,
 )
+from stormproof.executors._files import create_attempt
 from stormproof.executors.base import AttemptJob, ExecutorUnavailable
 from stormproof.executors.dask import cluster, pools
 from stormproof.executors.dask.cluster import Connection
@@ -73,12 +74,22 @@ from stormproof.executors.dask.worker import (
     run_attempt,
     signal_attempt,
 )
-from stormproof.executors.local import ENV_MEMORY_LIMIT, ENV_MEMORY_LIMIT_MIB, _switch
+from stormproof.executors.local import (
+    _DISK_FAULTS,
+    ENV_MEMORY_LIMIT,
+    ENV_MEMORY_LIMIT_MIB,
+    _switch,
+)
 
 #: Exit code of an attempt killed before it started (128 + SIGTERM), as a batch system says.
 SIGTERM_EXIT = 143
 #: How often futures, departures and duplicates are looked at again.
 _SWEEP_S = 0.25
+#: ``poll`` gives news this long after it came, with whatever came meanwhile: each of the
+#: driver's rounds (the core, a commit of the log, one graph update for the attempts that
+#: follow) then serves several attempts instead of one. Dask workers hold queues of
+#: attempts, so they do not wait for it; a chain of tasks waits this much more per link.
+_GATHER_S = 0.02
 #: A finished task whose end event has not arrived after this long: its result is fetched.
 _NEWS_GRACE_S = 2.0
 #: A duplicate's attempt is settled from its files after this long (its wrapper may be
@@ -127,6 +138,7 @@ class DaskExecutor:
         self._to_cancel: list[Future[Any]] = []
         self._departed: dict[str, bool] = {}  # worker address -> retired (expected)
         self._news: list[Event] = []
+        self._news_since = 0.0  # monotonic: when the oldest news not yet given came
         self._control = ThreadPoolExecutor(1, thread_name_prefix="stormproof-dask")
         self._next_sweep = 0.0
 
@@ -152,6 +164,18 @@ class DaskExecutor:
     def submit(self, job: AttemptJob) -> None:
         key = self._key(job.attempt_id)
         if key in self._tracked or key in self._ended:
+            return
+        try:  # here, while the attempt waits, not on its worker once it may run
+            create_attempt(os.path.abspath(job.attempt_dir))
+        except OSError as exc:
+            if exc.errno in _DISK_FAULTS:  # the machine's fault, not the attempt's: stop
+                raise ExecutorUnavailable(
+                    f"cannot create {job.attempt_dir} for attempt {job.attempt_id}: "
+                    f"{exc.strerror or exc}; free space on that disk (or fix it)"
+                ) from exc
+            self._ended.add(key)
+            why = f"cannot create the attempt's directory or logs: {exc}"
+            self._tell(AttemptSubmitFailed(time.time(), job.attempt_id, why))
             return
         tracked = self._track(job)
         self._to_submit.append(tracked)
@@ -186,6 +210,8 @@ class DaskExecutor:
         self._control.submit(client.retire_workers, names=[instance_id], close_workers=True)
 
     def poll(self, timeout_s: float) -> list[Event]:
+        """The news, once there is some and ``_GATHER_S`` has passed for more to join it
+        (within ``timeout_s``)."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         self._flush()
         while True:
@@ -194,7 +220,9 @@ class DaskExecutor:
             if now >= self._next_sweep:
                 self._sweep(now)
                 self._next_sweep = now + _SWEEP_S
-            if self._news or now >= deadline:
+            if self._news:
+                deadline = min(deadline, self._news_since + _GATHER_S)
+            if now >= deadline:
                 break
             with contextlib.suppress(queue.Empty):
                 wait = max(0.0, min(deadline, self._next_sweep) - now)
@@ -360,7 +388,7 @@ class DaskExecutor:
             return
         tracked.started, tracked.worker, tracked.node = True, worker, node
         key, aid = tracked.spec.key, tracked.job.attempt_id
-        self._news.append(_started(aid, key, node, at))
+        self._tell(_started(aid, key, node, at))
         if worker in self._departed:  # its worker left before we heard it started
             self._on_departure(tracked, self._departed[worker])
 
@@ -480,12 +508,17 @@ class DaskExecutor:
             max_rss_mib=status.max_rss_mib,
         )
 
+    def _tell(self, event: Event) -> None:
+        if not self._news:
+            self._news_since = time.monotonic()
+        self._news.append(event)
+
     def _end(self, tracked: _Tracked, event: Event) -> None:
         key = tracked.spec.key
         self._tracked.pop(key, None)
         self._ended.add(key)
         tracked.future = None  # released: the scheduler forgets the task once it is done
-        self._news.append(event)
+        self._tell(event)
 
     # ------------------------------------------------------------------ attempts
     def _key(self, attempt_id: str) -> str:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 ATTEMPT_FILE = "dask.attempt"
-_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 #: The wrapper's side of the protocol: an orchestrator refuses workers that speak another.
 PROTOCOL = 1
 
@@ -84,6 +83,10 @@ class Claim:
     node: str  # the worker's name
     at: float
 
+    def line(self) -> str:
+        """The claim as ``dask.attempt``'s first line."""
+        return json.dumps({"worker": self.worker, "node": self.node, "at": self.at}) + "\n"
+
 
 @dataclass(frozen=True, slots=True)
 class Status:
@@ -129,20 +132,6 @@ class Status:
             max_rss_mib=None if d.get("max_rss_mib") is None else float(d["max_rss_mib"]),
             reason=str(d.get("reason", "")),
         )
-
-
-def take_claim(attempt_dir: str, claim: Claim) -> bool:
-    """Claim the attempt for this wrapper; ``False`` if another run of it claimed it first."""
-    try:
-        fd = os.open(os.path.join(attempt_dir, ATTEMPT_FILE), _CREATE_NEW, 0o644)
-    except FileExistsError:
-        return False
-    try:
-        line = {"worker": claim.worker, "node": claim.node, "at": claim.at}
-        os.write(fd, json.dumps(line).encode() + b"\n")
-    finally:
-        os.close(fd)
-    return True
 
 
 def write_status(attempt_dir: str, status: Status) -> None:

@@ -10,11 +10,14 @@ with Dask's retries off. On the worker it:
    the files;
 2. runs the command as the local executor does: its own session, ``work/`` as its cwd, the
    logs beside it, the worker's environment plus the attempt's, a list without a shell and a
-   string under ``sh -c``, 127/126 for a command that cannot be found or run. If the worker
-   process dies (kill -9, the OOM killer), its commands die with it, as they would with their
-   node, instead of running on unwatched while the core retries them elsewhere: the keeper's
-   *reaper*, a small process reading a pipe from the worker, kills the process groups of the
-   attempts still running when the pipe closes;
+   string under ``sh -c``, 127/126 for a command that cannot be found or run. The claim, the
+   spawn and the ``wait4`` are made by the worker's *spawner* (``executors._spawner``: a small
+   single-threaded process the keeper starts; its docstring says why), which the task's
+   thread asks and then waits on. If the worker process dies (kill -9, the OOM killer), its
+   commands die with it, as they would with their node, instead of running on unwatched
+   while the core retries them elsewhere: the spawner kills the process groups of the
+   attempts still running when its control socket closes. If the spawner dies, each
+   waiting thread kills its command's group and reports the attempt broken (lost);
 3. reports its start (``S``, with the worker's name: the attempt's node) unless the command
    ended within ``hold_started_s``, waits for it, and meanwhile acts on the kills and signals
    the orchestrator sends (``AttemptKeeper.kill``), its worker closing (the *notice*: SIGTERM,
@@ -43,11 +46,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import resource
-import select
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,14 +58,15 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.worker import Worker
 
 from stormproof.executors._memory import MemorySampler
+from stormproof.executors._spawner import Channel, Spawner
 from stormproof.executors.dask.status import (
+    ATTEMPT_FILE,
     PROTOCOL,
     AttemptSpec,
     Claim,
     Status,
     Verdict,
     read_claim,
-    take_claim,
     write_status,
 )
 
@@ -88,8 +88,10 @@ class _Running:
     spec: AttemptSpec
     pid: int
     started_at: float
-    #: The worker's own peak resident set (KiB) once the command was started: the most the
-    #: command's ``ru_maxrss`` can have inherited from the worker it was forked from.
+    #: Its conversation with the spawner, which reports its exit.
+    channel: Channel
+    #: The spawner's peak resident set (KiB) when it started the command: the most the
+    #: command's ``ru_maxrss`` can have inherited from the process it was forked from.
     inherited_rss_kib: int = 0
     #: Why it is being stopped (a ``Verdict``), once something asked; the first reason wins.
     verdict: str | None = None
@@ -115,7 +117,7 @@ class AttemptKeeper(WorkerPlugin):
         self.limited: dict[int, _Running] = {}  # session id -> attempt with a memory limit
         self.sampling = False
         self.closing = False
-        self.reaper: _Reaper | None = None
+        self.spawner: Spawner | None = None
 
     async def teardown(self, worker: Worker) -> None:
         """The worker closes: every attempt gets its notice, and the close waits for them."""
@@ -128,15 +130,27 @@ class AttemptKeeper(WorkerPlugin):
         deadline = (max(waits) if waits else time.monotonic()) + 5.0
         while any(not r.ended.is_set() for r in running) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.reaper is not None:
-            self.reaper.close()  # what is left, it kills now
+        if self.spawner is not None:
+            self.spawner.close()  # what is left, it kills now
 
     # ------------------------------------------------------------------ attempts
+    def open_channel(self, request: dict[str, Any]) -> Channel:
+        """Ask the spawner to run a command (starting it, or a new one if it died)."""
+        with self.lock:
+            spawner = self.spawner
+        if spawner is not None:
+            with contextlib.suppress(OSError):
+                return spawner.open(request)
+        with self.lock:
+            fresh = self.spawner
+            if fresh is spawner or fresh is None:  # no other thread replaced it meanwhile
+                if spawner is not None:
+                    spawner.close(timeout_s=1.0)
+                fresh = self.spawner = Spawner()
+        return fresh.open(request)
+
     def add(self, run: _Running) -> None:
         with self.lock:
-            if self.reaper is None:
-                self.reaper = _Reaper()
-            self.reaper.watch(run.pid)
             self.running[run.spec.key] = run
             if run.spec.memory_limit > 0:
                 self.limited[run.pid] = run
@@ -148,12 +162,6 @@ class AttemptKeeper(WorkerPlugin):
             sampler = threading.Thread(target=self._sample_memory, name="stormproof-memory")
             sampler.daemon = True
             sampler.start()
-
-    def ended(self, run: _Running) -> None:
-        """Its leader has exited (not reaped yet, so its group id is still its own)."""
-        with self.lock:
-            if self.reaper is not None:
-                self.reaper.forget(run.pid)
 
     def remove(self, run: _Running) -> None:
         with self.lock:
@@ -172,6 +180,7 @@ class AttemptKeeper(WorkerPlugin):
             if run.kill_at is None or due < run.kill_at:
                 run.kill_at = due
         if first:
+            run.channel.send("stop")  # before the signal: its stragglers die with the leader
             _signal_group(run.pid, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
 
     def kill(self, key: str, grace_s: float) -> bool:
@@ -208,6 +217,7 @@ class AttemptKeeper(WorkerPlugin):
             run.killed_for_memory = True
             if run.verdict is None:
                 run.verdict = Verdict.MEMORY
+        run.channel.send("stop")
         note = (
             f"killed: it used {used >> 20} MiB of memory, over its limit of "
             f"{run.spec.memory_limit >> 20} MiB"
@@ -258,15 +268,13 @@ def run_attempt(spec: AttemptSpec) -> tuple[str, dict[str, Any]]:
     keeper = _keeper(worker)
     if keeper.closing or worker.status in _CLOSING or _cancelled(worker, spec.key):
         return "N", {"reason": "its worker is closing, or its task was cancelled"}
-    node = str(worker.name)
-    _make_work_dir(spec.attempt_dir)
-    if not take_claim(spec.attempt_dir, Claim(worker.address, node, time.time())):
+    started = _start(spec, keeper)
+    if started is None:  # claimed before: Dask ran the task again
         claim = read_claim(spec.attempt_dir)
         seen = {"worker": claim.worker, "node": claim.node} if claim else {}
         message = {"e": "D", "key": spec.key, "claim": seen}
         worker.log_event(spec.topic, message)
         return "D", message
-    started = _start(spec, keeper)
     if isinstance(started, Status):
         return "X", _finish(worker, spec, started)
     run = started
@@ -278,71 +286,67 @@ def run_attempt(spec: AttemptSpec) -> tuple[str, dict[str, Any]]:
         raise
     finally:
         keeper.remove(run)
+        run.channel.close()
     return "X", _finish(worker, spec, status)
 
 
-def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status:
-    """Spawn the command with its logs; the ``Status`` of one that could not start."""
+def _start(spec: AttemptSpec, keeper: AttemptKeeper) -> _Running | Status | None:
+    """Have the spawner claim the attempt and start its command with its logs: the running
+    command, the ``Status`` of one that could not start, or ``None`` if it was claimed."""
     worker = keeper.worker
     node, now = str(worker.name), time.time()
-
-    def refused(code: int, verdict: str, reason: str) -> Status:
-        _append(os.path.join(spec.attempt_dir, "stderr.log"), f"stormproof: {reason}\n")
-        return Status(code, verdict, worker.address, node, now, time.time(), reason=reason)
-
+    claim = Claim(worker.address, node, now)
     argv = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
-    if not argv:
-        return refused(126, Verdict.REFUSED, "the command is an empty list")
-    env = {**os.environ, **spec.env}
+    request = {
+        "argv": argv,
+        "cwd": os.path.join(spec.attempt_dir, "work"),
+        "env": dict(spec.env),
+        "stdout": os.path.join(spec.attempt_dir, "stdout.log"),
+        "stderr": os.path.join(spec.attempt_dir, "stderr.log"),
+        "claim": [os.path.join(spec.attempt_dir, ATTEMPT_FILE), claim.line()],
+    }
+
+    def broken(reason: str) -> Status:
+        return Status(126, Verdict.REFUSED, worker.address, node, now, time.time(), reason=reason)
+
     try:
-        out = os.open(os.path.join(spec.attempt_dir, "stdout.log"), _LOG_FLAGS, 0o644)
-        err = os.open(os.path.join(spec.attempt_dir, "stderr.log"), _LOG_FLAGS, 0o644)
+        channel = keeper.open_channel(request)
     except OSError as exc:
-        return Status(126, Verdict.REFUSED, worker.address, node, now, now, reason=str(exc))
-    try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=os.path.join(spec.attempt_dir, "work"),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:  # what a shell would say
-        if exc.filename == os.path.join(spec.attempt_dir, "work"):
-            return refused(126, Verdict.REFUSED, f"cannot enter the work dir: {exc}")
-        return refused(127, Verdict.EXITED, f"{argv[0]}: command not found")
-    except PermissionError:
-        return refused(126, Verdict.EXITED, f"{argv[0]}: Permission denied")
-    except OSError as exc:
-        return refused(126, Verdict.REFUSED, f"cannot start {argv[0]}: {exc}")
-    finally:
-        os.close(out)
-        os.close(err)
-    proc.returncode = 0  # reaped by _wait (wait4, for its resource usage), never by Popen
-    return _Running(spec, proc.pid, time.time(), inherited_rss_kib=_own_peak_rss_kib())
+        return broken(f"cannot start the worker's spawner process: {exc}")
+    answer = channel.read()
+    kind = None if answer is None else answer.get("e")
+    if kind == "started" and answer is not None:
+        at, kib = float(answer["at"]), int(answer["inherited_kib"])
+        return _Running(spec, int(answer["pid"]), at, channel, inherited_rss_kib=kib)
+    channel.close()
+    if answer is None:
+        why = "the worker's spawner process died while it started the command"
+        return Status(126, Verdict.BROKEN, worker.address, node, now, time.time(), reason=why)
+    if kind == "claimed":
+        return None
+    code, verdict, reason = int(answer["code"]), str(answer["verdict"]), str(answer["reason"])
+    return Status(code, verdict, worker.address, node, now, time.time(), reason=reason)
 
 
 def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
-    """Wait for the command, acting on notices, kills and limits; reap it."""
-    spec = run.spec
-    waiter = _ExitWaiter(run.pid)
-    try:
-        if not waiter.wait(spec.hold_started_s):
-            message = {"e": "S", "key": spec.key, "worker": worker.address}
-            worker.log_event(
-                spec.topic, {**message, "node": str(worker.name), "at": run.started_at}
-            )
-        deadline = None if spec.time_limit_s is None else time.monotonic() + spec.time_limit_s
-        while not waiter.wait(_next_wake(run)):
-            _check(worker, keeper, run, deadline)
-        if run.verdict is not None and run.kill_at is not None:
-            _signal_group(run.pid, signal.SIGKILL)  # stragglers: the leader is unreaped yet
-        keeper.ended(run)
-        code, usage = _reap(run.pid)
-    finally:
-        waiter.close()
+    """Wait for the spawner's report of the command's exit, acting meanwhile on notices,
+    kills and limits."""
+    spec, channel = run.spec, run.channel
+    if not channel.ready(spec.hold_started_s):
+        message = {"e": "S", "key": spec.key, "worker": worker.address}
+        worker.log_event(spec.topic, {**message, "node": str(worker.name), "at": run.started_at})
+    deadline = None if spec.time_limit_s is None else time.monotonic() + spec.time_limit_s
+    while not channel.ready(_next_wake(run)):
+        _check(worker, keeper, run, deadline)
+    end = channel.read()
+    node = str(worker.name)
+    if end is None:  # the spawner is gone: the command is no longer anyone's child
+        _signal_group(run.pid, signal.SIGKILL)
+        if run.verdict is None:  # killed from outside, not closed with its worker
+            why = f"the spawner process of the Dask worker {node} died while the command ran"
+            run.verdict, run.reason = Verdict.BROKEN, why
+        end = {"code": _KILLED, "cpu_s": None, "maxrss_kib": 0}
+    code = int(end["code"])
     verdict = run.verdict or Verdict.EXITED
     oom = run.killed_for_memory and code == _KILLED
     if run.killed_for_memory and not oom:
@@ -351,12 +355,12 @@ def _wait(worker: Worker, keeper: AttemptKeeper, run: _Running) -> Status:
         code,
         verdict,
         worker.address,
-        str(worker.name),
+        node,
         run.started_at,
         time.time(),
         out_of_memory=oom,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-        max_rss_mib=_peak_rss_mib(usage.ru_maxrss, run.inherited_rss_kib),
+        cpu_s=None if end["cpu_s"] is None else float(end["cpu_s"]),
+        max_rss_mib=_peak_rss_mib(int(end["maxrss_kib"]), run.inherited_rss_kib),
         reason=run.reason,
     )
 
@@ -413,68 +417,13 @@ def worker_protocol(dask_worker: Worker) -> int:
 
 
 # ---------------------------------------------------------------------- plumbing
-class _ExitWaiter:
-    """Waits for a child's exit without reaping it: a pidfd where Linux has one (exact, no
-    polling), else ``waitid(WNOWAIT)`` at short intervals."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.fd = -1
-        with contextlib.suppress(OSError, AttributeError):
-            self.fd = os.pidfd_open(pid)
-        self.poller: select.poll | None = None
-        if self.fd >= 0:
-            self.poller = select.poll()
-            self.poller.register(self.fd, select.POLLIN)
-
-    def wait(self, timeout_s: float) -> bool:
-        """``True`` once the child has exited (within ``timeout_s``)."""
-        if self.poller is not None:
-            return bool(self.poller.poll(max(0.0, timeout_s) * 1000.0))
-        deadline = time.monotonic() + timeout_s
-        while True:
-            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            if info is not None and info.si_pid == self.pid:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _reap(pid: int) -> tuple[int, resource.struct_rusage]:
-    """Reap the child: its exit code (128+N for signal N) and its resource usage (its own and
-    its waited-for children's)."""
-    _, status, usage = os.wait4(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        code = 128 - code
-    return code, usage
-
-
-def _own_peak_rss_kib() -> int:
-    """This process's own peak resident set, KiB: ``VmHWM``, its memory's high-water mark.
-    Not ``getrusage(RUSAGE_SELF)``, which also carries the peak of whatever process started the
-    worker (a large launcher's, say) across the worker's own ``exec``: a child inherits only
-    the worker's memory's mark."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def _peak_rss_mib(max_rss_kib: int, inherited_kib: int) -> float | None:
     """The command's peak resident memory, MiB, when ``ru_maxrss`` tells it.
 
     Linux carries a forked child's high-water mark across its ``exec``: the command's
-    ``ru_maxrss`` is the larger of its own peak and the worker's at the fork (a Dask worker's
-    100+ MiB, even for ``true``). Above the worker's peak it is the command's own; at or
-    below it, the command's is unknown (smaller than that), and ``None`` says so.
+    ``ru_maxrss`` is the larger of its own peak and the spawner's at the fork (a small
+    process's 10-20 MiB, even for ``true``). Above the spawner's peak it is the command's own;
+    at or below it, the command's is unknown (smaller than that), and ``None`` says so.
     """
     if max_rss_kib <= inherited_kib:
         return None
@@ -507,68 +456,6 @@ def _keeper(worker: Worker) -> AttemptKeeper:
             keeper.setup(worker)
             worker.plugins[KEEPER] = keeper
     return keeper
-
-
-_REAPER = """
-import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-groups = set()
-for line in sys.stdin.buffer:
-    op, _, pgid = line.strip().partition(b" ")
-    (groups.add if op == b"+" else groups.discard)(int(pgid))
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-class _Reaper:
-    """A process that outlives its worker by a moment: it is told each attempt's process group
-    as it starts and ends, and when its pipe closes (the worker exited or was killed) it kills
-    the groups still there. Started with the first attempt; one per worker."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        with contextlib.suppress(OSError):
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", _REAPER],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # Ctrl-C in the worker's terminal is not for it
-            )
-
-    def watch(self, pgid: int) -> None:
-        self._say(f"+ {pgid}\n")
-
-    def forget(self, pgid: int) -> None:
-        self._say(f"- {pgid}\n")
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.stdin is not None:
-            with contextlib.suppress(OSError, ValueError, subprocess.TimeoutExpired):
-                self.proc.stdin.close()
-                self.proc.wait(timeout=5)
-
-    def _say(self, line: str) -> None:
-        if self.proc is not None and self.proc.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.proc.stdin.write(line.encode())
-                self.proc.stdin.flush()
-
-
-def _make_work_dir(attempt_dir: str) -> None:
-    """``<attempt_dir>/work``: one ``mkdir`` when its parents exist (the orchestrator made them
-    for a restored checkpoint, or an earlier attempt made the task's), else all of them."""
-    work = os.path.join(attempt_dir, "work")
-    try:
-        os.mkdir(work)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(work, exist_ok=True)
 
 
 def _append(path: str, text: str) -> None:
