@@ -21,8 +21,6 @@ EventBridge interruption warning for it reaches the attempts there).
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -41,10 +39,10 @@ from stormproof.core.defs import Market, PoolDef
 from stormproof.core.events import (
     AttemptStarted,
     AttemptSubmitFailed,
-    CheckpointCommitted,
     Event,
 )
 from stormproof.errors import ConfigError
+from stormproof.executors._agent_news import AgentNews, agent_commits
 from stormproof.executors.aws_batch import jobs as requests
 from stormproof.executors.aws_batch import states
 from stormproof.executors.aws_batch.pools import describe, multi_node_on_demand, queue_problems
@@ -72,7 +70,7 @@ class _Tracked:
     host: str = ""
 
 
-class AwsBatchExecutor:
+class AwsBatchExecutor(AgentNews):
     delegates_placement: ClassVar[bool] = True
 
     def __init__(self, run_dir: Path | None = None, options: Mapping[str, Any] | None = None):
@@ -208,15 +206,7 @@ class AwsBatchExecutor:
         if self._look_due():
             self._look()
         self._read_warnings()
-        news = self._take()
-        if news:
-            return news
-        wait = max(0.0, min(timeout_s, self._next_look - time.monotonic()))
-        if self._wake.wait(wait):
-            self._wake.clear()
-        if self._look_due():
-            self._look()
-        return self._take()
+        return self._wait_for_news(timeout_s)
 
     def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
         """Adopt the run's jobs that Batch has, by name; report those that ended."""
@@ -415,8 +405,8 @@ class AwsBatchExecutor:
             out.append(AttemptStarted(now, attempt_id, handle, (host,) if host else ()))
         if status not in states.ENDED:
             return out
-        agent = self._agent_status(tracked, desc)
-        out += self._commits(tracked, agent, now)
+        agent = self._needed_status(tracked, desc)
+        out += agent_commits(tracked.reported_seqs, tracked.job.attempt_id, agent, now)
         market = self.options.pools.get(tracked.job.pool, {}).get("market", "")
         image = job_image(tracked.job, self.options) or "?"
         out.append(
@@ -434,7 +424,7 @@ class AwsBatchExecutor:
             tracked.done = True
         return out
 
-    def _agent_status(self, tracked: _Tracked, desc: dict[str, Any]) -> dict[str, Any] | None:
+    def _needed_status(self, tracked: _Tracked, desc: dict[str, Any]) -> dict[str, Any] | None:
         """The exit status the attempt's agent wrote to S3, when it matters: the task keeps
         checkpoints (their seqs are in it), or Batch's own answer lacks an exit code."""
         finished = states.Finished.of(desc)
@@ -445,29 +435,7 @@ class AwsBatchExecutor:
             return None
         if not checkpointed and finished.exit_code is not None:
             return None
-        where = self.options.status_location(tracked.job.run, tracked.job.attempt_id)
-        if where is None:
-            return None
-        try:
-            body = self.aws.client("s3").get_object(Bucket=where[0], Key=where[1])["Body"].read()
-            self._count("GetObject")
-            data = json.loads(body)
-        except Exception as exc:
-            if error_code(exc) not in ("NoSuchKey", "404"):
-                self._warn_once(f"status {where[1]}", str(explain(exc, "GetObject", where[1])))
-            return None
-        return data if isinstance(data, dict) else None
-
-    @staticmethod
-    def _commits(tracked: _Tracked, agent: dict[str, Any] | None, now: float) -> list[Event]:
-        out: list[Event] = []
-        for ckpt in (agent or {}).get("checkpoints", []):
-            seq = int(ckpt.get("seq", 0))
-            if seq and seq not in tracked.reported_seqs:
-                tracked.reported_seqs.add(seq)
-                files, size = int(ckpt.get("files", 0)), int(ckpt.get("bytes", 0))
-                out.append(CheckpointCommitted(now, tracked.job.attempt_id, seq, files, size))
-        return out
+        return self._agent_status(tracked.job.run, tracked.job.attempt_id)
 
     def _learn_hosts(self, running: list[dict[str, Any]]) -> None:
         """EC2 instance ids of the container instances the jobs run on (ECS, cached)."""
@@ -529,26 +497,6 @@ class AwsBatchExecutor:
                 "are not read (the agents on the hosts still see them)",
             )
             self._interruptions = None
-
-    # ------------------------------------------------------------------ helpers
-    def _push(self, events: list[Event]) -> None:
-        if events:
-            with self._lock:
-                self._news.extend(events)
-            self._wake.set()
-
-    def _take(self) -> list[Event]:
-        with self._lock:
-            news, self._news = self._news, []
-        return news
-
-    def _count(self, operation: str) -> None:
-        self.calls[operation] += 1
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            print(f"stormproof: {message}", file=sys.stderr)
 
 
 class _HostsView:

@@ -25,8 +25,6 @@ keys, no open port, only IAM. The fleet hands it the core's instance ids mapped 
 
 from __future__ import annotations
 
-import json
-import sys
 import threading
 import time
 from collections import Counter
@@ -45,10 +43,10 @@ from stormproof.core.events import (
     AttemptLost,
     AttemptStarted,
     AttemptSubmitFailed,
-    CheckpointCommitted,
     Event,
     InterruptionNotice,
 )
+from stormproof.executors._agent_news import AgentNews, agent_commits
 from stormproof.executors.base import AttemptJob
 from stormproof.executors.ssm import commands
 from stormproof.executors.ssm.pools import describe
@@ -73,7 +71,7 @@ class _Tracked:
     reported_seqs: set[int] = field(default_factory=set)
 
 
-class SsmExecutor:
+class SsmExecutor(AgentNews):
     delegates_placement: ClassVar[bool] = False
 
     def __init__(self, run_dir: Path | None = None, options: Mapping[str, Any] | None = None):
@@ -162,15 +160,7 @@ class SsmExecutor:
     def poll(self, timeout_s: float) -> list[Event]:
         if self._look_due():
             self._look()
-        news = self._take()
-        if news:
-            return news
-        wait = max(0.0, min(timeout_s, self._next_look - time.monotonic()))
-        if self._wake.wait(wait):
-            self._wake.clear()
-        if self._look_due():
-            self._look()
-        return self._take()
+        return self._wait_for_news(timeout_s)
 
     def recover(self, jobs: Sequence[AttemptJob]) -> list[Event]:
         """Adopt the run's commands, found by their comment on the attempts' instances."""
@@ -331,8 +321,8 @@ class SsmExecutor:
             out.append(AttemptStarted(now, attempt_id, handle, tracked.job.instances))
         if status not in commands.ENDED:
             return out
-        agent = self._agent_status(tracked)
-        out += self._commits(tracked, agent, now)
+        agent = self._agent_status(tracked.job.run, tracked.job.attempt_id)
+        out += agent_commits(tracked.reported_seqs, tracked.job.attempt_id, agent, now)
         invocation = None if _ended(agent) else self._invocation(tracked)
         if _ended(agent) and agent is not None and agent.get("notice") and not tracked.killed:
             out += self._notice(tracked, now, agent.get("reclaim_at"))
@@ -353,20 +343,6 @@ class SsmExecutor:
         left = max(0.0, reclaim_at - now) if isinstance(reclaim_at, (int, float)) else 0.0
         return [InterruptionNotice(now, core, left, "imds")]
 
-    def _agent_status(self, tracked: _Tracked) -> dict[str, Any] | None:
-        where = self.options.status_location(tracked.job.run, tracked.job.attempt_id)
-        if where is None:
-            return None
-        self._count("GetObject")  # a status not written yet (NoSuchKey) is a call too
-        try:
-            body = self.aws.client("s3").get_object(Bucket=where[0], Key=where[1])["Body"].read()
-            data = json.loads(body)
-        except Exception as exc:
-            if error_code(exc) not in ("NoSuchKey", "404"):
-                self._warn_once(f"status {where[1]}", str(explain(exc, "GetObject", where[1])))
-            return None
-        return data if isinstance(data, dict) else None
-
     def _invocation(self, tracked: _Tracked) -> dict[str, Any] | None:
         try:
             found = self.aws.client("ssm").get_command_invocation(
@@ -381,17 +357,6 @@ class SsmExecutor:
             return None
         return dict(found)
 
-    @staticmethod
-    def _commits(tracked: _Tracked, agent: Mapping[str, Any] | None, now: float) -> list[Event]:
-        out: list[Event] = []
-        for ckpt in (agent or {}).get("checkpoints", []):
-            seq = int(ckpt.get("seq", 0))
-            if seq and seq not in tracked.reported_seqs:
-                tracked.reported_seqs.add(seq)
-                files, size = int(ckpt.get("files", 0)), int(ckpt.get("bytes", 0))
-                out.append(CheckpointCommitted(now, tracked.job.attempt_id, seq, files, size))
-        return out
-
     # ------------------------------------------------------------------ helpers
     def _finish(self, tracked: _Tracked, event: Event) -> None:
         with self._lock:
@@ -401,25 +366,6 @@ class SsmExecutor:
     def _faster(self) -> None:
         self._interval = self.options.poll_interval_s
         self._next_look = min(self._next_look, time.monotonic() + self._interval)
-
-    def _push(self, events: list[Event]) -> None:
-        if events:
-            with self._lock:
-                self._news.extend(events)
-            self._wake.set()
-
-    def _take(self) -> list[Event]:
-        with self._lock:
-            news, self._news = self._news, []
-        return news
-
-    def _count(self, operation: str) -> None:
-        self.calls[operation] += 1
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            print(f"stormproof: {message}", file=sys.stderr)
 
 
 def _ended(agent: Mapping[str, Any] | None) -> bool:
