@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,6 +31,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from _moto_child import moto_child  # bench/, the script's own folder
 
 PROJECT = "bench"
 QUEUE = f"{PROJECT}-spot"
@@ -81,12 +79,6 @@ def serve(port: int, job_seconds: float) -> None:
 
 
 # ---------------------------------------------------------------------- the two trackers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def setup(endpoint: str) -> None:
     import boto3
 
@@ -227,27 +219,7 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.job_seconds)
         return
-    port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--job-seconds", str(args.job_seconds)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with moto_child(__file__, "--job-seconds", str(args.job_seconds)) as endpoint:
         setup(endpoint)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.monotonic()
@@ -256,9 +228,6 @@ def main() -> None:
             t0 = time.monotonic()
             theirs, their_cpu = naive("naive", args.jobs, args.interval, Path(tmp))
             theirs_s = time.monotonic() - t0
-    finally:
-        child.kill()
-        child.wait()
     n = args.jobs
     print(
         f"{n:,} jobs, a look every {args.interval:g}s, each job ends {args.job_seconds:g}s "

@@ -11,9 +11,11 @@ declaring ``vcpus=1,memory=1024``) serves both, in this one process's lifetime, 
   and a status file per attempt, the start and end events; its own start-up and compile too).
 
 The DAG is ``bench/overhead.py``'s: layers of ``--width`` tasks, each depending on 2 tasks of
-the layer before. Printed: wall seconds of each, their ratio (target: at most 1.3 at 10,000
-tasks), and the peak RSS of the stormproof orchestrator (its own process, from ``wait4``
-in a small launcher).
+the layer before. Printed per round (``--repeat``: plain Dask then stormproof, back to back, so
+a round's ratio compares runs made in the same minutes): wall seconds of each, their ratio
+(target: at most 1.3 at 10,000 tasks), the peak RSS and CPU of the stormproof orchestrator (its
+own process, from ``wait4`` in a small launcher), and the CPU of the workers and the scheduler;
+then the median and best ratio over the rounds.
 The runs' homes go to a temporary directory on ``--dir`` (default: the repository's disk).
 
 Usage: python bench/dask_overhead.py [--sizes 1000,10000] [--repeat 1] [--json]
@@ -26,6 +28,7 @@ import contextlib
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -114,6 +117,16 @@ def own_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _line(r: dict[str, float]) -> str:
+    return (
+        f"plain Dask {r['plain_dask_s']:7.2f}s | stormproof {r['stormproof_s']:7.2f}s | "
+        f"ratio {r['ratio']:.2f}x | orchestrator peak RSS {r['orchestrator_peak_rss_mib']:.0f} "
+        f"MiB, CPU {r['orchestrator_cpu_s']:.1f}s | CPU s, plain/stormproof: workers "
+        f"{r['plain_workers_cpu_s']:.1f}/{r['stormproof_workers_cpu_s']:.1f}, scheduler "
+        f"{r['plain_scheduler_cpu_s']:.1f}/{r['stormproof_scheduler_cpu_s']:.1f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000")
@@ -140,45 +153,45 @@ def main() -> None:
                 name = f"layered-{n}"
                 ids, deps = [f"t{i}" for i in range(n)], layered(n, args.width)
                 path = workflow_file(folder, name, ids, deps)
-                best_p = best_s = float("inf")
-                rss = cpu = 0.0
-                spent: dict[str, float] = {}
+                rounds: list[dict[str, float]] = []
                 for k in range(args.repeat):
                     w0, s0 = cpu_s(workers), own_cpu_s()
-                    best_p = min(best_p, run_plain(client, ids, deps, f"{name}-{k}"))
+                    plain = run_plain(client, ids, deps, f"{name}-{k}")
                     w1, s1 = cpu_s(workers), own_cpu_s()
                     home = folder / f"home-{name}-{k}"
                     address = cluster.scheduler_address
                     took, peak, used = run_stormproof(path, home, f"{name}-{k}", address)
                     w2, s2 = cpu_s(workers), own_cpu_s()
-                    if took < best_s:
-                        best_s, cpu = took, used
-                    rss = max(rss, peak)
-                    spent = {
-                        "plain_workers_cpu_s": round(w1 - w0, 2),
-                        "plain_scheduler_cpu_s": round(s1 - s0, 2),
-                        "stormproof_workers_cpu_s": round(w2 - w1, 2),
-                        "stormproof_scheduler_cpu_s": round(s2 - s1, 2),
-                    }
+                    rounds.append(
+                        {
+                            "plain_dask_s": round(plain, 3),
+                            "stormproof_s": round(took, 3),
+                            "ratio": round(took / plain, 3),
+                            "orchestrator_peak_rss_mib": round(peak, 1),
+                            "orchestrator_cpu_s": round(used, 2),
+                            "plain_workers_cpu_s": round(w1 - w0, 2),
+                            "plain_scheduler_cpu_s": round(s1 - s0, 2),
+                            "stormproof_workers_cpu_s": round(w2 - w1, 2),
+                            "stormproof_scheduler_cpu_s": round(s2 - s1, 2),
+                        }
+                    )
+                    if not args.json:
+                        print(f"{name:>15} #{k + 1}: {_line(rounds[-1])}", flush=True)
+                ratios = [r["ratio"] for r in rounds]
                 results[name] = {
                     "tasks": n,
-                    "plain_dask_s": round(best_p, 3),
-                    "stormproof_s": round(best_s, 3),
-                    "ratio": round(best_s / best_p, 3),
-                    "orchestrator_peak_rss_mib": round(rss, 1),
-                    "orchestrator_cpu_s": round(cpu, 2),
-                    **spent,
+                    "median_ratio": round(statistics.median(ratios), 3),
+                    "best_ratio": min(ratios),
+                    "orchestrator_peak_rss_mib": max(
+                        r["orchestrator_peak_rss_mib"] for r in rounds
+                    ),
+                    "rounds": rounds,
                 }
-                if not args.json:
+                if not args.json and len(rounds) > 1:
                     r = results[name]
                     print(
-                        f"{name:>15}: plain Dask {r['plain_dask_s']:7.2f}s | stormproof "
-                        f"{r['stormproof_s']:7.2f}s | ratio {r['ratio']:.2f}x | orchestrator "
-                        f"peak RSS {r['orchestrator_peak_rss_mib']:.0f} MiB, CPU "
-                        f"{r['orchestrator_cpu_s']:.1f}s | CPU s, plain/stormproof: workers "
-                        f"{r['plain_workers_cpu_s']:.1f}/{r['stormproof_workers_cpu_s']:.1f}, "
-                        f"scheduler {r['plain_scheduler_cpu_s']:.1f}/"
-                        f"{r['stormproof_scheduler_cpu_s']:.1f}",
+                        f"{name:>15}: ratio median {r['median_ratio']:.2f}x, best "
+                        f"{r['best_ratio']:.2f}x over {len(rounds)} rounds",
                         flush=True,
                     )
     finally:

@@ -26,17 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from _moto_child import moto_child  # bench/, the script's own folder
 
 BUCKET = "bench"
 PAGE = 50
@@ -125,12 +122,6 @@ def _agent_status(s3: Any, lines: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------- the two trackers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def instances(endpoint: str, m: int) -> dict[str, str]:
     """``m`` EC2 instances, by the core's ids (``i0`` …)."""
     import boto3
@@ -243,35 +234,12 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.seconds)
         return
-    port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--seconds", str(args.seconds)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-    )
     n = args.attempts
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with moto_child(__file__, "--seconds", str(args.seconds)) as endpoint:
         ec2_ids = instances(endpoint, args.instances)
         with tempfile.TemporaryDirectory() as tmp:
             ours = with_stormproof("sp", n, ec2_ids, args.interval, Path(tmp))
             theirs = naive("naive", n, ec2_ids, args.interval, Path(tmp))
-    finally:
-        child.kill()
-        child.wait()
     print(
         f"{n:,} attempts over {args.instances} instances, a look every {args.interval:g}s, each "
         f"command runs {args.seconds:g}s (moto's server in a child process)"

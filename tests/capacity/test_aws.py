@@ -80,6 +80,8 @@ def test_launch_adopt_health_and_teardown(moto: Moto) -> None:
 
     restarted.terminate("spot-0")  # the core's own decision: no InstanceLost for it
     assert not restarted.poll(400.0, NoFleet())
+    restarted.close(final=False)  # a stopped driver: resume adopts what still runs
+    assert states(moto, [ids["spot-1"]]) == ["running"]
     restarted.close(final=True)
     assert states(moto, list(ids.values())) == ["terminated"] * 3
 

@@ -308,15 +308,19 @@ def test_retry_timer_survives_a_restart(home: Home, store: SQLiteEventLog, tmp_p
 
 
 class CountingFleet(LocalFleet):
-    """The local fleet, remembering every launch it was asked for."""
+    """The local fleet, remembering every launch it was asked for and how it was closed."""
 
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[str] = []
+        self.closed: list[bool] = []
 
     def launch(self, instance_id: str, pool: str) -> None:
         self.asked.append(instance_id)
         super().launch(instance_id, pool)
+
+    def close(self, final: bool) -> None:
+        self.closed.append(final)
 
 
 class GiveUpAfter(StopAt):
@@ -342,9 +346,11 @@ def test_resume_asks_again_for_instances_whose_launch_was_never_answered(
                 assert self.driver is not None
                 self.driver.request_stop("test")  # dies before the fleet answers
 
-    first = Driver(home, store, ctx, FakeExecutor(), StopOnFleet(""), fleet=CountingFleet())
+    stopped = CountingFleet()
+    first = Driver(home, store, ctx, FakeExecutor(), StopOnFleet(""), fleet=stopped)
     first.reporter.driver = first  # type: ignore[union-attr]
     assert first.drive().state == "stopped"
+    assert stopped.closed == [False]  # a cloud fleet keeps its instances for the resume
     assert [r.kind for r in store.read("r") if r.kind == "InstanceUp"] == []
     fleet = CountingFleet()
     guard = GiveUpAfter(10.0)
@@ -352,6 +358,7 @@ def test_resume_asks_again_for_instances_whose_launch_was_never_answered(
     guard.driver = second
     assert second.drive().state == "succeeded"
     assert fleet.asked == ["local-0"]
+    assert fleet.closed == [True]  # the run's end: a cloud fleet terminates what it holds
     rows = list(store.read("r"))
     assert [r.data["instance_id"] for r in rows if r.kind == "LaunchInstance"] == ["local-0"]
     assert [r.data["instance_id"] for r in rows if r.kind == "InstanceUp"] == ["local-0"]

@@ -109,7 +109,7 @@ class Ec2Fleet:
         self._check_adopted = True
         return dict(self.ec2_ids)
 
-    def close(self, final: bool = False) -> None:
+    def close(self, final: bool) -> None:
         """At the run's end: terminate every instance it launched (the recipe's cleanup)."""
         if not final:
             return  # a stopped driver leaves them for resume

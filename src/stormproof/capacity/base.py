@@ -56,3 +56,8 @@ class Fleet(Protocol):
     def terminate(self, instance_id: str) -> None: ...
 
     def poll(self, now: float, fleet: FleetView) -> list[Event]: ...
+
+    def close(self, final: bool) -> None:
+        """The run's driver stops. ``final``: the run has ended and every instance it still
+        holds is to go (a cloud fleet's backstop for the core's own terminations); otherwise
+        the run may be resumed and its instances adopted, so they stay."""

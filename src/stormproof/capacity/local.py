@@ -29,6 +29,9 @@ class LocalFleet:
     def terminate(self, instance_id: str) -> None:
         """Nothing to give back: the core already sent the kills to what ran there."""
 
+    def close(self, final: bool) -> None:
+        """Nothing is held between runs: local instances are the core's bookkeeping only."""
+
     def poll(self, now: float, fleet: FleetView) -> list[Event]:
         out: list[Event] = []
         for instance_id, pool in self._launches.items():

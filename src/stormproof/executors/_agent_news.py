@@ -28,13 +28,24 @@ class AgentNews:
     """The inbox, the counts and the agents' statuses; the executor provides the rest."""
 
     options: AwsOptions
-    #: API calls made, by operation.
+    #: API calls made, by operation (``bench/aws_batch.py`` and ``bench/ec2_ssm.py`` read it).
     calls: Counter[str]
     _lock: threading.Lock
     _news: list[Event]
     _wake: threading.Event
     _warned: set[str]
     _next_look: float
+
+    def _init_news(self, options: Mapping[str, Any] | None) -> None:
+        """The shared part of an executor's ``__init__``: its options, an empty inbox, no
+        calls counted, nothing said, the first look due at once."""
+        self.options = AwsOptions.from_dict(options or {})
+        self.calls = Counter()
+        self._lock = threading.Lock()
+        self._news = []
+        self._wake = threading.Event()
+        self._warned = set()
+        self._next_look = 0.0
 
     @property
     def aws(self) -> Aws:

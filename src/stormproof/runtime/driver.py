@@ -250,9 +250,8 @@ class Driver:
             self.checkpointing.close()
         final = self.core.final is not None and not self._store_failed
         self.executor.close(final=final)
-        close_fleet = getattr(self.fleet, "close", None)  # a cloud fleet: the run's teardown
-        if close_fleet is not None:
-            close_fleet(final=final)
+        if self.fleet is not None:
+            self.fleet.close(final=final)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, pending: list[Event]) -> DriveResult:

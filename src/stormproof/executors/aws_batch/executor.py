@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,23 +74,16 @@ class AwsBatchExecutor(AgentNews):
 
     def __init__(self, run_dir: Path | None = None, options: Mapping[str, Any] | None = None):
         self.run_dir = run_dir
-        self.options = AwsOptions.from_dict(options or {})
-        #: API calls made, by operation (``bench/aws_batch.py`` reads it).
-        self.calls: Counter[str] = Counter()
+        self._init_news(options)
         self._aws: Aws | None = None
         self._tracked: dict[str, _Tracked] = {}
         self._by_job_id: dict[str, _Tracked] = {}
-        self._lock = threading.Lock()
-        self._news: list[Event] = []
-        self._wake = threading.Event()
         self._submitter: ThreadPoolExecutor | None = None
         self._definitions: dict[tuple[str, bool], str] = {}
         self._definition_lock = threading.Lock()
         self._hosts: dict[str, str] = {}
         self._job_role_arn: str | None = None
         self._interval = self.options.poll_interval_s
-        self._next_look = 0.0
-        self._warned: set[str] = set()
         self._interruptions: SqsInterruptions | None = None
 
     # ------------------------------------------------------------------ pools

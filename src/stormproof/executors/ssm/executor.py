@@ -25,9 +25,7 @@ keys, no open port, only IAM. The fleet hands it the core's instance ids mapped 
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,7 +35,6 @@ from typing import Any, ClassVar
 
 from stormproof.aws import names
 from stormproof.aws.clients import Aws, error_code, explain
-from stormproof.aws.settings import AwsOptions
 from stormproof.core.defs import PoolDef
 from stormproof.core.events import (
     AttemptLost,
@@ -76,20 +73,13 @@ class SsmExecutor(AgentNews):
 
     def __init__(self, run_dir: Path | None = None, options: Mapping[str, Any] | None = None):
         self.run_dir = run_dir
-        self.options = AwsOptions.from_dict(options or {})
-        #: API calls made, by operation (``bench/ec2_ssm.py`` reads it).
-        self.calls: Counter[str] = Counter()
+        self._init_news(options)
         self._aws: Aws | None = None
         self._instances: Mapping[str, str] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._by_command: dict[str, _Tracked] = {}
-        self._lock = threading.Lock()
-        self._news: list[Event] = []
-        self._wake = threading.Event()
         self._sender: ThreadPoolExecutor | None = None
         self._interval = self.options.poll_interval_s
-        self._next_look = 0.0
-        self._warned: set[str] = set()
         self._noticed: set[str] = set()
 
     @classmethod
