@@ -3,6 +3,8 @@ fallback, scaling, cost and memory escalation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -155,7 +157,11 @@ def test_fallback_after_k_interruptions_goes_on_demand() -> None:
 
 def test_the_last_attempt_the_budget_allows_runs_on_demand() -> None:
     tasks = dag({"a": []}, vcpus=4, memory=8192, max_interruptions=2)
-    wf = make(tasks, last_attempt_on_demand=True)
+    # Neither an open breaker nor a spot pool emptied by the notices may be why it moves:
+    # a breaker that stays closed, and a third spot instance still free for the third attempt.
+    spot = dataclasses.replace(SPOT, count=3)
+    patient = BreakerRule(threshold=50)
+    wf = make(tasks, (spot, OD), last_attempt_on_demand=True, breaker=patient)
     start(wf)
     wf.handle(InterruptionNotice(1, "spot-0", 0, "cli"))
     (second,) = launches(wf.handle(AttemptExited(2, "a/1", 143)))
