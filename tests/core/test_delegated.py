@@ -110,7 +110,8 @@ def test_nodes_learned_from_a_start_are_instances_that_notices_and_losses_name()
     out = checked(wf, AttemptStarted(1.0, a.attempt_id, "101", nodes=("n1",)))
     (note,) = of(InstanceChanged, out)
     assert (note.instance_id, note.pool, note.state) == ("n1", "spot", "up")  # type: ignore[attr-defined]
-    checked(wf, AttemptStarted(1.0, b.attempt_id, "102", nodes=("n1",)))
+    out = checked(wf, AttemptStarted(1.0, b.attempt_id, "102", nodes=("n1",)))
+    assert not of(InstanceChanged, out), "n1 is up already: nothing to announce"
     assert wf.capacity.instances["n1"].attempts == {a.attempt_id, b.attempt_id}
 
     out = checked(wf, InterruptionNotice(2.0, "n1", 30.0, "cli"))
@@ -225,14 +226,19 @@ def test_scaling_a_delegated_pool_does_nothing_and_the_end_terminates_no_node() 
 
 def test_a_node_kept_idle_is_still_known_and_a_reclaim_removes_it() -> None:
     wf = make(fan(2))
-    a, _ = launches(checked(wf, RunStarted(0.0)))
+    a, b = launches(checked(wf, RunStarted(0.0)))
     checked(wf, AttemptStarted(1.0, a.attempt_id, "1", nodes=("n1",)))
     checked(wf, AttemptExited(2.0, a.attempt_id, 0))
-    assert wf.capacity.instances["n1"].state.value == "up"  # kept, idle
+    n1 = wf.capacity.instances["n1"]
+    assert n1.state.value == "up" and not n1.attempts  # kept, idle: it forgot the attempt
     out = checked(wf, InterruptionNotice(3.0, "n1", 5.0, "cli"))
     assert not of(KillAttempt, out)
     checked(wf, TimerFired(8.0, "reclaim:n1"))
-    assert wf.capacity.instances["n1"].state.value == "gone"
+    assert n1.state.value == "gone" and n1 not in wf.capacity.members("spot")
+    # the batch system runs an attempt there again: the node is back, once
+    out = checked(wf, AttemptStarted(9.0, b.attempt_id, "2", nodes=("n1",)))
+    assert [(c.instance_id, c.state) for c in of(InstanceChanged, out)] == [("n1", "up")]  # type: ignore[attr-defined]
+    assert wf.capacity.members("spot").count(n1) == 1 and n1.attempts == {b.attempt_id}
 
 
 def test_fallback_keeps_a_task_on_spot_when_no_on_demand_partition_could_hold_it() -> None:
