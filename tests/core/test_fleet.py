@@ -37,6 +37,7 @@ from stormproof.core.defs import (
 from stormproof.core.events import (
     AttemptExited,
     AttemptStarted,
+    CancelRequested,
     CheckpointCommitted,
     CheckpointRestored,
     FleetScaleRequested,
@@ -88,7 +89,11 @@ def test_a_notice_sigterms_with_the_notice_as_grace_and_requeues_on_the_interrup
     out = wf.handle(InterruptionNotice(10, "spot-0", 120, "cli"))
     (kill,) = of(KillAttempt, out)
     assert kill.attempt_id == "a/1" and kill.grace_s == 120
+    assert kill.reason == "spot-0: interruption notice (cli): reclaimed in 120s"
     assert [d.state for d in of(InstanceChanged, out)] == ["draining"]
+    # the runtime learns when to reclaim it from this timer alone
+    (reclaim,) = of(StartTimer, out)
+    assert (reclaim.timer_id, reclaim.fire_at) == ("reclaim:spot-0", 130)
     out = wf.handle(AttemptExited(40, "a/1", 143))
     (ended,) = of(AttemptEnded, out)
     assert (ended.state, ended.error, ended.budget) == (
@@ -130,7 +135,64 @@ def test_a_lost_instance_ends_its_attempts_now_as_node_lost_and_kills_them() -> 
     assert [k.grace_s for k in of(KillAttempt, out)] == [0.0]
     (ended,) = of(AttemptEnded, out)
     assert (ended.error, ended.budget) == ("Node.Lost", "interruptions")
+    assert of(KillAttempt, out)[0].reason == "spot-0 lost: vanished"
+    assert ended.reason == "Node.Lost: spot-0 lost: vanished"
     assert launches(out)[0].instances == ("spot-1",)
+
+
+@pytest.mark.parametrize(("source", "notice_s", "grace"), [("", 30.0, 30.0), ("rate", -5.0, 0.0)])
+def test_a_notice_names_its_source_and_never_gives_a_negative_grace(
+    source: str, notice_s: float, grace: float
+) -> None:
+    wf = make()
+    start(wf)
+    out = wf.handle(InterruptionNotice(10, "spot-0", notice_s, source))
+    (kill,) = of(KillAttempt, out)
+    assert kill.grace_s == grace
+    assert (
+        kill.reason
+        == f"spot-0: interruption notice ({source or 'provider'}): reclaimed in {grace:g}s"
+    )
+    assert wf.timers["reclaim:spot-0"] == 10 + grace
+
+
+def test_a_notice_takes_over_a_timeout_kill_but_never_a_cancel() -> None:
+    tasks = dag({"a": [], "b": []}, vcpus=2, memory=4096, timeout_s=5)
+    wf = make(tasks, pools=(dataclasses.replace(SPOT, count=1), OD))
+    (a, b) = launches(begin(wf))
+    assert a.instances == b.instances == ("spot-0",)
+    for d in (a, b):
+        wf.handle(AttemptStarted(0, d.attempt_id, "pid"))
+    wf.handle(TimerFired(5, f"timeout:{a.attempt_id}"))  # a is being killed for its timeout
+    wf.attempts[b.attempt_id].kill_reason = "cancel"  # b is being cancelled
+    out = wf.handle(InterruptionNotice(6, "spot-0", 60, "cli"))
+    assert [k.attempt_id for k in of(KillAttempt, out)] == [a.attempt_id]
+    assert wf.attempts[a.attempt_id].kill_reason == "interrupted"
+    assert wf.attempts[b.attempt_id].kill_reason == "cancel"
+
+
+@pytest.mark.parametrize("reason", ["", "the host stopped answering"])
+def test_the_loss_s_reason_reaches_the_attempt_the_fault_and_the_instance(reason: str) -> None:
+    wf = make(breaker=BreakerRule(threshold=1, cooldown_s=60))
+    start(wf)
+    out = wf.handle(InstanceLost(5, "spot-0", reason))
+    why = "spot-0 lost" + (f": {reason}" if reason else "")
+    (ended,) = of(AttemptEnded, out)
+    (opened,) = of(BreakerChanged, out)  # its one fault opened the pool's breaker
+    gone = [c for c in of(InstanceChanged, out) if c.instance_id == "spot-0"]
+    assert ended.reason == f"Node.Lost: {why}" and why in opened.reason
+    assert [(c.state, c.reason) for c in gone] == [("gone", why)]
+
+
+def test_an_instance_lost_while_the_run_is_cancelled_ends_its_attempt_cancelled() -> None:
+    wf = make()
+    launch = start(wf)
+    wf.handle(CancelRequested(1))
+    out = wf.handle(InstanceLost(2, launch.instances[0], "gone"))
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.state, ended.budget) == ("cancelled", None), "no retry, no budget: cancelled"
+    assert not launches(out) and wf.interruptions[0] == 0
+    assert wf.final == "cancelled"
 
 
 def test_the_interruption_budget_ends_the_task_without_touching_retries() -> None:
@@ -189,6 +251,8 @@ def test_breaker_opens_after_threshold_faults_and_placement_skips_the_pool() -> 
     out = wf.handle(InterruptionNotice(3, "spot-1", 0, "cli"))
     (opened,) = of(BreakerChanged, out)
     assert (opened.state, opened.until, opened.trips) == ("open", 53, 1)
+    # the runtime learns when to half-open it from this timer alone
+    assert ("breaker:spot", 53) in [(t.timer_id, t.fire_at) for t in of(StartTimer, out)]
     (third,) = launches(wf.handle(AttemptExited(4, second.attempt_id, 143)))
     assert third.pool == "od", "the open spot pool is skipped"
 
@@ -289,14 +353,28 @@ def test_healthy_capacity_below_the_floor_opens_the_breaker() -> None:
     assert not of(LaunchInstance, out), "no replacement into an open pool"
 
 
-def test_a_refused_launch_is_retried_after_launch_retry() -> None:
+@pytest.mark.parametrize(
+    ("reason", "said"), [("InsufficientInstanceCapacity", None), ("", "no capacity")]
+)
+def test_a_refused_launch_is_retried_after_launch_retry(reason: str, said: str | None) -> None:
     wf = make(launch_retry_s=30.0)
     start(wf)
     wf.handle(InstanceLost(1, "spot-1", "gone"))
-    wf.handle(InstanceLaunchFailed(2, "spot-2", "no capacity"))
-    assert wf.timers["relaunch:spot"] == 32
+    out = wf.handle(InstanceLaunchFailed(2, "spot-2", reason))
+    (failed,) = [c for c in of(InstanceChanged, out) if c.instance_id == "spot-2"]
+    assert (failed.state, failed.reason) == ("failed", f"Capacity.Unavailable: {said or reason}")
+    (relaunch,) = [t for t in of(StartTimer, out) if t.timer_id == "relaunch:spot"]
+    assert relaunch.fire_at == 32 and wf.timers["relaunch:spot"] == 32
     out = wf.handle(TimerFired(32, "relaunch:spot"))
     assert [d.instance_id for d in of(LaunchInstance, out)] == ["spot-3"]
+
+
+def test_a_refused_launch_is_a_fault_of_its_pool_that_the_breaker_names() -> None:
+    wf = make(breaker=BreakerRule(threshold=2))
+    start(wf)
+    wf.handle(InstanceLost(1, "spot-1", "gone"))  # the first fault; spot-2 is launched
+    (opened,) = of(BreakerChanged, wf.handle(InstanceLaunchFailed(2, "spot-2", "none left")))
+    assert opened.state == "open" and "(last: launch of spot-2 failed)" in opened.reason
 
 
 def test_scale_down_removes_idle_first_and_retires_busy_ones_when_they_finish() -> None:
@@ -312,6 +390,18 @@ def test_scale_down_removes_idle_first_and_retires_busy_ones_when_they_finish() 
     out = wf.handle(AttemptExited(5, "a/1", 0))
     assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-0"]
     assert [d.pool for d in launches(out)] == ["od"], "b waits for no spot: the pool is at 0"
+
+
+def test_scale_down_gives_back_pending_then_idle_newest_first_and_busy_last() -> None:
+    wf = make()
+    start(wf)  # a runs on spot-0; spot-1 is idle
+    wf.handle(FleetScaleRequested(1, "spot", 4))  # spot-2 and spot-3 are pending
+    wf.handle(InstanceUp(2, "spot-2"))  # now idle and newer than spot-1
+    out = wf.handle(FleetScaleRequested(3, "spot", 2))
+    assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-3", "spot-2"]
+    out = wf.handle(FleetScaleRequested(4, "spot", 0))
+    assert [d.instance_id for d in of(TerminateInstance, out)] == ["spot-1"]
+    assert wf.capacity.instances["spot-0"].retiring, "the busy one goes when its attempt ends"
 
 
 def test_scale_up_launches_instances() -> None:

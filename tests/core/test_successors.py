@@ -174,6 +174,15 @@ def test_a_lost_instance_sends_its_queued_successor_back_to_ready_at_no_cost() -
     assert any(isinstance(d, TaskReady) and d.task_id == "b" for d in out)
 
 
+def test_a_lost_instance_during_a_cancel_ends_the_attempt_and_its_successor_cancelled() -> None:
+    wf, _ = make(dag({"a": [], "b": []}), [pool(vcpus=1)])
+    out = feed(wf, AttemptStarted(1, "a/1", "1"), CancelRequested(2))
+    out = feed(wf, InstanceLost(3, "local-0", "gone"))
+    ended = {d.attempt_id: d.state for d in out if isinstance(d, AttemptEnded)}
+    assert ended == {"b/1": "cancelled", "a/1": "cancelled"}
+    assert not launches(out) and wf.final == "cancelled"
+
+
 def test_an_interruption_notice_kills_the_queued_successor_which_returns_to_ready() -> None:
     wf, _ = make(dag({"a": [], "b": []}), [pool(vcpus=1)])
     out = feed(wf, AttemptStarted(1, "a/1", "1"), InterruptionNotice(2, "local-0", 30, "cli"))
