@@ -148,6 +148,20 @@ def test_a_lost_node_ends_the_attempts_there_as_node_lost_and_counts_a_fault() -
     assert [n.state for n in of(InstanceChanged, out)] == ["up"]  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("how", ["notice", "loss"])
+def test_a_node_two_partitions_share_is_a_fault_of_each_whose_attempts_it_took(how: str) -> None:
+    wf = make(fan(2, max_interruptions=3), pools=(dataclasses.replace(SPOT, max_jobs=1), OD))
+    a, b = launches(checked(wf, RunStarted(0.0)))
+    assert (a.pool, b.pool) == ("spot", "od")
+    for d in (a, b):
+        checked(wf, AttemptStarted(1.0, d.attempt_id, d.attempt_id, nodes=("n1",)))
+    if how == "notice":
+        checked(wf, InterruptionNotice(2.0, "n1", 0.0, "cli"))
+    else:
+        checked(wf, InstanceLost(2.0, "n1", "NODE_FAIL"))
+    assert [len(wf.breakers[p].faults) for p in ("spot", "od")] == [1, 1]
+
+
 @pytest.mark.parametrize("delegated", [True, False])
 def test_an_attempt_lost_by_the_backend_is_a_fault_only_of_a_delegated_pool(
     delegated: bool,

@@ -195,6 +195,21 @@ def test_an_instance_lost_while_the_run_is_cancelled_ends_its_attempt_cancelled(
     assert wf.final == "cancelled"
 
 
+def test_an_instance_lost_while_the_run_is_failing_ends_its_attempt_without_a_retry() -> None:
+    tasks = dag({"a": [], "b": []}, vcpus=4, memory=8192, max_interruptions=3)
+    wf = make(tasks)
+    (a, b) = launches(begin(wf))
+    for d in (a, b):
+        wf.handle(AttemptStarted(0, d.attempt_id, "pid"))
+    out = wf.handle(AttemptExited(1, a.attempt_id, 1))  # a fails for good: the run is failing
+    assert [k.attempt_id for k in of(KillAttempt, out)] == [b.attempt_id]
+    out = wf.handle(InstanceLost(2, b.instances[0], "gone"))  # b's instance goes first
+    (ended,) = of(AttemptEnded, out)
+    assert (ended.attempt_id, ended.state, ended.budget) == (b.attempt_id, "cancelled", None)
+    assert not launches(out) and wf.interruptions[1] == 0
+    assert wf.final == "failed"
+
+
 def test_the_interruption_budget_ends_the_task_without_touching_retries() -> None:
     tasks = dag({"a": []}, vcpus=4, memory=8192, max_interruptions=1)
     wf = make(tasks)
