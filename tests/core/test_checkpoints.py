@@ -6,6 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stormproof.core.decisions import (
+    AttemptEnded,
+    KillAttempt,
     LaunchAttempt,
     PruneCheckpoints,
     RequestCheckpoint,
@@ -16,12 +18,16 @@ from stormproof.core.events import (
     AttemptExited,
     AttemptLost,
     AttemptStarted,
+    CancelRequested,
     CheckpointCommitted,
     CheckpointCorrupt,
+    CheckpointRestored,
+    InstanceUp,
+    RunStarted,
     TimerFired,
 )
 
-from .builders import begin, dag, workflow
+from .builders import begin, dag, pool, workflow
 
 CKPT = {"checkpoint_enabled": True, "checkpoint_interval_s": 60.0}
 
@@ -121,3 +127,67 @@ def test_restore_candidates_are_newest_first_and_never_corrupt(
     assert not corrupt & set(restore)
     if keep:
         assert len(restore) <= keep
+
+
+def test_a_timeout_kills_with_the_task_s_own_grace() -> None:
+    wf = workflow(dag({"md": []}, timeout_s=100, overrides={"md": {"kill_grace_s": 45.0}}))
+    begin(wf)
+    (timer,) = of(wf.handle(AttemptStarted(5, "md/1", "1")), StartTimer)
+    assert (timer.timer_id, timer.fire_at) == ("timeout:md/1", 105.0)
+    out = wf.handle(TimerFired(105, "timeout:md/1"))
+    assert of(out, KillAttempt) == [KillAttempt("md/1", 45.0, "timeout reached")]
+
+
+def test_neither_timer_acts_on_an_attempt_already_being_killed() -> None:
+    wf = workflow(dag({"md": []}, timeout_s=100, overrides={"md": CKPT}))
+    begin(wf)
+    wf.handle(AttemptStarted(0, "md/1", "1"))
+    wf.handle(CancelRequested(10))  # the cancel's kill is on its way
+    assert wf.handle(TimerFired(60, "checkpoint:md/1")) == [], "no checkpoint asked"
+    assert wf.handle(TimerFired(100, "timeout:md/1")) == [], "the cancel stays the reason"
+    (ended,) = of(wf.handle(AttemptExited(101, "md/1", 143)), AttemptEnded)
+    assert ended.state == "cancelled"
+
+
+def test_pruning_leaves_exactly_the_newest_to_restore_and_keep_0_never_prunes() -> None:
+    for keep, offered in ((2, (3, 2)), (0, (3, 2, 1))):
+        wf = workflow(dag({"md": []}, overrides={"md": {**CKPT, "keep_checkpoints": keep}}))
+        begin(wf)
+        prunes = []
+        for seq in (1, 2, 3):
+            prunes += of(wf.handle(CheckpointCommitted(seq, "md/1", seq)), PruneCheckpoints)
+        assert [p.task_id for p in prunes] == (["md"] if keep else [])
+        assert of(wf.handle(AttemptLost(4, "md/1", "x")), LaunchAttempt)[0].restore_from == offered
+
+
+def test_restore_time_is_waste_only_when_a_checkpoint_was_restored() -> None:
+    for seq, wasted in ((0, 0.0), (1, 10.0)):
+        wf = workflow(dag({"md": []}, overrides={"md": CKPT}))
+        begin(wf)
+        wf.handle(CheckpointRestored(10, "md/1", seq))  # 0: nothing to restore, a fresh start
+        wf.handle(AttemptStarted(10, "md/1", "1"))
+        (ended,) = of(wf.handle(AttemptExited(100, "md/1", 0)), AttemptEnded)
+        assert ended.wasted_s == wasted
+
+
+def test_a_redrive_carries_checkpoints_only_into_a_task_that_still_checkpoints() -> None:
+    tasks = dag({"a": [], "b": [], "c": []}, overrides={"a": CKPT})
+    wf = workflow(tasks, [pool(vcpus=3)])
+    # b no longer checkpoints; "gone" was removed from the workflow since
+    carried = (("gone", 2, (1,), 1), ("a", 1, (2, 5), 5), ("b", 1, (1,), 3))
+    out = wf.handle(RunStarted(0, carried=carried))
+    out += wf.handle(InstanceUp(0, "local-0"))
+    restore = {d.task_id: d.restore_from for d in of(out, LaunchAttempt)}
+    assert restore == {"a": (5, 2), "b": (), "c": ()}
+    # seqs go on after every one ever used, and a task that carried none starts at 1
+    assert [wf.next_checkpoint_seq(t) for t in ("a", "b", "c")] == [6, 4, 1]
+
+
+def test_a_corrupt_checkpoint_of_one_task_never_hides_another_task_s_commit() -> None:
+    wf = workflow(dag({"a": [], "b": []}, overrides={"a": CKPT, "b": CKPT}), [pool(vcpus=2)])
+    begin(wf)
+    wf.handle(CheckpointCommitted(1, "a/1", 1))
+    wf.handle(CheckpointCorrupt(2, "a", 1, "state.bin: sha256 mismatch"))
+    wf.handle(CheckpointCommitted(3, "b/1", 1))  # the same seq, another task
+    out = wf.handle(AttemptLost(4, "b/1", "x"))
+    assert of(out, LaunchAttempt)[0].restore_from == (1,)

@@ -99,6 +99,59 @@ def test_for_a_job_on_no_market_spot_only_adds_the_choice_of_spot(
     assert decide(policy, s._replace(spot_available=True)) in (Choice.SPOT, without)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    s=situations((Choice.IDLE, Choice.ON_DEMAND)),
+    policy=st.sampled_from([SpotPolicy.GREEDY, SpotPolicy.STORMPROOF]),
+)
+def test_the_moment_wait_until_names_still_waits_and_the_next_second_does_not(
+    s: Situation, policy: SpotPolicy
+) -> None:
+    """The boundary the property above steps around: ``decide`` waits *up to and at*
+    ``wait_until``. (A share of 0.5 and whole minutes keep the arithmetic exact.)"""
+    s = s._replace(spot_available=False)
+    until = wait_until(policy, s, spot_share=0.5)
+    assume(until >= s.elapsed_s)
+    at = later(s, until - s.elapsed_s)
+    assert decide(policy, at, spot_share=0.5) is Choice.IDLE
+    assert decide(policy, later(at, 1.0), spot_share=0.5) is Choice.ON_DEMAND
+
+
+def test_uniform_progress_waits_until_its_line_and_not_a_second_more() -> None:
+    # a quarter of the work done, and C(0)/R(0) = 1/2: on the line until 1800 s
+    s = Situation(0, 2700, 7200, False, Choice.IDLE, 0, 0, 0, 3600, 7200, 0)
+    assert wait_until(SpotPolicy.UNIFORM_PROGRESS, s) == 1800
+    assert decide(SpotPolicy.UNIFORM_PROGRESS, later(s, 1800)) is Choice.IDLE
+    assert decide(SpotPolicy.UNIFORM_PROGRESS, later(s, 1801)) is Choice.ON_DEMAND
+
+
+def test_spot_first_takes_spot_whenever_there_is_some_even_with_no_slack() -> None:
+    s = Situation(0, 7200, 7200, True, Choice.IDLE, 0, 7200, 0, 7200, 7200, 0)
+    assert decide(SpotPolicy.SPOT_FIRST, s) is Choice.SPOT
+    assert decide(SpotPolicy.GREEDY, s) is Choice.ON_DEMAND, "the safety net says no"
+    assert decide(SpotPolicy.SPOT_FIRST, s._replace(spot_available=False)) is Choice.ON_DEMAND
+
+
+def test_uniform_progress_with_no_work_at_all_waits_as_long_as_it_is_safe() -> None:
+    s = Situation(0, 0, 7200, False, Choice.IDLE, 0, 0, 0, 0, 7200, 0)
+    assert wait_until(SpotPolicy.UNIFORM_PROGRESS, s) == 7200
+    assert decide(SpotPolicy.UNIFORM_PROGRESS, later(s, 7200)) is Choice.IDLE
+
+
+def test_uniform_progress_with_a_zero_deadline_goes_on_demand_without_dividing_by_it() -> None:
+    s = Situation(60, 60, 0, False, Choice.IDLE, 0, 0, 0, 60, 0, 0)
+    assert wait_until(SpotPolicy.UNIFORM_PROGRESS, s) == -math.inf
+    assert decide(SpotPolicy.UNIFORM_PROGRESS, s) is Choice.ON_DEMAND
+
+
+def test_stormproof_with_no_spot_share_waits_only_once_no_work_is_left() -> None:
+    done = Situation(0, 0, 7200, False, Choice.IDLE, 0, 0, 0, 3600, 7200, 0)
+    assert wait_until(SpotPolicy.STORMPROOF, done, spot_share=0.0) == 7200
+    busy = done._replace(remaining_work_s=60)
+    assert wait_until(SpotPolicy.STORMPROOF, busy, spot_share=0.0) == -math.inf
+    assert decide(SpotPolicy.STORMPROOF, busy, spot_share=0.0) is Choice.ON_DEMAND
+
+
 def test_greedy_waits_until_the_slack_covers_only_what_spot_can_cost() -> None:
     s = Situation(0, 7200, 36000, False, Choice.IDLE, 0, 600, 0, 7200, 36000, 0)
     assert wait_until(SpotPolicy.GREEDY, s) == 36000 - 7200 - 600
