@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -32,6 +33,7 @@ from stormproof.core.events import (
     TimerFired,
 )
 from stormproof.core.machine import Workflow
+from stormproof.core.successors import note_run_time
 
 from .builders import begin, dag, pool
 
@@ -291,3 +293,83 @@ def test_no_withdrawal_while_max_parallel_holds_every_place() -> None:
     out = feed(wf, AttemptStarted(0, "a/1", "1"), TimerFired(50, "nothing"))
     out = feed(wf, RunResumed(60))  # any event: dispatch looks again
     assert not [d for d in out if isinstance(d, (WithdrawAttempt, StartTimer))]
+
+
+def test_patience_counts_from_when_the_predecessor_started_not_from_its_launch() -> None:
+    wf, _ = make(dag({"long": [], "short": [], "c": []}))
+    feed(wf, AttemptStarted(0.6, "long/1", "1"), AttemptStarted(0, "short/1", "2"))
+    out = feed(wf, AttemptExited(0.7, "short/1", 0))
+    timers = [d for d in out if isinstance(d, StartTimer) and d.timer_id == "withdraw"]
+    assert [t.fire_at for t in timers] == [1.6]  # 1 s after long/1 started
+    out = feed(wf, TimerFired(1.6, "withdraw"))
+    (withdraw,) = [d for d in out if isinstance(d, WithdrawAttempt)]
+    assert withdraw.reason == "a place is free and long/1 has held it for 1s"
+
+
+def test_a_max_parallel_with_a_place_to_spare_still_withdraws() -> None:
+    wf, out = make(dag({"long": [], "short": [], "c": []}), max_parallel=2)
+    assert launches(out) == {"long/1": "", "short/1": "", "c/1": "long/1"}
+    feed(wf, AttemptStarted(0, "long/1", "1"), AttemptStarted(0, "short/1", "2"))
+    out = feed(wf, AttemptExited(5, "short/1", 0))  # one place in use of the two allowed
+    assert [d.attempt_id for d in out if isinstance(d, WithdrawAttempt)] == ["c/1"]
+
+
+def test_the_typical_run_time_moves_a_quarter_of_the_way_to_each_new_one() -> None:
+    wf, _ = make(dag({"a": []}))
+    note_run_time(wf, 8.0)  # the first is taken as it is
+    note_run_time(wf, 4.0)
+    assert wf._typical_run_s == 7.0
+
+
+def _unlinked(wf: Workflow) -> None:
+    wf.attempts["a/1"].successor = None
+
+
+def _moved(wf: Workflow) -> None:
+    wf.attempts["c/1"].instances = ("elsewhere",)
+
+
+def _grown(wf: Workflow) -> None:
+    c = wf.attempts["c/1"]
+    c.need = dataclasses.replace(c.need, vcpus=c.need.vcpus + 1)
+
+
+def _too_deep(wf: Workflow) -> None:
+    wf.options = dataclasses.replace(wf.options, successors=0)
+
+
+def _interruptible(wf: Workflow) -> None:
+    wf._steady = frozenset()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "says"),
+    [
+        (_unlinked, "which is not live"),
+        (_moved, "does not fit the place of a/1"),
+        (_grown, "does not fit the place of a/1"),
+        (_too_deep, "queued deeper than 0"),
+        (_interruptible, "which may be interrupted"),
+    ],
+)
+def test_the_queued_successor_invariant_catches_each_violation(
+    corrupt: Callable[[Workflow], None], says: str
+) -> None:
+    """The property tests call ``validate`` after every event; it must catch each of these."""
+    wf, out = make(dag({"a": [], "b": [], "c": []}))
+    assert launches(out)["c/1"] == "a/1"
+    corrupt(wf)
+    with pytest.raises(AssertionError, match=says):
+        wf.validate()
+
+
+def test_a_successor_is_withdrawn_once_and_its_timer_armed_once() -> None:
+    wf, _ = make(dag({"long": [], "short": [], "c": []}))
+    feed(wf, AttemptStarted(0, "long/1", "1"), AttemptStarted(0, "short/1", "2"))
+    feed(wf, AttemptExited(0.4, "short/1", 0))  # the timer is armed for 1.0
+    out = feed(wf, RunResumed(0.5))  # dispatch looks again: the same timer stands
+    assert not [d for d in out if isinstance(d, StartTimer)]
+    out = feed(wf, TimerFired(1.0, "withdraw"))
+    assert [d.attempt_id for d in out if isinstance(d, WithdrawAttempt)] == ["c/1"]
+    out = feed(wf, RunResumed(1.1))  # the withdrawal is on its way: not asked again
+    assert not [d for d in out if isinstance(d, WithdrawAttempt)]
