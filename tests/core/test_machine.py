@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Callable
+
 import pytest
 
 from stormproof.core.decisions import (
@@ -341,3 +345,83 @@ def test_every_kind_of_event_has_its_entry_in_the_door_table() -> None:
     }
     assert len(kinds) >= 19
     assert kinds == set(_ON)
+
+
+def test_handle_all_returns_the_decisions_of_every_event_in_order() -> None:
+    events = [AttemptStarted(1, "a/1", "1"), AttemptExited(2, "a/1", 0)]
+    one, many = (workflow(dag({"a": [], "b": ["a"]})) for _ in range(2))
+    begin(one)
+    begin(many)
+    expected = [d for e in events for d in one.handle(e)]
+    assert expected and many.handle_all(events) == expected
+
+
+def _running_pair() -> Workflow:
+    """a and b running on one instance; c (a child of a) waiting."""
+    wf = workflow(dag({"a": [], "b": [], "c": ["a"]}), [pool(vcpus=2)], max_parallel=2)
+    begin(wf)
+    wf.validate()
+    return wf
+
+
+def _not_running(wf: Workflow) -> None:
+    wf.state[0] = TaskState.BACKOFF
+
+
+def _not_current(wf: Workflow) -> None:
+    wf.current[0] = wf.current[1]
+
+
+def _unlisted(wf: Workflow) -> None:
+    (iid,) = wf.attempts["a/1"].instances
+    wf.capacity.instances[iid].attempts.discard("a/1")
+
+
+def _queued_drift(wf: Workflow) -> None:
+    wf._queued += 1
+
+
+def _over_max_parallel(wf: Workflow) -> None:
+    wf.options = dataclasses.replace(wf.options, max_parallel=1)
+
+
+def _running_drift(wf: Workflow) -> None:
+    wf.state[2] = TaskState.RUNNING
+
+
+def _ready_drift(wf: Workflow) -> None:
+    wf._ready += 1
+
+
+def _unfinished_drift(wf: Workflow) -> None:
+    wf.unfinished -= 1
+
+
+def _ready_before_parent(wf: Workflow) -> None:
+    wf.state[2] = TaskState.READY
+    wf._ready += 1
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "says"),
+    [
+        (_not_running, "a/1 is live but its task is"),
+        (_not_current, "a/1 is not its task's current attempt"),
+        (_unlisted, "a/1 holds a place on local-0 that does not list it"),
+        (_queued_drift, "0 queued successors, but the count says 1"),
+        (_over_max_parallel, "2 attempts hold places, max_parallel is 1"),
+        (_running_drift, "3 tasks running but 2 attempts live"),
+        (_ready_drift, "0 tasks ready but the queues count 1"),
+        (_unfinished_drift, "the unfinished count drifted"),
+        (_ready_before_parent, "c is ready but parent a is running"),
+    ],
+)
+def test_validate_catches_each_violation_it_exists_for(
+    corrupt: Callable[[Workflow], None], says: str
+) -> None:
+    """The property tests and the simulator trust ``validate`` after every event: each
+    invariant it names must fail when broken."""
+    wf = _running_pair()
+    corrupt(wf)
+    with pytest.raises(AssertionError, match=re.escape(says)):
+        wf.validate()
