@@ -1,0 +1,203 @@
+"""What a run measured of each task, read from its log, for ``plan --from-run RUN``.
+
+A figure is only used for a task whose definition has not changed since it was measured:
+the same rule ``run --reuse`` applies to results, with the same fingerprints
+(``runtime.fingerprint``), so a task whose command, environment, container, inputs or
+parents changed keeps its declared figures. A redriven run has one workflow per segment
+(``runtime.redrive``): each attempt is matched against the definition its task had in the
+segment it ran in, so a task changed by the redrive is measured by its attempts after it.
+
+* **runtime**: the wall time, from ``AttemptStarted`` to ``AttemptExited`` (or its end,
+  without one), of the newest successful attempt under the same definition; none (a run not
+  finished, cancelled, or failed there) leaves the declared runtime;
+* **checkpoint save**: the mean ``CheckpointCommitted.save_s`` of every attempt under the
+  same definition, succeeded or not (a log from before it was recorded has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stormproof.errors import StormproofError
+from stormproof.plan.measured import Declared, Measured, TaskMeasure, Why
+from stormproof.runtime.fingerprint import (
+    Definition,
+    content_hash,
+    definitions,
+    resolve_input,
+    what_changed,
+)
+from stormproof.runtime.redrive import REDRIVEN
+from stormproof.runtime.runs import RunContext
+from stormproof.spec.model import WorkflowSpec
+from stormproof.store.base import EventLog, Row
+
+
+@dataclass
+class _Attempt:
+    task_id: str
+    segment: int
+    started: float | None = None
+    exited: float | None = None
+    ended: float | None = None
+    succeeded: bool = False
+    saves_s: list[float] = field(default_factory=list)
+
+    def wall_s(self) -> float | None:
+        end = self.exited if self.exited is not None else self.ended
+        if self.started is None or end is None:
+            return None
+        return max(0.0, end - self.started)
+
+
+@dataclass
+class _Segment:
+    """One workflow the run ran (the first, or a redrive's), and its tasks' definitions."""
+
+    spec: WorkflowSpec
+    input_hashes: dict[str, str]
+    defs: dict[str, Definition] | None = None
+
+    def definitions(self, runtime: str | None) -> dict[str, Definition]:
+        if self.defs is None:
+            found = definitions(self.spec, self.input_hashes, runtime)
+            self.defs = {t.id: d for t, d in zip(self.spec.tasks, found, strict=True)}
+        return self.defs
+
+
+def measure_run(
+    store: EventLog,
+    run: str,
+    spec: WorkflowSpec,
+    workflow_file: Path,
+    container_runtime: str | None,
+) -> Measured:
+    """The figures ``run`` measured for the tasks of ``spec`` (read from ``workflow_file``).
+
+    ``RunNotFound`` (naming the runs it might be) without the run; ``StormproofError`` when
+    the run has no task in common with ``spec``: nothing could be measured.
+    """
+    base = RunContext.from_meta(run, store.get_run(run).meta)
+    segments, attempts = _fold(base, store.read(run))
+    known = {t.id for s in segments for t in s.spec.tasks}
+    if not known & {t.id for t in spec.tasks}:
+        raise StormproofError(
+            f"--from-run {run}: run {run!r} ran workflow {base.spec.name!r}, which has no task "
+            f"in common with {workflow_file} (workflow {spec.name!r}), so it measured nothing "
+            "for it; name a run of this workflow (`stormproof status` lists runs)"
+        )
+    runtime = base.container.get("runtime")
+    new = definitions(spec, _hash_inputs(spec, workflow_file.parent), container_runtime)
+    new_defs = {t.id: d for t, d in zip(spec.tasks, new, strict=True)}
+    by_task: dict[str, list[_Attempt]] = {}
+    for att in attempts.values():
+        by_task.setdefault(att.task_id, []).append(att)
+    measures: dict[str, TaskMeasure] = {}
+    declared: dict[str, Declared] = {}
+    for task in spec.tasks:
+        mine = [
+            a
+            for a in by_task.get(task.id, [])
+            if (d := segments[a.segment].definitions(runtime).get(task.id)) is not None
+            and d.fingerprint == new_defs[task.id].fingerprint
+        ]
+        measure = _measure(mine)
+        if measure is not None:
+            measures[task.id] = measure
+        if measure is None or measure.runtime_s is None:
+            declared[task.id] = _why_declared(task.id, spec, new_defs, segments, runtime, run)
+    return Measured(run, measures, declared)
+
+
+def _fold(base: RunContext, rows: Iterable[Row]) -> tuple[list[_Segment], dict[str, _Attempt]]:
+    """The run's workflows, one per segment, and every attempt it launched with what the log
+    says of its start, exit, end and checkpoints."""
+    segments = [_Segment(base.spec, dict(base.input_hashes))]
+    attempts: dict[str, _Attempt] = {}
+    for row in rows:
+        kind, d = row.kind, row.data
+        if kind == REDRIVEN and row.category == "event":
+            spec = WorkflowSpec.model_validate(d["spec"])
+            segments.append(_Segment(spec, dict(d.get("input_hashes") or {})))
+        elif kind == "LaunchAttempt":
+            attempts[d["attempt_id"]] = _Attempt(d["task_id"], len(segments) - 1)
+        elif (att := attempts.get(d.get("attempt_id", ""))) is not None:
+            _note(att, kind, row)
+    return segments, attempts
+
+
+def _note(att: _Attempt, kind: str, row: Row) -> None:
+    if kind == "AttemptStarted" and att.started is None:
+        att.started = row.at
+    elif kind == "AttemptExited":
+        att.exited = row.at
+    elif kind == "AttemptEnded":
+        att.ended = row.at
+        att.succeeded = row.data.get("state") == "succeeded"
+    elif kind == "CheckpointCommitted":
+        save_s = float(row.data.get("save_s") or 0.0)
+        if save_s > 0:  # 0: a log from before save times were recorded
+            att.saves_s.append(save_s)
+
+
+def _measure(attempts: list[_Attempt]) -> TaskMeasure | None:
+    """The newest successful attempt's wall time, and the mean save over all of them."""
+    runtime_s = None
+    for att in attempts:  # in launch order: the newest success wins
+        wall = att.wall_s()
+        if att.succeeded and wall is not None:
+            runtime_s = wall
+    saves = [s for att in attempts for s in att.saves_s]
+    save_s = sum(saves) / len(saves) if saves else None
+    if runtime_s is None and save_s is None:
+        return None
+    return TaskMeasure(runtime_s, save_s)
+
+
+def _why_declared(
+    task_id: str,
+    spec: WorkflowSpec,
+    new_defs: Mapping[str, Definition],
+    segments: list[_Segment],
+    runtime: str | None,
+    run: str,
+) -> Declared:
+    """Why the task keeps its declared runtime, compared with its newest definition in the
+    run: changed (and what), new, or never finished there."""
+    old_defs = next(
+        (defs for s in reversed(segments) if task_id in (defs := s.definitions(runtime))), None
+    )
+    if old_defs is None:
+        return Declared(Why.NEW, f"not in run {run}")
+    old, new = old_defs[task_id], new_defs[task_id]
+    if old.fingerprint == new.fingerprint:
+        return Declared(Why.UNFINISHED, f"no successful attempt in run {run}")
+    words = what_changed(old, new)
+    if not words:  # the task is the same; what differs is upstream
+        changed = [
+            p
+            for p in _parents(spec, task_id)
+            if p not in old_defs or old_defs[p].fingerprint != new_defs[p].fingerprint
+        ]
+        words = [f"parent {changed[0]!r} changed"] if changed else ["depends_on changed"]
+    return Declared(Why.CHANGED, words[0])
+
+
+def _parents(spec: WorkflowSpec, task_id: str) -> list[str]:
+    return next(list(t.depends_on) for t in spec.tasks if t.id == task_id)
+
+
+def _hash_inputs(spec: WorkflowSpec, workflow_dir: Path) -> dict[str, str]:
+    """Every declared input's content hash; "" (unknown, so "changed") for one that cannot be
+    read: a plan reports on a workflow, it does not refuse one whose inputs are not there yet."""
+    hashes: dict[str, str] = {}
+    for task in spec.tasks:
+        for path in task.inputs:
+            if path not in hashes:
+                try:
+                    hashes[path] = content_hash(resolve_input(path, workflow_dir))
+                except OSError:
+                    hashes[path] = ""
+    return hashes
