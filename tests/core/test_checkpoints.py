@@ -121,3 +121,14 @@ def test_restore_candidates_are_newest_first_and_never_corrupt(
     assert not corrupt & set(restore)
     if keep:
         assert len(restore) <= keep
+
+
+def test_a_commit_logged_before_save_times_were_recorded_reads_as_unknown_save_time() -> None:
+    from stormproof.core.events import event_from_dict
+
+    old = {"at": 5.0, "attempt_id": "md/1", "seq": 2, "files": 3, "total_bytes": 100}
+    assert event_from_dict("CheckpointCommitted", old) == CheckpointCommitted(
+        5.0, "md/1", 2, 3, 100, save_s=0.0
+    )
+    new = CheckpointCommitted(5.0, "md/1", 2, 3, 100, save_s=1.25)
+    assert event_from_dict("CheckpointCommitted", new.to_dict()) == new
