@@ -257,7 +257,5 @@ def test_a_stored_view_keeps_the_checkpoints_and_status_prints_one_line_of_them(
     again = RunView.from_summary("r", view.summary())
     again.add_task(TaskView.from_record(view.tasks["a"].to_record()), counted=True)
     assert again.to_json() == view.to_json()
-    assert checkpoints_line(again) == (
-        "checkpoints: 3 saved, 0.0 MiB, save 1.00s mean, 1.50s max"
-    )
+    assert checkpoints_line(again) == ("checkpoints: 3 saved, 0.0 MiB, save 1.00s mean, 1.50s max")
     assert checkpoints_line(RunView(name="r", workflow="w")) is None
