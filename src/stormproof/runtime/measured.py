@@ -107,7 +107,11 @@ def measure_run(
         if measure is not None:
             measures[task.id] = measure
         if measure is None or measure.runtime_s is None:
-            declared[task.id] = _why_declared(task.id, spec, new_defs, segments, runtime, run)
+            declared[task.id] = (
+                Declared(Why.UNFINISHED, f"no successful attempt in run {run}")
+                if mine  # it ran as it is defined now, and never succeeded
+                else _why_declared(task.id, spec, new_defs, segments, runtime, run)
+            )
     return Measured(run, measures, declared)
 
 
@@ -164,15 +168,15 @@ def _why_declared(
     runtime: str | None,
     run: str,
 ) -> Declared:
-    """Why the task keeps its declared runtime, compared with its newest definition in the
-    run: changed (and what), new, or never finished there."""
+    """Why a task that never ran in the run as it is defined now keeps its declared runtime,
+    compared with its newest definition there: changed (and what), new, or never started."""
     old_defs = next(
         (defs for s in reversed(segments) if task_id in (defs := s.definitions(runtime))), None
     )
     if old_defs is None:
         return Declared(Why.NEW, f"not in run {run}")
     old, new = old_defs[task_id], new_defs[task_id]
-    if old.fingerprint == new.fingerprint:
+    if old.fingerprint == new.fingerprint:  # never launched (the run stopped before it)
         return Declared(Why.UNFINISHED, f"no successful attempt in run {run}")
     words = what_changed(old, new)
     if not words:  # the task is the same; what differs is upstream
