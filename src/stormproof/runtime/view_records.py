@@ -128,6 +128,8 @@ class AttemptView:
         """What the store keeps of the attempt, for ``from_record``: every field that is not
         its default (a third less to write and read: the driver saves a record per task)."""
         record = {k: v for k, v in self.__dict__.items() if _ATTEMPT_DEFAULTS.get(k, _NONE) != v}
+        if not self.checkpoints:  # most attempts commit none: nothing to write
+            del record["checkpoints"]
         if self.final_cost is not None:
             c = self.final_cost
             record["final_cost"] = [c.spent, c.on_demand_equivalent, c.wasted, c.wasted_s]
