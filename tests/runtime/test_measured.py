@@ -182,3 +182,71 @@ def test_plan_from_run_refuses_an_unknown_run_and_one_of_another_workflow(cli: C
     assert line.startswith("error: --from-run r1: run 'r1' ran workflow 'measured', which has")
     assert "no task in common with other.yaml (workflow 'other')" in line
     assert "Traceback" not in other.stderr
+
+
+def test_a_success_that_began_from_a_checkpoint_counts_the_work_before_it(tmp_path: Path) -> None:
+    """sim/1 works 100 s, asks for checkpoint 1 at 100 (saved at 102) and is interrupted at
+    130; sim/2 restores it, runs 50 s and succeeds: the task takes 100 + 50 s from scratch,
+    not the 50 s of its last attempt (the 30 s lost after the checkpoint are rework)."""
+    from stormproof.config import local_pool
+    from stormproof.core.decisions import AttemptEnded, LaunchAttempt
+    from stormproof.core.events import (
+        AttemptExited,
+        AttemptStarted,
+        CheckpointCommitted,
+        CheckpointRestored,
+        Event,
+        RunStarted,
+    )
+    from stormproof.runtime.measured import measure_run
+    from stormproof.runtime.runs import new_context
+    from stormproof.spec.model import WorkflowSpec
+    from stormproof.store.base import Row
+    from stormproof.store.sqlite import SQLiteEventLog
+
+    spec = WorkflowSpec.model_validate(
+        {
+            "name": "w",
+            "tasks": [
+                {"id": "sim", "command": "x", "checkpoint_enabled": True, "estimated_runtime": "9h"}
+            ],
+        }
+    )
+    file = tmp_path / "wf.yaml"
+    ctx = new_context("r", spec, (local_pool(),), file, "local")
+    store = SQLiteEventLog(tmp_path / "db.sqlite")
+    store.create_run("r", "w", ctx.to_meta(), 0.0)
+
+    def launch(n: int, at: float) -> Row:
+        d = LaunchAttempt(f"sim/{n}", "sim", n, (), "local", "placed")
+        return Row(0, "decision", d.kind, at, None, d.to_dict())
+
+    def ended(n: int, state: str, at: float) -> Row:
+        d = AttemptEnded(f"sim/{n}", "sim", state)
+        return Row(0, "decision", d.kind, at, None, d.to_dict())
+
+    def event(e: Event) -> Row:
+        return Row(0, "event", e.kind, e.at, None, e.to_dict())
+
+    store.append(
+        "r",
+        [
+            event(RunStarted(0.0)),
+            launch(1, 0.0),
+            event(CheckpointRestored(0.0, "sim/1", 0)),
+            event(AttemptStarted(10.0, "sim/1", "1")),
+            event(CheckpointCommitted(112.0, "sim/1", 1, 1, 10, save_s=2.0)),
+            event(AttemptExited(140.0, "sim/1", 143)),
+            ended(1, "interrupted", 140.0),
+            launch(2, 150.0),
+            event(CheckpointRestored(151.0, "sim/2", 1)),
+            event(AttemptStarted(160.0, "sim/2", "2")),
+            event(AttemptExited(210.0, "sim/2", 0)),
+            ended(2, "succeeded", 210.0),
+        ],
+    )
+    store.flush()
+    measured = measure_run(store, "r", spec, file, None)
+    assert measured.runtime_s("sim") == 100.0 + 50.0
+    assert measured.save_s("sim") == 2.0
+    store.close()

@@ -9,7 +9,10 @@ segment it ran in, so a task changed by the redrive is measured by its attempts 
 
 * **runtime**: the wall time, from ``AttemptStarted`` to ``AttemptExited`` (or its end,
   without one), of the newest successful attempt under the same definition; none (a run not
-  finished, cancelled, or failed there) leaves the declared runtime;
+  finished, cancelled, or failed there) leaves the declared runtime. An attempt that began
+  from a restored checkpoint did only the rest of the work: the work before that checkpoint
+  is added, as its own attempt measured it (from its start, or its own restore, to the
+  commit request), so the figure is what the task takes from scratch;
 * **checkpoint save**: the mean ``CheckpointCommitted.save_s`` of every attempt under the
   same definition, succeeded or not (a log from before it was recorded has none).
 """
@@ -44,6 +47,9 @@ class _Attempt:
     ended: float | None = None
     succeeded: bool = False
     saves_s: list[float] = field(default_factory=list)
+    #: The checkpoint it began from (0: none), and when each of its commits was asked for.
+    restored_seq: int = 0
+    requested_at: dict[int, float] = field(default_factory=dict)
 
     def wall_s(self) -> float | None:
         end = self.exited if self.exited is not None else self.ended
@@ -140,24 +146,44 @@ def _note(att: _Attempt, kind: str, row: Row) -> None:
     elif kind == "AttemptEnded":
         att.ended = row.at
         att.succeeded = row.data.get("state") == "succeeded"
+    elif kind == "CheckpointRestored":
+        att.restored_seq = int(row.data.get("seq") or 0)
     elif kind == "CheckpointCommitted":
         save_s = float(row.data.get("save_s") or 0.0)
         if save_s > 0:  # 0: a log from before save times were recorded
             att.saves_s.append(save_s)
+        att.requested_at[int(row.data.get("seq") or 0)] = row.at - save_s
 
 
 def _measure(attempts: list[_Attempt]) -> TaskMeasure | None:
-    """The newest successful attempt's wall time, and the mean save over all of them."""
+    """The newest successful attempt's wall time (with the work before the checkpoint it
+    began from), and the mean save over all of them."""
     runtime_s = None
     for att in attempts:  # in launch order: the newest success wins
         wall = att.wall_s()
         if att.succeeded and wall is not None:
-            runtime_s = wall
+            runtime_s = wall + _work_before(att.restored_seq, attempts)
     saves = [s for att in attempts for s in att.saves_s]
     save_s = sum(saves) / len(saves) if saves else None
     if runtime_s is None and save_s is None:
         return None
     return TaskMeasure(runtime_s, save_s)
+
+
+def _work_before(seq: int, attempts: list[_Attempt]) -> float:
+    """Seconds of work in checkpoint ``seq``: from the start of the attempt that committed it
+    to its commit request, plus the work in the checkpoint that attempt began from (0 for
+    none, or for one whose attempt is not in ``attempts``: nothing to add)."""
+    seen: set[int] = set()
+    total = 0.0
+    while seq and seq not in seen:
+        seen.add(seq)
+        maker = next((a for a in attempts if seq in a.requested_at), None)
+        if maker is None or maker.started is None:
+            break
+        total += max(0.0, maker.requested_at[seq] - maker.started)
+        seq = maker.restored_seq
+    return total
 
 
 def _why_declared(
