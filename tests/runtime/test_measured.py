@@ -250,3 +250,24 @@ def test_a_success_that_began_from_a_checkpoint_counts_the_work_before_it(tmp_pa
     assert measured.runtime_s("sim") == 100.0 + 50.0
     assert measured.save_s("sim") == 2.0
     store.close()
+
+
+def test_a_task_reused_from_an_earlier_run_says_where_it_really_ran(cli: Cli) -> None:
+    cli.write(
+        "wf.yaml",
+        "name: outputs\ntasks:\n"
+        "  - id: make\n"
+        "    command: 'echo made > \"$STORMPROOF_DATA_DIR/out.txt\"'\n"
+        "    outputs: [out.txt]\n"
+        "    estimated_runtime: 3h\n",
+    )
+    assert cli("run", "wf.yaml", "--name", "r1", "-q").returncode == 0
+    proc = cli("run", "wf.yaml", "--name", "r2", "--reuse", "-q")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sources(plan(cli, "wf.yaml", "--from-run", "r1")) == {"make": "measured"}
+    reused = plan(cli, "wf.yaml", "--from-run", "r2")
+    assert sources(reused) == {"make": "declared"}
+    assert reused["from_run"]["declared"]["make"] == {
+        "why": "no successful attempt",
+        "reason": "kept in run r2 without running (same fingerprint; outputs as run r1 left them)",
+    }

@@ -73,6 +73,22 @@ class _Segment:
         return self.defs
 
 
+@dataclass
+class _RunLog:
+    """What the log says: the run's workflows, one per segment, every attempt it launched,
+    and the tasks it kept without running them (reused, or kept by a redrive), with why."""
+
+    segments: list[_Segment]
+    attempts: dict[str, _Attempt] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+
+    def attempts_by_task(self) -> dict[str, list[_Attempt]]:
+        by_task: dict[str, list[_Attempt]] = {}
+        for att in self.attempts.values():  # in launch order
+            by_task.setdefault(att.task_id, []).append(att)
+        return by_task
+
+
 def measure_run(
     store: EventLog,
     run: str,
@@ -86,27 +102,35 @@ def measure_run(
     the run has no task in common with ``spec``: nothing could be measured.
     """
     base = RunContext.from_meta(run, store.get_run(run).meta)
-    segments, attempts = _fold(base, store.read(run))
-    known = {t.id for s in segments for t in s.spec.tasks}
+    log = _fold(base, store.read(run))
+    known = {t.id for s in log.segments for t in s.spec.tasks}
     if not known & {t.id for t in spec.tasks}:
         raise StormproofError(
             f"--from-run {run}: run {run!r} ran workflow {base.spec.name!r}, which has no task "
             f"in common with {workflow_file} (workflow {spec.name!r}), so it measured nothing "
             "for it; name a run of this workflow (`stormproof status` lists runs)"
         )
-    runtime = base.container.get("runtime")
     new = definitions(spec, _hash_inputs(spec, workflow_file.parent), container_runtime)
     new_defs = {t.id: d for t, d in zip(spec.tasks, new, strict=True)}
-    by_task: dict[str, list[_Attempt]] = {}
-    for att in attempts.values():
-        by_task.setdefault(att.task_id, []).append(att)
+    return _figures(log, spec, new_defs, base.container.get("runtime"), run)
+
+
+def _figures(
+    log: _RunLog,
+    spec: WorkflowSpec,
+    new_defs: Mapping[str, Definition],
+    runtime: str | None,
+    run: str,
+) -> Measured:
+    """Each task's figures from its attempts under the definition it has in ``spec``."""
+    by_task = log.attempts_by_task()
     measures: dict[str, TaskMeasure] = {}
     declared: dict[str, Declared] = {}
     for task in spec.tasks:
         mine = [
             a
             for a in by_task.get(task.id, [])
-            if (d := segments[a.segment].definitions(runtime).get(task.id)) is not None
+            if (d := log.segments[a.segment].definitions(runtime).get(task.id)) is not None
             and d.fingerprint == new_defs[task.id].fingerprint
         ]
         measure = _measure(mine)
@@ -116,26 +140,27 @@ def measure_run(
             declared[task.id] = (
                 Declared(Why.UNFINISHED, f"no successful attempt in run {run}")
                 if mine  # it ran as it is defined now, and never succeeded
-                else _why_declared(task.id, spec, new_defs, segments, runtime, run)
+                else _why_declared(task.id, spec, new_defs, log, runtime, run)
             )
     return Measured(run, measures, declared)
 
 
-def _fold(base: RunContext, rows: Iterable[Row]) -> tuple[list[_Segment], dict[str, _Attempt]]:
-    """The run's workflows, one per segment, and every attempt it launched with what the log
-    says of its start, exit, end and checkpoints."""
-    segments = [_Segment(base.spec, dict(base.input_hashes))]
-    attempts: dict[str, _Attempt] = {}
+def _fold(base: RunContext, rows: Iterable[Row]) -> _RunLog:
+    """The run's workflows, the attempts with what the log says of their start, exit, end
+    and checkpoints, and the tasks kept without running."""
+    log = _RunLog([_Segment(base.spec, dict(base.input_hashes))])
     for row in rows:
         kind, d = row.kind, row.data
-        if kind == REDRIVEN and row.category == "event":
+        if row.category == "event" and kind == REDRIVEN:
             spec = WorkflowSpec.model_validate(d["spec"])
-            segments.append(_Segment(spec, dict(d.get("input_hashes") or {})))
+            log.segments.append(_Segment(spec, dict(d.get("input_hashes") or {})))
+        elif row.category == "event" and kind == "RunStarted":
+            log.kept.update(zip(d.get("kept") or (), d.get("kept_why") or (), strict=False))
         elif kind == "LaunchAttempt":
-            attempts[d["attempt_id"]] = _Attempt(d["task_id"], len(segments) - 1)
-        elif (att := attempts.get(d.get("attempt_id", ""))) is not None:
+            log.attempts[d["attempt_id"]] = _Attempt(d["task_id"], len(log.segments) - 1)
+        elif (att := log.attempts.get(d.get("attempt_id", ""))) is not None:
             _note(att, kind, row)
-    return segments, attempts
+    return log
 
 
 def _note(att: _Attempt, kind: str, row: Row) -> None:
@@ -190,20 +215,25 @@ def _why_declared(
     task_id: str,
     spec: WorkflowSpec,
     new_defs: Mapping[str, Definition],
-    segments: list[_Segment],
+    log: _RunLog,
     runtime: str | None,
     run: str,
 ) -> Declared:
     """Why a task that never ran in the run as it is defined now keeps its declared runtime,
-    compared with its newest definition there: changed (and what), new, or never started."""
+    compared with its newest definition there: changed (and what), new, kept without running
+    (reused from an earlier run), or never started."""
     old_defs = next(
-        (defs for s in reversed(segments) if task_id in (defs := s.definitions(runtime))), None
+        (defs for s in reversed(log.segments) if task_id in (defs := s.definitions(runtime))),
+        None,
     )
     if old_defs is None:
         return Declared(Why.NEW, f"not in run {run}")
     old, new = old_defs[task_id], new_defs[task_id]
-    if old.fingerprint == new.fingerprint:  # never launched (the run stopped before it)
-        return Declared(Why.UNFINISHED, f"no successful attempt in run {run}")
+    if old.fingerprint == new.fingerprint:
+        if task_id in log.kept:  # it did not run there: its measure is in the run it came from
+            why = log.kept[task_id]
+            return Declared(Why.UNFINISHED, f"kept in run {run} without running ({why})")
+        return Declared(Why.UNFINISHED, f"no successful attempt in run {run}")  # never launched
     words = what_changed(old, new)
     if not words:  # the task is the same; what differs is upstream
         changed = [
