@@ -91,6 +91,7 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
 def test_a_spot_notice_stops_the_command_uploads_its_checkpoint_and_writes_the_status(
     seaweed: Seaweed, imds: ImdsStandIn, tmp_path: Path
 ) -> None:
+    started_at = time.time()
     proc = start_agent(seaweed, imds, tmp_path, "ag1", "count/1")
     wait_for(lambda: status(seaweed, "ag1", "count/1").get("checkpoints"), 30, "a checkpoint")
     imds.notice(HOST, in_s=60)
@@ -103,6 +104,8 @@ def test_a_spot_notice_stops_the_command_uploads_its_checkpoint_and_writes_the_s
         and final["instance_id"] == HOST
     )
     last = final["checkpoints"][-1]
+    # each upload says how long it took from the task's commit to the checkpoint in S3
+    assert all(0 < c["save_s"] < final["at"] - started_at for c in final["checkpoints"])
     stopped_at = int(out.rsplit("checkpoint ", 1)[1].split(" at step ")[1].split()[0])
     store = open_checkpoint_store(
         f"s3://{BUCKET}/agent-ckpt", tmp_path, storage_options=seaweed.options()

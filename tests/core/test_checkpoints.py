@@ -191,3 +191,14 @@ def test_a_corrupt_checkpoint_of_one_task_never_hides_another_task_s_commit() ->
     wf.handle(CheckpointCommitted(3, "b/1", 1))  # the same seq, another task
     out = wf.handle(AttemptLost(4, "b/1", "x"))
     assert of(out, LaunchAttempt)[0].restore_from == (1,)
+
+
+def test_a_commit_logged_before_save_times_were_recorded_reads_as_unknown_save_time() -> None:
+    from stormproof.core.events import event_from_dict
+
+    old = {"at": 5.0, "attempt_id": "md/1", "seq": 2, "files": 3, "total_bytes": 100}
+    assert event_from_dict("CheckpointCommitted", old) == CheckpointCommitted(
+        5.0, "md/1", 2, 3, 100, save_s=0.0
+    )
+    new = CheckpointCommitted(5.0, "md/1", 2, 3, 100, save_s=1.25)
+    assert event_from_dict("CheckpointCommitted", new.to_dict()) == new

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from stormproof.config import Config, load_config
+from stormproof.plan.measured import Declared, Measured, TaskMeasure, Why
 from stormproof.plan.report import DETAIL_LIMIT, PlanReport, build_plan, render_plan
 from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 from tests.recipe_sample import RECIPE_SAMPLE
@@ -46,7 +47,7 @@ def test_json_shape_and_numbers(tmp_path: Path) -> None:
     json.dumps(data)  # JSON-ready
     assert list(data) == [
         "workflow", "tasks_total", "stages", "critical_path", "tasks", "estimate", "problems",
-        "notes", "checkpoint_advice",
+        "notes", "checkpoint_advice", "from_run",
     ]  # fmt: skip
     assert data["workflow"] == "test"
     assert data["tasks_total"] == 4
@@ -59,6 +60,7 @@ def test_json_shape_and_numbers(tmp_path: Path) -> None:
         "estimated_runtime_s": 5.0,
         "runtime_s": 5.0,
         "runtime_assumed": False,
+        "source": "declared",
         "pool": "spot-c5",
         # 1 vCPU / 1024 MiB of a 4 vCPU / 8192 MiB instance: a quarter of $0.068/h for 5 s
         "cost_usd": round(5 / 3600 * 0.25 * 0.068, 6),
@@ -247,3 +249,85 @@ def test_plan_suggests_dalys_checkpoint_interval_on_the_tasks_pool(tmp_path: Pat
     assert "plain" not in report.checkpoint_advice
     assert any(n.startswith("sim: checkpoint every 56m") for n in report.notes)
     assert report.to_json()["checkpoint_advice"]["sim"]["interval_s"] == sim["interval_s"]
+
+
+# --- plan --from-run: measured figures in place of declared ones ---------------------------
+
+
+def _measured_diamond() -> Measured:
+    """b took 2 s instead of 20 and saved its checkpoints in 3 s; c changed; d never
+    finished; a new task of the file is not in the run."""
+    return Measured(
+        "r1",
+        {"a": TaskMeasure(10.0), "b": TaskMeasure(2.0, save_s=3.0), "d": TaskMeasure(None, 4.0)},
+        {
+            "c": Declared(Why.CHANGED, "command changed"),
+            "d": Declared(Why.UNFINISHED, "no successful attempt in run r1"),
+        },
+    )
+
+
+def test_measured_runtimes_replace_the_declared_ones_and_each_task_says_its_source(
+    tmp_path: Path,
+) -> None:
+    spec = diamond()
+    declared = build_plan(spec, config(tmp_path), None)
+    report = build_plan(spec, config(tmp_path), None, _measured_diamond())
+    assert declared.estimate.critical_path_s == 37.0  # a 10 + b 20 + d 7
+    # b measured at 2 s: the critical path is now a, c, d (10 + 5 + 7)
+    assert report.estimate.critical_path_s == 22.0
+    data = report.to_json()
+    tasks = data["tasks"]
+    assert {t: tasks[t]["source"] for t in tasks} == {
+        "a": "measured",
+        "b": "measured",
+        "c": "declared",
+        "d": "declared",  # only a save time: its runtime stays declared
+    }
+    assert (tasks["b"]["runtime_s"], tasks["b"]["estimated_runtime_s"]) == (2.0, 20.0)
+    assert data["from_run"] == {
+        "run": "r1",
+        "runtime_measured": 2,
+        "runtime_declared": 2,
+        "checkpoint_save_measured": 2,
+        "declared": {
+            "c": {"why": "changed", "reason": "command changed"},
+            "d": {"why": "no successful attempt", "reason": "no successful attempt in run r1"},
+        },
+    }
+    page = rendered(report)
+    assert "runtime: measured in r1 for 2 of 4 tasks, declared for 2 (changed: c; no " in page
+    assert "2s measured" in page
+
+
+def test_a_measured_task_without_estimated_runtime_is_no_longer_assumed(tmp_path: Path) -> None:
+    spec = workflow(task("a"), task("b", ["a"]))
+    report = build_plan(spec, config(tmp_path), None, Measured("r1", {"a": TaskMeasure(60.0)}))
+    data = report.to_json()
+    assert data["tasks"]["a"]["runtime_assumed"] is False
+    assert data["tasks"]["b"]["runtime_assumed"] is True
+    assert data["estimate"]["tasks_without_runtime"] == 1
+    assert report.estimate.critical_path_s == 60.0 + ASSUMED_RUNTIME_S
+
+
+def test_the_checkpoint_advice_uses_the_measured_save_time_and_says_so(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        "pools:\n  - {name: spot, market: spot, vcpus: 4, memory: 8192, price: 0.07, count: 2,"
+        " interruption_rate: 0.16666666666666666}\n",
+    )
+    spec = workflow(
+        task("sim", checkpoint_enabled=True, checkpoint_cost="5m"),
+        task("fresh", checkpoint_enabled=True),
+    )
+    measured = Measured("r1", {"sim": TaskMeasure(7200.0, save_s=0.5)}, {})
+    advice = build_plan(spec, cfg, None, measured).checkpoint_advice
+    assert advice["sim"]["checkpoint_cost_s"] == 0.5
+    assert advice["sim"]["checkpoint_cost_source"] == "measured"
+    assert advice["sim"]["status"] == "daly"
+    assert advice["sim"]["interval_s"] < 5 * 60  # half a second per save: far more often
+    assert advice["fresh"]["status"] == "unknown_cost"  # nothing measured, nothing declared
+    notes = build_plan(spec, cfg, None, measured).notes
+    assert any("a checkpoint takes 0.50s as measured in run r1" in n for n in notes), notes
+    plain = build_plan(spec, cfg, None).checkpoint_advice["sim"]
+    assert (plain["checkpoint_cost_s"], plain["checkpoint_cost_source"]) == (300.0, "declared")

@@ -83,3 +83,41 @@ def test_a_prune_decided_while_the_driver_drains_still_happens(tmp_path: Path) -
     ckpt.close()
     ckpt.prune("t", ())
     assert store.deleted == [("r", "t", None)]
+
+
+def test_a_commit_says_how_long_it_took_from_the_tasks_request_to_the_store(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(mod, "SCAN_EVERY_S", 0.0)
+    store = RecordingStore()
+    ckpt = Checkpointing(store, "r", lambda task: 1)  # type: ignore[arg-type]
+    job = AttemptJob("r", "t/1", "t", 1, ["x"], {}, tmp_path / "attempt-1")
+    ckpt.launch(job, (), lambda j: None)
+    directory = tmp_path / "attempt-1" / "checkpoint"
+    (directory / "state").write_text("hello")
+    protocol.write_atomic(directory / protocol.COMMIT, "")
+    requested = (directory / protocol.COMMIT).stat().st_mtime
+    time.sleep(0.2)  # the runtime notices the marker late: the wait counts, from the request
+    ckpt.scan(time.time())
+    time.sleep(0.1)  # and the store is slow
+    store.release.set()
+    (event,) = take_until(ckpt, 1)
+    assert isinstance(event, CheckpointCommitted)
+    assert 0.3 <= event.save_s <= event.at - requested + 1e-6
+    ckpt.close()
+
+
+def test_a_marker_older_than_the_runtimes_watch_counts_from_when_it_began_watching(
+    tmp_path: Path,
+) -> None:
+    # A commit left pending across a restart (or a marker stamped by another host's clock)
+    # must not count the time before this runtime could see it.
+    directory = tmp_path / "checkpoint"
+    directory.mkdir()
+    protocol.write_atomic(directory / protocol.COMMIT, "")
+    mtime = (directory / protocol.COMMIT).stat().st_mtime
+    assert protocol.commit_requested_at(directory, mtime + 60, mtime + 50) == mtime + 50
+    assert protocol.commit_requested_at(directory, mtime - 5, mtime - 60) == mtime - 5
+    assert protocol.commit_requested_at(directory, mtime + 1, mtime - 1) == mtime
+    (directory / protocol.COMMIT).unlink()
+    assert protocol.commit_requested_at(directory, 7.0, 1.0) == 7.0

@@ -206,3 +206,56 @@ def test_a_redrive_reshapes_the_tasks_and_keeps_each_one_s_attempts() -> None:
     assert (b.state, b.error, b.name, [a.number for a in b.attempts]) == ("waiting", None, "B", [1])
     view.apply([note(6, "LaunchAttempt", task_id="b", attempt_id="b/2", number=2)])
     assert [a.number for a in view.tasks["b"].attempts] == [1, 2]
+
+
+def _committed_rows() -> RunView:
+    """a/1 commits two checkpoints, one from a log without save times, then ends; a/2 is
+    reported by a batch backend with its commit after its end."""
+    from stormproof.core.events import CheckpointCommitted
+
+    view = RunView(name="r", workflow="w")
+    view.add_task(TaskView("a", "a", 0))
+    first = LaunchAttempt("a/1", "a", 1, (), "od", "placed")
+    rows = [Row(1, "decision", first.kind, 0.0, None, first.to_dict())]
+    old = CheckpointCommitted(2.0, "a/1", 1, 2, 2048).to_dict()
+    del old["save_s"]  # as a log from before save times has it
+    rows.append(Row(2, "event", "CheckpointCommitted", 2.0, None, old))
+    new = CheckpointCommitted(3.0, "a/1", 2, 2, 4096, save_s=0.5)
+    rows.append(Row(3, "event", new.kind, 3.0, None, new.to_dict()))
+    ended = {"attempt_id": "a/1", "task_id": "a", "state": "interrupted"}
+    rows.append(Row(4, "decision", "AttemptEnded", 4.0, 3, ended))
+    launch = LaunchAttempt("a/2", "a", 2, (), "od", "retry")
+    rows.append(Row(5, "decision", "LaunchAttempt", 5.0, None, launch.to_dict()))
+    rows.append(Row(6, "decision", "AttemptEnded", 6.0, 5, {**ended, "attempt_id": "a/2"}))
+    late = CheckpointCommitted(6.0, "a/2", 3, 1, 1024, save_s=1.5)
+    rows.append(Row(7, "event", late.kind, 6.0, None, late.to_dict()))
+    return view.apply(rows)
+
+
+def test_status_json_lists_each_attempts_checkpoints_and_the_runs_totals() -> None:
+    data = _committed_rows().to_json()
+    first, second = data["tasks"]["a"]["attempts"]
+    assert first["checkpoints"] == [
+        {"seq": 1, "files": 2, "bytes": 2048, "save_s": None, "at": 2.0},  # not recorded
+        {"seq": 2, "files": 2, "bytes": 4096, "save_s": 0.5, "at": 3.0},
+    ]
+    assert second["checkpoints"] == [
+        {"seq": 3, "files": 1, "bytes": 1024, "save_s": 1.5, "at": 6.0}
+    ]
+    assert data["checkpoints"] == {
+        "count": 3,
+        "bytes": 7168,
+        "mean_save_s": 1.0,  # over the two recorded
+        "max_save_s": 1.5,
+    }
+
+
+def test_a_stored_view_keeps_the_checkpoints_and_status_prints_one_line_of_them() -> None:
+    from stormproof.cli.render import checkpoints_line
+
+    view = _committed_rows()
+    again = RunView.from_summary("r", view.summary())
+    again.add_task(TaskView.from_record(view.tasks["a"].to_record()), counted=True)
+    assert again.to_json() == view.to_json()
+    assert checkpoints_line(again) == ("checkpoints: 3 saved, 0.0 MiB, save 1.00s mean, 1.50s max")
+    assert checkpoints_line(RunView(name="r", workflow="w")) is None

@@ -324,3 +324,25 @@ def test_a_core_that_does_not_narrate_decides_the_same_minus_its_task_notes(seed
     assert sum(isinstance(d, notes) for d in loud) >= 60, "each task was ready and ended"
     assert not any(isinstance(d, notes) for d in quiet)
     assert quiet == [d for d in loud if not isinstance(d, notes)]
+
+
+def test_a_simulated_commit_takes_the_models_checkpoint_cost_to_save(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stormproof.core.events import CheckpointCommitted, Event
+    from stormproof.sim import engine
+
+    tasks, _ = chain(1, 1000.0, checkpoint_enabled=True, checkpoint_interval_s=100.0)
+    sim = Simulation(tasks, RunOptions(pools=(OD,)), [TaskModel(1000.0, checkpoint_cost_s=10.0)])
+    fed: list[Event] = []
+    feed = engine._Run.feed
+
+    def recording(run: engine._Run, event: Event) -> None:
+        fed.append(event)
+        feed(run, event)
+
+    monkeypatch.setattr(engine._Run, "feed", recording)
+    assert sim.run(random.Random(1)).final == "succeeded"
+    commits = [e for e in fed if isinstance(e, CheckpointCommitted)]
+    assert len(commits) >= 9  # every 100 s of a 1000 s task
+    assert {c.save_s for c in commits} == {10.0}

@@ -14,10 +14,11 @@ What it does, in order:
    a rebalance recommendation only asks for a checkpoint (the checkpoint signal and the
    request file), since it is a risk, not a notice;
 5. writes the attempt's exit status to S3 (``--status``): the exit code, the notice if
-   there was one, the checkpoints uploaded. It writes it after each upload too, so an
-   instance that vanishes later still leaves the checkpoints it saved. The orchestrator
-   reads it when Batch's own answer is not enough (a host gone), so the attempt is
-   settled once, by what really happened.
+   there was one, the checkpoints uploaded (each one's ``seq``, ``files``, ``bytes`` and
+   ``save_s``, the seconds from the task's commit to the checkpoint in the store). It
+   writes it after each upload too, so an instance that vanishes later still leaves the
+   checkpoints it saved. The orchestrator reads it when Batch's own answer is not enough
+   (a host gone), so the attempt is settled once, by what really happened.
 
 It exits with the command's exit code (143 when stopped on a notice).
 """
@@ -86,6 +87,8 @@ class Agent:
         self._ckpt_dir: Path | None = None
         self._s3_client: Any = None
         self._imds = Imds(self.settings.imds_endpoint) if self.settings.use_imds else None
+        #: No commit this agent saves was asked for before it started (see ``save_s``).
+        self._started_at = time.time()
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
@@ -211,6 +214,7 @@ class Agent:
         if ckpt is None or protocol.pending_commit(ckpt) is None:
             return
         seq = self._next_seq
+        requested_at = protocol.commit_requested_at(ckpt, time.time(), self._started_at)
         try:
             manifest = self._store.save(
                 self.settings.run, self._task, self._number, seq, ckpt, time.time()
@@ -222,7 +226,13 @@ class Agent:
             return
         self._next_seq += 1
         self._checkpoints.append(
-            {"seq": seq, "files": len(manifest.files), "bytes": manifest.total_bytes}
+            {
+                "seq": seq,
+                "files": len(manifest.files),
+                "bytes": manifest.total_bytes,
+                # from the task's commit request to the checkpoint in the store
+                "save_s": max(0.0, time.time() - requested_at),
+            }
         )
         self._write_status("running")  # before the task hears "saved"
         protocol.finish_commit(ckpt, protocol.CommitResult.saved(seq))

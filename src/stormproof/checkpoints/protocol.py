@@ -219,6 +219,22 @@ def pending_commit(directory: Path) -> dict[str, Any] | None:
     return {"text": text[:MAX_TEXT_META_CHARS]}
 
 
+def commit_requested_at(directory: Path, noticed_at: float, watched_from: float) -> float:
+    """When the task asked for the commit waiting in ``directory``: its marker's mtime.
+
+    Runtime side, to measure how long a save takes from the task's request. The mtime is
+    the file system's clock, which may differ from the runtime's (a shared file system on
+    another host) or predate this runtime (a commit left pending across a restart), so it
+    is kept between ``watched_from`` (when this runtime began watching the attempt) and
+    ``noticed_at`` (when it saw the marker); a marker gone already gives ``noticed_at``.
+    """
+    try:
+        mtime = os.stat(directory / COMMIT).st_mtime
+    except OSError:
+        return noticed_at
+    return min(max(mtime, watched_from), noticed_at)
+
+
 def finish_commit(directory: Path, result: CommitResult) -> None:
     """Answer the pending commit: write the result, *then* remove the marker.
 

@@ -111,14 +111,22 @@ def _frozen_after() -> Iterator[None]:
 @cli.command()
 @click.argument("file", type=FilePath(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
+@click.option(
+    "--from-run",
+    "from_run",
+    metavar="RUN",
+    help="Use what RUN measured (runtimes, checkpoint saves) for the tasks unchanged since.",
+)
 @common
-def plan(file: str, as_json: bool, home: str | None, config_path: str | None) -> None:
+def plan(
+    file: str, as_json: bool, from_run: str | None, home: str | None, config_path: str | None
+) -> None:
     """Validate FILE and show stages, critical path, cost and duration (a dry run)."""
-    with session(home, config_path) as s:
-        _show_plan(s, file, as_json)
+    with session(home, config_path, read_only=True) as s:
+        _show_plan(s, file, as_json, from_run)
 
 
-def _show_plan(s: Session, file: str, as_json: bool) -> None:
+def _show_plan(s: Session, file: str, as_json: bool, from_run: str | None = None) -> None:
     from stormproof.plan.report import build_plan, render_plan
 
     spec = _load_spec(file)
@@ -126,8 +134,13 @@ def _show_plan(s: Session, file: str, as_json: bool) -> None:
         s.checkpoint_store(s.checkpoint_settings()).check()  # unreachable: say so before a run
     config = s.placing_config()
     spec, notes = s.workflow_for_executor(spec, config)
+    measured = None
+    if from_run is not None:
+        from stormproof.runtime.measured import measure_run
+
+        measured = measure_run(s.store, from_run, spec, Path(file), config.container_runtime)
     with _frozen_after():
-        report = build_plan(spec, config, config.container_runtime)
+        report = build_plan(spec, config, config.container_runtime, measured)
         report = report.with_notes(notes)
     _outlive(spec, report)
     if as_json:

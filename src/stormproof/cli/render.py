@@ -187,6 +187,18 @@ def resources_line(view: RunView) -> str:
     return f"cpu {usage_text(r['cpu_s'], r['max_rss_mib'])} (peak of one attempt)"
 
 
+def checkpoints_line(view: RunView) -> str | None:
+    """``checkpoints: 12 saved, 3.4 MiB, save 0.21s mean, 0.50s max`` (none: no line); each
+    attempt's own are in ``status --json``."""
+    c = view.checkpoints
+    if not c.count:
+        return None
+    text = f"checkpoints: {c.count} saved, {c.bytes / 2**20:.1f} MiB"
+    if c.measured:
+        text += f", save {c.save_s / c.measured:.2f}s mean, {c.max_save_s:.2f}s max"
+    return text
+
+
 def cost_text(c: Cost) -> str:
     return (
         f"cost ${c.spent:.4f} · all on-demand ${c.on_demand_equivalent:.4f} · "
@@ -243,7 +255,7 @@ def render_run(view: RunView, page: Page, query: TaskQuery | None, console: Cons
         )
     console.print(cost_line(view, time.time()))
     console.print(resources_line(view))
-    for line in (breaker_line(view), jobs_line(view)):
+    for line in (checkpoints_line(view), breaker_line(view), jobs_line(view)):
         if line:
             console.print(line)
 

@@ -152,13 +152,20 @@ class TimerFired(Event):
 
 @record
 class CheckpointCommitted(Event):
-    """A checkpoint of the attempt is in the store, manifest written last and verified."""
+    """A checkpoint of the attempt is in the store, manifest written last and verified.
+
+    ``save_s`` is how long the save took, from the task's commit request (its marker) to the
+    checkpoint in the store, as the runtime (or the AWS agent, or the simulator's model)
+    measured it; 0 when unknown (a log written before it was recorded). ``plan --from-run``
+    takes a task's checkpoint cost from it.
+    """
 
     kind: ClassVar[str] = "CheckpointCommitted"
     attempt_id: str = ""
     seq: int = 0
     files: int = 0
     total_bytes: int = 0
+    save_s: float = 0.0
 
 
 @record

@@ -12,6 +12,7 @@ the reading of an agent's status.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
@@ -118,5 +119,15 @@ def agent_commits(
         if seq and seq not in reported:
             reported.add(seq)
             files, size = int(ckpt.get("files", 0)), int(ckpt.get("bytes", 0))
-            out.append(CheckpointCommitted(now, attempt_id, seq, files, size))
+            save_s = _seconds(ckpt.get("save_s"))
+            out.append(CheckpointCommitted(now, attempt_id, seq, files, size, save_s))
     return out
+
+
+def _seconds(value: object) -> float:
+    """A duration the agent reported; 0 (unknown) when it is missing (an older agent) or
+    not a number of seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.0
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0

@@ -272,6 +272,7 @@ def advice_for_task(
     pool: str | None = None,
     runtime_s: float | None = None,
     configured_interval_s: float | None = None,
+    cost_measured_in: str | None = None,
 ) -> TaskAdvice:
     """The plan's checkpoint-interval advice for one task on the pool it is placed on.
 
@@ -280,7 +281,9 @@ def advice_for_task(
     is the workflow's ``checkpoint_interval``, priced beside the suggestion;
     ``runtime_s`` (``estimated_runtime``) lets the advice say when the task
     is too short for periodic checkpoints to matter. ``restart_s`` (R) only
-    changes the overheads, never the interval.
+    changes the overheads, never the interval. ``cost_measured_in`` names the run whose
+    checkpoints' mean save time ``checkpoint_cost_s`` is (``plan --from-run``); ``None``:
+    it is the declared ``checkpoint_cost``.
     """
     mtbf_s = mtbf_from_rate(interruption_rate_per_h)
     s = suggest_interval(checkpoint_cost_s, mtbf_s, restart_s)
@@ -295,6 +298,7 @@ def advice_for_task(
         "interval_s": s.interval_s,
         "young_interval_s": s.young_interval_s,
         "checkpoint_cost_s": checkpoint_cost_s,
+        "checkpoint_cost_source": _cost_source(checkpoint_cost_s, cost_measured_in),
         "interruption_rate_per_h": interruption_rate_per_h,
         "mtbf_s": _finite(mtbf_s),
         "restart_s": restart_s,
@@ -304,7 +308,7 @@ def advice_for_task(
         "shorter_than_interval": short,
         "reason": s.reason or None,
     }
-    text = _advice_text(task_id, pool, s, checkpoint_cost_s, mtbf_s)
+    text = _advice_text(task_id, pool, s, checkpoint_cost_s, mtbf_s, cost_measured_in)
     if configured_interval_s and configured_overhead is not None:
         text += (
             f"; at checkpoint_interval {human_duration(configured_interval_s)}: "
@@ -315,8 +319,19 @@ def advice_for_task(
     return TaskAdvice(text, data)
 
 
+def _cost_source(cost_s: float | None, measured_in: str | None) -> str | None:
+    if cost_s is None:
+        return None
+    return "measured" if measured_in is not None else "declared"
+
+
 def _advice_text(
-    task_id: str, pool: str | None, s: Suggestion, cost_s: float | None, mtbf_s: float | None
+    task_id: str,
+    pool: str | None,
+    s: Suggestion,
+    cost_s: float | None,
+    mtbf_s: float | None,
+    measured_in: str | None = None,
 ) -> str:
     on_pool = f" on pool {pool!r}" if pool else ""
     if s.interval_s is None or cost_s is None or mtbf_s is None or s.overhead is None:
@@ -326,14 +341,23 @@ def _advice_text(
         elif s.status is Status.UNKNOWN_COST:
             reason = "its checkpoint cost is unknown (declare it, or run once to measure it)"
         return f"{task_id}: no checkpoint interval advice{on_pool}: {reason}"
+    measured = f" as measured in run {measured_in}" if measured_in is not None else ""
     text = (
         f"{task_id}: checkpoint every {human_duration(s.interval_s)} (Daly; a checkpoint takes "
-        f"{human_duration(cost_s)}, interruptions every {human_duration(mtbf_s)}{on_pool} "
+        f"{_seconds(cost_s)}{measured}, interruptions every {human_duration(mtbf_s)}{on_pool} "
         f"on average): {_percent(s.overhead)} expected overhead"
     )
     if s.status is Status.DALY_CAPPED:
         text += f"; {s.reason}"
     return text
+
+
+def _seconds(value_s: float) -> str:
+    """A checkpoint's cost: ``0.25s`` for a fraction below a minute (a measured save is often
+    that short: ``human_duration`` would say ``0s``), else ``human_duration``."""
+    if value_s < 59.5 and not float(value_s).is_integer():
+        return f"{value_s:.2f}s"
+    return human_duration(value_s)
 
 
 def _percent(fraction: float) -> str:

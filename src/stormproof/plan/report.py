@@ -29,6 +29,7 @@ from rich.text import Text
 from stormproof.config import Config
 from stormproof.plan.estimate import Estimate, estimate, fmt_number, human_duration
 from stormproof.plan.graph import Dag, gc_paused
+from stormproof.plan.measured import Measured
 from stormproof.spec.model import ASSUMED_RUNTIME_S, WorkflowSpec
 
 #: Above this many tasks the plan shows a row per stage instead of a row per task.
@@ -52,6 +53,15 @@ class PlanReport:
     notes: tuple[str, ...]
     #: Suggested checkpoint interval per checkpointed task (Daly), as JSON-ready data.
     checkpoint_advice: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: The run whose measured figures replace declared ones (``plan --from-run``), if any.
+    measured: Measured | None = None
+
+    def source(self, task_index: int) -> str:
+        """Where the task's runtime comes from: ``measured`` in a run, or ``declared``."""
+        if self.measured is None:
+            return "declared"
+        runtime = self.measured.runtime_s(self.spec.tasks[task_index].id)
+        return "declared" if runtime is None else "measured"
 
     @property
     def workflow(self) -> str:
@@ -78,13 +88,15 @@ class PlanReport:
         dag, est, tasks = self.dag, self.estimate, self.spec.tasks
         per_task: dict[str, Any] = {}
         for i, task_id in enumerate(dag.ids):
+            source = self.source(i)
             per_task[task_id] = {
                 "stage": dag.level[i],
                 "earliest_start_s": self.start_s[i],
                 "earliest_finish_s": self.finish_s[i],
                 "estimated_runtime_s": tasks[i].estimated_runtime,
                 "runtime_s": dag.runtime_s[i],
-                "runtime_assumed": tasks[i].estimated_runtime is None,
+                "runtime_assumed": tasks[i].estimated_runtime is None and source == "declared",
+                "source": source,
                 "pool": est.pool_name(i),
                 "cost_usd": round(est.cost_usd[i], 6),
             }
@@ -109,22 +121,34 @@ class PlanReport:
             "problems": list(self.problems),
             "notes": list(self.notes),
             "checkpoint_advice": self.checkpoint_advice,
+            "from_run": None if self.measured is None else self.measured.to_json(len(dag)),
         }
 
 
-def build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None) -> PlanReport:
+def build_plan(
+    spec: WorkflowSpec,
+    config: Config,
+    container_runtime: str | None,
+    measured: Measured | None = None,
+) -> PlanReport:
     """Plan a validated workflow on the configured pools (the recipe's dry run, with numbers).
 
     ``container_runtime`` is the runtime the executor will use (``None`` or
     ``"none"``: commands run on the host); it is a parameter rather than read
     from ``config.container`` so a command-line override reaches the notes.
+    ``measured`` (``plan --from-run``) replaces the declared runtimes and checkpoint
+    costs of the tasks it measured.
     """
     with gc_paused():
-        return _build_plan(spec, config, container_runtime)
+        return _build_plan(spec, config, container_runtime, measured)
 
 
-def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | None) -> PlanReport:
+def _build_plan(
+    spec: WorkflowSpec, config: Config, container_runtime: str | None, measured: Measured | None
+) -> PlanReport:
     dag = Dag.from_spec(spec, default_runtime_s=ASSUMED_RUNTIME_S)
+    if measured is not None:
+        dag = measured.with_runtimes(spec, dag)
     start, finish = dag.earliest()
     pools = config.pool_defs()
     limits = [m for m in (config.policy.max_parallel, spec.global_config.max_parallel) if m]
@@ -141,7 +165,8 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         pools_from=shown_path(config.source),
     )
     notes = _notes(spec, dag, est, config, container_runtime)
-    advice = _checkpoint_advice(spec, est, {p.name: p.interruption_rate for p in config.pools})
+    rates = {p.name: p.interruption_rate for p in config.pools}
+    advice = _checkpoint_advice(spec, est, rates, measured)
     notes.extend(text for text, _ in advice.values())
     return PlanReport(
         spec=spec,
@@ -153,13 +178,18 @@ def _build_plan(spec: WorkflowSpec, config: Config, container_runtime: str | Non
         problems=est.problems,
         notes=tuple(notes),
         checkpoint_advice={task: data for task, (_, data) in advice.items()},
+        measured=measured,
     )
 
 
 def _checkpoint_advice(
-    spec: WorkflowSpec, est: Estimate, rates: dict[str, float | None]
+    spec: WorkflowSpec,
+    est: Estimate,
+    rates: dict[str, float | None],
+    measured: Measured | None = None,
 ) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Daly's interval for every checkpointed task, on the pool it would run on."""
+    """Daly's interval for every checkpointed task, on the pool it would run on; with the
+    measured save time and runtime where ``measured`` has them."""
     from stormproof.plan.checkpoint_interval import advice_for_task
 
     cfg = spec.global_config
@@ -168,14 +198,17 @@ def _checkpoint_advice(
         if not task.checkpoint_enabled:
             continue
         pool = est.pool_name(i)
+        save_s = measured.save_s(task.id) if measured is not None else None
+        runtime_s = measured.runtime_s(task.id) if measured is not None else None
         advice = advice_for_task(
             task.id,
-            checkpoint_cost_s=task.checkpoint_cost,
+            checkpoint_cost_s=task.checkpoint_cost if save_s is None else save_s,
             interruption_rate_per_h=rates.get(pool) if pool else None,
             restart_s=cfg.retry_interval,
             pool=pool,
-            runtime_s=task.estimated_runtime,
+            runtime_s=task.estimated_runtime if runtime_s is None else runtime_s,
             configured_interval_s=task.checkpoint_interval or cfg.checkpoint_interval,
+            cost_measured_in=None if save_s is None or measured is None else measured.run,
         )
         out[task.id] = (advice.text, advice.data)
     return out
@@ -283,7 +316,6 @@ def _task_cells(report: PlanReport, i: int) -> list[Text]:
     task, est = report.spec.tasks[i], report.estimate
     pool = est.pool_name(i)
     critical = i in report.critical_path
-    runtime = task.estimated_runtime
     return [
         Text.assemble(
             (f"{CRITICAL_MARK} " if critical else "  ", "bold"),
@@ -292,14 +324,22 @@ def _task_cells(report: PlanReport, i: int) -> list[Text]:
         Text(task.name or ""),
         Text(f"{fmt_number(task.vcpus)}×{task.nodes}"),
         Text(fmt_number(task.memory)),
-        Text(human_duration(report.dag.runtime_s[i]) + " assumed", style="yellow")
-        if runtime is None
-        else Text(human_duration(runtime)),
+        _runtime_cell(report, i),
         Text(human_duration(report.start_s[i])),
         Text(human_duration(report.finish_s[i])),
         Text(pool, style="green") if pool else Text("no fit", style="red"),
         Text(fmt_usd(est.cost_usd[i])),
     ]
+
+
+def _runtime_cell(report: PlanReport, i: int) -> Text:
+    """The runtime the plan uses: ``2h 00m``, ``12m 03s measured``, ``30m 00s assumed``."""
+    shown = human_duration(report.dag.runtime_s[i])
+    if report.source(i) == "measured":
+        return Text(f"{shown} measured", style="cyan")
+    if report.spec.tasks[i].estimated_runtime is None:
+        return Text(f"{shown} assumed", style="yellow")
+    return Text(shown)
 
 
 def _summary_table(report: PlanReport, groups: list[list[int]]) -> Table:
@@ -369,6 +409,16 @@ def _render_totals(report: PlanReport, console: Console) -> None:
         Text.assemble(("Cost      ", "bold"), fmt_usd(est.total_cost_usd), cost_bound, saving)
     )
     console.print(Text.assemble(("vCPU-hours ", "bold"), fmt_number(round(est.vcpu_hours, 1))))
+    if report.measured is not None:
+        console.print(Text(report.measured.summary(report.tasks_total), style="cyan"))
+        if saves := report.measured.saves_measured():
+            console.print(
+                Text(
+                    f"checkpoint save: measured in {report.measured.run} for {saves:,} "
+                    f"{'task' if saves == 1 else 'tasks'} (the interval advice uses it)",
+                    style="cyan",
+                )
+            )
 
 
 def _qualified(*parts: list[str]) -> str:

@@ -57,6 +57,8 @@ COLD_EVERY_S = 60.0
 class _Live:
     job: AttemptJob
     saving: bool = False
+    #: When this runtime began watching the attempt: no commit it saves was asked for sooner.
+    watched_from: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,13 @@ class Checkpointing:
         seq = max(self.next_seq(task), self._assigned.get(task, 0) + 1)
         self._assigned[task] = seq
         self._pending += 1
-        self._pool.submit(self._save, live, seq)
+        ckpt = self._dir(live.job)
+        requested_at = protocol.commit_requested_at(ckpt, time.time(), live.watched_from)
+        self._pool.submit(self._save, live, seq, requested_at)
 
-    def _save(self, live: _Live, seq: int) -> None:
+    def _save(self, live: _Live, seq: int, requested_at: float) -> None:
+        """Copy the committed checkpoint to the store; the event says how long it took from
+        the task's request (``CheckpointCommitted.save_s``), waiting for a worker included."""
         job = live.job
         ckpt = self._dir(job)
         try:
@@ -189,8 +195,14 @@ class Checkpointing:
 
             self._results.put(_Done([], failed, saved=live))
             return
+        done_at = time.time()
         event = CheckpointCommitted(
-            time.time(), job.attempt_id, seq, len(manifest.files), manifest.total_bytes
+            done_at,
+            job.attempt_id,
+            seq,
+            len(manifest.files),
+            manifest.total_bytes,
+            save_s=max(0.0, done_at - requested_at),
         )
 
         def saved() -> None:

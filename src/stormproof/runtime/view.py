@@ -20,9 +20,11 @@ from typing import Any
 from stormproof.core.machine import Cost
 from stormproof.runtime.view_records import (
     AttemptView,
+    CheckpointTotals,
     InstanceView,
     TaskView,
     attempt_cost,
+    checkpoint_json,
     cost_json,
 )
 from stormproof.store.base import Row
@@ -60,6 +62,8 @@ class RunView:
     cpu_s: float = 0.0
     measured: int = 0
     peak_rss_mib: float | None = None
+    #: Checkpoints committed over the whole run (each attempt's are in its ``checkpoints``).
+    checkpoints: CheckpointTotals = field(default_factory=CheckpointTotals)
     #: Tasks with an attempt not yet ended (their cost grows with time).
     live: set[str] = field(default_factory=set)
     #: Tasks changed since ``dirty`` was last cleared (what a save must write).
@@ -185,6 +189,7 @@ class RunView:
             "taken_away": self.taken_away,
             "running": self.running,
             "resources": [self.cpu_s, self.measured, self.peak_rss_mib],
+            "checkpoints": self.checkpoints.to_list(),
             "live": sorted(self.live),
         }
 
@@ -205,6 +210,7 @@ class RunView:
         view.taken_away = int(summary["taken_away"])
         view.running = dict(summary["running"])
         view.cpu_s, view.measured, view.peak_rss_mib = summary["resources"]
+        view.checkpoints = CheckpointTotals(*summary["checkpoints"])
         view.live = set(summary["live"])
         return view
 
@@ -228,6 +234,7 @@ class RunView:
             "instance_notices": self.instance_notices,
             "running_attempts": self.running_attempts(),
             "resources": self.resources(),
+            "checkpoints": self.checkpoints.to_json(),
             "last_seq": self.last_seq,
             "breakers": dict(self.breakers),
             "fleet": [i.to_json() for i in self.instances.values()],
@@ -238,7 +245,7 @@ class RunView:
 
 #: The shape of ``RunView.summary`` and of the task records; a stored view of another
 #: format is not read (the log is folded instead, and the view saved anew).
-VIEW_FORMAT = 2
+VIEW_FORMAT = 3  # 3: attempts' checkpoints, the run's checkpoint totals
 
 
 def _run_started(v: RunView, row: Row) -> None:
@@ -349,6 +356,26 @@ def _restored(v: RunView, row: Row) -> None:
     if att is not None and row.data.get("seq"):
         v.dirty.add(row.data["attempt_id"].rpartition("/")[0])
         att.restored_from = int(row.data["seq"])
+
+
+def _committed(v: RunView, row: Row) -> None:
+    """A checkpoint saved: listed under its attempt (ended already when a batch backend
+    reports its commits with its end) and counted in the run's totals."""
+    attempt_id = row.data["attempt_id"]
+    task_id, _, number = attempt_id.rpartition("/")
+    att = _attempt(v, attempt_id)
+    if att is None:
+        try:
+            task = v.task(task_id)
+        except KeyError:  # not a task of the run (a stray commit): nothing to list it under
+            return
+        att = next((a for a in task.attempts if str(a.number) == number), None)
+        if att is None:
+            return
+    checkpoint = checkpoint_json(row.data, row.at)
+    att.checkpoints.append(checkpoint)
+    v.checkpoints.add(checkpoint)
+    v.dirty.add(task_id)
 
 
 def _instance(v: RunView, row: Row) -> None:
@@ -498,6 +525,7 @@ _HANDLERS = {
     "RunFinished": _run_finished,
     "RunRedriven": _redriven,
     "CheckpointRestored": _restored,
+    "CheckpointCommitted": _committed,
     "InstanceChanged": _instance,
     "InterruptionNotice": _notice,
     "InstanceLost": _notice,

@@ -23,6 +23,53 @@ def attempt_cost(data: dict[str, Any]) -> Cost:
     )
 
 
+def checkpoint_json(data: dict[str, Any], at: float) -> dict[str, Any]:
+    """One committed checkpoint as ``status --json`` lists it under its attempt, from its
+    ``CheckpointCommitted`` row: ``save_s`` is ``None`` where the log did not record it
+    (written before it was measured)."""
+    save_s = float(data.get("save_s") or 0.0)
+    return {
+        "seq": int(data.get("seq", 0)),
+        "files": int(data.get("files", 0)),
+        "bytes": int(data.get("total_bytes", 0)),
+        "save_s": round(save_s, 6) if save_s > 0 else None,
+        "at": at,
+    }
+
+
+@dataclass
+class CheckpointTotals:
+    """The run's committed checkpoints, over every task: how many, their bytes, and the save
+    times measured (``status`` prints one line of them rather than a column per task)."""
+
+    count: int = 0
+    bytes: int = 0
+    save_s: float = 0.0
+    #: Checkpoints whose save time the log records (0 for one written before it was).
+    measured: int = 0
+    max_save_s: float = 0.0
+
+    def add(self, checkpoint: dict[str, Any]) -> None:
+        self.count += 1
+        self.bytes += int(checkpoint["bytes"])
+        save_s = checkpoint["save_s"]
+        if save_s is not None:
+            self.save_s += save_s
+            self.measured += 1
+            self.max_save_s = max(self.max_save_s, save_s)
+
+    def to_list(self) -> list[Any]:
+        return [self.count, self.bytes, self.save_s, self.measured, self.max_save_s]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "bytes": self.bytes,
+            "mean_save_s": round(self.save_s / self.measured, 6) if self.measured else None,
+            "max_save_s": round(self.max_save_s, 6) if self.measured else None,
+        }
+
+
 def closed_breaker() -> dict[str, Any]:
     """A pool's breaker before its first transition: closed, never tripped."""
     return {"state": "closed", "until": None, "trips": 0, "reason": "no trips yet"}
@@ -64,6 +111,8 @@ class AttemptView:
     #: CPU seconds and peak RSS the backend measured (``AttemptExited``); ``None``: unknown.
     cpu_s: float | None = None
     max_rss_mib: float | None = None
+    #: The checkpoints it committed, oldest first (``checkpoint_json``).
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
 
     def cost(self, now: float) -> Cost:
         """The billed cost once ended; while it runs, what it has cost so far."""
@@ -79,6 +128,8 @@ class AttemptView:
         """What the store keeps of the attempt, for ``from_record``: every field that is not
         its default (a third less to write and read: the driver saves a record per task)."""
         record = {k: v for k, v in self.__dict__.items() if _ATTEMPT_DEFAULTS.get(k, _NONE) != v}
+        if not self.checkpoints:  # most attempts commit none: nothing to write
+            del record["checkpoints"]
         if self.final_cost is not None:
             c = self.final_cost
             record["final_cost"] = [c.spent, c.on_demand_equivalent, c.wasted, c.wasted_s]
@@ -93,6 +144,7 @@ class AttemptView:
         att = cls.__new__(cls)
         att.__dict__.update(record)
         att.instances = list(record["instances"])
+        att.checkpoints = list(record.get("checkpoints", ()))
         final = record.get("final_cost")
         att.final_cost = None if final is None else Cost(*final)
         return att
@@ -117,6 +169,7 @@ class AttemptView:
             "queued": self.queued,
             "cpu_s": self.cpu_s,
             "max_rss_mib": self.max_rss_mib,
+            "checkpoints": [dict(c) for c in self.checkpoints],
         }
 
 

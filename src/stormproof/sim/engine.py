@@ -383,7 +383,10 @@ class _Run:
         live.pause_until = commit_at
         live.done_before, live.run_from = progress, commit_at
         seq = self.core.next_checkpoint_seq_of(live.task)
-        self.push(commit_at, (CheckpointCommitted(commit_at, attempt_id, seq, 1, 0), progress))
+        commit = CheckpointCommitted(
+            commit_at, attempt_id, seq, 1, 0, save_s=model.checkpoint_cost_s
+        )
+        self.push(commit_at, (commit, progress))
         if live.exit_code == 0:
             self._plan_exit(attempt_id, live, live.exit_at + model.checkpoint_cost_s, 0)
         return commit_at

@@ -25,6 +25,17 @@ class CostShape(_Shape):
     wasted_seconds: float
 
 
+class CheckpointShape(_Shape):
+    """A checkpoint the attempt committed; ``save_s`` (seconds from the task's commit to the
+    checkpoint in the store) is null where the log did not record it."""
+
+    seq: int
+    files: int
+    bytes: int
+    save_s: float | None
+    at: float
+
+
 class AttemptShape(_Shape):
     number: int
     state: str
@@ -44,6 +55,7 @@ class AttemptShape(_Shape):
     queued: float | None
     cpu_s: float | None
     max_rss_mib: float | None
+    checkpoints: list[CheckpointShape]
 
 
 class BudgetsShape(_Shape):
@@ -97,6 +109,15 @@ class ResourcesShape(_Shape):
     attempts_measured: int
 
 
+class CheckpointTotalsShape(_Shape):
+    """Every checkpoint the run committed; the save times over those that recorded one."""
+
+    count: int
+    bytes: int
+    mean_save_s: float | None
+    max_save_s: float | None
+
+
 class PageShape(_Shape):
     """Which tasks were sent: ``total`` match the filters; the next page starts at
     ``next_offset`` (``None``: this is the last)."""
@@ -127,6 +148,7 @@ class RunShape(_Shape):
     instance_notices: int
     running_attempts: int
     resources: ResourcesShape
+    checkpoints: CheckpointTotalsShape
     last_seq: int
     breakers: dict[str, BreakerShape]
     fleet: list[InstanceShape]
