@@ -339,7 +339,10 @@ def _advice_text(
         if s.status is Status.UNKNOWN_RATE and pool:
             reason = f"pool {pool!r} has no interruption_rate (set one in stormproof.yaml)"
         elif s.status is Status.UNKNOWN_COST:
-            reason = "its checkpoint cost is unknown (declare it, or run once to measure it)"
+            reason = (
+                "its checkpoint cost is unknown (declare checkpoint_cost, or run it once"
+                " and plan with --from-run RUN to use the save time measured)"
+            )
         return f"{task_id}: no checkpoint interval advice{on_pool}: {reason}"
     measured = f" as measured in run {measured_in}" if measured_in is not None else ""
     text = (
