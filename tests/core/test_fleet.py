@@ -568,6 +568,32 @@ def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
     assert third.pool == "od"
 
 
+def test_a_task_type_s_breaker_closes_when_its_probe_succeeds() -> None:
+    rule = BreakerRule(threshold=2, window_s=100, cooldown_s=50, per_task_type=True)
+    tasks = dag(
+        {"a": []},
+        vcpus=4,
+        memory=8192,
+        retry=[RetryRule(("States.ALL",), 0, 5, 1)],
+        overrides={"a": {"kind": "multi_node"}},
+    )
+    wf = make(tasks, breaker=rule)
+    start(wf)
+    for n in (1, 2):  # two failures on spot open spot/multi_node
+        (nxt,) = launches(wf.handle(AttemptExited(n, f"a/{n}", 1)))
+        wf.handle(AttemptStarted(n, nxt.attempt_id, "p"))
+    assert nxt.pool == "od" and wf.timers["breaker:spot/multi_node"] == 52
+    out = wf.handle(TimerFired(52, "breaker:spot/multi_node"))
+    assert [(c.pool, c.state) for c in of(BreakerChanged, out)] == [
+        ("spot/multi_node", "half_open")
+    ]
+    (probe,) = launches(wf.handle(AttemptExited(53, nxt.attempt_id, 1)))
+    assert probe.pool == "spot", "the half-open type lets one probe through"
+    wf.handle(AttemptStarted(53, probe.attempt_id, "p"))
+    out = wf.handle(AttemptExited(60, probe.attempt_id, 0))
+    assert [(c.pool, c.state) for c in of(BreakerChanged, out)] == [("spot/multi_node", "closed")]
+
+
 def test_without_per_task_type_breakers_task_failures_never_move_a_task() -> None:
     tasks = dag({"a": []}, vcpus=4, memory=8192, retry=[RetryRule(("States.ALL",), 0, 5, 1)])
     wf = make(tasks, breaker=BreakerRule(threshold=1))

@@ -256,6 +256,37 @@ def test_cancel_kills_live_attempts_and_cancels_the_rest() -> None:
     assert of(out, RunFinished)[0].state == "cancelled"
 
 
+def test_a_cancel_gives_each_task_its_own_grace_and_ends_ready_and_backoff_tasks() -> None:
+    retry = [RetryRule(("States.ALL",), 30.0, 2, 1.0)]
+    tasks = dag(
+        {"slow": [], "quick": [], "retrying": [], "next": [], "last": []},
+        retry=retry,
+        overrides={"slow": {"kill_grace_s": 90.0}, "quick": {"kill_grace_s": 5.0}},
+    )
+    wf = workflow(tasks, [pool(vcpus=3)])
+    begin(wf)  # slow, quick and retrying run; next and last wait ready for a place
+    out = wf.handle(AttemptExited(1, "retrying/1", 1))  # it backs off 30 s; next takes its place
+    assert launches(out) == ["next/1"] and "retry:retrying:1" in wf.timers
+    out = wf.handle(CancelRequested(2))
+    wf.validate()  # the ready count went down with "last"
+    assert {(k.attempt_id, k.grace_s) for k in of(out, KillAttempt)} == {
+        ("slow/1", 90.0),
+        ("quick/1", 5.0),
+        ("next/1", 10.0),
+    }
+    assert [wf.task_state(t) for t in ("retrying", "last")] == [TaskState.CANCELLED] * 2
+    assert "retry:retrying:1" not in wf.timers, "the backoff's timer goes with its task"
+
+
+def test_an_attempt_s_timeout_timer_goes_when_it_ends() -> None:
+    wf = workflow(dag({"a": [], "b": ["a"]}, timeout_s=100))
+    begin(wf)
+    wf.handle(AttemptStarted(0, "a/1", "1"))
+    assert wf.timers["timeout:a/1"] == 100
+    wf.handle(AttemptExited(5, "a/1", 0))
+    assert "timeout:a/1" not in wf.timers
+
+
 def test_stop_launches_nothing_until_resumed() -> None:
     wf = workflow(dag({"a": [], "b": ["a"]}))
     begin(wf)
