@@ -271,6 +271,31 @@ def test_advice_lines(kwargs: dict[str, float | None], words: str) -> None:
     json.dumps(advice.data, allow_nan=False)  # no inf or nan leaks into JSON
 
 
+@pytest.mark.parametrize(
+    ("unsaved_in", "fix"),
+    [
+        (
+            None,
+            "declare checkpoint_cost, or run it once and plan with --from-run RUN"
+            " to use the save time measured",
+        ),
+        ("r1", "declare checkpoint_cost; run r1 saved no checkpoint of it"),
+    ],
+)
+def test_an_unknown_checkpoint_cost_says_how_to_know_it(unsaved_in: str | None, fix: str) -> None:
+    advice = advice_for_task(
+        "t",
+        checkpoint_cost_s=None,
+        interruption_rate_per_h=1.0,
+        restart_s=RESTART,
+        pool="spot",
+        unsaved_in=unsaved_in,
+    )
+    assert advice.text == (
+        f"t: no checkpoint interval advice on pool 'spot': its checkpoint cost is unknown ({fix})"
+    )
+
+
 def test_advice_without_interruptions_prices_the_configured_interval() -> None:
     advice = advice_for_task(
         "t",

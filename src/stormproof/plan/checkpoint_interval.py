@@ -273,6 +273,7 @@ def advice_for_task(
     runtime_s: float | None = None,
     configured_interval_s: float | None = None,
     cost_measured_in: str | None = None,
+    unsaved_in: str | None = None,
 ) -> TaskAdvice:
     """The plan's checkpoint-interval advice for one task on the pool it is placed on.
 
@@ -283,7 +284,8 @@ def advice_for_task(
     is too short for periodic checkpoints to matter. ``restart_s`` (R) only
     changes the overheads, never the interval. ``cost_measured_in`` names the run whose
     checkpoints' mean save time ``checkpoint_cost_s`` is (``plan --from-run``); ``None``:
-    it is the declared ``checkpoint_cost``.
+    it is the declared ``checkpoint_cost``. ``unsaved_in`` names the run the plan read
+    (``plan --from-run``) when it saved no checkpoint of this task.
     """
     mtbf_s = mtbf_from_rate(interruption_rate_per_h)
     s = suggest_interval(checkpoint_cost_s, mtbf_s, restart_s)
@@ -308,7 +310,7 @@ def advice_for_task(
         "shorter_than_interval": short,
         "reason": s.reason or None,
     }
-    text = _advice_text(task_id, pool, s, checkpoint_cost_s, mtbf_s, cost_measured_in)
+    text = _advice_text(task_id, pool, s, checkpoint_cost_s, mtbf_s, cost_measured_in, unsaved_in)
     if configured_interval_s and configured_overhead is not None:
         text += (
             f"; at checkpoint_interval {human_duration(configured_interval_s)}: "
@@ -332,6 +334,7 @@ def _advice_text(
     cost_s: float | None,
     mtbf_s: float | None,
     measured_in: str | None = None,
+    unsaved_in: str | None = None,
 ) -> str:
     on_pool = f" on pool {pool!r}" if pool else ""
     if s.interval_s is None or cost_s is None or mtbf_s is None or s.overhead is None:
@@ -339,10 +342,13 @@ def _advice_text(
         if s.status is Status.UNKNOWN_RATE and pool:
             reason = f"pool {pool!r} has no interruption_rate (set one in stormproof.yaml)"
         elif s.status is Status.UNKNOWN_COST:
-            reason = (
-                "its checkpoint cost is unknown (declare checkpoint_cost, or run it once"
-                " and plan with --from-run RUN to use the save time measured)"
+            how = (
+                f"declare checkpoint_cost; run {unsaved_in} saved no checkpoint of it"
+                if unsaved_in is not None
+                else "declare checkpoint_cost, or run it once and plan with --from-run RUN"
+                " to use the save time measured"
             )
+            reason = f"its checkpoint cost is unknown ({how})"
         return f"{task_id}: no checkpoint interval advice{on_pool}: {reason}"
     measured = f" as measured in run {measured_in}" if measured_in is not None else ""
     text = (

@@ -209,6 +209,7 @@ def _checkpoint_advice(
             runtime_s=task.estimated_runtime if runtime_s is None else runtime_s,
             configured_interval_s=task.checkpoint_interval or cfg.checkpoint_interval,
             cost_measured_in=None if save_s is None or measured is None else measured.run,
+            unsaved_in=measured.run if measured is not None and save_s is None else None,
         )
         out[task.id] = (advice.text, advice.data)
     return out
