@@ -329,5 +329,6 @@ def test_the_checkpoint_advice_uses_the_measured_save_time_and_says_so(tmp_path:
     assert advice["fresh"]["status"] == "unknown_cost"  # nothing measured, nothing declared
     notes = build_plan(spec, cfg, None, measured).notes
     assert any("a checkpoint takes 0.50s as measured in run r1" in n for n in notes), notes
+    assert any("fresh" in n and "run r1 saved no checkpoint of it" in n for n in notes), notes
     plain = build_plan(spec, cfg, None).checkpoint_advice["sim"]
     assert (plain["checkpoint_cost_s"], plain["checkpoint_cost_source"]) == (300.0, "declared")
