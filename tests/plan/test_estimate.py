@@ -201,7 +201,16 @@ def test_rework_seam_and_interruption_rate_note() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (750, "12m 30s"), (3900, "1h 05m"), (36 * 3600, "1d 12h")],
+    [
+        (0, "0s"),
+        (0.02, "<1s"),
+        (0.5, "<1s"),
+        (1.4, "1s"),
+        (45, "45s"),
+        (750, "12m 30s"),
+        (3900, "1h 05m"),
+        (36 * 3600, "1d 12h"),
+    ],
 )
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text

@@ -421,7 +421,11 @@ def fmt_number(value: float) -> str:
 
 
 def human_duration(seconds: float) -> str:
-    """``45s``, ``12m 30s``, ``1h 05m``, ``2d 03h``: precise enough for a plan, short."""
+    """``45s``, ``12m 30s``, ``1h 05m``, ``2d 03h``: precise enough for a plan, short.
+
+    Under a second but not nothing is ``<1s`` (a measured no-op task is not free)."""
+    if 0 < seconds < 1:
+        return "<1s"
     s = round(seconds)
     if s < 60:
         return f"{s}s"
