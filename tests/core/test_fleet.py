@@ -545,7 +545,8 @@ def test_the_run_end_terminates_the_fleet() -> None:
     assert sorted(d.instance_id for d in of(TerminateInstance, out)) == ["od-0", "spot-0", "spot-1"]
 
 
-def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
+def typed_breakers() -> Workflow:
+    """One multi_node task that fails and retries; a breaker per pool and task type."""
     rule = BreakerRule(threshold=2, window_s=100, cooldown_s=50, per_task_type=True)
     tasks = dag(
         {"a": []},
@@ -554,7 +555,11 @@ def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
         retry=[RetryRule(("States.ALL",), 0, 5, 1)],
         overrides={"a": {"kind": "multi_node"}},
     )
-    wf = make(tasks, breaker=rule)
+    return make(tasks, breaker=rule)
+
+
+def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
+    wf = typed_breakers()
     first = start(wf)
     assert first.pool == "spot"
     (second,) = launches(wf.handle(AttemptExited(1, "a/1", 1)))
@@ -569,15 +574,7 @@ def test_a_task_type_that_keeps_failing_on_a_pool_moves_to_another() -> None:
 
 
 def test_a_task_type_s_breaker_closes_when_its_probe_succeeds() -> None:
-    rule = BreakerRule(threshold=2, window_s=100, cooldown_s=50, per_task_type=True)
-    tasks = dag(
-        {"a": []},
-        vcpus=4,
-        memory=8192,
-        retry=[RetryRule(("States.ALL",), 0, 5, 1)],
-        overrides={"a": {"kind": "multi_node"}},
-    )
-    wf = make(tasks, breaker=rule)
+    wf = typed_breakers()
     start(wf)
     for n in (1, 2):  # two failures on spot open spot/multi_node
         (nxt,) = launches(wf.handle(AttemptExited(n, f"a/{n}", 1)))

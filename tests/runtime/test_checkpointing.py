@@ -43,16 +43,24 @@ def take_until(ckpt: Checkpointing, n: int) -> list[Event]:
     return events
 
 
-def test_an_end_that_arrives_after_the_save_finished_is_still_delivered_after_the_commit(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
+def committing(tmp_path: Path, monkeypatch: Any) -> tuple[RecordingStore, Checkpointing, Path]:
+    """Attempt t/1 launched, a file in its checkpoint directory and the commit marker written;
+    the store holds each save until ``store.release`` is set."""
     monkeypatch.setattr(mod, "SCAN_EVERY_S", 0.0)
     store = RecordingStore()
     ckpt = Checkpointing(store, "r", lambda task: 1)  # type: ignore[arg-type]
     job = AttemptJob("r", "t/1", "t", 1, ["x"], {}, tmp_path / "attempt-1")
     ckpt.launch(job, (), lambda j: None)
-    (tmp_path / "attempt-1" / "checkpoint" / "state").write_text("hello")
-    protocol.write_atomic(tmp_path / "attempt-1" / "checkpoint" / protocol.COMMIT, "")
+    directory = tmp_path / "attempt-1" / "checkpoint"
+    (directory / "state").write_text("hello")
+    protocol.write_atomic(directory / protocol.COMMIT, "")
+    return store, ckpt, directory
+
+
+def test_an_end_that_arrives_after_the_save_finished_is_still_delivered_after_the_commit(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    store, ckpt, _ = committing(tmp_path, monkeypatch)
     ckpt.scan(time.time())
     store.release.set()
     assert store.saved.wait(5)
@@ -88,14 +96,7 @@ def test_a_prune_decided_while_the_driver_drains_still_happens(tmp_path: Path) -
 def test_a_commit_says_how_long_it_took_from_the_tasks_request_to_the_store(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(mod, "SCAN_EVERY_S", 0.0)
-    store = RecordingStore()
-    ckpt = Checkpointing(store, "r", lambda task: 1)  # type: ignore[arg-type]
-    job = AttemptJob("r", "t/1", "t", 1, ["x"], {}, tmp_path / "attempt-1")
-    ckpt.launch(job, (), lambda j: None)
-    directory = tmp_path / "attempt-1" / "checkpoint"
-    (directory / "state").write_text("hello")
-    protocol.write_atomic(directory / protocol.COMMIT, "")
+    store, ckpt, directory = committing(tmp_path, monkeypatch)
     requested = (directory / protocol.COMMIT).stat().st_mtime
     time.sleep(0.2)  # the runtime notices the marker late: the wait counts, from the request
     ckpt.scan(time.time())
