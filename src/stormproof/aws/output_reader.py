@@ -119,7 +119,8 @@ class S3Output:
             layout = Layout.of(int(got["ContentLength"]), got.get("Metadata") or {})
             return Chunk(got["Body"].read(), layout.total)
         head = self._ask(stream, lambda: s3.head_object(Bucket=bucket, Key=key))
-        if head is None:
+        if head is None:  # a HEAD's 404 says not whether the bucket is gone: a GET does
+            self._ask(stream, lambda: s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-0"))
             return None
         layout = Layout.of(int(head["ContentLength"]), head.get("Metadata") or {})
         offset, left_out = object_offset(layout, shown)
