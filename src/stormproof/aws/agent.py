@@ -109,7 +109,6 @@ class Agent:
         self._start()
         assert self._proc is not None
         next_watch = 0.0
-        next_upload = time.monotonic() + self.settings.log_upload_s
         while True:
             code = self._proc.poll()
             self._upload_commits()
@@ -118,9 +117,6 @@ class Agent:
             if time.monotonic() >= next_watch or self._term.is_set():
                 next_watch = time.monotonic() + self.settings.poll_s
                 self._watch()
-            if time.monotonic() >= next_upload:
-                next_upload = time.monotonic() + self.settings.log_upload_s
-                self._upload_output()
             if self._stop_at is not None and time.time() >= self._stop_at:
                 self._kill_group(signal.SIGKILL)
                 self._proc.wait()
@@ -128,7 +124,7 @@ class Agent:
                 break
             self._term.wait(min(COMMIT_CHECK_S, self._left()))
         self._upload_commits()
-        self._upload_output(final=True)
+        self._finish_output()
         exit_code = _exit_code(code)
         if self._notice is not None:
             exit_code = STOPPED_EXIT if exit_code == 0 else exit_code
@@ -153,8 +149,9 @@ class Agent:
             self._write_status("ended", 127, error=f"cannot start {argv[0]!r}: {err}")
             print(f"stormproof exec: cannot start {argv[0]!r}: {err}", file=sys.stderr)
             raise SystemExit(127) from None
-        if self._output is not None:
+        if self._output is not None and self._upload is not None:
             self._output.start({"stdout": self._proc.stdout, "stderr": self._proc.stderr})
+            self._upload.start(self.settings.log_upload_s)
 
     # ------------------------------------------------------------------ notices
     def _watch(self) -> None:
@@ -188,7 +185,8 @@ class Agent:
             file=sys.stderr,
         )
         self._kill_group(signal.SIGTERM)
-        self._upload_output()  # the instance may be gone before the command ends
+        if self._upload is not None:
+            self._upload.now()  # the instance may be gone before the command ends
 
     def _ask_checkpoint(self, reason: str) -> None:
         if self._ckpt_dir is None:
@@ -268,16 +266,15 @@ class Agent:
         self._upload = OutputUpload(self._output.logs, keys, put)
         return True
 
-    def _upload_output(self, final: bool = False) -> None:
+    def _finish_output(self) -> None:
+        """The last upload, once the pipes are read to their end: before the final status."""
         if self._output is None or self._upload is None:
             return
-        if final:
-            self._output.finish()
-        self._upload.upload(final)
-        if final:
-            self._output.close()
-            if self._upload.complete():  # in S3 now: the instance's disk is not for keeping
-                shutil.rmtree(self._output.folder, ignore_errors=True)
+        self._output.finish()
+        self._upload.finish()
+        self._output.close()
+        if self._upload.complete():  # in S3 now: the instance's disk is not for keeping
+            shutil.rmtree(self._output.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ status
     def _write_status(self, state: str, exit_code: int | None = None, error: str = "") -> None:

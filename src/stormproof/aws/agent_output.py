@@ -165,7 +165,9 @@ Put = Callable[[str, bytes, dict[str, str]], None]
 
 
 class OutputUpload:
-    """Uploads the logs that grew, every ``interval_s``, to the keys beside the status."""
+    """Uploads the logs that grew to the keys beside the status: every ``interval_s`` from a
+    thread of its own (a slow or unreachable S3 must not keep the agent from watching for
+    notices), at once when asked (``now``), and a last time at the ``finish``."""
 
     def __init__(self, logs: Mapping[str, BoundedLog], keys: Mapping[str, str], put: Put) -> None:
         self.logs = logs
@@ -173,9 +175,43 @@ class OutputUpload:
         self._put = put
         self.uploaded: dict[str, int | None] = dict.fromkeys(logs)
         self._warned = False
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self, interval_s: float) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, args=(interval_s,), name="agent-upload", daemon=True
+        )
+        self._thread.start()
+
+    def now(self) -> None:
+        """Upload what grew without waiting for the interval (a notice: the instance may go)."""
+        self._wake.set()
+
+    def finish(self) -> None:
+        """Stop the thread and upload everything once more, a stream never uploaded too."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.upload(final=True)
+
+    def _loop(self, interval_s: float) -> None:
+        while True:
+            self._wake.wait(interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            self.upload()
 
     def upload(self, final: bool = False) -> None:
         """Each stream that grew since its last upload (``final``: also one never uploaded)."""
+        with self._lock:
+            self._upload(final)
+
+    def _upload(self, final: bool) -> None:
         for stream, log in self.logs.items():
             done = self.uploaded[stream]
             if log.total == (done or 0) and not (final and done is None):
