@@ -6,8 +6,10 @@ bucket that is gone, objects that are not there (an attempt from before the agen
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 import pytest
@@ -16,7 +18,6 @@ from tests.aws._moto import Moto
 from tests.aws._ssm_agent import wait_for
 from tests.aws.fixtures import WRITER_KEY, WRITER_SECRET, Project, ec2_config_text
 from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
-from tests.cli.conftest import read_line
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,21 @@ def one_line_error(proc: Any) -> str:
     return str(lines[0])
 
 
+def lines_of(pipe: IO[str] | None) -> queue.Queue[str | None]:
+    """The lines a running command writes to ``pipe`` as they come (``None`` at its end), read
+    by a thread: a line is never stuck in a buffer that ``select`` does not see."""
+    assert pipe is not None
+    found: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in pipe:
+            found.put(line.rstrip("\n"))
+        found.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return found
+
+
 def started(project: Project, run: str) -> bool:
     return any(r["kind"] == "AttemptStarted" for r in project.history(run))
 
@@ -70,16 +86,17 @@ def test_logs_follows_an_ssm_attempt_until_it_ends_then_prints_it_from_s3(
     run = project.start("run", "wf.yaml", "--name", "follow", "-q")
     wait_for(lambda: started(project, "follow"), 60, "the attempt to start")
     follow = project.start("logs", "follow", "talk", "-f")
-    seen = [read_line(follow.stdout, 60)]
+    lines = lines_of(follow.stdout)
+    seen = [lines.get(timeout=60)]
     while "one" not in seen:
-        seen.append(read_line(follow.stdout, 60))
-        assert follow.poll() is None, follow.communicate()
+        seen.append(lines.get(timeout=60))
     assert seen[0] == f"── talk/1 ({status_of('follow')}.{{stdout,stderr}}.log) ──"
     assert "two" not in seen and run.poll() is None  # it is following, not replaying the end
     go.touch()
-    rest, err = follow.communicate(timeout=120)
-    assert follow.returncode == 0, err
-    assert "two" in rest.splitlines() and "oops" in seen + rest.splitlines()
+    assert follow.wait(timeout=120) == 0, follow.stderr.read() if follow.stderr else ""
+    while seen[-1] is not None:
+        seen.append(lines.get(timeout=10))
+    assert "two" in seen and "oops" in seen
     assert run.wait(timeout=120) == 0
 
     both = project("logs", "follow", "talk")
