@@ -32,8 +32,8 @@ from stormproof.spec.model import parse_duration
     "--log-max-bytes",
     type=click.IntRange(min=2),
     default=MAX_KEPT_BYTES,
-    hidden=True,
-    help="What is kept of each stream at most (the first and the last half).",
+    show_default=True,
+    help="What is kept and uploaded of each stream at most (its first and last half).",
 )
 @click.argument("command", nargs=-1, required=True)
 def exec_(
