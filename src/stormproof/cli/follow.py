@@ -35,6 +35,8 @@ class _Followed:
     logs: AttemptLogs
     shown: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
     next_read: float = 0.0
+    #: The attempt ended and was read once more since.
+    ended: bool = False
 
     def drain(self, streams: tuple[str, ...], out: TextIO, force: bool = False) -> None:
         """Print what is new (``force``: now, else only once ``poll_s`` has passed)."""
@@ -77,7 +79,8 @@ def follow_logs(
                     console.print(f"[dim]── {task}/{wanted} ({where}) ──[/]")
             if current is not None:
                 done = current.number in attempts.ended
-                current.drain(streams, sys.stdout, force=done)
+                current.drain(streams, sys.stdout, force=done and not current.ended)
+                current.ended = done  # read once more at its end (all is uploaded by then)
                 if done and (number is not None or final):
                     return
             elif final:
