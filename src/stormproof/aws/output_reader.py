@@ -70,7 +70,7 @@ def object_offset(layout: Layout, shown: int) -> tuple[int | None, int]:
 def left_out_line(stream: str, count: int) -> bytes:
     return (
         f"\n[stormproof: {count} bytes of {stream} were left out here (the agent keeps "
-        "the first and the last 4 MiB)]\n"
+        "the first and the last part of a stream that outgrows its bound)]\n"
     ).encode()
 
 
