@@ -167,3 +167,20 @@ def test_plan_refuses_bad_capacity_config_with_exit_2_and_no_traceback(tmp_path:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "stormproof.yaml:1: capacity: aws launches EC2 instances" in proc.stderr
     assert not (tmp_path / ".stormproof").exists()  # nothing made, nothing lost
+
+
+def test_aws_log_upload_is_recorded_for_the_agents_and_a_bad_value_is_one_line(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "stormproof.yaml").write_text(GOOD)
+    assert load_config(None, tmp_path, {}).executor_options()["log_upload_s"] == 30.0
+    (tmp_path / "stormproof.yaml").write_text(GOOD.replace("aws:\n", "aws:\n  log_upload: 2m\n"))
+    assert load_config(None, tmp_path, {}).executor_options()["log_upload_s"] == 120.0
+    for bad, says in [
+        ("0", "0s is too often: give at least 1 second, like 30s"),
+        ("0.5", "0.5s is too often"),
+        ("soon", "expected a duration like 600, '10m' or '2h30m', got 'soon'"),
+        ("true", "expected a duration"),
+    ]:
+        text = GOOD.replace("aws:\n", f"aws:\n  log_upload: {bad}\n")
+        assert f"stormproof.yaml:4: aws.log_upload: {says}" in error(tmp_path, text), bad

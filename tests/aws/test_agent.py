@@ -178,3 +178,102 @@ def test_without_a_metadata_service_the_command_just_runs_and_its_code_is_kept(
     )
     assert proc.returncode == 7, proc.stderr
     assert status(seaweed, "ag3", "t/1")["exit_code"] == 7
+
+
+# ---------------------------------------------------------------------- the output it keeps
+def start_plain_agent(
+    seaweed: Seaweed, tmp_path: Path, run: str, shell: str, *options: str
+) -> subprocess.Popen[bytes]:
+    """``stormproof exec`` of a shell command, off EC2, with its status in the bucket."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(seaweed.env(), PYTHONUNBUFFERED="1")
+    cmd = [
+        *(sys.executable, "-m", "stormproof", "exec", "--run", run, "--attempt", "t/1"),
+        *("--status", f"s3://{BUCKET}/status/{run}/t/1.json", "--no-imds", *options),
+        *("--shell", "--", shell),
+    ]
+    return subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def uploaded(seaweed: Seaweed, run: str, stream: str) -> tuple[bytes, dict[str, str]] | None:
+    """The object the agent uploaded beside the status, and its metadata (None: none yet)."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=seaweed.endpoint,
+        aws_access_key_id=seaweed.env()["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=seaweed.env()["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    try:
+        got = s3.get_object(Bucket=BUCKET, Key=f"status/{run}/t/1.{stream}.log")
+    except s3.exceptions.NoSuchKey:
+        return None
+    return got["Body"].read(), got["Metadata"]
+
+
+def test_the_output_is_uploaded_while_the_command_runs_and_whole_at_the_end(
+    seaweed: Seaweed, tmp_path: Path
+) -> None:
+    proc = start_plain_agent(
+        seaweed,
+        tmp_path,
+        "out1",
+        "echo first; echo first-err >&2; sleep 4; echo second; echo second-err >&2",
+        "--log-upload",
+        "1s",
+    )
+    early = wait_for(lambda: uploaded(seaweed, "out1", "stdout"), 30, "the first upload")
+    assert proc.poll() is None  # uploaded before the command ended
+    assert early[0] == b"first\n"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert uploaded(seaweed, "out1", "stdout") == (
+        b"first\nsecond\n",
+        {"stormproof-bytes": "13", "stormproof-head": "13", "stormproof-cut": "0"},
+    )
+    stderr = uploaded(seaweed, "out1", "stderr")
+    assert stderr is not None and stderr[0] == b"first-err\nsecond-err\n"
+    assert out == b"first\nsecond\n" and b"first-err\nsecond-err\n" in err  # still teed on
+    assert status(seaweed, "out1", "t/1")["exit_code"] == 0
+
+
+def test_a_runaway_output_keeps_its_head_and_tail_and_says_how_much_was_cut(
+    seaweed: Seaweed, tmp_path: Path
+) -> None:
+    lines = "".join(f"line {i:04d}\n" for i in range(1000)).encode()  # 10,000 bytes
+    printer = "i=0; while [ $i -lt 1000 ]; do printf 'line %04d\\n' $i; i=$((i+1)); done"
+    proc = start_plain_agent(seaweed, tmp_path, "out2", printer, "--log-max-bytes", "1000")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == lines  # the agent's own stdout (SSM's, CloudWatch's) has all of it
+    got = uploaded(seaweed, "out2", "stdout")
+    assert got is not None
+    body, meta = got
+    assert body.startswith(lines[:500]) and body.endswith(lines[-500:])
+    assert body[500:-500] == (
+        b"[stormproof: 9000 bytes of stdout left out here; the first 500 and the last 500 "
+        b"bytes are kept]\n"
+    )
+    assert meta == {"stormproof-bytes": "10000", "stormproof-head": "500", "stormproof-cut": "9000"}
+
+
+def test_sigterm_to_the_agent_still_uploads_what_the_command_printed(
+    seaweed: Seaweed, tmp_path: Path
+) -> None:
+    proc = start_plain_agent(
+        seaweed, tmp_path, "out3", "echo before; sleep 60", "--log-upload", "10m"
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"before\n"  # printed, and no upload is due for 10 minutes
+    assert uploaded(seaweed, "out3", "stdout") is None
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    got = uploaded(seaweed, "out3", "stdout")
+    assert got is not None and got[0] == b"before\n"
+    final = status(seaweed, "out3", "t/1")
+    assert final["state"] == "ended" and "SIGTERM to the agent" in final["notice"]

@@ -42,6 +42,7 @@ PRINCIPALS = {
         "aws/prices.py",
         "capacity/aws.py",
         "executors/ssm/executor.py",
+        "aws/output_reader.py",
     ),
     "job": ("aws/agent.py",),
     "setup": ("aws/infra.py", "aws/teardown.py", "aws/doctor.py"),

@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,9 +104,14 @@ class Seaweed:
 
 
 def start(
-    weed: str, data: Path, timeout_s: float = 60.0, ports: dict[str, int] | None = None
+    weed: str,
+    data: Path,
+    timeout_s: float = 60.0,
+    ports: dict[str, int] | None = None,
+    extra: Sequence[str] = (),
 ) -> Seaweed:
-    """Start a server on free ports, or on ``ports`` (a restart of one killed, same data)."""
+    """Start a server on free ports, or on ``ports`` (a restart of one killed, same data);
+    ``extra``: more flags of ``weed mini`` (``-s3.config=…``: identities of its own)."""
     data.mkdir(parents=True, exist_ok=True)
     ports = ports or dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     cmd = [
@@ -123,6 +129,7 @@ def start(
         f"-filer.localSocket={data / 'filer.sock'}",
         f"-s3.localSocket={data / 's3.sock'}",
         *(f"-{flag}={port}" for flag, port in ports.items()),
+        *extra,
     ]
     (data / "store").mkdir(exist_ok=True)
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, TMPDIR=str(data))

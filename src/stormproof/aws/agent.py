@@ -13,7 +13,10 @@ What it does, in order:
    margin) for it to commit and exit, uploads that checkpoint, SIGKILLs what is left;
    a rebalance recommendation only asks for a checkpoint (the checkpoint signal and the
    request file), since it is a risk, not a notice;
-5. writes the attempt's exit status to S3 (``--status``): the exit code, the notice if
+5. keeps the command's output (``agent_output``): teed to the agent's own stdout and
+   stderr, bounded, uploaded beside the status every ``log_upload_s`` and once more, on a
+   notice and at the end, before the final status (``stormproof logs`` reads it there);
+6. writes the attempt's exit status to S3 (``--status``): the exit code, the notice if
    there was one, the checkpoints uploaded (each one's ``seq``, ``files``, ``bytes`` and
    ``save_s``, the seconds from the task's commit to the checkpoint in the store). It
    writes it after each upload too, so an instance that vanishes later still leaves the
@@ -28,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stormproof.aws import names
+from stormproof.aws.agent_output import MAX_KEPT_BYTES, OutputCopy, OutputUpload
 from stormproof.aws.imds import Imds, seconds_until
 from stormproof.checkpoints import protocol
 
@@ -63,6 +69,10 @@ class AgentSettings:
     poll_s: float = 2.0
     imds_endpoint: str = ""
     use_imds: bool = True
+    #: How often the output that grew is uploaded beside the status (``aws.log_upload``).
+    log_upload_s: float = 30.0
+    #: What is kept of each stream at most (the first half and the last half).
+    log_max_bytes: int = MAX_KEPT_BYTES
 
 
 @dataclass
@@ -89,6 +99,8 @@ class Agent:
         self._imds = Imds(self.settings.imds_endpoint) if self.settings.use_imds else None
         #: No commit this agent saves was asked for before it started (see ``save_s``).
         self._started_at = time.time()
+        self._output: OutputCopy | None = None
+        self._upload: OutputUpload | None = None
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
@@ -115,6 +127,7 @@ class Agent:
                 break
             self._term.wait(min(COMMIT_CHECK_S, self._left()))
         self._upload_commits()
+        self._finish_output()
         exit_code = _exit_code(code)
         if self._notice is not None:
             exit_code = STOPPED_EXIT if exit_code == 0 else exit_code
@@ -129,12 +142,19 @@ class Agent:
     def _start(self) -> None:
         command = self.settings.command
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        kept = self._keep_output()
+        pipe = subprocess.PIPE if kept else None
         try:
-            self._proc = subprocess.Popen(argv, env=self.env, start_new_session=True)
+            self._proc = subprocess.Popen(
+                argv, env=self.env, start_new_session=True, stdout=pipe, stderr=pipe
+            )
         except OSError as err:
             self._write_status("ended", 127, error=f"cannot start {argv[0]!r}: {err}")
             print(f"stormproof exec: cannot start {argv[0]!r}: {err}", file=sys.stderr)
             raise SystemExit(127) from None
+        if self._output is not None and self._upload is not None:
+            self._output.start({"stdout": self._proc.stdout, "stderr": self._proc.stderr})
+            self._upload.start(self.settings.log_upload_s)
 
     # ------------------------------------------------------------------ notices
     def _watch(self) -> None:
@@ -168,6 +188,8 @@ class Agent:
             file=sys.stderr,
         )
         self._kill_group(signal.SIGTERM)
+        if self._upload is not None:
+            self._upload.now()  # the instance may be gone before the command ends
 
     def _ask_checkpoint(self, reason: str) -> None:
         if self._ckpt_dir is None:
@@ -236,6 +258,33 @@ class Agent:
         )
         self._write_status("running")  # before the task hears "saved"
         protocol.finish_commit(ckpt, protocol.CommitResult.saved(seq))
+
+    # ------------------------------------------------------------------ output
+    def _keep_output(self) -> bool:
+        """Tee the command's output into bounded logs uploaded beside the status (if any)."""
+        url = self.settings.status_url
+        if not url:
+            return False
+        bucket, _, key = url.removeprefix("s3://").partition("/")
+        folder = Path(tempfile.mkdtemp(prefix="stormproof-output-"))
+        self._output = OutputCopy(folder, self.settings.log_max_bytes)
+        keys = {s: names.log_key(key, s) for s in self._output.logs}
+
+        def put(key: str, body: bytes, metadata: dict[str, str]) -> None:
+            self._s3().put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+
+        self._upload = OutputUpload(self._output.logs, keys, put)
+        return True
+
+    def _finish_output(self) -> None:
+        """The last upload, once the pipes are read to their end: before the final status."""
+        if self._output is None or self._upload is None:
+            return
+        self._output.finish()
+        self._upload.finish()
+        self._output.close()
+        if self._upload.complete():  # in S3 now: the instance's disk is not for keeping
+            shutil.rmtree(self._output.folder, ignore_errors=True)
 
     # ------------------------------------------------------------------ status
     def _write_status(self, state: str, exit_code: int | None = None, error: str = "") -> None:

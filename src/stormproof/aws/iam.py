@@ -26,6 +26,7 @@ from stormproof.aws.settings import AwsOptions
 ACTION_OF = {
     "s3:ListObjectsV2": "s3:ListBucket",
     "s3:DeleteObjects": "s3:DeleteObject",
+    "s3:HeadObject": "s3:GetObject",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
 }
 #: Actions a call needs besides its own: passing a role to the service, tagging what it

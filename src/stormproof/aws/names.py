@@ -78,6 +78,12 @@ def status_key(prefix: str, run: str, attempt_id: str) -> str:
     return f"{prefix}/status/{run}/{attempt_id}.json"
 
 
+def log_key(status_key: str, stream: str) -> str:
+    """Where the agent uploads an attempt's ``stdout`` or ``stderr``: beside its status
+    (``…/<task>/<n>.json`` -> ``…/<task>/<n>.stdout.log``)."""
+    return f"{status_key.removesuffix('.json')}.{stream}.log"
+
+
 def fleet_token(instance_id: str) -> str:
     """The client token of the EC2 Fleet request for one of the core's instances."""
     return f"stormproof-{instance_id}"[:64]

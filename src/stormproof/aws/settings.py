@@ -34,6 +34,8 @@ class AwsOptions:
     timeout_margin_s: float = 60.0
     interruption_queue: bool = True
     prices: bool = True
+    #: How often the agent uploads the output that grew beside the status (``aws.log_upload``).
+    log_upload_s: float = 30.0
     #: The checkpoint store's URL, when it is set (the agent uploads there).
     checkpoints: str | None = None
     #: Per pool: its market, instance types with weights, and compute environment maxvCpus
@@ -81,6 +83,11 @@ class AwsOptions:
             return None
         return self.bucket, names.status_key(STATUS_PREFIX, run, attempt_id)
 
+    def log_location(self, run: str, attempt_id: str, stream: str) -> tuple[str, str] | None:
+        """(bucket, key) of the ``stdout`` or ``stderr`` the attempt's agent uploads."""
+        where = self.status_location(run, attempt_id)
+        return None if where is None else (where[0], names.log_key(where[1], stream))
+
 
 def aws_options(
     aws: AwsConfig, pools: Sequence[PoolConfig], checkpoints: str | None, capacity: str = "local"
@@ -113,6 +120,7 @@ def aws_options(
         timeout_margin_s=aws.timeout_margin,
         interruption_queue=aws.interruption_queue,
         prices=aws.prices,
+        log_upload_s=aws.log_upload,
         checkpoints=checkpoints,
         pools=per_pool,
         capacity=capacity,

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from stormproof.aws.agent_output import MAX_KEPT_BYTES
 from stormproof.spec.model import parse_duration
 
 
@@ -21,6 +22,19 @@ from stormproof.spec.model import parse_duration
 @click.option("--shell", is_flag=True, help="COMMAND is one string for sh -c.")
 @click.option("--poll", default="2s", show_default=True, help="How often to look for notices.")
 @click.option("--no-imds", is_flag=True, help="Not on EC2: look for no notices.")
+@click.option(
+    "--log-upload",
+    default="30s",
+    show_default=True,
+    help="How often the output that grew is uploaded beside --status (aws.log_upload).",
+)
+@click.option(
+    "--log-max-bytes",
+    type=click.IntRange(min=2),
+    default=MAX_KEPT_BYTES,
+    show_default=True,
+    help="What is kept and uploaded of each stream at most (its first and last half).",
+)
 @click.argument("command", nargs=-1, required=True)
 def exec_(
     run: str,
@@ -30,16 +44,18 @@ def exec_(
     shell: bool,
     poll: str,
     no_imds: bool,
+    log_upload: str,
+    log_max_bytes: int,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND as attempt ATTEMPT of RUN: watch for interruption notices, upload its
     checkpoints, write its exit status. Exits with the command's exit code."""
     from stormproof.aws.agent import Agent, AgentSettings
 
-    try:
-        poll_s = parse_duration(poll)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--poll") from None
+    poll_s = _duration(poll, "--poll")
+    log_upload_s = _duration(log_upload, "--log-upload")
+    if log_upload_s < 1:
+        raise click.BadParameter("must be at least 1 second, like 30s", param_hint="--log-upload")
     if status_url is not None and not status_url.startswith("s3://"):
         raise click.BadParameter(f"{status_url!r} is not an s3:// URL", param_hint="--status")
     if shell and len(command) != 1:
@@ -52,5 +68,14 @@ def exec_(
         checkpoints=checkpoints,
         poll_s=max(0.05, poll_s),
         use_imds=not no_imds,
+        log_upload_s=log_upload_s,
+        log_max_bytes=log_max_bytes,
     )
     sys.exit(Agent(settings).run())
+
+
+def _duration(text: str, option: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=option) from None

@@ -6,21 +6,21 @@ process than the one that drives the run, so they never slow it down or change i
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
 from stormproof.errors import StormproofError
-from stormproof.runtime.home import Home
+from stormproof.runtime.attempt_logs import STREAMS, AttemptLogs
 from stormproof.runtime.view_query import shown_state
 from stormproof.runtime.view_store import whole_view
 
 from .history_text import iso_time
+from .log_places import LogPlaces, TaskAttempts
 from .session import Session
 
 #: How often a follower looks for new output and news in the log.
@@ -29,24 +29,27 @@ POLL_S = 0.2
 
 @dataclass
 class _Followed:
-    """One attempt's two logs, read from where the last poll stopped."""
+    """One attempt's two logs, read from where the last read stopped, every ``poll_s``."""
 
     number: int
-    folder: Path
-    offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    logs: AttemptLogs
+    shown: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STREAMS, 0))
+    next_read: float = 0.0
+    #: The attempt ended and was read once more since.
+    ended: bool = False
 
-    def drain(self, home: Home, streams: tuple[str, ...], out: TextIO) -> None:
+    def drain(self, streams: tuple[str, ...], out: TextIO, force: bool = False) -> None:
+        """Print what is new (``force``: now, else only once ``poll_s`` has passed)."""
+        if not force and time.monotonic() < self.next_read:
+            return
+        self.next_read = time.monotonic() + self.logs.poll_s
         for which in streams:
-            path = self.folder / f"{which}.log"
-            try:  # a link planted in the home is refused, not followed (``Home.open_inside``)
-                with os.fdopen(home.open_inside(path), "rb") as fh:
-                    fh.seek(self.offsets[which])
-                    chunk = fh.read()
-            except FileNotFoundError:
+            chunk = self.logs.read(which, self.shown[which])
+            if chunk is None:
                 continue
-            if chunk:
-                self.offsets[which] += len(chunk)
-                out.write(chunk.decode(errors="replace"))
+            self.shown[which] = chunk.shown
+            if chunk.data:
+                out.write(chunk.data.decode(errors="replace"))
                 out.flush()
 
 
@@ -55,8 +58,9 @@ def follow_logs(
 ) -> None:
     """Print the attempt's output as it is written, until it ends; without ``--attempt``,
     go on with the task's next attempt while it retries, until the task ends."""
-    streams = ("stdout", "stderr") if stream == "both" else (stream,)
-    seq, attempts, final = 0, _TaskNews(task), False
+    streams = STREAMS if stream == "both" else (stream,)
+    places = LogPlaces.of(s, name)
+    seq, attempts, final = 0, TaskAttempts(task), False
     current: _Followed | None = None
     told = False
     try:
@@ -68,13 +72,15 @@ def follow_logs(
             wanted = number if number is not None else attempts.last
             if current is None or (wanted is not None and wanted != current.number):
                 if current is not None:
-                    current.drain(s.home, streams, sys.stdout)
+                    current.drain(streams, sys.stdout, force=True)
                 if wanted is not None and wanted in attempts.launched:
-                    current = _Followed(wanted, s.home.attempt_dir(name, task, wanted))
-                    console.print(f"[dim]── {task}/{wanted} ({current.folder}) ──[/]")
+                    current = _Followed(wanted, places.logs(task, wanted))
+                    where = escape(current.logs.where)
+                    console.print(f"[dim]── {task}/{wanted} ({where}) ──[/]")
             if current is not None:
-                current.drain(s.home, streams, sys.stdout)
                 done = current.number in attempts.ended
+                current.drain(streams, sys.stdout, force=done and not current.ended)
+                current.ended = done  # read once more at its end (all is uploaded by then)
                 if done and (number is not None or final):
                     return
             elif final:
@@ -87,36 +93,7 @@ def follow_logs(
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         if current is not None:
-            current.drain(s.home, streams, sys.stdout)
-
-
-class _TaskNews:
-    """What the log says of one task's attempts, fed row by row."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.launched: set[int] = set()
-        self.ended: set[int] = set()
-        self.last: int | None = None
-        self.task_ended = False
-        self.run_ended = False
-
-    def take(self, kind: str, data: dict[str, object]) -> None:
-        if kind == "RunFinished":
-            self.run_ended = True
-        elif kind == "RunRedriven":
-            self.run_ended = self.task_ended = False
-        if data.get("task_id") != self.task:
-            return
-        if kind == "LaunchAttempt":
-            number = int(str(data["number"]))
-            self.launched.add(number)
-            self.last = number
-            self.task_ended = False
-        elif kind == "AttemptEnded":
-            self.ended.add(int(str(data["attempt_id"]).rsplit("/", 1)[1]))
-        elif kind == "TaskEnded":
-            self.task_ended = True
+            current.drain(streams, sys.stdout, force=True)
 
 
 def watch_lines(s: Session, name: str, console: Console) -> None:

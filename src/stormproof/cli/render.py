@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import stat
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +16,7 @@ from rich.table import Table
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
+from stormproof.runtime.attempt_logs import STREAMS
 from stormproof.runtime.view import RunView
 from stormproof.runtime.view_query import Page, TaskQuery, run_summary_json, shown_state
 from stormproof.runtime.view_records import TaskView, attempt_cost, cost_json
@@ -26,6 +24,7 @@ from stormproof.runtime.view_store import read_view
 from stormproof.store.base import Row
 
 from .history_text import about_task, iso_time, row_details
+from .log_places import LogPlaces
 from .session import Session
 
 STATE_STYLE = {
@@ -405,8 +404,11 @@ def check_task(s: Session, name: str, task: str) -> None:
 def print_logs(
     s: Session, name: str, task: str, number: int | None, stream: str, console: Console
 ) -> None:
+    """What an attempt printed, from wherever its run keeps it (``log_places``)."""
     check_task(s, name, task)
-    numbers = s.home.attempt_numbers(name, task)
+    places = LogPlaces.of(s, name)
+    attempts = places.attempts(task)
+    numbers = attempts.numbers()
     if not numbers:
         raise StormproofError(f"task {task!r} of run {name!r} has not run yet")
     n = number if number is not None else numbers[-1]
@@ -414,29 +416,20 @@ def print_logs(
         raise StormproofError(
             f"task {task!r} has no attempt {n}; attempts: {', '.join(map(str, numbers))}"
         )
-    adir = s.home.attempt_dir(name, task, n)
-    for which in ("stdout", "stderr"):
-        if stream not in ("both", which):
-            continue
-        path = adir / f"{which}.log"
-        text = _read_log(s, path)
+    logs = places.logs(task, n)
+    streams = STREAMS if stream == "both" else (stream,)
+    chunks = {which: logs.read(which, 0) for which in streams}
+    if all(chunk is None for chunk in chunks.values()):
+        message = logs.missing(f"{task}/{n}", n in attempts.ended)
+        if message is not None:
+            raise StormproofError(message)
+    for which, chunk in chunks.items():
+        text = chunk.data.decode("utf-8", "replace") if chunk is not None else ""
         if stream == "both":
-            console.print(f"[dim]── {which} of {escape(task)}/{n} ({path}) ──[/]")
+            console.print(
+                f"[dim]── {which} of {escape(task)}/{n} ({escape(logs.place(which))}) ──[/]"
+            )
         sys.stdout.write(text)
         if text and not text.endswith("\n"):
             sys.stdout.write("\n")
         sys.stdout.flush()
-
-
-def _read_log(s: Session, path: Path) -> str:
-    """An attempt's log, read without following a link planted in the home ("" if none)."""
-    try:
-        fd = s.home.open_inside(path)
-    except FileNotFoundError:
-        return ""
-    except OSError as err:
-        raise StormproofError(f"{path}: cannot be read: {err.strerror or err}") from None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise StormproofError(f"{path} is not a regular file; remove it")
-        return fh.read().decode("utf-8", "replace")

@@ -176,6 +176,9 @@ class AwsConfig(StrictSection):
     #: Price pools that give no ``price`` from AWS (spot price history, the pricing API),
     #: cached for a day; a configured ``price`` always wins.
     prices: bool = True
+    #: How often each attempt's agent uploads its output that grew to the bucket, beside its
+    #: status, for ``stormproof logs`` (and once more when it ends).
+    log_upload: Annotated[float, BeforeValidator(parse_duration)] = 30.0
     #: ``capacity: aws``: the AMI of the instances (``aws setup`` makes a launch template of
     #: it with the instances' role); it must have Python, stormproof and the SSM agent.
     ami: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$")
@@ -193,6 +196,16 @@ class AwsConfig(StrictSection):
                 "resource name, and S3 and Batch names allow no more), like my-lab"
             )
         return project
+
+    @field_validator("log_upload")
+    @classmethod
+    def _log_upload(cls, seconds: float) -> float:
+        if seconds < 1:
+            raise ValueError(
+                f"{seconds:g}s is too often: give at least 1 second, like 30s (each upload is "
+                "a PUT per stream that grew)"
+            )
+        return seconds
 
     @model_validator(mode="after")
     def _intervals(self) -> AwsConfig:

@@ -136,6 +136,12 @@ def test_a_submit_request_carries_resources_timeout_env_and_no_batch_retries() -
     assert overrides["command"][:2] == ["stormproof", "exec"]
     assert overrides["command"][-3:] == ["--", "python3", "x.py"]
     assert "--checkpoints" in overrides["command"] and "--status" in overrides["command"]
+    at = overrides["command"].index("--log-upload")  # the agents upload the output this often
+    assert overrides["command"][at + 1] == "30s"
+    often = AwsOptions(project="p", bucket="b", log_upload_s=5.0)
+    assert (
+        "5s" in requests.submit_request(_job(), often, "d", None)["containerOverrides"]["command"]
+    )
     assert request["timeout"] == {"attemptDurationSeconds": 90}
     assert request["retryStrategy"] == {"attempts": 1}
     assert request["jobQueue"] == "p-spot" and request["jobName"] == names.job_name("r", "t/1")

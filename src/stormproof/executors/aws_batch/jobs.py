@@ -35,7 +35,12 @@ def agent_command(job: AttemptJob, options: AwsOptions, checkpoints: str | None)
     cmd = ["stormproof", "exec", "--run", job.run, "--attempt", job.attempt_id]
     where = options.status_location(job.run, job.attempt_id)
     if where is not None:
-        cmd += ["--status", f"s3://{where[0]}/{where[1]}"]
+        cmd += [
+            "--status",
+            f"s3://{where[0]}/{where[1]}",
+            "--log-upload",
+            f"{options.log_upload_s:g}s",
+        ]
     if checkpoints and protocol.ENV_CHECKPOINT_DIR in job.env:
         cmd += ["--checkpoints", checkpoints]
     if isinstance(job.command, str):

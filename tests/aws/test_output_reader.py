@@ -1,0 +1,134 @@
+"""Reading an AWS attempt's output from S3 as ``stormproof logs`` does: the real S3 server
+(SeaweedFS), objects put by the agent's own upload code, and S3's real refusals (a bucket
+that does not exist, an identity that may not read, no credentials at all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from stormproof.aws.agent_output import BoundedLog, OutputUpload
+from stormproof.aws.clients import AwsError
+from stormproof.aws.output_reader import Layout, S3Output, left_out_line, object_offset
+from stormproof.aws.settings import AwsOptions
+from stormproof.runtime.attempt_logs import Chunk
+from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
+
+from .fixtures import WRITER_KEY, WRITER_SECRET
+
+RUN, ATTEMPT = "rd", "talk/1"
+
+
+def s3_env(monkeypatch: pytest.MonkeyPatch, server: Seaweed, key: str, secret: str) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def reader(bucket: str = BUCKET) -> S3Output:
+    return S3Output.open(AwsOptions(bucket=bucket, region="us-east-1"), RUN, ATTEMPT)
+
+
+def uploader(tmp_path: Path, server: Seaweed, max_bytes: int) -> tuple[BoundedLog, OutputUpload]:
+    """The agent's own log and upload of stdout, into ``server``'s bucket."""
+    s3: Any = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.env()["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=server.env()["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+    key = AwsOptions(bucket=BUCKET).log_location(RUN, ATTEMPT, "stdout")
+    assert key is not None
+    log = BoundedLog("stdout", tmp_path / "stdout.log", max_bytes)
+
+    def put(k: str, body: bytes, meta: dict[str, str]) -> None:
+        s3.put_object(Bucket=BUCKET, Key=k, Body=body, Metadata=meta)
+
+    return log, OutputUpload({"stdout": log}, {"stdout": key[1]}, put)
+
+
+def test_where_the_unshown_bytes_are_in_an_object_whole_or_cut() -> None:
+    whole = Layout(size=50, total=50, head=50, cut=0)
+    assert object_offset(whole, 20) == (20, 0)
+    assert object_offset(whole, 50) == (None, 0)
+    cut = Layout(size=80, total=1000, head=30, cut=930)  # 30 head, 40-byte line, 40 tail
+    assert object_offset(cut, 10) == (10, 0)  # the rest of the head, the line, the tail
+    assert object_offset(cut, 500) == (40, 460)  # 460 bytes gone since: the whole tail
+    assert object_offset(cut, 980) == (60, 0)  # inside the tail: only what is new
+    assert object_offset(cut, 1000) == (None, 0)
+    assert Layout.of(12, {}) == Layout(12, 12, 12, 0)  # no metadata: the stream whole
+
+
+def test_following_reads_only_what_is_new_and_says_what_a_cut_skipped(
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, seaweed, KEY, SECRET)
+    log, upload = uploader(tmp_path, seaweed, max_bytes=20)
+    logs = reader()
+    assert logs.read("stdout", 0) is None  # nothing uploaded yet
+    stream = bytes(range(65, 91)) * 5  # 130 bytes: A..Z five times
+    log.write(stream[:8])
+    upload.upload()
+    first = logs.read("stdout", 0)
+    assert first is not None and (first.data, first.shown) == (stream[:8], 8)
+    assert logs.read("stdout", 8) == Chunk(b"", 8)  # no growth: nothing
+    log.write(stream[8:12])
+    upload.upload()
+    assert logs.read("stdout", 8) == Chunk(stream[8:12], 12)  # only the new bytes
+    log.write(stream[12:112])  # past the bound: the object is now head, line, tail
+    upload.upload()
+    cut = logs.read("stdout", 12)
+    assert cut is not None and cut.shown == 112
+    assert cut.data == left_out_line("stdout", 90) + stream[102:112]
+    log.write(stream[112:115])
+    upload.upload()
+    assert logs.read("stdout", 112) == Chunk(stream[112:115], 115)
+    whole = logs.read("stdout", 0)
+    assert whole is not None and whole.data.startswith(stream[:10] + b"\n[stormproof: 95 bytes")
+    log.close()
+
+
+def test_a_bucket_that_does_not_exist_is_named_with_the_fix(
+    seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, seaweed, KEY, SECRET)
+    logs = reader("gone-bucket")
+    for shown in (0, 5):  # a whole read, and a follower's HeadObject (whose 404 says less)
+        with pytest.raises(AwsError, match="bucket 'gone-bucket' does not exist, so the output"):
+            logs.read("stdout", shown)
+
+
+def test_an_identity_that_may_not_read_is_told_which_permission_on_which_bucket(
+    locked_seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, locked_seaweed, WRITER_KEY, WRITER_SECRET)
+    logs = reader()
+    for shown in (0, 5):
+        with pytest.raises(AwsError) as caught:
+            logs.read("stdout", shown)
+        assert str(caught.value).startswith(f"not allowed to read s3://{BUCKET}/stormproof/")
+        assert f"s3:GetObject and s3:ListBucket on bucket {BUCKET!r}" in str(caught.value)
+
+
+def test_no_credentials_is_said_before_any_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(AwsError, match=r"^no AWS credentials found"):
+        reader()
+
+
+def test_a_run_without_a_bucket_kept_nothing_and_says_so() -> None:
+    with pytest.raises(AwsError, match=r"ran on AWS with no aws\.bucket"):
+        S3Output.open(AwsOptions(bucket=None), RUN, ATTEMPT)
