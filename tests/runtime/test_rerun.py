@@ -122,3 +122,49 @@ def test_kept_tasks_are_listed_parents_first_whatever_the_file_order(tmp_path: P
     assert [v.action for v in plan.verdicts] == ["reused", "reused"]
     assert plan.start["kept"] == ["parent", "child"]
     assert [c["task"] for c in plan.start["copy"]] == ["child", "parent"]
+
+
+def test_the_past_of_each_task_as_the_log_tells_it_segment_by_segment() -> None:
+    def event(kind: str, **data: Any) -> Row:
+        return Row(1, "event", kind, 0.0, None, data)
+
+    rows = [
+        launched("a", 1), launched("a", 2),  # two at once: a and its successor
+        attempt_ended("a", 1),
+        note("TaskRetrying", task_id="b", delay_s=30, reason="retrier 1: retry 1/3"),
+        note("TaskRetrying", task_id="c", delay_s=0, reason="right away"),
+        note("TaskReady", task_id="d", reason="parents done"),
+        event("CheckpointCommitted", attempt_id="a/2", seq=3),
+        event("CheckpointCommitted", attempt_id="a/2", seq=5),
+        event("CheckpointCorrupt", task_id="a", seq=7),  # seen corrupt: never used again
+        event("CheckpointCorrupt", task_id="a", seq=3),
+    ]  # fmt: skip
+    past, final = fold_past(rows)
+    assert final == "stopped", "no RunFinished: the driver died or was stopped"
+    a = past["a"]
+    assert (a.state, a.attempts, a.live) == ("running", 2, {"a/2"})
+    assert (a.checkpoints, a.top_seq) == ({5}, 7)
+    assert [(past[t].state, past[t].reason) for t in "bcd"] == [
+        ("backoff", "retrier 1: retry 1/3"),
+        ("ready", "right away"),
+        ("ready", "parents done"),
+    ]
+    # a redrive begins a new segment: states start over, attempts and seqs go on
+    past, final = fold_past([*rows, note("RunFinished", state="failed"), note("RunRedriven")])
+    assert final == "stopped"
+    assert (past["a"].state, past["a"].live, past["a"].attempts) == ("waiting", set(), 2)
+    assert past["a"].top_seq == 7 and past["b"].reason == ""
+
+
+def test_only_tasks_that_ran_carry_anything_into_the_next_segment() -> None:
+    from stormproof.runtime.redrive import carried
+
+    past, _ = fold_past([note("TaskReady", task_id="never"), launched("ran", 1)])
+    checkpointed, _ = fold_past(
+        [Row(1, "event", "CheckpointCorrupt", 0.0, None, {"task_id": "bad", "seq": 2})]
+    )
+    past.update(checkpointed)  # made no attempt this segment, yet used seq 2
+    assert carried(past, set(), ["never", "ghost", "ran", "bad"]) == [
+        ["ran", 1, [], 0],
+        ["bad", 0, [], 2],
+    ]
