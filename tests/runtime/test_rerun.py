@@ -168,3 +168,92 @@ def test_only_tasks_that_ran_carry_anything_into_the_next_segment() -> None:
         ["ran", 1, [], 0],
         ["bad", 0, [], 2],
     ]
+
+
+def test_reuse_says_for_each_task_why_it_is_reused_or_runs(tmp_path: Path) -> None:
+    from stormproof.runtime.fingerprint import definitions
+
+    then = spec(
+        {"id": "prep", "command": "p", "outputs": ["p"]},
+        {"id": "sim", "command": "s", "depends_on": ["prep"], "outputs": ["s"]},
+        {"id": "post", "command": "o", "depends_on": ["sim"], "outputs": ["o"]},
+        {"id": "plot", "command": "l", "outputs": ["l"]},
+        {"id": "fit", "command": "f", "inputs": ["params.yaml"], "outputs": ["f"]},
+        {"id": "note", "command": "n"},
+    )
+    data = tmp_path / "runs" / "r0" / "data"
+    data.mkdir(parents=True)
+    for name in "psolf":
+        (data / name).write_text(name)
+    inputs = {"params.yaml": "sha256:1"}
+    with SQLiteEventLog(tmp_path / "db") as store:
+        store.create_run("r0", "wf", {}, 1.0)
+        store.put_results(
+            [
+                result_of("r0", "wf", t.id, d, data, t.outputs, 1.0)
+                for t, d in zip(then.tasks, definitions(then, inputs, None), strict=True)
+                if t.outputs
+            ]
+        )
+        (data / "l").write_text("a new plot")  # rewritten since
+        now = spec(
+            *then.model_dump(exclude_none=True)["tasks"][:1],
+            {"id": "sim", "command": "s --fast", "depends_on": ["prep"], "outputs": ["s"]},
+            *then.model_dump(exclude_none=True)["tasks"][2:],
+            {"id": "fresh", "command": "x", "outputs": ["x"]},
+        )
+        plan = plan_reuse(now, {"params.yaml": "sha256:2"}, None, store)
+    assert [(v.task_id, v.action, v.reason) for v in plan.verdicts] == [
+        ("prep", "reused", "same fingerprint; outputs as run r0 left them"),
+        ("sim", "run", "command changed since run r0"),
+        ("post", "run", "parent 'sim' reruns"),
+        ("plot", "run", "output changed since run r0: l"),
+        ("fit", "run", "input changed since run r0: params.yaml"),
+        ("note", "run", "declares no outputs, so it is never reused"),
+        ("fresh", "run", "no earlier run in this home has a result for it"),
+    ]
+    assert plan.run == "r0" and plan.counts() == {"kept": 0, "reused": 1, "run": 6}
+    assert (plan.kind, plan.workflow) == ("reuse", "wf")
+    assert plan.start["kept"] == ["prep"]
+    assert plan.start["kept_why"] == ["same fingerprint; outputs as run r0 left them"]
+    assert plan.start["copy"] == [
+        {"task": "prep", "run": "r0", "data_dir": str(data), "outputs": ["p"]}
+    ]
+
+
+def test_redrive_says_for_each_task_why_it_is_kept_or_runs(tmp_path: Path) -> None:
+    old = spec(
+        {"id": "a", "command": "a"},
+        {"id": "gone", "command": "g"},
+        {"id": "fit", "command": "f", "inputs": ["params.yaml"]},
+        {"id": "img", "command": "i", "container_image": "sim:1"},
+        {"id": "late", "command": "l"},
+        {"id": "skip", "command": "s"},
+    )
+    ctx = new_context(
+        "r1", old, (local_pool(),), tmp_path / "wf.yaml", "local",
+        input_hashes={"params.yaml": "sha256:1"}, container={"runtime": "podman"},
+    )  # fmt: skip
+    rows = [ended(t, "succeeded") for t in ("a", "gone", "fit", "img")]
+    rows += [launched("late", 1), ended("skip", "skipped")]
+    past, _ = fold_past(rows)
+    new = spec(
+        {"id": "a", "command": "a"},
+        {"id": "fit", "command": "f", "inputs": ["params.yaml"]},
+        {"id": "img", "command": "i", "container_image": "sim:2"},
+        {"id": "late", "command": "l"},
+        {"id": "skip", "command": "s"},
+        {"id": "added", "command": "n"},
+    )
+    plan = plan_redrive(ctx, past, new, {"params.yaml": "sha256:2"}, tmp_path)
+    assert [(v.task_id, v.action, v.reason, v.from_run) for v in plan.verdicts] == [
+        ("a", "kept", "succeeded in r1", "r1"),
+        ("fit", "run", "input changed: params.yaml", None),
+        ("img", "run", "container changed", None),  # the run's runtime runs its image
+        ("late", "run", "not finished in r1", None),
+        ("skip", "run", "skipped in r1", None),
+        ("added", "run", "new task", None),
+    ]
+    assert (plan.kind, plan.workflow, plan.run, plan.removed) == ("redrive", "wf", "r1", ["gone"])
+    assert (plan.start["kept"], plan.start["kept_why"]) == (["a"], ["succeeded in r1"])
+    assert plan.start["carried"] == [["late", 1, [], 0]]
