@@ -104,11 +104,10 @@ class LocalLogs:
             return None
         except OSError as err:
             raise StormproofError(f"{path}: cannot be read: {err.strerror or err}") from None
-        fh = os.fdopen(fd, "rb")
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            fh.close()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder
+            os.close(fd)
             raise StormproofError(f"{path} is not a regular file; remove it")
-        return fh
+        return os.fdopen(fd, "rb")
 
     def missing(self, attempt: str, ended: bool) -> str | None:
         return None  # an attempt that printed nothing has nothing to show
