@@ -14,7 +14,8 @@ from stormproof.aws.agent_output import BoundedLog, OutputUpload
 from stormproof.aws.clients import AwsError
 from stormproof.aws.output_reader import Layout, S3Output, left_out_line, object_offset
 from stormproof.aws.settings import AwsOptions
-from stormproof.runtime.attempt_logs import Chunk
+from stormproof.runtime.attempt_logs import Chunk, attempt_logs
+from stormproof.runtime.home import Home
 from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
 
 from .fixtures import WRITER_KEY, WRITER_SECRET
@@ -163,3 +164,16 @@ def test_no_credentials_is_said_before_any_request(
 def test_a_run_without_a_bucket_kept_nothing_and_says_so() -> None:
     with pytest.raises(AwsError, match=r"ran on AWS with no aws\.bucket"):
         S3Output.open(AwsOptions(bucket=None), RUN, ATTEMPT)
+
+
+def test_a_run_on_aws_has_its_attempts_output_read_from_its_bucket(
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, seaweed, KEY, SECRET)
+    options = {"bucket": BUCKET, "region": "us-east-1", "log_upload_s": 7.0}
+    for executor in ("ssm", "aws_batch"):
+        meta = {"executor": executor, "executor_options": options}
+        logs = attempt_logs(Home(tmp_path / ".stormproof"), RUN, meta, "talk", 1)
+        assert isinstance(logs, S3Output)
+        assert logs.place("stdout") == reader().place("stdout")
+        assert logs.options.log_upload_s == 7.0
