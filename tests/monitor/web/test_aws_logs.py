@@ -12,7 +12,10 @@ import boto3
 import pytest
 from fastapi.testclient import TestClient
 
+from stormproof.monitor.report import report_data
 from stormproof.monitor.shapes import LOG_TAIL_BYTES
+from stormproof.runtime.home import Home
+from stormproof.store.sqlite import SQLiteEventLog
 from tests.aws.fixtures import WRITER_KEY, WRITER_SECRET, Project
 from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
 
@@ -27,14 +30,19 @@ PRINTED = "".join(f"{n}\n" for n in range(1, LINES + 1)).encode()
 
 @pytest.fixture
 def aws_api(ec2_project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    """A finished SSM run ``onaws`` whose task printed more than the pane shows, and the API
-    over its home, in an environment that reaches the same S3 as the run's agent."""
+    """A finished SSM run ``onaws`` whose task ``count`` printed more than the pane shows and
+    whose ``broken`` failed, and the API over its home, in an environment that reaches the
+    same S3 as the run's agent."""
     ec2_project.write(
         "wf.yaml",
-        f'name: onaws\ntasks:\n  - {{id: count, command: "seq 1 {LINES}; echo done >&2"}}\n',
+        "name: onaws\n"
+        "global_config: {on_failure: continue}\n"
+        "tasks:\n"
+        f'  - {{id: count, command: "seq 1 {LINES}; echo done >&2"}}\n'
+        '  - {id: broken, command: "echo it broke >&2; exit 3", retry_attempts: 0}\n',
     )
     run = ec2_project("run", "wf.yaml", "--name", "onaws", "-q", timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.returncode == 1, run.stdout + run.stderr  # broken failed, as it should
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     for name, value in ec2_project.environ.items():
@@ -100,3 +108,22 @@ def test_each_way_s3_refuses_is_a_502_with_its_one_line_fix(
         gone = aws_api.get(f"{URL}/stderr")
     assert gone.status_code == 502
     assert f"bucket {BUCKET!r} does not exist, so the output of count/1" in gone.json()["detail"]
+
+
+def test_the_report_of_a_run_on_aws_has_its_failed_attempts_tails_from_s3(
+    aws_api: TestClient,
+    ec2_project: Project,
+    locked_seaweed: Seaweed,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = Home(ec2_project.cwd / ".stormproof")
+    store = SQLiteEventLog(home.db_path)
+    try:
+        logs = report_data(store, home, "onaws")["logs"]
+        assert logs == {"broken/1/stdout": "", "broken/1/stderr": "it broke\n"}
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", locked_seaweed.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", WRITER_KEY)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WRITER_SECRET)
+        assert report_data(store, home, "onaws")["logs"] == {}  # made all the same, without
+    finally:
+        store.close()
