@@ -14,7 +14,8 @@ from stormproof.aws.agent_output import BoundedLog, OutputUpload
 from stormproof.aws.clients import AwsError
 from stormproof.aws.output_reader import Layout, S3Output, left_out_line, object_offset
 from stormproof.aws.settings import AwsOptions
-from stormproof.runtime.attempt_logs import Chunk
+from stormproof.runtime.attempt_logs import Chunk, attempt_logs
+from stormproof.runtime.home import Home
 from tests.checkpoints._seaweed import BUCKET, KEY, SECRET, Seaweed
 
 from .fixtures import WRITER_KEY, WRITER_SECRET
@@ -31,12 +32,15 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, server: Seaweed, key: str, secret: s
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-def reader(bucket: str = BUCKET) -> S3Output:
-    return S3Output.open(AwsOptions(bucket=bucket, region="us-east-1"), RUN, ATTEMPT)
+def reader(bucket: str = BUCKET, attempt: str = ATTEMPT) -> S3Output:
+    return S3Output.open(AwsOptions(bucket=bucket, region="us-east-1"), RUN, attempt)
 
 
-def uploader(tmp_path: Path, server: Seaweed, max_bytes: int) -> tuple[BoundedLog, OutputUpload]:
-    """The agent's own log and upload of stdout, into ``server``'s bucket."""
+def uploader(
+    tmp_path: Path, server: Seaweed, max_bytes: int, attempt: str = ATTEMPT
+) -> tuple[BoundedLog, OutputUpload]:
+    """The agent's own log and upload of ``attempt``'s stdout, into ``server``'s bucket (which
+    outlives the test: each test has its own attempt)."""
     s3: Any = boto3.client(
         "s3",
         endpoint_url=server.endpoint,
@@ -44,7 +48,7 @@ def uploader(tmp_path: Path, server: Seaweed, max_bytes: int) -> tuple[BoundedLo
         aws_secret_access_key=server.env()["AWS_SECRET_ACCESS_KEY"],
         region_name="us-east-1",
     )
-    key = AwsOptions(bucket=BUCKET).log_location(RUN, ATTEMPT, "stdout")
+    key = AwsOptions(bucket=BUCKET).log_location(RUN, attempt, "stdout")
     assert key is not None
     log = BoundedLog("stdout", tmp_path / "stdout.log", max_bytes)
 
@@ -95,6 +99,27 @@ def test_following_reads_only_what_is_new_and_says_what_a_cut_skipped(
     log.close()
 
 
+def test_the_tail_is_the_objects_last_bytes_which_are_the_streams_even_when_cut(
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, seaweed, KEY, SECRET)
+    log, upload = uploader(tmp_path, seaweed, max_bytes=20, attempt="tail/1")
+    logs = reader(attempt="tail/1")
+    assert logs.tail("stdout", 8) == b""  # nothing uploaded yet
+    stream = bytes(range(65, 91)) * 5  # 130 bytes: A..Z five times
+    log.write(stream[:6])
+    upload.upload()
+    assert logs.tail("stdout", 8) == stream[:6]  # shorter than asked: all of it
+    log.write(stream[6:12])
+    upload.upload()
+    assert logs.tail("stdout", 8) == stream[4:12]  # longer: only the last 8 bytes
+    log.write(stream[12:])  # past the bound: head, the cut line, tail
+    upload.upload()
+    assert logs.tail("stdout", 8) == stream[-8:]
+    assert logs.tail("stdout", 0) == b""
+    log.close()
+
+
 def test_a_bucket_that_does_not_exist_is_named_with_the_fix(
     seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -103,6 +128,8 @@ def test_a_bucket_that_does_not_exist_is_named_with_the_fix(
     for shown in (0, 5):  # a whole read, and a follower's HeadObject (whose 404 says less)
         with pytest.raises(AwsError, match="bucket 'gone-bucket' does not exist, so the output"):
             logs.read("stdout", shown)
+    with pytest.raises(AwsError, match="bucket 'gone-bucket' does not exist, so the output"):
+        logs.tail("stdout", 100)
 
 
 def test_an_identity_that_may_not_read_is_told_which_permission_on_which_bucket(
@@ -110,9 +137,14 @@ def test_an_identity_that_may_not_read_is_told_which_permission_on_which_bucket(
 ) -> None:
     s3_env(monkeypatch, locked_seaweed, WRITER_KEY, WRITER_SECRET)
     logs = reader()
-    for shown in (0, 5):
+    reads = (
+        lambda: logs.read("stdout", 0),
+        lambda: logs.read("stdout", 5),
+        lambda: logs.tail("stdout", 100),
+    )
+    for read in reads:
         with pytest.raises(AwsError) as caught:
-            logs.read("stdout", shown)
+            read()
         assert str(caught.value).startswith(f"not allowed to read s3://{BUCKET}/stormproof/")
         assert f"s3:GetObject and s3:ListBucket on bucket {BUCKET!r}" in str(caught.value)
 
@@ -132,3 +164,16 @@ def test_no_credentials_is_said_before_any_request(
 def test_a_run_without_a_bucket_kept_nothing_and_says_so() -> None:
     with pytest.raises(AwsError, match=r"ran on AWS with no aws\.bucket"):
         S3Output.open(AwsOptions(bucket=None), RUN, ATTEMPT)
+
+
+def test_a_run_on_aws_has_its_attempts_output_read_from_its_bucket(
+    seaweed: Seaweed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_env(monkeypatch, seaweed, KEY, SECRET)
+    options = {"bucket": BUCKET, "region": "us-east-1", "log_upload_s": 7.0}
+    for executor in ("ssm", "aws_batch"):
+        meta = {"executor": executor, "executor_options": options}
+        logs = attempt_logs(Home(tmp_path / ".stormproof"), RUN, meta, "talk", 1)
+        assert isinstance(logs, S3Output)
+        assert logs.place("stdout") == reader().place("stdout")
+        assert logs.options.log_upload_s == 7.0

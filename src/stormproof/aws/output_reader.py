@@ -3,7 +3,8 @@
 The agent (``agent_output``) puts ``<task>/<n>.stdout.log`` and ``.stderr.log`` beside the
 attempt's status every ``aws.log_upload`` seconds. ``S3Output`` is the ``AttemptLogs`` of such
 an attempt: a whole object for ``logs``; for ``logs -f`` one ``HeadObject`` per stream and
-poll and, only when the stream grew, a ranged ``GetObject`` of what is new.
+poll and, only when the stream grew, a ranged ``GetObject`` of what is new; for the
+dashboard's log pane one ``GetObject`` of the object's last bytes (a suffix range).
 
 An object is the stream whole, or (past the agent's bound) its head, a line saying how many
 bytes were left out, and its tail; its metadata says which (``object_offset``). A
@@ -136,6 +137,21 @@ class S3Output:
             return Chunk(b"", shown)
         note = left_out_line(stream, left_out) if left_out else b""
         return Chunk(note + got["Body"].read(), layout.total)
+
+    def tail(self, stream: str, max_bytes: int) -> bytes:
+        """The object's last ``max_bytes``: the stream's, as a cut object ends with the
+        stream's tail (what is cut is in its middle)."""
+        if max_bytes <= 0:
+            return b""
+        bucket, key = self._where(stream)
+        got = self._ask(
+            stream,
+            lambda: self.s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{max_bytes}"),
+        )
+        if got is None:  # not uploaded (yet); an empty object has no range to satisfy either
+            return b""
+        data: bytes = got["Body"].read()
+        return data[-max_bytes:]
 
     def _ask(self, stream: str, call: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """One S3 call's answer; ``None`` for an object not there (yet) or changed meanwhile."""

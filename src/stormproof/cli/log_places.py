@@ -3,20 +3,18 @@
 A run records its executor; the attempts of ``executor: ssm`` and ``aws_batch`` ran on
 machines that are not this one, so their output is where their agent uploaded it
 (``aws.output_reader``), and which attempts a task had is in the run's log, not in the home.
-Every other run's attempts are directories in the home, as they always were.
+Every other run's attempts are directories in the home, as they always were. Where one
+attempt's output is, ``runtime.attempt_logs.attempt_logs`` says (the dashboard asks it too).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from stormproof.config.executors import AWS_EXECUTORS
-from stormproof.runtime.attempt_logs import AttemptLogs, LocalLogs
+from stormproof.runtime.attempt_logs import AttemptLogs, attempt_logs, ran_on_aws
 
 if TYPE_CHECKING:
-    from stormproof.aws.settings import AwsOptions
-
     from .session import Session
 
 
@@ -58,22 +56,17 @@ class LogPlaces:
 
     s: Session
     name: str
-    #: The run's AWS settings, if its attempts ran on AWS.
-    aws: AwsOptions | None = None
+    #: The run's meta as stored (its executor and, on AWS, its AWS settings).
+    meta: dict[str, Any]
 
     @classmethod
     def of(cls, s: Session, name: str) -> LogPlaces:
-        meta = s.store.get_run(name).meta
-        if meta.get("executor") not in AWS_EXECUTORS:
-            return cls(s, name)
-        from stormproof.aws.settings import AwsOptions
-
-        return cls(s, name, AwsOptions.from_dict(meta.get("executor_options") or {}))
+        return cls(s, name, s.store.get_run(name).meta)
 
     def attempts(self, task: str) -> TaskAttempts:
         """The task's attempts: their directories here, or (on AWS) the run's log."""
         found = TaskAttempts(task)
-        if self.aws is None:
+        if not ran_on_aws(self.meta):
             found.launched.update(self.s.home.attempt_numbers(self.name, task))
             return found
         for row in self.s.store.read(self.name, 0):
@@ -81,8 +74,4 @@ class LogPlaces:
         return found
 
     def logs(self, task: str, number: int) -> AttemptLogs:
-        if self.aws is None:
-            return LocalLogs(self.s.home, self.s.home.attempt_dir(self.name, task, number))
-        from stormproof.aws.output_reader import S3Output
-
-        return S3Output.open(self.aws, self.name, f"{task}/{number}")
+        return attempt_logs(self.s.home, self.name, self.meta, task, number)

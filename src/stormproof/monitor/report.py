@@ -24,7 +24,7 @@ from stormproof.monitor.views import RunViews
 from stormproof.monitor.web.app import STATIC
 from stormproof.runtime.home import Home
 from stormproof.runtime.view import RunView
-from stormproof.store.base import EventLog
+from stormproof.store.base import EventLog, RunInfo
 
 #: Log tails kept: of attempts that did not succeed, the latest ones, this many bytes each.
 LOG_ATTEMPTS: Final = 100
@@ -35,31 +35,33 @@ TIMELINE_ATTEMPTS: Final = 20_000
 
 def report_data(store: EventLog, home: Home, name: str) -> dict[str, Any]:
     """What the report shows, in the API's shapes."""
-    _info, view = RunViews(store).get(name)
+    info, view = RunViews(store).get(name)
     now = time.time()
     return {
         "run": view.to_json(now),
         "timeline": shapes.timeline_json(view, now, TIMELINE_ATTEMPTS),
         "stages": shapes.stages_json(view),
-        "logs": _failed_logs(home, view),
+        "logs": _failed_logs(home, info, view),
         "made_at": now,
     }
 
 
-def _failed_logs(home: Home, view: RunView) -> dict[str, str]:
+def _failed_logs(home: Home, info: RunInfo, view: RunView) -> dict[str, str]:
     failed = [
         (tid, a.number)
         for tid, t in view.tasks.items()
         for a in t.attempts
         if a.ended is not None and a.state != "succeeded"
     ][-LOG_ATTEMPTS:]
-    logs = {}
+    logs: dict[str, str] = {}
     for tid, number in failed:
         for stream in ("stdout", "stderr"):
             try:
-                tail = shapes.log_tail(home, view.name, view, tid, number, stream)
+                tail = shapes.log_tail(home, info, view, tid, number, stream)
             except shapes.NotFound:
                 continue
+            except shapes.LogUnreadable:  # S3 would answer the same for every other one
+                return logs
             logs[f"{tid}/{number}/{stream}"] = tail[-LOG_BYTES:].decode(errors="replace")
     return logs
 

@@ -3,20 +3,20 @@
 ``status NAME --json`` (``view_query.run_json``), the runs list (``run_summary_json``) and
 ``history --json`` (``history_json``) are built by the very functions the CLI uses; this
 module adds what only a picture needs: the timeline of attempts, the DAG by stage, cost
-over time, one task, and the tail of a log.
+over time, one task, and the tail of a log (from the home, or from S3 for a run on AWS).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Final
 
 from stormproof.core.machine import Cost
 from stormproof.errors import StormproofError
+from stormproof.runtime.attempt_logs import STREAMS, attempt_logs, ran_on_aws
 from stormproof.runtime.home import Home
 from stormproof.runtime.view import RunView
 from stormproof.runtime.view_records import AttemptView, cost_json
+from stormproof.store.base import RunInfo
 
 #: Most attempts one timeline shows (the latest ones): a chart of more says nothing more.
 TIMELINE_ATTEMPTS: Final = 2000
@@ -30,6 +30,10 @@ LOG_TAIL_BYTES: Final = 64 * 1024
 
 class NotFound(StormproofError):
     """A task, attempt or log the run does not have (HTTP 404)."""
+
+
+class LogUnreadable(StormproofError):
+    """The store that keeps an AWS attempt's output (S3) refused or failed (HTTP 502)."""
 
 
 def _row_of(att: AttemptView) -> str:
@@ -119,35 +123,34 @@ def task_json(view: RunView, task: str, now: float) -> dict[str, Any]:
     return {"id": task, **t.to_json(at)}
 
 
-def log_tail(home: Home, run: str, view: RunView, task: str, number: int, stream: str) -> bytes:
-    """The last ``LOG_TAIL_BYTES`` of an attempt's stdout or stderr.
+def log_tail(home: Home, run: RunInfo, view: RunView, task: str, number: int, stream: str) -> bytes:
+    """The last ``LOG_TAIL_BYTES`` of an attempt's stdout or stderr, wherever it is kept.
 
-    Only files inside the run's own directory: the task must be one of the run's, the
-    attempt one it made, and the file is opened without following a symbolic link (a
-    task could replace its log by a link to any file the server may read).
+    Only an attempt the run made: the task must be one of the run's, the attempt one it
+    made. An attempt that ran here, on Slurm or on Dask has its file in the run's own
+    directory, opened without following a symbolic link (a task could replace its log by a
+    link to any file the server may read). One that ran on AWS has it in the run's bucket,
+    as its agent last uploaded it (``LogUnreadable`` if S3 will not say).
     """
-    if stream not in ("stdout", "stderr"):
+    if stream not in STREAMS:
         raise NotFound(f"no log stream {stream!r}: stdout or stderr")
     t = view.tasks.get(task)
     if t is None:
-        raise NotFound(f"run {run!r} has no task {task!r}")
+        raise NotFound(f"run {run.name!r} has no task {task!r}")
     if number not in {a.number for a in t.attempts}:
-        raise NotFound(f"task {task!r} of run {run!r} has no attempt {number}")
+        raise NotFound(f"task {task!r} of run {run.name!r} has no attempt {number}")
+    on_aws = ran_on_aws(run.meta)
+    if not on_aws:
+        _check_inside(home, run.name, task, number, stream)
+    try:
+        return attempt_logs(home, run.name, run.meta, task, number).tail(stream, LOG_TAIL_BYTES)
+    except StormproofError as exc:  # S3's refusal; here, a link on the way or not a file
+        raise (LogUnreadable if on_aws else NotFound)(str(exc)) from None
+
+
+def _check_inside(home: Home, run: str, task: str, number: int, stream: str) -> None:
+    """A task named ``../..`` would take its log's path out of the run's directory."""
     run_dir = home.run_dir(run).resolve()
     path = home.attempt_dir(run, task, number) / f"{stream}.log"
     if not path.resolve().is_relative_to(run_dir):
         raise NotFound(f"the {stream} log of {task}/{number} is not in the run's directory")
-    return _tail(path)
-
-
-def _tail(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return b""
-    except OSError as exc:
-        raise NotFound(f"{path.name}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        fh.seek(max(0, size - LOG_TAIL_BYTES))
-        return fh.read(LOG_TAIL_BYTES)

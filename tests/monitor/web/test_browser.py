@@ -264,3 +264,25 @@ def test_the_report_is_one_file_that_opens_offline(cli: Cli, browser: Any, shots
     expect(page.locator("#log")).to_contain_text("failed attempts only")
     assert p.errors == [] and p.dialogs == []
     p.shot("report")
+
+
+def test_a_log_the_server_will_not_serve_shows_why_in_the_pane(
+    cli: Cli, browser: Any, shots: Path
+) -> None:
+    """The pane shows the API's ``detail`` (for an AWS attempt, S3's one-line refusal and its
+    fix: ``test_aws_logs``); here the refusal of a log replaced by a link out of the run."""
+    from playwright.sync_api import expect
+
+    make_runs(cli)
+    log = cli.data_dir / "demo" / "tasks" / "analyse" / "attempt-1" / "stdout.log"
+    log.unlink()
+    os.symlink(cli.cwd / "stormproof.yaml", log)
+    with serving(cli) as url:
+        p = Page(browser, shots)
+        page = p.open(url + "runs/demo")
+        page.locator("tr[data-task='analyse']").click()
+        page.locator("#attempts tr[data-attempt='1'] button", has_text="stdout").click()
+        expect(page.locator("#log")).to_contain_text("404: ")
+        shown = page.locator("#log").inner_text()
+        assert shown == "404: the stdout log of analyse/1 is not in the run's directory"
+        assert p.errors == [] and p.dialogs == []

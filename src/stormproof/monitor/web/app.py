@@ -109,8 +109,12 @@ def _errors(app: FastAPI) -> None:
     async def bad(_request: Request, exc: Exception) -> Response:
         return JSON({"detail": str(exc)}, 400)
 
+    async def store_failed(_request: Request, exc: Exception) -> Response:
+        return JSON({"detail": str(exc)}, 502)
+
     app.add_exception_handler(RunNotFound, not_found)
     app.add_exception_handler(shapes.NotFound, not_found)
+    app.add_exception_handler(shapes.LogUnreadable, store_failed)
     app.add_exception_handler(StormproofError, bad)
 
 
@@ -207,14 +211,18 @@ def _api(app: FastAPI, read: Reader, guard: Guard) -> None:
     @app.get(
         "/api/runs/{name}/tasks/{task}/attempts/{number}/logs/{stream}",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}, **_ERRORS},
+        responses={
+            200: {"content": {"text/plain": {}}},
+            502: {"model": models.ErrorShape, "description": "S3 would not give the output"},
+            **_ERRORS,
+        },
         tags=["tasks"],
     )
     async def logs(name: str, task: str, number: int, stream: str) -> Response:
-        """The tail (64 KiB) of the attempt's stdout or stderr, as text."""
-        data = await read(
-            lambda v: shapes.log_tail(read.home, name, v.get(name)[1], task, number, stream)
-        )
+        """The tail (64 KiB) of the attempt's stdout or stderr, as text: from the home, or,
+        for a run on AWS (`executor: ssm` or `aws_batch`), from the copy its agent uploads to
+        S3 every `aws.log_upload`."""
+        data = await read(lambda v: shapes.log_tail(read.home, *v.get(name), task, number, stream))
         return Response(data, media_type="text/plain; charset=utf-8")
 
     @app.get(

@@ -90,7 +90,12 @@
         const r = await fetch(
           `/api/runs/${enc(name)}/tasks/${enc(task)}/attempts/${n}/logs/${stream}`,
           { credentials: "same-origin" });
-        if (!r.ok) throw new Error(`${r.status}: no log`);
+        if (!r.ok) {
+          // S3's refusal of an AWS attempt's output (502) says what to fix: show it
+          let detail = "no log";
+          try { detail = (await r.json()).detail || detail; } catch (e) { /* not JSON */ }
+          throw new Error(`${r.status}: ${detail}`);
+        }
         return r.text();
       },
       async cancel(name) {
