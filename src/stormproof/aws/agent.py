@@ -265,7 +265,7 @@ class Agent:
         url = self.settings.status_url
         if not url:
             return False
-        bucket, _, key = url.removeprefix("s3://").partition("/")
+        bucket, key = _bucket_and_key(url)
         folder = Path(tempfile.mkdtemp(prefix="stormproof-output-"))
         self._output = OutputCopy(folder, self.settings.log_max_bytes)
         keys = {s: names.log_key(key, s) for s in self._output.logs}
@@ -305,7 +305,7 @@ class Agent:
         }
         if error:
             status["error"] = error
-        bucket, _, key = url.removeprefix("s3://").partition("/")
+        bucket, key = _bucket_and_key(url)
         for pause in (0.5, 2.0, 5.0, None):
             try:
                 s3 = self._s3()
@@ -327,6 +327,12 @@ class Agent:
             region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
             self._s3_client = Aws(region or "us-east-1").client("s3")
         return self._s3_client
+
+
+def _bucket_and_key(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as its two parts (``exec`` checked the scheme)."""
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    return bucket, key
 
 
 def _exit_code(returncode: int | None) -> int:

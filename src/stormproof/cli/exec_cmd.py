@@ -11,7 +11,8 @@ import sys
 import click
 
 from stormproof.aws.agent_output import MAX_KEPT_BYTES
-from stormproof.spec.model import parse_duration
+
+from .params import duration
 
 
 @click.command(name="exec", context_settings={"ignore_unknown_options": False})
@@ -20,12 +21,19 @@ from stormproof.spec.model import parse_duration
 @click.option("--status", "status_url", metavar="S3URL", help="Where to write the exit status.")
 @click.option("--checkpoints", metavar="URL", help="The checkpoint store (s3://…).")
 @click.option("--shell", is_flag=True, help="COMMAND is one string for sh -c.")
-@click.option("--poll", default="2s", show_default=True, help="How often to look for notices.")
+@click.option(
+    "--poll",
+    default="2s",
+    show_default=True,
+    callback=duration,
+    help="How often to look for notices.",
+)
 @click.option("--no-imds", is_flag=True, help="Not on EC2: look for no notices.")
 @click.option(
     "--log-upload",
     default="30s",
     show_default=True,
+    callback=duration,
     help="How often the output that grew is uploaded beside --status (aws.log_upload).",
 )
 @click.option(
@@ -42,9 +50,9 @@ def exec_(
     status_url: str | None,
     checkpoints: str | None,
     shell: bool,
-    poll: str,
+    poll: float,
     no_imds: bool,
-    log_upload: str,
+    log_upload: float,
     log_max_bytes: int,
     command: tuple[str, ...],
 ) -> None:
@@ -52,9 +60,7 @@ def exec_(
     checkpoints, write its exit status. Exits with the command's exit code."""
     from stormproof.aws.agent import Agent, AgentSettings
 
-    poll_s = _duration(poll, "--poll")
-    log_upload_s = _duration(log_upload, "--log-upload")
-    if log_upload_s < 1:
+    if log_upload < 1:
         raise click.BadParameter("must be at least 1 second, like 30s", param_hint="--log-upload")
     if status_url is not None and not status_url.startswith("s3://"):
         raise click.BadParameter(f"{status_url!r} is not an s3:// URL", param_hint="--status")
@@ -66,16 +72,9 @@ def exec_(
         command=command[0] if shell else list(command),
         status_url=status_url,
         checkpoints=checkpoints,
-        poll_s=max(0.05, poll_s),
+        poll_s=max(0.05, poll),
         use_imds=not no_imds,
-        log_upload_s=log_upload_s,
+        log_upload_s=log_upload,
         log_max_bytes=log_max_bytes,
     )
     sys.exit(Agent(settings).run())
-
-
-def _duration(text: str, option: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=option) from None

@@ -31,7 +31,8 @@ from stormproof.importers.render import decimal_text, render_yaml
 from stormproof.importers.wfformat.convert import convert, header_lines
 from stormproof.importers.wfformat.options import DEFAULT_TIME_FACTOR, ImportOptions
 from stormproof.importers.wfformat.trace import WfFormatError
-from stormproof.spec.model import parse_duration
+
+from .params import duration
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -45,15 +46,6 @@ def _time_factor(_ctx: click.Context, _param: click.Parameter, value: float) -> 
     if not math.isfinite(value) or value < 0:
         raise click.BadParameter(f"must be a number of at least 0, like 0.001, not {value}")
     return value
-
-
-def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
 
 
 @import_.command(name="wfformat")
@@ -77,7 +69,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @click.option(
     "--default-runtime",
     metavar="DURATION",
-    callback=_duration,
+    callback=duration,
     help="Runtime for tasks the file has none for, like 60, 90s or 10m (default: an error).",
 )
 @click.option(

@@ -59,9 +59,13 @@ class Definition:
     fingerprint: str
 
 
-def hash_inputs(spec: WorkflowSpec, workflow_dir: Path, source: str) -> dict[str, str]:
+def hash_inputs(
+    spec: WorkflowSpec, workflow_dir: Path, source: str, *, strict: bool = True
+) -> dict[str, str]:
     """The content hash of every declared input, by the path as written; a missing or
-    unreadable one is a ``SpecError`` naming the task and the path, all at once."""
+    unreadable one is a ``SpecError`` naming the task and the path, all at once, or, not
+    ``strict`` (a plan reports on a workflow whose inputs may not be there yet), ""
+    (unknown, so never equal to a recorded hash)."""
     hashes: dict[str, str] = {}
     problems: list[str] = []
     for i, task in enumerate(spec.tasks):
@@ -72,6 +76,9 @@ def hash_inputs(spec: WorkflowSpec, workflow_dir: Path, source: str) -> dict[str
             try:
                 hashes[path] = content_hash(full)
             except OSError as err:
+                if not strict:
+                    hashes[path] = ""
+                    continue
                 why = "no such file or folder" if isinstance(err, FileNotFoundError) else err
                 problems.append(
                     f"tasks[{i}] ({task.id}).inputs[{k}]: {path!r}: {why} ({full}); inputs "

@@ -25,13 +25,7 @@ from pathlib import Path
 
 from stormproof.errors import StormproofError
 from stormproof.plan.measured import Declared, Measured, TaskMeasure, Why
-from stormproof.runtime.fingerprint import (
-    Definition,
-    content_hash,
-    definitions,
-    resolve_input,
-    what_changed,
-)
+from stormproof.runtime.fingerprint import Definition, definitions, hash_inputs, what_changed
 from stormproof.runtime.redrive import REDRIVEN
 from stormproof.runtime.runs import RunContext
 from stormproof.spec.model import WorkflowSpec
@@ -110,7 +104,8 @@ def measure_run(
             f"in common with {workflow_file} (workflow {spec.name!r}), so it measured nothing "
             "for it; name a run of this workflow (`stormproof status` lists runs)"
         )
-    new = definitions(spec, _hash_inputs(spec, workflow_file.parent), container_runtime)
+    hashes = hash_inputs(spec, workflow_file.parent, str(workflow_file), strict=False)
+    new = definitions(spec, hashes, container_runtime)
     new_defs = {t.id: d for t, d in zip(spec.tasks, new, strict=True)}
     return _figures(log, spec, new_defs, base.container.get("runtime"), run)
 
@@ -247,17 +242,3 @@ def _why_declared(
 
 def _parents(spec: WorkflowSpec, task_id: str) -> list[str]:
     return next(list(t.depends_on) for t in spec.tasks if t.id == task_id)
-
-
-def _hash_inputs(spec: WorkflowSpec, workflow_dir: Path) -> dict[str, str]:
-    """Every declared input's content hash; "" (unknown, so "changed") for one that cannot be
-    read: a plan reports on a workflow, it does not refuse one whose inputs are not there yet."""
-    hashes: dict[str, str] = {}
-    for task in spec.tasks:
-        for path in task.inputs:
-            if path not in hashes:
-                try:
-                    hashes[path] = content_hash(resolve_input(path, workflow_dir))
-                except OSError:
-                    hashes[path] = ""
-    return hashes
